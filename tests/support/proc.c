@@ -1,0 +1,104 @@
+#define _GNU_SOURCE
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *test_env_path(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        fprintf(stderr, "test setup: environment variable %s is not set (run through ctest)\n",
+                name);
+        abort();
+    }
+    return v;
+}
+
+int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        execv(argv[0], argv);
+        fprintf(stderr, "cannot exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    p->pid = pid;
+    p->out_fd = fds[0];
+    p->port = 0;
+
+    char line[256];
+    size_t len = 0;
+    long long end = now_ms() + timeout_ms;
+    while (len < sizeof(line) - 1) {
+        long long left = end - now_ms();
+        struct pollfd pfd = {fds[0], POLLIN, 0};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        ssize_t n = read(fds[0], line + len, 1);
+        if (n <= 0)
+            break;
+        if (line[len] == '\n') {
+            line[len] = '\0';
+            if (sscanf(line, "LISTENING port=%d", &p->port) == 1)
+                return 0;
+            len = 0; /* some other line: keep looking */
+            continue;
+        }
+        len++;
+    }
+    fprintf(stderr, "test setup: %s did not report LISTENING in %d ms\n", argv[0], timeout_ms);
+    test_proc_stop(p, SIGKILL, 2000);
+    return -1;
+}
+
+int test_proc_stop(test_proc_t *p, int sig, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    long long end = now_ms() + timeout_ms;
+    int status = 0;
+    int result = -1;
+    for (;;) {
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid) {
+            result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            break;
+        }
+        if (now_ms() >= end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            break;
+        }
+        usleep(5000);
+    }
+    close(p->out_fd);
+    p->pid = 0;
+    return result;
+}

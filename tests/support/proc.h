@@ -1,0 +1,33 @@
+/*
+ * proc.h - start and stop real service processes from tests.
+ *
+ * A service started here prints "LISTENING port=N" on standard output when it is
+ * ready; test_proc_start waits for that line and returns the port.  Everything the
+ * process writes after it is passed through to the test's standard error.
+ */
+#ifndef TEST_PROC_H
+#define TEST_PROC_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct {
+    pid_t pid;
+    int port;
+    int out_fd; /* read end of the child's standard output */
+} test_proc_t;
+
+/* Starts argv[0] (a path) with argv and waits up to timeout_ms for its LISTENING line.
+ * Returns 0 with p filled, or -1 (the child, if any, is killed). */
+int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms);
+
+/* Sends sig and waits up to timeout_ms for the exit.  Returns the exit status
+ * (0..255), 128+N when killed by signal N, or -1 when it did not exit in time (it is
+ * then killed with SIGKILL and reaped). */
+int test_proc_stop(test_proc_t *p, int sig, int timeout_ms);
+
+/* The environment variable name must hold a path; returns it or aborts the test run
+ * with a message saying which variable is missing. */
+const char *test_env_path(const char *name);
+
+#endif

@@ -1,0 +1,441 @@
+/*
+ * test_server.c - rpc_server_t and rpc_call_t contracts, with server and client in one
+ * process: registration rules, finish/send rules, runtime health, TLS and mutual TLS.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "echo.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const ProtobufCMessageDescriptor *const REQ = &llmserve__test__echo_request__descriptor;
+static const ProtobufCMessageDescriptor *const REP = &llmserve__test__echo_reply__descriptor;
+
+/* What the handlers below saw and did, for the test to check. */
+typedef struct {
+    pthread_mutex_t mu;
+    int starts, messages, half_closes, cancels, dones;
+    int finish_again_rc;   /* rpc_call_finish after a finish */
+    int send_after_rc;     /* rpc_call_send after a finish */
+    int reply_again_rc;    /* rpc_call_reply after a reply */
+    rpc_call_t *kept;      /* a call kept past on_done with rpc_call_ref */
+} seen_t;
+
+static seen_t g_seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *h_start(rpc_call_t *call, void *ctx)
+{
+    (void)call;
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.starts++;
+    pthread_mutex_unlock(&g_seen.mu);
+    return ctx;
+}
+
+static void h_unary_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)state;
+    const Llmserve__Test__EchoRequest *req = (const Llmserve__Test__EchoRequest *)msg;
+    Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
+    reply.text = req->text;
+    reply.seq = req->seq + 1;
+    int rc = rpc_call_reply(call, &reply.base);
+    int again = rpc_call_reply(call, &reply.base);
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.messages++;
+    g_seen.reply_again_rc = again;
+    pthread_mutex_unlock(&g_seen.mu);
+    (void)rc; /* the client checks the reply itself */
+}
+
+static void h_stream_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)state;
+    const Llmserve__Test__EchoRequest *req = (const Llmserve__Test__EchoRequest *)msg;
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.messages++;
+    pthread_mutex_unlock(&g_seen.mu);
+    Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
+    reply.text = req->text;
+    for (int i = 0; i < (req->repeat > 0 ? req->repeat : 1); i++) {
+        reply.index = i;
+        rpc_call_send(call, &reply.base);
+    }
+    if (req->fail_code) {
+        rpc_call_add_trailer(call, "x-why", "asked");
+        rpc_call_finish(call, (grpc_status_code)req->fail_code, "as asked");
+        int again = rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        int send = rpc_call_send(call, &reply.base);
+        pthread_mutex_lock(&g_seen.mu);
+        g_seen.finish_again_rc = again;
+        g_seen.send_after_rc = send;
+        pthread_mutex_unlock(&g_seen.mu);
+    }
+}
+
+static void h_half_close(rpc_call_t *call, void *state)
+{
+    (void)state;
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.half_closes++;
+    pthread_mutex_unlock(&g_seen.mu);
+    rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void h_cancel(rpc_call_t *call, void *state)
+{
+    (void)call;
+    (void)state;
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.cancels++;
+    pthread_mutex_unlock(&g_seen.mu);
+}
+
+static void h_done(rpc_call_t *call, void *state)
+{
+    (void)state;
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.dones++;
+    if (!g_seen.kept) {
+        rpc_call_ref(call);
+        g_seen.kept = call;
+    }
+    pthread_mutex_unlock(&g_seen.mu);
+}
+
+static const rpc_handler_t unary_h = {h_start, h_unary_message, NULL, h_cancel, h_done};
+static const rpc_handler_t stream_h = {h_start, h_stream_message, h_half_close, h_cancel, h_done};
+
+static rpc_server_t *g_srv;
+static rpc_client_t *g_client;
+static rpc_channel_t *g_ch;
+static int g_port;
+
+static rpc_server_t *make_server(const rpc_tls_server_t *tls, int *port)
+{
+    rpc_server_config_t cfg;
+    rpc_server_config_init(&cfg);
+    cfg.threads = 2;
+    rpc_server_t *srv = rpc_server_create(&cfg);
+    cr_assert_not_null(srv);
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", tls, port), LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ, &unary_h, NULL),
+        LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ,
+                                       &stream_h, NULL),
+                 LS_OK);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    return srv;
+}
+
+static void setup(void)
+{
+    g_srv = make_server(NULL, &g_port);
+    g_client = rpc_client_create(1);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", g_port);
+    g_ch = rpc_channel_create(g_client, target, NULL);
+}
+
+static void teardown(void)
+{
+    rpc_channel_destroy(g_ch);
+    rpc_client_destroy(g_client);
+    rpc_server_destroy(g_srv);
+    pthread_mutex_lock(&g_seen.mu);
+    if (g_seen.kept) {
+        /* Kept past on_done: still safe to use, and says the call is over. */
+        Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
+        cr_expect_eq(rpc_call_send(g_seen.kept, &reply.base), LS_ERR_CLOSED);
+        cr_expect_eq(rpc_call_finish(g_seen.kept, GRPC_STATUS_OK, NULL), LS_ERR_CLOSED);
+        rpc_call_unref(g_seen.kept);
+        g_seen.kept = NULL;
+    }
+    pthread_mutex_unlock(&g_seen.mu);
+}
+
+TestSuite(server, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(server, registration_rules)
+{
+    rpc_server_t *srv = rpc_server_create(NULL);
+    cr_assert_eq(rpc_server_start(srv), LS_ERR_INVALID, "start without a port");
+    cr_assert_eq(rpc_server_add_method(srv, "no-slash", RPC_UNARY, REQ, &unary_h, NULL),
+                 LS_ERR_INVALID);
+    cr_assert_eq(rpc_server_add_method(srv, "/a.B", RPC_UNARY, REQ, &unary_h, NULL),
+                 LS_ERR_INVALID);
+    cr_assert_eq(rpc_server_add_method(srv, "/a.B/C/D", RPC_UNARY, REQ, &unary_h, NULL),
+                 LS_ERR_INVALID);
+    cr_assert_eq(rpc_server_add_method(srv, "/a.B/C", RPC_UNARY, NULL, &unary_h, NULL),
+                 LS_ERR_INVALID);
+    cr_assert_eq(rpc_server_add_method(srv, "/a.B/C", RPC_UNARY, REQ, &unary_h, NULL), LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/a.B/C", RPC_STREAM, REQ, &stream_h, NULL),
+                 LS_ERR_EXISTS);
+    cr_assert_eq(rpc_server_add_method(srv, "/grpc.health.v1.Health/Check", RPC_UNARY, REQ,
+                                       &unary_h, NULL),
+                 LS_ERR_EXISTS, "health is built in");
+    cr_assert_eq(rpc_server_listen(srv, "256.1.1.1:1", NULL, NULL), LS_ERR_IO);
+    rpc_tls_server_t tls = {"/nonexistent/cert.pem", "/nonexistent/key.pem", NULL};
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &tls, NULL), LS_ERR_INVALID);
+    rpc_server_destroy(srv); /* never started: destroy alone is enough */
+    rpc_server_destroy(NULL);
+}
+
+Test(server, unary_reply_once)
+{
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.text = "x";
+    req.seq = 7;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    cr_assert_eq(rpc_channel_unary(g_ch, "/llmserve.test.Echo/Unary", &req.base, REP, NULL,
+                                   &resp, &st),
+                 LS_OK);
+    cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
+    cr_assert_eq(((Llmserve__Test__EchoReply *)resp)->seq, 8);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    pthread_mutex_lock(&g_seen.mu);
+    cr_assert_eq(g_seen.reply_again_rc, LS_ERR_EXISTS);
+    pthread_mutex_unlock(&g_seen.mu);
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    int n;
+    bool ended;
+    rpc_status_t st;
+    char why[32];
+} collect_t;
+
+static void c_msg(rpc_stream_t *s, void *ud, const ProtobufCMessage *m)
+{
+    (void)s;
+    (void)m;
+    collect_t *c = ud;
+    pthread_mutex_lock(&c->mu);
+    c->n++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void c_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const rpc_md_t *t)
+{
+    (void)s;
+    collect_t *c = ud;
+    pthread_mutex_lock(&c->mu);
+    c->st = *st;
+    const char *why = rpc_md_get(t, "x-why", NULL);
+    snprintf(c->why, sizeof(c->why), "%s", why ? why : "");
+    c->ended = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool wait_ended(collect_t *c, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        pthread_mutex_lock(&c->mu);
+        bool e = c->ended;
+        pthread_mutex_unlock(&c->mu);
+        if (e)
+            return true;
+        ls_sleep_us(1000);
+    }
+    return false;
+}
+
+Test(server, finish_sends_queued_messages_first_then_refuses_more)
+{
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(g_ch, "/llmserve.test.Echo/Stream", REP, &h, &c, NULL, 0);
+    cr_assert_not_null(s);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.repeat = 500;
+    req.fail_code = GRPC_STATUS_ABORTED;
+    cr_assert_eq(rpc_stream_send(s, &req.base), LS_OK);
+    cr_assert(wait_ended(&c, 10000));
+    cr_assert_eq(c.st.code, GRPC_STATUS_ABORTED);
+    cr_assert_str_eq(c.st.details, "as asked");
+    cr_assert_str_eq(c.why, "asked", "trailer sent with the status");
+    cr_assert_eq(c.n, 500, "every message queued before finish arrives");
+    pthread_mutex_lock(&g_seen.mu);
+    cr_assert_eq(g_seen.finish_again_rc, LS_ERR_EXISTS);
+    cr_assert_eq(g_seen.send_after_rc, LS_ERR_CLOSED);
+    pthread_mutex_unlock(&g_seen.mu);
+    cr_assert_eq(rpc_stream_send(s, &req.base), LS_ERR_CLOSED, "stream over");
+    cr_assert(rpc_stream_ended(s));
+    rpc_stream_release(s);
+}
+
+Test(server, callbacks_in_order_and_done_exactly_once)
+{
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(g_ch, "/llmserve.test.Echo/Stream", REP, &h, &c, NULL, 0);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rpc_stream_send(s, &req.base), LS_OK);
+    cr_assert_eq(rpc_stream_close_send(s), LS_OK);
+    cr_assert_eq(rpc_stream_close_send(s), LS_ERR_CLOSED);
+    cr_assert(wait_ended(&c, 10000));
+    cr_assert_eq(c.st.code, GRPC_STATUS_OK);
+    cr_assert_eq(c.n, 3);
+    rpc_stream_release(s);
+    /* on_done may trail the client's status by a moment. */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&g_seen.mu);
+        int dones = g_seen.dones;
+        pthread_mutex_unlock(&g_seen.mu);
+        if (dones == 1)
+            break;
+        ls_sleep_us(1000);
+    }
+    pthread_mutex_lock(&g_seen.mu);
+    cr_assert_eq(g_seen.starts, 1);
+    cr_assert_eq(g_seen.messages, 3);
+    cr_assert_eq(g_seen.half_closes, 1);
+    cr_assert_eq(g_seen.cancels, 0);
+    cr_assert_eq(g_seen.dones, 1);
+    pthread_mutex_unlock(&g_seen.mu);
+}
+
+Test(server, client_write_queue_is_bounded)
+{
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(g_ch, "/llmserve.test.Echo/Stream", REP, &h, &c, NULL, 4);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    int full = 0;
+    for (int i = 0; i < 50; i++)
+        if (rpc_stream_send(s, &req.base) == LS_ERR_FULL)
+            full++;
+    cr_assert_gt(full, 0, "a queue of 4 took 50 messages at once");
+    cr_assert_leq(rpc_stream_write_queue_len(s), 4);
+    rpc_stream_cancel(s);
+    cr_assert(wait_ended(&c, 10000));
+    cr_assert_eq(c.st.code, GRPC_STATUS_CANCELLED);
+    rpc_stream_release(s);
+}
+
+static int check_health(const char *service)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)service;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_channel_unary(g_ch, "/grpc.health.v1.Health/Check", &req.base,
+                      &grpc__health__v1__health_check_response__descriptor, NULL, &resp, &st);
+    if (st.code != GRPC_STATUS_OK)
+        return -st.code;
+    int status = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return status;
+}
+
+Test(server, health_status_set_at_run_time)
+{
+    cr_assert_eq(check_health("llmserve.test.Echo"), RPC_HEALTH_SERVING);
+    cr_assert_eq(rpc_server_set_health(g_srv, "llmserve.test.Echo", RPC_HEALTH_NOT_SERVING),
+                 LS_OK);
+    cr_assert_eq(check_health("llmserve.test.Echo"), RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(check_health(""), RPC_HEALTH_SERVING, "overall status untouched");
+    cr_assert_eq(rpc_server_set_health(g_srv, "model.loading", RPC_HEALTH_NOT_SERVING), LS_OK);
+    cr_assert_eq(check_health("model.loading"), RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(check_health("unknown"), -GRPC_STATUS_NOT_FOUND);
+    rpc_server_shutdown(g_srv, 0);
+    cr_assert(rpc_server_draining(g_srv));
+    cr_assert_eq(rpc_server_set_health(g_srv, "", RPC_HEALTH_SERVING), LS_ERR_CLOSED);
+    rpc_server_shutdown(g_srv, 0); /* a second shutdown returns at once */
+}
+
+/* ---- TLS ------------------------------------------------------------------------- */
+
+static char g_dir[64];
+
+static void make_certs(void)
+{
+    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-tls-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca "
+             "-keyout ca.key -out ca.pem 2>/dev/null && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost "
+             "-keyout server.key -out server.csr 2>/dev/null && "
+             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-days 2 -extfile san.ext -out server.pem 2>/dev/null && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=client "
+             "-keyout client.key -out client.csr 2>/dev/null && "
+             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-days 2 -out client.pem 2>/dev/null",
+             g_dir);
+    cr_assert_eq(system(cmd), 0, "openssl could not make test certificates");
+}
+
+static void remove_certs(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+static int tls_call(int port, const rpc_channel_config_t *cfg)
+{
+    rpc_client_t *client = rpc_client_create(1);
+    char target[64];
+    snprintf(target, sizeof(target), "localhost:%d", port);
+    rpc_channel_t *ch = rpc_channel_create(client, target, cfg);
+    cr_assert_not_null(ch);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.text = "secret";
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_call_opts_t opts = {.timeout_us = 5000000};
+    rpc_channel_unary(ch, "/llmserve.test.Echo/Unary", &req.base, REP, &opts, &resp, &st);
+    if (resp) {
+        cr_assert_str_eq(((Llmserve__Test__EchoReply *)resp)->text, "secret");
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    return st.code;
+}
+
+Test(tls, server_tls_and_mutual_tls, .init = make_certs, .fini = remove_certs, .timeout = 60)
+{
+    char ca[128], cert[128], key[128], ccert[128], ckey[128];
+    snprintf(ca, sizeof(ca), "%s/ca.pem", g_dir);
+    snprintf(cert, sizeof(cert), "%s/server.pem", g_dir);
+    snprintf(key, sizeof(key), "%s/server.key", g_dir);
+    snprintf(ccert, sizeof(ccert), "%s/client.pem", g_dir);
+    snprintf(ckey, sizeof(ckey), "%s/client.key", g_dir);
+
+    int port = 0;
+    rpc_tls_server_t tls = {cert, key, NULL};
+    rpc_server_t *srv = make_server(&tls, &port);
+    rpc_channel_config_t cfg;
+    rpc_channel_config_init(&cfg);
+    cfg.tls_root_file = ca;
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "TLS with the right CA");
+    cr_assert_eq(tls_call(port, NULL), GRPC_STATUS_UNAVAILABLE, "plaintext to a TLS port");
+    rpc_server_destroy(srv);
+
+    rpc_tls_server_t mtls = {cert, key, ca};
+    srv = make_server(&mtls, &port);
+    cr_assert_neq(tls_call(port, &cfg), GRPC_STATUS_OK, "mutual TLS without a client cert");
+    cfg.tls_cert_file = ccert;
+    cfg.tls_key_file = ckey;
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "mutual TLS with a client cert");
+    rpc_server_destroy(srv);
+}
