@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config git ca-certificates openssl procps
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   libcriterion-dev python3 python3-grpcio python3-protobuf
+  memcached libmemcached-dev libopenblas-dev libcurl4-openssl-dev libcjson-dev
   valgrind
 )
 

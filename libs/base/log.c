@@ -65,15 +65,28 @@ void ls_log(ls_log_level_t level, const char *mod, const char *fmt, ...)
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ level=%s mod=%s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000, level_names[level], mod ? mod : "-");
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
+    /* snprintf answers the length it wanted: a header that alone fills the buffer
+     * (a very long mod) must not leave the message a negative size. */
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)(sizeof(line) - 2);
+    int m = 0;
+    if ((size_t)n < sizeof(line) - 2) {
+        va_list ap;
+        va_start(ap, fmt);
+        m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+        va_end(ap);
+    }
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2; /* truncated: still one line */
     while (len > 0 && line[len - 1] == '\n')
         len--;
+    /* One message, one line: a newline inside a value must not split it. */
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
     line[len++] = '\n';
     ssize_t w = write(atomic_load(&g_fd), line, len);
     (void)w; /* nowhere left to report a failed log write */

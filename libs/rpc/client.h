@@ -33,8 +33,9 @@ typedef struct {
     char details[256]; /* truncated if longer */
 } rpc_status_t;
 
-/* Creates the client with `threads` completion-queue threads (0 = 1).  Calls grpc_init.
- * Returns NULL if its threads cannot start. */
+/* Creates the client with `threads` completion-queue threads (0 = 1), started with the
+ * first stream (unary calls do not need them).  Calls grpc_init.  Aborts on
+ * out-of-memory; never returns NULL today (callers may still check). */
 rpc_client_t *rpc_client_create(int threads);
 
 /* Cancels every stream still open, waits until each has delivered on_status and been

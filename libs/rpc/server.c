@@ -919,8 +919,9 @@ void rpc_server_shutdown(rpc_server_t *srv, int64_t grace_ms)
         int cancelled = srv->live_calls;
         pthread_mutex_unlock(&srv->mu);
         if (!clean) {
-            LS_LOG_INFO("rpc", "grace period over, cancelling calls name=%s calls=%d", srv->name,
-                        cancelled);
+            /* With no calls left the wait only raced the shutdown notice: not news. */
+            ls_log(cancelled > 0 ? LS_LOG_INFO : LS_LOG_DEBUG, "rpc",
+                   "grace period over, cancelling calls name=%s calls=%d", srv->name, cancelled);
             grpc_server_cancel_all_calls(srv->server);
         }
         pthread_mutex_lock(&srv->mu);
