@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
 
+# One memcached on a loopback port for the whole run (tests that kill and restart
+# memcached start their own); its address is in LLMSERVE_TEST_MEMCACHED.
+mc_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+memcached -l 127.0.0.1 -p "$mc_port" -U 0 -u "$(id -un)" -m 64 &
+mc_pid=$!
+trap 'kill "$mc_pid" 2>/dev/null || true; wait "$mc_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$mc_port") 2>/dev/null && break; sleep 0.05; done
+export LLMSERVE_TEST_MEMCACHED="127.0.0.1:$mc_port"
+echo "== memcached for tests at $LLMSERVE_TEST_MEMCACHED"
+
 cuda=OFF
 [ -x /usr/local/cuda/bin/nvcc ] && cuda=ON
 jobs=${LLMSERVE_JOBS:-2}

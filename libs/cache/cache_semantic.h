@@ -1,0 +1,62 @@
+/*
+ * cache_semantic.h - the in-process semantic index: per scope, (embedding -> exact key)
+ * entries searched by cosine similarity.
+ *
+ * A scope is a cache_key_t.scope digest (tenant, model, key generation, sampling
+ * parameters, conversation history): a search looks only inside the scope it names,
+ * so a semantic hit can never cross tenants or models by construction.  The index
+ * holds keys, not answers; the answer is fetched by the exact key from L1 or memcached.
+ *
+ * Bounded: at most max_per_scope entries per scope (a full scope evicts the entry that
+ * expires first) and at most max_scopes scopes (the least recently used scope goes).
+ * Entries expire with their answer's TTL (expires_us, monotonic) and are skipped, then
+ * swept, once expired.
+ *
+ * Thread-safe: a read-write lock; searches share it, changes take it alone.
+ */
+#ifndef CACHE_SEMANTIC_H
+#define CACHE_SEMANTIC_H
+
+#include "cache/cache_key.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cache_semantic cache_semantic_t;
+
+/* Creates an index of dim-float vectors.  Returns the index (aborts when out of memory:
+ * a control structure). */
+cache_semantic_t *cache_semantic_create(size_t dim, size_t max_per_scope, size_t max_scopes);
+
+/* Frees everything.  NULL is a no-op. */
+void cache_semantic_destroy(cache_semantic_t *idx);
+
+/* Adds vec (copied; a unit vector) for exact key `exact` in scope, expiring at
+ * expires_us, replacing an entry for the same exact key and sweeping the scope's
+ * entries expired at now_us.  Returns LS_OK or LS_ERR_NOMEM (the new entry is then not
+ * added). */
+int cache_semantic_add(cache_semantic_t *idx, const cache_digest_t *scope, uint64_t model_tag,
+                       const float *vec, const cache_digest_t *exact, int64_t expires_us,
+                       int64_t now_us);
+
+/* Finds the unexpired entry of scope most similar to vec.  Returns true and fills
+ * *exact and *similarity when its similarity is at least min_similarity. */
+bool cache_semantic_search(cache_semantic_t *idx, const cache_digest_t *scope, const float *vec,
+                           float min_similarity, int64_t now_us, cache_digest_t *exact,
+                           float *similarity);
+
+/* Removes the entry for exact key `exact` in scope; returns true when there was one. */
+bool cache_semantic_remove(cache_semantic_t *idx, const cache_digest_t *scope,
+                           const cache_digest_t *exact);
+
+/* Removes every scope of the model; returns the entries removed. */
+size_t cache_semantic_remove_tag(cache_semantic_t *idx, uint64_t model_tag);
+
+/* Entries held, all scopes. */
+size_t cache_semantic_count(cache_semantic_t *idx);
+
+/* Scopes held. */
+size_t cache_semantic_scopes(cache_semantic_t *idx);
+
+#endif

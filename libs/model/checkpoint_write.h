@@ -1,0 +1,32 @@
+/*
+ * checkpoint_write.h - writes llama2.c checkpoints with deterministic pseudo-random
+ * weights, for tests, benchmarks and demos that need a model of a given shape.
+ *
+ * Weights depend only on the seed, the tensor and the position in it, so the same
+ * seed gives the same model in either format.  Scales keep activations near one
+ * through any depth: matrices are uniform in +-1/sqrt(in), RMS norm weights in
+ * [0.9, 1.1], the embedding and the classifier in +-2/sqrt(dim) (logits spread by
+ * about one).  Thread-safe (no shared state).
+ */
+#ifndef MODEL_CHECKPOINT_WRITE_H
+#define MODEL_CHECKPOINT_WRITE_H
+
+#include "model/checkpoint.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    CKPT_FORMAT_LEGACY = 0, /* llama2.c run.c's format (export.py --version 0) */
+    CKPT_FORMAT_V1 = 1,     /* "ak42" version 1, fp32 (export.py --version 1) */
+} ckpt_format_t;
+
+/* Writes a checkpoint of shape cfg (checked with ckpt_config_check; head_dim and
+ * kv_dim are recomputed, cfg is not changed) to path, streaming: memory use does not
+ * grow with the model.  The file appears under path only when complete (written to
+ * path.tmp, then renamed).  Returns LS_OK, LS_ERR_INVALID for a bad shape or format,
+ * or LS_ERR_IO, each with a reason naming the file in err. */
+int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_format_t format,
+               char *err, size_t err_len);
+
+#endif

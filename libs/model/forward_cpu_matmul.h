@@ -1,0 +1,37 @@
+/*
+ * forward_cpu_matmul.h - the CPU backend's arithmetic kernels (internal to libs/model).
+ *
+ * One matmul multiplies a slice of a weight matrix's rows against every token row of
+ * a step at once, so a weight row is read from memory once per step however many
+ * tokens the step holds (decode of B sequences, prefill chunks, or both).  The kernels
+ * use AVX-512F or AVX2+FMA when the CPU has them (checked at run time, so the build
+ * needs no -m flags and runs on any x86-64) and plain C otherwise.
+ * Every function is reentrant: threads call them at once on disjoint outputs.
+ */
+#ifndef MODEL_FORWARD_CPU_MATMUL_H
+#define MODEL_FORWARD_CPU_MATMUL_H
+
+#include <stdbool.h>
+
+/* Picks the kernels for this CPU: AVX-512F, else AVX2+FMA, else plain C.  The
+ * environment variable LLMSERVE_CPU_KERNELS=avx2 or =generic caps the choice (read
+ * once per process).  Safe to call more than once, from any thread. */
+void forward__kernels_init(void);
+
+/* "avx512f", "avx2+fma" or "generic": the kernels forward__kernels_init picked. */
+const char *forward__kernels_name(void);
+
+/* For rows o in [o0, o1) of w ([out][k_dim] row-major) and tokens t in [0, n_tok):
+ *   y[t * ldy + o] = sum_k w[o * k_dim + k] * x[t * ldx + k]      (accumulate false)
+ *   y[t * ldy + o] += that sum                                  (accumulate true)
+ * Runs on the calling thread only. */
+void forward__matmul(const float *w, int k_dim, int o0, int o1, const float *x, int ldx, int n_tok,
+                     float *y, int ldy, bool accumulate);
+
+/* sum_i a[i] * b[i] over n floats. */
+float forward__dot(const float *a, const float *b, int n);
+
+/* y[i] += s * x[i] over n floats. */
+void forward__axpy(float *y, float s, const float *x, int n);
+
+#endif

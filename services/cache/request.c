@@ -1,0 +1,245 @@
+#define _GNU_SOURCE
+#include "request.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool request_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (len - i <= n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+static grpc_status_code fail(grpc_status_code code, char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static grpc_status_code fail(grpc_status_code code, char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static bool is_text(const char *s)
+{
+    return request_utf8_valid(s, strlen(s));
+}
+
+static grpc_status_code check_sampling(const Llmserve__V1__SamplingParams *p, char *err, size_t len)
+{
+    if (!p)
+        return GRPC_STATUS_OK;
+    if (p->max_tokens < 0)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "sampling.max_tokens is negative");
+    if (!(p->temperature >= 0.0f && p->temperature <= 2.0f))
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "sampling.temperature must be in [0, 2]");
+    if (!(p->top_p >= 0.0f && p->top_p <= 1.0f))
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "sampling.top_p must be in [0, 1]");
+    if (p->top_k < 0)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "sampling.top_k is negative");
+    if (p->n_stop > REQUEST_MAX_STOP)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "more than %d stop strings",
+                    REQUEST_MAX_STOP);
+    for (size_t i = 0; i < p->n_stop; i++) {
+        size_t l = strlen(p->stop[i]);
+        if (l == 0 || l > REQUEST_MAX_STOP_BYTES || !request_utf8_valid(p->stop[i], l))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                        "stop string %zu must be 1 to %d bytes of UTF-8", i,
+                        REQUEST_MAX_STOP_BYTES);
+    }
+    return GRPC_STATUS_OK;
+}
+
+static grpc_status_code check_model(const request_limits_t *lim, const char *model, char *err,
+                                    size_t len)
+{
+    size_t l = strlen(model);
+    if (l == 0)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "model is empty");
+    if (l > REQUEST_MAX_NAME_BYTES || !request_utf8_valid(model, l))
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "model must be at most %d bytes of UTF-8", REQUEST_MAX_NAME_BYTES);
+    if (lim->n_models == 0)
+        return GRPC_STATUS_OK;
+    for (size_t i = 0; i < lim->n_models; i++)
+        if (strcmp(lim->models[i], model) == 0)
+            return GRPC_STATUS_OK;
+    return fail(GRPC_STATUS_NOT_FOUND, err, len, "unknown model \"%.64s\"", model);
+}
+
+static grpc_status_code check_key(const request_limits_t *lim, const Llmserve__V1__CacheKey *k,
+                                  char *err, size_t len)
+{
+    if (!k)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "key is required");
+    size_t tl = strlen(k->tenant);
+    if (tl > REQUEST_MAX_NAME_BYTES || !request_utf8_valid(k->tenant, tl))
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "tenant must be at most %d bytes of UTF-8", REQUEST_MAX_NAME_BYTES);
+    grpc_status_code code = check_model(lim, k->model, err, len);
+    if (code != GRPC_STATUS_OK)
+        return code;
+    bool has_prompt = k->prompt[0] != '\0';
+    if (has_prompt && k->n_messages > 0)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "key has both prompt and messages; give exactly one");
+    if (!has_prompt && k->n_messages == 0)
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "key has neither prompt nor messages (empty prompt)");
+    size_t total = 0;
+    if (has_prompt) {
+        total = strlen(k->prompt);
+        if (total > lim->max_key_bytes)
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                        "prompt is %zu bytes, more than max-key-bytes %zu", total,
+                        lim->max_key_bytes);
+        if (!request_utf8_valid(k->prompt, total))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "prompt is not valid UTF-8");
+        if (cache_key_normalize(k->prompt, total, NULL) == 0)
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "prompt is only whitespace");
+    } else {
+        if (k->n_messages > REQUEST_MAX_MESSAGES)
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "more than %d messages",
+                        REQUEST_MAX_MESSAGES);
+        for (size_t i = 0; i < k->n_messages; i++) {
+            const Llmserve__V1__ChatMessage *m = k->messages[i];
+            if (m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM &&
+                m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_USER &&
+                m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_ASSISTANT)
+                return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "message %zu has no valid role",
+                            i);
+            if (m->role == LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM && i != 0)
+                return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                            "a system message may only come first (message %zu)", i);
+            size_t cl = strlen(m->content);
+            total += cl;
+            if (total > lim->max_key_bytes)
+                return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                            "messages exceed max-key-bytes %zu", lim->max_key_bytes);
+            if (!request_utf8_valid(m->content, cl))
+                return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                            "message %zu is not valid UTF-8", i);
+        }
+    }
+    return check_sampling(k->sampling, err, len);
+}
+
+grpc_status_code request_check(const request_limits_t *lim, const Llmserve__V1__CacheRequest *req,
+                               char *err, size_t len)
+{
+    grpc_status_code code;
+    switch (req->kind_case) {
+    case LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP: {
+        const Llmserve__V1__CacheLookup *l = req->lookup;
+        if (!(l->min_similarity >= 0.0f && l->min_similarity <= 1.0f))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "min_similarity must be in [0, 1]");
+        return check_key(lim, l->key, err, len);
+    }
+    case LLMSERVE__V1__CACHE_REQUEST__KIND_STORE: {
+        const Llmserve__V1__CacheStore *s = req->store;
+        if ((code = check_key(lim, s->key, err, len)) != GRPC_STATUS_OK)
+            return code;
+        if (!is_text(s->text))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "text is not valid UTF-8");
+        if (strlen(s->model_version) > REQUEST_MAX_NAME_BYTES || !is_text(s->model_version))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                        "model_version must be at most %d bytes of UTF-8", REQUEST_MAX_NAME_BYTES);
+        for (size_t i = 0; i < s->n_token_ids; i++)
+            if (s->token_ids[i] < 0)
+                return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "token_ids[%zu] is negative",
+                            i);
+        return GRPC_STATUS_OK;
+    }
+    case LLMSERVE__V1__CACHE_REQUEST__KIND_INVALIDATE: {
+        const Llmserve__V1__CacheInvalidate *v = req->invalidate;
+        if (v->all_of_model)
+            return check_model(lim, v->model, err, len);
+        return check_key(lim, v->key, err, len);
+    }
+    case LLMSERVE__V1__CACHE_REQUEST__KIND_STATS:
+        return GRPC_STATUS_OK;
+    default:
+        return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                    "request has no operation (lookup, store, invalidate or stats)");
+    }
+}
+
+grpc_status_code request_key_make(const Llmserve__V1__CacheKey *k, request_key_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    cache_key_input_t *in = &out->in;
+    in->tenant = k->tenant;
+    in->model = k->model;
+    if (k->prompt[0]) {
+        in->prompt = k->prompt;
+    } else {
+        out->msgs = calloc(k->n_messages, sizeof(cache_msg_t));
+        if (!out->msgs)
+            return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        for (size_t i = 0; i < k->n_messages; i++) {
+            out->msgs[i].role = (int)k->messages[i]->role;
+            out->msgs[i].content = k->messages[i]->content;
+            out->msgs[i].content_len = strlen(k->messages[i]->content);
+        }
+        in->messages = out->msgs;
+        in->n_messages = k->n_messages;
+    }
+    const Llmserve__V1__SamplingParams *p = k->sampling;
+    if (p) {
+        in->sampling.max_tokens = p->max_tokens;
+        in->sampling.temperature = p->temperature;
+        in->sampling.top_p = p->top_p;
+        in->sampling.top_k = p->top_k;
+        in->sampling.seed = p->seed;
+        in->sampling.has_seed = p->has_seed;
+        in->sampling.stop = (const char *const *)p->stop;
+        in->sampling.n_stop = p->n_stop;
+        in->sampling.ignore_eos = p->ignore_eos;
+    }
+    return GRPC_STATUS_OK;
+}
+
+void request_key_clear(request_key_t *k)
+{
+    free(k->msgs);
+    k->msgs = NULL;
+}

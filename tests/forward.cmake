@@ -1,0 +1,11 @@
+# Forward pass: the CPU backend against a plain one-sequence reference kept in the tests.
+llmserve_test(test_forward_cpu unit/model/test_forward_cpu.c llmserve_model)
+target_sources(test_forward_cpu PRIVATE unit/model/ref_forward.c unit/model/rand_ckpt.c)
+target_include_directories(test_forward_cpu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit/model)
+# The same tests on the narrower kernels, which a machine with AVX-512 would never pick.
+foreach(kernels avx2 generic)
+  add_test(NAME test_forward_cpu_${kernels} COMMAND test_forward_cpu --jobs=2 --full-stats)
+  set_tests_properties(test_forward_cpu_${kernels} PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};LLMSERVE_CPU_KERNELS=${kernels}" TIMEOUT 600
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
+endforeach()

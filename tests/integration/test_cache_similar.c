@@ -1,0 +1,170 @@
+/*
+ * test_cache_similar.c - llmserve-cache's semantic cache end to end: paraphrase hits,
+ * unrelated misses, the threshold edge, scope isolation, expiry and invalidation.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "test_cache_support.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static tc_memcached_t g_mc;
+static test_proc_t g_svc;
+static rpc_client_t *g_client;
+static rpc_channel_t *g_ch;
+static tc_session_t g_s;
+
+static void start_with(const char *const *extra)
+{
+    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    char conf[64];
+    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
+    tc_cache_start(&g_svc, conf, extra);
+    g_client = rpc_client_create(1);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", g_svc.port);
+    g_ch = rpc_channel_create(g_client, target, NULL);
+    cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
+}
+
+static void start_default(void)
+{
+    start_with(NULL);
+}
+
+static void stop_all(void)
+{
+    cr_expect_eq(tc_session_close(&g_s), GRPC_STATUS_OK);
+    rpc_channel_destroy(g_ch);
+    rpc_client_destroy(g_client);
+    int st = tc_cache_stop(&g_svc);
+    cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
+    tc_memcached_stop(&g_mc, SIGTERM);
+}
+
+static const char *Q = "How do I install Docker on Ubuntu?";
+static const char *PARA = "How can I install Docker on Ubuntu?";
+static const char *A = "sudo apt-get install docker.io";
+
+/* A semantic lookup; min 0 = the service's threshold.  Returns the answer. */
+static Llmserve__V1__CacheResponse *look(const char *tenant, const char *model, const char *prompt,
+                                         float min, float temperature)
+{
+    tc_req_t r;
+    Llmserve__V1__CacheRequest *req = tc_lookup(&r, tenant, model, prompt, true);
+    r.lookup.min_similarity = min;
+    r.sampling.temperature = temperature;
+    r.sampling.has_seed = temperature > 0;
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    cr_assert_not_null(resp);
+    cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP, "kind %d",
+                 resp->kind_case);
+    return resp;
+}
+
+static bool look_hit(const char *tenant, const char *model, const char *prompt, float min)
+{
+    Llmserve__V1__CacheResponse *r = look(tenant, model, prompt, min, 0);
+    bool hit = r->lookup->hit;
+    llmserve__v1__cache_response__free_unpacked(r, NULL);
+    return hit;
+}
+
+TestSuite(similar, .init = start_default, .fini = stop_all, .timeout = 60);
+
+Test(similar, paraphrase_hits_unrelated_misses)
+{
+    tc_do_store(&g_s, "", "small", Q, A, true);
+    Llmserve__V1__CacheResponse *r = look("", "small", PARA, 0, 0);
+    Llmserve__V1__CacheLookupResult *l = r->lookup;
+    cr_assert(l->hit, "paraphrase missed");
+    cr_assert_eq(l->kind, LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_SEMANTIC);
+    cr_assert_str_eq(l->text, A);
+    cr_assert_geq(l->similarity, 0.85f);
+    cr_assert_lt(l->similarity, 1.0f);
+    llmserve__v1__cache_response__free_unpacked(r, NULL);
+    /* The same lookup without semantic matching is a miss. */
+    Llmserve__V1__CacheResponse *e = tc_do_lookup(&g_s, "", "small", PARA, false);
+    cr_assert_not(e->lookup->hit);
+    llmserve__v1__cache_response__free_unpacked(e, NULL);
+    cr_assert_not(look_hit("", "small", "How do I install Docker on Windows?", 0),
+                  "a near miss must not hit at the default threshold");
+    cr_assert_not(look_hit("", "small", "What causes the seasons on Earth?", 0));
+    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_s);
+    cr_assert_eq(st->stats->semantic_hits, 1);
+    llmserve__v1__cache_response__free_unpacked(st, NULL);
+}
+
+Test(similar, threshold_edge)
+{
+    tc_do_store(&g_s, "", "small", "Explain how photosynthesis works.", "light to sugar", true);
+    Llmserve__V1__CacheResponse *r =
+        look("", "small", "Can you explain how photosynthesis works?", 0.05f, 0);
+    cr_assert(r->lookup->hit);
+    float sim = r->lookup->similarity;
+    llmserve__v1__cache_response__free_unpacked(r, NULL);
+    cr_assert(look_hit("", "small", "Can you explain how photosynthesis works?", sim),
+              "a match exactly at the threshold hits (%.6f)", sim);
+    cr_assert_not(look_hit("", "small", "Can you explain how photosynthesis works?", sim + 0.001f),
+                  "a match just under the threshold misses (%.6f)", sim);
+}
+
+Test(similar, no_match_across_tenants_models_or_parameters)
+{
+    tc_do_store(&g_s, "acme", "small", Q, "acme answer", true);
+    /* Identical text at the loosest threshold: still nothing outside the scope. */
+    cr_assert(look_hit("acme", "small", PARA, 0.01f));
+    cr_assert_not(look_hit("globex", "small", PARA, 0.01f));
+    cr_assert_not(look_hit("globex", "small", Q, 0.01f));
+    cr_assert_not(look_hit("acme", "large", Q, 0.01f));
+    Llmserve__V1__CacheResponse *r = look("acme", "small", PARA, 0.01f, 0.7f);
+    cr_assert_not(r->lookup->hit, "other sampling parameters must not match");
+    llmserve__v1__cache_response__free_unpacked(r, NULL);
+}
+
+Test(similar, entries_expire_with_their_answer)
+{
+    tc_req_t r;
+    Llmserve__V1__CacheRequest *req = tc_store(&r, "", "small", Q, A, true);
+    r.store.ttl_seconds = 1;
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    cr_assert(resp->store->stored);
+    llmserve__v1__cache_response__free_unpacked(resp, NULL);
+    cr_assert(look_hit("", "small", PARA, 0));
+    ls_sleep_us(2500000);
+    cr_assert_not(look_hit("", "small", PARA, 0));
+}
+
+Test(similar, invalidation_reaches_the_index)
+{
+    tc_do_store(&g_s, "", "small", Q, A, true);
+    tc_do_store(&g_s, "", "small", "Why is the sky blue?", "Rayleigh scattering", true);
+    tc_req_t r;
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, tc_invalidate_key(&r, "", "small", Q));
+    cr_assert_eq(resp->invalidate->removed, 1);
+    llmserve__v1__cache_response__free_unpacked(resp, NULL);
+    cr_assert_not(look_hit("", "small", PARA, 0));
+    cr_assert(look_hit("", "small", "why is the sky blue", 0));
+    resp = tc_call(&g_s, tc_invalidate_model(&r, "small"));
+    llmserve__v1__cache_response__free_unpacked(resp, NULL);
+    cr_assert_not(look_hit("", "small", "why is the sky blue", 0));
+}
+
+static const char *const k_off[] = {"--no-semantic", NULL};
+
+static void start_off(void)
+{
+    start_with(k_off);
+}
+
+Test(similar_off, semantic_disabled_means_exact_only, .init = start_off, .fini = stop_all,
+     .timeout = 60)
+{
+    tc_do_store(&g_s, "", "small", Q, A, true);
+    cr_assert_not(look_hit("", "small", PARA, 0.01f));
+    cr_assert(look_hit("", "small", Q, 0));
+}

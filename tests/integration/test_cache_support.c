@@ -1,0 +1,334 @@
+#define _GNU_SOURCE
+#include "test_cache_support.h"
+
+#include "base/clock.h"
+#include "base/err.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool can_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+int tc_memcached_start(tc_memcached_t *m, int port)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int p = port ? port : free_port();
+        char ps[16];
+        snprintf(ps, sizeof(ps), "%d", p);
+        pid_t pid = fork();
+        if (pid < 0)
+            return -1;
+        if (pid == 0) {
+            /* -U 0: no UDP; -u root only matters (and is required) when run as root. */
+            execl("/usr/bin/memcached", "memcached", "-l", "127.0.0.1", "-p", ps, "-U", "0", "-u",
+                  "root", "-m", "64", "-t", "2", (char *)NULL);
+            _exit(127);
+        }
+        int64_t end = ls_now_us() + 5000000;
+        while (ls_now_us() < end) {
+            if (can_connect(p)) {
+                m->pid = pid;
+                m->port = p;
+                return 0;
+            }
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid)
+                break; /* exited: port taken? try another */
+            ls_sleep_us(10000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (port)
+            ls_sleep_us(200000); /* restart on a fixed port: the old socket may linger */
+    }
+    return -1;
+}
+
+void tc_memcached_stop(tc_memcached_t *m, int sig)
+{
+    if (m->pid <= 0)
+        return;
+    kill(m->pid, sig);
+    waitpid(m->pid, NULL, 0);
+    m->pid = 0;
+}
+
+void tc_cache_start(test_proc_t *p, const char *memcached_config, const char *const *extra)
+{
+    char *argv[48];
+    int n = 0;
+    argv[n++] = (char *)test_env_path("LLMSERVE_CACHE_SERVER");
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--threads";
+    argv[n++] = "2";
+    argv[n++] = "--memcached";
+    argv[n++] = (char *)memcached_config;
+    for (; extra && *extra && n < 46; extra++)
+        argv[n++] = (char *)*extra;
+    argv[n] = NULL;
+    cr_assert_eq(test_proc_start(p, argv, 20000), 0, "llmserve-cache did not start");
+}
+
+int tc_cache_stop(test_proc_t *p)
+{
+    if (p->pid <= 0)
+        return 0;
+    return test_proc_stop(p, SIGTERM, 20000);
+}
+
+/* ---- session ------------------------------------------------------------------ */
+
+static void on_msg(rpc_stream_t *st, void *ud, const ProtobufCMessage *msg)
+{
+    (void)st;
+    tc_session_t *s = ud;
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    protobuf_c_message_pack(msg, buf);
+    Llmserve__V1__CacheResponse *copy = llmserve__v1__cache_response__unpack(NULL, len, buf);
+    free(buf);
+    pthread_mutex_lock(&s->mu);
+    if (s->n_got == s->cap_got) {
+        s->cap_got = s->cap_got ? 2 * s->cap_got : 64;
+        s->got = realloc(s->got, s->cap_got * sizeof(*s->got));
+    }
+    s->got[s->n_got++] = copy;
+    s->received++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void on_status(rpc_stream_t *st, void *ud, const rpc_status_t *status,
+                      const rpc_md_t *trailers)
+{
+    (void)st;
+    (void)trailers;
+    tc_session_t *s = ud;
+    pthread_mutex_lock(&s->mu);
+    s->status = *status;
+    s->ended = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int tc_session_open(tc_session_t *s, rpc_channel_t *ch)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->next_id = 1;
+    rpc_stream_handler_t h = {on_msg, on_status};
+    rpc_call_opts_t opts = {.wait_for_ready = true};
+    s->stream = rpc_stream_open(ch, "/llmserve.v1.Cache/Session",
+                                &llmserve__v1__cache_response__descriptor, &h, s, &opts, 0);
+    return s->stream ? 0 : -1;
+}
+
+int tc_session_close(tc_session_t *s)
+{
+    rpc_stream_close_send(s->stream);
+    int64_t end = ls_now_us() + 20000000;
+    pthread_mutex_lock(&s->mu);
+    while (!s->ended && ls_now_us() < end) {
+        pthread_mutex_unlock(&s->mu);
+        ls_sleep_us(2000);
+        pthread_mutex_lock(&s->mu);
+    }
+    bool ended = s->ended;
+    pthread_mutex_unlock(&s->mu);
+    if (!ended) {
+        rpc_stream_cancel(s->stream);
+        while (!rpc_stream_ended(s->stream))
+            ls_sleep_us(2000);
+    }
+    rpc_stream_release(s->stream);
+    for (size_t i = 0; i < s->n_got; i++)
+        llmserve__v1__cache_response__free_unpacked(s->got[i], NULL);
+    free(s->got);
+    return ended ? (int)s->status.code : -1;
+}
+
+uint64_t tc_send(tc_session_t *s, Llmserve__V1__CacheRequest *req)
+{
+    pthread_mutex_lock(&s->mu);
+    req->id = s->next_id++;
+    pthread_mutex_unlock(&s->mu);
+    cr_assert_eq(rpc_stream_send(s->stream, &req->base), LS_OK, "send failed");
+    return req->id;
+}
+
+Llmserve__V1__CacheResponse *tc_wait(tc_session_t *s, uint64_t id, int timeout_ms)
+{
+    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        for (size_t i = 0; i < s->n_got; i++) {
+            if (s->got[i]->id == id) {
+                Llmserve__V1__CacheResponse *r = s->got[i];
+                s->got[i] = s->got[--s->n_got];
+                pthread_mutex_unlock(&s->mu);
+                return r;
+            }
+        }
+        if (s->ended || ls_now_us() >= end)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 2000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+Llmserve__V1__CacheResponse *tc_call(tc_session_t *s, Llmserve__V1__CacheRequest *req)
+{
+    return tc_wait(s, tc_send(s, req), 5000);
+}
+
+/* ---- builders ------------------------------------------------------------------ */
+
+static void init_key(tc_req_t *r, const char *tenant, const char *model, const char *prompt)
+{
+    memset(r, 0, sizeof(*r));
+    llmserve__v1__cache_request__init(&r->req);
+    llmserve__v1__cache_key__init(&r->key);
+    llmserve__v1__sampling_params__init(&r->sampling);
+    r->key.tenant = (char *)tenant;
+    r->key.model = (char *)model;
+    r->key.prompt = (char *)prompt;
+    r->key.sampling = &r->sampling;
+}
+
+Llmserve__V1__CacheRequest *tc_lookup(tc_req_t *r, const char *tenant, const char *model,
+                                      const char *prompt, bool semantic)
+{
+    init_key(r, tenant, model, prompt);
+    llmserve__v1__cache_lookup__init(&r->lookup);
+    r->lookup.key = &r->key;
+    r->lookup.semantic = semantic;
+    r->req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP;
+    r->req.lookup = &r->lookup;
+    return &r->req;
+}
+
+Llmserve__V1__CacheRequest *tc_store(tc_req_t *r, const char *tenant, const char *model,
+                                     const char *prompt, const char *text, bool semantic)
+{
+    init_key(r, tenant, model, prompt);
+    llmserve__v1__cache_store__init(&r->store);
+    llmserve__v1__usage__init(&r->usage);
+    r->usage.prompt_tokens = 5;
+    r->usage.completion_tokens = 3;
+    r->store.key = &r->key;
+    r->store.text = (char *)text;
+    r->store.finish_reason = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS;
+    r->store.usage = &r->usage;
+    r->store.semantic = semantic;
+    r->store.model_version = "v1";
+    r->req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_STORE;
+    r->req.store = &r->store;
+    return &r->req;
+}
+
+Llmserve__V1__CacheRequest *tc_invalidate_key(tc_req_t *r, const char *tenant, const char *model,
+                                              const char *prompt)
+{
+    init_key(r, tenant, model, prompt);
+    llmserve__v1__cache_invalidate__init(&r->inv);
+    r->inv.key = &r->key;
+    r->req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_INVALIDATE;
+    r->req.invalidate = &r->inv;
+    return &r->req;
+}
+
+Llmserve__V1__CacheRequest *tc_invalidate_model(tc_req_t *r, const char *model)
+{
+    init_key(r, "", model, "");
+    llmserve__v1__cache_invalidate__init(&r->inv);
+    r->inv.model = (char *)model;
+    r->inv.all_of_model = true;
+    r->req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_INVALIDATE;
+    r->req.invalidate = &r->inv;
+    return &r->req;
+}
+
+Llmserve__V1__CacheRequest *tc_stats(tc_req_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    llmserve__v1__cache_request__init(&r->req);
+    llmserve__v1__cache_stats_request__init(&r->stats);
+    r->req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_STATS;
+    r->req.stats = &r->stats;
+    return &r->req;
+}
+
+Llmserve__V1__CacheResponse *tc_do_lookup(tc_session_t *s, const char *tenant, const char *model,
+                                          const char *prompt, bool semantic)
+{
+    tc_req_t r;
+    Llmserve__V1__CacheResponse *resp = tc_call(s, tc_lookup(&r, tenant, model, prompt, semantic));
+    cr_assert_not_null(resp, "no answer to a lookup");
+    cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP,
+                 "lookup answered with kind %d (%s)", resp->kind_case,
+                 resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR ? resp->error->message
+                                                                             : "");
+    return resp;
+}
+
+void tc_do_store(tc_session_t *s, const char *tenant, const char *model, const char *prompt,
+                 const char *text, bool semantic)
+{
+    tc_req_t r;
+    Llmserve__V1__CacheResponse *resp =
+        tc_call(s, tc_store(&r, tenant, model, prompt, text, semantic));
+    cr_assert_not_null(resp, "no answer to a store");
+    cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_STORE);
+    cr_assert(resp->store->stored, "not stored: %s", resp->store->reason);
+    llmserve__v1__cache_response__free_unpacked(resp, NULL);
+}
+
+Llmserve__V1__CacheResponse *tc_do_stats(tc_session_t *s)
+{
+    tc_req_t r;
+    Llmserve__V1__CacheResponse *resp = tc_call(s, tc_stats(&r));
+    cr_assert_not_null(resp);
+    cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_STATS);
+    return resp;
+}

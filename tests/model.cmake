@@ -1,0 +1,7 @@
+# libs/model: checkpoints, tokenizer and sampler.  Included from tests/CMakeLists.txt.
+llmserve_test(test_model_checkpoint unit/model/test_checkpoint.c llmserve_model)
+llmserve_test(test_model_tokenizer unit/model/test_tokenizer.c llmserve_model)
+# tests/data/tokenizer-llama2c.bin: llama2.c's tokenizer.bin, a compatibility fixture
+target_compile_definitions(test_model_tokenizer PRIVATE
+  LLMSERVE_TEST_DATA="${CMAKE_CURRENT_SOURCE_DIR}/data")
+llmserve_test(test_model_sampler unit/model/test_sampler.c llmserve_model)

@@ -1,0 +1,539 @@
+/*
+ * test_checkpoint.c - ckpt_open, ckpt_config_check and ckpt_write (libs/model/checkpoint.c,
+ * libs/model/checkpoint_write.c).
+ *
+ * Layout checks compute tensor offsets here, from the file formats, rather than trusting
+ * the reader's own arithmetic.
+ */
+#define _GNU_SOURCE
+#include "base/err.h"
+#include "model/checkpoint.h"
+#include "model/checkpoint_write.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Asserts only on failure: ctest runs criterion with --full-stats, which reports every
+ * passing assertion, and the loops over weights make tens of thousands of checks. */
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            cr_assert(cond, __VA_ARGS__);                                                          \
+    } while (0)
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/llmserve-ckpt-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[512];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (rmdir(p) != 0)
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+TestSuite(checkpoint, .init = make_dir, .fini = remove_dir);
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int next;
+    char *out = p[next++ % 4];
+    snprintf(out, 256, "%s/%s", dir, name);
+    return out;
+}
+
+static ckpt_config_t tiny(bool shared)
+{
+    ckpt_config_t c = {.dim = 64,
+                       .hidden_dim = 172,
+                       .n_layers = 2,
+                       .n_heads = 4,
+                       .n_kv_heads = 2,
+                       .vocab_size = 300,
+                       .seq_len = 32,
+                       .shared_classifier = shared};
+    return c;
+}
+
+static void write_ok(const char *path, ckpt_config_t c, uint64_t seed, ckpt_format_t f)
+{
+    char err[256] = "";
+    int rc = ckpt_write(path, &c, seed, f, err, sizeof(err));
+    cr_assert_eq(rc, LS_OK, "ckpt_write: %s", err);
+}
+
+static ckpt_t *open_ok(const char *path)
+{
+    char err[512] = "";
+    ckpt_t *ck = ckpt_open(path, err, sizeof(err));
+    cr_assert_not_null(ck, "ckpt_open(%s): %s", path, err);
+    return ck;
+}
+
+/* Opens path expecting failure; the message must name the file and contain what. */
+static void open_fails(const char *path, const char *what)
+{
+    char err[512] = "";
+    ckpt_t *ck = ckpt_open(path, err, sizeof(err));
+    cr_assert_null(ck, "%s opened but should fail with \"%s\"", path, what);
+    cr_assert(strstr(err, path) != NULL, "error \"%s\" does not name %s", err, path);
+    cr_assert(strstr(err, what) != NULL, "error \"%s\" lacks \"%s\"", err, what);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    return (long)st.st_size;
+}
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n + 1);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    if (n)
+        cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+static size_t off_of(const ckpt_t *ck, const float *p)
+{
+    return (size_t)((const char *)p - (const char *)ck->map);
+}
+
+Test(checkpoint, float_count_matches_published_stories15M)
+{
+    /* stories15M.bin from llama2.c is 60816028 bytes: a 28-byte header and fp32 */
+    ckpt_config_t c = {288, 768, 6, 6, 6, 32000, 256, true, 0, 0};
+    cr_assert_eq(ckpt_config_check(&c, NULL, 0), LS_OK);
+    cr_assert_eq(ckpt_float_count(&c), (60816028u - 28u) / 4u);
+    cr_assert_eq(c.head_dim, 48);
+    cr_assert_eq(c.kv_dim, 288);
+}
+
+Test(checkpoint, legacy_shared_round_trip_layout)
+{
+    const char *p = path_of("tiny.bin");
+    ckpt_config_t c = tiny(true);
+    write_ok(p, c, 7, CKPT_FORMAT_LEGACY);
+    ckpt_t *ck = open_ok(p);
+    cr_assert_str_eq(ck->name, "tiny");
+    cr_assert_str_eq(ck->path, p);
+    cr_assert_eq(ck->format_version, 0);
+    cr_assert_eq(ck->cfg.dim, 64);
+    cr_assert_eq(ck->cfg.hidden_dim, 172);
+    cr_assert_eq(ck->cfg.n_layers, 2);
+    cr_assert_eq(ck->cfg.n_heads, 4);
+    cr_assert_eq(ck->cfg.n_kv_heads, 2);
+    cr_assert_eq(ck->cfg.vocab_size, 300);
+    cr_assert_eq(ck->cfg.seq_len, 32);
+    cr_assert(ck->cfg.shared_classifier);
+    cr_assert_eq(ck->cfg.head_dim, 16);
+    cr_assert_eq(ck->cfg.kv_dim, 32);
+
+    size_t D = 64, H = 172, L = 2, V = 300, KV = 32, S = 32, HD = 16;
+    size_t o = 28;
+    cr_assert_eq(off_of(ck, ck->w.token_embedding), o);
+    o += 4 * V * D;
+    cr_assert_eq(off_of(ck, ck->w.rms_att), o);
+    o += 4 * L * D;
+    cr_assert_eq(off_of(ck, ck->w.wq), o);
+    o += 4 * L * D * D;
+    cr_assert_eq(off_of(ck, ck->w.wk), o);
+    o += 4 * L * KV * D;
+    cr_assert_eq(off_of(ck, ck->w.wv), o);
+    o += 4 * L * KV * D;
+    cr_assert_eq(off_of(ck, ck->w.wo), o);
+    o += 4 * L * D * D;
+    cr_assert_eq(off_of(ck, ck->w.rms_ffn), o);
+    o += 4 * L * D;
+    cr_assert_eq(off_of(ck, ck->w.w1), o);
+    o += 4 * L * H * D;
+    cr_assert_eq(off_of(ck, ck->w.w2), o);
+    o += 4 * L * D * H;
+    cr_assert_eq(off_of(ck, ck->w.w3), o);
+    o += 4 * L * H * D;
+    cr_assert_eq(off_of(ck, ck->w.rms_final), o);
+    o += 4 * D;
+    /* freq_cis_real[pos][i] = cos(pos * 10000^(-2i/head_dim)), as model.py writes */
+    const float *rope = (const float *)((const char *)ck->map + o);
+    cr_assert_float_eq(rope[0], 1.0f, 1e-6);
+    cr_assert_float_eq(rope[1 * HD / 2 + 0], cosf(1.0f), 1e-6);
+    o += 2 * 4 * S * HD / 2;
+    cr_assert_eq(o, ck->map_bytes);
+    cr_assert_eq(ck->w.wcls, ck->w.token_embedding);
+    cr_assert_eq((long)ck->map_bytes, file_size(p));
+    cr_assert_eq(ck->map_bytes, 28 + 4 * ckpt_float_count(&ck->cfg));
+    ckpt_close(ck);
+}
+
+Test(checkpoint, legacy_unshared_has_negative_vocab_and_trailing_wcls)
+{
+    const char *p = path_of("sep.bin");
+    write_ok(p, tiny(false), 7, CKPT_FORMAT_LEGACY);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    int32_t h[7];
+    memcpy(h, b, sizeof(h));
+    cr_assert_eq(h[5], -300);
+    free(b);
+    ckpt_t *ck = open_ok(p);
+    cr_assert_not(ck->cfg.shared_classifier);
+    cr_assert_eq(ck->cfg.vocab_size, 300);
+    cr_assert_eq(off_of(ck, ck->w.wcls), ck->map_bytes - 4u * 300u * 64u);
+    cr_assert_neq(memcmp(ck->w.wcls, ck->w.token_embedding, 4u * 300u * 64u), 0);
+    ckpt_close(ck);
+}
+
+Test(checkpoint, v1_layout_follows_export_py)
+{
+    const char *p = path_of("v1.bin");
+    write_ok(p, tiny(false), 7, CKPT_FORMAT_V1);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    uint32_t magic;
+    int32_t h[8];
+    memcpy(&magic, b, 4);
+    memcpy(h, b + 4, sizeof(h));
+    cr_assert_eq(memcmp(b, "24ka", 4), 0, "magic 0x616b3432 little-endian");
+    cr_assert_eq(magic, 0x616b3432u);
+    cr_assert_eq(h[0], 1);
+    cr_assert_eq(h[6], 300, "version 1 states the vocabulary size as is");
+    cr_assert_eq(b[36], 0);
+    for (size_t i = 37; i < 256; i++)
+        CHECK(b[i] == 0, "padding byte %zu", i);
+    free(b);
+
+    ckpt_t *ck = open_ok(p);
+    cr_assert_eq(ck->format_version, 1);
+    size_t D = 64, H = 172, L = 2, V = 300, KV = 32;
+    size_t o = 256;
+    cr_assert_eq(off_of(ck, ck->w.rms_att), o);
+    o += 4 * L * D;
+    cr_assert_eq(off_of(ck, ck->w.rms_ffn), o);
+    o += 4 * L * D;
+    cr_assert_eq(off_of(ck, ck->w.rms_final), o);
+    o += 4 * D;
+    cr_assert_eq(off_of(ck, ck->w.token_embedding), o);
+    o += 4 * V * D;
+    cr_assert_eq(off_of(ck, ck->w.wq), o);
+    o += 4 * L * D * D;
+    cr_assert_eq(off_of(ck, ck->w.wk), o);
+    o += 4 * L * KV * D;
+    cr_assert_eq(off_of(ck, ck->w.wv), o);
+    o += 4 * L * KV * D;
+    cr_assert_eq(off_of(ck, ck->w.wo), o);
+    o += 4 * L * D * D;
+    cr_assert_eq(off_of(ck, ck->w.w1), o);
+    o += 4 * L * H * D;
+    cr_assert_eq(off_of(ck, ck->w.w2), o);
+    o += 4 * L * D * H;
+    cr_assert_eq(off_of(ck, ck->w.w3), o);
+    o += 4 * L * H * D;
+    cr_assert_eq(off_of(ck, ck->w.wcls), o);
+    o += 4 * V * D;
+    cr_assert_eq(o, ck->map_bytes);
+    ckpt_close(ck);
+}
+
+static void assert_same_weights(const ckpt_t *a, const ckpt_t *b)
+{
+    const ckpt_config_t *c = &a->cfg;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, L = (size_t)c->n_layers;
+    size_t V = (size_t)c->vocab_size, KV = (size_t)c->kv_dim;
+    struct {
+        const char *name;
+        const float *x, *y;
+        size_t n;
+    } t[] = {
+        {"token_embedding", a->w.token_embedding, b->w.token_embedding, V * D},
+        {"rms_att", a->w.rms_att, b->w.rms_att, L * D},
+        {"wq", a->w.wq, b->w.wq, L * D * D},
+        {"wk", a->w.wk, b->w.wk, L * KV * D},
+        {"wv", a->w.wv, b->w.wv, L * KV * D},
+        {"wo", a->w.wo, b->w.wo, L * D * D},
+        {"rms_ffn", a->w.rms_ffn, b->w.rms_ffn, L * D},
+        {"w1", a->w.w1, b->w.w1, L * H * D},
+        {"w2", a->w.w2, b->w.w2, L * D * H},
+        {"w3", a->w.w3, b->w.w3, L * H * D},
+        {"rms_final", a->w.rms_final, b->w.rms_final, D},
+        {"wcls", a->w.wcls, b->w.wcls, V * D},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        cr_assert_eq(memcmp(t[i].x, t[i].y, t[i].n * sizeof(float)), 0, "%s differs", t[i].name);
+}
+
+Test(checkpoint, both_formats_hold_the_same_model)
+{
+    for (int shared = 0; shared < 2; shared++) {
+        const char *a = path_of("a.bin"), *b = path_of("b.bin");
+        write_ok(a, tiny(shared), 99, CKPT_FORMAT_LEGACY);
+        write_ok(b, tiny(shared), 99, CKPT_FORMAT_V1);
+        ckpt_t *x = open_ok(a), *y = open_ok(b);
+        cr_assert_eq(x->cfg.shared_classifier, y->cfg.shared_classifier);
+        assert_same_weights(x, y);
+        ckpt_close(x);
+        ckpt_close(y);
+    }
+}
+
+Test(checkpoint, weights_are_deterministic_and_scaled)
+{
+    const char *a = path_of("a.bin"), *b = path_of("b.bin"), *c = path_of("c.bin");
+    write_ok(a, tiny(true), 5, CKPT_FORMAT_LEGACY);
+    write_ok(b, tiny(true), 5, CKPT_FORMAT_LEGACY);
+    write_ok(c, tiny(true), 6, CKPT_FORMAT_LEGACY);
+    size_t na, nb, nc;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb), *z = slurp(c, &nc);
+    cr_assert_eq(na, nb);
+    cr_assert_eq(memcmp(x, y, na), 0, "same seed, different bytes");
+    cr_assert_neq(memcmp(x + 28, z + 28, na - 28), 0, "different seeds, same weights");
+    free(x);
+    free(y);
+    free(z);
+
+    ckpt_t *ck = open_ok(a);
+    const ckpt_config_t *k = &ck->cfg;
+    for (int i = 0; i < k->n_layers * k->dim; i++) {
+        CHECK(ck->w.rms_att[i] >= 0.9f && ck->w.rms_att[i] <= 1.1f, "rms_att[%d]", i);
+        CHECK(ck->w.rms_ffn[i] >= 0.9f && ck->w.rms_ffn[i] <= 1.1f, "rms_ffn[%d]", i);
+    }
+    float bound = 1.0f / sqrtf((float)k->dim);
+    double sum2 = 0;
+    size_t n = (size_t)k->n_layers * k->dim * k->dim;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(fabsf(ck->w.wq[i]) <= bound, "wq[%zu] = %g", i, ck->w.wq[i]);
+        sum2 += (double)ck->w.wq[i] * ck->w.wq[i];
+    }
+    /* uniform in +-b has variance b^2 / 3 */
+    double var = sum2 / (double)n, want = (double)bound * bound / 3.0;
+    cr_assert(fabs(var - want) < 0.1 * want, "wq variance %g, want %g", var, want);
+    bound = 1.0f / sqrtf((float)k->hidden_dim);
+    for (size_t i = 0; i < (size_t)k->n_layers * k->dim * k->hidden_dim; i++)
+        CHECK(fabsf(ck->w.w2[i]) <= bound, "w2[%zu] = %g", i, ck->w.w2[i]);
+    ckpt_close(ck);
+}
+
+Test(checkpoint, grouped_query_and_multi_query_shapes)
+{
+    const int kv[] = {1, 2, 4};
+    for (size_t i = 0; i < 3; i++) {
+        ckpt_config_t c = tiny(true);
+        c.n_kv_heads = kv[i];
+        const char *p = path_of("gqa.bin");
+        write_ok(p, c, 1, i % 2 ? CKPT_FORMAT_V1 : CKPT_FORMAT_LEGACY);
+        ckpt_t *ck = open_ok(p);
+        cr_assert_eq(ck->cfg.n_kv_heads, kv[i]);
+        cr_assert_eq(ck->cfg.kv_dim, kv[i] * 16);
+        cr_assert_eq((size_t)(ck->w.wv - ck->w.wk), (size_t)2 * kv[i] * 16 * 64);
+        ckpt_close(ck);
+    }
+}
+
+Test(checkpoint, name_is_base_name_without_extension)
+{
+    const char *p = path_of("stories15M.bin");
+    write_ok(p, tiny(true), 1, CKPT_FORMAT_LEGACY);
+    ckpt_t *ck = open_ok(p);
+    cr_assert_str_eq(ck->name, "stories15M");
+    ckpt_close(ck);
+    p = path_of("model");
+    write_ok(p, tiny(true), 1, CKPT_FORMAT_LEGACY);
+    ck = open_ok(p);
+    cr_assert_str_eq(ck->name, "model");
+    ckpt_close(ck);
+    ckpt_close(NULL);
+}
+
+Test(checkpoint, truncated_or_oversized_by_one_byte)
+{
+    const int formats[] = {CKPT_FORMAT_LEGACY, CKPT_FORMAT_V1};
+    for (int f = 0; f < 2; f++) {
+        for (int shared = 0; shared < 2; shared++) {
+            const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+            write_ok(p, tiny(shared), 3, (ckpt_format_t)formats[f]);
+            size_t n;
+            unsigned char *b = slurp(p, &n);
+            spit(q, b, n - 1);
+            open_fails(q, "truncated");
+            b = realloc(b, n + 1);
+            b[n] = 0;
+            spit(q, b, n + 1);
+            open_fails(q, "oversized");
+            spit(q, b, n - 4u * 64u); /* a whole row short */
+            open_fails(q, "truncated");
+            free(b);
+        }
+    }
+}
+
+/* Writes a good legacy file, then sets header int i to v. */
+static const char *legacy_with(int i, int32_t v)
+{
+    const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+    write_ok(p, tiny(true), 3, CKPT_FORMAT_LEGACY);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    memcpy(b + 4 * i, &v, 4);
+    spit(q, b, n);
+    free(b);
+    return q;
+}
+
+Test(checkpoint, legacy_header_lies)
+{
+    open_fails(legacy_with(0, 128), "truncated");  /* dim doubled */
+    open_fails(legacy_with(0, 32), "oversized");   /* dim halved */
+    open_fails(legacy_with(2, 3), "truncated");    /* a layer more */
+    open_fails(legacy_with(5, -300), "truncated"); /* says wcls follows */
+    open_fails(legacy_with(6, 31), "oversized");   /* seq_len: RoPE tables shrink */
+    open_fails(legacy_with(4, 4), "truncated");    /* kv heads: bigger wk, wv */
+}
+
+Test(checkpoint, legacy_bad_shapes)
+{
+    open_fails(legacy_with(0, -64), "dim is -64");
+    open_fails(legacy_with(0, 0), "dim is 0");
+    open_fails(legacy_with(1, 0), "hidden_dim is 0");
+    open_fails(legacy_with(2, 0), "n_layers is 0");
+    open_fails(legacy_with(2, -1), "n_layers is -1");
+    open_fails(legacy_with(3, 0), "n_heads is 0");
+    open_fails(legacy_with(4, 0), "n_kv_heads is 0");
+    open_fails(legacy_with(5, 0), "vocab_size is 0");
+    open_fails(legacy_with(5, INT32_MIN), "vocab_size is");
+    open_fails(legacy_with(6, -5), "seq_len is -5");
+    open_fails(legacy_with(3, 5), "not a multiple of n_heads");
+    open_fails(legacy_with(4, 3), "n_heads 4 is not a multiple of n_kv_heads 3");
+    open_fails(legacy_with(4, 8), "n_kv_heads 8");
+    open_fails(legacy_with(3, 64), "odd"); /* head_dim 1 */
+    open_fails(legacy_with(0, INT32_MAX), "bad shape");
+    open_fails(legacy_with(1, INT32_MAX), "file is"); /* fits in 63 bits: a size mismatch */
+}
+
+Test(checkpoint, sizes_that_overflow_are_refused)
+{
+    ckpt_config_t c = {1 << 30, 1 << 30, 1 << 30, 1 << 14, 1 << 14, 1 << 30, 1 << 30, true, 0, 0};
+    char err[256] = "";
+    cr_assert_eq(ckpt_config_check(&c, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert(strstr(err, "too large") != NULL, "%s", err);
+    cr_assert_eq(ckpt_float_count(&c), 0);
+    /* every field at its limit one at a time: checked without overflow */
+    for (int i = 0; i < 7; i++) {
+        ckpt_config_t d = {64, 172, 2, 4, 2, 300, 32, false, 0, 0};
+        int *f[] = {&d.dim,        &d.hidden_dim, &d.n_layers, &d.n_heads,
+                    &d.n_kv_heads, &d.vocab_size, &d.seq_len};
+        *f[i] = INT32_MAX;
+        err[0] = '\0';
+        int rc = ckpt_config_check(&d, err, sizeof(err));
+        if (rc == LS_OK)
+            cr_assert_gt(ckpt_float_count(&d), 0);
+        else
+            cr_assert_gt(strlen(err), 0);
+    }
+}
+
+/* Writes a good v1 file, then overwrites 4 bytes at off with v. */
+static const char *v1_with(size_t off, uint32_t v)
+{
+    const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+    write_ok(p, tiny(true), 3, CKPT_FORMAT_V1);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    memcpy(b + off, &v, 4);
+    spit(q, b, n);
+    free(b);
+    return q;
+}
+
+Test(checkpoint, v1_bad_versions_and_flags)
+{
+    open_fails(v1_with(4, 2), "unsupported version 2 (int8)");
+    open_fails(v1_with(4, 3), "unsupported ak42 version 3");
+    open_fails(v1_with(4, 0), "unsupported ak42 version 0");
+    open_fails(v1_with(36, 7), "shared_classifier flag is 7");
+    open_fails(v1_with(36, 0), "truncated"); /* says wcls follows */
+    open_fails(v1_with(8, (uint32_t)-64), "dim is -64");
+    open_fails(v1_with(28, 0), "vocab_size is 0");
+    open_fails(v1_with(24, 0), "n_kv_heads is 0");
+    open_fails(v1_with(28, (uint32_t)-300), "vocab_size is -300");
+    /* the magic and a short header */
+    const char *q = path_of("short.bin");
+    unsigned char b[100] = {0x32, 0x34, 0x6b, 0x61, 1};
+    spit(q, b, sizeof(b));
+    open_fails(q, "truncated");
+}
+
+Test(checkpoint, wrong_magic_reads_as_legacy_and_fails_cleanly)
+{
+    /* "ak43": not the magic, so the first int is a (huge) legacy dim */
+    open_fails(v1_with(0, 0x616b3433u), "bad shape");
+}
+
+Test(checkpoint, missing_directory_empty_and_tiny_files)
+{
+    open_fails(path_of("nope.bin"), "No such file");
+    open_fails(dir, "not a regular file");
+    const char *q = path_of("empty.bin");
+    spit(q, "", 0);
+    open_fails(q, "empty");
+    spit(q, "abc", 3);
+    open_fails(q, "too short");
+    spit(q, "abcdefghij", 10);
+    open_fails(q, "too short");
+    char err[64];
+    cr_assert_null(ckpt_open(NULL, err, sizeof(err)));
+}
+
+Test(checkpoint, write_refuses_bad_shapes_and_paths)
+{
+    char err[256] = "";
+    ckpt_config_t c = tiny(true);
+    c.n_heads = 3;
+    cr_assert_eq(ckpt_write(path_of("x.bin"), &c, 1, CKPT_FORMAT_LEGACY, err, sizeof(err)),
+                 LS_ERR_INVALID);
+    cr_assert(strstr(err, "x.bin") != NULL, "%s", err);
+    c = tiny(true);
+    cr_assert_eq(ckpt_write(path_of("x.bin"), &c, 1, (ckpt_format_t)9, err, sizeof(err)),
+                 LS_ERR_INVALID);
+    cr_assert_eq(ckpt_write("/nonexistent-dir/x.bin", &c, 1, CKPT_FORMAT_LEGACY, err, sizeof(err)),
+                 LS_ERR_IO);
+    cr_assert(strstr(err, "/nonexistent-dir/x.bin") != NULL, "%s", err);
+    struct stat st;
+    cr_assert_neq(stat(path_of("x.bin"), &st), 0, "nothing is left behind");
+    cr_assert_neq(stat(path_of("x.bin.tmp"), &st), 0, "nothing is left behind");
+}
