@@ -1,0 +1,489 @@
+/*
+ * service.c - Inference.Generate and Inference.Info handlers.
+ *
+ * Lock rules:
+ * - svc->mu guards the list of open streams, `closing` and the attached model
+ *   pointers (written once by attach).
+ * - gen_stream_t.mu guards the stream's request list and its flags.  A request on
+ *   the list is alive: the scheduler's release unlinks it under this lock before
+ *   freeing it, so a handler holding the lock may hand it to inf_sched_cancel.
+ * - Order: svc->mu, then a stream's mu, then the scheduler's lock, then the rpc
+ *   library's call lock.  The scheduler calls the sink with none of its locks held.
+ */
+#define _GNU_SOURCE
+#include "service.h"
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "llmserve/v1/inference.pb-c.h"
+#include "request.h"
+#include "utf8.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct gen_stream gen_stream_t;
+
+struct inf_service {
+    rpc_server_t *srv;
+    inf_service_config_t cfg;
+    char *model_name, *model_version, *pool; /* owned copies of cfg's strings */
+
+    pthread_mutex_t mu;
+    gen_stream_t *streams; /* open Generate calls */
+    bool closing;
+    bool ready;
+    const ckpt_t *ck;
+    const tok_t *tok;
+    inf_sched_t *sched;
+    inf_limits_t limits;
+    char backend[16];
+    char device[128];
+    int max_batch;
+    int64_t kv_budget_tokens;
+};
+
+struct gen_stream {
+    inf_service_t *svc;
+    rpc_call_t *call;
+    gen_stream_t *prev, *next; /* svc->streams */
+
+    pthread_mutex_t mu;
+    int refs;            /* the call's (until on_done) plus one per linked request */
+    inf_request_t *reqs; /* in flight: submitted and not yet released */
+    int n_reqs;
+    bool half_closed; /* the client will submit nothing more */
+    bool cancelled;   /* the call is over for sending */
+    bool finished;    /* rpc_call_finish was called (or must not be) */
+};
+
+static void stream_unref(gen_stream_t *st)
+{
+    pthread_mutex_lock(&st->mu);
+    bool last = --st->refs == 0;
+    pthread_mutex_unlock(&st->mu);
+    if (last) {
+        pthread_mutex_destroy(&st->mu);
+        free(st);
+    }
+}
+
+/* The request with id on st, or NULL.  st->mu held. */
+static inf_request_t *do_find(gen_stream_t *st, const char *id)
+{
+    for (inf_request_t *r = st->reqs; r; r = r->owner_next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+/* Links r and takes a stream reference for it (dropped by its release). */
+static void do_link(gen_stream_t *st, inf_request_t *r)
+{
+    r->owner_prev = NULL;
+    r->owner_next = st->reqs;
+    if (st->reqs)
+        st->reqs->owner_prev = r;
+    st->reqs = r;
+    st->n_reqs++;
+    st->refs++;
+}
+
+static void do_unlink(gen_stream_t *st, inf_request_t *r)
+{
+    if (r->owner_prev)
+        r->owner_prev->owner_next = r->owner_next;
+    else
+        st->reqs = r->owner_next;
+    if (r->owner_next)
+        r->owner_next->owner_prev = r->owner_prev;
+    r->owner_prev = r->owner_next = NULL;
+    st->n_reqs--;
+}
+
+/* Finishes the call with OK once the client half-closed and nothing is in flight. */
+static void maybe_finish(gen_stream_t *st)
+{
+    pthread_mutex_lock(&st->mu);
+    bool fin = st->half_closed && st->n_reqs == 0 && !st->finished && !st->cancelled;
+    if (fin)
+        st->finished = true;
+    pthread_mutex_unlock(&st->mu);
+    if (fin)
+        rpc_call_finish(st->call, GRPC_STATUS_OK, NULL);
+}
+
+/* An error event for a request that never reached the scheduler.  id is echoed only
+ * when it is UTF-8 (a server never emits anything else). */
+static void send_error(gen_stream_t *st, const char *id, grpc_status_code code, const char *msg)
+{
+    Llmserve__V1__Status status = LLMSERVE__V1__STATUS__INIT;
+    status.code = (int32_t)code;
+    status.message = (char *)msg;
+    Llmserve__V1__InferenceEvent ev = LLMSERVE__V1__INFERENCE_EVENT__INIT;
+    ev.request_id = inf_utf8_valid(id, strlen(id)) ? (char *)id : "";
+    ev.kind_case = LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR;
+    ev.error = &status;
+    rpc_call_send(st->call, &ev.base);
+    LS_LOG_DEBUG("inference", "request refused code=%d msg=\"%s\"", (int)code, msg);
+}
+
+/* ---- the sink the scheduler reports to ----------------------------------------------- */
+
+static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
+{
+    gen_stream_t *st = r->owner;
+    return rpc_call_send(st->call, &ev->base);
+}
+
+static void sink_release(inf_request_t *r)
+{
+    gen_stream_t *st = r->owner;
+    rpc_call_t *call = st->call;
+    pthread_mutex_lock(&st->mu);
+    do_unlink(st, r);
+    pthread_mutex_unlock(&st->mu);
+    inf_request_destroy(r);
+    maybe_finish(st);
+    stream_unref(st);
+    rpc_call_unref(call);
+}
+
+static const inf_sink_t g_sink = {sink_emit, sink_release};
+
+/* ---- Generate -------------------------------------------------------------------------- */
+
+static void *gen_on_start(rpc_call_t *call, void *ctx)
+{
+    inf_service_t *svc = ctx;
+    gen_stream_t *st = ls_xcalloc(1, sizeof(*st));
+    pthread_mutex_init(&st->mu, NULL);
+    st->svc = svc;
+    st->call = call;
+    st->refs = 1;
+    pthread_mutex_lock(&svc->mu);
+    st->next = svc->streams;
+    if (svc->streams)
+        svc->streams->prev = st;
+    svc->streams = st;
+    bool closing = svc->closing;
+    if (closing)
+        st->finished = true;
+    pthread_mutex_unlock(&svc->mu);
+    if (closing)
+        rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    return st;
+}
+
+/* The earlier of the request's own deadline and the call's. */
+static int64_t effective_deadline(const gen_stream_t *st, const inf_request_t *r, int64_t now)
+{
+    int64_t left = rpc_call_remaining_us(st->call);
+    int64_t call_deadline = left == INT64_MAX ? INT64_MAX : now + left;
+    return call_deadline < r->deadline_us ? call_deadline : r->deadline_us;
+}
+
+static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
+{
+    inf_service_t *svc = st->svc;
+    int64_t now = ls_now_us();
+    const char *id = sub->request_id ? sub->request_id : "";
+    char err[256];
+    if (inf_request_check_id(id, err, sizeof(err)) != LS_OK) {
+        send_error(st, id, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+
+    pthread_mutex_lock(&svc->mu);
+    bool ready = svc->ready, closing = svc->closing;
+    inf_limits_t limits = svc->limits;
+    const tok_t *tok = svc->tok;
+    inf_sched_t *sched = svc->sched;
+    pthread_mutex_unlock(&svc->mu);
+    if (closing || !ready) {
+        send_error(st, id, GRPC_STATUS_UNAVAILABLE,
+                   closing ? "server shutting down" : "model is loading");
+        return;
+    }
+
+    pthread_mutex_lock(&st->mu);
+    bool dup = do_find(st, id) != NULL;
+    pthread_mutex_unlock(&st->mu);
+    if (dup) {
+        snprintf(err, sizeof(err), "request_id \"%s\" is already in flight on this stream", id);
+        send_error(st, id, GRPC_STATUS_ALREADY_EXISTS, err);
+        return;
+    }
+
+    inf_request_t *r = NULL;
+    int rc = inf_request_create(sub, tok, &limits, now, &r, err, sizeof(err));
+    if (rc != LS_OK) {
+        send_error(st, id, (grpc_status_code)ls_err_to_grpc(rc), err);
+        return;
+    }
+    r->sink = &g_sink;
+    r->owner = st;
+    r->deadline_us = effective_deadline(st, r, now);
+
+    /* Linked before submitting, so the scheduler's release always finds it; the lock
+     * is held across the submit so a failed submit can be undone unseen. */
+    pthread_mutex_lock(&st->mu);
+    if (st->cancelled) {
+        pthread_mutex_unlock(&st->mu);
+        inf_request_destroy(r);
+        return;
+    }
+    do_link(st, r);
+    rpc_call_ref(st->call);
+    rc = inf_sched_submit(sched, r);
+    if (rc != LS_OK) {
+        do_unlink(st, r);
+        st->refs--; /* never the last: the call holds one until on_done */
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc == LS_OK)
+        return;
+    rpc_call_unref(st->call);
+    inf_request_destroy(r);
+    if (rc == LS_ERR_FULL) {
+        snprintf(err, sizeof(err), "admission queue is full (max_queue=%d)", svc->cfg.max_queue);
+        send_error(st, id, GRPC_STATUS_RESOURCE_EXHAUSTED, err);
+    } else {
+        send_error(st, id, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    }
+}
+
+static inf_sched_t *get_sched(inf_service_t *svc)
+{
+    pthread_mutex_lock(&svc->mu);
+    inf_sched_t *sched = svc->sched;
+    pthread_mutex_unlock(&svc->mu);
+    return sched;
+}
+
+static void cancel(gen_stream_t *st, const char *id)
+{
+    inf_sched_t *sched = get_sched(st->svc);
+    pthread_mutex_lock(&st->mu);
+    inf_request_t *r = id ? do_find(st, id) : NULL;
+    if (r)
+        inf_sched_cancel(sched, r);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void gen_on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)call;
+    gen_stream_t *st = state;
+    const Llmserve__V1__InferenceRequest *m = (const Llmserve__V1__InferenceRequest *)msg;
+    switch (m->kind_case) {
+    case LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT:
+        submit(st, m->submit);
+        break;
+    case LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL:
+        cancel(st, m->cancel->request_id);
+        break;
+    default:
+        break; /* neither set: ignored, as the API says */
+    }
+}
+
+static void gen_on_half_close(rpc_call_t *call, void *state)
+{
+    (void)call;
+    gen_stream_t *st = state;
+    pthread_mutex_lock(&st->mu);
+    st->half_closed = true;
+    pthread_mutex_unlock(&st->mu);
+    maybe_finish(st);
+}
+
+static void gen_on_cancel(rpc_call_t *call, void *state)
+{
+    (void)call;
+    gen_stream_t *st = state;
+    inf_sched_t *sched = get_sched(st->svc);
+    pthread_mutex_lock(&st->mu);
+    st->cancelled = true;
+    st->finished = true;
+    int n = st->n_reqs;
+    for (inf_request_t *r = st->reqs; r; r = r->owner_next)
+        inf_sched_cancel(sched, r);
+    pthread_mutex_unlock(&st->mu);
+    if (n > 0)
+        LS_LOG_INFO("inference", "stream cancelled requests=%d peer=%s", n, rpc_call_peer(call));
+}
+
+static void gen_on_done(rpc_call_t *call, void *state)
+{
+    (void)call;
+    gen_stream_t *st = state;
+    inf_service_t *svc = st->svc;
+    pthread_mutex_lock(&svc->mu);
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        svc->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    pthread_mutex_unlock(&svc->mu);
+    /* on_cancel did not necessarily run (a stream that ended with OK): anything still
+     * in flight can no longer be answered. */
+    inf_sched_t *sched = get_sched(svc);
+    pthread_mutex_lock(&st->mu);
+    st->cancelled = true;
+    for (inf_request_t *r = st->reqs; r; r = r->owner_next)
+        inf_sched_cancel(sched, r);
+    pthread_mutex_unlock(&st->mu);
+    stream_unref(st);
+}
+
+/* ---- Info ------------------------------------------------------------------------------ */
+
+static void *info_on_start(rpc_call_t *call, void *ctx)
+{
+    (void)call;
+    return ctx;
+}
+
+static void info_on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)msg;
+    inf_service_t *svc = state;
+    pthread_mutex_lock(&svc->mu);
+    if (!svc->ready) {
+        pthread_mutex_unlock(&svc->mu);
+        rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "model is loading");
+        return;
+    }
+    const ckpt_config_t *c = &svc->ck->cfg;
+    Llmserve__V1__InfoResponse resp = LLMSERVE__V1__INFO_RESPONSE__INIT;
+    resp.model = svc->model_name[0] ? svc->model_name : svc->ck->name;
+    resp.model_version = svc->model_version;
+    resp.pool = svc->pool;
+    resp.dim = (uint32_t)c->dim;
+    resp.hidden_dim = (uint32_t)c->hidden_dim;
+    resp.n_layers = (uint32_t)c->n_layers;
+    resp.n_heads = (uint32_t)c->n_heads;
+    resp.n_kv_heads = (uint32_t)c->n_kv_heads;
+    resp.vocab_size = (uint32_t)c->vocab_size;
+    resp.seq_len = (uint32_t)c->seq_len;
+    resp.backend = svc->backend;
+    resp.device = svc->device;
+    resp.max_batch = (uint32_t)svc->max_batch;
+    resp.max_queue = (uint32_t)svc->cfg.max_queue;
+    resp.kv_budget_tokens = (uint64_t)svc->kv_budget_tokens;
+    pthread_mutex_unlock(&svc->mu);
+    /* The strings point into svc and ck, which live until the server is gone. */
+    rpc_call_reply(call, &resp.base);
+}
+
+/* ---- life ------------------------------------------------------------------------------ */
+
+inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t *cfg)
+{
+    inf_service_t *svc = ls_xcalloc(1, sizeof(*svc));
+    svc->srv = srv;
+    svc->cfg = *cfg;
+    svc->model_name = ls_xstrdup(cfg->model_name ? cfg->model_name : "");
+    svc->model_version = ls_xstrdup(cfg->model_version ? cfg->model_version : "");
+    svc->pool = ls_xstrdup(cfg->pool ? cfg->pool : "");
+    svc->cfg.model_name = svc->model_name;
+    svc->cfg.model_version = svc->model_version;
+    svc->cfg.pool = svc->pool;
+    pthread_mutex_init(&svc->mu, NULL);
+
+    rpc_handler_t gen = {.on_start = gen_on_start,
+                         .on_message = gen_on_message,
+                         .on_half_close = gen_on_half_close,
+                         .on_cancel = gen_on_cancel,
+                         .on_done = gen_on_done};
+    rpc_handler_t info = {.on_start = info_on_start, .on_message = info_on_message};
+    if (rpc_server_add_method(srv, "/" INF_SERVICE_NAME "/Generate", RPC_STREAM,
+                              &llmserve__v1__inference_request__descriptor, &gen, svc) != LS_OK ||
+        rpc_server_add_method(srv, "/" INF_SERVICE_NAME "/Info", RPC_UNARY,
+                              &llmserve__v1__info_request__descriptor, &info, svc) != LS_OK) {
+        LS_LOG_ERROR("inference", "cannot register the Inference methods");
+        inf_service_destroy(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+void inf_service_set_serving(inf_service_t *svc, bool serving)
+{
+    rpc_health_status_t h = serving ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING;
+    rpc_server_set_health(svc->srv, "", h);
+    rpc_server_set_health(svc->srv, INF_SERVICE_NAME, h);
+}
+
+void inf_service_attach(inf_service_t *svc, const ckpt_t *ck, const tok_t *tok, forward_t *f,
+                        inf_sched_t *sched)
+{
+    const forward_config_t *fc = forward_config(f);
+    pthread_mutex_lock(&svc->mu);
+    svc->ck = ck;
+    svc->tok = tok;
+    svc->sched = sched;
+    svc->limits.vocab_size = ck->cfg.vocab_size;
+    svc->limits.seq_len = ck->cfg.seq_len;
+    svc->limits.default_max_tokens = svc->cfg.default_max_tokens;
+    svc->limits.max_tokens_limit = svc->cfg.max_tokens_limit;
+    svc->limits.max_prompt_bytes = (size_t)ck->cfg.seq_len * inf_longest_piece(tok);
+    snprintf(svc->backend, sizeof(svc->backend), "%s", forward_backend_name(f));
+    snprintf(svc->device, sizeof(svc->device), "%s", forward_device_name(f));
+    svc->max_batch = fc->max_batch;
+    svc->kv_budget_tokens = fc->kv_budget_tokens;
+    svc->ready = true;
+    pthread_mutex_unlock(&svc->mu);
+    inf_service_set_serving(svc, true);
+}
+
+void inf_service_drain(inf_service_t *svc, int64_t grace_ms)
+{
+    pthread_mutex_lock(&svc->mu);
+    svc->closing = true;
+    inf_sched_t *sched = svc->sched;
+    pthread_mutex_unlock(&svc->mu);
+    inf_service_set_serving(svc, false);
+    int64_t t0 = ls_now_us();
+    if (sched) {
+        int queued = 0, running = 0;
+        inf_sched_counts(sched, &queued, &running);
+        LS_LOG_INFO("inference", "draining queued=%d running=%d grace_ms=%lld", queued, running,
+                    (long long)grace_ms);
+        inf_sched_drain(sched, grace_ms * 1000);
+    }
+    /* Every request has had its terminal event queued; the router reconnects elsewhere
+     * when its stream ends with UNAVAILABLE. */
+    int n = 0;
+    pthread_mutex_lock(&svc->mu);
+    for (gen_stream_t *st = svc->streams; st; st = st->next) {
+        pthread_mutex_lock(&st->mu);
+        bool fin = !st->finished;
+        st->finished = true;
+        pthread_mutex_unlock(&st->mu);
+        if (fin) {
+            rpc_call_finish(st->call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&svc->mu);
+    LS_LOG_INFO("inference", "drained streams_ended=%d after_ms=%lld", n,
+                (long long)((ls_now_us() - t0) / 1000));
+}
+
+void inf_service_destroy(inf_service_t *svc)
+{
+    if (!svc)
+        return;
+    LS_ASSERT(svc->streams == NULL);
+    pthread_mutex_destroy(&svc->mu);
+    free(svc->model_name);
+    free(svc->model_version);
+    free(svc->pool);
+    free(svc);
+}

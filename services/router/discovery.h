@@ -1,0 +1,74 @@
+/*
+ * discovery.h - where the inference instances are: the interface the router reads its
+ * pools from.
+ *
+ * A discovery source delivers the whole current list of instances through an update
+ * callback: once from start (before it returns), and again whenever the list changes.
+ * The router reconciles each list with its pools (router_pools_update): new instances
+ * are connected, missing ones drained.  The static source (discovery_static.c) reads the
+ * list from configuration and never changes it; a Consul source plugs in behind the same
+ * ops, calling the update from its watch thread.
+ */
+#ifndef ROUTER_DISCOVERY_H
+#define ROUTER_DISCOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One inference instance.  Strings are owned by whoever made the list. */
+typedef struct {
+    char *pool;      /* pool name, e.g. "small": [a-z0-9_-], 1 to 32 bytes */
+    char *version;   /* model version within the pool, e.g. "v2"; "" = unnamed */
+    uint32_t weight; /* the version's share of the pool's traffic (relative; 0 = none
+                        unless every version of the pool is 0) */
+    char *addr;      /* "host:port"; also the instance's id */
+} discovery_instance_t;
+
+/* Receives the complete list; list and its strings are borrowed until return.  Called
+ * from start on the caller's thread, later from the source's own thread. */
+typedef void (*discovery_update_fn)(void *ud, const discovery_instance_t *list, size_t n);
+
+typedef struct discovery discovery_t;
+
+typedef struct {
+    const char *name; /* "static", "consul" */
+    /* Delivers the first list through fn before returning; LS_OK or an ls_err_t. */
+    int (*start)(discovery_t *d, discovery_update_fn fn, void *ud);
+    /* Stops further updates; returns once no update is running.  Idempotent. */
+    void (*stop)(discovery_t *d);
+    void (*destroy)(discovery_t *d);
+} discovery_ops_t;
+
+struct discovery {
+    const discovery_ops_t *ops;
+};
+
+/* Starts d: see discovery_ops_t.start. */
+int discovery_start(discovery_t *d, discovery_update_fn fn, void *ud);
+
+/* Stops d (no update runs after it returns).  NULL is a no-op. */
+void discovery_stop(discovery_t *d);
+
+/* Stops and frees d.  NULL is a no-op. */
+void discovery_destroy(discovery_t *d);
+
+/* Parses a static pool spec into a list the caller owns (free with
+ * discovery_list_free).  spec is one or more entries separated by ';' or newlines:
+ *
+ *     NAME[@VERSION[:WEIGHT]]=HOST:PORT[,HOST:PORT...]
+ *
+ * e.g. "small=127.0.0.1:7001,127.0.0.1:7002;large@v1:95=127.0.0.1:7003;large@v2:5=..."
+ * Versions of one pool that leave out WEIGHT share what the explicit weights leave of
+ * 100 (a pool with one version takes 100).  Returns LS_OK, or LS_ERR_INVALID with a
+ * one-line reason in err (err_len bytes). */
+int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t *n, char *err,
+                           size_t err_len);
+
+/* Frees a list from discovery_static_parse.  NULL is a no-op. */
+void discovery_list_free(discovery_instance_t *list, size_t n);
+
+/* Creates the static source for spec (see discovery_static_parse).  Returns NULL with a
+ * reason in err when the spec is invalid or names no instance. */
+discovery_t *discovery_static_create(const char *spec, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * discovery_static.c - the instance list from configuration, fixed for the process's life.
+ */
+#define _GNU_SOURCE
+#include "discovery.h"
+
+#include "base/err.h"
+#include "base/log.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int discovery_start(discovery_t *d, discovery_update_fn fn, void *ud)
+{
+    return d->ops->start(d, fn, ud);
+}
+
+void discovery_stop(discovery_t *d)
+{
+    if (d)
+        d->ops->stop(d);
+}
+
+void discovery_destroy(discovery_t *d)
+{
+    if (d) {
+        d->ops->stop(d);
+        d->ops->destroy(d);
+    }
+}
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+    if (!err || len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+}
+
+static bool valid_name(const char *s, size_t len, bool version)
+{
+    if (len == 0 || len > 32)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+                  (version && ((c >= 'A' && c <= 'Z') || c == '.'));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* host:port with a non-empty host and a port in 1..65535; [v6]:port accepted. */
+static bool valid_addr(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || strlen(s) > 255)
+        return false;
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || port < 1 || port > 65535)
+        return false;
+    for (const char *p = s; p < colon; p++)
+        if (*p == ' ' || *p == ',' || *p == '=' || *p == ';')
+            return false;
+    return true;
+}
+
+void discovery_list_free(discovery_instance_t *list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].pool);
+        free(list[i].version);
+        free(list[i].addr);
+    }
+    free(list);
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+typedef struct {
+    discovery_instance_t *items;
+    size_t n, cap;
+    bool *explicit_weight; /* parallel to items */
+} list_t;
+
+static void push(list_t *l, const char *pool, size_t pool_len, const char *version,
+                 size_t version_len, uint32_t weight, bool explicit_weight, const char *addr)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        discovery_instance_t *items = ls_xcalloc(l->cap, sizeof(*items));
+        bool *ew = ls_xcalloc(l->cap, sizeof(*ew));
+        if (l->n) {
+            memcpy(items, l->items, l->n * sizeof(*items));
+            memcpy(ew, l->explicit_weight, l->n * sizeof(*ew));
+        }
+        free(l->items);
+        free(l->explicit_weight);
+        l->items = items;
+        l->explicit_weight = ew;
+    }
+    discovery_instance_t *it = &l->items[l->n];
+    it->pool = strndup(pool, pool_len);
+    it->version = strndup(version, version_len);
+    it->addr = ls_xstrdup(addr);
+    if (!it->pool || !it->version) {
+        LS_LOG_ERROR("discovery", "out of memory");
+        abort();
+    }
+    it->weight = weight;
+    l->explicit_weight[l->n] = explicit_weight;
+    l->n++;
+}
+
+/* Parses one NAME[@VERSION[:WEIGHT]]=ADDR,... entry. */
+static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
+{
+    char *eq = strchr(entry, '=');
+    if (!eq) {
+        set_err(err, err_len, "pool entry '%s' has no '=' (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)",
+                entry);
+        return LS_ERR_INVALID;
+    }
+    *eq = '\0';
+    char *head = trim(entry), *addrs = eq + 1;
+    char *at = strchr(head, '@');
+    const char *version = "";
+    size_t version_len = 0;
+    uint32_t weight = 100;
+    bool explicit_weight = false;
+    size_t name_len = at ? (size_t)(at - head) : strlen(head);
+    if (at) {
+        version = at + 1;
+        char *colon = strchr(version, ':');
+        version_len = colon ? (size_t)(colon - version) : strlen(version);
+        if (colon) {
+            char *end = NULL;
+            long w = strtol(colon + 1, &end, 10);
+            if (end == colon + 1 || *end || w < 0 || w > 1000000) {
+                set_err(err, err_len, "pool '%.*s': weight '%s' is not an integer in [0, 1000000]",
+                        (int)name_len, head, colon + 1);
+                return LS_ERR_INVALID;
+            }
+            weight = (uint32_t)w;
+            explicit_weight = true;
+        }
+        if (!valid_name(version, version_len, true)) {
+            set_err(err, err_len, "pool '%.*s': version '%.*s' must be 1-32 of [A-Za-z0-9._-]",
+                    (int)name_len, head, (int)version_len, version);
+            return LS_ERR_INVALID;
+        }
+    }
+    if (!valid_name(head, name_len, false)) {
+        set_err(err, err_len, "pool name '%.*s' must be 1-32 of [a-z0-9_-]", (int)name_len, head);
+        return LS_ERR_INVALID;
+    }
+    size_t before = l->n;
+    char *save = NULL;
+    for (char *a = strtok_r(addrs, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        a = trim(a);
+        if (!*a)
+            continue;
+        if (!valid_addr(a)) {
+            set_err(err, err_len, "pool '%.*s': '%s' is not HOST:PORT", (int)name_len, head, a);
+            return LS_ERR_INVALID;
+        }
+        for (size_t i = 0; i < l->n; i++) {
+            if (strcmp(l->items[i].addr, a) == 0) {
+                set_err(err, err_len, "instance %s is listed twice", a);
+                return LS_ERR_INVALID;
+            }
+        }
+        push(l, head, name_len, version, version_len, weight, explicit_weight, a);
+    }
+    if (l->n == before) {
+        set_err(err, err_len, "pool '%.*s' lists no instance", (int)name_len, head);
+        return LS_ERR_INVALID;
+    }
+    return LS_OK;
+}
+
+/* Versions without an explicit weight share what the explicit ones leave of 100. */
+static void fill_weights(list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->explicit_weight[i])
+            continue;
+        uint64_t used = 0;
+        size_t implicit_versions = 0;
+        /* Count each version of this pool once. */
+        for (size_t j = 0; j < l->n; j++) {
+            if (strcmp(l->items[j].pool, l->items[i].pool) != 0)
+                continue;
+            bool first = true;
+            for (size_t k = 0; k < j; k++)
+                if (strcmp(l->items[k].pool, l->items[j].pool) == 0 &&
+                    strcmp(l->items[k].version, l->items[j].version) == 0)
+                    first = false;
+            if (!first)
+                continue;
+            if (l->explicit_weight[j])
+                used += l->items[j].weight;
+            else
+                implicit_versions++;
+        }
+        uint64_t left = used >= 100 ? 0 : 100 - used;
+        l->items[i].weight = (uint32_t)(left / (implicit_versions ? implicit_versions : 1));
+    }
+}
+
+int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t *n, char *err,
+                           size_t err_len)
+{
+    *list = NULL;
+    *n = 0;
+    if (!spec) {
+        set_err(err, err_len, "no pool given");
+        return LS_ERR_INVALID;
+    }
+    char *copy = ls_xstrdup(spec);
+    list_t l = {0};
+    int rc = LS_OK;
+    char *save = NULL;
+    for (char *e = strtok_r(copy, ";\n", &save); e; e = strtok_r(NULL, ";\n", &save)) {
+        e = trim(e);
+        if (!*e)
+            continue;
+        rc = parse_entry(&l, e, err, err_len);
+        if (rc != LS_OK)
+            break;
+    }
+    free(copy);
+    if (rc == LS_OK && l.n == 0) {
+        set_err(err, err_len, "no pool given (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)");
+        rc = LS_ERR_INVALID;
+    }
+    /* One pool must not mix named and unnamed versions: traffic would be ambiguous. */
+    for (size_t i = 0; rc == LS_OK && i < l.n; i++) {
+        for (size_t j = i + 1; j < l.n; j++) {
+            if (strcmp(l.items[i].pool, l.items[j].pool) == 0 &&
+                (!*l.items[i].version) != (!*l.items[j].version)) {
+                set_err(err, err_len, "pool '%s' mixes a named version with an unnamed one",
+                        l.items[i].pool);
+                rc = LS_ERR_INVALID;
+                break;
+            }
+        }
+    }
+    if (rc != LS_OK) {
+        discovery_list_free(l.items, l.n);
+        free(l.explicit_weight);
+        return rc;
+    }
+    fill_weights(&l);
+    free(l.explicit_weight);
+    *list = l.items;
+    *n = l.n;
+    return LS_OK;
+}
+
+typedef struct {
+    discovery_t base;
+    discovery_instance_t *list;
+    size_t n;
+} static_source_t;
+
+static int static_start(discovery_t *d, discovery_update_fn fn, void *ud)
+{
+    static_source_t *s = (static_source_t *)d;
+    fn(ud, s->list, s->n);
+    return LS_OK;
+}
+
+static void static_stop(discovery_t *d)
+{
+    (void)d; /* nothing runs after start */
+}
+
+static void static_destroy(discovery_t *d)
+{
+    static_source_t *s = (static_source_t *)d;
+    discovery_list_free(s->list, s->n);
+    free(s);
+}
+
+static const discovery_ops_t static_ops = {"static", static_start, static_stop, static_destroy};
+
+discovery_t *discovery_static_create(const char *spec, char *err, size_t err_len)
+{
+    discovery_instance_t *list;
+    size_t n;
+    if (discovery_static_parse(spec, &list, &n, err, err_len) != LS_OK)
+        return NULL;
+    static_source_t *s = ls_xcalloc(1, sizeof(*s));
+    s->base.ops = &static_ops;
+    s->list = list;
+    s->n = n;
+    return &s->base;
+}

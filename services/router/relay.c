@@ -1,0 +1,887 @@
+/*
+ * relay.c - one request's life in the router: validate, route, consult the cache, run it
+ * on an instance (retrying or falling back before the first token), relay its tokens,
+ * store the answer, and end it with exactly one terminal event.
+ *
+ * Lock rules: q->mu guards every field of the request after creation (the id and the
+ * submit copy are immutable).  Functions named do_* expect it held.  Order: q->mu, then
+ * the sink's lock, a mux's lock, the pools' lock or the timer's lock; none of those calls
+ * back into a request while held.  Every entry point runs with a reference of its own
+ * (the caller's, the mux's callback reference, or the timer's), so q never goes away
+ * while locked.
+ *
+ * Attempts: each try on an instance has a fresh upstream id.  Any later event for an
+ * older id is dropped, which is what keeps tokens from a cancelled try (after a TTFT
+ * fallback, say) out of the answer.  Tries happen only before the first token is sent.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "router_int.h"
+#include "scorer.h"
+#include "validate.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAY_MAX_TRIED 8
+#define RELAY_MAX_ANSWER_BYTES (1 << 20) /* larger answers are relayed, not cached */
+
+typedef enum { PHASE_NEW, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
+
+typedef enum { TIMER_DEADLINE, TIMER_TTFT, TIMER_CACHE } timer_kind_t;
+
+typedef struct {
+    relay_req_t *q; /* referenced until the callback ran or the timer was cancelled */
+    timer_kind_t kind;
+    unsigned attempt; /* the request's attempt when armed */
+    uint64_t id;
+} timer_ctx_t;
+
+struct relay_req {
+    pthread_mutex_t mu;
+    atomic_int refs;
+    router_t *r;
+    relay_sink_t *sink;
+    char *id;                           /* the client's request id */
+    Llmserve__V1__GenerateSubmit *sub;  /* our copy */
+    Llmserve__V1__SamplingParams sampling; /* resolved; stop strings borrowed from sub */
+    bool id_required;
+    int64_t call_left_us; /* of the client's call at receipt; INT64_MAX = no deadline */
+
+    phase_t phase;
+    bool lookup, store; /* cache policy as resolved */
+    int64_t t_recv_us, t_routed_us, deadline_us, t_lookup_us;
+
+    char pool[ROUTER_POOL_NAME_MAX + 1]; /* the pool serving now */
+    double score;
+    bool scored;
+    char reason[200];
+    bool fallback, fell_back_once;
+    char fallback_reason[200];
+    unsigned attempt; /* tries so far, fallbacks included */
+    unsigned retries; /* tries after a failure (bounded by max_retries) */
+
+    router_instance_t *inst; /* current pick, NULL between tries */
+    router__conn_t *conn;
+    uint64_t up_id; /* registered upstream id, 0 when none */
+    router_instance_t *tried[RELAY_MAX_TRIED];
+    size_t n_tried;
+    char cache_model[ROUTER_POOL_NAME_MAX + 70];
+
+    mux_t *cache_mux;
+    uint64_t cache_id;
+    timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer;
+
+    uint32_t tokens_sent;
+    int64_t first_token_us;
+    char *answer; /* for the cache store */
+    size_t answer_len, answer_cap;
+    bool answer_too_big;
+    uint32_t prompt_tokens;
+    uint64_t inference_queue_us, prefill_us, decode_us;
+    uint64_t cache_lookup_us;
+};
+
+static const mux_handler_t infer_handler;
+static const mux_handler_t cache_handler;
+
+/* ---- references ---------------------------------------------------------------- */
+
+static void req_free(relay_req_t *q)
+{
+    router_t *r = q->r;
+    LS_ASSERT(q->inst == NULL);
+    for (size_t i = 0; i < q->n_tried; i++)
+        router_instance_unref(r->pools, q->tried[i]);
+    q->sink->ops->unref(q->sink);
+    llmserve__v1__generate_submit__free_unpacked(q->sub, NULL);
+    free(q->id);
+    free(q->answer);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+    pthread_mutex_lock(&r->live_mu);
+    if (--r->live == 0)
+        pthread_cond_broadcast(&r->live_cv);
+    pthread_mutex_unlock(&r->live_mu);
+}
+
+void router__req_ref(relay_req_t *q)
+{
+    atomic_fetch_add(&q->refs, 1);
+}
+
+void router__req_unref(relay_req_t *q)
+{
+    if (atomic_fetch_sub(&q->refs, 1) == 1)
+        req_free(q);
+}
+
+static void h_ref(void *ud)
+{
+    router__req_ref(ud);
+}
+
+static void h_unref(void *ud)
+{
+    router__req_unref(ud);
+}
+
+const char *router__req_id(const relay_req_t *q)
+{
+    return q->id;
+}
+
+/* ---- creation -------------------------------------------------------------------- */
+
+static Llmserve__V1__GenerateSubmit *copy_submit(const Llmserve__V1__GenerateSubmit *s)
+{
+    size_t len = llmserve__v1__generate_submit__get_packed_size(s);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    llmserve__v1__generate_submit__pack(s, buf);
+    Llmserve__V1__GenerateSubmit *c = llmserve__v1__generate_submit__unpack(NULL, len, buf);
+    free(buf);
+    return c;
+}
+
+relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
+                                const Llmserve__V1__GenerateSubmit *submit, bool id_required,
+                                int64_t call_left_us)
+{
+    Llmserve__V1__GenerateSubmit *sub = copy_submit(submit);
+    if (!sub)
+        return NULL;
+    relay_req_t *q = ls_xcalloc(1, sizeof(*q));
+    pthread_mutex_init(&q->mu, NULL);
+    atomic_init(&q->refs, 1);
+    q->r = r;
+    q->sink = sink;
+    sink->ops->ref(sink);
+    q->sub = sub;
+    q->id_required = id_required;
+    q->call_left_us = call_left_us;
+    if (!id_required && !sub->request_id[0]) {
+        char made[48];
+        snprintf(made, sizeof(made), "complete-%" PRIu64, router__next_id(r));
+        q->id = ls_xstrdup(made);
+    } else {
+        q->id = ls_xstrdup(sub->request_id);
+    }
+    q->t_recv_us = ls_now_us();
+    pthread_mutex_lock(&r->live_mu);
+    r->live++;
+    pthread_mutex_unlock(&r->live_mu);
+    return q;
+}
+
+/* ---- events ---------------------------------------------------------------------- */
+
+static void do_emit(relay_req_t *q, Llmserve__V1__GenerateEvent *ev)
+{
+    ev->request_id = q->id;
+    q->sink->ops->emit(q->sink, q, ev);
+}
+
+static void do_cancel_timer(relay_req_t *q, timer_ctx_t **slot)
+{
+    timer_ctx_t *t = *slot;
+    if (!t)
+        return;
+    *slot = NULL;
+    if (router_timer_cancel(q->r->timer, t->id)) {
+        free(t);
+        /* The caller holds its own reference: this cannot be the last. */
+        atomic_fetch_sub(&q->refs, 1);
+    }
+    /* Otherwise the callback is about to run; it sees the slot cleared and only unrefs. */
+}
+
+static void on_timer(void *ud, bool fired);
+
+static timer_ctx_t *do_arm(relay_req_t *q, timer_kind_t kind, int64_t at_us)
+{
+    timer_ctx_t *t = ls_xcalloc(1, sizeof(*t));
+    t->q = q;
+    t->kind = kind;
+    t->attempt = q->attempt;
+    router__req_ref(q);
+    /* The id is written before the timer can fire only if we hold q->mu, which every
+     * caller does and which the callback takes before reading it. */
+    t->id = router_timer_add(q->r->timer, at_us, on_timer, t);
+    return t;
+}
+
+/* Ends the current try: forgets its upstream registration (cancelling it on the
+ * instance when it was still running), drops the TTFT timer, releases the pick. */
+static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
+{
+    if (q->up_id) {
+        uint64_t id = q->up_id;
+        q->up_id = 0;
+        bool was_registered = mux_forget(q->conn->mux, id);
+        if (was_registered && cancel_upstream) {
+            char idbuf[24];
+            snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
+            Llmserve__V1__InferenceCancel c = LLMSERVE__V1__INFERENCE_CANCEL__INIT;
+            c.request_id = idbuf;
+            Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
+            m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL;
+            m.cancel = &c;
+            mux_send(q->conn->mux, &m.base);
+        }
+    }
+    do_cancel_timer(q, &q->ttft_timer);
+    if (q->inst) {
+        router_pools_release(q->r->pools, q->inst);
+        q->inst = NULL;
+        q->conn = NULL;
+    }
+}
+
+static void do_finish(relay_req_t *q)
+{
+    q->phase = PHASE_DONE;
+    do_end_attempt(q, true);
+    do_cancel_timer(q, &q->deadline_timer);
+    do_cancel_timer(q, &q->cache_timer);
+    if (q->cache_id) {
+        mux_forget(q->cache_mux, q->cache_id);
+        q->cache_id = 0;
+    }
+    q->sink->ops->finished(q->sink, q);
+}
+
+static void do_fail(relay_req_t *q, int code, const char *message)
+{
+    if (q->phase == PHASE_DONE)
+        return;
+    Llmserve__V1__Status st = LLMSERVE__V1__STATUS__INIT;
+    st.code = code;
+    st.message = (char *)message;
+    Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
+    ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR;
+    ev.error = &st;
+    do_emit(q, &ev);
+    LS_LOG_DEBUG("router", "request failed id=%s code=%d msg=\"%s\"", q->id, code, message);
+    do_finish(q);
+}
+
+static void do_timings(relay_req_t *q, Llmserve__V1__Timings *t)
+{
+    int64_t now = ls_now_us();
+    t->router_queue_us = (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0);
+    t->cache_lookup_us = q->cache_lookup_us;
+    t->inference_queue_us = q->inference_queue_us;
+    t->prefill_us = q->prefill_us;
+    t->decode_us = q->decode_us;
+    t->ttft_us = q->first_token_us ? (uint64_t)(q->first_token_us - q->t_recv_us) : 0;
+    t->total_us = (uint64_t)(now - q->t_recv_us);
+}
+
+static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t completion_tokens)
+{
+    if (q->phase == PHASE_DONE)
+        return;
+    Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
+    usage.prompt_tokens = q->prompt_tokens;
+    usage.completion_tokens = completion_tokens;
+    Llmserve__V1__Timings t = LLMSERVE__V1__TIMINGS__INIT;
+    do_timings(q, &t);
+    Llmserve__V1__GenerateDone d = LLMSERVE__V1__GENERATE_DONE__INIT;
+    d.finish_reason = reason;
+    d.usage = &usage;
+    d.timings = &t;
+    Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
+    ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_DONE;
+    ev.done = &d;
+    do_emit(q, &ev);
+    do_finish(q);
+}
+
+static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__CacheLookupResult *hit)
+{
+    Llmserve__V1__GenerateStarted s = LLMSERVE__V1__GENERATE_STARTED__INIT;
+    char model[128] = "", version[64] = "";
+    if (q->conn) {
+        pthread_mutex_lock(&q->conn->mu);
+        snprintf(model, sizeof(model), "%s", q->conn->model);
+        snprintf(version, sizeof(version), "%s", q->conn->version);
+        pthread_mutex_unlock(&q->conn->mu);
+    }
+    /* The configured version wins: it is what the split chose. */
+    if (q->inst && router_instance_version(q->inst)[0])
+        snprintf(version, sizeof(version), "%s", router_instance_version(q->inst));
+    s.pool = q->pool;
+    s.model = model;
+    s.model_version = version;
+    s.instance = (char *)(q->inst && !cache_hit ? router_instance_addr(q->inst) : "");
+    s.cache_hit = cache_hit;
+    char reason[260];
+    if (cache_hit) {
+        s.model_version = hit->model_version;
+        s.cache_hit_kind = hit->kind;
+        s.cache_similarity = hit->similarity;
+        snprintf(reason, sizeof(reason), "%s; cache", q->reason);
+    } else {
+        snprintf(reason, sizeof(reason), "%s", q->reason);
+    }
+    s.route_reason = reason;
+    s.complexity = q->scored ? (float)q->score : 0.0f;
+    s.fallback = q->fallback;
+    s.fallback_reason = q->fallback ? q->fallback_reason : "";
+    s.attempt = q->attempt;
+    Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
+    ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED;
+    ev.started = &s;
+    do_emit(q, &ev);
+}
+
+/* ---- routing ---------------------------------------------------------------------- */
+
+static void do_dispatch(relay_req_t *q);
+static void do_submit(relay_req_t *q);
+
+static void do_cache_key(relay_req_t *q, Llmserve__V1__CacheKey *key)
+{
+    key->tenant = q->sub->tenant;
+    key->model = q->cache_model;
+    key->prompt = q->sub->prompt;
+    key->n_messages = q->sub->n_messages;
+    key->messages = q->sub->messages;
+    key->sampling = &q->sampling;
+}
+
+static void do_set_cache_model(relay_req_t *q)
+{
+    const char *v = q->inst ? router_instance_version(q->inst) : "";
+    if (v[0])
+        snprintf(q->cache_model, sizeof(q->cache_model), "%s@%s", q->pool, v);
+    else
+        snprintf(q->cache_model, sizeof(q->cache_model), "%s", q->pool);
+}
+
+static void do_cache_lookup(relay_req_t *q)
+{
+    router_t *r = q->r;
+    mux_t *m = router__cache_pick(r);
+    q->lookup = false; /* once per request, whatever happens */
+    if (!m) {
+        do_submit(q);
+        return;
+    }
+    do_set_cache_model(q);
+    Llmserve__V1__CacheKey key = LLMSERVE__V1__CACHE_KEY__INIT;
+    do_cache_key(q, &key);
+    Llmserve__V1__CacheLookup lk = LLMSERVE__V1__CACHE_LOOKUP__INIT;
+    lk.key = &key;
+    lk.semantic = r->cfg.cache_semantic;
+    lk.cache_policy = q->sub->cache_policy;
+    Llmserve__V1__CacheRequest cr = LLMSERVE__V1__CACHE_REQUEST__INIT;
+    cr.id = router__next_id(r);
+    cr.traceparent = q->sub->traceparent;
+    cr.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP;
+    cr.lookup = &lk;
+    q->phase = PHASE_LOOKUP;
+    q->t_lookup_us = ls_now_us();
+    if (mux_request(m, cr.id, &cr.base, &cache_handler, q) != LS_OK) {
+        do_submit(q); /* cache stream not up: a miss */
+        return;
+    }
+    q->cache_mux = m;
+    q->cache_id = cr.id;
+    q->cache_timer = do_arm(q, TIMER_CACHE, q->t_lookup_us + r->cfg.cache_timeout_ms * 1000);
+}
+
+static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
+{
+    mux_t *m = router__cache_pick(q->r);
+    if (!m || q->answer_too_big)
+        return;
+    do_set_cache_model(q);
+    Llmserve__V1__CacheKey key = LLMSERVE__V1__CACHE_KEY__INIT;
+    do_cache_key(q, &key);
+    Llmserve__V1__CacheStore st = LLMSERVE__V1__CACHE_STORE__INIT;
+    st.key = &key;
+    st.text = q->answer ? q->answer : "";
+    st.finish_reason = d->finish_reason;
+    Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
+    usage.prompt_tokens = q->prompt_tokens;
+    usage.completion_tokens = d->usage ? d->usage->completion_tokens : q->tokens_sent;
+    st.usage = &usage;
+    st.ttl_seconds = (uint32_t)q->r->cfg.cache_ttl_s;
+    st.cache_policy = q->sub->cache_policy;
+    char version[64] = "";
+    if (q->inst && router_instance_version(q->inst)[0]) {
+        snprintf(version, sizeof(version), "%s", router_instance_version(q->inst));
+    } else if (q->conn) {
+        pthread_mutex_lock(&q->conn->mu);
+        snprintf(version, sizeof(version), "%s", q->conn->version);
+        pthread_mutex_unlock(&q->conn->mu);
+    }
+    st.model_version = version;
+    st.semantic = q->r->cfg.cache_semantic;
+    Llmserve__V1__CacheRequest cr = LLMSERVE__V1__CACHE_REQUEST__INIT;
+    cr.id = router__next_id(q->r);
+    cr.traceparent = q->sub->traceparent;
+    cr.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_STORE;
+    cr.store = &st;
+    /* Nobody waits for the answer: the reply's id is unregistered and dropped. */
+    mux_send(m, &cr.base);
+}
+
+/* Picks an instance of q->pool (falling back once when the pool has none) and goes on
+ * with the cache lookup or the submit. */
+static void do_dispatch(relay_req_t *q)
+{
+    router_t *r = q->r;
+    for (;;) {
+        if (q->n_tried >= RELAY_MAX_TRIED) {
+            do_fail(q, GRPC_STATUS_UNAVAILABLE, "no instance answered after retries");
+            return;
+        }
+        router_pick_t pk;
+        int rc = router_pools_pick(r->pools, q->pool, q->sub->conversation_id, q->tried,
+                                   q->n_tried, &pk);
+        if (rc == LS_OK) {
+            q->inst = pk.inst;
+            q->conn = router_instance_user(pk.inst);
+            router_instance_ref(r->pools, pk.inst);
+            q->tried[q->n_tried++] = pk.inst;
+            q->attempt++;
+            if (pk.affinity && !strstr(q->reason, "affinity")) {
+                size_t l = strlen(q->reason);
+                snprintf(q->reason + l, sizeof(q->reason) - l, "; affinity");
+            }
+            break;
+        }
+        const char *fb = router_policy_fallback(&r->policy, q->pool);
+        if (fb && !q->fell_back_once && router_pools_has(r->pools, fb)) {
+            snprintf(q->fallback_reason, sizeof(q->fallback_reason),
+                     "pool %s unavailable: no healthy instance%s", q->pool,
+                     q->n_tried ? " left" : "");
+            q->fallback = q->fell_back_once = true;
+            snprintf(q->pool, sizeof(q->pool), "%s", fb);
+            continue;
+        }
+        char msg[200];
+        snprintf(msg, sizeof(msg), "no healthy instance in pool %s", q->pool);
+        do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+        return;
+    }
+    if (q->lookup)
+        do_cache_lookup(q);
+    else
+        do_submit(q);
+}
+
+/* The current try failed before any token: try another instance or the fallback. */
+static void do_retry(relay_req_t *q, int code, const char *why)
+{
+    do_end_attempt(q, true);
+    if (q->retries >= (unsigned)q->r->cfg.max_retries) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s (after %u tries)", why, q->attempt);
+        do_fail(q, code, msg);
+        return;
+    }
+    q->retries++;
+    LS_LOG_DEBUG("router", "retrying id=%s attempt=%u why=\"%s\"", q->id, q->attempt, why);
+    do_dispatch(q);
+}
+
+static void do_submit(relay_req_t *q)
+{
+    router_t *r = q->r;
+    int64_t now = ls_now_us();
+    int64_t left_us = q->deadline_us - now;
+    if (left_us <= 0) {
+        do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline passed before the first token");
+        return;
+    }
+    uint64_t up_id = router__next_id(r);
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%" PRIu64, up_id);
+    Llmserve__V1__InferenceSubmit s = LLMSERVE__V1__INFERENCE_SUBMIT__INIT;
+    s.request_id = idbuf;
+    s.prompt = q->sub->prompt;
+    s.n_messages = q->sub->n_messages;
+    s.messages = q->sub->messages;
+    s.sampling = &q->sampling;
+    int64_t left_ms = (left_us + 999) / 1000;
+    s.timeout_ms = left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms;
+    s.traceparent = q->sub->traceparent;
+    Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
+    m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT;
+    m.submit = &s;
+    q->phase = PHASE_INFER;
+    int rc = mux_request(q->conn->mux, up_id, &m.base, &infer_handler, q);
+    if (rc != LS_OK) {
+        char why[200];
+        snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
+                 rc == LS_ERR_FULL ? "send queue full" : "not connected");
+        do_retry(q, rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                 why);
+        return;
+    }
+    q->up_id = up_id;
+    do_started(q, false, NULL);
+    int64_t ttft_ms = q->fell_back_once ? 0 : router_policy_ttft_ms(&r->policy, q->pool);
+    if (ttft_ms > 0)
+        q->ttft_timer = do_arm(q, TIMER_TTFT, now + ttft_ms * 1000);
+}
+
+/* ---- upstream events -------------------------------------------------------------- */
+
+static void do_append_answer(relay_req_t *q, const char *text)
+{
+    if (!q->store || q->answer_too_big)
+        return;
+    size_t n = strlen(text);
+    if (q->answer_len + n + 1 > RELAY_MAX_ANSWER_BYTES) {
+        q->answer_too_big = true;
+        return;
+    }
+    if (q->answer_len + n + 1 > q->answer_cap) {
+        size_t cap = q->answer_cap ? q->answer_cap * 2 : 256;
+        while (cap < q->answer_len + n + 1)
+            cap *= 2;
+        char *a = realloc(q->answer, cap);
+        if (!a) {
+            q->answer_too_big = true; /* no memory for it: relay without caching */
+            return;
+        }
+        q->answer = a;
+        q->answer_cap = cap;
+    }
+    memcpy(q->answer + q->answer_len, text, n + 1);
+    q->answer_len += n;
+}
+
+static bool retryable(int code)
+{
+    return code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_RESOURCE_EXHAUSTED ||
+           code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_ABORTED;
+}
+
+static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg, bool terminal)
+{
+    relay_req_t *q = ud;
+    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
+    pthread_mutex_lock(&q->mu);
+    if (q->phase != PHASE_INFER || id != q->up_id) {
+        pthread_mutex_unlock(&q->mu);
+        return; /* an older try's event, or the request is over */
+    }
+    if (terminal)
+        q->up_id = 0; /* the mux dropped the registration */
+    switch (ev->kind_case) {
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED:
+        q->inference_queue_us = ev->started->queue_us;
+        q->prompt_tokens = ev->started->prompt_tokens;
+        break;
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN: {
+        if (q->tokens_sent == 0) {
+            q->first_token_us = ls_now_us();
+            do_cancel_timer(q, &q->ttft_timer);
+        }
+        Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
+        t.text = ev->token->text;
+        t.id = ev->token->id;
+        t.index = q->tokens_sent++;
+        Llmserve__V1__GenerateEvent out = LLMSERVE__V1__GENERATE_EVENT__INIT;
+        out.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
+        out.token = &t;
+        do_emit(q, &out);
+        do_append_answer(q, ev->token->text);
+        break;
+    }
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE: {
+        const Llmserve__V1__InferenceDone *d = ev->done;
+        if (d->timings) {
+            q->inference_queue_us = d->timings->inference_queue_us
+                                        ? d->timings->inference_queue_us
+                                        : q->inference_queue_us;
+            q->prefill_us = d->timings->prefill_us;
+            q->decode_us = d->timings->decode_us;
+        }
+        if (d->usage && d->usage->prompt_tokens)
+            q->prompt_tokens = d->usage->prompt_tokens;
+        bool cacheable = d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH ||
+                         d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP ||
+                         d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS;
+        if (q->store && cacheable)
+            do_cache_store(q, d);
+        do_done(q, d->finish_reason,
+                d->usage ? d->usage->completion_tokens : q->tokens_sent);
+        break;
+    }
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR: {
+        int code = ev->error->code ? ev->error->code : GRPC_STATUS_UNKNOWN;
+        char why[400];
+        snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
+                 ev->error->message);
+        if (q->tokens_sent == 0 && retryable(code))
+            do_retry(q, code, why);
+        else
+            do_fail(q, code, why);
+        break;
+    }
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void on_infer_broken(void *ud, uint64_t id, const char *why)
+{
+    relay_req_t *q = ud;
+    pthread_mutex_lock(&q->mu);
+    if (q->phase == PHASE_INFER && id == q->up_id) {
+        q->up_id = 0;
+        if (q->tokens_sent == 0) {
+            do_retry(q, GRPC_STATUS_UNAVAILABLE, why);
+        } else {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "%s after %u tokens", why, q->tokens_sent);
+            do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+static const mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h_ref, h_unref};
+
+/* ---- cache events ----------------------------------------------------------------- */
+
+static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
+{
+    do_started(q, true, hit);
+    q->first_token_us = ls_now_us();
+    Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
+    t.text = hit->text;
+    t.id = hit->n_token_ids == 1 ? hit->token_ids[0] : -1;
+    t.index = 0;
+    t.cache_hit = true;
+    Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
+    ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
+    ev.token = &t;
+    do_emit(q, &ev);
+    q->tokens_sent = 1;
+    if (hit->usage)
+        q->prompt_tokens = hit->usage->prompt_tokens;
+    Llmserve__V1__FinishReason fr = hit->finish_reason;
+    if (fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH &&
+        fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP &&
+        fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS)
+        fr = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
+    do_done(q, fr, hit->usage ? hit->usage->completion_tokens : 0);
+}
+
+/* The lookup is over (answered, failed or timed out): a hit replays, anything else runs
+ * the model. */
+static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
+{
+    q->cache_id = 0;
+    do_cancel_timer(q, &q->cache_timer);
+    q->cache_lookup_us = (uint64_t)(ls_now_us() - q->t_lookup_us);
+    if (hit && hit->hit)
+        do_replay_hit(q, hit);
+    else
+        do_submit(q);
+}
+
+static void on_cache_message(void *ud, uint64_t id, const ProtobufCMessage *msg, bool terminal)
+{
+    (void)terminal;
+    relay_req_t *q = ud;
+    const Llmserve__V1__CacheResponse *resp = (const Llmserve__V1__CacheResponse *)msg;
+    pthread_mutex_lock(&q->mu);
+    if (q->phase == PHASE_LOOKUP && id == q->cache_id) {
+        if (resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR)
+            LS_LOG_WARN("router", "cache lookup failed id=%s code=%d msg=\"%s\"", q->id,
+                        resp->error->code, resp->error->message);
+        do_lookup_result(q, resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP
+                                ? resp->lookup
+                                : NULL);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void on_cache_broken(void *ud, uint64_t id, const char *why)
+{
+    (void)why;
+    relay_req_t *q = ud;
+    pthread_mutex_lock(&q->mu);
+    if (q->phase == PHASE_LOOKUP && id == q->cache_id)
+        do_lookup_result(q, NULL);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static const mux_handler_t cache_handler = {on_cache_message, on_cache_broken, h_ref, h_unref};
+
+/* ---- timers ----------------------------------------------------------------------- */
+
+static void on_timer(void *ud, bool fired)
+{
+    timer_ctx_t *t = ud;
+    relay_req_t *q = t->q;
+    pthread_mutex_lock(&q->mu);
+    timer_ctx_t **slot = t->kind == TIMER_DEADLINE ? &q->deadline_timer
+                         : t->kind == TIMER_TTFT   ? &q->ttft_timer
+                                                   : &q->cache_timer;
+    bool current = fired && *slot == t;
+    if (*slot == t)
+        *slot = NULL;
+    if (current && q->phase != PHASE_DONE) {
+        if (t->kind == TIMER_DEADLINE) {
+            if (q->tokens_sent == 0) {
+                char msg[120];
+                snprintf(msg, sizeof(msg), "deadline passed before the first token (%" PRId64
+                         " ms after receipt)", (ls_now_us() - q->t_recv_us) / 1000);
+                do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+            } else {
+                do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE, q->tokens_sent);
+            }
+        } else if (t->kind == TIMER_TTFT && q->phase == PHASE_INFER && q->tokens_sent == 0 &&
+                   t->attempt == q->attempt) {
+            const char *fb = router_policy_fallback(&q->r->policy, q->pool);
+            if (fb && !q->fell_back_once) {
+                snprintf(q->fallback_reason, sizeof(q->fallback_reason),
+                         "no first token from pool %s within %" PRId64 " ms", q->pool,
+                         router_policy_ttft_ms(&q->r->policy, q->pool));
+                q->fallback = q->fell_back_once = true;
+                snprintf(q->pool, sizeof(q->pool), "%s", fb);
+                do_end_attempt(q, true);
+                do_dispatch(q);
+            }
+        } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
+            if (q->cache_id) {
+                mux_forget(q->cache_mux, q->cache_id);
+                q->cache_id = 0;
+            }
+            do_lookup_result(q, NULL);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    free(t);
+    router__req_unref(q);
+}
+
+/* ---- entry points ----------------------------------------------------------------- */
+
+static void resolve_sampling(relay_req_t *q)
+{
+    Llmserve__V1__SamplingParams def = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    const Llmserve__V1__SamplingParams *in = q->sub->sampling ? q->sub->sampling : &def;
+    q->sampling = *in;
+    if (q->sampling.max_tokens == 0)
+        q->sampling.max_tokens = (int32_t)q->r->cfg.default_max_tokens;
+    if (!q->sampling.has_seed)
+        q->sampling.seed = 0;
+    bool deterministic = q->sampling.temperature == 0 || q->sampling.has_seed;
+    bool have_cache = q->r->n_caches > 0;
+    switch (q->sub->cache_policy) {
+    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS:
+        q->lookup = q->store = false;
+        break;
+    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_READ_ONLY:
+        q->lookup = deterministic;
+        q->store = false;
+        break;
+    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_WRITE_ONLY:
+        q->lookup = false;
+        q->store = deterministic;
+        break;
+    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_FORCE:
+        q->lookup = q->store = true;
+        break;
+    default:
+        q->lookup = q->store = deterministic;
+        break;
+    }
+    q->lookup = q->lookup && have_cache;
+    q->store = q->store && have_cache;
+}
+
+static void do_route(relay_req_t *q)
+{
+    router_t *r = q->r;
+    if (q->sub->model_hint[0]) {
+        snprintf(q->pool, sizeof(q->pool), "%s", q->sub->model_hint);
+        snprintf(q->reason, sizeof(q->reason), "hint");
+        return;
+    }
+    size_t n = q->sub->n_messages;
+    router_scorer_msg_t stack_msgs[16];
+    router_scorer_msg_t *msgs = n <= 16 ? stack_msgs : ls_xcalloc(n, sizeof(*msgs));
+    for (size_t i = 0; i < n; i++)
+        msgs[i].content = q->sub->messages[i]->content;
+    router_score_t s;
+    router_scorer_score(&r->cfg.scorer, q->sub->prompt, msgs, n, &s);
+    if (msgs != stack_msgs)
+        free(msgs);
+    double th = 0;
+    const char *pool = router_policy_pool_for(&r->policy, s.score, &th);
+    char why[120];
+    router_scorer_explain(&r->cfg.scorer, &s, why, sizeof(why));
+    snprintf(q->pool, sizeof(q->pool), "%s", pool);
+    q->score = s.score;
+    q->scored = true;
+    snprintf(q->reason, sizeof(q->reason), "complexity %.3f %s %.3f (%s)", s.score,
+             s.score >= th && r->policy.n_tiers ? ">=" : "<", th, why);
+}
+
+void router__req_start(relay_req_t *q)
+{
+    router_t *r = q->r;
+    pthread_mutex_lock(&q->mu);
+    char msg[256];
+    if (router_validate_submit(q->sub, q->id_required, (size_t)r->cfg.max_prompt_bytes, msg,
+                               sizeof(msg)) != LS_OK) {
+        do_fail(q, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        goto out;
+    }
+    if (q->sub->model_hint[0] && !router_pools_has(r->pools, q->sub->model_hint)) {
+        char names[128];
+        router_pools_names(r->pools, names, sizeof(names));
+        snprintf(msg, sizeof(msg), "model_hint '%.64s' is not a pool (pools: %s)",
+                 q->sub->model_hint, names);
+        do_fail(q, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        goto out;
+    }
+    resolve_sampling(q);
+    int64_t timeout_ms = r->cfg.request_timeout_ms;
+    if (q->sub->timeout_ms && (int64_t)q->sub->timeout_ms < timeout_ms)
+        timeout_ms = q->sub->timeout_ms;
+    q->deadline_us = q->t_recv_us + timeout_ms * 1000;
+    /* The earliest of the three deadlines: the router's default, the request's own, and
+     * what is left of the client's call. */
+    if (q->call_left_us != INT64_MAX && q->t_recv_us + q->call_left_us < q->deadline_us)
+        q->deadline_us = q->t_recv_us + q->call_left_us;
+    do_route(q);
+    q->t_routed_us = ls_now_us();
+    q->deadline_timer = do_arm(q, TIMER_DEADLINE, q->deadline_us);
+    do_dispatch(q);
+out:
+    pthread_mutex_unlock(&q->mu);
+}
+
+void router__req_cancel(relay_req_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->phase != PHASE_DONE)
+        do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED, q->tokens_sent);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void router__req_reject(relay_req_t *q, int grpc_code, const char *message)
+{
+    pthread_mutex_lock(&q->mu);
+    do_fail(q, grpc_code, message);
+    pthread_mutex_unlock(&q->mu);
+}

@@ -1,0 +1,349 @@
+/*
+ * router.c - the router object: policy, pools, connections to instances and caches.
+ *
+ * Lock rules: r->conns_mu guards the list of connections; conn->mu guards what
+ * Inference.Info said; r->live_mu guards the live request count.  None is held while
+ * calling into another module.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "router_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void router_config_init(router_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->default_pool = "small";
+    cfg->tiers = "large=0.3";
+    cfg->pool_fallback = "";
+    cfg->pool_ttft_ms = "";
+    cfg->ttft_budget_ms = 10000;     /* ms */
+    cfg->cache = "";                 /* no cache */
+    cfg->cache_timeout_ms = 500;     /* ms */
+    cfg->cache_ttl_s = 0;            /* the cache's default */
+    cfg->cache_semantic = false;
+    cfg->request_timeout_ms = 120000; /* ms */
+    cfg->default_max_tokens = 256;   /* tokens */
+    cfg->max_retries = 2;
+    cfg->max_in_flight = 1024;       /* requests per client stream */
+    cfg->max_prompt_bytes = 1 << 20; /* 1 MiB */
+    cfg->max_affinity = 100000;      /* conversations */
+    cfg->client_threads = 2;
+    cfg->seed = 0;
+    router_scorer_config_init(&cfg->scorer);
+}
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+    if (!err || len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+}
+
+uint64_t router__next_id(router_t *r)
+{
+    return atomic_fetch_add(&r->next_id, 1) + 1;
+}
+
+mux_t *router__cache_pick(router_t *r)
+{
+    if (r->n_caches == 0)
+        return NULL;
+    uint64_t start = atomic_fetch_add(&r->cache_rr, 1);
+    for (size_t k = 0; k < r->n_caches; k++) {
+        mux_t *m = r->caches[(start + k) % r->n_caches];
+        if (mux_up(m))
+            return m;
+    }
+    return NULL;
+}
+
+/* ---- inference connections -------------------------------------------------------- */
+
+static bool route_inference(const ProtobufCMessage *msg, uint64_t *id, bool *terminal)
+{
+    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
+    char *end = NULL;
+    unsigned long long v = strtoull(ev->request_id, &end, 10);
+    if (!ev->request_id[0] || *end || v == 0)
+        return false;
+    *id = v;
+    *terminal = ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE ||
+                ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR;
+    return true;
+}
+
+/* Inference.Info before each (re)open: the instance answers, and says its model. */
+static bool probe_info(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
+{
+    router__conn_t *c = ud;
+    Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
+    rpc_call_opts_t opts = {.timeout_us = timeout_ms * 1000};
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    int rc = rpc_channel_unary(ch, "/llmserve.v1.Inference/Info", &req.base,
+                               &llmserve__v1__info_response__descriptor, &opts, &resp, &st);
+    if (rc != LS_OK || st.code != GRPC_STATUS_OK) {
+        if (resp)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        return false;
+    }
+    const Llmserve__V1__InfoResponse *info = (const Llmserve__V1__InfoResponse *)resp;
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->model, sizeof(c->model), "%s", info->model);
+    snprintf(c->version, sizeof(c->version), "%s", info->model_version);
+    pthread_mutex_unlock(&c->mu);
+    if (info->pool[0] && strcmp(info->pool, router_instance_pool(c->inst)) != 0)
+        LS_LOG_WARN("router", "instance reports another pool addr=%s configured=%s reported=%s",
+                    router_instance_addr(c->inst), router_instance_pool(c->inst), info->pool);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return true;
+}
+
+static void conn_health(void *ud, bool up)
+{
+    router__conn_t *c = ud;
+    router_instance_set_healthy(c->r->pools, c->inst, up);
+}
+
+static void on_instance_add(void *ud, router_instance_t *inst)
+{
+    router_t *r = ud;
+    router__conn_t *c = ls_xcalloc(1, sizeof(*c));
+    c->r = r;
+    c->inst = inst;
+    router_instance_ref(r->pools, inst);
+    pthread_mutex_init(&c->mu, NULL);
+    mux_config_t mc = {0};
+    mc.name = "inference";
+    mc.method = "/llmserve.v1.Inference/Generate";
+    mc.resp_desc = &llmserve__v1__inference_event__descriptor;
+    mc.route = route_inference;
+    mc.probe = probe_info;
+    mc.on_health = conn_health;
+    mc.ud = c;
+    c->mux = mux_create(r->client, router_instance_addr(inst), &mc);
+    if (!c->mux)
+        LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
+    router_instance_set_user(inst, c);
+    pthread_mutex_lock(&r->conns_mu);
+    if (r->n_conns == r->cap_conns) {
+        r->cap_conns = r->cap_conns ? r->cap_conns * 2 : 8;
+        router__conn_t **a = ls_xcalloc(r->cap_conns, sizeof(*a));
+        if (r->n_conns)
+            memcpy(a, r->conns, r->n_conns * sizeof(*a));
+        free(r->conns);
+        r->conns = a;
+    }
+    r->conns[r->n_conns++] = c;
+    pthread_mutex_unlock(&r->conns_mu);
+}
+
+/* A removed instance takes no new requests; the ones in flight finish on its stream.
+ * The connection's memory stays until router_destroy, so a request that still holds
+ * the instance never sees it freed. */
+static void on_instance_remove(void *ud, router_instance_t *inst)
+{
+    (void)ud;
+    router__conn_t *c = router_instance_user(inst);
+    if (c && c->mux)
+        mux_shutdown(c->mux);
+}
+
+static void on_discovery_update(void *ud, const discovery_instance_t *list, size_t n)
+{
+    router_t *r = ud;
+    router_pools_update(r->pools, list, n);
+}
+
+/* ---- cache connections ------------------------------------------------------------ */
+
+static bool route_cache(const ProtobufCMessage *msg, uint64_t *id, bool *terminal)
+{
+    const Llmserve__V1__CacheResponse *resp = (const Llmserve__V1__CacheResponse *)msg;
+    *id = resp->id;
+    *terminal = true; /* one response per request */
+    return resp->id != 0;
+}
+
+static int connect_caches(router_t *r, char *err, size_t err_len)
+{
+    if (!r->cfg.cache || !r->cfg.cache[0])
+        return LS_OK;
+    char *copy = ls_xstrdup(r->cfg.cache);
+    size_t cap = 1;
+    for (const char *p = copy; *p; p++)
+        cap += *p == ',';
+    r->caches = ls_xcalloc(cap, sizeof(*r->caches));
+    int rc = LS_OK;
+    char *save = NULL;
+    for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        while (*a == ' ')
+            a++;
+        if (!*a)
+            continue;
+        if (!strchr(a, ':')) {
+            set_err(err, err_len, "--cache: '%s' is not HOST:PORT", a);
+            rc = LS_ERR_INVALID;
+            break;
+        }
+        mux_config_t mc = {0};
+        mc.name = "cache";
+        mc.method = "/llmserve.v1.Cache/Session";
+        mc.resp_desc = &llmserve__v1__cache_response__descriptor;
+        mc.route = route_cache;
+        mux_t *m = mux_create(r->client, a, &mc);
+        if (!m) {
+            set_err(err, err_len, "--cache: cannot connect to '%s'", a);
+            rc = LS_ERR_INVALID;
+            break;
+        }
+        r->caches[r->n_caches++] = m;
+    }
+    free(copy);
+    return rc;
+}
+
+/* ---- life ------------------------------------------------------------------------- */
+
+typedef struct {
+    router_t *r;
+    char *err;
+    size_t err_len;
+} check_ctx_t;
+
+static int check_pool(void *ud, const char *pool)
+{
+    check_ctx_t *c = ud;
+    if (router_pools_has(c->r->pools, pool))
+        return LS_OK;
+    char names[256];
+    router_pools_names(c->r->pools, names, sizeof(names));
+    set_err(c->err, c->err_len, "the routing policy names pool '%s', which has no instance "
+            "(pools: %s)", pool, names);
+    return LS_ERR_INVALID;
+}
+
+router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err,
+                        size_t err_len)
+{
+    router_t *r = ls_xcalloc(1, sizeof(*r));
+    r->cfg = *cfg;
+    pthread_mutex_init(&r->conns_mu, NULL);
+    pthread_mutex_init(&r->live_mu, NULL);
+    pthread_cond_init(&r->live_cv, NULL);
+    atomic_init(&r->next_id, 0);
+    atomic_init(&r->cache_rr, 0);
+    r->disc = disc;
+    if (router_policy_parse(&r->policy, cfg->default_pool, cfg->tiers, cfg->pool_fallback,
+                            cfg->pool_ttft_ms, cfg->ttft_budget_ms, err, err_len) != LS_OK)
+        goto fail;
+    r->timer = router_timer_create();
+    r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
+    if (!r->timer || !r->client) {
+        set_err(err, err_len, "cannot start the router's threads");
+        goto fail;
+    }
+    uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
+    router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, NULL, r};
+    r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
+    if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
+        set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
+        goto fail;
+    }
+    check_ctx_t cc = {r, err, err_len};
+    if (router_policy_each_pool(&r->policy, check_pool, &cc) != LS_OK)
+        goto fail;
+    if (connect_caches(r, err, err_len) != LS_OK)
+        goto fail;
+    return r;
+fail:
+    router_destroy(r);
+    return NULL;
+}
+
+int router__register_service(router_t *r, rpc_server_t *srv);
+
+int router_register(router_t *r, rpc_server_t *srv)
+{
+    return router__register_service(r, srv);
+}
+
+typedef struct {
+    router_t *r;
+} ready_ctx_t;
+
+static int pool_ready(void *ud, const char *pool)
+{
+    ready_ctx_t *c = ud;
+    return router_pools_healthy_count(c->r->pools, pool) > 0 ? LS_OK : LS_ERR_UNAVAILABLE;
+}
+
+bool router_wait_ready(router_t *r, int64_t timeout_ms)
+{
+    int64_t until = ls_now_us() + timeout_ms * 1000;
+    ready_ctx_t c = {r};
+    for (;;) {
+        bool caches_up = true;
+        for (size_t i = 0; i < r->n_caches; i++)
+            caches_up = caches_up && mux_up(r->caches[i]);
+        if (caches_up && router_policy_each_pool(&r->policy, pool_ready, &c) == LS_OK)
+            return true;
+        if (ls_now_us() >= until)
+            return false;
+        ls_sleep_us(20000);
+    }
+}
+
+void router_destroy(router_t *r)
+{
+    if (!r)
+        return;
+    /* Requests still finishing (a timer or upstream callback holding the last reference)
+     * go within moments once the server has ended every call. */
+    pthread_mutex_lock(&r->live_mu);
+    int64_t give_up = ls_now_us() + 5000000;
+    while (r->live > 0 && ls_now_us() < give_up) {
+        pthread_mutex_unlock(&r->live_mu);
+        ls_sleep_us(5000);
+        pthread_mutex_lock(&r->live_mu);
+    }
+    if (r->live > 0)
+        LS_LOG_WARN("router", "requests still alive at shutdown count=%lld", (long long)r->live);
+    pthread_mutex_unlock(&r->live_mu);
+    discovery_destroy(r->disc);
+    if (r->pools)
+        router_pools_clear(r->pools); /* half-closes every instance's stream */
+    for (size_t i = 0; i < r->n_caches; i++)
+        mux_destroy(r->caches[i]);
+    free(r->caches);
+    for (size_t i = 0; i < r->n_conns; i++)
+        mux_destroy(r->conns[i]->mux);
+    for (size_t i = 0; i < r->n_conns; i++) {
+        router__conn_t *c = r->conns[i];
+        router_instance_unref(r->pools, c->inst);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+    }
+    free(r->conns);
+    router_pools_destroy(r->pools);
+    router_timer_destroy(r->timer);
+    rpc_client_destroy(r->client);
+    pthread_cond_destroy(&r->live_cv);
+    pthread_mutex_destroy(&r->live_mu);
+    pthread_mutex_destroy(&r->conns_mu);
+    free(r);
+}

@@ -1,0 +1,65 @@
+/*
+ * router.h - the router service: llmserve.v1.Router (Generate and Complete) over pools of
+ * inference instances and an optional answer cache.
+ *
+ * Life: router_config_init -> set fields -> router_create (connects to every instance and
+ * cache) -> router_register on a server -> rpc_server_start ... rpc_server_shutdown ->
+ * router_destroy.  Not thread-safe itself; what it registers serves calls on the
+ * server's threads.
+ */
+#ifndef ROUTER_ROUTER_H
+#define ROUTER_ROUTER_H
+
+#include "discovery.h"
+#include "rpc/server.h"
+#include "scorer.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *default_pool;      /* pool for low scores and fallbacks; default "small" */
+    const char *tiers;             /* "POOL=THRESHOLD,..."; default "large=0.3" */
+    const char *pool_fallback;     /* "POOL=FALLBACK|none,..."; default "" (all -> default) */
+    const char *pool_ttft_ms;      /* "POOL=MS,..."; default "" */
+    int64_t ttft_budget_ms;        /* TTFT budget of pools with a fallback; default 10000 */
+    const char *cache;             /* cache instances "HOST:PORT,..."; NULL/"" = no cache */
+    int64_t cache_timeout_ms;      /* a lookup slower than this is a miss; default 500 */
+    int64_t cache_ttl_s;           /* TTL of stored answers; 0 = the cache's default */
+    bool cache_semantic;           /* semantic lookups and stores; default false */
+    int64_t request_timeout_ms;    /* per-request deadline when none is given; default 120000 */
+    int64_t default_max_tokens;    /* max_tokens 0 resolves to this; default 256 */
+    int64_t max_retries;           /* extra tries before the first token; default 2 */
+    int64_t max_in_flight;         /* requests per client stream; default 1024 */
+    int64_t max_prompt_bytes;      /* prompt plus messages; default 1 MiB */
+    int64_t max_affinity;          /* remembered conversations; default 100000 */
+    int64_t client_threads;        /* threads driving upstream streams; default 2 */
+    int64_t seed;                  /* version split randomness; 0 = from the clock */
+    router_scorer_config_t scorer; /* weights; see scorer.h */
+} router_config_t;
+
+typedef struct router router_t;
+
+/* Fills cfg with the defaults above. */
+void router_config_init(router_config_t *cfg);
+
+/* Creates the router: checks the policy against the pools discovery delivers, starts
+ * connecting to every instance and cache.  Takes ownership of disc.  Returns NULL with a
+ * reason in err (err_len bytes) on a bad configuration; disc is then destroyed. */
+router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err,
+                        size_t err_len);
+
+/* Registers Router/Generate and Router/Complete on srv (before rpc_server_start).
+ * Returns LS_OK or the rpc_server_add_method error. */
+int router_register(router_t *r, rpc_server_t *srv);
+
+/* Waits up to timeout_ms until every pool named by the policy has a connected instance
+ * and every cache stream is open (for mains that want a warm start).  Returns true when
+ * they are; blocks the calling thread. */
+bool router_wait_ready(router_t *r, int64_t timeout_ms);
+
+/* Frees the router: call after rpc_server_shutdown (no call in flight).  Waits for
+ * requests still finishing, closes every upstream stream.  NULL is a no-op. */
+void router_destroy(router_t *r);
+
+#endif

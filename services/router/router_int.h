@@ -1,0 +1,106 @@
+/*
+ * router_int.h - what router.c, relay.c and service.c share inside the router.
+ * Not a public interface: symbols here carry the router__ prefix.
+ */
+#ifndef ROUTER_INT_H
+#define ROUTER_INT_H
+
+#include "llmserve/v1/cache.pb-c.h"
+#include "llmserve/v1/inference.pb-c.h"
+#include "llmserve/v1/router.pb-c.h"
+#include "mux.h"
+#include "policy.h"
+#include "pool.h"
+#include "router.h"
+#include "rpc/client.h"
+#include "timer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* An inference instance's connection: its mux and what Inference.Info said. */
+typedef struct {
+    router_t *r;
+    router_instance_t *inst; /* referenced until router_destroy */
+    mux_t *mux;
+    pthread_mutex_t mu; /* guards model and version */
+    char model[128];
+    char version[64];
+} router__conn_t;
+
+struct router {
+    router_config_t cfg;
+    router_policy_t policy;
+    discovery_t *disc;
+    router_pools_t *pools;
+    router_timer_t *timer;
+    rpc_client_t *client;
+
+    pthread_mutex_t conns_mu; /* guards conns */
+    router__conn_t **conns;   /* every connection made, removed ones included */
+    size_t n_conns, cap_conns;
+
+    mux_t **caches; /* Cache.Session streams, one per cache instance */
+    size_t n_caches;
+    atomic_uint_fast64_t cache_rr;
+
+    atomic_uint_fast64_t next_id; /* upstream and cache request ids */
+    pthread_mutex_t live_mu;      /* guards live */
+    pthread_cond_t live_cv;
+    int64_t live; /* requests not yet freed */
+};
+
+/* ---- relay.c: one request's life ------------------------------------------------ */
+
+typedef struct relay_req relay_req_t;
+typedef struct relay_sink relay_sink_t;
+
+/* Where a request's events go (a Generate stream or a Complete call). */
+typedef struct {
+    /* Sends ev (borrowed); called with the request's lock held, must not block. */
+    void (*emit)(relay_sink_t *s, relay_req_t *req, const Llmserve__V1__GenerateEvent *ev);
+    /* The request has sent its terminal event; the sink drops it from its table. */
+    void (*finished)(relay_sink_t *s, relay_req_t *req);
+    void (*ref)(relay_sink_t *s);
+    void (*unref)(relay_sink_t *s);
+} relay_sink_ops_t;
+
+struct relay_sink {
+    const relay_sink_ops_t *ops;
+};
+
+/* Creates a request for submit (copied) on sink (referenced).  The caller holds the one
+ * reference returned.  id_required: Generate (true) or Complete (false); call_left_us: what
+ * is left of the client call's deadline (rpc_call_remaining_us).  Returns NULL when the
+ * copy cannot be allocated. */
+relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
+                                const Llmserve__V1__GenerateSubmit *submit, bool id_required,
+                                int64_t call_left_us);
+
+/* The client's request id (borrowed, fixed for the request's life). */
+const char *router__req_id(const relay_req_t *req);
+
+/* Starts work: validation, routing, cache, inference.  Every path ends in exactly one
+ * terminal event and one sink->finished. */
+void router__req_start(relay_req_t *req);
+
+/* The client cancelled it: ends with Done(CANCELLED) and cancels downstream.  A request
+ * already finished is left alone. */
+void router__req_cancel(relay_req_t *req);
+
+void router__req_ref(relay_req_t *req);
+void router__req_unref(relay_req_t *req);
+
+/* Ends req at once with an error event (for requests the sink refuses, e.g. a duplicate
+ * id, before start).  Calls sink->finished like any terminal. */
+void router__req_reject(relay_req_t *req, int grpc_code, const char *message);
+
+/* ---- router.c ------------------------------------------------------------------- */
+
+/* A cache mux that is up (round robin), or NULL. */
+mux_t *router__cache_pick(router_t *r);
+
+/* A fresh nonzero id for upstream and cache requests. */
+uint64_t router__next_id(router_t *r);
+
+#endif

@@ -1,0 +1,137 @@
+#include "validate.h"
+
+#include "base/err.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *msg, size_t len, const char *fmt, ...)
+{
+    if (msg && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, len, fmt, ap);
+        va_end(ap);
+    }
+    return LS_ERR_INVALID;
+}
+
+bool router_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + n >= len)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+static bool text_ok(const char *s)
+{
+    return router_utf8_valid(s, strlen(s));
+}
+
+int router_validate_submit(const Llmserve__V1__GenerateSubmit *s, bool id_required,
+                           size_t max_prompt_bytes, char *msg, size_t len)
+{
+    size_t id_len = strlen(s->request_id);
+    if (id_required && id_len == 0)
+        return fail(msg, len, "request_id is empty (1 to %d bytes)", ROUTER_MAX_ID_BYTES);
+    if (id_len > ROUTER_MAX_ID_BYTES)
+        return fail(msg, len, "request_id is %zu bytes (at most %d)", id_len,
+                    ROUTER_MAX_ID_BYTES);
+    if (!text_ok(s->request_id))
+        return fail(msg, len, "request_id is not valid UTF-8");
+    bool has_prompt = s->prompt[0] != '\0';
+    if (has_prompt == (s->n_messages > 0))
+        return fail(msg, len, has_prompt ? "both prompt and messages are set (exactly one)"
+                                         : "neither prompt nor messages is set (exactly one)");
+    size_t total = strlen(s->prompt);
+    if (has_prompt && !text_ok(s->prompt))
+        return fail(msg, len, "prompt is not valid UTF-8");
+    if (s->n_messages > ROUTER_MAX_MESSAGES)
+        return fail(msg, len, "%zu messages (at most %d)", s->n_messages, ROUTER_MAX_MESSAGES);
+    for (size_t i = 0; i < s->n_messages; i++) {
+        const Llmserve__V1__ChatMessage *m = s->messages[i];
+        if (m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM &&
+            m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_USER &&
+            m->role != LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_ASSISTANT)
+            return fail(msg, len, "messages[%zu].role is %d (want SYSTEM, USER or ASSISTANT)", i,
+                        (int)m->role);
+        if (m->role == LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM && i != 0)
+            return fail(msg, len, "messages[%zu] is a system message (only the first may be)", i);
+        if (!text_ok(m->content))
+            return fail(msg, len, "messages[%zu].content is not valid UTF-8", i);
+        total += strlen(m->content);
+    }
+    if (total > max_prompt_bytes)
+        return fail(msg, len, "prompt is %zu bytes (at most %zu)", total, max_prompt_bytes);
+    const Llmserve__V1__SamplingParams *p = s->sampling;
+    if (p) {
+        if (p->max_tokens < 0)
+            return fail(msg, len, "sampling.max_tokens is %d (must be >= 0)", p->max_tokens);
+        if (isnan(p->temperature) || p->temperature < 0 || p->temperature > 2)
+            return fail(msg, len, "sampling.temperature is %g (must be in [0, 2])",
+                        (double)p->temperature);
+        if (isnan(p->top_p) || p->top_p < 0 || p->top_p > 1)
+            return fail(msg, len, "sampling.top_p is %g (must be in [0, 1])", (double)p->top_p);
+        if (p->top_k < 0)
+            return fail(msg, len, "sampling.top_k is %d (must be >= 0)", p->top_k);
+        if (p->n_stop > ROUTER_MAX_STOP)
+            return fail(msg, len, "sampling.stop has %zu strings (at most %d)", p->n_stop,
+                        ROUTER_MAX_STOP);
+        for (size_t i = 0; i < p->n_stop; i++) {
+            size_t l = strlen(p->stop[i]);
+            if (l == 0 || l > ROUTER_MAX_STOP_BYTES)
+                return fail(msg, len, "sampling.stop[%zu] is %zu bytes (1 to %d)", i, l,
+                            ROUTER_MAX_STOP_BYTES);
+            if (!text_ok(p->stop[i]))
+                return fail(msg, len, "sampling.stop[%zu] is not valid UTF-8", i);
+        }
+    }
+    if (strlen(s->conversation_id) > ROUTER_MAX_CONVERSATION_BYTES)
+        return fail(msg, len, "conversation_id is %zu bytes (at most %d)",
+                    strlen(s->conversation_id), ROUTER_MAX_CONVERSATION_BYTES);
+    if (strlen(s->tenant) > ROUTER_MAX_TENANT_BYTES)
+        return fail(msg, len, "tenant is %zu bytes (at most %d)", strlen(s->tenant),
+                    ROUTER_MAX_TENANT_BYTES);
+    if (!text_ok(s->conversation_id) || !text_ok(s->tenant) || !text_ok(s->model_hint))
+        return fail(msg, len, "conversation_id, tenant or model_hint is not valid UTF-8");
+    if ((int)s->cache_policy < 0 || (int)s->cache_policy > 4)
+        return fail(msg, len, "cache_policy is %d (want 0 to 4)", (int)s->cache_policy);
+    return LS_OK;
+}

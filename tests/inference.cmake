@@ -1,0 +1,11 @@
+# Inference service: unit tests of its parts (the scheduler over a real tiny model), and
+# the real llmserve-inference binary on a model made at test time by llmserve-modelmaker.
+foreach(t utf8 stop chat request scheduler)
+  llmserve_test(test_inference_${t} unit/inference/test_${t}.c llmserve_inference)
+endforeach()
+
+llmserve_test(test_inference integration/test_inference.c llmserve_rpc llmserve_proto)
+add_dependencies(test_inference llmserve-inference llmserve-modelmaker)
+set_property(TEST test_inference APPEND PROPERTY ENVIRONMENT
+  "LLMSERVE_INFERENCE=$<TARGET_FILE:llmserve-inference>"
+  "LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")

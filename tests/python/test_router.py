@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+"""The router called from Python, as a user in another language would.
+
+Starts the real suite on loopback (memcached, llmserve-cache, two llmserve-inference
+instances with tiny models, llmserve-router) and talks to Router.Generate and
+Router.Complete with Debian's python3-grpcio and stubs generated from
+proto/llmserve/v1 by protoc --python_out.  Run through ctest (tests/router.cmake), which
+sets the binary paths, the model directory and PYTHONPATH.
+"""
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import grpc
+
+from llmserve.v1 import common_pb2, router_pb2
+
+GENERATE = "/llmserve.v1.Router/Generate"
+COMPLETE = "/llmserve.v1.Router/Complete"
+CALL_TIMEOUT_S = 60.0
+WATCHDOG_S = 240.0
+
+
+def _env(name):
+    v = os.environ.get(name)
+    if not v:
+        raise RuntimeError("%s must be set (run through ctest)" % name)
+    return v
+
+
+def _read_listening(proc, timeout):
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace").strip()
+                if text.startswith("LISTENING port="):
+                    return int(text.split("=", 1)[1])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("no LISTENING line within %.0f s" % timeout)
+            if not sel.select(left):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("process exited before LISTENING (rc=%s)" % proc.wait(5))
+            buf += chunk
+    finally:
+        sel.close()
+
+
+def _drain(stream):
+    try:
+        while os.read(stream.fileno(), 4096):
+            pass
+    except OSError:
+        pass
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class RouterFromPython(unittest.TestCase):
+    procs = []
+
+    @classmethod
+    def start(cls, argv):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
+        cls.procs.append(p)
+        port = _read_listening(p, 60)
+        threading.Thread(target=_drain, args=(p.stdout,), daemon=True).start()
+        return port
+
+    @classmethod
+    def setUpClass(cls):
+        models = _env("LLMSERVE_ROUTER_MODELS")
+        mc_port = _free_port()
+        mc = [_env("LLMSERVE_MEMCACHED"), "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0"]
+        if os.geteuid() == 0:
+            mc += ["-u", "root"]
+        cls.memcached = subprocess.Popen(mc, stdin=subprocess.DEVNULL)
+        for _ in range(500):
+            try:
+                socket.create_connection(("127.0.0.1", mc_port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        try:
+            cache = cls.start([_env("LLMSERVE_CACHE_BIN"), "--listen", "127.0.0.1:0",
+                               "--memcached", "--SERVER=127.0.0.1:%d" % mc_port])
+            ports = {}
+            for pool in ("small", "large"):
+                ports[pool] = cls.start([
+                    _env("LLMSERVE_INFERENCE_BIN"), "--listen", "127.0.0.1:0",
+                    "--model", os.path.join(models, pool + ".bin"),
+                    "--tokenizer", os.path.join(models, "tok.bin"),
+                    "--pool", pool, "--model-name", "tiny-" + pool, "--threads", "1",
+                    "--grace-ms", "500"])
+            cls.router_proc_index = len(cls.procs)
+            router = cls.start([
+                _env("LLMSERVE_ROUTER_BIN"), "--listen", "127.0.0.1:0",
+                "--pool", "small=127.0.0.1:%d" % ports["small"],
+                "--pool", "large=127.0.0.1:%d" % ports["large"],
+                "--cache", "127.0.0.1:%d" % cache, "--grace-ms", "500"])
+        except Exception:
+            cls.tearDownClass()
+            raise
+        cls.channel = grpc.insecure_channel("127.0.0.1:%d" % router,
+                                            options=[("grpc.enable_http_proxy", 0)])
+        cls.generate = cls.channel.stream_stream(
+            GENERATE, request_serializer=router_pb2.GenerateRequest.SerializeToString,
+            response_deserializer=router_pb2.GenerateEvent.FromString)
+        cls.complete = cls.channel.unary_unary(
+            COMPLETE, request_serializer=router_pb2.CompleteRequest.SerializeToString,
+            response_deserializer=router_pb2.CompleteResponse.FromString)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "channel", None) is not None:
+            cls.channel.close()
+        failures = []
+        for i, p in enumerate(reversed(cls.procs)):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    rc = p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                    rc = "timeout"
+            else:
+                rc = p.returncode
+            p.stdout.close()
+            if p.args[0] == os.environ.get("LLMSERVE_ROUTER_BIN") and rc != 0:
+                failures.append("router exited with %s after SIGTERM, want 0" % rc)
+        cls.procs = []
+        if getattr(cls, "memcached", None) is not None:
+            cls.memcached.terminate()
+            cls.memcached.wait(10)
+        if failures:
+            raise AssertionError("; ".join(failures))
+
+    @staticmethod
+    def submit(rid, prompt, max_tokens=16, **kw):
+        return router_pb2.GenerateRequest(submit=router_pb2.GenerateSubmit(
+            request_id=rid, prompt=prompt,
+            sampling=common_pb2.SamplingParams(max_tokens=max_tokens), **kw))
+
+    def collect(self, requests):
+        """Sends the requests on one stream; returns {request_id: [events]}."""
+        events = {}
+        for ev in self.generate(iter(requests), timeout=CALL_TIMEOUT_S):
+            events.setdefault(ev.request_id, []).append(ev)
+        return events
+
+    def check_shape(self, evs):
+        """started+, token*, exactly one terminal at the end; indexes count up."""
+        kinds = [e.WhichOneof("kind") for e in evs]
+        self.assertIn(kinds[-1], ("done", "error"), kinds)
+        self.assertEqual(sum(k in ("done", "error") for k in kinds), 1, kinds)
+        tokens = [e.token for e in evs if e.WhichOneof("kind") == "token"]
+        self.assertEqual([t.index for t in tokens], list(range(len(tokens))))
+        return tokens
+
+    def test_01_tokens_stream_as_they_are_produced(self):
+        it = self.generate(iter([self.submit("py-1", "Once upon a time", max_tokens=24)]),
+                           timeout=CALL_TIMEOUT_S)
+        evs = []
+        for ev in it:  # arrives event by event, not as one reply
+            evs.append(ev)
+        tokens = self.check_shape(evs)
+        started = evs[0].started
+        self.assertEqual(evs[0].WhichOneof("kind"), "started")
+        self.assertEqual(started.pool, "small")
+        self.assertEqual(started.model, "tiny-small")
+        self.assertTrue(started.route_reason.startswith("complexity"), started.route_reason)
+        done = evs[-1].done
+        self.assertEqual(done.finish_reason, common_pb2.FINISH_REASON_LENGTH)
+        self.assertEqual(done.usage.completion_tokens, len(tokens))
+        self.assertEqual(len(tokens), 24)
+        self.assertGreater(done.timings.ttft_us, 0)
+        self.assertGreaterEqual(done.timings.total_us, done.timings.ttft_us)
+        self.assertEqual(it.code(), grpc.StatusCode.OK)
+
+    def test_02_several_requests_on_one_stream_and_a_cache_hit(self):
+        prompt = ("Why is the sky blue? Explain step by step, compare with sunsets, and prove "
+                  "the equation 2+2=4.")
+        first = self.collect([self.submit("a", prompt), self.submit("b", "A small dog")])
+        self.assertEqual(set(first), {"a", "b"})
+        self.check_shape(first["a"])
+        self.assertEqual(first["a"][0].started.pool, "large")
+        text = "".join(e.token.text for e in first["a"] if e.WhichOneof("kind") == "token")
+        hit = None
+        for _ in range(40):
+            again = self.collect([self.submit("a2", prompt)])["a2"]
+            if again[0].started.cache_hit:
+                hit = again
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(hit, "the repeated prompt never hit the cache")
+        self.check_shape(hit)
+        self.assertEqual("".join(e.token.text for e in hit if e.WhichOneof("kind") == "token"),
+                         text)
+        self.assertTrue(all(e.token.cache_hit for e in hit if e.WhichOneof("kind") == "token"))
+
+    def test_03_bad_request_is_invalid_argument(self):
+        evs = self.collect([self.submit("bad", "x", model_hint="nope"),
+                            router_pb2.GenerateRequest(submit=router_pb2.GenerateSubmit(
+                                request_id="empty"))])
+        for rid, needle in (("bad", "not a pool"), ("empty", "neither prompt")):
+            self.assertEqual(len(evs[rid]), 1, evs[rid])
+            err = evs[rid][0].error
+            self.assertEqual(err.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+            self.assertIn(needle, err.message)
+
+    def test_04_cancel_from_python(self):
+        done = threading.Event()
+
+        def requests():
+            yield self.submit("c", "Once upon a time", max_tokens=250,
+                              cache_policy=common_pb2.CACHE_POLICY_BYPASS)
+            yield router_pb2.GenerateRequest(cancel=router_pb2.GenerateCancel(request_id="c"))
+            done.wait(CALL_TIMEOUT_S)
+
+        evs = []
+        for ev in self.generate(requests(), timeout=CALL_TIMEOUT_S):
+            evs.append(ev)
+            if ev.WhichOneof("kind") in ("done", "error"):
+                done.set()
+        self.check_shape(evs)
+        # The tiny model may finish first; either way one terminal event, and a cancel
+        # that won the race says so.
+        last = evs[-1].done
+        self.assertIn(last.finish_reason,
+                      (common_pb2.FINISH_REASON_CANCELLED, common_pb2.FINISH_REASON_LENGTH))
+
+    def test_05_complete_unary(self):
+        resp = self.complete(router_pb2.CompleteRequest(request=router_pb2.GenerateSubmit(
+            prompt="The cat", sampling=common_pb2.SamplingParams(max_tokens=8),
+            model_hint="large")), timeout=CALL_TIMEOUT_S)
+        self.assertTrue(resp.request_id)
+        self.assertEqual(resp.route.pool, "large")
+        self.assertEqual(resp.route.route_reason, "hint")
+        self.assertEqual(resp.usage.completion_tokens, 8)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.complete(router_pb2.CompleteRequest(request=router_pb2.GenerateSubmit(
+                prompt="x", sampling=common_pb2.SamplingParams(temperature=5))),
+                timeout=CALL_TIMEOUT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("temperature", ctx.exception.details())
+
+
+def _watchdog():
+    sys.stderr.write("test_router.py: watchdog: no result after %.0f s\n" % WATCHDOG_S)
+    for p in RouterFromPython.procs:
+        if p.poll() is None:
+            p.kill()
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    timer = threading.Timer(WATCHDOG_S, _watchdog)
+    timer.daemon = True
+    timer.start()
+    unittest.main(verbosity=2)

@@ -1,0 +1,51 @@
+# Router: unit tests of its parts, end-to-end tests over real processes, the Python client.
+set(ROUTER_UNIT scorer pool discovery idmap timer policy validate)
+foreach(t ${ROUTER_UNIT})
+  llmserve_test(test_router_${t} unit/router/test_${t}.c llmserve_router_core)
+endforeach()
+
+# Models for the end-to-end tests, made once per build tree by the model maker: two tiny
+# models with different seeds and a wider one whose tokens take milliseconds each.
+set(ROUTER_MODELS ${CMAKE_BINARY_DIR}/router-models)
+add_test(NAME router_models COMMAND sh -c
+  "mkdir -p '${ROUTER_MODELS}' && \
+   '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 1 --out '${ROUTER_MODELS}/small.bin' --tokenizer-out '${ROUTER_MODELS}/tok.bin' && \
+   '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 2 --out '${ROUTER_MODELS}/large.bin' && \
+   '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 3 --dim 384 --hidden-dim 1024 --layers 8 --heads 6 --kv-heads 6 --seq-len 512 --out '${ROUTER_MODELS}/slow.bin'")
+set_tests_properties(router_models PROPERTIES FIXTURES_SETUP router_models
+                     ENVIRONMENT "${LLMSERVE_TEST_ENV}")
+
+set(ROUTER_E2E_ENV
+  "LLMSERVE_ROUTER_BIN=$<TARGET_FILE:llmserve-router>"
+  "LLMSERVE_INFERENCE_BIN=$<TARGET_FILE:llmserve-inference>"
+  "LLMSERVE_CACHE_BIN=$<TARGET_FILE:llmserve-cache>"
+  "LLMSERVE_MODELMAKER_BIN=$<TARGET_FILE:llmserve-modelmaker>"
+  "LLMSERVE_MEMCACHED=/usr/bin/memcached"
+  "LLMSERVE_ROUTER_MODELS=${ROUTER_MODELS}")
+
+llmserve_test(test_router integration/test_router.c llmserve_rpc llmserve_proto)
+add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache llmserve-modelmaker)
+set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
+
+# The router from Python: stubs for llmserve.v1 generated into the build tree.
+set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)
+add_custom_command(
+  OUTPUT ${ROUTER_PYGEN}/llmserve/v1/router_pb2.py ${ROUTER_PYGEN}/llmserve/v1/common_pb2.py
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${ROUTER_PYGEN}
+  COMMAND ${PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${ROUTER_PYGEN}
+          llmserve/v1/common.proto llmserve/v1/router.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/common.proto
+          ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/router.proto
+  COMMENT "protoc python stubs for llmserve.v1")
+add_custom_target(llmserve_router_python_stubs ALL
+  DEPENDS ${ROUTER_PYGEN}/llmserve/v1/router_pb2.py)
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_router
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_router.py)
+  set_tests_properties(test_python_router PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 300
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+endif()

@@ -1,0 +1,531 @@
+/*
+ * test_scheduler.c - services/inference/scheduler.c over a real CPU forward pass of a
+ * tiny random-weight model, with a sink that records every event.  No RPC: this is
+ * the batching loop's own contract (events per request, batching, KV, limits).
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "model/checkpoint_write.h"
+#include "model/forward.h"
+#include "model/tokenizer_make.h"
+#include "request.h"
+#include "scheduler.h"
+
+#include <criterion/criterion.h>
+#include <grpc/status.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VOCAB 512
+#define SEQ_LEN 1024 /* long enough that a full-length answer outlasts a cancel */
+#define MAX_TOK 1024
+
+static char g_dir[64], g_model[128], g_tokfile[128];
+static ckpt_t *g_ck;
+static tok_t *g_tok;
+static inf_limits_t g_lim;
+
+/* ---- what the sink saw, per request ----------------------------------------------- */
+
+typedef struct {
+    int started, tokens, terminal;
+    bool order_ok; /* started first, indexes 0,1,2..., nothing after the terminal */
+    int ids[MAX_TOK];
+    char text[8192];
+    size_t text_len;
+    uint32_t batch_size, prompt_tokens;
+    uint64_t queue_us;
+    int reason; /* FinishReason of done, or 0 */
+    int error;  /* gRPC code of error, or 0 */
+    char error_msg[160];
+    uint32_t completion_tokens;
+    int64_t started_at, ended_at;
+    bool released;
+} rec_t;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+
+static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
+{
+    rec_t *rec = r->owner;
+    pthread_mutex_lock(&g_mu);
+    if (rec->terminal > 0)
+        rec->order_ok = false;
+    switch (ev->kind_case) {
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED:
+        if (rec->started++ > 0)
+            rec->order_ok = false;
+        rec->batch_size = ev->started->batch_size;
+        rec->prompt_tokens = ev->started->prompt_tokens;
+        rec->queue_us = ev->started->queue_us;
+        rec->started_at = ls_now_us();
+        break;
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN:
+        if (!rec->started || (int)ev->token->index != rec->tokens)
+            rec->order_ok = false;
+        if (rec->tokens < MAX_TOK)
+            rec->ids[rec->tokens] = ev->token->id;
+        rec->tokens++;
+        size_t len = strlen(ev->token->text);
+        if (rec->text_len + len < sizeof(rec->text)) {
+            memcpy(rec->text + rec->text_len, ev->token->text, len);
+            rec->text_len += len;
+            rec->text[rec->text_len] = '\0';
+        }
+        break;
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE:
+        rec->terminal++;
+        rec->reason = ev->done->finish_reason;
+        rec->completion_tokens = ev->done->usage->completion_tokens;
+        rec->ended_at = ls_now_us();
+        break;
+    case LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR:
+        rec->terminal++;
+        rec->error = ev->error->code;
+        snprintf(rec->error_msg, sizeof(rec->error_msg), "%s", ev->error->message);
+        rec->ended_at = ls_now_us();
+        break;
+    default:
+        rec->order_ok = false;
+        break;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return LS_OK;
+}
+
+static void sink_release(inf_request_t *r)
+{
+    rec_t *rec = r->owner;
+    inf_request_destroy(r);
+    pthread_mutex_lock(&g_mu);
+    rec->released = true;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+static const inf_sink_t g_sink = {sink_emit, sink_release};
+
+/* ---- fixtures ------------------------------------------------------------------------- */
+
+static void setup(void)
+{
+    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-test-sched-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+    snprintf(g_model, sizeof(g_model), "%s/model.bin", g_dir);
+    snprintf(g_tokfile, sizeof(g_tokfile), "%s/tokenizer.bin", g_dir);
+    ckpt_config_t c = {.dim = 64,
+                       .hidden_dim = 172,
+                       .n_layers = 2,
+                       .n_heads = 4,
+                       .n_kv_heads = 2,
+                       .vocab_size = VOCAB,
+                       .seq_len = SEQ_LEN,
+                       .shared_classifier = true};
+    char err[256];
+    cr_assert_eq(ckpt_write(g_model, &c, 42, CKPT_FORMAT_LEGACY, err, sizeof(err)), LS_OK, "%s",
+                 err);
+    cr_assert_eq(tok_make(g_tokfile, VOCAB, err, sizeof(err)), LS_OK, "%s", err);
+    g_ck = ckpt_open(g_model, err, sizeof(err));
+    cr_assert_not_null(g_ck, "%s", err);
+    g_tok = tok_load(g_tokfile, VOCAB, err, sizeof(err));
+    cr_assert_not_null(g_tok, "%s", err);
+    g_lim.vocab_size = VOCAB;
+    g_lim.seq_len = SEQ_LEN;
+    g_lim.default_max_tokens = 32;
+    g_lim.max_tokens_limit = 0;
+    g_lim.max_prompt_bytes = (size_t)SEQ_LEN * inf_longest_piece(g_tok);
+}
+
+static void teardown(void)
+{
+    tok_destroy(g_tok);
+    ckpt_close(g_ck);
+    unlink(g_model);
+    unlink(g_tokfile);
+    rmdir(g_dir);
+}
+
+TestSuite(sched, .init = setup, .fini = teardown, .timeout = 120);
+
+typedef struct {
+    forward_t *f;
+    inf_sched_t *s;
+} rig_t;
+
+static rig_t rig_make(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue)
+{
+    forward_config_t fc;
+    forward_config_init(&fc);
+    fc.backend = FORWARD_CPU;
+    fc.max_batch = max_batch;
+    fc.max_step_tokens = max_step_tokens;
+    fc.kv_budget_tokens = kv_budget;
+    fc.threads = 1;
+    char err[256];
+    rig_t rig;
+    rig.f = forward_create(g_ck, &fc, err, sizeof(err));
+    cr_assert_not_null(rig.f, "%s", err);
+    inf_sched_config_t sc = {.max_queue = max_queue, .max_queue_delay_us = 1000};
+    rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
+    cr_assert_not_null(rig.s, "%s", err);
+    return rig;
+}
+
+static void rig_free(rig_t *rig)
+{
+    inf_sched_destroy(rig->s);
+    forward_destroy(rig->f);
+}
+
+typedef struct {
+    const char *prompt;
+    const int32_t *tokens; /* pre-tokenized prompt, or NULL */
+    size_t n_tokens;
+    int max_tokens;
+    bool ignore_eos;
+    float temperature;
+    char **stop;
+    size_t n_stop;
+    int64_t deadline_in_us; /* 0 = none */
+} params_t;
+
+static inf_request_t *make_req(const char *id, const params_t *p, rec_t *rec)
+{
+    Llmserve__V1__InferenceSubmit sub = LLMSERVE__V1__INFERENCE_SUBMIT__INIT;
+    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    sub.request_id = (char *)id;
+    sub.prompt = (char *)(p->prompt ? p->prompt : "");
+    sub.prompt_tokens = (int32_t *)p->tokens;
+    sub.n_prompt_tokens = p->n_tokens;
+    sub.sampling = &sp;
+    sp.max_tokens = p->max_tokens;
+    sp.ignore_eos = p->ignore_eos;
+    sp.temperature = p->temperature;
+    sp.stop = p->stop;
+    sp.n_stop = p->n_stop;
+    sp.has_seed = true;
+    sp.seed = 1234;
+    inf_request_t *r = NULL;
+    char err[256];
+    int64_t now = ls_now_us();
+    cr_assert_eq(inf_request_create(&sub, g_tok, &g_lim, now, &r, err, sizeof(err)), LS_OK, "%s",
+                 err);
+    if (p->deadline_in_us > 0)
+        r->deadline_us = now + p->deadline_in_us;
+    memset(rec, 0, sizeof(*rec));
+    rec->order_ok = true;
+    r->sink = &g_sink;
+    r->owner = rec;
+    return r;
+}
+
+static void submit_ok(rig_t *rig, const char *id, const params_t *p, rec_t *rec)
+{
+    inf_request_t *r = make_req(id, p, rec);
+    cr_assert_eq(inf_sched_submit(rig->s, r), LS_OK, "submit %s", id);
+}
+
+static bool wait_released(rec_t *rec, int timeout_ms)
+{
+    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
+    pthread_mutex_lock(&g_mu);
+    while (!rec->released && ls_now_us() < end) {
+        pthread_mutex_unlock(&g_mu);
+        ls_sleep_us(1000);
+        pthread_mutex_lock(&g_mu);
+    }
+    bool ok = rec->released;
+    pthread_mutex_unlock(&g_mu);
+    return ok;
+}
+
+static bool wait_tokens(rec_t *rec, int n, int timeout_ms)
+{
+    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
+    pthread_mutex_lock(&g_mu);
+    while (rec->tokens < n && !rec->released && ls_now_us() < end) {
+        pthread_mutex_unlock(&g_mu);
+        ls_sleep_us(200);
+        pthread_mutex_lock(&g_mu);
+    }
+    bool ok = rec->tokens >= n;
+    pthread_mutex_unlock(&g_mu);
+    return ok;
+}
+
+#define DONE(reason) LLMSERVE__V1__FINISH_REASON__FINISH_REASON_##reason
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+Test(sched, every_request_completes_with_exact_counts_and_ordered_events)
+{
+    enum { N = 12, MAX_BATCH = 5, LEN = 20 };
+    rig_t rig = rig_make(MAX_BATCH, 64, 0, 64);
+    rec_t recs[N];
+    params_t p = {.prompt = "once upon a time", .max_tokens = LEN, .ignore_eos = true};
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "r%d", i);
+        submit_ok(&rig, id, &p, &recs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert(wait_released(&recs[i], 60000), "request %d never ended", i);
+        cr_assert(recs[i].order_ok, "request %d: events out of order", i);
+        cr_assert_eq(recs[i].started, 1);
+        cr_assert_eq(recs[i].terminal, 1);
+        cr_assert_eq(recs[i].tokens, LEN, "request %d: %d tokens", i, recs[i].tokens);
+        cr_assert_eq(recs[i].reason, DONE(LENGTH));
+        cr_assert_eq(recs[i].completion_tokens, LEN);
+        cr_assert_geq(recs[i].batch_size, 1);
+        cr_assert_leq(recs[i].batch_size, MAX_BATCH);
+    }
+    /* Identical greedy requests: identical answers, however they were batched. */
+    for (int i = 1; i < N; i++)
+        cr_assert_eq(memcmp(recs[i].ids, recs[0].ids, LEN * sizeof(int)), 0,
+                     "request %d differs from request 0", i);
+    cr_assert_eq(forward_kv_free_tokens(rig.f), forward_config(rig.f)->kv_budget_tokens,
+                 "every KV block is back");
+    rig_free(&rig);
+}
+
+Test(sched, greedy_answer_is_the_same_alone_and_in_a_mixed_batch)
+{
+    rig_t rig = rig_make(8, 64, 0, 64);
+    params_t p = {.prompt = "the little dog ran", .max_tokens = 24, .ignore_eos = true};
+    rec_t alone;
+    submit_ok(&rig, "alone", &p, &alone);
+    cr_assert(wait_released(&alone, 60000));
+
+    rec_t others[6], again;
+    const char *prompts[] = {
+        "a", "big red ball and a small blue one", "x y z", "hello", "the cat", "what is the time"};
+    for (int i = 0; i < 6; i++) {
+        params_t q = {.prompt = prompts[i],
+                      .max_tokens = 400 + 7 * i,
+                      .ignore_eos = true,
+                      .temperature = i % 2 ? 0.8f : 0.0f};
+        char id[16];
+        snprintf(id, sizeof(id), "o%d", i);
+        submit_ok(&rig, id, &q, &others[i]);
+    }
+    /* Joins a batch that is already decoding. */
+    cr_assert(wait_tokens(&others[0], 1, 60000));
+    submit_ok(&rig, "again", &p, &again);
+    cr_assert(wait_released(&again, 60000));
+    for (int i = 0; i < 6; i++)
+        cr_assert(wait_released(&others[i], 60000));
+    cr_assert_gt(again.batch_size, 1, "the repeat should have shared its batch");
+    cr_assert_eq(again.tokens, 24);
+    cr_assert_eq(memcmp(again.ids, alone.ids, 24 * sizeof(int)), 0,
+                 "batching changed a greedy answer");
+    cr_assert_str_eq(again.text, alone.text);
+    rig_free(&rig);
+}
+
+Test(sched, chunked_prefill_gives_the_same_tokens)
+{
+    int32_t prompt[120];
+    for (int i = 0; i < 120; i++)
+        prompt[i] = 259 + (i * 37) % (VOCAB - 259);
+    params_t p = {.tokens = prompt, .n_tokens = 120, .max_tokens = 16, .ignore_eos = true};
+
+    rig_t whole = rig_make(4, 256, 0, 8);
+    rec_t a;
+    submit_ok(&whole, "a", &p, &a);
+    cr_assert(wait_released(&a, 60000));
+    rig_free(&whole);
+
+    /* 4 tokens a step: the prompt takes 30 steps, sharing them with a decoding request. */
+    rig_t chunked = rig_make(4, 4, 0, 8);
+    rec_t b, other;
+    params_t q = {.prompt = "hi", .max_tokens = 40, .ignore_eos = true};
+    submit_ok(&chunked, "other", &q, &other);
+    cr_assert(wait_tokens(&other, 1, 60000));
+    submit_ok(&chunked, "b", &p, &b);
+    cr_assert(wait_released(&b, 60000));
+    cr_assert(wait_released(&other, 60000));
+    cr_assert_eq(b.prompt_tokens, 120);
+    cr_assert_eq(b.tokens, 16);
+    cr_assert_eq(memcmp(a.ids, b.ids, 16 * sizeof(int)), 0, "chunking changed the answer");
+    cr_assert_eq(other.tokens, 40);
+    rig_free(&chunked);
+}
+
+Test(sched, cancel_frees_the_kv_for_the_next_request)
+{
+    /* A budget of exactly one full sequence. */
+    rig_t rig = rig_make(4, 64, SEQ_LEN, 8);
+    int64_t budget = forward_kv_free_tokens(rig.f);
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t a, b;
+    inf_request_t *ra = make_req("a", &big, &a);
+    cr_assert_eq(inf_sched_submit(rig.s, ra), LS_OK);
+    cr_assert(wait_tokens(&a, 3, 60000));
+    params_t small = {.prompt = "next", .max_tokens = 8, .ignore_eos = true};
+    submit_ok(&rig, "b", &small, &b);
+    ls_sleep_us(20000);
+    pthread_mutex_lock(&g_mu);
+    bool b_started = b.started;
+    pthread_mutex_unlock(&g_mu);
+    cr_assert_not(b_started, "b must wait: a holds the whole KV budget");
+
+    inf_sched_cancel(rig.s, ra);
+    cr_assert(wait_released(&a, 10000));
+    cr_assert_eq(a.terminal, 1);
+    cr_assert_eq(a.reason, DONE(CANCELLED));
+    cr_assert_lt(a.tokens, SEQ_LEN - 1);
+    cr_assert(wait_released(&b, 60000));
+    cr_assert_eq(b.reason, DONE(LENGTH));
+    cr_assert_eq(b.tokens, 8);
+    cr_assert_geq(b.started_at, a.ended_at, "b joined only after a left");
+    cr_assert_eq(forward_kv_free_tokens(rig.f), budget);
+    rig_free(&rig);
+}
+
+Test(sched, cancel_while_queued_ends_with_cancelled)
+{
+    rig_t rig = rig_make(1, 64, 0, 8);
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t a, b;
+    inf_request_t *ra = make_req("a", &big, &a);
+    cr_assert_eq(inf_sched_submit(rig.s, ra), LS_OK);
+    cr_assert(wait_tokens(&a, 1, 60000));
+    inf_request_t *rb = make_req("b", &big, &b);
+    cr_assert_eq(inf_sched_submit(rig.s, rb), LS_OK);
+    inf_sched_cancel(rig.s, rb);
+    cr_assert(wait_released(&b, 10000));
+    cr_assert_eq(b.started, 0, "never joined the batch");
+    cr_assert_eq(b.terminal, 1);
+    cr_assert_eq(b.reason, DONE(CANCELLED));
+    inf_sched_cancel(rig.s, ra);
+    cr_assert(wait_released(&a, 10000));
+    rig_free(&rig);
+}
+
+Test(sched, full_queue_refuses_at_once)
+{
+    rig_t rig = rig_make(1, 64, 0, 2);
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t a, q1, q2, extra;
+    inf_request_t *ra = make_req("a", &big, &a);
+    cr_assert_eq(inf_sched_submit(rig.s, ra), LS_OK);
+    cr_assert(wait_tokens(&a, 1, 60000));
+    inf_request_t *r1 = make_req("q1", &big, &q1);
+    inf_request_t *r2 = make_req("q2", &big, &q2);
+    cr_assert_eq(inf_sched_submit(rig.s, r1), LS_OK);
+    cr_assert_eq(inf_sched_submit(rig.s, r2), LS_OK);
+    inf_request_t *rx = make_req("x", &big, &extra);
+    cr_assert_eq(inf_sched_submit(rig.s, rx), LS_ERR_FULL);
+    cr_assert_eq(extra.terminal + extra.started + extra.tokens, 0,
+                 "a refused request gets no event");
+    inf_request_destroy(rx);
+    int queued, running;
+    inf_sched_counts(rig.s, &queued, &running);
+    cr_assert_eq(queued, 2);
+    cr_assert_eq(running, 1);
+    inf_sched_cancel(rig.s, r1);
+    inf_sched_cancel(rig.s, r2);
+    inf_sched_cancel(rig.s, ra);
+    cr_assert(wait_released(&a, 10000));
+    cr_assert(wait_released(&q1, 10000));
+    cr_assert(wait_released(&q2, 10000));
+    rig_free(&rig);
+}
+
+Test(sched, deadlines_while_queued_and_while_running)
+{
+    rig_t rig = rig_make(1, 64, 0, 8);
+    params_t slow = {
+        .prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true, .deadline_in_us = 60000};
+    rec_t a, b;
+    submit_ok(&rig, "a", &slow, &a);
+    cr_assert(wait_tokens(&a, 1, 60000));
+    params_t queued = {.prompt = "late", .max_tokens = 4, .deadline_in_us = 20000};
+    submit_ok(&rig, "b", &queued, &b);
+    cr_assert(wait_released(&b, 10000));
+    cr_assert(wait_released(&a, 10000));
+    /* b waited behind a (max_batch 1) until its deadline. */
+    cr_assert_eq(b.started, 0);
+    cr_assert_eq(b.error, GRPC_STATUS_DEADLINE_EXCEEDED, "b: error %d reason %d", b.error,
+                 b.reason);
+    /* a produced a token before its deadline, so it ends with done DEADLINE - unless it
+     * was fast enough to finish every token first (then LENGTH). */
+    if (a.reason == DONE(LENGTH)) {
+        cr_assert_eq(a.tokens, SEQ_LEN - (int)a.prompt_tokens);
+    } else {
+        cr_assert_eq(a.reason, DONE(DEADLINE), "a: error %d reason %d", a.error, a.reason);
+        cr_assert_eq(a.completion_tokens, (uint32_t)a.tokens);
+    }
+    cr_assert_eq(a.terminal, 1);
+    rig_free(&rig);
+}
+
+Test(sched, stop_string_ends_the_answer_before_it)
+{
+    rig_t rig = rig_make(4, 64, 0, 8);
+    params_t p = {.prompt = "the quick brown fox", .max_tokens = 60, .ignore_eos = true};
+    rec_t full;
+    submit_ok(&rig, "full", &p, &full);
+    cr_assert(wait_released(&full, 60000));
+    cr_assert_gt(full.text_len, 12, "need some text to cut: \"%s\"", full.text);
+
+    /* A stop string taken from the middle of the answer (whole characters), cut at
+     * its first occurrence. */
+    size_t at = full.text_len / 2;
+    while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
+        at--;
+    size_t end = at + 3;
+    while (end < full.text_len && ((unsigned char)full.text[end] & 0xc0) == 0x80)
+        end++;
+    char stop[16];
+    memcpy(stop, full.text + at, end - at);
+    stop[end - at] = '\0';
+    size_t first = (size_t)(strstr(full.text, stop) - full.text);
+    char *stops[] = {stop};
+    params_t q = p;
+    q.stop = stops;
+    q.n_stop = 1;
+    rec_t cut;
+    submit_ok(&rig, "cut", &q, &cut);
+    cr_assert(wait_released(&cut, 60000));
+    cr_assert_eq(cut.reason, DONE(STOP), "reason %d", cut.reason);
+    cr_assert_eq(cut.text_len, first, "answer \"%s\", stop \"%s\"", cut.text, stop);
+    cr_assert_eq(strncmp(cut.text, full.text, first), 0);
+    cr_assert_lt(cut.tokens, full.tokens);
+    cr_assert_eq(cut.completion_tokens, (uint32_t)cut.tokens);
+    rig_free(&rig);
+}
+
+Test(sched, drain_ends_everything_and_refuses_new_work)
+{
+    rig_t rig = rig_make(2, 64, 0, 8);
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t recs[5];
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "d%d", i);
+        submit_ok(&rig, id, &big, &recs[i]);
+    }
+    cr_assert(wait_tokens(&recs[0], 1, 60000));
+    int64_t t0 = ls_now_us();
+    inf_sched_drain(rig.s, 30000);
+    cr_assert_lt(ls_now_us() - t0, 5000000, "drain took too long");
+    for (int i = 0; i < 5; i++) {
+        cr_assert(recs[i].released, "request %d still in flight after drain", i);
+        cr_assert_eq(recs[i].terminal, 1, "request %d: %d terminal events", i, recs[i].terminal);
+        if (recs[i].error)
+            cr_assert_eq(recs[i].error, GRPC_STATUS_UNAVAILABLE, "%d: %s", i, recs[i].error_msg);
+        else
+            cr_assert_eq(recs[i].reason, DONE(LENGTH), "only a finished answer may be done");
+    }
+    rec_t late;
+    inf_request_t *r = make_req("late", &big, &late);
+    cr_assert_eq(inf_sched_submit(rig.s, r), LS_ERR_CLOSED);
+    inf_request_destroy(r);
+    rig_free(&rig);
+}

@@ -1,0 +1,245 @@
+/*
+ * test_pool.c - services/router/pool.c: least outstanding, affinity, version split,
+ * health, exclusion and reconciliation with discovery lists.
+ */
+#define _GNU_SOURCE
+#include "base/err.h"
+#include "pool.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int added, removed, freed;
+
+static void on_add(void *ud, router_instance_t *inst)
+{
+    (void)ud;
+    added++;
+    router_instance_set_user(inst, strdup(router_instance_addr(inst)));
+}
+
+static void on_remove(void *ud, router_instance_t *inst)
+{
+    (void)ud;
+    (void)inst;
+    removed++;
+}
+
+static void on_free(void *ud, void *user)
+{
+    (void)ud;
+    freed++;
+    free(user);
+}
+
+static router_pools_t *make(const char *spec)
+{
+    added = removed = freed = 0;
+    router_pools_hooks_t hooks = {on_add, on_remove, on_free, NULL};
+    router_pools_t *p = router_pools_create(42, 1000, &hooks);
+    discovery_instance_t *l;
+    size_t n;
+    char err[128];
+    cr_assert_eq(discovery_static_parse(spec, &l, &n, err, sizeof(err)), LS_OK, "%s", err);
+    router_pools_update(p, l, n);
+    discovery_list_free(l, n);
+    return p;
+}
+
+static router_instance_t *pick(router_pools_t *p, const char *pool, const char *conv)
+{
+    router_pick_t pk;
+    int rc = router_pools_pick(p, pool, conv, NULL, 0, &pk);
+    cr_assert_eq(rc, LS_OK, "pick %s: %s", pool, ls_strerror(rc));
+    return pk.inst;
+}
+
+/* Marks every instance healthy by picking nothing: walk via picks is impossible before
+ * health, so the test keeps the instances from the on_add hook instead. */
+static router_instance_t *insts[16];
+static size_t n_insts;
+
+static void on_add_keep(void *ud, router_instance_t *inst)
+{
+    on_add(ud, inst);
+    insts[n_insts++] = inst;
+}
+
+static router_pools_t *make_healthy(const char *spec)
+{
+    n_insts = 0;
+    added = removed = freed = 0;
+    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL};
+    router_pools_t *p = router_pools_create(7, 1000, &hooks);
+    discovery_instance_t *l;
+    size_t n;
+    char err[128];
+    cr_assert_eq(discovery_static_parse(spec, &l, &n, err, sizeof(err)), LS_OK, "%s", err);
+    router_pools_update(p, l, n);
+    discovery_list_free(l, n);
+    for (size_t i = 0; i < n_insts; i++)
+        router_instance_set_healthy(p, insts[i], true);
+    return p;
+}
+
+Test(pool, unknown_pool_and_no_healthy_instance)
+{
+    router_pools_t *p = make("small=h:1");
+    router_pick_t pk;
+    cr_assert_eq(router_pools_pick(p, "large", NULL, NULL, 0, &pk), LS_ERR_NOT_FOUND);
+    cr_assert_eq(router_pools_pick(p, "small", NULL, NULL, 0, &pk), LS_ERR_UNAVAILABLE,
+                 "instances start unhealthy");
+    cr_assert(router_pools_has(p, "small"));
+    cr_assert_not(router_pools_has(p, "large"));
+    cr_assert_eq(router_pools_healthy_count(p, "small"), 0);
+    router_pools_destroy(p);
+    cr_assert_eq(added, 1);
+    cr_assert_eq(removed, 1);
+    cr_assert_eq(freed, 1);
+}
+
+Test(pool, least_outstanding_spreads_load)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
+    router_instance_t *got[6];
+    for (int i = 0; i < 6; i++)
+        got[i] = pick(p, "small", NULL);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(router_instance_outstanding(p, insts[i]), 2, "instance %zu", i);
+    /* Free two slots on one instance: the next two picks go there. */
+    router_instance_t *light = got[0];
+    int released = 0;
+    for (int i = 0; i < 6 && released < 2; i++) {
+        if (got[i] == light) {
+            router_pools_release(p, got[i]);
+            got[i] = NULL;
+            released++;
+        }
+    }
+    router_instance_t *a = pick(p, "small", NULL), *b = pick(p, "small", NULL);
+    cr_assert_eq(a, light);
+    cr_assert_eq(b, light);
+    router_pools_release(p, a);
+    router_pools_release(p, b);
+    for (int i = 0; i < 6; i++)
+        if (got[i])
+            router_pools_release(p, got[i]);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(router_instance_outstanding(p, insts[i]), 0);
+    router_pools_destroy(p);
+    cr_assert_eq(freed, 3);
+}
+
+Test(pool, affinity_holds_while_healthy)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
+    router_instance_t *first = pick(p, "small", "conv-1");
+    for (int i = 0; i < 10; i++) {
+        router_pick_t pk;
+        cr_assert_eq(router_pools_pick(p, "small", "conv-1", NULL, 0, &pk), LS_OK);
+        cr_assert_eq(pk.inst, first, "affinity broken at %d", i);
+        cr_assert(pk.affinity);
+        router_pools_release(p, pk.inst);
+    }
+    /* Unhealthy: the conversation moves, and then stays on its new instance. */
+    router_instance_set_healthy(p, first, false);
+    router_instance_t *second = pick(p, "small", "conv-1");
+    cr_assert_neq(second, first);
+    router_instance_set_healthy(p, first, true);
+    router_instance_t *third = pick(p, "small", "conv-1");
+    cr_assert_eq(third, second);
+    /* Another pool's pick for the same conversation does not use this instance. */
+    router_pools_release(p, first);
+    router_pools_release(p, second);
+    router_pools_release(p, third);
+    router_pools_destroy(p);
+}
+
+Test(pool, affinity_map_is_bounded)
+{
+    n_insts = 0;
+    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL};
+    router_pools_t *p = router_pools_create(1, 2, &hooks);
+    discovery_instance_t l[2] = {{"small", "", 100, "h:1"}, {"small", "", 100, "h:2"}};
+    router_pools_update(p, l, 2);
+    router_instance_set_healthy(p, insts[0], true);
+    router_instance_set_healthy(p, insts[1], true);
+    router_instance_t *c1 = pick(p, "small", "c1");
+    router_instance_t *c2 = pick(p, "small", "c2");
+    router_instance_t *c3 = pick(p, "small", "c3"); /* evicts c1 */
+    router_pick_t pk;
+    cr_assert_eq(router_pools_pick(p, "small", "c3", NULL, 0, &pk), LS_OK);
+    cr_assert(pk.affinity);
+    router_pools_release(p, pk.inst);
+    cr_assert_eq(router_pools_pick(p, "small", "c1", NULL, 0, &pk), LS_OK);
+    cr_assert_not(pk.affinity, "c1 should have been evicted");
+    router_pools_release(p, pk.inst);
+    router_pools_release(p, c1);
+    router_pools_release(p, c2);
+    router_pools_release(p, c3);
+    router_pools_destroy(p);
+}
+
+Test(pool, exclusion_and_exhaustion)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2");
+    router_instance_t *a = pick(p, "small", NULL);
+    router_pick_t pk;
+    cr_assert_eq(router_pools_pick(p, "small", NULL, &a, 1, &pk), LS_OK);
+    cr_assert_neq(pk.inst, a);
+    router_instance_t *ex[2] = {a, pk.inst};
+    router_pick_t none;
+    cr_assert_eq(router_pools_pick(p, "small", NULL, ex, 2, &none), LS_ERR_UNAVAILABLE);
+    router_pools_release(p, pk.inst);
+    router_pools_release(p, a);
+    router_pools_destroy(p);
+}
+
+Test(pool, version_split_follows_weights)
+{
+    router_pools_t *p = make_healthy("large@v1:95=h:1;large@v2:5=h:2");
+    int v2 = 0;
+    const int N = 20000;
+    for (int i = 0; i < N; i++) {
+        router_instance_t *inst = pick(p, "large", NULL);
+        v2 += strcmp(router_instance_version(inst), "v2") == 0;
+        router_pools_release(p, inst);
+    }
+    double share = (double)v2 / N;
+    cr_assert(share > 0.04 && share < 0.06, "v2 share %.4f, want about 0.05", share);
+    /* The only v2 instance down: every pick goes to v1. */
+    router_instance_set_healthy(p, insts[1], false);
+    for (int i = 0; i < 200; i++) {
+        router_instance_t *inst = pick(p, "large", NULL);
+        cr_assert_str_eq(router_instance_version(inst), "v1");
+        router_pools_release(p, inst);
+    }
+    router_pools_destroy(p);
+}
+
+Test(pool, update_adds_removes_and_frees_after_release)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2;large=h:3");
+    router_instance_t *held = pick(p, "large", NULL);
+    cr_assert_eq(added, 3);
+    discovery_instance_t l[2] = {{"small", "", 100, "h:1"}, {"medium", "", 100, "h:4"}};
+    router_pools_update(p, l, 2);
+    cr_assert_eq(added, 4);
+    cr_assert_eq(removed, 2);
+    cr_assert_eq(freed, 1, "h:2 had no pick and goes at once; h:3 is still held");
+    cr_assert_not(router_pools_has(p, "large"));
+    cr_assert(router_pools_has(p, "medium"));
+    cr_assert_not(router_instance_healthy(p, held), "a removed instance is never healthy");
+    router_instance_set_healthy(p, held, true);
+    cr_assert_not(router_instance_healthy(p, held));
+    cr_assert_str_eq(router_instance_addr(held), "h:3");
+    router_pools_release(p, held);
+    cr_assert_eq(freed, 2);
+    char names[64];
+    router_pools_names(p, names, sizeof(names));
+    cr_assert_str_eq(names, "small, medium");
+    router_pools_destroy(p);
+    cr_assert_eq(freed, 4);
+}

@@ -1,0 +1,466 @@
+/*
+ * llmctl - send one prompt (or chat) to the router and watch the answer arrive.
+ *
+ *   llmctl "Tell me a story"                 tokens as they arrive, then a summary
+ *   llmctl --json --pool large "Why ...?"    one JSON object for scripts
+ *
+ * The summary (stderr) names the route (pool, model, version, instance, reason), whether
+ * the cache answered, TTFT and the totals.  Exit status: 0 done, 1 the request ended with
+ * an error event, 2 bad usage, 3 the router could not be reached.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "llmserve/v1/router.pb-c.h"
+#include "rpc/client.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *router;
+    const char *prompt;
+    bool chat;
+    const char *system;
+    const char *pool;
+    const char *conversation;
+    const char *tenant;
+    const char *cache_policy;
+    const char *request_id;
+    int64_t max_tokens;
+    double temperature;
+    int64_t seed;
+    int64_t timeout_ms;
+    bool json;
+    bool quiet;
+} ctl_config_t;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool ended, terminal;
+    bool json, quiet;
+    int64_t t0_us, first_token_us;
+    char *text;
+    size_t len, cap;
+    uint32_t tokens;
+    Llmserve__V1__GenerateStarted *route;
+    Llmserve__V1__GenerateDone *done;
+    int err_code;
+    char err_msg[512];
+    rpc_status_t status;
+} ctl_state_t;
+
+static void append(ctl_state_t *st, const char *s)
+{
+    size_t n = strlen(s);
+    if (st->len + n + 1 > st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 1024;
+        while (cap < st->len + n + 1)
+            cap *= 2;
+        st->text = realloc(st->text, cap);
+        if (!st->text) {
+            fprintf(stderr, "llmctl: out of memory\n");
+            exit(1);
+        }
+        st->cap = cap;
+    }
+    memcpy(st->text + st->len, s, n + 1);
+    st->len += n;
+}
+
+/* Deep copy through the wire format (events are borrowed by the callback). */
+static ProtobufCMessage *copy_msg(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = ls_xmalloc(len ? len : 1);
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    free(buf);
+    return c;
+}
+
+static void on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+{
+    ctl_state_t *st = ud;
+    const Llmserve__V1__GenerateEvent *ev = (const Llmserve__V1__GenerateEvent *)msg;
+    pthread_mutex_lock(&st->mu);
+    switch (ev->kind_case) {
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED:
+        if (st->route)
+            protobuf_c_message_free_unpacked(&st->route->base, NULL);
+        st->route = (Llmserve__V1__GenerateStarted *)copy_msg(&ev->started->base);
+        break;
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
+        if (st->tokens++ == 0)
+            st->first_token_us = ls_now_us();
+        append(st, ev->token->text);
+        if (!st->json && !st->quiet) {
+            fputs(ev->token->text, stdout);
+            fflush(stdout);
+        }
+        break;
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_DONE:
+        st->done = (Llmserve__V1__GenerateDone *)copy_msg(&ev->done->base);
+        st->terminal = true;
+        rpc_stream_close_send(s);
+        break;
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR:
+        st->err_code = ev->error->code;
+        snprintf(st->err_msg, sizeof(st->err_msg), "%s", ev->error->message);
+        st->terminal = true;
+        rpc_stream_close_send(s);
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void on_status(rpc_stream_t *s, void *ud, const rpc_status_t *status,
+                      const rpc_md_t *trailers)
+{
+    (void)s;
+    (void)trailers;
+    ctl_state_t *st = ud;
+    pthread_mutex_lock(&st->mu);
+    st->status = *status;
+    st->ended = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static const char *finish_name(int r)
+{
+    static const char *const names[] = {"unspecified", "length",  "stop",    "eos",
+                                        "cancelled",   "error",   "deadline"};
+    return r >= 0 && r <= 6 ? names[r] : "unknown";
+}
+
+static void print_json(const ctl_state_t *st, const char *id)
+{
+    FILE *f = stdout;
+    fprintf(f, "{\"request_id\":");
+    json_str(f, id);
+    fprintf(f, ",\"text\":");
+    json_str(f, st->text ? st->text : "");
+    fprintf(f, ",\"tokens\":%u", st->tokens);
+    if (st->route) {
+        const Llmserve__V1__GenerateStarted *r = st->route;
+        fprintf(f, ",\"route\":{\"pool\":");
+        json_str(f, r->pool);
+        fprintf(f, ",\"model\":");
+        json_str(f, r->model);
+        fprintf(f, ",\"model_version\":");
+        json_str(f, r->model_version);
+        fprintf(f, ",\"instance\":");
+        json_str(f, r->instance);
+        fprintf(f, ",\"cache_hit\":%s,\"complexity\":%.4f,\"route_reason\":",
+                r->cache_hit ? "true" : "false", (double)r->complexity);
+        json_str(f, r->route_reason);
+        fprintf(f, ",\"fallback\":%s,\"fallback_reason\":", r->fallback ? "true" : "false");
+        json_str(f, r->fallback_reason);
+        fprintf(f, ",\"attempt\":%u}", r->attempt);
+    }
+    if (st->done) {
+        const Llmserve__V1__GenerateDone *d = st->done;
+        fprintf(f, ",\"finish_reason\":\"%s\"", finish_name(d->finish_reason));
+        if (d->usage)
+            fprintf(f, ",\"usage\":{\"prompt_tokens\":%u,\"completion_tokens\":%u}",
+                    d->usage->prompt_tokens, d->usage->completion_tokens);
+        if (d->timings) {
+            const Llmserve__V1__Timings *t = d->timings;
+            fprintf(f,
+                    ",\"timings_us\":{\"router_queue\":%llu,\"cache_lookup\":%llu,"
+                    "\"inference_queue\":%llu,\"prefill\":%llu,\"decode\":%llu,\"ttft\":%llu,"
+                    "\"total\":%llu}",
+                    (unsigned long long)t->router_queue_us, (unsigned long long)t->cache_lookup_us,
+                    (unsigned long long)t->inference_queue_us, (unsigned long long)t->prefill_us,
+                    (unsigned long long)t->decode_us, (unsigned long long)t->ttft_us,
+                    (unsigned long long)t->total_us);
+        }
+    }
+    if (st->err_code) {
+        fprintf(f, ",\"error\":{\"code\":%d,\"message\":", st->err_code);
+        json_str(f, st->err_msg);
+        fprintf(f, "}");
+    }
+    fprintf(f, "}\n");
+}
+
+static void print_summary(const ctl_state_t *st)
+{
+    FILE *f = stderr;
+    if (!st->quiet) {
+        fputc('\n', stdout);
+        fflush(stdout); /* the answer ends before the summary on a shared terminal */
+    }
+    if (st->route) {
+        const Llmserve__V1__GenerateStarted *r = st->route;
+        fprintf(f, "route     pool=%s model=%s version=%s instance=%s attempt=%u\n", r->pool,
+                r->model[0] ? r->model : "-", r->model_version[0] ? r->model_version : "-",
+                r->instance[0] ? r->instance : "-", r->attempt);
+        fprintf(f, "reason    %s\n", r->route_reason);
+        if (r->fallback)
+            fprintf(f, "fallback  %s\n", r->fallback_reason);
+        fprintf(f, "cache     %s\n", r->cache_hit ? "hit" : "miss");
+    }
+    if (st->done) {
+        const Llmserve__V1__GenerateDone *d = st->done;
+        const Llmserve__V1__Timings *t = d->timings;
+        fprintf(f, "finish    %s, %u prompt tokens, %u completion tokens\n",
+                finish_name(d->finish_reason), d->usage ? d->usage->prompt_tokens : 0,
+                d->usage ? d->usage->completion_tokens : 0);
+        if (t) {
+            fprintf(f, "ttft      %.2f ms (router), %.2f ms (seen here)\n", t->ttft_us / 1000.0,
+                    st->first_token_us ? (st->first_token_us - st->t0_us) / 1000.0 : 0.0);
+            fprintf(f,
+                    "timings   queue %.2f ms, cache %.2f ms, inference queue %.2f ms, prefill "
+                    "%.2f ms, decode %.2f ms, total %.2f ms\n",
+                    t->router_queue_us / 1000.0, t->cache_lookup_us / 1000.0,
+                    t->inference_queue_us / 1000.0, t->prefill_us / 1000.0,
+                    t->decode_us / 1000.0, t->total_us / 1000.0);
+            if (d->usage && d->usage->completion_tokens > 1 && t->decode_us > 0)
+                fprintf(f, "speed     %.1f tokens/s decode\n",
+                        (d->usage->completion_tokens - 1) * 1e6 / (double)t->decode_us);
+        }
+    }
+    if (st->err_code)
+        fprintf(f, "error     code=%d %s\n", st->err_code, st->err_msg);
+}
+
+static int parse_policy(const char *s, Llmserve__V1__CachePolicy *out)
+{
+    static const char *const names[] = {"default", "bypass", "read-only", "write-only",
+                                        "force"};
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (Llmserve__V1__CachePolicy)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Moves words that are not flags (nor flag values) into one prompt; ls_config takes only
+ * flags.  Returns the joined words (caller frees) or NULL when there are none. */
+static char *take_words(int *argc, char **argv, const ls_opt_t *opts, size_t n_opts)
+{
+    char *words = NULL;
+    size_t len = 0;
+    int w = 1;
+    bool rest_are_words = false;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (!rest_are_words && strcmp(a, "--") == 0) {
+            rest_are_words = true;
+            continue;
+        }
+        if (!rest_are_words && strncmp(a, "--", 2) == 0) {
+            argv[w++] = argv[i];
+            const char *name = a + 2;
+            if (!strchr(name, '=')) {
+                for (size_t k = 0; k < n_opts; k++) {
+                    if (strcmp(opts[k].name, name) == 0 && opts[k].type != LS_OPT_BOOL &&
+                        i + 1 < *argc) {
+                        argv[w++] = argv[++i];
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        size_t n = strlen(a);
+        words = realloc(words, len + n + 2);
+        if (!words)
+            return NULL;
+        if (len)
+            words[len++] = ' ';
+        memcpy(words + len, a, n + 1);
+        len += n;
+    }
+    *argc = w;
+    argv[w] = NULL;
+    return words;
+}
+
+int main(int argc, char **argv)
+{
+    ctl_config_t c = {0};
+    c.router = "127.0.0.1:7000";
+    c.cache_policy = "default";
+    c.timeout_ms = 0;
+    c.seed = -1;
+    const ls_opt_t opts[] = {
+        {"router", "LLMCTL_ROUTER", LS_OPT_STRING, &c.router, "router address, host:port", 0,
+         0},
+        {"prompt", NULL, LS_OPT_STRING, &c.prompt,
+         "the prompt (or give it as the remaining words)", 0, 0},
+        {"chat", NULL, LS_OPT_BOOL, &c.chat,
+         "send the prompt as a user chat message (the model's chat template applies)", 0, 0},
+        {"system", NULL, LS_OPT_STRING, &c.system, "system message for --chat", 0, 0},
+        {"pool", NULL, LS_OPT_STRING, &c.pool, "model hint: the pool to use, e.g. large", 0, 0},
+        {"conversation", NULL, LS_OPT_STRING, &c.conversation,
+         "conversation id (same id, same instance)", 0, 0},
+        {"tenant", NULL, LS_OPT_STRING, &c.tenant, "tenant", 0, 0},
+        {"cache-policy", NULL, LS_OPT_STRING, &c.cache_policy,
+         "default, bypass, read-only, write-only or force", 0, 0},
+        {"request-id", NULL, LS_OPT_STRING, &c.request_id, "request id (default: llmctl-PID)",
+         0, 0},
+        {"max-tokens", NULL, LS_OPT_INT, &c.max_tokens, "most tokens to generate (0: default)",
+         0, 1 << 20},
+        {"temperature", NULL, LS_OPT_DOUBLE, &c.temperature, "0 = greedy", 0, 2},
+        {"seed", NULL, LS_OPT_INT, &c.seed, "sampling seed (-1: none)", -1, 9.2e18},
+        {"timeout-ms", NULL, LS_OPT_INT, &c.timeout_ms, "request deadline in ms (0: none)", 0,
+         4294967295.0},
+        {"json", NULL, LS_OPT_BOOL, &c.json, "print one JSON object instead of text", 0, 0},
+        {"quiet", NULL, LS_OPT_BOOL, &c.quiet, "print only the summary", 0, 0},
+    };
+    ls_config_t conf = {"llmctl", "Send a prompt to the llmserve router and stream the answer.",
+                        opts, sizeof(opts) / sizeof(opts[0])};
+    char *words = take_words(&argc, argv, opts, conf.n_opts);
+    char err[256];
+    int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
+    if (rc == LS_CONFIG_HELP) {
+        printf("\nusage: llmctl [flags] PROMPT WORDS...\n");
+        free(words);
+        return 0;
+    }
+    if (rc != LS_OK) {
+        fprintf(stderr, "llmctl: %s\n", err);
+        free(words);
+        return 2;
+    }
+    const char *prompt = c.prompt ? c.prompt : words;
+    Llmserve__V1__CachePolicy policy;
+    if (!prompt || !*prompt || parse_policy(c.cache_policy, &policy) != 0) {
+        fprintf(stderr, "llmctl: %s (see --help)\n",
+                !prompt || !*prompt ? "no prompt given" : "unknown --cache-policy");
+        free(words);
+        return 2;
+    }
+    ls_log_set_level(LS_LOG_ERROR);
+
+    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    sp.max_tokens = (int32_t)c.max_tokens;
+    sp.temperature = (float)c.temperature;
+    if (c.seed >= 0) {
+        sp.seed = (uint64_t)c.seed;
+        sp.has_seed = true;
+    }
+    Llmserve__V1__ChatMessage sys = LLMSERVE__V1__CHAT_MESSAGE__INIT, user =
+                                                                       LLMSERVE__V1__CHAT_MESSAGE__INIT;
+    Llmserve__V1__ChatMessage *msgs[2];
+    char idbuf[64];
+    snprintf(idbuf, sizeof(idbuf), "llmctl-%d", (int)getpid());
+    Llmserve__V1__GenerateSubmit sub = LLMSERVE__V1__GENERATE_SUBMIT__INIT;
+    sub.request_id = (char *)(c.request_id ? c.request_id : idbuf);
+    if (c.chat) {
+        size_t n = 0;
+        if (c.system) {
+            sys.role = LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM;
+            sys.content = (char *)c.system;
+            msgs[n++] = &sys;
+        }
+        user.role = LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_USER;
+        user.content = (char *)prompt;
+        msgs[n++] = &user;
+        sub.n_messages = n;
+        sub.messages = msgs;
+    } else {
+        sub.prompt = (char *)prompt;
+    }
+    sub.sampling = &sp;
+    sub.model_hint = (char *)(c.pool ? c.pool : "");
+    sub.conversation_id = (char *)(c.conversation ? c.conversation : "");
+    sub.tenant = (char *)(c.tenant ? c.tenant : "");
+    sub.cache_policy = policy;
+    sub.timeout_ms = (uint32_t)c.timeout_ms;
+    Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
+    req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_SUBMIT;
+    req.submit = &sub;
+
+    ctl_state_t st = {0};
+    pthread_mutex_init(&st.mu, NULL);
+    pthread_cond_init(&st.cv, NULL);
+    st.json = c.json;
+    st.quiet = c.quiet;
+    rpc_client_t *client = rpc_client_create(1);
+    rpc_channel_t *ch = rpc_channel_create(client, c.router, NULL);
+    rpc_stream_handler_t h = {on_message, on_status};
+    rpc_call_opts_t copts = {.wait_for_ready = false};
+    st.t0_us = ls_now_us();
+    rpc_stream_t *s = rpc_stream_open(ch, "/llmserve.v1.Router/Generate",
+                                      &llmserve__v1__generate_event__descriptor, &h, &st, &copts,
+                                      0);
+    int exit_code = 0;
+    if (!s || rpc_stream_send(s, &req.base) != LS_OK) {
+        fprintf(stderr, "llmctl: cannot open a stream to %s\n", c.router);
+        exit_code = 3;
+    }
+    if (s) {
+        pthread_mutex_lock(&st.mu);
+        while (!st.ended)
+            pthread_cond_wait(&st.cv, &st.mu);
+        pthread_mutex_unlock(&st.mu);
+        rpc_stream_release(s);
+    }
+    if (exit_code == 0 && !st.terminal) {
+        fprintf(stderr, "llmctl: router %s: %s (code %d)\n", c.router, st.status.details,
+                (int)st.status.code);
+        exit_code = 3;
+    } else if (exit_code == 0) {
+        if (c.json)
+            print_json(&st, sub.request_id);
+        else
+            print_summary(&st);
+        exit_code = st.err_code ? 1 : 0;
+    }
+    if (st.route)
+        protobuf_c_message_free_unpacked(&st.route->base, NULL);
+    if (st.done)
+        protobuf_c_message_free_unpacked(&st.done->base, NULL);
+    free(st.text);
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    pthread_cond_destroy(&st.cv);
+    pthread_mutex_destroy(&st.mu);
+    free(words);
+    return exit_code;
+}
