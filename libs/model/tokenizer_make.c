@@ -368,6 +368,26 @@ int tok_make(const char *path, int vocab_size, char *err, size_t err_len)
         if (added && ab >= n_chars_all)
             merges[n_merges++] = ab;
     }
+    /* The built-in text yields about a thousand merges; a full-size vocabulary gets the
+     * rest from concatenations of two learned pieces, so that a random-weight demo model
+     * prints word-like fragments rather than placeholders.  Each is a valid BPE merge of
+     * pieces already in the vocabulary, ranked after every learned one. */
+    int n_learned = n_merges;
+    for (long pair = 0; n_merges < budget && n_learned > 0 &&
+                        pair < (long)n_learned * n_learned;
+         pair++) {
+        const piece_t *pa = &t.pieces[merges[pair % n_learned]];
+        const piece_t *pb = &t.pieces[merges[(pair / n_learned + pair) % n_learned]];
+        char buf[128];
+        if (pa->len + pb->len > 24)
+            continue;
+        memcpy(buf, pa->bytes, (size_t)pa->len);
+        memcpy(buf + pa->len, pb->bytes, (size_t)pb->len);
+        bool added;
+        int ab = intern(&t, buf, pa->len + pb->len, &added);
+        if (added)
+            merges[n_merges++] = ab;
+    }
     int n_extra = budget - n_merges;
 
     int rc = LS_OK;
