@@ -80,9 +80,9 @@ mkdir -p "$RUN"
 
 echo "== demo models (random weights: the text is noise, the serving path is real)"
 mm="$BUILD/tools/modelmaker/llmserve-modelmaker"
-[ -f "$RUN/small.bin" ] || "$mm" --preset "$SMALL_PRESET" --seed 1 --out "$RUN/small.bin" \
+[ "$RUN/small.bin" -nt "$mm" ] || "$mm" --preset "$SMALL_PRESET" --seed 1 --out "$RUN/small.bin" \
   --tokenizer-out "$RUN/tok.bin" 2>>"$RUN/modelmaker.log"
-[ -f "$RUN/large.bin" ] || "$mm" --preset "$LARGE_PRESET" --seed 2 --out "$RUN/large.bin" \
+[ "$RUN/large.bin" -nt "$mm" ] || "$mm" --preset "$LARGE_PRESET" --seed 2 --out "$RUN/large.bin" \
   2>>"$RUN/modelmaker.log"
 ls -l "$RUN"/small.bin "$RUN"/large.bin | awk '{print "   " $5 " bytes  " $9}'
 
@@ -134,13 +134,13 @@ echo "   memcached 127.0.0.1:$MC_PORT, cache 127.0.0.1:$CACHE_PORT, inference sm
 ctl="$BUILD/tools/llmctl/llmctl"
 echo
 echo "== a simple prompt: the router scores it low and sends it to the small pool"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 "Once upon a time, a little robot"
+"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
 echo
 echo "== the same prompt again: answered from the cache, same text"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 "Once upon a time, a little robot"
+"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
 echo
 echo "== a harder prompt (code, reasoning): the large pool"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 24 \
+"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 24 --temperature 0.9 --seed 7 \
   "Explain step by step why this C loop is slow, prove the bound, and compare it with a fixed version: \`for (i = 0; i < n; i++) { s += a[i] * b[i]; }\`"
 echo
 echo "The suite is still running (logs and pid files in $RUN). Try:"
