@@ -1,50 +1,13 @@
 #define _GNU_SOURCE
 #include "request.h"
 
+#include "base/utf8.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-bool request_utf8_valid(const char *str, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len - i <= n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
 
 static grpc_status_code fail(grpc_status_code code, char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -60,7 +23,7 @@ static grpc_status_code fail(grpc_status_code code, char *err, size_t err_len, c
 
 static bool is_text(const char *s)
 {
-    return request_utf8_valid(s, strlen(s));
+    return ls_utf8_valid(s, strlen(s));
 }
 
 static grpc_status_code check_sampling(const Llmserve__V1__SamplingParams *p, char *err, size_t len)
@@ -81,7 +44,7 @@ static grpc_status_code check_sampling(const Llmserve__V1__SamplingParams *p, ch
                     REQUEST_MAX_STOP);
     for (size_t i = 0; i < p->n_stop; i++) {
         size_t l = strlen(p->stop[i]);
-        if (l == 0 || l > REQUEST_MAX_STOP_BYTES || !request_utf8_valid(p->stop[i], l))
+        if (l == 0 || l > REQUEST_MAX_STOP_BYTES || !ls_utf8_valid(p->stop[i], l))
             return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                         "stop string %zu must be 1 to %d bytes of UTF-8", i,
                         REQUEST_MAX_STOP_BYTES);
@@ -95,7 +58,7 @@ static grpc_status_code check_model(const request_limits_t *lim, const char *mod
     size_t l = strlen(model);
     if (l == 0)
         return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "model is empty");
-    if (l > REQUEST_MAX_NAME_BYTES || !request_utf8_valid(model, l))
+    if (l > REQUEST_MAX_NAME_BYTES || !ls_utf8_valid(model, l))
         return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                     "model must be at most %d bytes of UTF-8", REQUEST_MAX_NAME_BYTES);
     if (lim->n_models == 0)
@@ -112,7 +75,7 @@ static grpc_status_code check_key(const request_limits_t *lim, const Llmserve__V
     if (!k)
         return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "key is required");
     size_t tl = strlen(k->tenant);
-    if (tl > REQUEST_MAX_NAME_BYTES || !request_utf8_valid(k->tenant, tl))
+    if (tl > REQUEST_MAX_NAME_BYTES || !ls_utf8_valid(k->tenant, tl))
         return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                     "tenant must be at most %d bytes of UTF-8", REQUEST_MAX_NAME_BYTES);
     grpc_status_code code = check_model(lim, k->model, err, len);
@@ -132,7 +95,7 @@ static grpc_status_code check_key(const request_limits_t *lim, const Llmserve__V
             return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                         "prompt is %zu bytes, more than max-key-bytes %zu", total,
                         lim->max_key_bytes);
-        if (!request_utf8_valid(k->prompt, total))
+        if (!ls_utf8_valid(k->prompt, total))
             return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "prompt is not valid UTF-8");
         if (cache_key_normalize(k->prompt, total, NULL) == 0)
             return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "prompt is only whitespace");
@@ -155,7 +118,7 @@ static grpc_status_code check_key(const request_limits_t *lim, const Llmserve__V
             if (total > lim->max_key_bytes)
                 return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                             "messages exceed max-key-bytes %zu", lim->max_key_bytes);
-            if (!request_utf8_valid(m->content, cl))
+            if (!ls_utf8_valid(m->content, cl))
                 return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
                             "message %zu is not valid UTF-8", i);
         }

@@ -48,8 +48,5 @@ grpc_status_code request_key_make(const Llmserve__V1__CacheKey *key, request_key
 
 void request_key_clear(request_key_t *k);
 
-/* True when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past
- * U+10FFFF). */
-bool request_utf8_valid(const char *s, size_t len);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/utf8.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -137,8 +138,8 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     }
     /* Stored text was checked on the way in; a value that is no longer clean text
      * (memory or disk trouble) is not worth sending. */
-    if (strlen(text) != e->text_len || !request_utf8_valid(text, e->text_len) ||
-        !request_utf8_valid(version, strlen(version))) {
+    if (strlen(text) != e->text_len || !ls_utf8_valid(text, e->text_len) ||
+        !ls_utf8_valid(version, strlen(version))) {
         LS_LOG_WARN("cache", "cached answer is not valid text, answering a miss id=%llu",
                     (unsigned long long)id);
         send_miss(call, id);

@@ -2,7 +2,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -98,7 +98,7 @@ int inf_chat_render(Llmserve__V1__ChatMessage *const *msgs, size_t n, char **out
             return LS_ERR_INVALID;
         }
         const char *content = m->content ? m->content : "";
-        if (!inf_utf8_valid(content, strlen(content))) {
+        if (!ls_utf8_valid(content, strlen(content))) {
             snprintf(err, err_len, "message %zu: content is not valid UTF-8", i);
             return LS_ERR_INVALID;
         }

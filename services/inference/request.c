@@ -5,7 +5,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "chat.h"
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ int inf_request_check_id(const char *id, char *err, size_t err_len)
         snprintf(err, err_len, "request_id has %zu bytes (at most %d)", len, INF_REQUEST_ID_MAX);
         return LS_ERR_INVALID;
     }
-    if (!inf_utf8_valid(id, len)) {
+    if (!ls_utf8_valid(id, len)) {
         snprintf(err, err_len, "request_id is not valid UTF-8");
         return LS_ERR_INVALID;
     }
@@ -80,7 +80,7 @@ static int check_sampling(const Llmserve__V1__SamplingParams *sp, const inf_limi
     }
     for (size_t i = 0; i < sp->n_stop; i++) {
         const char *s = sp->stop[i] ? sp->stop[i] : "";
-        if (!inf_utf8_valid(s, strlen(s))) {
+        if (!ls_utf8_valid(s, strlen(s))) {
             snprintf(err, err_len, "stop string %zu is not valid UTF-8", i);
             return LS_ERR_INVALID;
         }
@@ -204,7 +204,7 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     }
     /* Checked even when prompt_tokens replaces it: the text is kept for logs and must
      * not be echoed anywhere as broken UTF-8. */
-    if (!inf_utf8_valid(prompt, strlen(prompt))) {
+    if (!ls_utf8_valid(prompt, strlen(prompt))) {
         snprintf(err, err_len, "prompt is not valid UTF-8");
         return LS_ERR_INVALID;
     }

@@ -18,7 +18,7 @@
 #include "base/log.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "request.h"
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -124,7 +124,7 @@ static void send_error(gen_stream_t *st, const char *id, grpc_status_code code, 
     status.code = (int32_t)code;
     status.message = (char *)msg;
     Llmserve__V1__InferenceEvent ev = LLMSERVE__V1__INFERENCE_EVENT__INIT;
-    ev.request_id = inf_utf8_valid(id, strlen(id)) ? (char *)id : "";
+    ev.request_id = ls_utf8_valid(id, strlen(id)) ? (char *)id : "";
     ev.kind_case = LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR;
     ev.error = &status;
     rpc_call_send(st->call, &ev.base);

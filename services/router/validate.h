@@ -21,8 +21,6 @@
 #define ROUTER_MAX_STOP_BYTES 256
 #define ROUTER_MAX_MESSAGES 1024
 
-/* True when the bytes s[0..len) are well-formed UTF-8 (no overlongs, no surrogates). */
-bool router_utf8_valid(const char *s, size_t len);
 
 /* Checks s; id_required is false for Complete (request_id optional there).  max_prompt_bytes
  * bounds the prompt plus every message's content.  Returns LS_OK, or LS_ERR_INVALID with a

@@ -1,21 +1,23 @@
 /* test_request.c - services/cache/request.c: checks on requests from the network. */
 #include "request.h"
 
+#include "base/utf8.h"
+
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 
 Test(request, utf8)
 {
-    cr_assert(request_utf8_valid("plain", 5));
-    cr_assert(request_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
-    cr_assert_not(request_utf8_valid("\xff", 1));
-    cr_assert_not(request_utf8_valid("\xc3", 1), "truncated");
-    cr_assert_not(request_utf8_valid("\xc0\xaf", 2), "overlong");
-    cr_assert_not(request_utf8_valid("\xe0\x80\xaf", 3), "overlong");
-    cr_assert_not(request_utf8_valid("\xed\xa0\x80", 3), "surrogate");
-    cr_assert_not(request_utf8_valid("\xf4\x90\x80\x80", 4), "past U+10FFFF");
-    cr_assert_not(request_utf8_valid("\xe2\x82", 2), "truncated");
+    cr_assert(ls_utf8_valid("plain", 5));
+    cr_assert(ls_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    cr_assert_not(ls_utf8_valid("\xff", 1));
+    cr_assert_not(ls_utf8_valid("\xc3", 1), "truncated");
+    cr_assert_not(ls_utf8_valid("\xc0\xaf", 2), "overlong");
+    cr_assert_not(ls_utf8_valid("\xe0\x80\xaf", 3), "overlong");
+    cr_assert_not(ls_utf8_valid("\xed\xa0\x80", 3), "surrogate");
+    cr_assert_not(ls_utf8_valid("\xf4\x90\x80\x80", 4), "past U+10FFFF");
+    cr_assert_not(ls_utf8_valid("\xe2\x82", 2), "truncated");
 }
 
 static grpc_status_code check_lookup(const char *model, const char *prompt, float temp,

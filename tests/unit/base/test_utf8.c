@@ -1,14 +1,14 @@
 /*
- * test_utf8.c - services/inference/utf8.c: what counts as UTF-8 from the network.
+ * test_utf8.c - libs/base/utf8.c: what counts as UTF-8 from the network.
  */
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <criterion/criterion.h>
 #include <string.h>
 
 static bool valid(const char *s)
 {
-    return inf_utf8_valid(s, strlen(s));
+    return ls_utf8_valid(s, strlen(s));
 }
 
 Test(utf8, accepts_well_formed_text)
@@ -20,7 +20,7 @@ Test(utf8, accepts_well_formed_text)
     cr_assert(valid("\xf0\x9f\x98\x80")); /* U+1F600 */
     cr_assert(valid("\xef\xbf\xbd"));     /* U+FFFD */
     cr_assert(valid("\xf4\x8f\xbf\xbf")); /* U+10FFFF, the last code point */
-    cr_assert(inf_utf8_valid("a\0b", 3), "NUL is a valid code point");
+    cr_assert(ls_utf8_valid("a\0b", 3), "NUL is a valid code point");
 }
 
 Test(utf8, rejects_malformed_text)
@@ -40,6 +40,6 @@ Test(utf8, rejects_malformed_text)
 Test(utf8, length_bounds_the_check)
 {
     const char *s = "\xe2\x82\xac";
-    cr_assert_not(inf_utf8_valid(s, 2), "a cut inside a character is not valid");
-    cr_assert(inf_utf8_valid(s, 0));
+    cr_assert_not(ls_utf8_valid(s, 2), "a cut inside a character is not valid");
+    cr_assert(ls_utf8_valid(s, 0));
 }

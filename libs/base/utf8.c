@@ -1,8 +1,8 @@
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <stdint.h>
 
-bool inf_utf8_valid(const char *s, size_t len)
+bool ls_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
