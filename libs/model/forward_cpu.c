@@ -228,13 +228,20 @@ static void attend(cpu_t *cp, int layer, int item, int head, float *scores)
     for (int j = 0; j < it->n_tokens; j++) {
         int pos = it->pos + j;
         const float *q = cp->q + (size_t)(row0 + j) * c->dim + (size_t)head * hd;
-        for (int p = 0; p <= pos; p++)
-            scores[p] = forward__dot(q, kv_key(cp, table, layer, p) + (size_t)kvh * hd, hd) * scale;
+        /* A KV block's rows are kv_dim floats apart, so each block is one kernel call. */
+        for (int p = 0; p <= pos; p += FORWARD_KV_BLOCK) {
+            int n = pos + 1 - p < FORWARD_KV_BLOCK ? pos + 1 - p : FORWARD_KV_BLOCK;
+            forward__dots(q, kv_key(cp, table, layer, p) + (size_t)kvh * hd, (size_t)c->kv_dim, n,
+                          hd, scale, scores + p);
+        }
         softmax(scores, pos + 1);
         float *o = cp->att + (size_t)(row0 + j) * c->dim + (size_t)head * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p <= pos; p++)
-            forward__axpy(o, scores[p], kv_value(cp, table, layer, p) + (size_t)kvh * hd, hd);
+        for (int p = 0; p <= pos; p += FORWARD_KV_BLOCK) {
+            int n = pos + 1 - p < FORWARD_KV_BLOCK ? pos + 1 - p : FORWARD_KV_BLOCK;
+            forward__axpys(o, scores + p, kv_value(cp, table, layer, p) + (size_t)kvh * hd,
+                           (size_t)c->kv_dim, n, hd);
+        }
     }
 }
 

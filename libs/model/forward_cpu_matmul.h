@@ -12,6 +12,7 @@
 #define MODEL_FORWARD_CPU_MATMUL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Picks the kernels for this CPU: AVX-512F, else AVX2+FMA, else plain C.  The
  * environment variable LLMSERVE_CPU_KERNELS=avx2 or =generic caps the choice (read
@@ -33,5 +34,14 @@ float forward__dot(const float *a, const float *b, int n);
 
 /* y[i] += s * x[i] over n floats. */
 void forward__axpy(float *y, float s, const float *x, int n);
+
+/* out[p] = scale * sum_i q[i] * k[p * ld + i] for p in [0, n), i in [0, hd): the
+ * attention scores of one query against n key rows ld floats apart. */
+void forward__dots(const float *q, const float *k, size_t ld, int n, int hd, float scale,
+                   float *out);
+
+/* o[i] += sum_p s[p] * v[p * ld + i] for i in [0, hd), p in [0, n): n value rows ld
+ * floats apart, weighted by their scores, added into one output row. */
+void forward__axpys(float *o, const float *s, const float *v, size_t ld, int n, int hd);
 
 #endif
