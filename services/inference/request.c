@@ -202,6 +202,10 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
         snprintf(err, err_len, "prompt and messages are both set (send one)");
         return LS_ERR_INVALID;
     }
+    if (prompt[0] == '\0' && sub->n_messages == 0 && sub->n_prompt_tokens == 0) {
+        snprintf(err, err_len, "prompt is empty (set prompt, messages or prompt_tokens)");
+        return LS_ERR_INVALID;
+    }
     /* Checked even when prompt_tokens replaces it: the text is kept for logs and must
      * not be echoed anywhere as broken UTF-8. */
     if (!ls_utf8_valid(prompt, strlen(prompt))) {

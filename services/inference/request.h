@@ -13,8 +13,8 @@
  * - request_id: 1 to INF_REQUEST_ID_MAX bytes of UTF-8.
  * - prompt_tokens non-empty: used as the prompt; each id in [0, vocab_size).
  *   Otherwise messages (rendered by chat.h) or prompt, tokenized with BOS in front;
- *   an empty prompt means BOS alone.  prompt and messages both non-empty, or text
- *   that is not UTF-8, is INVALID_ARGUMENT.
+ *   all three empty, prompt and messages both non-empty, or text that is not UTF-8,
+ *   is INVALID_ARGUMENT.
  * - A prompt of seq_len tokens or more leaves no room to generate: INVALID_ARGUMENT.
  * - max_tokens: negative is INVALID_ARGUMENT; 0 means the configured default; above
  *   the configured limit is INVALID_ARGUMENT; above what seq_len leaves after the

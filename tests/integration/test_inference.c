@@ -599,6 +599,7 @@ Test(inference, bad_inputs_each_get_invalid_argument_and_the_stream_goes_on)
         {"system-late", {.messages = sys_late, .n_messages = 2}, "system"},
         {"no-role", {.messages = unspecified, .n_messages = 1}, "role"},
         {"", {.prompt = "x"}, "request_id"},
+        {"empty", {.prompt = ""}, "prompt is empty"},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
     for (size_t i = 0; i < n; i++)

@@ -86,14 +86,21 @@ static void expect_invalid(const submit_t *s, const char *why)
     cr_assert(strstr(err, why), "message \"%s\" should mention \"%s\"", err, why);
 }
 
-Test(request, defaults_for_an_empty_submit)
+Test(request, an_empty_prompt_is_refused)
 {
     submit_t s;
-    submit_init(&s, "r1", "");
+    submit_init(&s, "r", "");
+    expect_invalid(&s, "prompt is empty");
+}
+
+Test(request, defaults_for_a_minimal_submit)
+{
+    submit_t s;
+    submit_init(&s, "r1", "x");
     s.sub.sampling = NULL;
     inf_request_t *r = create_ok(&s);
     cr_assert_str_eq(r->id, "r1");
-    cr_assert_eq(r->n_prompt, 1, "an empty prompt is BOS alone");
+    cr_assert_geq(r->n_prompt, 2, "BOS, then the prompt's tokens");
     cr_assert_eq(r->prompt[0], TOK_BOS);
     cr_assert_eq(r->max_tokens, 16, "max_tokens 0 takes the configured default");
     cr_assert_eq(r->sampler.temperature, 0.0f);
@@ -146,14 +153,14 @@ Test(request, chat_messages_render_then_tokenize)
 Test(request, max_tokens_rules)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     s.sp.max_tokens = -1;
     expect_invalid(&s, "max_tokens");
     s.sp.max_tokens = 101;
     expect_invalid(&s, "at most 100");
     s.sp.max_tokens = 100; /* allowed, then clamped to the room the context leaves */
     inf_request_t *r = create_ok(&s);
-    cr_assert_eq(r->max_tokens, SEQ_LEN - 1);
+    cr_assert_eq(r->max_tokens, SEQ_LEN - r->n_prompt);
     inf_request_destroy(r);
     s.sp.max_tokens = 5;
     r = create_ok(&s);
@@ -175,7 +182,7 @@ Test(request, max_tokens_rules)
 Test(request, sampling_ranges)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     s.sp.temperature = -0.1f;
     expect_invalid(&s, "temperature");
     s.sp.temperature = 2.5f;
@@ -209,7 +216,7 @@ Test(request, sampling_ranges)
 Test(request, stop_string_rules)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     char *nine[9] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
     s.sp.stop = nine;
     s.sp.n_stop = 9;
@@ -302,7 +309,7 @@ Test(request, request_id_rules)
 Test(request, timeout_sets_the_deadline)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     s.sub.timeout_ms = 1500;
     inf_request_t *r = NULL;
     char err[128];
@@ -315,7 +322,7 @@ Test(request, timeout_sets_the_deadline)
 Test(request, seed_makes_the_random_stream_repeatable)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     s.sp.temperature = 1.0f;
     s.sp.has_seed = true;
     s.sp.seed = 7;
@@ -340,7 +347,7 @@ Test(request, seed_makes_the_random_stream_repeatable)
 Test(request, eos_and_bos_end_generation_unless_ignored)
 {
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     inf_request_t *r = create_ok(&s);
     cr_assert(inf_request_is_eos(r, TOK_EOS));
     cr_assert(inf_request_is_eos(r, TOK_BOS));
@@ -382,7 +389,7 @@ Test(request, token_text_round_trips_and_honours_stop_strings)
     cr_assert_gt(n, 2);
 
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     inf_request_t *r = create_ok(&s);
     char out[256];
     bool stopped;
@@ -406,7 +413,7 @@ Test(request, split_characters_are_held_until_complete)
     /* "é" as two byte tokens (<0xC3> <0xA9>, ids 3 + byte). */
     int ids[] = {300, 3 + 0xC3, 3 + 0xA9};
     submit_t s;
-    submit_init(&s, "r", "");
+    submit_init(&s, "r", "x");
     inf_request_t *r = create_ok(&s);
     char utf8[64], buf[512];
     inf_text_scratch_t sc = {utf8, sizeof(utf8)};
