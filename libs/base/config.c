@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
 
+#include "base/err.h"
+
 #include "err.h"
 #include "log.h"
 
@@ -12,19 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static bool parse_bool(const char *s, bool *out)
 {
@@ -58,7 +47,7 @@ static int apply(const ls_opt_t *o, const char *text, const char *from, char *er
         return LS_OK;
     case LS_OPT_BOOL:
         if (!parse_bool(text, (bool *)o->target)) {
-            set_err(err, err_len, "%s: '%s' is not a boolean (true/false)", from, text);
+            ls_set_err(err, err_len, "%s: '%s' is not a boolean (true/false)", from, text);
             return LS_ERR_INVALID;
         }
         return LS_OK;
@@ -66,7 +55,7 @@ static int apply(const ls_opt_t *o, const char *text, const char *from, char *er
         errno = 0;
         long long v = strtoll(text, &end, 10);
         if (errno || end == text || *end || !in_range(o, (double)v)) {
-            set_err(err, err_len, "%s: '%s' is not an integer in [%.0f, %.0f]", from, text,
+            ls_set_err(err, err_len, "%s: '%s' is not an integer in [%.0f, %.0f]", from, text,
                     o->min, o->max);
             return LS_ERR_INVALID;
         }
@@ -77,7 +66,7 @@ static int apply(const ls_opt_t *o, const char *text, const char *from, char *er
         errno = 0;
         double v = strtod(text, &end);
         if (errno || end == text || *end || !isfinite(v) || !in_range(o, v)) {
-            set_err(err, err_len, "%s: '%s' is not a number in [%g, %g]", from, text, o->min,
+            ls_set_err(err, err_len, "%s: '%s' is not a number in [%g, %g]", from, text, o->min,
                     o->max);
             return LS_ERR_INVALID;
         }
@@ -160,7 +149,7 @@ int ls_config_load(const ls_config_t *cfg, int argc, char **argv, char *err, siz
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-            set_err(err, err_len, "unexpected argument '%s' (see --help)", a);
+            ls_set_err(err, err_len, "unexpected argument '%s' (see --help)", a);
             return LS_ERR_INVALID;
         }
         const char *name = a + 2;
@@ -175,7 +164,7 @@ int ls_config_load(const ls_config_t *cfg, int argc, char **argv, char *err, siz
                 o = NULL;
         }
         if (!o) {
-            set_err(err, err_len, "unknown flag '--%.*s' (see --help)", (int)name_len, name);
+            ls_set_err(err, err_len, "unknown flag '--%.*s' (see --help)", (int)name_len, name);
             return LS_ERR_INVALID;
         }
         const char *value;
@@ -186,7 +175,7 @@ int ls_config_load(const ls_config_t *cfg, int argc, char **argv, char *err, siz
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            set_err(err, err_len, "flag '--%s' needs a value", o->name);
+            ls_set_err(err, err_len, "flag '--%s' needs a value", o->name);
             return LS_ERR_INVALID;
         }
         char from[96];

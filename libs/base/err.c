@@ -1,5 +1,8 @@
 #include "err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ls_strerror(int err)
 {
     switch (err) {
@@ -60,4 +63,14 @@ int ls_err_to_grpc(int err)
     default:
         return 13; /* INTERNAL */
     }
+}
+
+void ls_set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

@@ -9,6 +9,8 @@
 #ifndef LS_ERR_H
 #define LS_ERR_H
 
+#include <stddef.h>
+
 typedef enum {
     LS_OK = 0,
     LS_ERR_NOMEM = -1,       /* an allocation failed */
@@ -30,5 +32,10 @@ const char *ls_strerror(int err);
 
 /* Returns the grpc_status_code (as int, 0 = OK) that best describes err. */
 int ls_err_to_grpc(int err);
+
+/* Formats a one-line reason into err (err_len bytes, truncated to fit) for the
+ * functions that take an err/err_len pair; err NULL or err_len 0 writes nothing. */
+void ls_set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

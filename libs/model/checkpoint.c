@@ -31,19 +31,6 @@ _Static_assert(sizeof(float) == 4, "checkpoints hold IEEE fp32");
 #define CKPT_LEGACY_HEADER_BYTES 28
 #define CKPT_MAX_BYTES ((uint64_t)INT64_MAX)
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* a * b and a + b in 63 bits; false on overflow. */
 static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
 {
@@ -129,29 +116,29 @@ int ckpt_config_check(ckpt_config_t *cfg, char *err, size_t err_len)
     };
     for (size_t i = 0; i < sizeof(dims) / sizeof(dims[0]); i++) {
         if (dims[i].v <= 0) {
-            set_err(err, err_len, "%s is %d, must be positive", dims[i].name, dims[i].v);
+            ls_set_err(err, err_len, "%s is %d, must be positive", dims[i].name, dims[i].v);
             return LS_ERR_INVALID;
         }
     }
     if (cfg->dim % cfg->n_heads != 0) {
-        set_err(err, err_len, "dim %d is not a multiple of n_heads %d", cfg->dim, cfg->n_heads);
+        ls_set_err(err, err_len, "dim %d is not a multiple of n_heads %d", cfg->dim, cfg->n_heads);
         return LS_ERR_INVALID;
     }
     if (cfg->n_kv_heads > cfg->n_heads || cfg->n_heads % cfg->n_kv_heads != 0) {
-        set_err(err, err_len, "n_heads %d is not a multiple of n_kv_heads %d", cfg->n_heads,
+        ls_set_err(err, err_len, "n_heads %d is not a multiple of n_kv_heads %d", cfg->n_heads,
                 cfg->n_kv_heads);
         return LS_ERR_INVALID;
     }
     int head_dim = cfg->dim / cfg->n_heads;
     if (head_dim % 2 != 0) {
-        set_err(err, err_len, "head_dim %d (dim %d / n_heads %d) is odd; RoPE needs pairs",
+        ls_set_err(err, err_len, "head_dim %d (dim %d / n_heads %d) is odd; RoPE needs pairs",
                 head_dim, cfg->dim, cfg->n_heads);
         return LS_ERR_INVALID;
     }
     ckpt_sizes_t s;
     uint64_t total;
     if (!sizes_of(cfg, &s) || !total_floats(&s, true, &total)) {
-        set_err(err, err_len,
+        ls_set_err(err, err_len,
                 "shape dim=%d hidden_dim=%d n_layers=%d vocab_size=%d seq_len=%d is "
                 "too large",
                 cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->vocab_size, cfg->seq_len);
@@ -253,7 +240,7 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
     int32_t h[9];
     uint32_t magic;
     if (n < sizeof(magic)) {
-        set_err(err, err_len, "%s: file is %zu bytes, too short for a checkpoint header", ck->path,
+        ls_set_err(err, err_len, "%s: file is %zu bytes, too short for a checkpoint header", ck->path,
                 n);
         return LS_ERR_FORMAT;
     }
@@ -261,21 +248,21 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
     ckpt_config_t *c = &ck->cfg;
     if (magic == CKPT_MAGIC) {
         if (n < CKPT_V1_HEADER_BYTES) {
-            set_err(err, err_len, "%s: truncated: %zu bytes, the ak42 header alone is %d", ck->path,
+            ls_set_err(err, err_len, "%s: truncated: %zu bytes, the ak42 header alone is %d", ck->path,
                     n, CKPT_V1_HEADER_BYTES);
             return LS_ERR_FORMAT;
         }
         memcpy(h, m + 4, 8 * sizeof(int32_t)); /* version + 7 params */
         int version = h[0];
         if (version == 2) {
-            set_err(err, err_len,
+            ls_set_err(err, err_len,
                     "%s: unsupported version 2 (int8); export fp32 (version 1 or "
                     "legacy)",
                     ck->path);
             return LS_ERR_FORMAT;
         }
         if (version != 1) {
-            set_err(err, err_len, "%s: unsupported ak42 version %d (only 1, fp32)", ck->path,
+            ls_set_err(err, err_len, "%s: unsupported ak42 version %d (only 1, fp32)", ck->path,
                     version);
             return LS_ERR_FORMAT;
         }
@@ -288,7 +275,7 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
         c->seq_len = h[7];
         unsigned char shared = m[36];
         if (shared > 1) {
-            set_err(err, err_len, "%s: shared_classifier flag is %u, must be 0 or 1", ck->path,
+            ls_set_err(err, err_len, "%s: shared_classifier flag is %u, must be 0 or 1", ck->path,
                     shared);
             return LS_ERR_FORMAT;
         }
@@ -299,7 +286,7 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
         return LS_OK;
     }
     if (n < CKPT_LEGACY_HEADER_BYTES) {
-        set_err(err, err_len, "%s: file is %zu bytes, too short for a checkpoint header", ck->path,
+        ls_set_err(err, err_len, "%s: file is %zu bytes, too short for a checkpoint header", ck->path,
                 n);
         return LS_ERR_FORMAT;
     }
@@ -322,47 +309,47 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
 ckpt_t *ckpt_open(const char *path, char *err, size_t err_len)
 {
     if (!path) {
-        set_err(err, err_len, "no checkpoint path given");
+        ls_set_err(err, err_len, "no checkpoint path given");
         return NULL;
     }
     ckpt_t *ck = calloc(1, sizeof(*ck));
     if (!ck) {
-        set_err(err, err_len, "%s: out of memory", path);
+        ls_set_err(err, err_len, "%s: out of memory", path);
         return NULL;
     }
     ck->path = strdup(path);
     ck->name = base_name_of(path);
     if (!ck->path || !ck->name) {
-        set_err(err, err_len, "%s: out of memory", path);
+        ls_set_err(err, err_len, "%s: out of memory", path);
         goto out_free;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         goto out_free;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        set_err(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
         goto out_close_fd;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s: not a regular file", path);
+        ls_set_err(err, err_len, "%s: not a regular file", path);
         goto out_close_fd;
     }
     if (st.st_size == 0) {
-        set_err(err, err_len, "%s: file is empty", path);
+        ls_set_err(err, err_len, "%s: file is empty", path);
         goto out_close_fd;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        set_err(err, err_len, "%s: file of %lld bytes does not fit the address space", path,
+        ls_set_err(err, err_len, "%s: file of %lld bytes does not fit the address space", path,
                 (long long)st.st_size);
         goto out_close_fd;
     }
     size_t n = (size_t)st.st_size;
     void *m = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
-        set_err(err, err_len, "%s: mmap of %zu bytes failed: %s", path, n, strerror(errno));
+        ls_set_err(err, err_len, "%s: mmap of %zu bytes failed: %s", path, n, strerror(errno));
         goto out_close_fd;
     }
     close(fd); /* the mapping keeps the file */
@@ -376,7 +363,7 @@ ckpt_t *ckpt_open(const char *path, char *err, size_t err_len)
         goto out_unmap;
     char why[200];
     if (ckpt_config_check(&ck->cfg, why, sizeof(why)) != LS_OK) {
-        set_err(err, err_len, "%s: bad shape: %s", path, why);
+        ls_set_err(err, err_len, "%s: bad shape: %s", path, why);
         goto out_unmap;
     }
     ckpt_sizes_t s;
@@ -384,11 +371,11 @@ ckpt_t *ckpt_open(const char *path, char *err, size_t err_len)
     /* cannot fail after ckpt_config_check, which checked the larger legacy total */
     if (!sizes_of(&ck->cfg, &s) || !total_floats(&s, has_rope, &floats) ||
         !mul_ok(floats, sizeof(float), &want) || !add_ok(want, data_off, &want)) {
-        set_err(err, err_len, "%s: bad shape: sizes overflow", path);
+        ls_set_err(err, err_len, "%s: bad shape: sizes overflow", path);
         goto out_unmap;
     }
     if ((uint64_t)n != want) {
-        set_err(err, err_len,
+        ls_set_err(err, err_len,
                 "%s: %s: file is %zu bytes but a %s checkpoint of dim=%d hidden_dim=%d "
                 "n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d seq_len=%d %s classifier "
                 "is %llu bytes",

@@ -45,19 +45,6 @@ typedef struct {
     size_t err_len;
 } writer_t;
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static uint64_t splitmix64(uint64_t x)
 {
     x += 0x9E3779B97F4A7C15ull;
@@ -77,7 +64,7 @@ static uint64_t xorshift64s(uint64_t *s)
 static int put(writer_t *w, const void *p, size_t n)
 {
     if (fwrite(p, 1, n, w->f) != n) {
-        set_err(w->err, w->err_len, "%s: write failed: %s", w->path, strerror(errno));
+        ls_set_err(w->err, w->err_len, "%s: write failed: %s", w->path, strerror(errno));
         return LS_ERR_IO;
     }
     return LS_OK;
@@ -224,11 +211,11 @@ int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_f
     ckpt_config_t c = *cfg;
     char why[200];
     if (ckpt_config_check(&c, why, sizeof(why)) != LS_OK) {
-        set_err(err, err_len, "%s: bad shape: %s", path, why);
+        ls_set_err(err, err_len, "%s: bad shape: %s", path, why);
         return LS_ERR_INVALID;
     }
     if (format != CKPT_FORMAT_LEGACY && format != CKPT_FORMAT_V1) {
-        set_err(err, err_len, "%s: unknown checkpoint format %d", path, (int)format);
+        ls_set_err(err, err_len, "%s: unknown checkpoint format %d", path, (int)format);
         return LS_ERR_INVALID;
     }
     size_t tmp_len = strlen(path) + 5;
@@ -236,13 +223,13 @@ int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_f
     writer_t *w = malloc(sizeof(*w));
     int rc = LS_ERR_NOMEM;
     if (!tmp || !w) {
-        set_err(err, err_len, "%s: out of memory", path);
+        ls_set_err(err, err_len, "%s: out of memory", path);
         goto out_free;
     }
     snprintf(tmp, tmp_len, "%s.tmp", path);
     w->f = fopen(tmp, "wb");
     if (!w->f) {
-        set_err(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
         rc = LS_ERR_IO;
         goto out_free;
     }
@@ -253,11 +240,11 @@ int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_f
     w->err_len = err_len;
     rc = format == CKPT_FORMAT_V1 ? put_v1(w) : put_legacy(w);
     if (fclose(w->f) != 0 && rc == LS_OK) {
-        set_err(err, err_len, "%s: write failed: %s", path, strerror(errno));
+        ls_set_err(err, err_len, "%s: write failed: %s", path, strerror(errno));
         rc = LS_ERR_IO;
     }
     if (rc == LS_OK && rename(tmp, path) != 0) {
-        set_err(err, err_len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         rc = LS_ERR_IO;
     }
     if (rc != LS_OK)

@@ -43,19 +43,6 @@ struct tok {
     unsigned char bytes[TOK_N_BYTES]; /* bytes[b] == b, for byte pieces */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- loading ------------------------------------------------------------------ */
 
 static int hex_digit(char c)
@@ -126,24 +113,24 @@ static unsigned char *read_file(const char *path, size_t *n_out, char *err, size
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s: not a regular file", path);
+        ls_set_err(err, err_len, "%s: not a regular file", path);
         fclose(f);
         return NULL;
     }
     size_t n = (size_t)st.st_size;
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) {
-        set_err(err, err_len, "%s: out of memory for %zu bytes", path, n);
+        ls_set_err(err, err_len, "%s: out of memory for %zu bytes", path, n);
         fclose(f);
         return NULL;
     }
     if (fread(buf, 1, n, f) != n) {
-        set_err(err, err_len, "%s: read failed", path);
+        ls_set_err(err, err_len, "%s: read failed", path);
         free(buf);
         fclose(f);
         return NULL;
@@ -156,7 +143,7 @@ static unsigned char *read_file(const char *path, size_t *n_out, char *err, size
 tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
 {
     if (vocab_size < TOK_FIRST_BYTE + TOK_N_BYTES) {
-        set_err(err, err_len,
+        ls_set_err(err, err_len,
                 "%s: vocab_size %d is below %d (<unk>, <s>, </s> and 256 byte "
                 "tokens)",
                 path, vocab_size, TOK_FIRST_BYTE + TOK_N_BYTES);
@@ -168,7 +155,7 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
         return NULL;
     tok_t *t = calloc(1, sizeof(*t));
     if (!t) {
-        set_err(err, err_len, "%s: out of memory", path);
+        ls_set_err(err, err_len, "%s: out of memory", path);
         goto out_free_buf;
     }
     size_t vs = (size_t)vocab_size;
@@ -182,7 +169,7 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
     t->sorted = malloc(vs * sizeof(*t->sorted));
     t->byte_of = malloc(vs * sizeof(*t->byte_of));
     if (!t->arena || !t->off || !t->len || !t->score || !t->sorted || !t->byte_of) {
-        set_err(err, err_len, "%s: out of memory for %d tokens", path, vocab_size);
+        ls_set_err(err, err_len, "%s: out of memory for %d tokens", path, vocab_size);
         goto out_free_tok;
     }
     for (int b = 0; b < TOK_N_BYTES; b++)
@@ -190,12 +177,12 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
 
     int32_t max_len;
     if (n < sizeof(max_len)) {
-        set_err(err, err_len, "%s: file is %zu bytes, too short for a tokenizer", path, n);
+        ls_set_err(err, err_len, "%s: file is %zu bytes, too short for a tokenizer", path, n);
         goto out_free_tok;
     }
     memcpy(&max_len, buf, sizeof(max_len));
     if (max_len <= 0 || max_len > TOK_MAX_PIECE) {
-        set_err(err, err_len, "%s: max_token_length %d out of range [1, %d]", path, max_len,
+        ls_set_err(err, err_len, "%s: max_token_length %d out of range [1, %d]", path, max_len,
                 TOK_MAX_PIECE);
         goto out_free_tok;
     }
@@ -205,7 +192,7 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
         float score;
         int32_t len;
         if (n - pos < sizeof(score) + sizeof(len)) {
-            set_err(err, err_len, "%s: truncated at token %d of %d (offset %zu)", path, i,
+            ls_set_err(err, err_len, "%s: truncated at token %d of %d (offset %zu)", path, i,
                     vocab_size, pos);
             goto out_free_tok;
         }
@@ -213,16 +200,16 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
         memcpy(&len, buf + pos + sizeof(score), sizeof(len));
         pos += sizeof(score) + sizeof(len);
         if (!isfinite(score)) {
-            set_err(err, err_len, "%s: token %d has a non-finite score", path, i);
+            ls_set_err(err, err_len, "%s: token %d has a non-finite score", path, i);
             goto out_free_tok;
         }
         if (len < 0 || len > max_len) {
-            set_err(err, err_len, "%s: token %d has length %d, outside [0, max_token_length %d]",
+            ls_set_err(err, err_len, "%s: token %d has length %d, outside [0, max_token_length %d]",
                     path, i, len, max_len);
             goto out_free_tok;
         }
         if (n - pos < (size_t)len) {
-            set_err(err, err_len, "%s: truncated in token %d of %d (offset %zu)", path, i,
+            ls_set_err(err, err_len, "%s: truncated in token %d of %d (offset %zu)", path, i,
                     vocab_size, pos);
             goto out_free_tok;
         }
@@ -236,7 +223,7 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
         pos += (size_t)len;
     }
     if (pos != n) {
-        set_err(err, err_len,
+        ls_set_err(err, err_len,
                 "%s: %zu bytes after token %d; the file holds more than "
                 "vocab_size %d tokens",
                 path, n - pos, vocab_size - 1, vocab_size);
@@ -244,7 +231,7 @@ tok_t *tok_load(const char *path, int vocab_size, char *err, size_t err_len)
     }
     for (int b = 0; b < TOK_N_BYTES; b++) {
         if (t->byte_of[TOK_FIRST_BYTE + b] != b) {
-            set_err(err, err_len, "%s: token %d is not the byte token <0x%02X>", path,
+            ls_set_err(err, err_len, "%s: token %d is not the byte token <0x%02X>", path,
                     TOK_FIRST_BYTE + b, b);
             goto out_free_tok;
         }

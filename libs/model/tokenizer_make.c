@@ -72,19 +72,6 @@ typedef struct {
     int n_words;
 } trainer_t;
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Returns the id of the symbol with these bytes, adding it when new. */
 static int intern(trainer_t *t, const char *b, int len, bool *added)
 {
@@ -322,7 +309,7 @@ static int write_vocab(FILE *f, const trainer_t *t, const int *merges, int n_mer
 int tok_make(const char *path, int vocab_size, char *err, size_t err_len)
 {
     if (vocab_size < TOK_MAKE_MIN_VOCAB || vocab_size > MAKE_MAX_VOCAB) {
-        set_err(err, err_len, "%s: vocab_size %d out of range [%d, %d]", path, vocab_size,
+        ls_set_err(err, err_len, "%s: vocab_size %d out of range [%d, %d]", path, vocab_size,
                 TOK_MAKE_MIN_VOCAB, MAKE_MAX_VOCAB);
         return LS_ERR_INVALID;
     }
@@ -396,7 +383,7 @@ int tok_make(const char *path, int vocab_size, char *err, size_t err_len)
     snprintf(tmp, tmp_len, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        set_err(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
         rc = LS_ERR_IO;
         goto out_free;
     }
@@ -404,9 +391,9 @@ int tok_make(const char *path, int vocab_size, char *err, size_t err_len)
     if (fclose(f) != 0)
         rc = LS_ERR_IO;
     if (rc != LS_OK)
-        set_err(err, err_len, "%s: write failed: %s", path, strerror(errno));
+        ls_set_err(err, err_len, "%s: write failed: %s", path, strerror(errno));
     if (rc == LS_OK && rename(tmp, path) != 0) {
-        set_err(err, err_len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        ls_set_err(err, err_len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         rc = LS_ERR_IO;
     }
     if (rc != LS_OK)
