@@ -5,13 +5,14 @@ foreach(t ${ROUTER_UNIT})
 endforeach()
 
 # Models for the end-to-end tests, made once per build tree by the model maker: two tiny
-# models with different seeds and a wider one whose tokens take milliseconds each.
+# models with different seeds and a wider one whose tokens take milliseconds each, with
+# room for answers long enough that they cannot finish while a test acts on them.
 set(ROUTER_MODELS ${CMAKE_BINARY_DIR}/router-models)
 add_test(NAME router_models COMMAND sh -c
   "mkdir -p '${ROUTER_MODELS}' && \
    '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 1 --out '${ROUTER_MODELS}/small.bin' --tokenizer-out '${ROUTER_MODELS}/tok.bin' && \
    '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 2 --out '${ROUTER_MODELS}/large.bin' && \
-   '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 3 --dim 384 --hidden-dim 1024 --layers 8 --heads 6 --kv-heads 6 --seq-len 512 --out '${ROUTER_MODELS}/slow.bin'")
+   '$<TARGET_FILE:llmserve-modelmaker>' --preset tiny --seed 3 --dim 384 --hidden-dim 1024 --layers 8 --heads 6 --kv-heads 6 --seq-len 2048 --out '${ROUTER_MODELS}/slow.bin'")
 set_tests_properties(router_models PROPERTIES FIXTURES_SETUP router_models
                      ENVIRONMENT "${LLMSERVE_TEST_ENV}")
 

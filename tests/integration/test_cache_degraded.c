@@ -55,7 +55,7 @@ static int health(void)
     req.service = "";
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
-    rpc_call_opts_t opts = {.timeout_us = 5000000};
+    rpc_call_opts_t opts = {.timeout_us = 5000000, .wait_for_ready = true};
     cr_assert_eq(rpc_channel_unary(g_ch, "/grpc.health.v1.Health/Check", &req.base,
                                    &grpc__health__v1__health_check_response__descriptor, &opts,
                                    &resp, &st),

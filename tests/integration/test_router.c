@@ -118,6 +118,9 @@ static void start_inference(test_proc_t *p, const char *pool, const char *file, 
                     "--model-name", (char *)name,
                     "--threads", "1",
                     "--grace-ms", "500",
+                    /* the slow model's long context: room for four whole sequences, which
+                     * every test has enough of, rather than the default max batch's worth */
+                    strcmp(file, "slow.bin") ? NULL : "--kv-budget-tokens", "8192",
                     NULL};
     cr_assert_eq(test_proc_start(p, argv, 60000), 0, "inference %s did not start", pool);
 }
@@ -667,11 +670,17 @@ Test(router, cancel_mid_stream_ends_with_cancelled_at_once, .init = start_slow)
     gen_submit(g, &a);
     rec_t r = gen_wait(g, "long", 3, 60000);
     cr_assert_geq(r.tokens, 3, "no tokens: %d %s", r.err_code, r.err_msg);
-    cr_assert_eq(r.terminal, 0, "finished before the cancel: the slow model is too fast");
+    /* Freeze the instance so the request is surely still running when the cancel comes,
+     * however fast this machine decodes; the router must end it without the upstream. */
+    test_proc_t *up = instance_proc(gen_route(g, "long")->instance);
+    freeze(up);
+    r = gen_wait(g, "long", 0, 200);
+    cr_assert_eq(r.terminal, 0, "finished before the cancel");
     int64_t t0 = ls_now_us();
     gen_cancel(g, "long");
     r = gen_finish(g, "long");
     int64_t took_ms = (ls_now_us() - t0) / 1000;
+    thaw(up);
     cr_assert(r.done);
     cr_assert_eq(r.finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED);
     cr_assert_lt(r.tokens, 400);
@@ -695,12 +704,22 @@ Test(router, deadline_before_and_after_the_first_token, .init = start_slow)
     sub_t a = {.id = "late", .prompt = SIMPLE_PROMPT, .hint = "large", .max_tokens = 400,
                .ignore_eos = true, .timeout_ms = 1500};
     gen_submit(g, &a);
-    rec_t r = gen_finish(g, "late");
+    rec_t r = gen_wait(g, "late", 1, 60000);
+    cr_assert_geq(r.tokens, 1, "no tokens: %d %s", r.err_code, r.err_msg);
+    /* Frozen after its first token, the instance cannot finish before the deadline, however
+     * fast this machine decodes. */
+    test_proc_t *up = instance_proc(gen_route(g, "late")->instance);
+    freeze(up);
+    r = gen_finish(g, "late");
+    thaw(up);
     cr_assert(r.done, "error %d %s", r.err_code, r.err_msg);
     cr_assert_eq(r.finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE,
                  "finish %d after %d tokens", r.finish, r.tokens);
-    cr_assert_gt(r.tokens, 0);
-    cr_assert_lt(r.total_us, 3000000);
+    cr_assert(r.tokens > 0 && r.tokens < 400, "%d tokens", r.tokens);
+    /* Ended by the 1.5 s deadline: not before it, and not long after (a loaded machine
+     * may delay the router's timer a little). */
+    cr_assert(r.total_us >= 1450000 && r.total_us < 4500000, "total %llu us",
+              (unsigned long long)r.total_us);
 
     /* Nothing produced in time: DEADLINE_EXCEEDED.  The small pool is frozen (it has no
      * fallback, so nothing else can answer). */
@@ -724,7 +743,8 @@ Test(router, killed_instance_ends_its_requests_and_new_ones_go_elsewhere, .init 
     gen_t *g = gen_open();
     const char *ids[4] = {"k0", "k1", "k2", "k3"};
     for (int i = 0; i < 4; i++) {
-        sub_t a = {.id = ids[i], .prompt = SIMPLE_PROMPT, .hint = "large", .max_tokens = 400,
+        /* Seconds of decoding even on a fast CPU: none ends before both instances freeze. */
+        sub_t a = {.id = ids[i], .prompt = SIMPLE_PROMPT, .hint = "large", .max_tokens = 1800,
                    .ignore_eos = true};
         gen_submit(g, &a);
     }
@@ -732,6 +752,10 @@ Test(router, killed_instance_ends_its_requests_and_new_ones_go_elsewhere, .init 
         rec_t r = gen_wait(g, ids[i], 2, 60000);
         cr_assert_geq(r.tokens, 2, "%s: %d %s", ids[i], r.err_code, r.err_msg);
     }
+    /* Both instances stop where they are, so the victim's requests are still in flight when
+     * it dies, however fast this machine decodes. */
+    for (int i = 0; i < S.n_large; i++)
+        freeze(&S.large[i]);
     char victim[64];
     snprintf(victim, sizeof(victim), "%s", gen_route(g, "k0")->instance);
     int on_victim = 0;
@@ -743,6 +767,9 @@ Test(router, killed_instance_ends_its_requests_and_new_ones_go_elsewhere, .init 
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);
     p->pid = 0;
+    for (int i = 0; i < S.n_large; i++)
+        if (S.large[i].pid)
+            thaw(&S.large[i]);
     for (int i = 0; i < 4; i++) {
         bool was_on_victim = strcmp(gen_route(g, ids[i])->instance, victim) == 0;
         if (!was_on_victim) {
@@ -752,7 +779,8 @@ Test(router, killed_instance_ends_its_requests_and_new_ones_go_elsewhere, .init 
             continue;
         }
         rec_t r = gen_finish(g, ids[i]);
-        cr_assert_eq(r.err_code, GRPC_STATUS_UNAVAILABLE, "%s: code %d", ids[i], r.err_code);
+        cr_assert_eq(r.err_code, GRPC_STATUS_UNAVAILABLE, "%s: code %d finish %d after %d tokens",
+                     ids[i], r.err_code, r.finish, r.tokens);
         cr_assert(strstr(r.err_msg, "broke"), "%s", r.err_msg);
     }
     for (int i = 0; i < 3; i++) {
@@ -851,11 +879,19 @@ Test(router, duplicate_id_in_flight_is_refused_and_the_first_goes_on, .init = st
     gen_t *g = gen_open();
     sub_t a = {.id = "dup", .prompt = SIMPLE_PROMPT, .hint = "large", .max_tokens = 30,
                .ignore_eos = true};
+    /* The large pool is frozen, so the first request is surely still in flight (waiting
+     * for its first token, well inside the TTFT budget) when the second arrives, however
+     * fast this machine decodes. */
+    for (int i = 0; i < S.n_large; i++)
+        freeze(&S.large[i]);
     gen_submit(g, &a);
-    rec_t r = gen_wait(g, "dup", 1, 60000);
-    cr_assert_geq(r.tokens, 1);
+    usleep(50000);
     gen_submit(g, &a);
-    r = gen_finish(g, "dup");
+    for (int i = 0; i < 100 && gen_wait(g, "dup", 0, 0).refused_duplicates == 0; i++)
+        usleep(10000);
+    for (int i = 0; i < S.n_large; i++)
+        thaw(&S.large[i]);
+    rec_t r = gen_finish(g, "dup");
     cr_assert_eq(r.refused_duplicates, 1, "the second submit must be refused");
     cr_assert(r.done, "the first request must go on: %d %s", r.err_code, r.err_msg);
     cr_assert_eq(r.tokens, 30, "tokens %d finish %d completion %u", r.tokens, r.finish,
