@@ -352,22 +352,26 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
     e.model_version = a->model_version ? a->model_version : "";
     e.model_version_len = strlen(e.model_version);
     e.n_tokens = a->n_tokens;
+    e.n_pieces = a->n_pieces;
     if (cache_entry_encoded_size(&e) > eng->cfg.max_value_bytes) {
         *reason = "answer larger than the configured max-value-bytes";
         return LS_OK;
     }
-    uint8_t *tokens = NULL;
-    if (a->n_tokens) {
-        tokens = malloc(4 * a->n_tokens);
-        if (!tokens)
+    /* Token ids then piece lengths, in one allocation. */
+    uint8_t *words = NULL;
+    if (a->n_tokens + a->n_pieces) {
+        words = malloc(4 * (a->n_tokens + a->n_pieces));
+        if (!words)
             return LS_ERR_NOMEM;
-        cache_entry_set_tokens(tokens, a->token_ids, a->n_tokens);
+        cache_entry_set_tokens(words, a->token_ids, a->n_tokens);
+        cache_entry_set_pieces(words + 4 * a->n_tokens, a->piece_lens, a->n_pieces);
     }
-    e.token_bytes = tokens;
+    e.token_bytes = words;
+    e.piece_bytes = words ? words + 4 * a->n_tokens : NULL;
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = cache_entry_encode(&e, &buf, &len);
-    free(tokens);
+    free(words);
     if (rc != LS_OK)
         return rc;
 

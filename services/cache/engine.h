@@ -93,6 +93,8 @@ typedef struct {
     size_t text_len;
     const int32_t *token_ids;
     size_t n_tokens;
+    const uint32_t *piece_lens; /* byte length of each token's text; validated by the caller */
+    size_t n_pieces;
     int32_t finish_reason;
     uint32_t prompt_tokens, completion_tokens;
     const char *model_version;

@@ -2,6 +2,7 @@
 #include "request.h"
 
 #include "base/utf8.h"
+#include "cache/cache_entry.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -150,6 +151,17 @@ grpc_status_code request_check(const request_limits_t *lim, const Llmserve__V1__
             if (s->token_ids[i] < 0)
                 return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len, "token_ids[%zu] is negative",
                             i);
+        if (s->n_token_text_bytes && s->n_token_ids &&
+            s->n_token_text_bytes != s->n_token_ids)
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                        "token_text_bytes has %zu entries for %zu token_ids",
+                        s->n_token_text_bytes, s->n_token_ids);
+        if (s->n_token_text_bytes && !cache_pieces_valid(s->text, strlen(s->text),
+                                                         s->token_text_bytes,
+                                                         s->n_token_text_bytes))
+            return fail(GRPC_STATUS_INVALID_ARGUMENT, err, len,
+                        "token_text_bytes do not cut text into valid UTF-8 pieces that make "
+                        "up all of it");
         return GRPC_STATUS_OK;
     }
     case LLMSERVE__V1__CACHE_REQUEST__KIND_INVALIDATE: {

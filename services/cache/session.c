@@ -132,7 +132,8 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     char *text = dup_text(e->text, e->text_len);
     char *version = dup_text(e->model_version, e->model_version_len);
     int32_t *tokens = e->n_tokens ? malloc(e->n_tokens * sizeof(int32_t)) : NULL;
-    if (!text || !version || (e->n_tokens && !tokens)) {
+    uint32_t *pieces = e->n_pieces ? malloc(e->n_pieces * sizeof(uint32_t)) : NULL;
+    if (!text || !version || (e->n_tokens && !tokens) || (e->n_pieces && !pieces)) {
         send_error(cfg, call, id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the answer");
         goto out_free;
     }
@@ -147,6 +148,15 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     }
     for (size_t i = 0; i < e->n_tokens; i++)
         tokens[i] = cache_entry_token(e, i);
+    for (size_t i = 0; i < e->n_pieces; i++)
+        pieces[i] = cache_entry_piece(e, i);
+    /* Pieces that no longer cut the text cleanly are dropped: the hit replays as one. */
+    size_t n_pieces = e->n_pieces;
+    if (n_pieces && !cache_pieces_valid(text, e->text_len, pieces, n_pieces)) {
+        LS_LOG_WARN("cache", "cached token pieces do not match the text, replaying it whole "
+                             "id=%llu", (unsigned long long)id);
+        n_pieces = 0;
+    }
     Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
     usage.prompt_tokens = e->prompt_tokens;
     usage.completion_tokens = e->completion_tokens;
@@ -163,6 +173,8 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     r.source = h->from_l1 ? LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_L1
                           : LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_MEMCACHED;
     r.model_version = version;
+    r.n_token_text_bytes = n_pieces;
+    r.token_text_bytes = pieces;
     Llmserve__V1__CacheResponse resp = LLMSERVE__V1__CACHE_RESPONSE__INIT;
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP;
@@ -172,6 +184,7 @@ out_free:
     free(text);
     free(version);
     free(tokens);
+    free(pieces);
 }
 
 static void send_stats(const session_config_t *cfg, rpc_call_t *call, uint64_t id)
@@ -329,6 +342,8 @@ static void run_job(job_t *j, cache_mc_t *mc)
             .text_len = strlen(st->text),
             .token_ids = st->token_ids,
             .n_tokens = st->n_token_ids,
+            .piece_lens = st->token_text_bytes,
+            .n_pieces = st->n_token_text_bytes,
             .finish_reason = (int32_t)st->finish_reason,
             .prompt_tokens = st->usage ? st->usage->prompt_tokens : 0,
             .completion_tokens = st->usage ? st->usage->completion_tokens : 0,

@@ -29,6 +29,7 @@
 
 #define RELAY_MAX_TRIED 8
 #define RELAY_MAX_ANSWER_BYTES (1 << 20) /* larger answers are relayed, not cached */
+#define RELAY_REPLAY_MAX_EVENTS 64        /* token events a cache hit replays at most */
 
 typedef enum { PHASE_NEW, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
 
@@ -80,6 +81,9 @@ struct relay_req {
     int64_t first_token_us;
     char *answer; /* for the cache store */
     size_t answer_len, answer_cap;
+    int32_t *answer_ids;     /* each relayed token's id ... */
+    uint32_t *answer_pieces; /* ... and its text's byte length, so a hit replays token by token */
+    size_t answer_tokens, answer_tokens_cap;
     bool answer_too_big;
     uint32_t prompt_tokens;
     uint64_t inference_queue_us, prefill_us, decode_us;
@@ -101,6 +105,8 @@ static void req_free(relay_req_t *q)
     llmserve__v1__generate_submit__free_unpacked(q->sub, NULL);
     free(q->id);
     free(q->answer);
+    free(q->answer_ids);
+    free(q->answer_pieces);
     pthread_mutex_destroy(&q->mu);
     free(q);
     pthread_mutex_lock(&r->live_mu);
@@ -408,6 +414,10 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     Llmserve__V1__CacheStore st = LLMSERVE__V1__CACHE_STORE__INIT;
     st.key = &key;
     st.text = q->answer ? q->answer : "";
+    st.n_token_ids = q->answer_tokens;
+    st.token_ids = q->answer_ids;
+    st.n_token_text_bytes = q->answer_tokens;
+    st.token_text_bytes = q->answer_pieces;
     st.finish_reason = d->finish_reason;
     Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
     usage.prompt_tokens = q->prompt_tokens;
@@ -537,11 +547,26 @@ static void do_submit(relay_req_t *q)
 
 /* ---- upstream events -------------------------------------------------------------- */
 
-static void do_append_answer(relay_req_t *q, const char *text)
+static void do_append_answer(relay_req_t *q, const char *text, int32_t id)
 {
     if (!q->store || q->answer_too_big)
         return;
     size_t n = strlen(text);
+    if (q->answer_tokens == q->answer_tokens_cap) {
+        size_t cap = q->answer_tokens_cap ? q->answer_tokens_cap * 2 : 64;
+        int32_t *ids = realloc(q->answer_ids, cap * sizeof(*ids));
+        if (ids)
+            q->answer_ids = ids;
+        uint32_t *pieces = ids ? realloc(q->answer_pieces, cap * sizeof(*pieces)) : NULL;
+        if (!pieces) {
+            q->answer_too_big = true; /* no memory for it: relay without caching */
+            return;
+        }
+        q->answer_pieces = pieces;
+        q->answer_tokens_cap = cap;
+    }
+    q->answer_ids[q->answer_tokens] = id;
+    q->answer_pieces[q->answer_tokens++] = (uint32_t)n;
     if (q->answer_len + n + 1 > RELAY_MAX_ANSWER_BYTES) {
         q->answer_too_big = true;
         return;
@@ -597,7 +622,7 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         out.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
         out.token = &t;
         do_emit(q, &out);
-        do_append_answer(q, ev->token->text);
+        do_append_answer(q, ev->token->text, ev->token->id);
         break;
     }
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE: {
@@ -658,20 +683,55 @@ static const mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h
 
 /* ---- cache events ----------------------------------------------------------------- */
 
+/* Replays a hit's text as the token events it was first streamed as, when the cache kept
+ * the pieces: one event per token up to RELAY_REPLAY_MAX_EVENTS, and beyond that runs of
+ * consecutive tokens per event (id -1), so a burst of hits cannot overflow the client's
+ * write queue.  Without pieces the whole text is one event. */
 static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
 {
     do_started(q, true, hit);
     q->first_token_us = ls_now_us();
-    Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
-    t.text = hit->text;
-    t.id = hit->n_token_ids == 1 ? hit->token_ids[0] : -1;
-    t.index = 0;
-    t.cache_hit = true;
-    Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
-    ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
-    ev.token = &t;
-    do_emit(q, &ev);
-    q->tokens_sent = 1;
+    size_t n = hit->n_token_text_bytes, text_len = strlen(hit->text);
+    size_t sum = 0;
+    for (size_t i = 0; i < n && sum <= text_len; i++)
+        sum += hit->token_text_bytes[i];
+    bool ids = hit->n_token_ids == n;
+    if (n == 0 || sum != text_len) { /* not kept, or not this text: one event */
+        n = 0;
+        ids = hit->n_token_ids == 1;
+    }
+    size_t per = n > RELAY_REPLAY_MAX_EVENTS
+                     ? (n + RELAY_REPLAY_MAX_EVENTS - 1) / RELAY_REPLAY_MAX_EVENTS
+                     : 1;
+    size_t at = 0, tok = 0;
+    uint32_t index = 0;
+    do {
+        size_t run = n ? (n - tok < per ? n - tok : per) : 1, bytes = 0;
+        for (size_t i = 0; n && i < run; i++)
+            bytes += hit->token_text_bytes[tok + i];
+        if (!n)
+            bytes = text_len;
+        char *piece = malloc(bytes + 1);
+        if (!piece) {
+            do_fail(q, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory replaying a cached answer");
+            return;
+        }
+        memcpy(piece, hit->text + at, bytes);
+        piece[bytes] = '\0';
+        Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
+        t.text = piece;
+        t.id = ids && run == 1 ? hit->token_ids[tok] : -1;
+        t.index = index++;
+        t.cache_hit = true;
+        Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
+        ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
+        ev.token = &t;
+        do_emit(q, &ev);
+        free(piece);
+        at += bytes;
+        tok += run;
+    } while (tok < n);
+    q->tokens_sent = index;
     if (hit->usage)
         q->prompt_tokens = hit->usage->prompt_tokens;
     Llmserve__V1__FinishReason fr = hit->finish_reason;

@@ -105,6 +105,9 @@ Test(cache, miss_store_hit_with_every_field)
     int32_t ids[] = {3, 14, 15};
     r.store.token_ids = ids;
     r.store.n_token_ids = 3;
+    uint32_t pieces[] = {1, 4, 1}; /* "P" "aris" "." */
+    r.store.token_text_bytes = pieces;
+    r.store.n_token_text_bytes = 3;
     r.store.model_version = "small@v7";
     Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
     cr_assert_not_null(resp);
@@ -120,6 +123,8 @@ Test(cache, miss_store_hit_with_every_field)
     cr_assert_str_eq(l->text, "Paris.");
     cr_assert_eq(l->n_token_ids, 3);
     cr_assert_eq(l->token_ids[2], 15);
+    cr_assert_eq(l->n_token_text_bytes, 3);
+    cr_assert_eq(l->token_text_bytes[1], 4);
     cr_assert_eq(l->finish_reason, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS);
     cr_assert_eq(l->usage->prompt_tokens, 5);
     cr_assert_eq(l->usage->completion_tokens, 3);
@@ -393,6 +398,24 @@ Test(cache, bad_input_gets_proper_codes_and_the_stream_goes_on)
     r.store.token_ids = bad_ids;
     r.store.n_token_ids = 2;
     expect_error(req, GRPC_STATUS_INVALID_ARGUMENT, "token_ids[1]");
+    req = tc_store(&r, "", "small", "q", "ab", false);
+    int32_t two_ids[] = {1, 2};
+    uint32_t three_pieces[] = {1, 1, 0};
+    r.store.token_ids = two_ids;
+    r.store.n_token_ids = 2;
+    r.store.token_text_bytes = three_pieces;
+    r.store.n_token_text_bytes = 3;
+    expect_error(req, GRPC_STATUS_INVALID_ARGUMENT, "3 entries for 2 token_ids");
+    req = tc_store(&r, "", "small", "q", "\xc3\xa9", false);
+    uint32_t split[] = {1, 1}; /* cuts the character in two */
+    r.store.token_text_bytes = split;
+    r.store.n_token_text_bytes = 2;
+    expect_error(req, GRPC_STATUS_INVALID_ARGUMENT, "token_text_bytes");
+    req = tc_store(&r, "", "small", "q", "ab", false);
+    uint32_t short_sum[] = {1};
+    r.store.token_text_bytes = short_sum;
+    r.store.n_token_text_bytes = 1;
+    expect_error(req, GRPC_STATUS_INVALID_ARGUMENT, "make up all of it");
     expect_error(tc_invalidate_model(&r, ""), GRPC_STATUS_INVALID_ARGUMENT, "model");
     req = tc_lookup(&r, "", "small", "q", false);
     r.req.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND__NOT_SET;

@@ -245,6 +245,7 @@ typedef struct {
     char err_msg[512];
     char text[16384];
     size_t text_len;
+    int ids[256]; /* of the first 256 token events */
     bool indexes_ok;
     bool token_cache_hit;
     uint32_t completion_tokens;
@@ -318,6 +319,8 @@ static void g_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
         case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN: {
             if (ev->token->index != (uint32_t)r->tokens)
                 r->indexes_ok = false;
+            if (r->tokens < 256)
+                r->ids[r->tokens] = ev->token->id;
             r->tokens++;
             r->token_cache_hit = ev->token->cache_hit;
             size_t n = strlen(ev->token->text);
@@ -610,6 +613,30 @@ Test(router, repeat_prompt_is_a_cache_hit_with_identical_text, .init = start_bas
     cr_assert_str_eq(pool, "small");
     cr_assert_eq(again.completion_tokens, first.completion_tokens);
     cr_assert_gt(again.cache_lookup_us, 0);
+    /* Replayed as the tokens it was first streamed as. */
+    cr_assert_eq(again.tokens, first.tokens);
+    cr_assert(again.indexes_ok);
+    cr_assert_eq(memcmp(again.ids, first.ids, (size_t)first.tokens * sizeof(int)), 0,
+                 "replayed token ids differ");
+
+    /* A long answer replays as at most 64 events of consecutive tokens, same text. */
+    sub_t l = {.id = "long", .prompt = "Once there was a", .max_tokens = 200,
+               .ignore_eos = true};
+    rec_t long1 = run_one(&l, NULL, NULL, NULL, &hit);
+    cr_assert(long1.done, "%d %s", long1.err_code, long1.err_msg);
+    cr_assert_eq(long1.tokens, 200);
+    rec_t long2;
+    for (int i = 0; i < 40; i++) {
+        long2 = run_one(&l, NULL, NULL, NULL, &hit);
+        if (hit)
+            break;
+        usleep(50000);
+    }
+    cr_assert(hit, "the long answer never hit the cache");
+    cr_assert_str_eq(long2.text, long1.text);
+    cr_assert(long2.tokens > 1 && long2.tokens <= 64, "%d events", long2.tokens);
+    cr_assert(long2.indexes_ok);
+    cr_assert_eq(long2.completion_tokens, 200);
 
     /* BYPASS neither looks up nor hits. */
     sub_t c = {.id = "bypass", .prompt = "The little dog ran to the", .max_tokens = 24,

@@ -23,6 +23,11 @@ static uint8_t *encode_sample(size_t *len)
     e.model_version_len = 2;
     e.token_bytes = tok;
     e.n_tokens = 4;
+    uint32_t lens[] = {1, 3, 0, 2}; /* "P" "ari" "" "s." */
+    uint8_t pieces[16];
+    cache_entry_set_pieces(pieces, lens, 4);
+    e.piece_bytes = pieces;
+    e.n_pieces = 4;
     uint8_t *buf;
     cr_assert_eq(cache_entry_encode(&e, &buf, len), LS_OK);
     cr_assert_eq(*len, cache_entry_encoded_size(&e));
@@ -47,7 +52,52 @@ Test(entry, round_trip)
     cr_assert_eq(cache_entry_token(&d, 0), 1);
     cr_assert_eq(cache_entry_token(&d, 2), 2147483647);
     cr_assert_eq(cache_entry_token(&d, 3), 42);
+    cr_assert_eq(d.n_pieces, 4);
+    cr_assert_eq(cache_entry_piece(&d, 0), 1);
+    cr_assert_eq(cache_entry_piece(&d, 1), 3);
+    cr_assert_eq(cache_entry_piece(&d, 2), 0);
+    cr_assert_eq(cache_entry_piece(&d, 3), 2);
     free(buf);
+}
+
+Test(entry, a_first_format_entry_decodes_without_pieces)
+{
+    /* "LSC1" is the same layout ending after the token ids. */
+    size_t len;
+    uint8_t *buf = encode_sample(&len);
+    size_t v1_len = len - 4 - 4 * 4;
+    uint8_t *v1 = malloc(v1_len);
+    memcpy(v1, buf, v1_len);
+    memcpy(v1, "LSC1", 4);
+    cache_entry_t d;
+    cr_assert_eq(cache_entry_decode(v1, v1_len, &d), LS_OK);
+    cr_assert_eq(d.n_tokens, 4);
+    cr_assert_eq(cache_entry_token(&d, 3), 42);
+    cr_assert_eq(d.n_pieces, 0);
+    cr_assert_eq(memcmp(d.text, "Paris.", 6), 0);
+    cr_assert_eq(cache_entry_decode(v1, v1_len - 1, &d), LS_ERR_FORMAT);
+    memcpy(v1, "LSC2", 4); /* the new magic needs the piece count */
+    cr_assert_eq(cache_entry_decode(v1, v1_len, &d), LS_ERR_FORMAT);
+    free(v1);
+    free(buf);
+}
+
+Test(entry, pieces_must_cut_the_text_into_whole_characters)
+{
+    const char *t = "h\xc3\xa9!"; /* h, e-acute (2 bytes), ! */
+    uint32_t ok[] = {1, 2, 1};
+    cr_assert(cache_pieces_valid(t, 4, ok, 3));
+    uint32_t with_empty[] = {0, 1, 0, 2, 1};
+    cr_assert(cache_pieces_valid(t, 4, with_empty, 5));
+    uint32_t split[] = {2, 2}; /* cuts the e-acute in two */
+    cr_assert_not(cache_pieces_valid(t, 4, split, 2));
+    uint32_t short_sum[] = {1, 2};
+    cr_assert_not(cache_pieces_valid(t, 4, short_sum, 2));
+    uint32_t long_sum[] = {1, 2, 2};
+    cr_assert_not(cache_pieces_valid(t, 4, long_sum, 3));
+    uint32_t huge[] = {1, 0xffffffffu};
+    cr_assert_not(cache_pieces_valid(t, 4, huge, 2));
+    cr_assert(cache_pieces_valid("", 0, NULL, 0));
 }
 
 Test(entry, every_truncation_and_extension_is_refused)
