@@ -21,11 +21,13 @@ set(ROUTER_E2E_ENV
   "LLMSERVE_INFERENCE_BIN=$<TARGET_FILE:llmserve-inference>"
   "LLMSERVE_CACHE_BIN=$<TARGET_FILE:llmserve-cache>"
   "LLMSERVE_MODELMAKER_BIN=$<TARGET_FILE:llmserve-modelmaker>"
+  "LLMSERVE_LLMCTL_BIN=$<TARGET_FILE:llmctl>"
   "LLMSERVE_MEMCACHED=/usr/bin/memcached"
   "LLMSERVE_ROUTER_MODELS=${ROUTER_MODELS}")
 
 llmserve_test(test_router integration/test_router.c llmserve_rpc llmserve_proto)
-add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache llmserve-modelmaker)
+add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache llmserve-modelmaker
+                 llmctl)
 set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 

@@ -46,15 +46,12 @@ int tc_memcached_start(tc_memcached_t *m, int port)
         int p = port ? port : free_port();
         char ps[16];
         snprintf(ps, sizeof(ps), "%d", p);
-        pid_t pid = fork();
+        /* -U 0: no UDP; -u root only matters (and is required) when run as root. */
+        char *argv[] = {"/usr/bin/memcached", "-l", "127.0.0.1", "-p", ps, "-U", "0", "-u",
+                        "root", "-m", "64", "-t", "2", NULL};
+        pid_t pid = test_spawn(argv);
         if (pid < 0)
             return -1;
-        if (pid == 0) {
-            /* -U 0: no UDP; -u root only matters (and is required) when run as root. */
-            execl("/usr/bin/memcached", "memcached", "-l", "127.0.0.1", "-p", ps, "-U", "0", "-u",
-                  "root", "-m", "64", "-t", "2", (char *)NULL);
-            _exit(127);
-        }
         int64_t end = ls_now_us() + 5000000;
         while (ls_now_us() < end) {
             if (can_connect(p)) {

@@ -51,13 +51,7 @@ static void run_modelmaker(const char *const *shape)
     for (; shape && *shape && n < 30; shape++)
         argv[n++] = (char *)*shape;
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* No criterion call in the child: with --full-stats even a passing assertion
-         * talks to the runner, and a forked copy of that channel hangs. */
-        execv(argv[0], argv);
-        _exit(127);
-    }
+    pid_t pid = test_spawn(argv);
     cr_assert_geq(pid, 0);
     int status = 0;
     cr_assert_eq(waitpid(pid, &status, 0), pid);

@@ -18,8 +18,10 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,16 +94,11 @@ static void start_memcached(void)
     char port[16];
     snprintf(port, sizeof(port), "%d", S.memcached_port);
     const char *bin = test_env_path("LLMSERVE_MEMCACHED");
-    /* Nothing between fork and exec may talk to the test runner (no cr_assert). */
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (geteuid() == 0)
-            execl(bin, bin, "-l", "127.0.0.1", "-p", port, "-U", "0", "-u", "root", NULL);
-        else
-            execl(bin, bin, "-l", "127.0.0.1", "-p", port, "-U", "0", NULL);
-        _exit(127);
-    }
-    cr_assert_geq(pid, 0, "fork failed");
+    /* -u root only matters (and is required) when run as root. */
+    char *argv[] = {(char *)bin, "-l", "127.0.0.1", "-p", port, "-U", "0",
+                    geteuid() == 0 ? "-u" : NULL, "root", NULL};
+    pid_t pid = test_spawn(argv);
+    cr_assert_geq(pid, 0, "cannot start %s", bin);
     S.memcached = pid;
     for (int i = 0; i < 500 && !can_connect(S.memcached_port); i++)
         usleep(10000);
@@ -898,6 +895,78 @@ Test(router, sixty_four_concurrent_streams, .init = start_basic)
     }
     cr_assert_eq(small, N_STREAMS / 2);
     cr_assert_eq(large, N_STREAMS / 2);
+    end_suite();
+}
+
+/* Reads what fd has (non-blocking) into buf at *len; returns false at end of file. */
+static bool drain_fd(int fd, char *buf, size_t cap, size_t *len, int wait_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, wait_ms) <= 0)
+        return true;
+    ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+    if (n <= 0)
+        return false;
+    *len += (size_t)n;
+    buf[*len] = '\0';
+    return *len < cap - 1;
+}
+
+Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary,
+     .init = start_slow)
+{
+    int out[2], err[2];
+    cr_assert_eq(pipe(out), 0);
+    cr_assert_eq(pipe(err), 0);
+    char router[64];
+    snprintf(router, sizeof(router), "127.0.0.1:%d", S.router.port);
+    /* posix_spawn, not fork: this process runs gRPC threads, and a forked child would run
+     * gRPC's fork handlers before its exec (seen to hang it). */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    posix_spawn_file_actions_addclose(&fa, err[0]);
+    char *argv[] = {"llmctl", "--router", router, "--pool", "large", "--max-tokens", "1800",
+                    "--ignore-eos", "Tell me a long story", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, test_env_path("LLMSERVE_LLMCTL_BIN"), &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "posix_spawn: %s", strerror(rc));
+    close(out[1]);
+    close(err[1]);
+    static char so[65536], se[8192];
+    size_t no = 0, ne = 0;
+    int64_t until = ls_now_us() + 60000000;
+    while (no < 20 && ls_now_us() < until && drain_fd(out[0], so, sizeof(so), &no, 50))
+        ;
+    if (no < 20) {
+        kill(pid, SIGKILL);
+        drain_fd(err[0], se, sizeof(se), &ne, 100);
+        waitpid(pid, NULL, 0);
+    }
+    cr_assert_geq(no, 20, "llmctl printed %zu bytes: %s; stderr: %s", no, so, se);
+    int64_t t0 = ls_now_us();
+    cr_assert_eq(kill(pid, SIGINT), 0);
+    int status = 0;
+    bool out_open = true, err_open = true;
+    while ((out_open || err_open) && ls_now_us() < t0 + 10000000) {
+        if (out_open)
+            out_open = drain_fd(out[0], so, sizeof(so), &no, 10);
+        if (err_open)
+            err_open = drain_fd(err[0], se, sizeof(se), &ne, 10);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    int64_t took_ms = (ls_now_us() - t0) / 1000;
+    close(out[0]);
+    close(err[0]);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d, stderr: %s", status,
+              se);
+    cr_assert_lt(took_ms, 5000, "llmctl took %lld ms to stop", (long long)took_ms);
+    cr_assert(strstr(se, "cancelling"), "%s", se);
+    cr_assert(strstr(se, "finish    cancelled"), "the summary must still print: %s", se);
+    cr_assert(strstr(se, "route     pool=large"), "%s", se);
     end_suite();
 }
 

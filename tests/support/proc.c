@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,24 +31,30 @@ const char *test_env_path(const char *name)
     return v;
 }
 
+pid_t test_spawn(char *const argv[])
+{
+    pid_t pid;
+    return posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) == 0 ? pid : -1;
+}
+
 int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
 {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
+    /* posix_spawn, not fork: see test_spawn. */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1); /* dup2 clears close-on-exec */
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        fprintf(stderr, "test setup: cannot start %s: %s\n", argv[0], strerror(rc));
         close(fds[0]);
-        close(fds[1]);
         return -1;
     }
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        execv(argv[0], argv);
-        fprintf(stderr, "cannot exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
     p->pid = pid;
     p->out_fd = fds[0];
     p->port = 0;

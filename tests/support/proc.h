@@ -21,6 +21,11 @@ typedef struct {
  * Returns 0 with p filled, or -1 (the child, if any, is killed). */
 int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms);
 
+/* Starts argv[0] (a path) with argv, standard streams inherited; returns its pid or -1.
+ * posix_spawn, not fork: a test process may run gRPC threads, and a forked child runs
+ * gRPC's fork handlers before its exec (seen to hang it). */
+pid_t test_spawn(char *const argv[]);
+
 /* Sends sig and waits up to timeout_ms for the exit.  Returns the exit status
  * (0..255), 128+N when killed by signal N, or -1 when it did not exit in time (it is
  * then killed with SIGKILL and reaped). */

@@ -5,14 +5,17 @@
  *   llmctl --json --pool large "Why ...?"    one JSON object for scripts
  *
  * The summary (stderr) names the route (pool, model, version, instance, reason), whether
- * the cache answered, TTFT and the totals.  Exit status: 0 done, 1 the request ended with
- * an error event, 2 bad usage, 3 the router could not be reached.
+ * the cache answered, TTFT and the totals.  Ctrl-C (or SIGTERM) cancels the request on
+ * the router and still prints the summary; a second one leaves at once.  Exit status: 0
+ * done, 1 the request ended with an error event, 2 bad usage, 3 the router could not be
+ * reached, 130 cancelled by a signal.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/signals.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
 
@@ -39,6 +42,7 @@ typedef struct {
     int64_t timeout_ms;
     bool json;
     bool quiet;
+    bool ignore_eos;
 } ctl_config_t;
 
 typedef struct {
@@ -55,6 +59,11 @@ typedef struct {
     int err_code;
     char err_msg[512];
     rpc_status_t status;
+    /* Ctrl-C: the first cancels the request (its done event still prints), a second
+     * leaves at once. */
+    rpc_stream_t *stream;
+    const char *request_id;
+    bool cancelled;
 } ctl_state_t;
 
 static void append(ctl_state_t *st, const char *s)
@@ -134,6 +143,39 @@ static void on_status(rpc_stream_t *s, void *ud, const rpc_status_t *status,
     st->ended = true;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
+}
+
+/* Waits for SIGINT/SIGTERM (blocked in every thread).  The first cancels the request on
+ * the router, so it ends with a done event (CANCELLED) and the usual summary; a second
+ * exits at once with 130.  main wakes it with SIGHUP to end it once the stream is over. */
+static void *signal_main(void *arg)
+{
+    ctl_state_t *st = arg;
+    for (;;) {
+        int sig = ls_signals_wait();
+        pthread_mutex_lock(&st->mu);
+        bool ended = st->ended, again = st->cancelled;
+        if (!ended && sig != SIGHUP)
+            st->cancelled = true;
+        pthread_mutex_unlock(&st->mu);
+        if (ended)
+            return NULL;
+        if (sig == SIGHUP)
+            continue;
+        if (again) {
+            fprintf(stderr, "\nllmctl: interrupted again, leaving\n");
+            _exit(130);
+        }
+        fprintf(stderr, "\nllmctl: cancelling %s (Ctrl-C again to leave at once)\n",
+                st->request_id);
+        Llmserve__V1__GenerateCancel c = LLMSERVE__V1__GENERATE_CANCEL__INIT;
+        c.request_id = (char *)st->request_id;
+        Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
+        req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_CANCEL;
+        req.cancel = &c;
+        if (rpc_stream_send(st->stream, &req.base) != LS_OK)
+            rpc_stream_cancel(st->stream); /* the stream is going: end it from this side */
+    }
 }
 
 static void json_str(FILE *f, const char *s)
@@ -346,6 +388,8 @@ int main(int argc, char **argv)
         {"max-tokens", NULL, LS_OPT_INT, &c.max_tokens, "most tokens to generate (0: default)",
          0, 1 << 20},
         {"temperature", NULL, LS_OPT_DOUBLE, &c.temperature, "0 = greedy", 0, 2},
+        {"ignore-eos", NULL, LS_OPT_BOOL, &c.ignore_eos,
+         "generate max-tokens even past end-of-sequence (for load tests)", 0, 0},
         {"seed", NULL, LS_OPT_INT, &c.seed, "sampling seed (-1: none)", -1, 9.2e18},
         {"timeout-ms", NULL, LS_OPT_INT, &c.timeout_ms, "request deadline in ms (0: none)", 0,
          4294967295.0},
@@ -380,6 +424,7 @@ int main(int argc, char **argv)
     Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
     sp.max_tokens = (int32_t)c.max_tokens;
     sp.temperature = (float)c.temperature;
+    sp.ignore_eos = c.ignore_eos;
     if (c.seed >= 0) {
         sp.seed = (uint64_t)c.seed;
         sp.has_seed = true;
@@ -421,6 +466,11 @@ int main(int argc, char **argv)
     pthread_cond_init(&st.cv, NULL);
     st.json = c.json;
     st.quiet = c.quiet;
+    st.request_id = sub.request_id;
+    if (ls_signals_block() != LS_OK) { /* before any thread, so all inherit the mask */
+        fprintf(stderr, "llmctl: cannot set up signal handling\n");
+        return 3;
+    }
     rpc_client_t *client = rpc_client_create(1);
     rpc_channel_t *ch = rpc_channel_create(client, c.router, NULL);
     rpc_stream_handler_t h = {on_message, on_status};
@@ -435,10 +485,17 @@ int main(int argc, char **argv)
         exit_code = 3;
     }
     if (s) {
+        st.stream = s;
+        pthread_t sig_thread;
+        bool sig_running = pthread_create(&sig_thread, NULL, signal_main, &st) == 0;
         pthread_mutex_lock(&st.mu);
         while (!st.ended)
             pthread_cond_wait(&st.cv, &st.mu);
         pthread_mutex_unlock(&st.mu);
+        if (sig_running) {
+            pthread_kill(sig_thread, SIGHUP);
+            pthread_join(sig_thread, NULL);
+        }
         rpc_stream_release(s);
     }
     if (exit_code == 0 && !st.terminal) {
@@ -450,7 +507,7 @@ int main(int argc, char **argv)
             print_json(&st, sub.request_id);
         else
             print_summary(&st);
-        exit_code = st.err_code ? 1 : 0;
+        exit_code = st.err_code ? 1 : st.cancelled ? 130 : 0;
     }
     if (st.route)
         protobuf_c_message_free_unpacked(&st.route->base, NULL);
