@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every llmserve test: installs dependencies, builds (CUDA on when nvcc is present),
 # runs the suite, then builds again with AddressSanitizer + UndefinedBehaviorSanitizer
-# (LeakSanitizer included) and runs the suite again.  Exits non-zero on any failure.
+# (LeakSanitizer included) and runs the suite again, and compiles a Release (-O3) build.
+# Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMSERVE_CUDA=OFF -DLLMSERVE
 cmake --build build-asan -j"$jobs"
 echo "== tests under sanitizers"
 (cd build-asan && ctest --output-on-failure --timeout 900)
+
+# -O3 finds warnings (maybe-uninitialized) that -O2 does not, and users build Release:
+# compile it too, warnings being errors.
+echo "== build (Release, -O3; compile only)"
+cmake -S . -B build-o3 -DCMAKE_BUILD_TYPE=Release -DLLMSERVE_CUDA=OFF >/dev/null
+cmake --build build-o3 -j"$jobs"

@@ -62,8 +62,10 @@ typedef struct {
     float *rope_sin;
 
     /* Step scratch, rows of the concatenated tokens. */
-    float *x;             /* [max_tok][dim] residual stream */
-    float *xb;            /* [n_threads][max_tok][dim] normed input of a matmul, per thread */
+    float *x;  /* [max_tok][dim] residual stream */
+    float *xb; /* [n_threads][max_tok][dim] normed input of a matmul, per thread */
+    float *xt; /* [n_threads][xt_floats] a phase's input rows in the kernel's layout */
+    size_t xt_floats;
     float *q;             /* [max_tok][dim] */
     float *k;             /* [max_tok][kv_dim] */
     float *v;             /* [max_tok][kv_dim] */
@@ -188,22 +190,21 @@ static float *norm_rows(cpu_t *cp, const float *weight, int t)
 }
 
 /* Phase 1, chunk c: rows of q (c < q_chunks) or of k and v, for every token. */
-static void chunk_qkv(cpu_t *cp, int layer, int c, const float *xb)
+static void chunk_qkv(cpu_t *cp, int layer, int c, const forward_rows_t *xb)
 {
     const ckpt_weights_t *w = &cp->ck->w;
     int dim = cp->c.dim, kvd = cp->c.kv_dim, n = cp->n_tok;
     int lo, hi;
     if (c < cp->q_chunks) {
         chunk_range(dim, cp->q_rows, c, &lo, &hi);
-        forward__matmul(w->wq + (size_t)layer * dim * dim, dim, lo, hi, xb, dim, n, cp->q, dim,
-                        false);
+        forward__matmul_rows(w->wq + (size_t)layer * dim * dim, lo, hi, xb, cp->q, dim, false);
         for (int r = 0; r < n; r++)
             rope(cp, cp->q + (size_t)r * dim, lo, hi, cp->row_pos[r]);
         return;
     }
     chunk_range(kvd, cp->kv_rows, c - cp->q_chunks, &lo, &hi);
-    forward__matmul(w->wk + (size_t)layer * kvd * dim, dim, lo, hi, xb, dim, n, cp->k, kvd, false);
-    forward__matmul(w->wv + (size_t)layer * kvd * dim, dim, lo, hi, xb, dim, n, cp->v, kvd, false);
+    forward__matmul_rows(w->wk + (size_t)layer * kvd * dim, lo, hi, xb, cp->k, kvd, false);
+    forward__matmul_rows(w->wv + (size_t)layer * kvd * dim, lo, hi, xb, cp->v, kvd, false);
     for (int r = 0; r < n; r++) {
         int pos = cp->row_pos[r];
         const int *table = cp->tables[cp->row_item[r]];
@@ -246,15 +247,14 @@ static void attend(cpu_t *cp, int layer, int item, int head, float *scores)
 }
 
 /* Phase 4, chunk c: hidden rows of w1 and w3, then SwiGLU on them. */
-static void chunk_ffn_up(cpu_t *cp, int layer, int c, const float *xb)
+static void chunk_ffn_up(cpu_t *cp, int layer, int c, const forward_rows_t *xb)
 {
     const ckpt_weights_t *w = &cp->ck->w;
     int dim = cp->c.dim, hid = cp->c.hidden_dim, n = cp->n_tok;
     int lo, hi;
     chunk_range(hid, cp->h_rows, c, &lo, &hi);
-    forward__matmul(w->w1 + (size_t)layer * hid * dim, dim, lo, hi, xb, dim, n, cp->hb, hid, false);
-    forward__matmul(w->w3 + (size_t)layer * hid * dim, dim, lo, hi, xb, dim, n, cp->hb2, hid,
-                    false);
+    forward__matmul_rows(w->w1 + (size_t)layer * hid * dim, lo, hi, xb, cp->hb, hid, false);
+    forward__matmul_rows(w->w3 + (size_t)layer * hid * dim, lo, hi, xb, cp->hb2, hid, false);
     for (int r = 0; r < n; r++) {
         float *h1 = cp->hb + (size_t)r * hid;
         const float *h3 = cp->hb2 + (size_t)r * hid;
@@ -296,36 +296,48 @@ static void run_phase(cpu_t *cp, int t, int phase)
     int dim = cp->c.dim, hid = cp->c.hidden_dim;
     int layer = phase / CPU_PHASES_PER_LAYER, kind = phase % CPU_PHASES_PER_LAYER;
     bool last_two = layer == cp->c.n_layers;
-    const float *in = NULL; /* this thread's normed rows, made at its first chunk */
+    /* This thread's input rows of the phase's matmuls (normed where the phase norms),
+     * made at its first chunk, in the layout the kernels want. */
+    forward_rows_t in;
+    bool have_in = false;
+    float *xt = cp->xt + (size_t)t * cp->xt_floats;
     int c, lo, hi;
     while ((c = forward__pool_claim(cp->pool, t, phase)) >= 0) {
         if (last_two && kind == 0) {
-            if (!in)
-                in = final_rows(cp, t);
+            if (!have_in)
+                forward__rows_make(&in, final_rows(cp, t), dim, cp->n_items, dim, xt);
+            have_in = true;
             chunk_range(cp->c.vocab_size, cp->v_rows, c, &lo, &hi);
-            forward__matmul(w->wcls, dim, lo, hi, in, dim, cp->n_items, cp->logits,
-                            cp->c.vocab_size, false);
+            forward__matmul_rows(w->wcls, lo, hi, &in, cp->logits, cp->c.vocab_size, false);
         } else if (last_two) {
             chunk_sample(cp, c, t);
         } else if (kind == PH_QKV) {
-            if (!in)
-                in = norm_rows(cp, w->rms_att + (size_t)layer * dim, t);
-            chunk_qkv(cp, layer, c, in);
+            if (!have_in)
+                forward__rows_make(&in, norm_rows(cp, w->rms_att + (size_t)layer * dim, t), dim,
+                                   cp->n_tok, dim, xt);
+            have_in = true;
+            chunk_qkv(cp, layer, c, &in);
         } else if (kind == PH_ATT) {
             attend(cp, layer, c / cp->c.n_heads, c % cp->c.n_heads,
                    cp->scores + (size_t)t * (size_t)cp->c.seq_len);
         } else if (kind == PH_WO) {
+            if (!have_in)
+                forward__rows_make(&in, cp->att, dim, cp->n_tok, dim, xt);
+            have_in = true;
             chunk_range(dim, cp->d_rows, c, &lo, &hi);
-            forward__matmul(w->wo + (size_t)layer * dim * dim, dim, lo, hi, cp->att, dim, cp->n_tok,
-                            cp->x, dim, true);
+            forward__matmul_rows(w->wo + (size_t)layer * dim * dim, lo, hi, &in, cp->x, dim, true);
         } else if (kind == PH_FFN) {
-            if (!in)
-                in = norm_rows(cp, w->rms_ffn + (size_t)layer * dim, t);
-            chunk_ffn_up(cp, layer, c, in);
+            if (!have_in)
+                forward__rows_make(&in, norm_rows(cp, w->rms_ffn + (size_t)layer * dim, t), dim,
+                                   cp->n_tok, dim, xt);
+            have_in = true;
+            chunk_ffn_up(cp, layer, c, &in);
         } else {
+            if (!have_in)
+                forward__rows_make(&in, cp->hb, hid, cp->n_tok, hid, xt);
+            have_in = true;
             chunk_range(dim, cp->d_rows, c, &lo, &hi);
-            forward__matmul(w->w2 + (size_t)layer * dim * hid, hid, lo, hi, cp->hb, hid, cp->n_tok,
-                            cp->x, dim, true);
+            forward__matmul_rows(w->w2 + (size_t)layer * dim * hid, lo, hi, &in, cp->x, dim, true);
         }
         forward__pool_done(cp->pool, t, phase);
     }
@@ -387,6 +399,7 @@ static void cpu_destroy(void *impl)
     free(cp->rope_sin);
     free(cp->x);
     free(cp->xb);
+    free(cp->xt);
     free(cp->q);
     free(cp->k);
     free(cp->v);
@@ -433,6 +446,8 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
     cp->x = alloc_floats(T * dim);
     size_t nt = (size_t)cfg->threads;
     cp->xb = alloc_floats(nt * T * dim);
+    cp->xt_floats = forward__rows_floats((int)T, (int)(hid > dim ? hid : dim));
+    cp->xt = alloc_floats(nt * cp->xt_floats);
     cp->q = alloc_floats(T * dim);
     cp->k = alloc_floats(T * kvd);
     cp->v = alloc_floats(T * kvd);
@@ -448,9 +463,10 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
     cp->item_row = malloc(B * sizeof(int));
     cp->n_phases = CPU_PHASES_PER_LAYER * c->n_layers + 2;
     cp->phase_chunks = calloc((size_t)cp->n_phases, sizeof(int));
-    if (!cp->kv || !cp->rope_cos || !cp->rope_sin || !cp->x || !cp->xb || !cp->q || !cp->k ||
-        !cp->v || !cp->att || !cp->hb || !cp->hb2 || !cp->xf || !cp->logits || !cp->scores ||
-        !cp->pick || !cp->row_item || !cp->row_pos || !cp->item_row || !cp->phase_chunks) {
+    if (!cp->kv || !cp->rope_cos || !cp->rope_sin || !cp->x || !cp->xb || !cp->xt || !cp->q ||
+        !cp->k || !cp->v || !cp->att || !cp->hb || !cp->hb2 || !cp->xf || !cp->logits ||
+        !cp->scores || !cp->pick || !cp->row_item || !cp->row_pos || !cp->item_row ||
+        !cp->phase_chunks) {
         snprintf(err, err_len, "out of memory for the KV cache (%d blocks, %zu MiB) or scratch",
                  n_blocks, (size_t)n_blocks * cp->block_floats * sizeof(float) >> 20);
         goto out_destroy;

@@ -390,7 +390,10 @@ static MM_512_INLINE void btile_512(const float *w, size_t k_dim, const float *x
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++)
             _mm512_store_ps(out[r] + 16 * v, acc[r][v]);
-    for (int t = 0; t < n_tok; t++) {
+    /* n_tok <= 16 * V always; the bound also lets -O3 see that only stored columns are
+     * read. */
+    int cols = n_tok < 16 * V ? n_tok : 16 * V;
+    for (int t = 0; t < cols; t++) {
         float *yt = y + (size_t)t * ldy;
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++)
@@ -413,42 +416,91 @@ MM_BTILE512(1, 2)
 
 typedef void (*btile_fn_t)(const float *, size_t, const float *, int, float *, size_t, int, bool);
 
-static MM_512 void matmul_512_bcast(const float *w, int k_dim, int o0, int o1, const float *x,
-                                    int ldx, int n_tok, float *y, int ldy, bool accumulate)
+/* Rows [o0, o1) of w against one block of nt token rows: xt holds k values
+ * [k0, k0 + kn) of the block, MM_BCAST_TOK floats per k (zero past nt). */
+static MM_512_INLINE void bcast_rows(const float *w, size_t kd, int o0, int o1, int k0,
+                                     const float *xt, int kn, float *yb, size_t ly, int nt,
+                                     bool acc)
 {
     static const btile_fn_t tiles[3][2] = {
         {btile_512_12x1, btile_512_12x2},
         {btile_512_4x1, btile_512_4x2},
         {btile_512_1x1, btile_512_1x2},
     };
+    int vi = nt > 16 ? 1 : 0;
+    int o = o0;
+    while (o < o1) {
+        int rows = o1 - o >= 12 ? 12 : o1 - o >= 4 ? 4 : 1;
+        int ri = rows == 12 ? 0 : rows == 4 ? 1 : 2;
+        prefetch_rows(w, kd, o + rows, rows, o1);
+        tiles[ri][vi](w + (size_t)o * kd + (size_t)k0, kd, xt, kn, yb + o, ly, nt, acc);
+        o += rows;
+    }
+}
+
+/* Tokens per block: 32, and a remainder of 16 or fewer goes as one vector. */
+static inline int bcast_block_tokens(int left)
+{
+    return left > 16 ? (left < MM_BCAST_TOK ? left : MM_BCAST_TOK) : left;
+}
+
+/* Copies k values [k0, k0 + kn) of token rows [t0, t0 + nt) of x into dst, transposed:
+ * MM_BCAST_TOK floats per k, zero past nt up to the vector the kernel reads. */
+static inline void bcast_transpose(const float *x, size_t lx, int t0, int nt, int k0, int kn,
+                                   float *dst)
+{
+    int width = nt > 16 ? 32 : 16;
+    for (int kk = 0; kk < kn; kk++) {
+        float *row = dst + (size_t)kk * MM_BCAST_TOK;
+        for (int t = 0; t < nt; t++)
+            row[t] = x[(size_t)(t0 + t) * lx + (size_t)(k0 + kk)];
+        for (int t = nt; t < width; t++)
+            row[t] = 0.0f;
+    }
+}
+
+static MM_512 void matmul_512_bcast(const float *w, int k_dim, int o0, int o1, const float *x,
+                                    int ldx, int n_tok, float *y, int ldy, bool accumulate)
+{
     float xt[MM_BCAST_K * MM_BCAST_TOK] __attribute__((aligned(64)));
     size_t kd = (size_t)k_dim, ly = (size_t)ldy;
     for (int t0 = 0; t0 < n_tok;) {
-        /* 32 tokens a block; a remainder of 16 or fewer goes as one vector. */
-        int nt =
-            n_tok - t0 > 16 ? (n_tok - t0 < MM_BCAST_TOK ? n_tok - t0 : MM_BCAST_TOK) : n_tok - t0;
-        int vi = nt > 16 ? 1 : 0;
+        int nt = bcast_block_tokens(n_tok - t0);
         for (int k0 = 0; k0 < k_dim; k0 += MM_BCAST_K) {
             int kn = k_dim - k0 < MM_BCAST_K ? k_dim - k0 : MM_BCAST_K;
-            for (int kk = 0; kk < kn; kk++) {
-                float *row = xt + (size_t)kk * MM_BCAST_TOK;
-                for (int t = 0; t < nt; t++)
-                    row[t] = x[(size_t)(t0 + t) * (size_t)ldx + (size_t)(k0 + kk)];
-                for (int t = nt; t < 16 * (vi + 1); t++)
-                    row[t] = 0.0f;
-            }
+            bcast_transpose(x, (size_t)ldx, t0, nt, k0, kn, xt);
             /* Later k blocks add to what the earlier ones wrote. */
-            bool acc = accumulate || k0 > 0;
-            float *yb = y + (size_t)t0 * ly;
-            int o = o0;
-            while (o < o1) {
-                int rows = o1 - o >= 12 ? 12 : o1 - o >= 4 ? 4 : 1;
-                int ri = rows == 12 ? 0 : rows == 4 ? 1 : 2;
-                prefetch_rows(w, kd, o + rows, rows, o1);
-                tiles[ri][vi](w + (size_t)o * kd + (size_t)k0, kd, xt, kn, yb + o, ly, nt, acc);
-                o += rows;
-            }
+            bcast_rows(w, kd, o0, o1, k0, xt, kn, y + (size_t)t0 * ly, ly, nt,
+                       accumulate || k0 > 0);
         }
+        t0 += nt;
+    }
+}
+
+/* As matmul_512_bcast over token rows transposed once beforehand (forward__rows_make):
+ * block b of 32 tokens is k_dim * MM_BCAST_TOK floats at xt + b * k_dim * MM_BCAST_TOK. */
+static MM_512 void matmul_512_bcast_xt(const float *w, int k_dim, int o0, int o1, const float *xt,
+                                       int n_tok, float *y, int ldy, bool accumulate)
+{
+    size_t kd = (size_t)k_dim, ly = (size_t)ldy;
+    for (int t0 = 0; t0 < n_tok;) {
+        int nt = bcast_block_tokens(n_tok - t0);
+        const float *xb = xt + (size_t)(t0 / MM_BCAST_TOK) * kd * MM_BCAST_TOK;
+        for (int k0 = 0; k0 < k_dim; k0 += MM_BCAST_K) {
+            int kn = k_dim - k0 < MM_BCAST_K ? k_dim - k0 : MM_BCAST_K;
+            bcast_rows(w, kd, o0, o1, k0, xb + (size_t)k0 * MM_BCAST_TOK, kn, y + (size_t)t0 * ly,
+                       ly, nt, accumulate || k0 > 0);
+        }
+        t0 += nt;
+    }
+}
+
+static MM_512 void transpose_512_rows(const float *x, int ldx, int n_tok, int k_dim, float *xt)
+{
+    for (int t0 = 0; t0 < n_tok;) {
+        int nt = bcast_block_tokens(n_tok - t0);
+        bcast_transpose(x, (size_t)ldx, t0, nt, 0, k_dim,
+                        xt + (size_t)(t0 / MM_BCAST_TOK) * (size_t)k_dim * MM_BCAST_TOK);
         t0 += nt;
     }
 }
@@ -603,6 +655,42 @@ void forward__matmul(const float *w, int k_dim, int o0, int o1, const float *x, 
     }
 #endif
     matmul_c(w, k_dim, o0, o1, x, ldx, n_tok, y, ldy, accumulate);
+}
+
+size_t forward__rows_floats(int n_tok, int k_dim)
+{
+    int blocks = (n_tok + MM_BCAST_TOK - 1) / MM_BCAST_TOK;
+    return (size_t)blocks * (size_t)k_dim * MM_BCAST_TOK;
+}
+
+void forward__rows_make(forward_rows_t *r, const float *x, int ldx, int n_tok, int k_dim,
+                        float *buf)
+{
+    r->x = x;
+    r->ldx = ldx;
+    r->n_tok = n_tok;
+    r->k_dim = k_dim;
+    r->xt = NULL;
+#if MM_HAVE_X86
+    if (g_avx512 && n_tok >= 16 && buf) {
+        transpose_512_rows(x, ldx, n_tok, k_dim, buf);
+        r->xt = buf;
+    }
+#endif
+}
+
+void forward__matmul_rows(const float *w, int o0, int o1, const forward_rows_t *r, float *y,
+                          int ldy, bool accumulate)
+{
+    if (o1 <= o0 || r->n_tok <= 0)
+        return;
+#if MM_HAVE_X86
+    if (r->xt) {
+        matmul_512_bcast_xt(w, r->k_dim, o0, o1, r->xt, r->n_tok, y, ldy, accumulate);
+        return;
+    }
+#endif
+    forward__matmul(w, r->k_dim, o0, o1, r->x, r->ldx, r->n_tok, y, ldy, accumulate);
 }
 
 float forward__dot(const float *a, const float *b, int n)

@@ -29,6 +29,28 @@ const char *forward__kernels_name(void);
 void forward__matmul(const float *w, int k_dim, int o0, int o1, const float *x, int ldx, int n_tok,
                      float *y, int ldy, bool accumulate);
 
+/* Token rows prepared once for the several matmuls that read them.  With AVX-512 and 16
+ * or more rows the kernel works on them transposed (blocks of 32 tokens, k-major); made
+ * once per thread and phase instead of inside every call, that copy stops costing a
+ * seventh of a batched step. */
+typedef struct {
+    const float *x; /* the rows as given: x[t * ldx + k] */
+    int ldx, n_tok, k_dim;
+    const float *xt; /* the transposed copy, or NULL when the kernels read x itself */
+} forward_rows_t;
+
+/* Floats forward__rows_make may write into its buffer for n_tok rows of k_dim. */
+size_t forward__rows_floats(int n_tok, int k_dim);
+
+/* Fills r for rows x; writes the transposed copy into buf (forward__rows_floats floats,
+ * 64-byte aligned; NULL: never copy) when the kernels in use want one. */
+void forward__rows_make(forward_rows_t *r, const float *x, int ldx, int n_tok, int k_dim,
+                        float *buf);
+
+/* forward__matmul over prepared rows (k_dim, x, ldx and n_tok from r). */
+void forward__matmul_rows(const float *w, int o0, int o1, const forward_rows_t *r, float *y,
+                          int ldy, bool accumulate);
+
 /* sum_i a[i] * b[i] over n floats. */
 float forward__dot(const float *a, const float *b, int n);
 

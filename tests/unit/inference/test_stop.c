@@ -18,7 +18,7 @@ typedef struct {
 
 static void setup(run_t *r, const char *const *strs, size_t n)
 {
-    size_t lens[INF_STOP_MAX_STRINGS + 4];
+    size_t lens[INF_STOP_MAX_STRINGS + 4] = {0};
     for (size_t i = 0; i < n; i++)
         lens[i] = strlen(strs[i]);
     char err[128];

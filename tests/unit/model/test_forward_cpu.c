@@ -303,6 +303,13 @@ Test(forward_cpu, batched_equals_each_alone_b32_three_threads)
     check_batched(mha_model(), 32, 48, 3);
 }
 
+/* hidden_dim over 1024: the down projection's reduced dimension takes two blocks in the
+ * AVX-512 broadcast kernel (the second adds to the first), with 16+ token rows a step. */
+Test(forward_cpu, batched_equals_each_alone_wide_hidden)
+{
+    check_batched(rand_ckpt_make(32, 1100, 1, 4, 2, 97, 32, true, 5), 20, 40, 2);
+}
+
 /* Generates greedily, or with temperature and a seeded coin stream, from one prompt. */
 static void generate(forward_t *f, const int *prompt, int n_prompt, int n_gen, float temp,
                      uint64_t seed, int *out)
