@@ -94,6 +94,12 @@ int main(int argc, char **argv)
          "seconds stored answers live (0: the cache's default)", 0, 365 * 86400.0},
         {"cache-semantic", "ROUTER_CACHE_SEMANTIC", LS_OPT_BOOL, &rc.cache_semantic,
          "allow semantic cache hits and index stored prompts", 0, 0},
+        {"cache-replay-events", "ROUTER_CACHE_REPLAY_EVENTS", LS_OPT_INT,
+         &rc.cache_replay_events,
+         "token events a cache hit is replayed as, at most: 1 sends the whole answer at once "
+         "(fastest); more replays it token by token as first streamed, ids included, runs of "
+         "tokens per event beyond that many (each event is one write to the client)",
+         1, 256},
         {"request-timeout-ms", "ROUTER_REQUEST_TIMEOUT_MS", LS_OPT_INT, &rc.request_timeout_ms,
          "deadline of a request that sets none, ms", 1, 86400000},
         {"default-max-tokens", "ROUTER_DEFAULT_MAX_TOKENS", LS_OPT_INT, &rc.default_max_tokens,

@@ -29,6 +29,7 @@ void router_config_init(router_config_t *cfg)
     cfg->cache_timeout_ms = 500;     /* ms */
     cfg->cache_ttl_s = 0;            /* the cache's default */
     cfg->cache_semantic = false;
+    cfg->cache_replay_events = 1; /* the whole answer in one event: the fastest */
     cfg->request_timeout_ms = 120000; /* ms */
     cfg->default_max_tokens = 256;   /* tokens */
     cfg->max_retries = 2;

@@ -27,6 +27,7 @@ typedef struct {
     int64_t cache_timeout_ms;      /* a lookup slower than this is a miss; default 500 */
     int64_t cache_ttl_s;           /* TTL of stored answers; 0 = the cache's default */
     bool cache_semantic;           /* semantic lookups and stores; default false */
+    int64_t cache_replay_events;   /* token events a cache hit is replayed as, at most; 1 */
     int64_t request_timeout_ms;    /* per-request deadline when none is given; default 120000 */
     int64_t default_max_tokens;    /* max_tokens 0 resolves to this; default 256 */
     int64_t max_retries;           /* extra tries before the first token; default 2 */

@@ -550,6 +550,14 @@ static void start_basic(void)
     suite_start(&o);
 }
 
+/* As start_basic, with cache hits replayed token by token (up to 64 events). */
+static void start_basic_replay(void)
+{
+    suite_opts_t o = {.n_small = 1, .n_large = 1, .cache = true,
+                      .router_extra = {"--cache-replay-events", "64"}};
+    suite_start(&o);
+}
+
 TestSuite(router, .fini = suite_stop, .timeout = 180);
 
 Test(router, scoring_and_hint_pick_the_pool, .init = start_basic)
@@ -585,7 +593,7 @@ Test(router, scoring_and_hint_pick_the_pool, .init = start_basic)
     end_suite();
 }
 
-Test(router, repeat_prompt_is_a_cache_hit_with_identical_text, .init = start_basic)
+Test(router, repeat_prompt_is_a_cache_hit_with_identical_text, .init = start_basic_replay)
 {
     sub_t a = {.id = "first", .prompt = "The little dog ran to the", .max_tokens = 24};
     bool hit = true;
@@ -616,7 +624,8 @@ Test(router, repeat_prompt_is_a_cache_hit_with_identical_text, .init = start_bas
     cr_assert_eq(memcmp(again.ids, first.ids, (size_t)first.tokens * sizeof(int)), 0,
                  "replayed token ids differ");
 
-    /* A long answer replays as at most 64 events of consecutive tokens, same text. */
+    /* A long answer replays as at most 64 events of consecutive tokens, same text (the
+     * default, one event, is checked from Python). */
     sub_t l = {.id = "long", .prompt = "Once there was a", .max_tokens = 200,
                .ignore_eos = true};
     rec_t long1 = run_one(&l, NULL, NULL, NULL, &hit);

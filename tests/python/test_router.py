@@ -217,6 +217,10 @@ class RouterFromPython(unittest.TestCase):
         self.assertEqual("".join(e.token.text for e in hit if e.WhichOneof("kind") == "token"),
                          text)
         self.assertTrue(all(e.token.cache_hit for e in hit if e.WhichOneof("kind") == "token"))
+        # By default a hit is replayed as one token event holding the whole answer.
+        self.assertEqual(sum(1 for e in hit if e.WhichOneof("kind") == "token"), 1)
+        self.assertEqual(hit[-1].done.usage.completion_tokens,
+                         first["a"][-1].done.usage.completion_tokens)
 
     def test_03_bad_request_is_invalid_argument(self):
         evs = self.collect([self.submit("bad", "x", model_hint="nope"),
