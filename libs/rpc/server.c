@@ -392,6 +392,14 @@ int rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg)
     return enqueue(call, bb);
 }
 
+int rpc_call_send_raw(rpc_call_t *call, const void *data, size_t len)
+{
+    grpc_byte_buffer *bb = rpc_codec_encode_raw(data, len);
+    if (!bb)
+        return LS_ERR_NOMEM;
+    return enqueue(call, bb);
+}
+
 int rpc_call_reply(rpc_call_t *call, const ProtobufCMessage *msg)
 {
     grpc_byte_buffer *bb = rpc_codec_encode(msg);

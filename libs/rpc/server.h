@@ -135,6 +135,9 @@ void rpc_server_destroy(rpc_server_t *srv);
  * the write queue overflowed (the call is then cancelled with RESOURCE_EXHAUSTED). */
 int rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg);
 
+/* As rpc_call_send with a message already packed: len bytes at data (copied). */
+int rpc_call_send_raw(rpc_call_t *call, const void *data, size_t len);
+
 /* Unary calls: sends msg and status OK in one batch.  Same returns as rpc_call_send,
  * plus LS_ERR_EXISTS when the call was already finished. */
 int rpc_call_reply(rpc_call_t *call, const ProtobufCMessage *msg);

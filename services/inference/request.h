@@ -50,6 +50,11 @@ typedef struct {
     /* The request is over (its terminal event was sent or could not be): the owner
      * unlinks and destroys it.  Called exactly once, by the scheduler thread. */
     void (*release)(inf_request_t *r);
+    /* Optional (NULL: emit sends at once).  A sink may hold emitted events back to send
+     * several in one message; the scheduler calls flush at the end of every round in
+     * which it emitted to this sink, and release must send what the request's client
+     * still has held back.  Scheduler thread only. */
+    void (*flush)(const void *sink);
 } inf_sink_t;
 
 /* The model-dependent limits a request is checked against. */
@@ -79,6 +84,7 @@ struct inf_request {
     inf_request_t *owner_prev, *owner_next;
 
     /* scheduler */
+    struct inf_sched *sched; /* set at submit */
     inf_request_t *queue_next;
     int seq;           /* forward sequence id while admitted; -1 before */
     int n_fed;         /* tokens in the KV cache: prompt chunks, then generated tokens */

@@ -67,14 +67,38 @@ struct inf_sched {
     inf_text_scratch_t text;
     char *evtext; /* one token event's text, NUL-terminated */
     size_t evtext_cap;
+    /* Sinks with a flush that were emitted to this round (scheduler thread only). */
+    const inf_sink_t *round_sinks[4];
+    int n_round_sinks;
 };
 
 /* ---- events --------------------------------------------------------------------- */
+
+static void flush_round(inf_sched_t *s)
+{
+    for (int i = 0; i < s->n_round_sinks; i++)
+        s->round_sinks[i]->flush(s->round_sinks[i]);
+    s->n_round_sinks = 0;
+}
+
+/* Notes that r's sink holds events until the round ends. */
+static void touch_sink(inf_sched_t *s, const inf_sink_t *k)
+{
+    if (!k->flush)
+        return;
+    for (int i = 0; i < s->n_round_sinks; i++)
+        if (s->round_sinks[i] == k)
+            return;
+    if (s->n_round_sinks == (int)(sizeof(s->round_sinks) / sizeof(s->round_sinks[0])))
+        flush_round(s); /* more sinks than slots: send what they hold now */
+    s->round_sinks[s->n_round_sinks++] = k;
+}
 
 static void emit(inf_request_t *r, Llmserve__V1__InferenceEvent *ev)
 {
     if (r->sink_dead)
         return;
+    touch_sink(r->sched, r->sink);
     ev->request_id = r->id;
     if (r->sink->emit(r, ev) != LS_OK) {
         r->sink_dead = true;
@@ -509,6 +533,7 @@ static void *sched_main(void *arg)
             emit_started(s->admitted[i], s->admitted_batch[i]);
         sweep_running(s, ls_now_us(), drain_deadline_us);
         run_step(s);
+        flush_round(s);
 
         pthread_mutex_lock(&s->mu);
     }
@@ -588,6 +613,7 @@ out_free:
 
 int inf_sched_submit(inf_sched_t *s, inf_request_t *r)
 {
+    r->sched = s;
     pthread_mutex_lock(&s->mu);
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->mu);

@@ -27,6 +27,13 @@
 
 typedef struct gen_stream gen_stream_t;
 
+/* The sink every request of this service reports to; flush finds the streams that hold
+ * events back through svc. */
+typedef struct {
+    inf_sink_t base;
+    inf_service_t *svc;
+} svc_sink_t;
+
 struct inf_service {
     rpc_server_t *srv;
     inf_service_config_t cfg;
@@ -40,6 +47,8 @@ struct inf_service {
     const tok_t *tok;
     inf_sched_t *sched;
     inf_limits_t limits;
+    svc_sink_t sink;
+    gen_stream_t *held; /* streams holding events back (scheduler thread only) */
     char backend[16];
     char device[128];
     int max_batch;
@@ -58,6 +67,17 @@ struct gen_stream {
     bool half_closed; /* the client will submit nothing more */
     bool cancelled;   /* the call is over for sending */
     bool finished;    /* rpc_call_finish was called (or must not be) */
+
+    /* Event batching ("llmserve-event-batch: 1" at open; see inference.proto): events
+     * held back until the scheduler's round ends, as one InferenceEvent whose `batch`
+     * holds the rest.  Scheduler thread only. */
+    bool batch_events;
+    uint8_t *held;
+    size_t held_len, held_cap;
+    int held_n;
+    bool listed; /* on svc->held */
+    bool send_failed;
+    gen_stream_t *held_next; /* svc->held */
 };
 
 static void stream_unref(gen_stream_t *st)
@@ -67,6 +87,7 @@ static void stream_unref(gen_stream_t *st)
     pthread_mutex_unlock(&st->mu);
     if (last) {
         pthread_mutex_destroy(&st->mu);
+        free(st->held);
         free(st);
     }
 }
@@ -133,16 +154,96 @@ static void send_error(gen_stream_t *st, const char *id, grpc_status_code code, 
 
 /* ---- the sink the scheduler reports to ----------------------------------------------- */
 
+/* Held events past this many bytes go out at once rather than at the round's end. */
+#define HELD_MAX_BYTES (256 * 1024)
+
+/* Sends what st holds back as one message. */
+static void send_held(gen_stream_t *st)
+{
+    if (st->held_len == 0)
+        return;
+    if (rpc_call_send_raw(st->call, st->held, st->held_len) != LS_OK)
+        st->send_failed = true; /* its requests learn it at their next emit */
+    st->held_len = 0;
+    st->held_n = 0;
+}
+
+static void put_varint(uint8_t *p, size_t *at, uint64_t v)
+{
+    while (v >= 0x80) {
+        p[(*at)++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[(*at)++] = (uint8_t)v;
+}
+
+/* Appends ev to what st holds: the first event as the message itself, each later one as
+ * an entry of its `batch` field (16, length-delimited), which protobuf's merging of
+ * concatenated fields makes one InferenceEvent. */
+static int hold_event(gen_stream_t *st, const Llmserve__V1__InferenceEvent *ev)
+{
+    size_t len = protobuf_c_message_get_packed_size(&ev->base);
+    size_t need = st->held_len + len + 12;
+    if (need > st->held_cap) {
+        size_t cap = st->held_cap ? st->held_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = realloc(st->held, cap);
+        if (!p)
+            return LS_ERR_NOMEM;
+        st->held = p;
+        st->held_cap = cap;
+    }
+    if (st->held_n > 0) {
+        st->held[st->held_len++] = 0x82; /* key of field 16, wire type 2, as a varint */
+        st->held[st->held_len++] = 0x01;
+        put_varint(st->held, &st->held_len, len);
+    }
+    protobuf_c_message_pack(&ev->base, st->held + st->held_len);
+    st->held_len += len;
+    st->held_n++;
+    return LS_OK;
+}
+
 static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
 {
     gen_stream_t *st = r->owner;
-    return rpc_call_send(st->call, &ev->base);
+    if (!st->batch_events)
+        return rpc_call_send(st->call, &ev->base);
+    if (st->send_failed)
+        return LS_ERR_CLOSED;
+    if (!st->listed) {
+        st->held_next = st->svc->held;
+        st->svc->held = st;
+        st->listed = true;
+    }
+    int rc = hold_event(st, ev);
+    if (rc == LS_OK && st->held_len >= HELD_MAX_BYTES)
+        send_held(st); /* stays listed; flush skips it once empty */
+    return rc;
+}
+
+/* End of a scheduler round: every stream that holds events sends them. */
+static void sink_flush(const void *sink)
+{
+    inf_service_t *svc = ((const svc_sink_t *)sink)->svc;
+    for (gen_stream_t *st = svc->held, *next; st; st = next) {
+        next = st->held_next;
+        st->held_next = NULL;
+        st->listed = false;
+        send_held(st);
+    }
+    svc->held = NULL;
 }
 
 static void sink_release(inf_request_t *r)
 {
     gen_stream_t *st = r->owner;
     rpc_call_t *call = st->call;
+    /* The request's terminal event may be held: send everything the stream holds, and
+     * take it off the list, since this may be the stream's last reference. */
+    if (st->listed)
+        sink_flush(&st->svc->sink);
     pthread_mutex_lock(&st->mu);
     do_unlink(st, r);
     pthread_mutex_unlock(&st->mu);
@@ -152,7 +253,6 @@ static void sink_release(inf_request_t *r)
     rpc_call_unref(call);
 }
 
-static const inf_sink_t g_sink = {sink_emit, sink_release};
 
 /* ---- Generate -------------------------------------------------------------------------- */
 
@@ -164,6 +264,9 @@ static void *gen_on_start(rpc_call_t *call, void *ctx)
     st->svc = svc;
     st->call = call;
     st->refs = 1;
+    size_t vlen = 0;
+    const char *v = rpc_md_get(rpc_call_metadata(call), "llmserve-event-batch", &vlen);
+    st->batch_events = v && vlen == 1 && v[0] == '1';
     pthread_mutex_lock(&svc->mu);
     st->next = svc->streams;
     if (svc->streams)
@@ -224,7 +327,7 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
         send_error(st, id, (grpc_status_code)ls_err_to_grpc(rc), err);
         return;
     }
-    r->sink = &g_sink;
+    r->sink = &svc->sink.base;
     r->owner = st;
     r->deadline_us = effective_deadline(st, r, now);
 
@@ -386,6 +489,8 @@ static void info_on_message(rpc_call_t *call, void *state, const ProtobufCMessag
 inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t *cfg)
 {
     inf_service_t *svc = ls_xcalloc(1, sizeof(*svc));
+    svc->sink.base = (inf_sink_t){sink_emit, sink_release, sink_flush};
+    svc->sink.svc = svc;
     svc->srv = srv;
     svc->cfg = *cfg;
     svc->model_name = ls_xstrdup(cfg->model_name ? cfg->model_name : "");

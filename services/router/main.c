@@ -137,8 +137,8 @@ int main(int argc, char **argv)
         {"grace-ms", "ROUTER_GRACE_MS", LS_OPT_INT, &mc.grace_ms,
          "ms requests in flight may take to finish at shutdown", 0, 3600000},
         {"ready-timeout-ms", "ROUTER_READY_TIMEOUT_MS", LS_OPT_INT, &mc.ready_timeout_ms,
-         "ms to wait at start for every pool to have a connected instance (then serve "
-         "anyway)",
+         "ms to wait at start for every instance (and cache) to be connected; then serve "
+         "anyway, with a warning when a pool has none",
          0, 3600000},
         {"log-level", "LLMSERVE_LOG_LEVEL", LS_OPT_STRING, &mc.log_level,
          "debug, info, warn or error", 0, 0},

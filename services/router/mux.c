@@ -48,10 +48,8 @@ static void wait_until(mux_t *m, int64_t at_us)
     pthread_cond_timedwait(&m->cv, &m->mu, &ts);
 }
 
-static void on_stream_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+static void dispatch(mux_t *m, const ProtobufCMessage *msg)
 {
-    (void)s;
-    mux_t *m = ud;
     uint64_t id = 0;
     bool terminal = false;
     if (!m->cfg.route(msg, &id, &terminal))
@@ -70,6 +68,16 @@ static void on_stream_message(rpc_stream_t *s, void *ud, const ProtobufCMessage 
     h->unref(rud);
     if (terminal)
         free(r);
+}
+
+static void on_stream_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+{
+    (void)s;
+    mux_t *m = ud;
+    dispatch(m, msg);
+    const ProtobufCMessage *item;
+    for (size_t i = 0; m->cfg.batch_item && (item = m->cfg.batch_item(msg, i)) != NULL; i++)
+        dispatch(m, item);
 }
 
 static void on_stream_status(rpc_stream_t *s, void *ud, const rpc_status_t *st,
@@ -151,7 +159,7 @@ static void *supervisor_main(void *arg)
         if (m->stop)
             break;
         if (ok) {
-            rpc_call_opts_t opts = {0};
+            rpc_call_opts_t opts = {.metadata = m->cfg.metadata};
             m->stream = rpc_stream_open(m->ch, m->cfg.method, m->cfg.resp_desc, &stream_handler,
                                         m, &opts, m->cfg.max_write_queue);
             if (m->stream) {

@@ -43,6 +43,11 @@ typedef struct {
     /* Reads a response's request id and whether it ends that request.  Returns false for
      * a response that belongs to no request (it is dropped). */
     bool (*route)(const ProtobufCMessage *msg, uint64_t *id, bool *terminal);
+    /* Optional: the i-th further response packed inside msg (NULL past the last); each
+     * is routed after msg, in order, as if it had come alone. */
+    const ProtobufCMessage *(*batch_item)(const ProtobufCMessage *msg, size_t i);
+    /* Optional: initial metadata of every stream the mux opens (borrowed for its life). */
+    const rpc_md_t *metadata;
     /* Optional, on the supervisor thread before each open (may block, honour timeout_ms):
      * returns true when the peer answers.  A false result counts as a failed connect. */
     bool (*probe)(void *ud, rpc_channel_t *ch, int64_t timeout_ms);

@@ -452,6 +452,16 @@ size_t router_pools_healthy_count(router_pools_t *p, const char *pool)
     return n;
 }
 
+bool router_pools_all_healthy(router_pools_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool all = true;
+    for (size_t i = 0; i < p->n && all; i++)
+        all = p->inst[i]->healthy;
+    pthread_mutex_unlock(&p->mu);
+    return all;
+}
+
 void router_pools_names(router_pools_t *p, char *buf, size_t len)
 {
     if (len == 0)

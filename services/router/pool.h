@@ -79,6 +79,9 @@ bool router_pools_has(router_pools_t *p, const char *pool);
 /* Healthy instances of pool (0 for an unknown pool). */
 size_t router_pools_healthy_count(router_pools_t *p, const char *pool);
 
+/* True when every instance of every pool is healthy. */
+bool router_pools_all_healthy(router_pools_t *p);
+
 /* Writes the pool names, comma-separated, into buf (for messages). */
 void router_pools_names(router_pools_t *p, char *buf, size_t len);
 

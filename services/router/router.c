@@ -87,6 +87,13 @@ static bool route_inference(const ProtobufCMessage *msg, uint64_t *id, bool *ter
     return true;
 }
 
+/* The events an instance packed behind ev (inference.proto: InferenceEvent.batch). */
+static const ProtobufCMessage *inference_batch_item(const ProtobufCMessage *msg, size_t i)
+{
+    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
+    return i < ev->n_batch ? &ev->batch[i]->base : NULL;
+}
+
 /* Inference.Info before each (re)open: the instance answers, and says its model. */
 static bool probe_info(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
 {
@@ -133,6 +140,8 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.method = "/llmserve.v1.Inference/Generate";
     mc.resp_desc = &llmserve__v1__inference_event__descriptor;
     mc.route = route_inference;
+    mc.batch_item = inference_batch_item;
+    mc.metadata = &r->event_batch_md;
     mc.probe = probe_info;
     mc.on_health = conn_health;
     mc.ud = c;
@@ -243,6 +252,8 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
 {
     router_t *r = ls_xcalloc(1, sizeof(*r));
     r->cfg = *cfg;
+    /* One message per inference step and stream rather than one per event. */
+    rpc_md_add(&r->event_batch_md, "llmserve-event-batch", "1");
     pthread_mutex_init(&r->conns_mu, NULL);
     pthread_mutex_init(&r->live_mu, NULL);
     pthread_cond_init(&r->live_cv, NULL);
@@ -297,14 +308,16 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
 {
     int64_t until = ls_now_us() + timeout_ms * 1000;
     ready_ctx_t c = {r};
+    /* Every instance connected is the aim (requests spread over all of them from the
+     * start); at the timeout, one per pool is enough. */
     for (;;) {
         bool caches_up = true;
         for (size_t i = 0; i < r->n_caches; i++)
             caches_up = caches_up && mux_up(r->caches[i]);
-        if (caches_up && router_policy_each_pool(&r->policy, pool_ready, &c) == LS_OK)
+        if (caches_up && router_pools_all_healthy(r->pools))
             return true;
         if (ls_now_us() >= until)
-            return false;
+            return caches_up && router_policy_each_pool(&r->policy, pool_ready, &c) == LS_OK;
         ls_sleep_us(20000);
     }
 }
@@ -343,6 +356,7 @@ void router_destroy(router_t *r)
     router_pools_destroy(r->pools);
     router_timer_destroy(r->timer);
     rpc_client_destroy(r->client);
+    rpc_md_clear(&r->event_batch_md);
     pthread_cond_destroy(&r->live_cv);
     pthread_mutex_destroy(&r->live_mu);
     pthread_mutex_destroy(&r->conns_mu);

@@ -35,6 +35,7 @@ struct router {
     router_pools_t *pools;
     router_timer_t *timer;
     rpc_client_t *client;
+    rpc_md_t event_batch_md; /* "llmserve-event-batch: 1" on every inference stream */
 
     pthread_mutex_t conns_mu; /* guards conns */
     router__conn_t **conns;   /* every connection made, removed ones included */

@@ -136,6 +136,8 @@ typedef struct {
     rec_t recs[MAX_RECS];
     int n_recs;
     int terminals;
+    int messages, events; /* received; more events than messages only with batching */
+    bool batch_seen;      /* a message carried InferenceEvent.batch */
     bool ended;
     rpc_status_t status;
 } gen_t;
@@ -154,12 +156,10 @@ static rec_t *do_rec(gen_t *g, const char *id)
     return r;
 }
 
-static void gen_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+/* One event.  g->mu held. */
+static void do_event(gen_t *g, const Llmserve__V1__InferenceEvent *ev)
 {
-    (void)s;
-    gen_t *g = ud;
-    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
-    pthread_mutex_lock(&g->mu);
+    g->events++;
     rec_t *r = do_rec(g, ev->request_id);
     if (r->terminal)
         r->order_ok = false;
@@ -213,6 +213,22 @@ static void gen_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *ms
         r->order_ok = false;
         break;
     }
+}
+
+static void gen_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+{
+    (void)s;
+    gen_t *g = ud;
+    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
+    pthread_mutex_lock(&g->mu);
+    g->messages++;
+    do_event(g, ev);
+    for (size_t i = 0; i < ev->n_batch; i++) {
+        g->batch_seen = true;
+        if (ev->batch[i]->n_batch)
+            do_rec(g, ev->batch[i]->request_id)->order_ok = false; /* no nesting */
+        do_event(g, ev->batch[i]);
+    }
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -233,18 +249,23 @@ static void gen_on_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, con
 static gen_t g_gens[40];
 static int g_n_gens;
 
-static gen_t *gen_open_with(int64_t timeout_us)
+static gen_t *gen_open_md(int64_t timeout_us, const rpc_md_t *md)
 {
     cr_assert_lt(g_n_gens, 40);
     gen_t *g = &g_gens[g_n_gens++];
     memset(g, 0, sizeof(*g));
     pthread_mutex_init(&g->mu, NULL);
     rpc_stream_handler_t h = {gen_on_message, gen_on_status};
-    rpc_call_opts_t opts = {.timeout_us = timeout_us, .wait_for_ready = true};
+    rpc_call_opts_t opts = {.timeout_us = timeout_us, .wait_for_ready = true, .metadata = md};
     g->s = rpc_stream_open(g_ch, GENERATE, &llmserve__v1__inference_event__descriptor, &h, g, &opts,
                            0);
     cr_assert_not_null(g->s);
     return g;
+}
+
+static gen_t *gen_open_with(int64_t timeout_us)
+{
+    return gen_open_md(timeout_us, NULL);
 }
 
 static gen_t *gen_open(void)
@@ -491,6 +512,55 @@ Test(inference, many_requests_multiplexed_on_one_stream)
     /* "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nTell me a story. [/INST]" is many tokens. */
     cr_assert_gt(chat_prompt, 10, "chat prompt had %u tokens", chat_prompt);
     gen_release(g);
+}
+
+Test(inference, event_batching_packs_a_steps_events_when_asked_and_only_then)
+{
+    enum { N = 6, TOKENS = 20 };
+    static const char *const prompts[] = {"a small red hen", "bees", "the old tree"};
+    rpc_md_t md = RPC_MD_INIT;
+    cr_assert_eq(rpc_md_add(&md, "llmserve-event-batch", "1"), LS_OK);
+    gen_t *both[2] = {gen_open_md(0, &md), gen_open()};
+    for (int k = 0; k < 2; k++) {
+        gen_t *g = both[k];
+        for (int i = 0; i < N; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "b%d", i);
+            params_t p = {.prompt = prompts[i % 3], .max_tokens = TOKENS, .ignore_eos = true};
+            gen_submit(g, id, &p);
+        }
+        cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
+        cr_assert(gen_wait_end(g, 60000));
+        cr_assert_eq(g->status.code, GRPC_STATUS_OK, "%s", g->status.details);
+        for (int i = 0; i < N; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "b%d", i);
+            rec_t r = gen_wait(g, id, 0, 1000);
+            cr_assert(r.order_ok, "%s: events out of order", id);
+            cr_assert_eq(r.started, 1);
+            cr_assert_eq(r.tokens, TOKENS, "%s: %d tokens", id, r.tokens);
+            cr_assert_eq(r.terminal, 1);
+            cr_assert_eq(r.reason, DONE(LENGTH));
+        }
+        /* started + tokens + done for each request */
+        cr_assert_eq(g->events, N * (TOKENS + 2));
+    }
+    /* Asked: requests decoding together share messages.  Not asked: one event each. */
+    cr_assert(both[0]->batch_seen);
+    cr_assert_lt(both[0]->messages, both[0]->events / 2, "%d messages for %d events",
+                 both[0]->messages, both[0]->events);
+    cr_assert_not(both[1]->batch_seen);
+    cr_assert_eq(both[1]->messages, both[1]->events);
+    /* The same requests gave the same text either way. */
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "b%d", i);
+        rec_t a = gen_wait(both[0], id, 0, 0), b = gen_wait(both[1], id, 0, 0);
+        cr_assert_str_eq(a.text, b.text, "%s", id);
+    }
+    gen_release(both[0]);
+    gen_release(both[1]);
+    rpc_md_clear(&md);
 }
 
 Test(inference, greedy_output_is_the_same_alone_and_in_a_batch)

@@ -108,7 +108,7 @@ static void sink_release(inf_request_t *r)
     pthread_mutex_unlock(&g_mu);
 }
 
-static const inf_sink_t g_sink = {sink_emit, sink_release};
+static const inf_sink_t g_sink = {sink_emit, sink_release, NULL};
 
 /* ---- fixtures ------------------------------------------------------------------------- */
 

@@ -100,6 +100,18 @@ Test(pool, unknown_pool_and_no_healthy_instance)
     cr_assert_eq(freed, 1);
 }
 
+Test(pool, all_healthy_needs_every_instance_of_every_pool)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2;large=h:3");
+    cr_assert(router_pools_all_healthy(p));
+    router_instance_set_healthy(p, insts[1], false);
+    cr_assert_not(router_pools_all_healthy(p));
+    cr_assert_eq(router_pools_healthy_count(p, "small"), 1, "the pool still has one");
+    router_instance_set_healthy(p, insts[1], true);
+    cr_assert(router_pools_all_healthy(p));
+    router_pools_destroy(p);
+}
+
 Test(pool, least_outstanding_spreads_load)
 {
     router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
