@@ -70,6 +70,9 @@ struct rpc_stream {
     grpc_byte_buffer *recv_buf, *write_buf;
     grpc_byte_buffer **q;
     size_t q_head, q_len, q_cap, max_q;
+    rpc_stream_drain_fn drain_fn; /* rpc_stream_on_drain; guarded by mu */
+    void *drain_ud;
+    size_t drain_low;
     rpc_md_t send_md;
     grpc_metadata *send_md_arr;
     grpc_metadata_array recv_initial_md, trailing_md;
@@ -570,7 +573,16 @@ static void on_send_op(rpc__tag_t *tag, bool ok)
     }
     if (!s->write_in_flight && s->close_requested && !s->close_started)
         do_start_close(s);
+    rpc_stream_drain_fn drain = NULL;
+    void *drain_ud = NULL;
+    if (ok && s->drain_fn && s->q_len <= s->drain_low && !s->ended && !s->cancelled &&
+        !s->close_requested) {
+        drain = s->drain_fn;
+        drain_ud = s->drain_ud;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (drain)
+        drain(s, drain_ud); /* this op's reference keeps the stream alive meanwhile */
     op_finished(s);
 }
 
@@ -729,6 +741,15 @@ void rpc_stream_cancel(rpc_stream_t *s)
         s->cancelled = true;
         grpc_call_cancel(s->call, NULL);
     }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void rpc_stream_on_drain(rpc_stream_t *s, size_t low_water, rpc_stream_drain_fn fn, void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->drain_fn = fn;
+    s->drain_ud = ud;
+    s->drain_low = low_water;
     pthread_mutex_unlock(&s->mu);
 }
 

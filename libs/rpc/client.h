@@ -122,6 +122,15 @@ void rpc_stream_cancel(rpc_stream_t *s);
 /* Messages waiting to be sent. */
 size_t rpc_stream_write_queue_len(rpc_stream_t *s);
 
+/* Called on the stream's callback thread after a write completes and leaves at most
+ * low_water messages queued (and the stream is neither over nor half-closing), so a
+ * producer can refill the queue as it drains instead of retrying on LS_ERR_FULL.  It
+ * must not block, may send, close_send or set another drain callback; it can run while
+ * the caller's own thread is still sending (the first messages, which only the caller
+ * can send), so a producer that does both synchronises them.  fn NULL stops it. */
+typedef void (*rpc_stream_drain_fn)(rpc_stream_t *s, void *ud);
+void rpc_stream_on_drain(rpc_stream_t *s, size_t low_water, rpc_stream_drain_fn fn, void *ud);
+
 /* True once on_status has been delivered. */
 bool rpc_stream_ended(rpc_stream_t *s);
 

@@ -97,6 +97,9 @@ struct rpc_call {
     int cancelled_flag; /* written by gRPC when the close op completes */
     bool closed, cancelled, done;
     bool md_sent, finish_requested, status_started, write_in_flight;
+    rpc_drain_fn drain_fn; /* rpc_call_on_drain; guarded by mu */
+    void *drain_ud;
+    size_t drain_low;
     grpc_byte_buffer *recv_buf;
     grpc_byte_buffer *write_buf;
     grpc_byte_buffer **q; /* ring of queued writes */
@@ -262,7 +265,16 @@ static void on_send_done(rpc__tag_t *tag, bool ok)
     }
     if (!c->write_in_flight && c->finish_requested && !c->status_started)
         do_start_status(c);
+    rpc_drain_fn drain = NULL;
+    void *drain_ud = NULL;
+    if (ok && c->drain_fn && c->q_len <= c->drain_low && !c->done && !c->closed &&
+        !c->cancelled && !c->finish_requested) {
+        drain = c->drain_fn;
+        drain_ud = c->drain_ud;
+    }
     pthread_mutex_unlock(&c->mu);
+    if (drain)
+        drain(c, drain_ud); /* this op's reference keeps the call alive meanwhile */
     op_finished(c);
 }
 
@@ -390,6 +402,15 @@ int rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg)
     if (!bb)
         return LS_ERR_NOMEM;
     return enqueue(call, bb);
+}
+
+void rpc_call_on_drain(rpc_call_t *call, size_t low_water, rpc_drain_fn fn, void *ud)
+{
+    pthread_mutex_lock(&call->mu);
+    call->drain_fn = fn;
+    call->drain_ud = ud;
+    call->drain_low = low_water;
+    pthread_mutex_unlock(&call->mu);
 }
 
 int rpc_call_send_raw(rpc_call_t *call, const void *data, size_t len)

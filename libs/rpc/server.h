@@ -180,6 +180,16 @@ bool rpc_call_cancelled(const rpc_call_t *call);
  * can slow down before the bound is hit. */
 size_t rpc_call_write_queue_len(const rpc_call_t *call);
 
+/* Called on the call's completion-queue thread after a write completes and leaves at
+ * most low_water messages queued (and the call is neither over nor finishing), so a
+ * producer can refill the queue as it drains: no thread of its own, no polling, and
+ * never past the write-queue bound.  It runs like the call's other callbacks (one at
+ * a time, must not block) and may send, finish or set another drain callback.  Only
+ * completed writes trigger it: a producer sends its first messages itself.  fn NULL
+ * stops it. */
+typedef void (*rpc_drain_fn)(rpc_call_t *call, void *ud);
+void rpc_call_on_drain(rpc_call_t *call, size_t low_water, rpc_drain_fn fn, void *ud);
+
 /* The server the call arrived on. */
 rpc_server_t *rpc_call_server(const rpc_call_t *call);
 

@@ -2,18 +2,22 @@
  * library.c - the Bench service on libs/rpc, used the way a real service uses it.
  *
  * Server: rpc_server_t with p.server_threads completion-queue threads.  Unary replies
- * from on_message.  Down produces from a thread of its own, as a service whose messages
- * come from elsewhere (a model, a cache) must: rpc_call_send queues, so the producer
- * keeps rpc_call_write_queue_len under p.window (lowered for large messages, see
- * down_window) and sleeps p.backoff_us when it is not.
- * (There is no "queue drained" callback to wait on instead.)  Producing everything from
- * on_message was rejected: 200000 messages would overflow the write-queue bound and the
- * call would be cancelled.  Up counts in on_message and replies at on_half_close.
+ * from on_message.  Down, by default, fills the write queue to p.window (lowered for
+ * large messages, see down_window) from on_message and refills it from
+ * rpc_call_on_drain whenever it falls to half: completion-driven on the call's own
+ * thread, like the baseline.  With p.app_producer it produces from a thread of its own
+ * instead, as a service whose messages come from elsewhere (a model, a cache) must:
+ * that thread keeps rpc_call_write_queue_len under the window and sleeps p.backoff_us
+ * when it is not.  Producing everything from on_message was rejected: 200000 messages
+ * would overflow the write-queue bound and the call would be cancelled.  Up counts in
+ * on_message and replies at on_half_close.
  *
  * Client: rpc_client_t with one thread for stream callbacks; rpc_channel_unary for
- * unary calls.  Up keeps at most p.window messages queued (rpc_stream_open's bound) and
- * retries after p.backoff_us when rpc_stream_send answers LS_ERR_FULL.  The calling
- * thread waits for on_status.
+ * unary calls.  Up, by default, fills p.window messages from the calling thread and
+ * refills from rpc_stream_on_drain (the stream's callback thread) when half are sent;
+ * with p.app_producer the calling thread sends everything, retrying after p.backoff_us
+ * when rpc_stream_send answers LS_ERR_FULL (the window is rpc_stream_open's bound).
+ * The calling thread waits for on_status.
  *
  * Lock rules: t->mu guards the producer fields, `ended` and `status`.  The stream's
  * counters (received, misordered, reply) are written by its on_message callbacks only,
@@ -40,7 +44,7 @@
 typedef struct {
     bench_target_t base;
     bench_params_t p;
-    char describe[320];
+    char describe[400];
     uint8_t *payload;   /* p.payload_bytes of filler */
     size_t down_window; /* p.window, lowered to stay under the server's byte bound */
     rpc_server_t *srv;
@@ -118,6 +122,61 @@ static void *producer_main(void *arg)
     rpc_call_unref(job->call);
     free(job);
     return NULL;
+}
+
+/* A drain-driven Down call (the call's state; freed at on_done). */
+typedef struct {
+    lib_target_t *t;
+    uint64_t want, sent;
+} drain_job_t;
+
+static void *down_drain_on_start(rpc_call_t *call, void *method_ctx)
+{
+    (void)call;
+    drain_job_t *j = ls_xcalloc(1, sizeof(*j));
+    j->t = method_ctx;
+    return j;
+}
+
+/* Tops the queue up to the window; finishes once everything is queued. */
+static void down_fill(rpc_call_t *call, void *ud)
+{
+    drain_job_t *j = ud;
+    lib_target_t *t = j->t;
+    Llmserve__Bench__BenchMsg m = LLMSERVE__BENCH__BENCH_MSG__INIT;
+    m.payload.data = t->payload;
+    m.payload.len = (size_t)t->p.payload_bytes;
+    int rc = LS_OK;
+    for (size_t q = rpc_call_write_queue_len(call); q < t->down_window && j->sent < j->want;
+         q++) {
+        m.seq = j->sent;
+        if ((rc = rpc_call_send(call, &m.base)) != LS_OK)
+            break;
+        j->sent++;
+    }
+    if (rc == LS_OK && j->sent == j->want) {
+        rpc_call_on_drain(call, 0, NULL, NULL);
+        rc = rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+    }
+    if (rc != LS_OK) {
+        rpc_call_on_drain(call, 0, NULL, NULL);
+        LS_LOG_WARN("rpcbench", "library down stopped queued=%llu err=%s",
+                    (unsigned long long)j->sent, ls_strerror(rc));
+    }
+}
+
+static void down_drain_on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    drain_job_t *j = state;
+    j->want = ((const Llmserve__Bench__BenchMsg *)msg)->seq;
+    rpc_call_on_drain(call, j->t->down_window / 2, down_fill, j);
+    down_fill(call, j);
+}
+
+static void down_drain_on_done(rpc_call_t *call, void *state)
+{
+    (void)call;
+    free(state);
 }
 
 static void down_on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
@@ -345,6 +404,51 @@ static int lib_down(bench_target_t *base, int64_t *elapsed_ns)
     return rc;
 }
 
+/* A drain-driven Up: the calling thread's first fill and the drain callbacks share it. */
+typedef struct {
+    lib_target_t *t;
+    rpc_stream_t *s;
+    uint64_t want, sent;
+    bool finished; /* half-closed, or failed */
+    int rc;
+    pthread_mutex_t mu;
+} up_job_t;
+
+/* Tops the queue up to the window; half-closes once everything is queued. */
+static void up_fill(rpc_stream_t *s, void *ud)
+{
+    up_job_t *j = ud;
+    Llmserve__Bench__BenchMsg m = LLMSERVE__BENCH__BENCH_MSG__INIT;
+    m.payload.data = j->t->payload;
+    m.payload.len = (size_t)j->t->p.payload_bytes;
+    size_t window = (size_t)j->t->p.window;
+    pthread_mutex_lock(&j->mu);
+    if (!j->finished) {
+        int rc = LS_OK;
+        for (size_t q = rpc_stream_write_queue_len(s); q < window && j->sent < j->want; q++) {
+            m.seq = j->sent;
+            if ((rc = rpc_stream_send(s, &m.base)) != LS_OK)
+                break;
+            j->sent++;
+        }
+        if (rc == LS_ERR_FULL)
+            rc = LS_OK; /* the queue filled meanwhile: the next drain goes on */
+        if (rc == LS_OK && j->sent == j->want) {
+            rc = rpc_stream_close_send(s);
+            j->finished = true;
+        }
+        if (rc != LS_OK) {
+            LS_LOG_ERROR("rpcbench", "library up stream send failed err=%s", ls_strerror(rc));
+            rpc_stream_cancel(s);
+            j->rc = rc;
+            j->finished = true;
+        }
+        if (j->finished)
+            rpc_stream_on_drain(s, 0, NULL, NULL);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
 static int lib_up(bench_target_t *base, int64_t *elapsed_ns)
 {
     lib_target_t *t = (lib_target_t *)base;
@@ -360,22 +464,31 @@ static int lib_up(bench_target_t *base, int64_t *elapsed_ns)
         LS_LOG_ERROR("rpcbench", "library cannot open an up stream");
         return LS_ERR_INTERNAL;
     }
-    Llmserve__Bench__BenchMsg m = LLMSERVE__BENCH__BENCH_MSG__INIT;
-    m.payload.data = t->payload;
-    m.payload.len = (size_t)t->p.payload_bytes;
     int rc = LS_OK;
-    for (uint64_t i = 0; i < want && rc == LS_OK; i++) {
-        m.seq = i;
-        while ((rc = rpc_stream_send(s, &m.base)) == LS_ERR_FULL)
-            ls_sleep_us(t->p.backoff_us);
+    if (!t->p.app_producer) {
+        up_job_t j = {.t = t, .s = s, .want = want, .mu = PTHREAD_MUTEX_INITIALIZER};
+        rpc_stream_on_drain(s, (size_t)t->p.window / 2, up_fill, &j);
+        up_fill(s, &j);
+        wait_stream_end(t); /* on_status comes after the stream's last callback */
+        rc = j.rc;
+        pthread_mutex_destroy(&j.mu);
+    } else {
+        Llmserve__Bench__BenchMsg m = LLMSERVE__BENCH__BENCH_MSG__INIT;
+        m.payload.data = t->payload;
+        m.payload.len = (size_t)t->p.payload_bytes;
+        for (uint64_t i = 0; i < want && rc == LS_OK; i++) {
+            m.seq = i;
+            while ((rc = rpc_stream_send(s, &m.base)) == LS_ERR_FULL)
+                ls_sleep_us(t->p.backoff_us);
+        }
+        if (rc == LS_OK)
+            rc = rpc_stream_close_send(s);
+        if (rc != LS_OK) {
+            LS_LOG_ERROR("rpcbench", "library up stream send failed err=%s", ls_strerror(rc));
+            rpc_stream_cancel(s);
+        }
+        wait_stream_end(t);
     }
-    if (rc == LS_OK)
-        rc = rpc_stream_close_send(s);
-    if (rc != LS_OK) {
-        LS_LOG_ERROR("rpcbench", "library up stream send failed err=%s", ls_strerror(rc));
-        rpc_stream_cancel(s);
-    }
-    wait_stream_end(t);
     *elapsed_ns = bench_now_ns() - t0;
     rpc_stream_release(s);
 
@@ -442,12 +555,13 @@ bench_target_t *bench_library_create(const bench_params_t *p)
     if (t->down_window < 1)
         t->down_window = 1;
     snprintf(t->describe, sizeof(t->describe),
-             "libs/rpc: rpc_server_t threads=%lld, Down produced by an app thread watching "
-             "rpc_call_write_queue_len (window %lld); rpc_client_t 1 thread, "
-             "rpc_channel_unary, rpc_stream_* (Up window %lld, retry after %lld us on "
+             "libs/rpc: rpc_server_t threads=%lld, Down %s (window %lld); rpc_client_t 1 "
+             "thread, rpc_channel_unary, rpc_stream_* (Up window %lld, retry after %lld us on "
              "LS_ERR_FULL)",
-             (long long)p->server_threads, (long long)t->down_window, (long long)p->window,
-             (long long)p->backoff_us);
+             (long long)p->server_threads,
+             p->app_producer ? "produced by an app thread watching rpc_call_write_queue_len"
+                            : "refilled from rpc_call_on_drain (completion-driven)",
+             (long long)t->down_window, (long long)p->window, (long long)p->backoff_us);
     t->srv = rpc_server_create(&cfg);
     if (!t->srv) {
         LS_LOG_ERROR("rpcbench", "library cannot create a server");
@@ -456,6 +570,10 @@ bench_target_t *bench_library_create(const bench_params_t *p)
     const ProtobufCMessageDescriptor *desc = &llmserve__bench__bench_msg__descriptor;
     rpc_handler_t unary = {.on_start = on_start_ctx, .on_message = unary_on_message};
     rpc_handler_t down = {.on_start = on_start_ctx, .on_message = down_on_message};
+    if (!p->app_producer)
+        down = (rpc_handler_t){.on_start = down_drain_on_start,
+                               .on_message = down_drain_on_message,
+                               .on_done = down_drain_on_done};
     rpc_handler_t up = {.on_start = up_on_start,
                         .on_message = up_on_message,
                         .on_half_close = up_on_half_close,

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define BENCH_DESCRIBE_LEN 400
 
@@ -35,6 +36,7 @@ typedef struct {
     int64_t repeats;        /* runs per figure and implementation; default 3 */
     int64_t window;         /* library: messages queued per stream; default 1024 */
     int64_t backoff_us;     /* library: wait when the window is full; default 100 us */
+    const char *producer;   /* library streams: "drain" (default) or "thread" */
     int64_t deadline_ms;    /* deadline of every call and stream; default 120000 ms */
     bool quick;             /* small counts for a smoke run */
     bool json;              /* JSON on stdout instead of the table */
@@ -53,6 +55,7 @@ static void rpcbench_config_init(rpcbench_config_t *cfg)
      * cores: 256/50 and 4096/1000 gave the same figures within the noise. */
     cfg->window = 1024;
     cfg->backoff_us = 100;
+    cfg->producer = "drain";
     cfg->deadline_ms = 120000;
     cfg->quick = false;
     cfg->json = false;
@@ -155,6 +158,12 @@ int main(int argc, char **argv)
          1, 4096},
         {"backoff-us", "LLMSERVE_RPCBENCH_BACKOFF_US", LS_OPT_INT, &cfg.backoff_us,
          "library streams: how long a sender with a full window waits (microseconds)", 0, 1e6},
+        {"producer", "LLMSERVE_RPCBENCH_PRODUCER", LS_OPT_STRING, &cfg.producer,
+         "library streams: 'drain' refills from rpc_call_on_drain / rpc_stream_on_drain on "
+         "the completion thread (as the baseline sends); 'thread' sends from an app thread "
+         "that watches the queue or retries on LS_ERR_FULL (as a service whose messages come "
+         "from a model does)",
+         0, 0},
         {"deadline-ms", "LLMSERVE_RPCBENCH_DEADLINE_MS", LS_OPT_INT, &cfg.deadline_ms,
          "deadline of every call and stream (milliseconds)", 1, 1e8},
         {"quick", "LLMSERVE_RPCBENCH_QUICK", LS_OPT_BOOL, &cfg.quick,
@@ -182,6 +191,10 @@ int main(int argc, char **argv)
         cfg.warmup = cfg.quick ? 100 : 2000;
     if (cfg.messages == 0)
         cfg.messages = cfg.quick ? 10000 : 200000;
+    if (strcmp(cfg.producer, "drain") != 0 && strcmp(cfg.producer, "thread") != 0) {
+        fprintf(stderr, "llmserve-rpcbench: --producer must be drain or thread\n");
+        return 2;
+    }
     ls_config_log(&lc, "rpcbench");
 
     bench_params_t p = {
@@ -192,6 +205,7 @@ int main(int argc, char **argv)
         .server_threads = cfg.server_threads,
         .window = cfg.window,
         .backoff_us = cfg.backoff_us,
+        .app_producer = strcmp(cfg.producer, "thread") == 0,
         .deadline_ms = cfg.deadline_ms,
     };
     bench_metric_t metrics[M_COUNT] = {

@@ -14,6 +14,7 @@
 #ifndef BENCH_TARGET_H
 #define BENCH_TARGET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define BENCH_METHOD_UNARY "/llmserve.bench.Bench/Unary"
@@ -28,6 +29,7 @@ typedef struct {
     int64_t server_threads; /* library server completion-queue threads (baseline: 1) */
     int64_t window;         /* library: messages queued per stream before the sender waits */
     int64_t backoff_us;     /* library: how long a sender waits when its window is full */
+    bool app_producer;      /* library streams: app threads produce (else drain-driven) */
     int64_t deadline_ms;    /* deadline of every call and stream */
 } bench_params_t;
 

@@ -112,6 +112,50 @@ static void h_done(rpc_call_t *call, void *state)
     pthread_mutex_unlock(&g_seen.mu);
 }
 
+/* A producer driven by rpc_call_on_drain: sends req.repeat replies, never more than
+ * DRAIN_WINDOW queued, refilling when the queue falls to DRAIN_LOW. */
+#define DRAIN_WINDOW 256
+#define DRAIN_LOW 64
+typedef struct {
+    int want, sent, drains;
+    size_t max_queued;
+} drain_job_t;
+
+static drain_job_t g_drain;
+
+static void drain_fill(rpc_call_t *call, void *ud)
+{
+    drain_job_t *j = ud;
+    j->drains++;
+    Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
+    reply.text = "d";
+    for (size_t q = rpc_call_write_queue_len(call); q < DRAIN_WINDOW && j->sent < j->want;
+         q++) {
+        reply.index = j->sent;
+        if (rpc_call_send(call, &reply.base) != LS_OK)
+            return;
+        j->sent++;
+    }
+    size_t q = rpc_call_write_queue_len(call);
+    if (q > j->max_queued)
+        j->max_queued = q;
+    if (j->sent == j->want) {
+        rpc_call_on_drain(call, 0, NULL, NULL);
+        rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+    }
+}
+
+static void h_drain_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)state;
+    memset(&g_drain, 0, sizeof(g_drain));
+    g_drain.want = ((const Llmserve__Test__EchoRequest *)msg)->repeat;
+    rpc_call_on_drain(call, DRAIN_LOW, drain_fill, &g_drain);
+    drain_fill(call, &g_drain);
+    g_drain.drains--; /* the first fill was this handler's own */
+}
+
+static const rpc_handler_t drain_h = {h_start, h_drain_message, NULL, h_cancel, h_done};
 static const rpc_handler_t unary_h = {h_start, h_unary_message, NULL, h_cancel, h_done};
 static const rpc_handler_t stream_h = {h_start, h_stream_message, h_half_close, h_cancel, h_done};
 
@@ -133,6 +177,9 @@ static rpc_server_t *make_server(const rpc_tls_server_t *tls, int *port)
         LS_OK);
     cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ,
                                        &stream_h, NULL),
+                 LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Drain", RPC_STREAM, REQ,
+                                       &drain_h, NULL),
                  LS_OK);
     cr_assert_eq(rpc_server_start(srv), LS_OK);
     return srv;
@@ -273,6 +320,80 @@ Test(server, finish_sends_queued_messages_first_then_refuses_more)
     pthread_mutex_unlock(&g_seen.mu);
     cr_assert_eq(rpc_stream_send(s, &req.base), LS_ERR_CLOSED, "stream over");
     cr_assert(rpc_stream_ended(s));
+    rpc_stream_release(s);
+}
+
+Test(server, drain_callback_refills_the_queue_past_its_bound_without_a_thread)
+{
+    /* 20000 replies from one request: five times the default write-queue bound (4096),
+     * so sending them at once would cancel the call; refilled on drain they all arrive. */
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(g_ch, "/llmserve.test.Echo/Drain", REP, &h, &c, NULL, 0);
+    cr_assert_not_null(s);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.repeat = 20000;
+    cr_assert_eq(rpc_stream_send(s, &req.base), LS_OK);
+    cr_assert(wait_ended(&c, 30000));
+    cr_assert_eq(c.st.code, GRPC_STATUS_OK, "%s", c.st.details);
+    cr_assert_eq(c.n, 20000);
+    /* The handler's fill reaches the window; every later fill came from a drain. */
+    cr_assert_eq(g_drain.sent, 20000);
+    cr_assert_gt(g_drain.drains, 20000 / DRAIN_WINDOW - 1, "%d drains", g_drain.drains);
+    cr_assert_leq(g_drain.max_queued, DRAIN_WINDOW);
+    rpc_stream_release(s);
+}
+
+/* A client producer driven by rpc_stream_on_drain (first fill from the test thread). */
+typedef struct {
+    pthread_mutex_t mu;
+    int want, sent, drains;
+    bool closed;
+} up_job_t;
+
+static void up_fill(rpc_stream_t *s, up_job_t *j)
+{
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.text = "u";
+    pthread_mutex_lock(&j->mu);
+    for (size_t q = rpc_stream_write_queue_len(s); q < DRAIN_WINDOW && j->sent < j->want; q++) {
+        req.seq = j->sent;
+        if (rpc_stream_send(s, &req.base) != LS_OK)
+            break;
+        j->sent++;
+    }
+    if (j->sent == j->want && !j->closed) {
+        rpc_stream_on_drain(s, 0, NULL, NULL);
+        rpc_stream_close_send(s);
+        j->closed = true;
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void up_drain(rpc_stream_t *s, void *ud)
+{
+    up_job_t *j = ud;
+    pthread_mutex_lock(&j->mu);
+    j->drains++;
+    pthread_mutex_unlock(&j->mu);
+    up_fill(s, j);
+}
+
+Test(server, client_drain_callback_refills_past_the_send_bound)
+{
+    /* 20000 requests through a send queue bounded at 512: LS_ERR_FULL if sent at once. */
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(g_ch, "/llmserve.test.Echo/Stream", REP, &h, &c, NULL, 512);
+    cr_assert_not_null(s);
+    static up_job_t j = {.mu = PTHREAD_MUTEX_INITIALIZER, .want = 20000};
+    rpc_stream_on_drain(s, DRAIN_LOW, up_drain, &j);
+    up_fill(s, &j);
+    cr_assert(wait_ended(&c, 30000));
+    cr_assert_eq(c.st.code, GRPC_STATUS_OK, "%s", c.st.details);
+    cr_assert_eq(c.n, 20000, "one echo per request");
+    cr_assert(j.closed);
+    cr_assert_gt(j.drains, 20000 / DRAIN_WINDOW - 1, "%d drains", j.drains);
     rpc_stream_release(s);
 }
 
