@@ -9,6 +9,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "support/channel.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -192,19 +193,7 @@ static void setup(void)
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", g_port);
     g_ch = rpc_channel_create(g_client, target, NULL);
-    /* Connect before the test, so that its first (fail-fast) call never meets a slow
-     * handshake on a loaded machine. */
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    req.service = "";
-    rpc_call_opts_t o = {.timeout_us = 20000000, .wait_for_ready = true};
-    ProtobufCMessage *resp = NULL;
-    rpc_status_t st;
-    cr_assert_eq(rpc_channel_unary(g_ch, "/grpc.health.v1.Health/Check", &req.base,
-                                   &grpc__health__v1__health_check_response__descriptor, &o,
-                                   &resp, &st),
-                 LS_OK);
-    cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    cr_assert(test_channel_ready(g_ch, 20000), "the server did not answer");
 }
 
 static void teardown(void)
