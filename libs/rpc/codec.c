@@ -2,6 +2,8 @@
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 grpc_byte_buffer *rpc_codec_encode(const ProtobufCMessage *msg)
 {
@@ -11,6 +13,18 @@ grpc_byte_buffer *rpc_codec_encode(const ProtobufCMessage *msg)
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
     return bb;
+}
+
+ProtobufCMessage *rpc_codec_copy(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    protobuf_c_message_pack(msg, buf);
+    ProtobufCMessage *c = protobuf_c_message_unpack(msg->descriptor, NULL, len, buf);
+    free(buf);
+    return c;
 }
 
 grpc_byte_buffer *rpc_codec_encode_raw(const void *data, size_t len)

@@ -20,4 +20,9 @@ grpc_byte_buffer *rpc_codec_encode_raw(const void *data, size_t len);
  * bb stays the caller's. */
 ProtobufCMessage *rpc_codec_decode(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 
+/* A deep copy of msg (for keeping a message the library frees when its callback
+ * returns).  The caller frees it with protobuf_c_message_free_unpacked(copy, NULL).
+ * Returns NULL when memory is exhausted. */
+ProtobufCMessage *rpc_codec_copy(const ProtobufCMessage *msg);
+
 #endif

@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/utf8.h"
+#include "rpc/codec.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -408,14 +409,7 @@ static void submit(session_t *s, rpc_call_t *call, const Llmserve__V1__CacheRequ
         return;
     }
     /* The library frees the message when on_message returns: keep a copy. */
-    size_t len = llmserve__v1__cache_request__get_packed_size(req);
-    uint8_t *buf = malloc(len ? len : 1);
-    Llmserve__V1__CacheRequest *copy = NULL;
-    if (buf) {
-        llmserve__v1__cache_request__pack(req, buf);
-        copy = llmserve__v1__cache_request__unpack(NULL, len, buf);
-        free(buf);
-    }
+    Llmserve__V1__CacheRequest *copy = (Llmserve__V1__CacheRequest *)rpc_codec_copy(&req->base);
     if (!copy) {
         send_error(cfg, call, req->id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;

@@ -19,6 +19,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "router_int.h"
+#include "rpc/codec.h"
 #include "scorer.h"
 #include "validate.h"
 
@@ -142,23 +143,12 @@ const char *router__req_id(const relay_req_t *q)
 
 /* ---- creation -------------------------------------------------------------------- */
 
-static Llmserve__V1__GenerateSubmit *copy_submit(const Llmserve__V1__GenerateSubmit *s)
-{
-    size_t len = llmserve__v1__generate_submit__get_packed_size(s);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return NULL;
-    llmserve__v1__generate_submit__pack(s, buf);
-    Llmserve__V1__GenerateSubmit *c = llmserve__v1__generate_submit__unpack(NULL, len, buf);
-    free(buf);
-    return c;
-}
-
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
                                 int64_t call_left_us)
 {
-    Llmserve__V1__GenerateSubmit *sub = copy_submit(submit);
+    Llmserve__V1__GenerateSubmit *sub =
+        (Llmserve__V1__GenerateSubmit *)rpc_codec_copy(&submit->base);
     if (!sub)
         return NULL;
     relay_req_t *q = ls_xcalloc(1, sizeof(*q));

@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "router_int.h"
+#include "rpc/codec.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -260,18 +261,6 @@ static void cs_unref(relay_sink_t *s)
     free(c);
 }
 
-static Llmserve__V1__GenerateStarted *copy_started(const Llmserve__V1__GenerateStarted *s)
-{
-    size_t len = llmserve__v1__generate_started__get_packed_size(s);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return NULL;
-    llmserve__v1__generate_started__pack(s, buf);
-    Llmserve__V1__GenerateStarted *c = llmserve__v1__generate_started__unpack(NULL, len, buf);
-    free(buf);
-    return c;
-}
-
 static void cs_emit(relay_sink_t *s, relay_req_t *req, const Llmserve__V1__GenerateEvent *ev)
 {
     complete_t *c = (complete_t *)s;
@@ -280,7 +269,7 @@ static void cs_emit(relay_sink_t *s, relay_req_t *req, const Llmserve__V1__Gener
     case LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED:
         if (c->route)
             llmserve__v1__generate_started__free_unpacked(c->route, NULL);
-        c->route = copy_started(ev->started);
+        c->route = (Llmserve__V1__GenerateStarted *)rpc_codec_copy(&ev->started->base);
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN: {
         size_t n = strlen(ev->token->text);

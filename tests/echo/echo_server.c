@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/signals.h"
 #include "echo.pb-c.h"
+#include "rpc/codec.h"
 #include "rpc/server.h"
 
 #include <pthread.h>
@@ -182,12 +183,8 @@ static int start_job(rpc_call_t *call, echo_call_t *ec, const Llmserve__Test__Ec
     pthread_mutex_unlock(&g_jobs_mu);
 
     /* Copy the request: the library frees its message when on_message returns. */
-    size_t len = llmserve__test__echo_request__get_packed_size(req);
-    uint8_t *buf = ls_xmalloc(len ? len : 1);
-    llmserve__test__echo_request__pack(req, buf);
     echo_job_t *job = ls_xcalloc(1, sizeof(*job));
-    job->req = llmserve__test__echo_request__unpack(NULL, len, buf);
-    free(buf);
+    job->req = (Llmserve__Test__EchoRequest *)rpc_codec_copy(&req->base);
     job->call = call;
     job->ec = ec;
     job->unary = unary;

@@ -3,6 +3,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "rpc/codec.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -111,11 +112,7 @@ static void on_msg(rpc_stream_t *st, void *ud, const ProtobufCMessage *msg)
 {
     (void)st;
     tc_session_t *s = ud;
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    protobuf_c_message_pack(msg, buf);
-    Llmserve__V1__CacheResponse *copy = llmserve__v1__cache_response__unpack(NULL, len, buf);
-    free(buf);
+    Llmserve__V1__CacheResponse *copy = (Llmserve__V1__CacheResponse *)rpc_codec_copy(msg);
     pthread_mutex_lock(&s->mu);
     if (s->n_got == s->cap_got) {
         s->cap_got = s->cap_got ? 2 * s->cap_got : 64;

@@ -13,6 +13,7 @@
 #include "base/err.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
+#include "rpc/codec.h"
 #include "support/proc.h"
 
 #include <arpa/inet.h>
@@ -276,16 +277,6 @@ static rec_t *do_rec(gen_t *g, const char *id)
     return r;
 }
 
-static Llmserve__V1__GenerateStarted *copy_started(const Llmserve__V1__GenerateStarted *s)
-{
-    size_t len = llmserve__v1__generate_started__get_packed_size(s);
-    uint8_t *buf = malloc(len ? len : 1);
-    llmserve__v1__generate_started__pack(s, buf);
-    Llmserve__V1__GenerateStarted *c = llmserve__v1__generate_started__unpack(NULL, len, buf);
-    free(buf);
-    return c;
-}
-
 static void g_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
 {
     (void)s;
@@ -309,7 +300,7 @@ static void g_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
             r->started++;
             if (r->last_started)
                 llmserve__v1__generate_started__free_unpacked(r->last_started, NULL);
-            r->last_started = copy_started(ev->started);
+            r->last_started = (Llmserve__V1__GenerateStarted *)rpc_codec_copy(&ev->started->base);
             if (!r->first_attempt_seen)
                 r->first_attempt_seen = ev->started->attempt;
             break;

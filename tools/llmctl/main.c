@@ -18,6 +18,7 @@
 #include "base/signals.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
+#include "rpc/codec.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -85,16 +86,6 @@ static void append(ctl_state_t *st, const char *s)
 }
 
 /* Deep copy through the wire format (events are borrowed by the callback). */
-static ProtobufCMessage *copy_msg(const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = ls_xmalloc(len ? len : 1);
-    protobuf_c_message_pack(m, buf);
-    ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-    free(buf);
-    return c;
-}
-
 static void on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
 {
     ctl_state_t *st = ud;
@@ -104,7 +95,7 @@ static void on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
     case LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED:
         if (st->route)
             protobuf_c_message_free_unpacked(&st->route->base, NULL);
-        st->route = (Llmserve__V1__GenerateStarted *)copy_msg(&ev->started->base);
+        st->route = (Llmserve__V1__GenerateStarted *)rpc_codec_copy(&ev->started->base);
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
         if (st->tokens++ == 0)
@@ -116,7 +107,7 @@ static void on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
         }
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_DONE:
-        st->done = (Llmserve__V1__GenerateDone *)copy_msg(&ev->done->base);
+        st->done = (Llmserve__V1__GenerateDone *)rpc_codec_copy(&ev->done->base);
         st->terminal = true;
         rpc_stream_close_send(s);
         break;

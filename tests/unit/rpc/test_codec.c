@@ -161,6 +161,21 @@ Test(codec, decoded_message_outlives_the_buffer)
     protobuf_c_message_free_unpacked(&got->base, NULL);
 }
 
+Test(codec, copy_is_deep_and_outlives_the_original)
+{
+    req_t req;
+    fill_request(&req);
+    grpc_byte_buffer *bb = rpc_codec_encode(&req.base);
+    req_t *orig = decode_req(bb);
+    grpc_byte_buffer_destroy(bb);
+    req_t *copy = (req_t *)rpc_codec_copy(&orig->base);
+    cr_assert_not_null(copy);
+    cr_assert_neq(copy, orig);
+    protobuf_c_message_free_unpacked(&orig->base, NULL); /* the copy shares nothing */
+    assert_request_eq(copy, &req);
+    protobuf_c_message_free_unpacked(&copy->base, NULL);
+}
+
 Test(codec, buffer_can_be_decoded_twice)
 {
     /* bb stays the caller's and is not consumed by a decode. */
