@@ -43,9 +43,10 @@ typedef struct inf_request inf_request_t;
 
 /* Where a request's events go; implemented by the stream handler (service.c). */
 typedef struct {
-    /* Sends ev (borrowed for the call) to the request's client.  Returns LS_OK, or an
-     * error when the client can no longer be reached (the request is then treated as
-     * cancelled and gets no further events). */
+    /* Sends ev (borrowed for the call) to the request's client, or packs it to send at
+     * the next flush.  Returns LS_OK, or an error when the client can no longer be
+     * reached (the request is then treated as cancelled and gets no further events);
+     * a sink that holds events back reports a failed send at the emit after it. */
     int (*emit)(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev);
     /* The request is over (its terminal event was sent or could not be): the owner
      * unlinks and destroys it.  Called exactly once, by the scheduler thread. */
