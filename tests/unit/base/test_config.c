@@ -8,8 +8,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "base/config.h"
 #include "base/err.h"
+#include "base/log.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -579,4 +581,196 @@ Test(config, usage_of_null_string_default_is_empty)
     char *out = usage_text();
     cr_assert_not_null(strstr(out, "env " ENV_NAME ", default \"\""), "%s", out);
     free(out);
+}
+
+/* ---- the service scheme: prefix, standard names, aliases, lists, secrets ------------ */
+
+typedef struct {
+    const char *listen;
+    int64_t rpc_threads;
+    const char *consul;
+    const char *token;
+    ls_strlist_t pools;
+} scfg_t;
+
+static scfg_t sc;
+static const ls_opt_t sopts[] = {
+    {"listen", NULL, LS_OPT_STRING, &sc.listen, "address", 0, 0},
+    {"rpc-threads", NULL, LS_OPT_INT, &sc.rpc_threads, "threads", 0, 64},
+    {"consul-addr", "LSTEST_STD_ADDR", LS_OPT_STRING, &sc.consul, "agent", 0, 0},
+    {"token", "LSTEST_STD_TOKEN", LS_OPT_SECRET, &sc.token, "a secret", 0, 0},
+    {"pool", NULL, LS_OPT_LIST, &sc.pools, "pools", 0, 0},
+};
+static const ls_alias_t saliases[] = {
+    {"--threads", "rpc-threads"},
+    {"LSTEST_OLD_LISTEN", "listen"},
+};
+static const ls_config_t scfg = {
+    .program = "svc-prog",
+    .summary = "a service",
+    .env_prefix = "LSTEST_SVC_",
+    .opts = sopts,
+    .n_opts = sizeof(sopts) / sizeof(sopts[0]),
+    .aliases = saliases,
+    .n_aliases = sizeof(saliases) / sizeof(saliases[0]),
+};
+
+static int log_fd[2];
+
+static void ssetup(void)
+{
+    static const char *const vars[] = {"LSTEST_SVC_LISTEN",   "LSTEST_SVC_RPC_THREADS",
+                                       "LSTEST_SVC_CONSUL_ADDR", "LSTEST_STD_ADDR",
+                                       "LSTEST_SVC_TOKEN",    "LSTEST_STD_TOKEN",
+                                       "LSTEST_SVC_POOL",     "LSTEST_OLD_LISTEN"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    memset(&sc, 0, sizeof(sc));
+    sc.listen = "127.0.0.1:1";
+    sc.rpc_threads = 2;
+    memset(err, 0, sizeof(err));
+    cr_assert_eq(pipe(log_fd), 0);
+    ls_log_set_fd(log_fd[1]);
+}
+
+static void steardown(void)
+{
+    ls_strlist_free(&sc.pools);
+    ls_log_set_fd(2);
+    close(log_fd[0]);
+    close(log_fd[1]);
+}
+
+TestSuite(scheme, .init = ssetup, .fini = steardown);
+
+static int sload_argv(char **argv)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    return ls_config_load(&scfg, argc, argv, err, sizeof(err));
+}
+#define SLOAD(...) sload_argv((char *[]){"svc-prog", __VA_ARGS__, NULL})
+#define SLOAD0() sload_argv((char *[]){"svc-prog", NULL})
+
+static char *logged(void)
+{
+    static char buf[8192];
+    fcntl(log_fd[0], F_SETFL, O_NONBLOCK);
+    ssize_t n = read(log_fd[0], buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+Test(scheme, prefix_names_every_flag)
+{
+    setenv("LSTEST_SVC_LISTEN", "0.0.0.0:9", 1);
+    setenv("LSTEST_SVC_RPC_THREADS", "7", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.listen, "0.0.0.0:9");
+    cr_assert_eq(sc.rpc_threads, 7);
+    char env[64];
+    ls_config_env_name(&scfg, &sopts[1], env, sizeof(env));
+    cr_assert_str_eq(env, "LSTEST_SVC_RPC_THREADS");
+}
+
+Test(scheme, env_equals_flag)
+{
+    setenv("LSTEST_SVC_RPC_THREADS", "5", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    int64_t from_env = sc.rpc_threads;
+    unsetenv("LSTEST_SVC_RPC_THREADS");
+    cr_assert_eq(SLOAD("--rpc-threads", "5"), LS_OK, "%s", err);
+    cr_assert_eq(sc.rpc_threads, from_env);
+}
+
+Test(scheme, standard_variable_is_read_and_the_prefixed_one_wins)
+{
+    setenv("LSTEST_STD_ADDR", "agent:8500", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.consul, "agent:8500");
+    setenv("LSTEST_SVC_CONSUL_ADDR", "other:8500", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.consul, "other:8500");
+    cr_assert_eq(SLOAD("--consul-addr", "flag:1"), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.consul, "flag:1");
+}
+
+Test(scheme, bad_env_value_names_the_variable_and_the_flag)
+{
+    setenv("LSTEST_SVC_RPC_THREADS", "many", 1);
+    cr_assert_eq(SLOAD0(), LS_ERR_INVALID);
+    cr_assert_not_null(strstr(err, "LSTEST_SVC_RPC_THREADS"), "%s", err);
+    cr_assert_not_null(strstr(err, "--rpc-threads"), "%s", err);
+}
+
+Test(scheme, deprecated_flag_still_works_with_a_warning)
+{
+    cr_assert_eq(SLOAD("--threads", "9"), LS_OK, "%s", err);
+    cr_assert_eq(sc.rpc_threads, 9);
+    char *log = logged();
+    cr_assert_not_null(strstr(log, "deprecated flag"), "%s", log);
+    cr_assert_not_null(strstr(log, "use=--rpc-threads"), "%s", log);
+}
+
+Test(scheme, deprecated_variable_still_works_and_loses_to_the_new_one)
+{
+    setenv("LSTEST_OLD_LISTEN", "old:1", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.listen, "old:1");
+    cr_assert_not_null(strstr(logged(), "var=LSTEST_OLD_LISTEN"));
+    setenv("LSTEST_SVC_LISTEN", "new:1", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.listen, "new:1");
+}
+
+Test(scheme, unknown_flag_suggests_the_closest)
+{
+    cr_assert_eq(SLOAD("--rpc-thread", "1"), LS_ERR_INVALID);
+    cr_assert_not_null(strstr(err, "--rpc-thread'"), "%s", err);
+    cr_assert_not_null(strstr(err, "did you mean --rpc-threads"), "%s", err);
+    cr_assert_eq(SLOAD("--zzzzzz"), LS_ERR_INVALID);
+    cr_assert_null(strstr(err, "did you mean"), "%s", err);
+}
+
+Test(scheme, list_flag_repeats_and_replaces_the_environment)
+{
+    setenv("LSTEST_SVC_POOL", "env=1", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_eq(sc.pools.n, 1);
+    cr_assert_str_eq(sc.pools.items[0], "env=1");
+    cr_assert_eq(SLOAD("--pool", "a=1", "--pool=b=2"), LS_OK, "%s", err);
+    cr_assert_eq(sc.pools.n, 2);
+    cr_assert_str_eq(sc.pools.items[0], "a=1");
+    cr_assert_str_eq(sc.pools.items[1], "b=2");
+    char *j = ls_strlist_join(&sc.pools, ";");
+    cr_assert_str_eq(j, "a=1;b=2");
+    free(j);
+}
+
+Test(scheme, secrets_never_show)
+{
+    setenv("LSTEST_STD_TOKEN", "hunter2-secret", 1);
+    cr_assert_eq(SLOAD0(), LS_OK, "%s", err);
+    cr_assert_str_eq(sc.token, "hunter2-secret");
+    ls_config_log(&scfg, "t");
+    char *log = logged();
+    cr_assert_null(strstr(log, "hunter2"), "%s", log);
+    cr_assert_not_null(strstr(log, "token=<redacted>"), "%s", log);
+    FILE *tmp = tmpfile();
+    ls_config_usage(&scfg, fileno(tmp));
+    char *out = slurp(fileno(tmp));
+    fclose(tmp);
+    cr_assert_null(strstr(out, "hunter2"), "%s", out);
+    cr_assert_not_null(strstr(out, "LSTEST_SVC_TOKEN or LSTEST_STD_TOKEN"), "%s", out);
+    cr_assert_not_null(strstr(out, "--threads -> --rpc-threads"), "%s", out);
+    free(out);
+}
+
+Test(scheme, log_quotes_values_with_spaces)
+{
+    sc.listen = "a b\"c";
+    ls_config_log(&scfg, "t");
+    char *log = logged();
+    cr_assert_not_null(strstr(log, "listen=\"a b\\\"c\""), "%s", log);
 }

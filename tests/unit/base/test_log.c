@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -195,41 +196,41 @@ Test(log, long_message_that_ends_in_newline_still_one_line)
 
 Test(log, message_exactly_filling_the_buffer)
 {
-    /* Every length around the 2048-byte line buffer gives exactly one full line. */
-    char prefix[4096];
+    /* Every length around the line buffer gives exactly one full line. */
+    char prefix[LS_LOG_LINE_MAX];
     ls_log(LS_LOG_INFO, "x", "%s", "");
     size_t plen = drain(prefix, sizeof(prefix)) - 1; /* header bytes without '\n' */
     cr_assert_lt(plen, 200, "header: %s", prefix);
-    char msg[2100];
-    for (size_t m = 2040 - plen; m < 2060 - plen; m++) {
+    char msg[LS_LOG_LINE_MAX + 64];
+    for (size_t m = LS_LOG_LINE_MAX - 8 - plen; m < LS_LOG_LINE_MAX + 12 - plen; m++) {
         memset(msg, 'c', m);
         msg[m] = '\0';
         ls_log(LS_LOG_INFO, "x", "%s", msg);
-        char buf[8192];
+        char buf[2 * LS_LOG_LINE_MAX];
         size_t len = drain(buf, sizeof(buf));
         cr_assert_eq(count_char(buf, len, '\n'), 1, "m=%zu", m);
         cr_assert_eq(buf[len - 1], '\n', "m=%zu", m);
         cr_assert_eq(strlen(buf), len, "m=%zu: NUL inside", m);
-        size_t want = plen + m + 1 < 2047 ? plen + m + 1 : 2047;
+        size_t want = plen + m + 1 < LS_LOG_LINE_MAX - 1 ? plen + m + 1 : LS_LOG_LINE_MAX - 1;
         cr_assert_eq(len, want, "m=%zu", m);
     }
 }
 
 /* Regression test for a stack overflow in ls_log: the header is formatted with snprintf
  * and the message then written at line + n with size sizeof(line) - n - 1, which wraps
- * to SIZE_MAX once the header alone (here a long mod) fills the 2048-byte buffer.
+ * to SIZE_MAX once the header alone (here a long mod) fills the line buffer.
  * ASan reports the write for these lengths; longer mods land past the redzone unseen. */
 Test(log, very_long_module_name_is_truncated_to_one_line)
 {
-    static char mod[2200];
-    for (size_t mlen = 1990; mlen < sizeof(mod); mlen += 7) {
+    static char mod[LS_LOG_LINE_MAX + 150];
+    for (size_t mlen = LS_LOG_LINE_MAX - 60; mlen < sizeof(mod); mlen += 7) {
         memset(mod, 'm', mlen);
         mod[mlen] = '\0';
         ls_log(LS_LOG_INFO, mod, "text");
-        char buf[8192];
+        char buf[2 * LS_LOG_LINE_MAX];
         size_t len = drain(buf, sizeof(buf));
         cr_assert_gt(len, 0, "mlen=%zu", mlen);
-        cr_assert_leq(len, 2047, "mlen=%zu", mlen);
+        cr_assert_leq(len, LS_LOG_LINE_MAX - 1, "mlen=%zu", mlen);
         cr_assert_eq(buf[len - 1], '\n', "mlen=%zu", mlen);
         cr_assert_eq(count_char(buf, len, '\n'), 1, "mlen=%zu", mlen);
     }
@@ -326,6 +327,133 @@ Test(log_env, bad_environment_level_means_info, .init = setup_env_garbage, .fini
     LS_LOG_DEBUG("x", "dropped");
     char buf[64];
     cr_assert_eq(drain(buf, sizeof(buf)), 0, "output: %s", buf);
+}
+
+/* ---- JSON lines ------------------------------------------------------------------ */
+
+/* Reads one line from the pipe and parses it; the caller deletes the object. */
+static cJSON *json_line(void)
+{
+    char buf[2 * LS_LOG_LINE_MAX];
+    size_t len = drain(buf, sizeof(buf));
+    cr_assert_gt(len, 0, "no line");
+    cr_assert_eq(count_char(buf, len, '\n'), 1, "not one line: %s", buf);
+    cr_assert_eq(buf[len - 1], '\n');
+    cr_assert_leq(len, LS_LOG_LINE_MAX, "line of %zu bytes", len);
+    cJSON *j = cJSON_Parse(buf);
+    cr_assert_not_null(j, "not JSON: %s", buf);
+    return j;
+}
+
+static const char *jstr(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+Test(log, json_line_has_fixed_keys_and_parsed_fields)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    LS_LOG_WARN("router", "instance added pool=%s weight=%d addr=%s", "small", 95,
+                "127.0.0.1:7001");
+    cJSON *j = json_line();
+    cr_assert(matches(jstr(j, "ts"), "^" TS_RE "$"), "ts %s", jstr(j, "ts"));
+    cr_assert_str_eq(jstr(j, "level"), "warn");
+    cr_assert_str_eq(jstr(j, "mod"), "router");
+    cr_assert_str_eq(jstr(j, "msg"), "instance added");
+    cr_assert_str_eq(jstr(j, "pool"), "small");
+    cr_assert_str_eq(jstr(j, "weight"), "95");
+    cr_assert_str_eq(jstr(j, "addr"), "127.0.0.1:7001");
+    cJSON_Delete(j);
+}
+
+Test(log, json_quoted_values_are_unescaped)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    LS_LOG_INFO("x", "stream ended details=\"%s\" code=%d", "a \\\"b\\\" c\\\\d", 14);
+    cJSON *j = json_line();
+    cr_assert_str_eq(jstr(j, "details"), "a \"b\" c\\d");
+    cr_assert_str_eq(jstr(j, "code"), "14");
+    cr_assert_str_eq(jstr(j, "msg"), "stream ended");
+    cJSON_Delete(j);
+}
+
+Test(log, json_message_that_is_not_text_then_fields_stays_whole)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    LS_LOG_INFO("x", "a=1 then words");
+    cJSON *j = json_line();
+    cr_assert_str_eq(jstr(j, "msg"), "a=1 then words");
+    cr_assert_null(cJSON_GetObjectItemCaseSensitive(j, "a"));
+    cJSON_Delete(j);
+    LS_LOG_INFO("x", "open quote k=\"never closed");
+    j = json_line();
+    cr_assert_str_eq(jstr(j, "msg"), "open quote k=\"never closed");
+    cJSON_Delete(j);
+}
+
+Test(log, json_reserved_field_names_get_an_underscore)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    LS_LOG_INFO("x", "hello msg=inner level=9 mod=m ts=t");
+    cJSON *j = json_line();
+    cr_assert_str_eq(jstr(j, "msg"), "hello");
+    cr_assert_str_eq(jstr(j, "level"), "info");
+    cr_assert_str_eq(jstr(j, "_msg"), "inner");
+    cr_assert_str_eq(jstr(j, "_level"), "9");
+    cr_assert_str_eq(jstr(j, "_mod"), "m");
+    cr_assert_str_eq(jstr(j, "_ts"), "t");
+    cJSON_Delete(j);
+}
+
+Test(log, json_escapes_control_bytes_and_replaces_bad_utf8)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    LS_LOG_INFO("x", "bytes v=%s", "tab\there\x01\xff\xc3\xa9");
+    cJSON *j = json_line();
+    cr_assert_str_eq(jstr(j, "v"), "tab\there\x01\xef\xbf\xbd\xc3\xa9");
+    cJSON_Delete(j);
+}
+
+Test(log, json_long_message_is_cut_and_still_valid)
+{
+    ls_log_set_format(LS_LOG_JSON);
+    static char big[3 * LS_LOG_LINE_MAX];
+    memset(big, '"', sizeof(big) - 1); /* every byte doubles when escaped */
+    LS_LOG_INFO("x", "%s", big);
+    cJSON *j = json_line();
+    cr_assert_gt(strlen(jstr(j, "msg")), LS_LOG_LINE_MAX / 4);
+    cJSON_Delete(j);
+    static char mod[LS_LOG_LINE_MAX + 100];
+    memset(mod, 'm', sizeof(mod) - 1);
+    LS_LOG_INFO(mod, "text k=v");
+    j = json_line();
+    cr_assert_not_null(jstr(j, "mod"));
+    cJSON_Delete(j);
+}
+
+Test(log, parse_format_names)
+{
+    ls_log_format_t f;
+    cr_assert(ls_log_parse_format("json", &f) && f == LS_LOG_JSON);
+    cr_assert(ls_log_parse_format("TEXT", &f) && f == LS_LOG_TEXT);
+    cr_assert_not(ls_log_parse_format("yaml", &f));
+    cr_assert_not(ls_log_parse_format(NULL, &f));
+}
+
+static void setup_env_json(void)
+{
+    cr_assert_eq(pipe2(log_pipe, O_NONBLOCK | O_CLOEXEC), 0);
+    ls_log_set_fd(log_pipe[1]);
+    setenv("LLMSERVE_LOG_FORMAT", "json", 1);
+}
+
+Test(log_env, format_comes_from_environment, .init = setup_env_json, .fini = teardown)
+{
+    LS_LOG_WARN("x", "from env k=v");
+    cJSON *j = json_line();
+    cr_assert_str_eq(jstr(j, "k"), "v");
+    cJSON_Delete(j);
 }
 
 Test(log, parse_level_accepts_names_in_any_case)
