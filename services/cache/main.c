@@ -148,9 +148,7 @@ int main(int argc, char **argv)
         {"max-in-flight", "CACHE_MAX_IN_FLIGHT", LS_OPT_INT, &cfg.max_in_flight,
          "requests at workers per stream before RESOURCE_EXHAUSTED", 1, 1e6},
     };
-    ls_config_t conf = {"llmserve-cache",
-                        "Answer cache: in-process L1, memcached, semantic index (Cache.Session).",
-                        opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmserve-cache", .summary = "Answer cache: in-process L1, memcached, semantic index (Cache.Session).", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

@@ -127,9 +127,7 @@ int main(int argc, char **argv)
         {"max-write-queue", "LLMSERVE_INFERENCE_MAX_WRITE_QUEUE", LS_OPT_INT, &cfg.max_write_queue,
          "events queued per stream before a slow reader is cut off", 16, 1e9},
     };
-    ls_config_t conf = {"llmserve-inference",
-                        "Serves a llama-architecture model over gRPC with continuous batching.",
-                        opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmserve-inference", .summary = "Serves a llama-architecture model over gRPC with continuous batching.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[512];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

@@ -143,10 +143,8 @@ int main(int argc, char **argv)
         {"log-level", "LLMSERVE_LOG_LEVEL", LS_OPT_STRING, &mc.log_level,
          "debug, info, warn or error", 0, 0},
     };
-    ls_config_t conf = {"llmserve-router",
-                        "The llmserve front door: scores prompts, consults the cache, routes to "
-                        "pools of inference instances, relays tokens.",
-                        opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmserve-router", .summary = "The llmserve front door: scores prompts, consults the cache, routes to "
+                        "pools of inference instances, relays tokens.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char *pools_flag = take_pool_flags(&argc, argv);
     char err[512];
     int rc_load = ls_config_load(&conf, argc, argv, err, sizeof(err));

@@ -267,8 +267,7 @@ int main(int argc, char **argv)
         {"tls-client-ca", "ECHO_TLS_CLIENT_CA", LS_OPT_STRING, &cfg.tls_client_ca,
          "PEM CA that client certificates must chain to (mutual TLS)", 0, 0},
     };
-    ls_config_t conf = {"llmserve-test-echo", "Echo service for transport tests.", opts,
-                        sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmserve-test-echo", .summary = "Echo service for transport tests.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

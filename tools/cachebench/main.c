@@ -310,9 +310,7 @@ int main(int argc, char **argv)
         {"phases", "CACHEBENCH_PHASES", LS_OPT_STRING, &cfg.phases,
          "comma-separated phases: l1, hit, miss", 0, 0},
     };
-    ls_config_t conf = {"llmserve-cachebench",
-                        "Lookups/s and latency of llmserve-cache through Cache.Session.", opts,
-                        sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmserve-cachebench", .summary = "Lookups/s and latency of llmserve-cache through Cache.Session.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

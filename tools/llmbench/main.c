@@ -418,8 +418,7 @@ int main(int argc, char **argv)
          "requests in each comparison run", 1, 1e8},
         {"no-progress", NULL, LS_OPT_BOOL, &no_progress, "no progress bar", 0, 0},
     };
-    ls_config_t conf = {"llmbench", "Load generator and latency report for the llmserve router.",
-                        opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmbench", .summary = "Load generator and latency report for the llmserve router.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

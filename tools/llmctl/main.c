@@ -387,8 +387,7 @@ int main(int argc, char **argv)
         {"json", NULL, LS_OPT_BOOL, &c.json, "print one JSON object instead of text", 0, 0},
         {"quiet", NULL, LS_OPT_BOOL, &c.quiet, "print only the summary", 0, 0},
     };
-    ls_config_t conf = {"llmctl", "Send a prompt to the llmserve router and stream the answer.",
-                        opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmctl", .summary = "Send a prompt to the llmserve router and stream the answer.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char *words = take_words(&argc, argv, opts, conf.n_opts);
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));

@@ -159,10 +159,8 @@ int main(int argc, char **argv)
         {"json", "LLMSERVE_MODELBENCH_JSON", LS_OPT_BOOL, &cfg.json,
          "print one JSON object instead of the table", 0, 0},
     };
-    ls_config_t lc = {"llmserve-modelbench",
-                      "Measures decode, prefill and batched tokens/s of a checkpoint on the "
-                      "forward pass, against the memory-bandwidth bound.",
-                      opts, sizeof(opts) / sizeof(opts[0])};
+    ls_config_t lc = {.program = "llmserve-modelbench", .summary = "Measures decode, prefill and batched tokens/s of a checkpoint on the "
+                      "forward pass, against the memory-bandwidth bound.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[512];
     int rc = ls_config_load(&lc, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)

@@ -171,12 +171,9 @@ int main(int argc, char **argv)
         {"json", "LLMSERVE_RPCBENCH_JSON", LS_OPT_BOOL, &cfg.json,
          "print one JSON object instead of the table", 0, 0},
     };
-    ls_config_t lc = {
-        "llmserve-rpcbench",
-        "Measures libs/rpc against plain gRPC C core on loopback (unary p50/p99/calls per s, "
+    ls_config_t lc = {.program = "llmserve-rpcbench", .summary = "Measures libs/rpc against plain gRPC C core on loopback (unary p50/p99/calls per s, "
         "stream messages per s each way); both servers run in this process on their own "
-        "threads.  Exit 0 when every run completed, whatever the verdicts.",
-        opts, sizeof(opts) / sizeof(opts[0])};
+        "threads.  Exit 0 when every run completed, whatever the verdicts.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
     char err[256];
     int rc = ls_config_load(&lc, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)
