@@ -8,7 +8,7 @@ packages=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   libcriterion-dev python3 python3-grpcio python3-protobuf
   memcached libmemcached-dev libopenblas-dev libcurl4-openssl-dev libcjson-dev
-  valgrind
+  libssl-dev valgrind
 )
 
 missing=()

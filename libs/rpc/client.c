@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "rpc/codec.h"
 #include "rpc/cq.h"
+#include "rpc/tls.h"
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -137,32 +138,6 @@ void rpc_channel_config_init(rpc_channel_config_t *cfg)
     cfg->keepalive_ms = 0;                 /* off */
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        char *nb = realloc(buf, len + n + 1);
-        if (!nb) {
-            free(buf);
-            fclose(f);
-            return NULL;
-        }
-        buf = nb;
-        memcpy(buf + len, chunk, n);
-        len += n;
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 rpc_channel_t *rpc_channel_create(rpc_client_t *client, const char *target,
                                   const rpc_channel_config_t *cfg)
 {
@@ -202,22 +177,17 @@ rpc_channel_t *rpc_channel_create(rpc_client_t *client, const char *target,
 
     grpc_channel_credentials *creds;
     if (cfg->tls || cfg->tls_root_file) {
-        char *roots = cfg->tls_root_file ? slurp(cfg->tls_root_file) : NULL;
-        char *cert = cfg->tls_cert_file ? slurp(cfg->tls_cert_file) : NULL;
-        char *key = cfg->tls_key_file ? slurp(cfg->tls_key_file) : NULL;
-        if ((cfg->tls_root_file && !roots) || (cfg->tls_cert_file && !cert) ||
-            (cfg->tls_key_file && !key) || (!cert != !key)) {
-            LS_LOG_ERROR("rpc", "cannot read TLS files for channel target=%s", target);
-            free(roots);
-            free(cert);
-            free(key);
+        rpc__pem_t pem;
+        char why[512];
+        if (rpc__pem_load(&pem, "client", cfg->tls_cert_file, cfg->tls_key_file,
+                          cfg->tls_root_file, why, sizeof(why)) != LS_OK) {
+            LS_LOG_ERROR("rpc", "cannot use TLS files for channel target=%s reason=\"%s\"",
+                         target, why);
             return NULL;
         }
-        grpc_ssl_pem_key_cert_pair pair = {key, cert};
-        creds = grpc_ssl_credentials_create(roots, cert ? &pair : NULL, NULL, NULL);
-        free(roots);
-        free(cert);
-        free(key);
+        grpc_ssl_pem_key_cert_pair pair = {pem.key, pem.cert};
+        creds = grpc_ssl_credentials_create(pem.ca, pem.cert ? &pair : NULL, NULL, NULL);
+        rpc__pem_free(&pem);
     } else {
         creds = grpc_insecure_credentials_create();
     }

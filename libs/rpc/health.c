@@ -186,6 +186,28 @@ int rpc__health_set(rpc__health_t *h, const char *service, rpc_health_status_t s
     return LS_OK;
 }
 
+int rpc__health_set_all(rpc__health_t *h, rpc_health_status_t status)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->shut) {
+        pthread_mutex_unlock(&h->mu);
+        return LS_ERR_CLOSED;
+    }
+    if (!do_find(h, "")) {
+        entry_t *e = ls_xcalloc(1, sizeof(*e));
+        e->service = ls_xstrdup("");
+        e->next = h->entries;
+        h->entries = e;
+    }
+    for (entry_t *e = h->entries; e; e = e->next)
+        e->status = status;
+    for (watcher_t *w = h->watchers; w; w = w->next)
+        if (do_find(h, w->service))
+            do_send(w, (int)status);
+    pthread_mutex_unlock(&h->mu);
+    return LS_OK;
+}
+
 void rpc__health_shutdown(rpc__health_t *h)
 {
     pthread_mutex_lock(&h->mu);

@@ -19,6 +19,10 @@ int rpc__health_register(rpc__health_t *h, rpc_server_t *srv);
 /* Sets service's status and notifies watchers of it.  LS_ERR_CLOSED after shutdown. */
 int rpc__health_set(rpc__health_t *h, const char *service, rpc_health_status_t status);
 
+/* Sets every service's status (the whole server's "" included) and tells watchers.
+ * LS_ERR_CLOSED after shutdown. */
+int rpc__health_set_all(rpc__health_t *h, rpc_health_status_t status);
+
 /* Marks everything NOT_SERVING, tells watchers, and ends their streams. */
 void rpc__health_shutdown(rpc__health_t *h);
 

@@ -23,6 +23,7 @@
 #include "rpc/codec.h"
 #include "rpc/cq.h"
 #include "rpc/health.h"
+#include "rpc/tls.h"
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -47,6 +48,16 @@ typedef struct rpc__method {
     void *registered; /* grpc_server_register_method handle; NULL for the catch-all */
 } rpc__method_t;
 
+/* A TLS listening port: its files, and the certificates gRPC fetches at each handshake
+ * (see tls_fetch), replaced by rpc_server_reload_tls.  mu guards pem and the counters. */
+typedef struct tls_port {
+    char *cert_file, *key_file, *ca_file;
+    pthread_mutex_t mu;
+    rpc__pem_t pem;
+    uint64_t generation, delivered; /* gRPC has the generation `delivered` */
+    struct tls_port *next;
+} tls_port_t;
+
 struct rpc_server {
     rpc_server_config_t cfg;
     char name[32];
@@ -59,6 +70,9 @@ struct rpc_server {
     int n_ports;
     bool started;
     atomic_bool draining;
+    rpc_auth_fn auth; /* NULL: every call is let in */
+    void *auth_ud;
+    tls_port_t *tls_ports;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -88,6 +102,8 @@ struct rpc_call {
     void *state;
     char *peer;
     char *path; /* only for the catch-all, whose method has no fixed path */
+    char *principal; /* what the authorizer said the caller is; NULL: nothing */
+    bool rejected;   /* refused by the authorizer: no handler callback ever runs */
     rpc_md_t md;
     int64_t deadline_us; /* on ls_now_us's clock; INT64_MAX for none */
     atomic_int refs;
@@ -121,6 +137,7 @@ void rpc_server_config_init(rpc_server_config_t *cfg)
     cfg->max_write_queue_bytes = 16u << 20;     /* 16 MiB */
     cfg->max_recv_message_bytes = 4 << 20;      /* 4 MiB */
     cfg->name = "rpc";
+    cfg->initial_health = RPC_HEALTH_SERVING;
 }
 
 /* ---- calls: reference counting and completion ------------------------------------- */
@@ -154,6 +171,7 @@ void rpc_call_unref(rpc_call_t *call)
     rpc_md_clear(&call->md);
     gpr_free(call->peer);
     free(call->path);
+    free(call->principal);
     pthread_mutex_destroy(&call->mu);
     free(call);
 }
@@ -171,7 +189,7 @@ static void op_finished(rpc_call_t *c)
     pthread_mutex_unlock(&c->mu);
     if (!fire)
         return;
-    if (c->method->h.on_done)
+    if (c->method->h.on_done && !c->rejected)
         c->method->h.on_done(c, c->state);
     grpc_call_unref(c->call);
     rpc_server_t *srv = c->srv;
@@ -304,7 +322,7 @@ static void on_close_done(rpc__tag_t *tag, bool ok)
         do_drop_queue(c);
     }
     pthread_mutex_unlock(&c->mu);
-    if (cancelled && c->method->h.on_cancel)
+    if (cancelled && c->method->h.on_cancel && !c->rejected)
         c->method->h.on_cancel(c, c->state);
     op_finished(c);
 }
@@ -508,6 +526,11 @@ void rpc_call_cancel(rpc_call_t *call, grpc_status_code code, const char *detail
     pthread_mutex_unlock(&call->mu);
 }
 
+const char *rpc_call_principal(const rpc_call_t *call)
+{
+    return call->principal ? call->principal : "";
+}
+
 const rpc_md_t *rpc_call_metadata(const rpc_call_t *call)
 {
     return &call->md;
@@ -617,6 +640,21 @@ static void start_call(rpc__request_t *req)
     pthread_mutex_unlock(&c->mu);
 
     rpc__method_t *m = c->method;
+    /* The health service answers everyone: Kubernetes probes and Consul checks carry no
+     * credentials.  Everything else, unknown methods included, asks the authorizer. */
+    if (srv->auth && strncmp(rpc_call_method(c), "/grpc.health.v1.Health/", 23) != 0) {
+        char principal[RPC_PRINCIPAL_MAX] = "", why[256] = "";
+        grpc_status_code code =
+            srv->auth(srv->auth_ud, c, principal, sizeof(principal), why, sizeof(why));
+        if (code != GRPC_STATUS_OK) {
+            c->rejected = true;
+            rpc_call_finish(c, code, why[0] ? why : "unauthenticated");
+            op_finished(c);
+            return;
+        }
+        if (principal[0])
+            c->principal = ls_xstrdup(principal);
+    }
     if (m == &srv->unknown) {
         char why[300];
         snprintf(why, sizeof(why), "unknown method %s", c->path);
@@ -747,37 +785,39 @@ rpc_server_t *rpc_server_create(const rpc_server_config_t *cfg)
     return srv;
 }
 
-static char *read_file(const char *path)
+/* gRPC asks at each handshake; a reload has bumped the generation when there is news. */
+static grpc_ssl_certificate_config_reload_status
+tls_fetch(void *ud, grpc_ssl_server_certificate_config **config)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = (cap ? cap * 2 : 8192);
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
+    tls_port_t *t = ud;
+    pthread_mutex_lock(&t->mu);
+    grpc_ssl_certificate_config_reload_status st = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    if (t->delivered != t->generation) {
+        grpc_ssl_pem_key_cert_pair pair = {t->pem.key, t->pem.cert};
+        /* gRPC 1.51 asserts that a fetched config has root certificates, even when no
+         * client certificate is requested (then they are never used): give it the
+         * server's own chain in that case. */
+        *config = grpc_ssl_server_certificate_config_create(t->pem.ca ? t->pem.ca : t->pem.cert,
+                                                            &pair, 1);
+        if (*config) {
+            t->delivered = t->generation;
+            st = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+        } else {
+            st = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
         }
-        size_t n = fread(buf + len, 1, 4096, f);
-        len += n;
-        if (n < 4096)
-            break;
     }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+static void tls_port_free(tls_port_t *t)
+{
+    rpc__pem_free(&t->pem);
+    free(t->cert_file);
+    free(t->key_file);
+    free(t->ca_file);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
 }
 
 int rpc_server_listen(rpc_server_t *srv, const char *addr, const rpc_tls_server_t *tls, int *port)
@@ -785,43 +825,84 @@ int rpc_server_listen(rpc_server_t *srv, const char *addr, const rpc_tls_server_
     if (srv->started || !addr)
         return LS_ERR_INVALID;
     grpc_server_credentials *creds;
-    char *cert = NULL, *key = NULL, *ca = NULL;
+    tls_port_t *t = NULL;
     if (tls) {
-        cert = tls->cert_file ? read_file(tls->cert_file) : NULL;
-        key = tls->key_file ? read_file(tls->key_file) : NULL;
-        ca = tls->client_ca_file ? read_file(tls->client_ca_file) : NULL;
-        if (!cert || !key || (tls->client_ca_file && !ca)) {
-            LS_LOG_ERROR("rpc", "cannot read TLS files cert=%s key=%s client_ca=%s",
-                         tls->cert_file ? tls->cert_file : "(none)",
-                         tls->key_file ? tls->key_file : "(none)",
-                         tls->client_ca_file ? tls->client_ca_file : "(none)");
-            free(cert);
-            free(key);
-            free(ca);
+        t = ls_xcalloc(1, sizeof(*t));
+        pthread_mutex_init(&t->mu, NULL);
+        char why[512];
+        if (!tls->cert_file || !tls->key_file ||
+            rpc__pem_load(&t->pem, "server", tls->cert_file, tls->key_file,
+                          tls->client_ca_file, why, sizeof(why)) != LS_OK) {
+            LS_LOG_ERROR("rpc", "cannot use TLS files reason=\"%s\"",
+                         tls->cert_file && tls->key_file ? why : "a certificate and a key are "
+                                                                 "needed");
+            tls_port_free(t);
             return LS_ERR_INVALID;
         }
-        grpc_ssl_pem_key_cert_pair pair = {key, cert};
-        creds = grpc_ssl_server_credentials_create_ex(
-            ca, &pair, 1,
-            ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-            NULL);
+        t->cert_file = ls_xstrdup(tls->cert_file);
+        t->key_file = ls_xstrdup(tls->key_file);
+        t->ca_file = tls->client_ca_file ? ls_xstrdup(tls->client_ca_file) : NULL;
+        t->generation = 1;
+        grpc_ssl_server_credentials_options *o =
+            grpc_ssl_server_credentials_create_options_using_config_fetcher(
+                tls->client_ca_file ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                    : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+                tls_fetch, t);
+        creds = o ? grpc_ssl_server_credentials_create_with_options(o) : NULL;
+        if (!creds) {
+            LS_LOG_ERROR("rpc", "cannot create TLS credentials address=%s", addr);
+            tls_port_free(t);
+            return LS_ERR_INVALID;
+        }
     } else {
         creds = grpc_insecure_server_credentials_create();
     }
     int bound = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
-    free(cert);
-    free(key);
-    free(ca);
     if (bound == 0) {
         LS_LOG_ERROR("rpc", "cannot bind address=%s", addr);
-        return LS_ERR_IO;
+        /* The credentials may still be referenced by gRPC: t lives with the server. */
     }
+    if (t) {
+        t->next = srv->tls_ports;
+        srv->tls_ports = t;
+    }
+    if (bound == 0)
+        return LS_ERR_IO;
     srv->n_ports++;
     if (port)
         *port = bound;
     return LS_OK;
+}
+
+int rpc_server_reload_tls(rpc_server_t *srv, char *err, size_t err_len)
+{
+    size_t n = 0;
+    for (tls_port_t *t = srv->tls_ports; t; t = t->next)
+        n++;
+    if (n == 0)
+        return LS_OK;
+    rpc__pem_t *fresh = ls_xcalloc(n, sizeof(*fresh));
+    size_t i = 0;
+    int rc = LS_OK;
+    for (tls_port_t *t = srv->tls_ports; t && rc == LS_OK; t = t->next, i++)
+        rc = rpc__pem_load(&fresh[i], "server", t->cert_file, t->key_file, t->ca_file, err,
+                           err_len);
+    if (rc == LS_OK) { /* every port's files are good: switch them all */
+        i = 0;
+        for (tls_port_t *t = srv->tls_ports; t; t = t->next, i++) {
+            pthread_mutex_lock(&t->mu);
+            rpc__pem_t old = t->pem;
+            t->pem = fresh[i];
+            fresh[i] = old;
+            t->generation++;
+            pthread_mutex_unlock(&t->mu);
+        }
+    }
+    for (i = 0; i < n; i++)
+        rpc__pem_free(&fresh[i]);
+    free(fresh);
+    return rc;
 }
 
 static bool path_ok(const char *path)
@@ -868,7 +949,7 @@ int rpc_server_add_method(rpc_server_t *srv, const char *path, rpc_kind_t kind,
     const char *slash = strchr(path + 1, '/');
     char service[256];
     snprintf(service, sizeof(service), "%.*s", (int)(slash - path - 1), path + 1);
-    rpc__health_set(srv->health, service, RPC_HEALTH_SERVING);
+    rpc__health_set(srv->health, service, srv->cfg.initial_health);
     return LS_OK;
 }
 
@@ -880,7 +961,7 @@ int rpc_server_start(rpc_server_t *srv)
     srv->started = true;
     if (rpc__cqpool_start(srv->pool, srv->name) != LS_OK)
         return LS_ERR_INTERNAL;
-    rpc__health_set(srv->health, "", RPC_HEALTH_SERVING);
+    rpc__health_set(srv->health, "", srv->cfg.initial_health);
     for (int i = 0; i < rpc__cqpool_size(srv->pool); i++) {
         grpc_completion_queue *cq = rpc__cqpool_at(srv->pool, i);
         for (int k = 0; k < RPC_REQUESTS_PER_CQ; k++) {
@@ -897,6 +978,17 @@ int rpc_server_start(rpc_server_t *srv)
 int rpc_server_set_health(rpc_server_t *srv, const char *service, rpc_health_status_t status)
 {
     return rpc__health_set(srv->health, service ? service : "", status);
+}
+
+int rpc_server_set_health_all(rpc_server_t *srv, rpc_health_status_t status)
+{
+    return rpc__health_set_all(srv->health, status);
+}
+
+void rpc_server_set_auth(rpc_server_t *srv, rpc_auth_fn fn, void *ud)
+{
+    srv->auth = fn;
+    srv->auth_ud = ud;
 }
 
 bool rpc_server_draining(const rpc_server_t *srv)
@@ -983,6 +1075,11 @@ void rpc_server_destroy(rpc_server_t *srv)
         free(srv->methods[i]);
     }
     free(srv->methods);
+    while (srv->tls_ports) { /* gRPC asks them nothing more: the server is destroyed */
+        tls_port_t *t = srv->tls_ports;
+        srv->tls_ports = t->next;
+        tls_port_free(t);
+    }
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

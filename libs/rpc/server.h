@@ -49,19 +49,31 @@
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
 
+/* Health status values, as grpc.health.v1.HealthCheckResponse.ServingStatus. */
+typedef enum {
+    RPC_HEALTH_UNKNOWN = 0,
+    RPC_HEALTH_SERVING = 1,
+    RPC_HEALTH_NOT_SERVING = 2,
+} rpc_health_status_t;
+
 typedef struct {
     int threads;                  /* completion-queue threads; default 0 = online cores */
     size_t max_write_queue;       /* queued messages per call; default 4096 */
     size_t max_write_queue_bytes; /* queued bytes per call; default 16 MiB */
     int max_recv_message_bytes;   /* largest request message; default 4 MiB */
     const char *name;             /* for logs and thread names; default "rpc" */
+    rpc_health_status_t initial_health; /* of every service at registration and of the
+                                           whole server at start; default SERVING (a
+                                           server that loads first starts NOT_SERVING) */
 } rpc_server_config_t;
 
 /* Fills cfg with the defaults above. */
 void rpc_server_config_init(rpc_server_config_t *cfg);
 
 /* TLS for a listening port; files are PEM.  With client_ca_file set, clients must
- * present a certificate signed by it (mutual TLS). */
+ * present a certificate signed by it (mutual TLS).  The files are checked when the port
+ * is bound (a key that does not match the certificate is refused there, not at the
+ * first handshake) and read again by rpc_server_reload_tls. */
 typedef struct {
     const char *cert_file;
     const char *key_file;
@@ -91,7 +103,7 @@ rpc_server_t *rpc_server_create(const rpc_server_config_t *cfg);
 /* Binds addr ("host:port", port 0 picks a free one); tls NULL means plaintext.  Before
  * rpc_server_start.  Returns LS_OK and the bound port in *port (may be NULL), or
  * LS_ERR_IO when the address cannot be bound or LS_ERR_INVALID when the TLS files
- * cannot be read. */
+ * cannot be read or do not hold a certificate and its key (the reason is logged). */
 int rpc_server_listen(rpc_server_t *srv, const char *addr, const rpc_tls_server_t *tls,
                       int *port);
 
@@ -102,20 +114,40 @@ int rpc_server_add_method(rpc_server_t *srv, const char *path, rpc_kind_t kind,
                           const ProtobufCMessageDescriptor *req, const rpc_handler_t *h,
                           void *method_ctx);
 
+/* Reads every TLS port's files again (certificate rotation, e.g. on SIGHUP): when all of
+ * them are good, new handshakes use them (connections already up keep theirs); when any
+ * is not, nothing changes.  Thread-safe.  Returns LS_OK (also when no port uses TLS) or
+ * LS_ERR_INVALID with a one-line reason in err. */
+int rpc_server_reload_tls(rpc_server_t *srv, char *err, size_t err_len);
+
+/* Longest principal an authorizer may give a call, NUL included. */
+#define RPC_PRINCIPAL_MAX 128
+
+/* Decides whether call may proceed, from its method and metadata (rpc_call_method,
+ * rpc_call_metadata).  Returns GRPC_STATUS_OK to let it in, with what the caller is
+ * (e.g. the tenant an API key is bound to; "" for nothing) written into principal; or
+ * the status to end it with (UNAUTHENTICATED, PERMISSION_DENIED), with details for
+ * the client in why.  Runs on a completion-queue thread for each new call before any
+ * handler callback, so it must not block; a refused call never reaches the handler. */
+typedef grpc_status_code (*rpc_auth_fn)(void *ud, const rpc_call_t *call, char *principal,
+                                        size_t principal_len, char *why, size_t why_len);
+
+/* Puts fn in front of every method except grpc.health.v1.Health (probes carry no
+ * credentials), unknown methods included.  Before rpc_server_start; ud is borrowed for
+ * the server's life. */
+void rpc_server_set_auth(rpc_server_t *srv, rpc_auth_fn fn, void *ud);
+
 /* Starts serving (grpc.health.v1.Health included).  Returns LS_OK, LS_ERR_INVALID when
  * no port was bound, or LS_ERR_INTERNAL. */
 int rpc_server_start(rpc_server_t *srv);
 
-/* Health status values, as grpc.health.v1.HealthCheckResponse.ServingStatus. */
-typedef enum {
-    RPC_HEALTH_UNKNOWN = 0,
-    RPC_HEALTH_SERVING = 1,
-    RPC_HEALTH_NOT_SERVING = 2,
-} rpc_health_status_t;
-
 /* Sets the health of service ("" is the whole server) and notifies Watch streams.
  * Thread-safe.  Returns LS_OK or LS_ERR_CLOSED after shutdown began. */
 int rpc_server_set_health(rpc_server_t *srv, const char *service, rpc_health_status_t status);
+
+/* Sets the health of every registered service and of the whole server ("") at once,
+ * and notifies Watch streams.  Thread-safe.  Returns LS_OK or LS_ERR_CLOSED. */
+int rpc_server_set_health_all(rpc_server_t *srv, rpc_health_status_t status);
 
 /* Stops accepting calls and marks health NOT_SERVING; calls in flight may finish for
  * grace_ms, after which the rest are cancelled; returns when every call has seen
@@ -159,6 +191,10 @@ void rpc_call_cancel(rpc_call_t *call, grpc_status_code code, const char *detail
  * LS_ERR_CLOSED once it is over. */
 void rpc_call_ref(rpc_call_t *call);
 void rpc_call_unref(rpc_call_t *call);
+
+/* What the authorizer said the caller is (borrowed for the call's life); "" when no
+ * authorizer is set or it said nothing. */
+const char *rpc_call_principal(const rpc_call_t *call);
 
 /* The client's initial metadata (borrowed for the call's life). */
 const rpc_md_t *rpc_call_metadata(const rpc_call_t *call);

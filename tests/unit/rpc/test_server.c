@@ -9,7 +9,9 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "support/certs.h"
 #include "support/channel.h"
+#include "support/echo_sink.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -449,19 +451,24 @@ Test(server, client_write_queue_is_bounded)
     rpc_stream_release(s);
 }
 
-static int check_health(const char *service)
+static int health_of(rpc_channel_t *ch, const char *service)
 {
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     req.service = (char *)service;
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
-    rpc_channel_unary(g_ch, "/grpc.health.v1.Health/Check", &req.base,
+    rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
                       &grpc__health__v1__health_check_response__descriptor, NULL, &resp, &st);
     if (st.code != GRPC_STATUS_OK)
         return -st.code;
     int status = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
     protobuf_c_message_free_unpacked(resp, NULL);
     return status;
+}
+
+static int check_health(const char *service)
+{
+    return health_of(g_ch, service);
 }
 
 Test(server, health_status_set_at_run_time)
@@ -482,35 +489,16 @@ Test(server, health_status_set_at_run_time)
 
 /* ---- TLS ------------------------------------------------------------------------- */
 
-static char g_dir[64];
+static test_certs_t g_certs;
 
 static void make_certs(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-tls-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "cd %s && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca "
-             "-keyout ca.key -out ca.pem 2>/dev/null && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost "
-             "-keyout server.key -out server.csr 2>/dev/null && "
-             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-             "-days 2 -extfile san.ext -out server.pem 2>/dev/null && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=client "
-             "-keyout client.key -out client.csr 2>/dev/null && "
-             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-             "-days 2 -out client.pem 2>/dev/null",
-             g_dir);
-    cr_assert_eq(system(cmd), 0, "openssl could not make test certificates");
+    cr_assert_eq(test_certs_make(&g_certs), 0, "openssl could not make test certificates");
 }
 
 static void remove_certs(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
-    cr_expect_eq(system(cmd), 0);
+    test_certs_remove(&g_certs);
 }
 
 static int tls_call(int port, const rpc_channel_config_t *cfg)
@@ -535,30 +523,245 @@ static int tls_call(int port, const rpc_channel_config_t *cfg)
     return st.code;
 }
 
-Test(tls, server_tls_and_mutual_tls, .init = make_certs, .fini = remove_certs, .timeout = 60)
+static rpc_channel_config_t tls_client(const char *ca, const char *cert, const char *key)
 {
-    char ca[128], cert[128], key[128], ccert[128], ckey[128];
-    snprintf(ca, sizeof(ca), "%s/ca.pem", g_dir);
-    snprintf(cert, sizeof(cert), "%s/server.pem", g_dir);
-    snprintf(key, sizeof(key), "%s/server.key", g_dir);
-    snprintf(ccert, sizeof(ccert), "%s/client.pem", g_dir);
-    snprintf(ckey, sizeof(ckey), "%s/client.key", g_dir);
-
-    int port = 0;
-    rpc_tls_server_t tls = {cert, key, NULL};
-    rpc_server_t *srv = make_server(&tls, &port);
     rpc_channel_config_t cfg;
     rpc_channel_config_init(&cfg);
     cfg.tls_root_file = ca;
+    cfg.tls_cert_file = cert;
+    cfg.tls_key_file = key;
+    return cfg;
+}
+
+TestSuite(tls, .init = make_certs, .fini = remove_certs, .timeout = 60);
+
+Test(tls, server_tls_and_mutual_tls)
+{
+    const test_certs_t *c = &g_certs;
+    int port = 0;
+    rpc_tls_server_t tls = {c->server_cert, c->server_key, NULL};
+    rpc_server_t *srv = make_server(&tls, &port);
+    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "TLS with the right CA");
     cr_assert_eq(tls_call(port, NULL), GRPC_STATUS_UNAVAILABLE, "plaintext to a TLS port");
+    rpc_channel_config_t wrong = tls_client(c->rogue_ca, NULL, NULL);
+    cr_assert_eq(tls_call(port, &wrong), GRPC_STATUS_UNAVAILABLE, "TLS with the wrong CA");
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "the server carries on");
     rpc_server_destroy(srv);
 
-    rpc_tls_server_t mtls = {cert, key, ca};
+    rpc_tls_server_t mtls = {c->server_cert, c->server_key, c->ca};
     srv = make_server(&mtls, &port);
     cr_assert_neq(tls_call(port, &cfg), GRPC_STATUS_OK, "mutual TLS without a client cert");
-    cfg.tls_cert_file = ccert;
-    cfg.tls_key_file = ckey;
-    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "mutual TLS with a client cert");
+    rpc_channel_config_t rogue = tls_client(c->ca, c->rogue_cert, c->rogue_key);
+    cr_assert_neq(tls_call(port, &rogue), GRPC_STATUS_OK, "a client cert from another CA");
+    rpc_channel_config_t good = tls_client(c->ca, c->client_cert, c->client_key);
+    cr_assert_eq(tls_call(port, &good), GRPC_STATUS_OK, "mutual TLS with a client cert");
+    rpc_channel_config_t plain = {0};
+    rpc_channel_config_init(&plain);
+    cr_assert_eq(tls_call(port, &plain), GRPC_STATUS_UNAVAILABLE, "plaintext to a mTLS port");
+    cr_assert_eq(tls_call(port, &good), GRPC_STATUS_OK, "the server carries on");
+    rpc_server_destroy(srv);
+}
+
+Test(tls, files_are_checked_when_the_port_is_bound)
+{
+    const test_certs_t *c = &g_certs;
+    rpc_server_t *srv = rpc_server_create(NULL);
+    rpc_tls_server_t mismatched = {c->server_cert, c->client_key, NULL};
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &mismatched, NULL), LS_ERR_INVALID,
+                 "a key that is not the certificate's");
+    rpc_tls_server_t swapped = {c->server_key, c->server_cert, NULL};
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &swapped, NULL), LS_ERR_INVALID,
+                 "key and certificate swapped");
+    rpc_tls_server_t bad_ca = {c->server_cert, c->server_key, c->server_key};
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &bad_ca, NULL), LS_ERR_INVALID,
+                 "a client CA file without a certificate");
+    rpc_tls_server_t no_key = {c->server_cert, NULL, NULL};
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &no_key, NULL), LS_ERR_INVALID);
+    rpc_server_destroy(srv);
+}
+
+Test(tls, expired_certificate_fails_the_handshake_cleanly)
+{
+    const test_certs_t *c = &g_certs;
+    int port = 0;
+    rpc_tls_server_t tls = {c->expired_cert, c->expired_key, NULL};
+    rpc_server_t *srv = make_server(&tls, &port);
+    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "an expired server cert");
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "still refused, no crash");
+    rpc_server_destroy(srv);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+Test(tls, reload_switches_certificates_and_keeps_them_on_a_bad_file)
+{
+    const test_certs_t *c = &g_certs;
+    char cert[256], key[256];
+    snprintf(cert, sizeof(cert), "%.64s/live.pem", c->dir);
+    snprintf(key, sizeof(key), "%.64s/live.key", c->dir);
+    copy_file(c->expired_cert, cert);
+    copy_file(c->expired_key, key);
+    int port = 0;
+    rpc_tls_server_t tls = {cert, key, NULL};
+    rpc_server_t *srv = make_server(&tls, &port);
+    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "expired before the reload");
+
+    copy_file(c->server_cert, cert);
+    copy_file(c->server_key, key);
+    char err[256] = "";
+    cr_assert_eq(rpc_server_reload_tls(srv, err, sizeof(err)), LS_OK, "%s", err);
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "the rotated certificate is used");
+
+    copy_file(c->client_key, key); /* no longer the certificate's key */
+    cr_assert_eq(rpc_server_reload_tls(srv, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert_not_null(strstr(err, "does not belong"), "%s", err);
+    cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "the last good certificate stays");
+    rpc_server_destroy(srv);
+
+    srv = make_server(NULL, &port);
+    cr_assert_eq(rpc_server_reload_tls(srv, err, sizeof(err)), LS_OK, "no TLS: nothing to do");
+    rpc_server_destroy(srv);
+}
+
+/* ---- authorization ------------------------------------------------------------------ */
+
+static grpc_status_code key_auth(void *ud, const rpc_call_t *call, char *principal,
+                                 size_t principal_len, char *why, size_t why_len)
+{
+    (void)ud;
+    const char *v = rpc_md_get(rpc_call_metadata(call), "authorization", NULL);
+    if (v && strcmp(v, "Bearer good-key") == 0) {
+        snprintf(principal, principal_len, "tenant-a");
+        return GRPC_STATUS_OK;
+    }
+    if (v && strcmp(v, "Bearer anyone") == 0)
+        return GRPC_STATUS_OK;
+    snprintf(why, why_len, "missing or unknown API key");
+    return GRPC_STATUS_UNAUTHENTICATED;
+}
+
+static void h_whoami(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    (void)state;
+    (void)msg;
+    Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
+    reply.text = (char *)rpc_call_principal(call);
+    rpc_call_reply(call, &reply.base);
+}
+
+static const rpc_handler_t whoami_h = {h_start, h_whoami, NULL, NULL, h_done};
+
+/* A unary call with optional authorization; returns the status code and the reply text
+ * (or the status details) in out. */
+static int auth_call(rpc_channel_t *ch, const char *method, const char *auth, char *out,
+                     size_t out_len)
+{
+    rpc_md_t md = RPC_MD_INIT;
+    if (auth)
+        rpc_md_add(&md, "authorization", auth);
+    rpc_call_opts_t opts = {.timeout_us = 5000000, .metadata = &md};
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_channel_unary(ch, method, &req.base, REP, &opts, &resp, &st);
+    snprintf(out, out_len, "%s",
+             resp ? ((Llmserve__Test__EchoReply *)resp)->text : st.details);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_md_clear(&md);
+    return st.code;
+}
+
+Test(auth, authorizer_guards_every_method_but_health, .timeout = 60)
+{
+    rpc_server_t *srv = rpc_server_create(NULL);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ,
+                                       &whoami_h, NULL),
+                 LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ,
+                                       &stream_h, NULL),
+                 LS_OK);
+    rpc_server_set_auth(srv, key_auth, NULL);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    rpc_client_t *client = rpc_client_create(1);
+    char target[64], out[256];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    rpc_channel_t *ch = rpc_channel_create(client, target, NULL);
+    cr_assert(test_channel_ready(ch, 20000), "health answers without credentials");
+
+    pthread_mutex_lock(&g_seen.mu);
+    int starts = g_seen.starts;
+    pthread_mutex_unlock(&g_seen.mu);
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Echo/Unary", NULL, out, sizeof(out)),
+                 GRPC_STATUS_UNAUTHENTICATED);
+    cr_assert_str_eq(out, "missing or unknown API key");
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Echo/Unary", "Bearer bad", out, sizeof(out)),
+                 GRPC_STATUS_UNAUTHENTICATED);
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Nope/X", NULL, out, sizeof(out)),
+                 GRPC_STATUS_UNAUTHENTICATED, "unknown methods say nothing to strangers");
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Nope/X", "Bearer anyone", out, sizeof(out)),
+                 GRPC_STATUS_UNIMPLEMENTED);
+    pthread_mutex_lock(&g_seen.mu);
+    cr_assert_eq(g_seen.starts, starts, "a refused call never reaches its handler");
+    pthread_mutex_unlock(&g_seen.mu);
+
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Echo/Unary", "Bearer good-key", out, sizeof(out)),
+                 GRPC_STATUS_OK);
+    cr_assert_str_eq(out, "tenant-a", "the principal reaches the handler");
+    cr_assert_eq(auth_call(ch, "/llmserve.test.Echo/Unary", "Bearer anyone", out, sizeof(out)),
+                 GRPC_STATUS_OK);
+    cr_assert_str_eq(out, "", "no principal");
+
+    /* A stream refused before its first message: the client hears the status. */
+    echo_sink_t k;
+    echo_sink_init(&k);
+    cr_assert_eq(echo_sink_open(&k, ch, NULL), 0);
+    cr_assert(echo_sink_wait_end(&k, 5000));
+    cr_assert_eq(k.status.code, GRPC_STATUS_UNAUTHENTICATED);
+    echo_sink_destroy(&k);
+
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_destroy(srv);
+}
+
+Test(health, a_server_that_starts_not_serving_and_turns_serving, .timeout = 60)
+{
+    rpc_server_config_t cfg;
+    rpc_server_config_init(&cfg);
+    cfg.initial_health = RPC_HEALTH_NOT_SERVING;
+    rpc_server_t *srv = rpc_server_create(&cfg);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ,
+                                       &unary_h, NULL),
+                 LS_OK);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    rpc_client_t *client = rpc_client_create(1);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    rpc_channel_t *ch = rpc_channel_create(client, target, NULL);
+    cr_assert(test_channel_ready(ch, 20000));
+    cr_assert_eq(health_of(ch, ""), RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(health_of(ch, "llmserve.test.Echo"), RPC_HEALTH_NOT_SERVING);
+    cr_assert_eq(rpc_server_set_health_all(srv, RPC_HEALTH_SERVING), LS_OK);
+    cr_assert_eq(health_of(ch, ""), RPC_HEALTH_SERVING);
+    cr_assert_eq(health_of(ch, "llmserve.test.Echo"), RPC_HEALTH_SERVING);
+    cr_assert_eq(rpc_server_set_health_all(srv, RPC_HEALTH_NOT_SERVING), LS_OK);
+    cr_assert_eq(health_of(ch, "llmserve.test.Echo"), RPC_HEALTH_NOT_SERVING);
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_shutdown(srv, 0);
+    cr_assert_eq(rpc_server_set_health_all(srv, RPC_HEALTH_SERVING), LS_ERR_CLOSED);
     rpc_server_destroy(srv);
 }
