@@ -120,6 +120,12 @@ int rpc_server_add_method(rpc_server_t *srv, const char *path, rpc_kind_t kind,
  * LS_ERR_INVALID with a one-line reason in err. */
 int rpc_server_reload_tls(rpc_server_t *srv, char *err, size_t err_len);
 
+/* Checks TLS files as rpc_server_listen and rpc_channel_create will (any may be NULL;
+ * a certificate needs its key): for a configuration check at start that names the
+ * problem.  Returns LS_OK, or LS_ERR_INVALID with a one-line reason in err. */
+int rpc_tls_check_files(const char *cert_file, const char *key_file, const char *ca_file,
+                        char *err, size_t err_len);
+
 /* Longest principal an authorizer may give a call, NUL included. */
 #define RPC_PRINCIPAL_MAX 128
 

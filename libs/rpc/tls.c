@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "rpc/tls.h"
 
+#include "rpc/server.h"
+
 #include "base/err.h"
 #include "base/log.h"
 
@@ -156,4 +158,13 @@ void rpc__pem_free(rpc__pem_t *p)
     free(p->key);
     free(p->ca);
     memset(p, 0, sizeof(*p));
+}
+
+int rpc_tls_check_files(const char *cert_file, const char *key_file, const char *ca_file,
+                        char *err, size_t err_len)
+{
+    rpc__pem_t p;
+    int rc = rpc__pem_load(&p, "check", cert_file, key_file, ca_file, err, err_len);
+    rpc__pem_free(&p);
+    return rc;
 }

@@ -1,0 +1,467 @@
+/*
+ * svc.c - svc_main: options, lifecycle and signals for every service binary.
+ *
+ * Everything here runs on the main thread; the getters only read fields written before
+ * the first hook runs.
+ */
+#define _GNU_SOURCE
+#include "svc/svc.h"
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/signals.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef LLMSERVE_VERSION
+#define LLMSERVE_VERSION "unknown"
+#endif
+
+/* How long deregistration may hold up the drain at shutdown. */
+#define SVC_DEREGISTER_MS 2000
+
+struct svc {
+    const svc_spec_t *spec;
+    svc_common_t common;
+    char mod[32];
+    char env_prefix[64];
+    ls_opt_t *opts;
+    size_t n_opts;
+    ls_config_t conf;
+
+    rpc_server_t *srv;
+    rpc_channel_config_t upstream;
+    int port;
+    svc_keys_t *keys;
+    svc_reporter_t *reporter;
+    svc_tracer_t *tracer;
+    svc_registrar_t *registrar;
+
+    char **tags;
+    size_t n_tags;
+    svc_label_t *meta;
+    size_t n_meta;
+};
+
+/* ---- getters ---------------------------------------------------------------------- */
+
+rpc_server_t *svc_server(svc_t *svc)
+{
+    return svc->srv;
+}
+
+const svc_common_t *svc_common(svc_t *svc)
+{
+    return &svc->common;
+}
+
+const rpc_channel_config_t *svc_upstream_channel(svc_t *svc)
+{
+    return &svc->upstream;
+}
+
+int svc_port(svc_t *svc)
+{
+    return svc->port;
+}
+
+svc_keys_t *svc_keys(svc_t *svc)
+{
+    return svc->keys;
+}
+
+svc_reporter_t *svc_reporter(svc_t *svc)
+{
+    return svc->reporter;
+}
+
+svc_tracer_t *svc_tracer(svc_t *svc)
+{
+    return svc->tracer;
+}
+
+void svc_add_tag(svc_t *svc, const char *tag)
+{
+    char **t = realloc(svc->tags, (svc->n_tags + 1) * sizeof(*t));
+    LS_ASSERT(t != NULL);
+    svc->tags = t;
+    svc->tags[svc->n_tags++] = ls_xstrdup(tag);
+}
+
+void svc_add_meta(svc_t *svc, const char *key, const char *value)
+{
+    svc_label_t *m = realloc(svc->meta, (svc->n_meta + 1) * sizeof(*m));
+    LS_ASSERT(m != NULL);
+    svc->meta = m;
+    svc->meta[svc->n_meta].key = ls_xstrdup(key);
+    svc->meta[svc->n_meta].value = ls_xstrdup(value);
+    svc->n_meta++;
+}
+
+/* ---- options --------------------------------------------------------------------- */
+
+/* The common options, then the service's own, into one table. */
+static void build_options(svc_t *s)
+{
+    const svc_spec_t *sp = s->spec;
+    svc_common_t *c = &s->common;
+    const ls_opt_t common[] = {
+        {"listen", NULL, LS_OPT_STRING, &c->listen,
+         "address to serve on, HOST:PORT (port 0: any free port, printed at start)", 0, 0},
+        {"rpc-threads", NULL, LS_OPT_INT, &c->rpc_threads,
+         "gRPC completion-queue threads (0: one per core)", 0, 256},
+        {"grace-ms", NULL, LS_OPT_INT, &c->grace_ms,
+         "after SIGTERM/SIGINT, ms the work in flight may take to finish", 0, 3600000},
+        {"max-write-queue", NULL, LS_OPT_INT, &c->max_write_queue,
+         "messages queued per call for a client that reads slowly before its call is cut off "
+         "(RESOURCE_EXHAUSTED)",
+         16, 1e9},
+        {"log-level", "LLMSERVE_LOG_LEVEL", LS_OPT_STRING, &c->log_level,
+         "lowest level logged: debug, info, warn or error", 0, 0},
+        {"log-format", "LLMSERVE_LOG_FORMAT", LS_OPT_STRING, &c->log_format,
+         "log lines as text (key=value fields) or json (one object per line)", 0, 0},
+        {"tls-cert", NULL, LS_OPT_STRING, &c->tls_cert,
+         "PEM certificate chain for --listen; with --tls-key the port speaks TLS only", 0, 0},
+        {"tls-key", NULL, LS_OPT_STRING, &c->tls_key, "PEM private key of --tls-cert", 0, 0},
+        {"tls-client-ca", NULL, LS_OPT_STRING, &c->tls_client_ca,
+         "PEM CA certificates; clients must present a certificate they signed (mutual TLS)", 0,
+         0},
+    };
+    const ls_opt_t upstream[] = {
+        {"upstream-tls-ca", NULL, LS_OPT_STRING, &c->upstream_tls_ca,
+         "PEM CA certificates that the services this one calls must present a certificate "
+         "from (turns TLS on for those calls; without it, with another upstream TLS flag, "
+         "the system's roots)",
+         0, 0},
+        {"upstream-tls-cert", NULL, LS_OPT_STRING, &c->upstream_tls_cert,
+         "PEM client certificate shown to the services this one calls (mutual TLS)", 0, 0},
+        {"upstream-tls-key", NULL, LS_OPT_STRING, &c->upstream_tls_key,
+         "PEM private key of --upstream-tls-cert", 0, 0},
+        {"upstream-tls-server-name", NULL, LS_OPT_STRING, &c->upstream_tls_server_name,
+         "name expected in the upstream certificates instead of the host dialled", 0, 0},
+    };
+    const ls_opt_t keys[] = {
+        {"api-keys", NULL, LS_OPT_STRING, &c->api_keys,
+         "file of API keys, one per line, each optionally followed by the tenant it is bound "
+         "to; clients then send \"authorization: Bearer KEY\" (re-read on SIGHUP)",
+         0, 0},
+    };
+    size_t n_common = sizeof(common) / sizeof(common[0]);
+    size_t n_up = sp->upstreams ? sizeof(upstream) / sizeof(upstream[0]) : 0;
+    size_t n_keys = sp->api_keys ? 1 : 0;
+    s->n_opts = n_common + n_up + n_keys + sp->n_opts;
+    s->opts = ls_xcalloc(s->n_opts, sizeof(*s->opts));
+    size_t at = 0;
+    memcpy(s->opts + at, common, sizeof(common));
+    at += n_common;
+    if (n_up)
+        memcpy(s->opts + at, upstream, sizeof(upstream));
+    at += n_up;
+    if (n_keys)
+        memcpy(s->opts + at, keys, sizeof(keys));
+    at += n_keys;
+    if (sp->n_opts)
+        memcpy(s->opts + at, sp->opts, sp->n_opts * sizeof(*sp->opts));
+
+    snprintf(s->env_prefix, sizeof(s->env_prefix), "LLMSERVE_");
+    for (const char *p = sp->service; *p && strlen(s->env_prefix) < sizeof(s->env_prefix) - 2;
+         p++) {
+        size_t l = strlen(s->env_prefix);
+        s->env_prefix[l] = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p == '-' ? '_' : *p);
+        s->env_prefix[l + 1] = '\0';
+    }
+    strcat(s->env_prefix, "_");
+    s->conf = (ls_config_t){.program = sp->program,
+                            .summary = sp->summary,
+                            .env_prefix = s->env_prefix,
+                            .opts = s->opts,
+                            .n_opts = s->n_opts,
+                            .aliases = sp->aliases,
+                            .n_aliases = sp->n_aliases};
+}
+
+static bool set(const char *s)
+{
+    return s && *s;
+}
+
+/* Checks the common options; LS_OK or LS_ERR_INVALID with the reason in err. */
+static int check_common(svc_t *s, char *err, size_t err_len)
+{
+    svc_common_t *c = &s->common;
+    ls_log_level_t lvl;
+    ls_log_format_t fmt;
+    char why[400];
+    if (!ls_log_parse_level(c->log_level, &lvl)) {
+        ls_set_err(err, err_len, "--log-level: '%s' is not debug, info, warn or error",
+                   c->log_level ? c->log_level : "");
+        return LS_ERR_INVALID;
+    }
+    if (!ls_log_parse_format(c->log_format, &fmt)) {
+        ls_set_err(err, err_len, "--log-format: '%s' is not text or json",
+                   c->log_format ? c->log_format : "");
+        return LS_ERR_INVALID;
+    }
+    if (!set(c->listen)) {
+        ls_set_err(err, err_len, "--listen: an address HOST:PORT is needed");
+        return LS_ERR_INVALID;
+    }
+    if (set(c->tls_cert) != set(c->tls_key)) {
+        ls_set_err(err, err_len, "--tls-cert and --tls-key go together");
+        return LS_ERR_INVALID;
+    }
+    if (set(c->tls_client_ca) && !set(c->tls_cert)) {
+        ls_set_err(err, err_len, "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS "
+                                 "is TLS first)");
+        return LS_ERR_INVALID;
+    }
+    if (set(c->tls_cert) &&
+        rpc_tls_check_files(c->tls_cert, c->tls_key, set(c->tls_client_ca) ? c->tls_client_ca
+                                                                           : NULL,
+                            why, sizeof(why)) != LS_OK) {
+        ls_set_err(err, err_len, "--tls-cert/--tls-key/--tls-client-ca: %s", why);
+        return LS_ERR_INVALID;
+    }
+    if (set(c->upstream_tls_cert) != set(c->upstream_tls_key)) {
+        ls_set_err(err, err_len, "--upstream-tls-cert and --upstream-tls-key go together");
+        return LS_ERR_INVALID;
+    }
+    if ((set(c->upstream_tls_cert) || set(c->upstream_tls_ca)) &&
+        rpc_tls_check_files(set(c->upstream_tls_cert) ? c->upstream_tls_cert : NULL,
+                            set(c->upstream_tls_key) ? c->upstream_tls_key : NULL,
+                            set(c->upstream_tls_ca) ? c->upstream_tls_ca : NULL, why,
+                            sizeof(why)) != LS_OK) {
+        ls_set_err(err, err_len, "--upstream-tls-*: %s", why);
+        return LS_ERR_INVALID;
+    }
+    if (set(c->api_keys)) {
+        s->keys = svc_keys_load(c->api_keys, why, sizeof(why));
+        if (!s->keys) {
+            ls_set_err(err, err_len, "--api-keys: %s", why);
+            return LS_ERR_INVALID;
+        }
+    }
+    ls_log_set_level(lvl);
+    ls_log_set_format(fmt);
+    return LS_OK;
+}
+
+static void build_upstream(svc_t *s)
+{
+    const svc_common_t *c = &s->common;
+    rpc_channel_config_init(&s->upstream);
+    bool tls = set(c->upstream_tls_ca) || set(c->upstream_tls_cert) ||
+               set(c->upstream_tls_server_name);
+    if (!tls)
+        return;
+    s->upstream.tls = true;
+    s->upstream.tls_root_file = set(c->upstream_tls_ca) ? c->upstream_tls_ca : NULL;
+    s->upstream.tls_cert_file = set(c->upstream_tls_cert) ? c->upstream_tls_cert : NULL;
+    s->upstream.tls_key_file = set(c->upstream_tls_key) ? c->upstream_tls_key : NULL;
+    s->upstream.tls_server_name =
+        set(c->upstream_tls_server_name) ? c->upstream_tls_server_name : NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+static void reload(svc_t *s)
+{
+    char err[512];
+    LS_LOG_INFO(s->mod, "reloading signal=SIGHUP");
+    if (rpc_server_reload_tls(s->srv, err, sizeof(err)) != LS_OK)
+        LS_LOG_ERROR(s->mod, "TLS certificates not reloaded, the old stay in use reason=\"%s\"",
+                     err);
+    if (s->keys && svc_keys_reload(s->keys, err, sizeof(err)) != LS_OK)
+        LS_LOG_ERROR(s->mod, "API keys not reloaded, the old stay in use reason=\"%s\"", err);
+    if (s->spec->hooks.reload &&
+        s->spec->hooks.reload(s, s->spec->ud, err, sizeof(err)) != LS_OK)
+        LS_LOG_ERROR(s->mod, "reload failed reason=\"%s\"", err);
+}
+
+/* The registration the registrar gets: the service's name, an id unique per host and
+ * port, the address peers reach (the listen host, or this host's name for a wildcard). */
+static void do_register(svc_t *s)
+{
+    if (!s->registrar)
+        return;
+    char host[256] = "", address[256], id[400];
+    const char *listen = s->common.listen;
+    const char *colon = strrchr(listen, ':');
+    size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
+    snprintf(address, sizeof(address), "%.*s", (int)hl, listen);
+    if (address[0] == '[') { /* [::1] */
+        memmove(address, address + 1, strlen(address));
+        address[strcspn(address, "]")] = '\0';
+    }
+    gethostname(host, sizeof(host) - 1);
+    if (!address[0] || strcmp(address, "0.0.0.0") == 0 || strcmp(address, "::") == 0)
+        snprintf(address, sizeof(address), "%s", host);
+    snprintf(id, sizeof(id), "%s-%s-%d", s->spec->program, host, s->port);
+    svc_registration_t reg = {.name = s->spec->program,
+                              .id = id,
+                              .address = address,
+                              .port = s->port,
+                              .tls = set(s->common.tls_cert),
+                              .tags = (const char *const *)s->tags,
+                              .n_tags = s->n_tags,
+                              .meta = s->meta,
+                              .n_meta = s->n_meta};
+    if (svc_registrar_register(s->registrar, &reg) != LS_OK)
+        LS_LOG_ERROR(s->mod, "registration refused id=%s", id);
+}
+
+static void svc_free(svc_t *s)
+{
+    for (size_t i = 0; i < s->n_tags; i++)
+        free(s->tags[i]);
+    free(s->tags);
+    for (size_t i = 0; i < s->n_meta; i++) {
+        free((char *)s->meta[i].key);
+        free((char *)s->meta[i].value);
+    }
+    free(s->meta);
+    svc_keys_destroy(s->keys);
+    free(s->opts);
+    free(s);
+}
+
+static int fail_usage(svc_t *s, const char *err)
+{
+    fprintf(stderr, "%s: %s\n", s->spec->program, err);
+    svc_free(s);
+    return 2;
+}
+
+int svc_main(const svc_spec_t *spec, int argc, char **argv)
+{
+    svc_t *s = ls_xcalloc(1, sizeof(*s));
+    s->spec = spec;
+    snprintf(s->mod, sizeof(s->mod), "%s", spec->service);
+    svc_common_t *c = &s->common;
+    c->listen = spec->default_listen;
+    c->rpc_threads = spec->default_rpc_threads;
+    c->grace_ms = spec->default_grace_ms;
+    c->max_write_queue = 4096;
+    c->log_level = "info";
+    c->log_format = "text";
+    s->reporter = spec->reporter;
+    s->tracer = spec->tracer;
+    s->registrar = spec->registrar;
+    build_options(s);
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", spec->program, LLMSERVE_VERSION);
+            svc_free(s);
+            return 0;
+        }
+    }
+    char err[1024];
+    int rc = ls_config_load(&s->conf, argc, argv, err, sizeof(err));
+    if (rc == LS_CONFIG_HELP) {
+        svc_free(s);
+        return 0;
+    }
+    if (rc != LS_OK)
+        return fail_usage(s, err);
+    if (check_common(s, err, sizeof(err)) != LS_OK)
+        return fail_usage(s, err);
+    if (spec->hooks.check && spec->hooks.check(s, spec->ud, err, sizeof(err)) != LS_OK)
+        return fail_usage(s, err);
+    build_upstream(s);
+
+    /* Before any thread (gRPC's included) exists, so that every thread inherits it. */
+    ls_signals_block();
+    ls_config_log(&s->conf, s->mod);
+    LS_LOG_INFO(s->mod, "starting program=%s version=%s pid=%d tls=%s mutual_tls=%s "
+                "upstream_tls=%s api_keys=%zu", spec->program, LLMSERVE_VERSION, (int)getpid(),
+                set(c->tls_cert) ? "on" : "off", set(c->tls_client_ca) ? "on" : "off",
+                s->upstream.tls ? "on" : "off", s->keys ? svc_keys_count(s->keys) : (size_t)0);
+
+    int status = 1;
+    rpc_server_config_t scfg;
+    rpc_server_config_init(&scfg);
+    scfg.threads = (int)c->rpc_threads;
+    scfg.max_write_queue = (size_t)c->max_write_queue;
+    scfg.name = spec->service;
+    scfg.initial_health = RPC_HEALTH_NOT_SERVING;
+    s->srv = rpc_server_create(&scfg);
+    if (!s->srv) {
+        LS_LOG_ERROR(s->mod, "cannot create the gRPC server");
+        svc_free(s);
+        return 1;
+    }
+    if (s->keys)
+        rpc_server_set_auth(s->srv, svc_keys_authorize, s->keys);
+    bool created = false;
+    if (spec->hooks.create) {
+        rc = spec->hooks.create(s, spec->ud, err, sizeof(err));
+        if (rc != LS_OK) {
+            fprintf(stderr, "%s: %s\n", spec->program, err);
+            LS_LOG_ERROR(s->mod, "cannot start reason=\"%s\"", err);
+            status = rc == LS_ERR_INVALID ? 2 : 1;
+            goto out_server;
+        }
+    }
+    created = true;
+    rpc_tls_server_t tls = {c->tls_cert, c->tls_key, set(c->tls_client_ca) ? c->tls_client_ca
+                                                                            : NULL};
+    if (rpc_server_listen(s->srv, c->listen, set(c->tls_cert) ? &tls : NULL, &s->port) !=
+            LS_OK ||
+        rpc_server_start(s->srv) != LS_OK) {
+        fprintf(stderr, "%s: cannot serve on %s (see the log)\n", spec->program, c->listen);
+        goto out_server;
+    }
+    printf("LISTENING port=%d\n", s->port);
+    fflush(stdout);
+
+    if (spec->hooks.start && spec->hooks.start(s, spec->ud, err, sizeof(err)) != LS_OK) {
+        fprintf(stderr, "%s: %s\n", spec->program, err);
+        LS_LOG_ERROR(s->mod, "cannot start reason=\"%s\"", err);
+        rpc_server_shutdown(s->srv, 0);
+        goto out_server;
+    }
+    rpc_server_set_health_all(s->srv, RPC_HEALTH_SERVING);
+    svc_label_t up_label = {"service", spec->service};
+    svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 1);
+    do_register(s);
+    LS_LOG_INFO(s->mod, "serving port=%d", s->port);
+    printf("SERVING\n");
+    fflush(stdout);
+
+    int sig;
+    while ((sig = ls_signals_wait()) == SIGHUP)
+        reload(s);
+    int64_t t0 = ls_now_us();
+    LS_LOG_INFO(s->mod, "stopping signal=%s grace_ms=%lld", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                (long long)c->grace_ms);
+    rpc_server_set_health_all(s->srv, RPC_HEALTH_NOT_SERVING);
+    svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 0);
+    if (s->registrar && svc_registrar_deregister(s->registrar, SVC_DEREGISTER_MS) != LS_OK)
+        LS_LOG_WARN(s->mod, "deregistration did not finish; the catalogue will expire it");
+    int64_t deadline = t0 + c->grace_ms * 1000;
+    int64_t server_grace_ms;
+    if (spec->hooks.drain) {
+        spec->hooks.drain(s, spec->ud, deadline);
+        server_grace_ms = spec->flush_ms;
+    } else {
+        int64_t left = (deadline - ls_now_us()) / 1000;
+        server_grace_ms = left > 0 ? left : 0;
+    }
+    rpc_server_shutdown(s->srv, server_grace_ms);
+    LS_LOG_INFO(s->mod, "stopped after_ms=%lld", (long long)((ls_now_us() - t0) / 1000));
+    status = 0;
+
+out_server:
+    rpc_server_shutdown(s->srv, 0);
+    if (created && spec->hooks.destroy)
+        spec->hooks.destroy(s, spec->ud);
+    rpc_server_destroy(s->srv);
+    svc_free(s);
+    return status;
+}

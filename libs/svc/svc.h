@@ -1,0 +1,150 @@
+/*
+ * svc.h - the service runtime: one option scheme, one lifecycle and one place for TLS,
+ * API keys, and the seams (metrics reporter, tracer, registrar) of every service binary.
+ *
+ * A service's main.c is its option table, its hooks and one call:
+ *
+ *     int main(int argc, char **argv) { ...; return svc_main(&spec, argc, argv); }
+ *
+ * Options.  Every flag --foo-bar is also read from LLMSERVE_<SERVICE>_FOO_BAR (flags
+ * win; see libs/base/config.h).  Every service has the common options, with the same
+ * names everywhere:
+ *   --listen HOST:PORT, --rpc-threads N, --grace-ms MS, --max-write-queue N,
+ *   --log-level debug|info|warn|error (also LLMSERVE_LOG_LEVEL),
+ *   --log-format text|json (also LLMSERVE_LOG_FORMAT),
+ *   --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]   (TLS, mutual TLS),
+ * services that call others (spec.upstreams) also
+ *   --upstream-tls-ca FILE [--upstream-tls-cert FILE --upstream-tls-key FILE]
+ *   [--upstream-tls-server-name NAME],
+ * and services that take API keys (spec.api_keys) --api-keys FILE (keys.h).
+ * --help lists all with their variables and defaults; --version prints the version.
+ *
+ * Lifecycle (exit status 2 for bad options, 1 when the service cannot start, 0 after
+ * an orderly stop):
+ *   options parsed and checked (hooks.check); logging set up; signals blocked;
+ *   the effective configuration logged, secrets redacted
+ *   hooks.create       build objects, register methods on svc_server()
+ *   listen             "LISTENING port=N" on stdout; the server starts NOT_SERVING
+ *   hooks.start        load, connect (may block)
+ *   health SERVING, the registrar registers, "SERVING" on stdout
+ *   then, until SIGTERM or SIGINT:
+ *     SIGHUP           server TLS certificates, API keys and hooks.reload are read
+ *                      again; what fails to load is logged and the old stays in use
+ *   SIGTERM/SIGINT     health NOT_SERVING, the registrar deregisters, hooks.drain
+ *                      (stop admitting; work in flight may finish until --grace-ms
+ *                      after the signal), the server stops (events still queued get
+ *                      spec.flush_ms to reach their clients), hooks.destroy, exit 0.
+ *
+ * Threads: svc_main runs on the main thread and blocks SIGINT/SIGTERM/SIGHUP before any
+ * other thread exists (every thread inherits the mask; signals are taken with
+ * sigwait).  Hooks run on the main thread.  The getters are safe from any thread once
+ * hooks.create has been called.
+ */
+#ifndef SVC_SVC_H
+#define SVC_SVC_H
+
+#include "base/config.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "svc/keys.h"
+#include "svc/registrar.h"
+#include "svc/reporter.h"
+#include "svc/tracer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct svc svc_t;
+
+/* The common options as parsed (strings borrowed from argv or the environment). */
+typedef struct {
+    const char *listen;
+    int64_t rpc_threads;
+    int64_t grace_ms;
+    int64_t max_write_queue;
+    const char *log_level;
+    const char *log_format;
+    const char *tls_cert, *tls_key, *tls_client_ca;
+    const char *upstream_tls_ca, *upstream_tls_cert, *upstream_tls_key;
+    const char *upstream_tls_server_name;
+    const char *api_keys;
+} svc_common_t;
+
+/* What a service hands the runtime.  Every hook may be NULL; ud is the service's.  err
+ * (err_len bytes) takes a one-line reason when a hook fails. */
+typedef struct {
+    /* After parsing: checks values the option table cannot (combinations, files).
+     * LS_OK, or an error: the reason is printed and the process exits 2. */
+    int (*check)(svc_t *svc, void *ud, char *err, size_t err_len);
+    /* Builds the service and registers its methods on svc_server(svc).  An error exits
+     * 1 (LS_ERR_INVALID: 2, a configuration the service refused); a create that fails
+     * frees what it made (destroy is not called then). */
+    int (*create)(svc_t *svc, void *ud, char *err, size_t err_len);
+    /* The server is up (NOT_SERVING): load, connect, warm up; may block.  Returning
+     * LS_OK turns health SERVING; an error stops the process with status 1. */
+    int (*start)(svc_t *svc, void *ud, char *err, size_t err_len);
+    /* SIGHUP: reads again what the service can; an error is logged, nothing else. */
+    int (*reload)(svc_t *svc, void *ud, char *err, size_t err_len);
+    /* SIGTERM/SIGINT: stop admitting new work and return once the work in flight has
+     * ended or at deadline_us (ls_now_us clock), ending what is left. */
+    void (*drain)(svc_t *svc, void *ud, int64_t deadline_us);
+    /* After the server has stopped (no call in flight): frees the service. */
+    void (*destroy)(svc_t *svc, void *ud);
+} svc_hooks_t;
+
+typedef struct {
+    const char *service; /* "router": LLMSERVE_ROUTER_*, logs under mod=router */
+    const char *program; /* "llmserve-router" */
+    const char *summary; /* one line for --help */
+    /* Defaults of the common options. */
+    const char *default_listen; /* e.g. "0.0.0.0:50051" */
+    int64_t default_rpc_threads; /* 0 = one per core */
+    int64_t default_grace_ms;
+    int64_t flush_ms; /* after the drain, how long queued events may take to leave */
+    bool upstreams;   /* offers --upstream-tls-* */
+    bool api_keys;    /* offers --api-keys */
+    const ls_opt_t *opts; /* the service's own options */
+    size_t n_opts;
+    const ls_alias_t *aliases; /* old flag and variable names still read, with a warning */
+    size_t n_aliases;
+    svc_hooks_t hooks;
+    void *ud;
+    /* Optional, borrowed: seams a caller (a test) provides; later the runtime builds
+     * them from its own options.  NULL: none, at no cost. */
+    svc_reporter_t *reporter;
+    svc_tracer_t *tracer;
+    svc_registrar_t *registrar;
+} svc_spec_t;
+
+/* Runs the service from argv to exit; returns the process exit status. */
+int svc_main(const svc_spec_t *spec, int argc, char **argv);
+
+/* ---- for hooks -------------------------------------------------------------------- */
+
+/* The gRPC server (created before hooks.create). */
+rpc_server_t *svc_server(svc_t *svc);
+
+/* The common options. */
+const svc_common_t *svc_common(svc_t *svc);
+
+/* The channel settings for calls to other services (TLS when --upstream-tls-ca is set),
+ * for rpc_channel_create; borrowed for the runtime's life. */
+const rpc_channel_config_t *svc_upstream_channel(svc_t *svc);
+
+/* The port bound (0 before the listen). */
+int svc_port(svc_t *svc);
+
+/* The API keys in use (NULL without --api-keys). */
+svc_keys_t *svc_keys(svc_t *svc);
+
+/* The seams (NULL when not configured: the svc_metric_*, svc_span_* and
+ * svc_registrar_* calls then do nothing). */
+svc_reporter_t *svc_reporter(svc_t *svc);
+svc_tracer_t *svc_tracer(svc_t *svc);
+
+/* Adds a tag or a meta entry to the registration (before hooks.start returns); copied. */
+void svc_add_tag(svc_t *svc, const char *tag);
+void svc_add_meta(svc_t *svc, const char *key, const char *value);
+
+#endif
