@@ -112,8 +112,8 @@ static int apply(const ls_opt_t *o, const char *text, const char *from, char *er
             if (o->min == o->max)
                 ls_set_err(err, err_len, "%s: '%s' is not an integer", from, text);
             else
-                ls_set_err(err, err_len, "%s: '%s' is not an integer in [%.0f, %.0f]", from,
-                           text, o->min, o->max);
+                ls_set_err(err, err_len, "%s: '%s' is not an integer in [%.0f, %.0f]", from, text,
+                           o->min, o->max);
             return LS_ERR_INVALID;
         }
         *(int64_t *)o->target = v;
@@ -126,8 +126,8 @@ static int apply(const ls_opt_t *o, const char *text, const char *from, char *er
             if (o->min == o->max)
                 ls_set_err(err, err_len, "%s: '%s' is not a finite number", from, text);
             else
-                ls_set_err(err, err_len, "%s: '%s' is not a number in [%g, %g]", from, text,
-                           o->min, o->max);
+                ls_set_err(err, err_len, "%s: '%s' is not a number in [%g, %g]", from, text, o->min,
+                           o->max);
             return LS_ERR_INVALID;
         }
         *(double *)o->target = v;
@@ -249,8 +249,8 @@ void ls_config_usage(const ls_config_t *cfg, int fd)
     FILE *f = fdopen(dup(fd), "w");
     if (!f)
         return;
-    fprintf(f, "usage: %s [flags]\n%s\n\nflags (environment variables, default):\n",
-            cfg->program, cfg->summary ? cfg->summary : "");
+    fprintf(f, "usage: %s [flags]\n%s\n\nflags (environment variables, default):\n", cfg->program,
+            cfg->summary ? cfg->summary : "");
     for (size_t i = 0; i < cfg->n_opts; i++) {
         const ls_opt_t *o = &cfg->opts[i];
         char def[512], env[128];
@@ -280,8 +280,7 @@ void ls_config_usage(const ls_config_t *cfg, int fd)
 }
 
 /* Applies one variable if set.  Returns LS_OK (set or not) or the apply error. */
-static int apply_env(const ls_opt_t *o, const char *var, bool deprecated, char *err,
-                     size_t err_len)
+static int apply_env(const ls_opt_t *o, const char *var, bool deprecated, char *err, size_t err_len)
 {
     const char *v = getenv(var);
     if (!v || !*v)
@@ -359,8 +358,8 @@ int ls_config_load(const ls_config_t *cfg, int argc, char **argv, char *err, siz
         if (!o) {
             o = find_alias_flag(cfg, name, name_len);
             if (o)
-                LS_LOG_WARN("config", "deprecated flag flag=--%.*s use=--%s", (int)name_len,
-                            name, o->name);
+                LS_LOG_WARN("config", "deprecated flag flag=--%.*s use=--%s", (int)name_len, name,
+                            o->name);
         }
         if (!o) {
             const char *near = closest(cfg, name, name_len);
@@ -368,8 +367,7 @@ int ls_config_load(const ls_config_t *cfg, int argc, char **argv, char *err, siz
                 ls_set_err(err, err_len, "unknown flag '--%.*s' (did you mean --%s? see --help)",
                            (int)name_len, name, near);
             else
-                ls_set_err(err, err_len, "unknown flag '--%.*s' (see --help)", (int)name_len,
-                           name);
+                ls_set_err(err, err_len, "unknown flag '--%.*s' (see --help)", (int)name_len, name);
             rc = LS_ERR_INVALID;
             break;
         }

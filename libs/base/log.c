@@ -163,8 +163,8 @@ static void jw_field(jw_t *w, const char *key, size_t key_len, const char *val, 
 
 static bool key_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 typedef struct {
@@ -243,8 +243,8 @@ static size_t unescape(const char *v, size_t n, char *out, size_t cap)
     return w;
 }
 
-static size_t format_json(char *out, size_t cap, const char *ts, const char *level,
-                          const char *mod, const char *msg, size_t msg_len)
+static size_t format_json(char *out, size_t cap, const char *ts, const char *level, const char *mod,
+                          const char *msg, size_t msg_len)
 {
     jw_t w = {out, 0, cap - 3, false}; /* room for a cut string's quote and "}\n" */
     jw_raw(&w, "{", 1);
@@ -269,9 +269,9 @@ static size_t format_json(char *out, size_t cap, const char *ts, const char *lev
             key[at++] = '_';
         memcpy(key + at, kv[i].key, kl);
         char val[LS_LOG_LINE_MAX];
-        size_t vl = kv[i].quoted ? unescape(kv[i].val, kv[i].val_len, val, sizeof(val))
-                                 : (size_t)snprintf(val, sizeof(val), "%.*s", (int)kv[i].val_len,
-                                                    kv[i].val);
+        size_t vl = kv[i].quoted
+                        ? unescape(kv[i].val, kv[i].val_len, val, sizeof(val))
+                        : (size_t)snprintf(val, sizeof(val), "%.*s", (int)kv[i].val_len, kv[i].val);
         if (vl >= sizeof(val))
             vl = sizeof(val) - 1;
         jw_field(&w, key, at + kl, val, vl, false, false);
@@ -322,8 +322,8 @@ void ls_log(ls_log_level_t level, const char *mod, const char *fmt, ...)
             line[i] = ' ';
     if (json) {
         char out[LS_LOG_LINE_MAX];
-        size_t olen = format_json(out, sizeof(out), stamp, level_names[level], mod ? mod : "-",
-                                  line, len);
+        size_t olen =
+            format_json(out, sizeof(out), stamp, level_names[level], mod ? mod : "-", line, len);
         ssize_t w = write(atomic_load(&g_fd), out, olen);
         (void)w; /* nowhere left to report a failed log write */
         return;

@@ -79,13 +79,14 @@ static void describe(X509 *x, const char *what, const char *file)
     bool expired = X509_cmp_current_time(X509_get0_notAfter(x)) < 0;
     bool early = X509_cmp_current_time(X509_get0_notBefore(x)) > 0;
     if (expired || early)
-        LS_LOG_ERROR("tls", "certificate not valid now role=%s file=%s subject=\"%s\" "
-                     "not_after=\"%s\" reason=%s", what, file, subject, until,
-                     expired ? "expired" : "not-yet-valid");
+        LS_LOG_ERROR("tls",
+                     "certificate not valid now role=%s file=%s subject=\"%s\" "
+                     "not_after=\"%s\" reason=%s",
+                     what, file, subject, until, expired ? "expired" : "not-yet-valid");
     else /* servers load once (and at reloads); clients at every channel: quieter */
         ls_log(strcmp(what, "server") == 0 ? LS_LOG_INFO : LS_LOG_DEBUG, "tls",
-               "certificate loaded role=%s file=%s subject=\"%s\" not_after=\"%s\"", what,
-               file, subject, until);
+               "certificate loaded role=%s file=%s subject=\"%s\" not_after=\"%s\"", what, file,
+               subject, until);
 }
 
 int rpc__pem_load(rpc__pem_t *p, const char *what, const char *cert_file, const char *key_file,
@@ -96,8 +97,7 @@ int rpc__pem_load(rpc__pem_t *p, const char *what, const char *cert_file, const 
     X509 *x = NULL;
     EVP_PKEY *k = NULL;
     if (!cert_file != !key_file) {
-        ls_set_err(err, err_len, "a %s certificate needs its key and a key its certificate",
-                   what);
+        ls_set_err(err, err_len, "a %s certificate needs its key and a key its certificate", what);
         return LS_ERR_INVALID;
     }
     const char *files[3] = {cert_file, key_file, ca_file};
@@ -121,8 +121,7 @@ int rpc__pem_load(rpc__pem_t *p, const char *what, const char *cert_file, const 
         k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
         BIO_free(b);
         if (!k) {
-            ls_set_err(err, err_len, "%s holds no PEM private key (or it is encrypted)",
-                       key_file);
+            ls_set_err(err, err_len, "%s holds no PEM private key (or it is encrypted)", key_file);
             goto out;
         }
         if (X509_check_private_key(x, k) != 1) {
@@ -160,8 +159,8 @@ void rpc__pem_free(rpc__pem_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-int rpc_tls_check_files(const char *cert_file, const char *key_file, const char *ca_file,
-                        char *err, size_t err_len)
+int rpc_tls_check_files(const char *cert_file, const char *key_file, const char *ca_file, char *err,
+                        size_t err_len)
 {
     rpc__pem_t p;
     int rc = rpc__pem_load(&p, "check", cert_file, key_file, ca_file, err, err_len);

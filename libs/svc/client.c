@@ -20,8 +20,8 @@ int svc_client_check(const svc_client_opts_t *o, char *err, size_t err_len)
     char why[400];
     if ((set(o->tls_ca) || set(o->tls_cert)) &&
         rpc_tls_check_files(set(o->tls_cert) ? o->tls_cert : NULL,
-                            set(o->tls_key) ? o->tls_key : NULL,
-                            set(o->tls_ca) ? o->tls_ca : NULL, why, sizeof(why)) != LS_OK) {
+                            set(o->tls_key) ? o->tls_key : NULL, set(o->tls_ca) ? o->tls_ca : NULL,
+                            why, sizeof(why)) != LS_OK) {
         ls_set_err(err, err_len, "--tls-ca/--tls-cert/--tls-key: %s", why);
         return LS_ERR_INVALID;
     }

@@ -33,20 +33,41 @@ typedef struct {
 } svc_client_opts_t;
 
 #define SVC_CLIENT_OPTIONS(o)                                                                      \
-    {"tls", NULL, LS_OPT_BOOL, &(o)->tls, "TLS to the server, trusting the system's roots", 0,    \
-     0},                                                                                           \
-        {"tls-ca", "LLMSERVE_TLS_CA", LS_OPT_STRING, &(o)->tls_ca,                                 \
-         "TLS to the server, trusting the PEM CA certificates in this file", 0, 0},                \
-        {"tls-cert", "LLMSERVE_TLS_CERT", LS_OPT_STRING, &(o)->tls_cert,                           \
-         "PEM client certificate (mutual TLS)", 0, 0},                                             \
-        {"tls-key", "LLMSERVE_TLS_KEY", LS_OPT_STRING, &(o)->tls_key,                              \
-         "PEM private key of --tls-cert", 0, 0},                                                   \
-        {"tls-server-name", "LLMSERVE_TLS_SERVER_NAME", LS_OPT_STRING, &(o)->tls_server_name,      \
-         "name expected in the server's certificate instead of the host dialled", 0, 0},           \
-        {"api-key", "LLMSERVE_API_KEY", LS_OPT_SECRET, &(o)->api_key,                              \
-         "API key, sent as \"authorization: Bearer KEY\" (prefer the variable: flags show in "    \
-         "the process list)",                                                                      \
-         0, 0}
+    {"tls", NULL, LS_OPT_BOOL, &(o)->tls, "TLS to the server, trusting the system's roots", 0, 0}, \
+        {"tls-ca",                                                                                 \
+         "LLMSERVE_TLS_CA",                                                                        \
+         LS_OPT_STRING,                                                                            \
+         &(o)->tls_ca,                                                                             \
+         "TLS to the server, trusting the PEM CA certificates in this file",                       \
+         0,                                                                                        \
+         0},                                                                                       \
+        {"tls-cert",                                                                               \
+         "LLMSERVE_TLS_CERT",                                                                      \
+         LS_OPT_STRING,                                                                            \
+         &(o)->tls_cert,                                                                           \
+         "PEM client certificate (mutual TLS)",                                                    \
+         0,                                                                                        \
+         0},                                                                                       \
+        {"tls-key",                                                                                \
+         "LLMSERVE_TLS_KEY",                                                                       \
+         LS_OPT_STRING,                                                                            \
+         &(o)->tls_key,                                                                            \
+         "PEM private key of --tls-cert",                                                          \
+         0,                                                                                        \
+         0},                                                                                       \
+        {"tls-server-name",                                                                        \
+         "LLMSERVE_TLS_SERVER_NAME",                                                               \
+         LS_OPT_STRING,                                                                            \
+         &(o)->tls_server_name,                                                                    \
+         "name expected in the server's certificate instead of the host dialled",                  \
+         0,                                                                                        \
+         0},                                                                                       \
+    {                                                                                              \
+        "api-key", "LLMSERVE_API_KEY", LS_OPT_SECRET, &(o)->api_key,                               \
+            "API key, sent as \"authorization: Bearer KEY\" (prefer the variable: flags show in "  \
+            "the process list)",                                                                   \
+            0, 0                                                                                   \
+    }
 
 /* Checks the combination and the files.  Returns LS_OK or LS_ERR_INVALID with a reason
  * naming the flag in err. */

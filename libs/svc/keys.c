@@ -39,8 +39,8 @@ struct svc_keys {
 
 static bool token_char(char c)
 {
-    return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_' || c == '~' ||
-           c == '+' || c == '/';
+    return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '+' ||
+           c == '/';
 }
 
 /* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
@@ -147,8 +147,8 @@ static entry_t *parse(const char *path, char *text, size_t *n_out, char *err, si
         if (nf == 0)
             continue;
         if (nf > 2) {
-            ls_set_err(err, err_len, "%s line %d: expected KEY [TENANT], found more fields",
-                       path, line_no);
+            ls_set_err(err, err_len, "%s line %d: expected KEY [TENANT], found more fields", path,
+                       line_no);
             ok = false;
             break;
         }

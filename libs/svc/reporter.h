@@ -32,8 +32,8 @@ typedef struct {
     void (*gauge_set)(svc_reporter_t *r, const char *name, const svc_label_t *labels,
                       size_t n_labels, double value);
     /* Records one observation of a distribution (a latency, a batch size). */
-    void (*observe)(svc_reporter_t *r, const char *name, const svc_label_t *labels,
-                    size_t n_labels, double value);
+    void (*observe)(svc_reporter_t *r, const char *name, const svc_label_t *labels, size_t n_labels,
+                    double value);
     /* Flushes what it can within a short bound and frees the reporter. */
     void (*destroy)(svc_reporter_t *r);
 } svc_reporter_ops_t;

@@ -129,8 +129,7 @@ static void build_options(svc_t *s)
          "PEM certificate chain for --listen; with --tls-key the port speaks TLS only", 0, 0},
         {"tls-key", NULL, LS_OPT_STRING, &c->tls_key, "PEM private key of --tls-cert", 0, 0},
         {"tls-client-ca", NULL, LS_OPT_STRING, &c->tls_client_ca,
-         "PEM CA certificates; clients must present a certificate they signed (mutual TLS)", 0,
-         0},
+         "PEM CA certificates; clients must present a certificate they signed (mutual TLS)", 0, 0},
     };
     const ls_opt_t upstream[] = {
         {"upstream-tls-ca", NULL, LS_OPT_STRING, &c->upstream_tls_ca,
@@ -216,14 +215,14 @@ static int check_common(svc_t *s, char *err, size_t err_len)
         return LS_ERR_INVALID;
     }
     if (set(c->tls_client_ca) && !set(c->tls_cert)) {
-        ls_set_err(err, err_len, "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS "
-                                 "is TLS first)");
+        ls_set_err(err, err_len,
+                   "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS "
+                   "is TLS first)");
         return LS_ERR_INVALID;
     }
-    if (set(c->tls_cert) &&
-        rpc_tls_check_files(c->tls_cert, c->tls_key, set(c->tls_client_ca) ? c->tls_client_ca
-                                                                           : NULL,
-                            why, sizeof(why)) != LS_OK) {
+    if (set(c->tls_cert) && rpc_tls_check_files(c->tls_cert, c->tls_key,
+                                                set(c->tls_client_ca) ? c->tls_client_ca : NULL,
+                                                why, sizeof(why)) != LS_OK) {
         ls_set_err(err, err_len, "--tls-cert/--tls-key/--tls-client-ca: %s", why);
         return LS_ERR_INVALID;
     }
@@ -255,8 +254,8 @@ static void build_upstream(svc_t *s)
 {
     const svc_common_t *c = &s->common;
     rpc_channel_config_init(&s->upstream);
-    bool tls = set(c->upstream_tls_ca) || set(c->upstream_tls_cert) ||
-               set(c->upstream_tls_server_name);
+    bool tls =
+        set(c->upstream_tls_ca) || set(c->upstream_tls_cert) || set(c->upstream_tls_server_name);
     if (!tls)
         return;
     s->upstream.tls = true;
@@ -278,8 +277,7 @@ static void reload(svc_t *s)
                      err);
     if (s->keys && svc_keys_reload(s->keys, err, sizeof(err)) != LS_OK)
         LS_LOG_ERROR(s->mod, "API keys not reloaded, the old stay in use reason=\"%s\"", err);
-    if (s->spec->hooks.reload &&
-        s->spec->hooks.reload(s, s->spec->ud, err, sizeof(err)) != LS_OK)
+    if (s->spec->hooks.reload && s->spec->hooks.reload(s, s->spec->ud, err, sizeof(err)) != LS_OK)
         LS_LOG_ERROR(s->mod, "reload failed reason=\"%s\"", err);
 }
 
@@ -378,10 +376,12 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     /* Before any thread (gRPC's included) exists, so that every thread inherits it. */
     ls_signals_block();
     ls_config_log(&s->conf, s->mod);
-    LS_LOG_INFO(s->mod, "starting program=%s version=%s pid=%d tls=%s mutual_tls=%s "
-                "upstream_tls=%s api_keys=%zu", spec->program, LLMSERVE_VERSION, (int)getpid(),
-                set(c->tls_cert) ? "on" : "off", set(c->tls_client_ca) ? "on" : "off",
-                s->upstream.tls ? "on" : "off", s->keys ? svc_keys_count(s->keys) : (size_t)0);
+    LS_LOG_INFO(s->mod,
+                "starting program=%s version=%s pid=%d tls=%s mutual_tls=%s "
+                "upstream_tls=%s api_keys=%zu",
+                spec->program, LLMSERVE_VERSION, (int)getpid(), set(c->tls_cert) ? "on" : "off",
+                set(c->tls_client_ca) ? "on" : "off", s->upstream.tls ? "on" : "off",
+                s->keys ? svc_keys_count(s->keys) : (size_t)0);
 
     int status = 1;
     rpc_server_config_t scfg;
@@ -409,10 +409,9 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
         }
     }
     created = true;
-    rpc_tls_server_t tls = {c->tls_cert, c->tls_key, set(c->tls_client_ca) ? c->tls_client_ca
-                                                                            : NULL};
-    if (rpc_server_listen(s->srv, c->listen, set(c->tls_cert) ? &tls : NULL, &s->port) !=
-            LS_OK ||
+    rpc_tls_server_t tls = {c->tls_cert, c->tls_key,
+                            set(c->tls_client_ca) ? c->tls_client_ca : NULL};
+    if (rpc_server_listen(s->srv, c->listen, set(c->tls_cert) ? &tls : NULL, &s->port) != LS_OK ||
         rpc_server_start(s->srv) != LS_OK) {
         fprintf(stderr, "%s: cannot serve on %s (see the log)\n", spec->program, c->listen);
         goto out_server;

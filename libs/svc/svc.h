@@ -98,12 +98,12 @@ typedef struct {
     const char *program; /* "llmserve-router" */
     const char *summary; /* one line for --help */
     /* Defaults of the common options. */
-    const char *default_listen; /* e.g. "0.0.0.0:50051" */
+    const char *default_listen;  /* e.g. "0.0.0.0:50051" */
     int64_t default_rpc_threads; /* 0 = one per core */
     int64_t default_grace_ms;
-    int64_t flush_ms; /* after the drain, how long queued events may take to leave */
-    bool upstreams;   /* offers --upstream-tls-* */
-    bool api_keys;    /* offers --api-keys */
+    int64_t flush_ms;     /* after the drain, how long queued events may take to leave */
+    bool upstreams;       /* offers --upstream-tls-* */
+    bool api_keys;        /* offers --api-keys */
     const ls_opt_t *opts; /* the service's own options */
     size_t n_opts;
     const ls_alias_t *aliases; /* old flag and variable names still read, with a warning */

@@ -76,8 +76,8 @@ struct svc_span {
     svc_tracer_t *tracer;
 };
 
-static inline svc_span_t *svc_span_start(svc_tracer_t *t, const char *name,
-                                         svc_span_kind_t kind, const svc_trace_ctx_t *parent)
+static inline svc_span_t *svc_span_start(svc_tracer_t *t, const char *name, svc_span_kind_t kind,
+                                         const svc_trace_ctx_t *parent)
 {
     return t ? t->ops->start(t, name, kind, parent) : (svc_span_t *)0;
 }

@@ -73,8 +73,16 @@ Test(keys, refuses_what_is_not_a_known_bearer_key)
     cr_assert_not_null(k, "%s", err);
     char tenant[SVC_TENANT_MAX + 1];
     static const char *const bad[] = {
-        NULL, "", "Bearer", "Bearer ", "Bearer  ", KEY_A, "Basic " KEY_A,
-        "Bearer " KEY_A "x", "Bearer " KEY_A " " KEY_B, "Bearer alpha-key-0123456789abcde",
+        NULL,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer  ",
+        KEY_A,
+        "Basic " KEY_A,
+        "Bearer " KEY_A "x",
+        "Bearer " KEY_A " " KEY_B,
+        "Bearer alpha-key-0123456789abcde",
         "Bearer wrong-key-0123456789abcdef",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -81,8 +81,7 @@ static void r_set(svc_reporter_t *r, const char *name, const svc_label_t *l, siz
     note("gauge %s{%s=%s} %g", name, n ? l[0].key : "", n ? l[0].value : "", v);
 }
 
-static void r_observe(svc_reporter_t *r, const char *name, const svc_label_t *l, size_t n,
-                      double v)
+static void r_observe(svc_reporter_t *r, const char *name, const svc_label_t *l, size_t n, double v)
 {
     (void)r, (void)l, (void)n;
     note("observe %s %g", name, v);
@@ -217,7 +216,8 @@ static const ls_opt_t demo_opts[] = {
     {"greeting", NULL, LS_OPT_STRING, &g_demo.greeting, "what the service answers", 0, 0},
     {"count", NULL, LS_OPT_INT, &g_demo.count, "a number", 1, 10},
 };
-static const ls_alias_t demo_aliases[] = {{"--threads", "rpc-threads"}, {"DEMO_GREETING", "greeting"}};
+static const ls_alias_t demo_aliases[] = {{"--threads", "rpc-threads"},
+                                          {"DEMO_GREETING", "greeting"}};
 
 static svc_spec_t demo_spec(void)
 {
@@ -293,12 +293,24 @@ Test(svc_options, help_lists_every_option_with_its_variable)
 {
     cr_assert_eq(RUN("--help"), 0);
     const char *out = drained(g_out[0]);
-    static const char *const want[] = {
-        "usage: llmserve-demo", "--listen STR", "LLMSERVE_DEMO_LISTEN", "--rpc-threads INT",
-        "LLMSERVE_DEMO_RPC_THREADS", "--grace-ms", "--log-level", "LLMSERVE_LOG_LEVEL",
-        "--log-format", "--tls-cert", "--tls-client-ca", "--upstream-tls-ca", "--api-keys",
-        "--greeting STR", "LLMSERVE_DEMO_GREETING", "--count INT", "--threads -> --rpc-threads",
-        "DEMO_GREETING -> --greeting"};
+    static const char *const want[] = {"usage: llmserve-demo",
+                                       "--listen STR",
+                                       "LLMSERVE_DEMO_LISTEN",
+                                       "--rpc-threads INT",
+                                       "LLMSERVE_DEMO_RPC_THREADS",
+                                       "--grace-ms",
+                                       "--log-level",
+                                       "LLMSERVE_LOG_LEVEL",
+                                       "--log-format",
+                                       "--tls-cert",
+                                       "--tls-client-ca",
+                                       "--upstream-tls-ca",
+                                       "--api-keys",
+                                       "--greeting STR",
+                                       "LLMSERVE_DEMO_GREETING",
+                                       "--count INT",
+                                       "--threads -> --rpc-threads",
+                                       "DEMO_GREETING -> --greeting"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert_not_null(strstr(out, want[i]), "no \"%s\" in:\n%s", want[i], out);
     cr_assert_eq(event_at("create"), -1, "--help starts nothing");
