@@ -94,11 +94,11 @@ start() {
   echo $! >"$RUN/$name.pid"
 }
 
-# wait_listening NAME: the service printed its LISTENING line (or memcached accepts).
+# wait_listening NAME: the service is ready (after "LISTENING port=N" it printed "SERVING").
 wait_listening() {
   local name=$1
   for _ in $(seq 1 600); do
-    grep -q "^LISTENING port=" "$RUN/$name.log" 2>/dev/null && return 0
+    grep -q "^SERVING$" "$RUN/$name.log" 2>/dev/null && return 0
     kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null || break
     sleep 0.1
   done

@@ -1,22 +1,22 @@
 /*
- * main.c - llmserve-inference: reads config, loads the model, serves
- * llmserve.v1.Inference until SIGTERM or SIGINT, then drains and exits 0.
- *
- * Start order: the gRPC server starts first with health NOT_SERVING, so probes get
- * an answer while the model loads; once the checkpoint, tokenizer, forward pass and
- * scheduler are up, health turns SERVING and "LISTENING port=N" goes to stdout.
+ * main.c - llmserve-inference: its options and its wiring for the service runtime
+ * (libs/svc).  The runtime listens first with health NOT_SERVING, so probes get an
+ * answer while start loads the checkpoint, tokenizer, forward pass and scheduler; then
+ * health turns SERVING.  SIGTERM drains: new submits get UNAVAILABLE, requests in
+ * flight finish for --grace-ms, the rest end with UNAVAILABLE.
  */
 #define _GNU_SOURCE
 #include "base/config.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "base/signals.h"
 #include "model/checkpoint.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
 #include "rpc/server.h"
 #include "scheduler.h"
 #include "service.h"
+#include "svc/svc.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,14 +26,13 @@
 #define INF_FLUSH_GRACE_MS 2000
 
 typedef struct {
-    const char *listen;
     const char *model;
     const char *tokenizer;
     const char *model_name;
     const char *model_version;
     const char *pool;
     const char *backend;
-    int64_t threads;
+    int64_t cpu_threads;
     int64_t max_batch;
     int64_t max_step_tokens;
     int64_t max_queue;
@@ -41,21 +40,25 @@ typedef struct {
     int64_t kv_budget_tokens;
     int64_t default_max_tokens;
     int64_t max_tokens_limit;
-    int64_t grace_ms;
-    int64_t rpc_threads;
-    int64_t max_write_queue;
+    /* built by the hooks */
+    forward_backend_t backend_kind;
+    inf_service_t *svc;
+    ckpt_t *ck;
+    tok_t *tok;
+    forward_t *fwd;
+    inf_sched_t *sched;
 } inf_config_t;
 
 static void inf_config_init(inf_config_t *cfg)
 {
-    cfg->listen = "127.0.0.1:50061"; /* host:port; port 0 picks a free one */
-    cfg->model = NULL;               /* checkpoint file; required */
-    cfg->tokenizer = NULL;           /* tokenizer.bin; required */
-    cfg->model_name = "";            /* "" = the checkpoint's file name without extension */
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->model = NULL;     /* checkpoint file; required */
+    cfg->tokenizer = NULL; /* tokenizer.bin; required */
+    cfg->model_name = "";  /* "" = the checkpoint's file name without extension */
     cfg->model_version = "";
     cfg->pool = "";
     cfg->backend = "auto";         /* auto: CUDA when a device is present, else CPU */
-    cfg->threads = 0;              /* CPU forward threads; 0 = online cores */
+    cfg->cpu_threads = 0;          /* CPU forward threads; 0 = online cores */
     cfg->max_batch = 32;           /* requests per step */
     cfg->max_step_tokens = 512;    /* tokens per step, prompt chunks included */
     cfg->max_queue = 256;          /* requests waiting for admission */
@@ -63,9 +66,6 @@ static void inf_config_init(inf_config_t *cfg)
     cfg->kv_budget_tokens = 0;     /* 0 = max_batch * seq_len */
     cfg->default_max_tokens = 256; /* for max_tokens 0 */
     cfg->max_tokens_limit = 0;     /* 0 = only the context limits max_tokens */
-    cfg->grace_ms = 5000;          /* ms requests may take to finish at shutdown */
-    cfg->rpc_threads = 2;          /* completion-queue threads */
-    cfg->max_write_queue = 4096;   /* events queued per stream before it is cancelled */
 }
 
 static int parse_backend(const char *name, forward_backend_t *out)
@@ -81,163 +81,174 @@ static int parse_backend(const char *name, forward_backend_t *out)
     return LS_OK;
 }
 
-int main(int argc, char **argv)
+static int inf_check(svc_t *svc, void *ud, char *err, size_t err_len)
 {
-    inf_config_t cfg;
-    inf_config_init(&cfg);
-    const ls_opt_t opts[] = {
-        {"listen", "LLMSERVE_INFERENCE_LISTEN", LS_OPT_STRING, &cfg.listen,
-         "address to serve on, host:port (port 0: any free port)", 0, 0},
-        {"model", "LLMSERVE_INFERENCE_MODEL", LS_OPT_STRING, &cfg.model,
-         "checkpoint file (llama2.c format); required", 0, 0},
-        {"tokenizer", "LLMSERVE_INFERENCE_TOKENIZER", LS_OPT_STRING, &cfg.tokenizer,
-         "tokenizer.bin matching the checkpoint; required", 0, 0},
-        {"model-name", "LLMSERVE_INFERENCE_MODEL_NAME", LS_OPT_STRING, &cfg.model_name,
-         "model name reported by Info; empty = checkpoint file name", 0, 0},
-        {"model-version", "LLMSERVE_INFERENCE_MODEL_VERSION", LS_OPT_STRING, &cfg.model_version,
-         "model version reported by Info", 0, 0},
-        {"pool", "LLMSERVE_INFERENCE_POOL", LS_OPT_STRING, &cfg.pool,
-         "pool this instance serves in (e.g. small), reported by Info", 0, 0},
-        {"backend", "LLMSERVE_INFERENCE_BACKEND", LS_OPT_STRING, &cfg.backend,
-         "compute backend: auto, cpu or cuda", 0, 0},
-        {"threads", "LLMSERVE_INFERENCE_THREADS", LS_OPT_INT, &cfg.threads,
-         "CPU threads for the forward pass, 0 = one per core", 0, 1024},
-        {"max-batch", "LLMSERVE_INFERENCE_MAX_BATCH", LS_OPT_INT, &cfg.max_batch,
-         "most requests decoded together in one step", 1, 4096},
-        {"max-step-tokens", "LLMSERVE_INFERENCE_MAX_STEP_TOKENS", LS_OPT_INT, &cfg.max_step_tokens,
-         "most tokens per step, prompt chunks included (>= max-batch)", 1, 1 << 20},
-        {"max-queue", "LLMSERVE_INFERENCE_MAX_QUEUE", LS_OPT_INT, &cfg.max_queue,
-         "most requests waiting for admission; more get RESOURCE_EXHAUSTED", 1, 1 << 20},
-        {"max-queue-delay-ms", "LLMSERVE_INFERENCE_MAX_QUEUE_DELAY_MS", LS_OPT_INT,
-         &cfg.max_queue_delay_ms, "ms an idle scheduler waits for a batch to fill", 0, 60000},
-        {"kv-budget-tokens", "LLMSERVE_INFERENCE_KV_BUDGET_TOKENS", LS_OPT_INT,
-         &cfg.kv_budget_tokens,
-         "KV cache positions shared by all requests, 0 = max-batch * "
-         "seq_len",
-         0, 1e12},
-        {"default-max-tokens", "LLMSERVE_INFERENCE_DEFAULT_MAX_TOKENS", LS_OPT_INT,
-         &cfg.default_max_tokens, "completion tokens when a request asks for 0", 1, 1 << 24},
-        {"max-tokens-limit", "LLMSERVE_INFERENCE_MAX_TOKENS_LIMIT", LS_OPT_INT,
-         &cfg.max_tokens_limit, "largest max_tokens accepted, 0 = no limit but the context", 0,
-         1 << 24},
-        {"grace-ms", "LLMSERVE_INFERENCE_GRACE_MS", LS_OPT_INT, &cfg.grace_ms,
-         "ms requests in flight may take to finish at shutdown", 0, 3.6e6},
-        {"rpc-threads", "LLMSERVE_INFERENCE_RPC_THREADS", LS_OPT_INT, &cfg.rpc_threads,
-         "gRPC completion-queue threads, 0 = one per core", 0, 256},
-        {"max-write-queue", "LLMSERVE_INFERENCE_MAX_WRITE_QUEUE", LS_OPT_INT, &cfg.max_write_queue,
-         "events queued per stream before a slow reader is cut off", 16, 1e9},
-    };
-    ls_config_t conf = {.program = "llmserve-inference", .summary = "Serves a llama-architecture model over gRPC with continuous batching.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
-    char err[512];
-    int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
-    if (rc == LS_CONFIG_HELP)
-        return 0;
-    forward_backend_t backend = FORWARD_AUTO;
-    if (rc == LS_OK && (!cfg.model || !*cfg.model || !cfg.tokenizer || !*cfg.tokenizer)) {
-        snprintf(err, sizeof(err), "--model and --tokenizer are required (see --help)");
-        rc = LS_ERR_INVALID;
+    (void)svc;
+    inf_config_t *cfg = ud;
+    if (!cfg->model || !*cfg->model || !cfg->tokenizer || !*cfg->tokenizer) {
+        ls_set_err(err, err_len, "--model and --tokenizer are required (see --help)");
+        return LS_ERR_INVALID;
     }
-    if (rc == LS_OK && parse_backend(cfg.backend, &backend) != LS_OK) {
-        snprintf(err, sizeof(err), "--backend must be auto, cpu or cuda, not \"%s\"", cfg.backend);
-        rc = LS_ERR_INVALID;
+    if (parse_backend(cfg->backend, &cfg->backend_kind) != LS_OK) {
+        ls_set_err(err, err_len, "--backend: '%s' is not auto, cpu or cuda", cfg->backend);
+        return LS_ERR_INVALID;
     }
-    if (rc == LS_OK && cfg.max_step_tokens < cfg.max_batch) {
-        snprintf(err, sizeof(err), "--max-step-tokens (%lld) must be at least --max-batch (%lld)",
-                 (long long)cfg.max_step_tokens, (long long)cfg.max_batch);
-        rc = LS_ERR_INVALID;
+    if (cfg->max_step_tokens < cfg->max_batch) {
+        ls_set_err(err, err_len, "--max-step-tokens (%lld) must be at least --max-batch (%lld)",
+                   (long long)cfg->max_step_tokens, (long long)cfg->max_batch);
+        return LS_ERR_INVALID;
     }
-    if (rc != LS_OK) {
-        fprintf(stderr, "llmserve-inference: %s\n", err);
-        return 2;
-    }
-    ls_signals_block();
-    ls_config_log(&conf, "inference");
+    return LS_OK;
+}
 
-    int status = 1;
-    ckpt_t *ck = NULL;
-    tok_t *tok = NULL;
-    forward_t *fwd = NULL;
-    inf_sched_t *sched = NULL;
-
-    rpc_server_config_t scfg;
-    rpc_server_config_init(&scfg);
-    scfg.threads = (int)cfg.rpc_threads;
-    scfg.max_write_queue = (size_t)cfg.max_write_queue;
-    scfg.name = "inference";
-    rpc_server_t *srv = rpc_server_create(&scfg);
-    if (!srv)
-        return 1;
+static int inf_create(svc_t *svc, void *ud, char *err, size_t err_len)
+{
+    inf_config_t *cfg = ud;
     inf_service_config_t icfg = {
-        .model_name = cfg.model_name,
-        .model_version = cfg.model_version,
-        .pool = cfg.pool,
-        .default_max_tokens = (int)cfg.default_max_tokens,
-        .max_tokens_limit = (int)cfg.max_tokens_limit,
-        .max_queue = (int)cfg.max_queue,
+        .model_name = cfg->model_name,
+        .model_version = cfg->model_version,
+        .pool = cfg->pool,
+        .default_max_tokens = (int)cfg->default_max_tokens,
+        .max_tokens_limit = (int)cfg->max_tokens_limit,
+        .max_queue = (int)cfg->max_queue,
     };
-    int port = 0;
-    inf_service_t *svc = inf_service_create(srv, &icfg);
-    if (!svc || rpc_server_listen(srv, cfg.listen, NULL, &port) != LS_OK ||
-        rpc_server_start(srv) != LS_OK) {
-        LS_LOG_ERROR("inference", "cannot serve addr=%s", cfg.listen);
-        goto out;
+    cfg->svc = inf_service_create(svc_server(svc), &icfg);
+    if (!cfg->svc) {
+        ls_set_err(err, err_len, "cannot register llmserve.v1.Inference");
+        return LS_ERR_INTERNAL;
     }
-    inf_service_set_serving(svc, false);
+    return LS_OK;
+}
 
-    ck = ckpt_open(cfg.model, err, sizeof(err));
-    if (!ck) {
-        LS_LOG_ERROR("inference", "cannot load model: %s", err);
-        goto out;
+/* Loads the model while the server answers probes with NOT_SERVING. */
+static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
+{
+    inf_config_t *cfg = ud;
+    char why[512];
+    cfg->ck = ckpt_open(cfg->model, why, sizeof(why));
+    if (!cfg->ck) {
+        ls_set_err(err, err_len, "cannot load the model: %s", why);
+        return LS_ERR_INVALID;
     }
-    tok = tok_load(cfg.tokenizer, ck->cfg.vocab_size, err, sizeof(err));
-    if (!tok) {
-        LS_LOG_ERROR("inference", "cannot load tokenizer: %s", err);
-        goto out;
+    cfg->tok = tok_load(cfg->tokenizer, cfg->ck->cfg.vocab_size, why, sizeof(why));
+    if (!cfg->tok) {
+        ls_set_err(err, err_len, "cannot load the tokenizer: %s", why);
+        return LS_ERR_INVALID;
     }
     forward_config_t fcfg;
     forward_config_init(&fcfg);
-    fcfg.backend = backend;
-    fcfg.max_batch = (int)cfg.max_batch;
-    fcfg.max_step_tokens = (int)cfg.max_step_tokens;
-    if (cfg.kv_budget_tokens > 0)
-        fcfg.kv_budget_tokens = cfg.kv_budget_tokens;
-    fcfg.threads = (int)cfg.threads;
-    fwd = forward_create(ck, &fcfg, err, sizeof(err));
-    if (!fwd) {
-        LS_LOG_ERROR("inference", "cannot create the forward pass: %s", err);
-        goto out;
+    fcfg.backend = cfg->backend_kind;
+    fcfg.max_batch = (int)cfg->max_batch;
+    fcfg.max_step_tokens = (int)cfg->max_step_tokens;
+    if (cfg->kv_budget_tokens > 0)
+        fcfg.kv_budget_tokens = cfg->kv_budget_tokens;
+    fcfg.threads = (int)cfg->cpu_threads;
+    cfg->fwd = forward_create(cfg->ck, &fcfg, why, sizeof(why));
+    if (!cfg->fwd) {
+        ls_set_err(err, err_len, "cannot create the forward pass: %s", why);
+        return LS_ERR_INVALID;
     }
-    inf_sched_config_t sch = {.max_queue = (int)cfg.max_queue,
-                              .max_queue_delay_us = cfg.max_queue_delay_ms * 1000};
-    sched = inf_sched_create(fwd, tok, &sch, err, sizeof(err));
-    if (!sched) {
-        LS_LOG_ERROR("inference", "cannot start the scheduler: %s", err);
-        goto out;
+    inf_sched_config_t sch = {.max_queue = (int)cfg->max_queue,
+                              .max_queue_delay_us = cfg->max_queue_delay_ms * 1000};
+    cfg->sched = inf_sched_create(cfg->fwd, cfg->tok, &sch, why, sizeof(why));
+    if (!cfg->sched) {
+        ls_set_err(err, err_len, "cannot start the scheduler: %s", why);
+        return LS_ERR_INTERNAL;
     }
-    inf_service_attach(svc, ck, tok, fwd, sched);
-    const ckpt_config_t *mc = &ck->cfg;
-    const forward_config_t *fc = forward_config(fwd);
+    inf_service_attach(cfg->svc, cfg->ck, cfg->tok, cfg->fwd, cfg->sched);
+    const ckpt_config_t *mc = &cfg->ck->cfg;
+    const forward_config_t *fc = forward_config(cfg->fwd);
     LS_LOG_INFO("inference",
                 "model loaded name=%s dim=%d layers=%d heads=%d kv_heads=%d "
                 "vocab=%d seq_len=%d backend=%s device=\"%s\" max_batch=%d kv_budget_tokens=%lld",
-                ck->name, mc->dim, mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->vocab_size,
-                mc->seq_len, forward_backend_name(fwd), forward_device_name(fwd), fc->max_batch,
-                (long long)fc->kv_budget_tokens);
-    printf("LISTENING port=%d\n", port);
-    fflush(stdout);
+                cfg->ck->name, mc->dim, mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->vocab_size,
+                mc->seq_len, forward_backend_name(cfg->fwd), forward_device_name(cfg->fwd),
+                fc->max_batch, (long long)fc->kv_budget_tokens);
+    char max_batch[24];
+    snprintf(max_batch, sizeof(max_batch), "%d", fc->max_batch);
+    svc_add_meta(svc, "pool", cfg->pool);
+    svc_add_meta(svc, "model", cfg->model_name[0] ? cfg->model_name : cfg->ck->name);
+    svc_add_meta(svc, "version", cfg->model_version);
+    svc_add_meta(svc, "max_batch", max_batch);
+    svc_add_meta(svc, "backend", forward_backend_name(cfg->fwd));
+    return LS_OK;
+}
 
-    int sig = ls_signals_wait();
-    LS_LOG_INFO("inference", "stopping signal=%d", sig);
-    inf_service_drain(svc, cfg.grace_ms);
-    status = 0;
+static void inf_drain(svc_t *svc, void *ud, int64_t deadline_us)
+{
+    (void)svc;
+    inf_config_t *cfg = ud;
+    int64_t left_ms = (deadline_us - ls_now_us()) / 1000;
+    inf_service_drain(cfg->svc, left_ms > 0 ? left_ms : 0);
+}
 
-out:
-    rpc_server_shutdown(srv, INF_FLUSH_GRACE_MS);
-    inf_sched_destroy(sched);
-    forward_destroy(fwd);
-    tok_destroy(tok);
-    ckpt_close(ck);
-    inf_service_destroy(svc);
-    rpc_server_destroy(srv);
-    return status;
+static void inf_destroy(svc_t *svc, void *ud)
+{
+    (void)svc;
+    inf_config_t *cfg = ud;
+    inf_sched_destroy(cfg->sched);
+    forward_destroy(cfg->fwd);
+    tok_destroy(cfg->tok);
+    ckpt_close(cfg->ck);
+    inf_service_destroy(cfg->svc);
+}
+
+int main(int argc, char **argv)
+{
+    static inf_config_t cfg;
+    inf_config_init(&cfg);
+    const ls_opt_t opts[] = {
+        {"model", NULL, LS_OPT_STRING, &cfg.model, "checkpoint file (llama2.c format); required", 0,
+         0},
+        {"tokenizer", NULL, LS_OPT_STRING, &cfg.tokenizer,
+         "tokenizer.bin matching the checkpoint; required", 0, 0},
+        {"model-name", NULL, LS_OPT_STRING, &cfg.model_name,
+         "model name reported by Info; empty = checkpoint file name", 0, 0},
+        {"model-version", NULL, LS_OPT_STRING, &cfg.model_version, "model version reported by Info",
+         0, 0},
+        {"pool", NULL, LS_OPT_STRING, &cfg.pool,
+         "pool this instance serves in (e.g. small), reported by Info", 0, 0},
+        {"backend", NULL, LS_OPT_STRING, &cfg.backend, "compute backend: auto, cpu or cuda", 0, 0},
+        {"cpu-threads", NULL, LS_OPT_INT, &cfg.cpu_threads,
+         "CPU threads for the forward pass on the CPU backend, 0 = one per core", 0, 1024},
+        {"max-batch", NULL, LS_OPT_INT, &cfg.max_batch,
+         "most requests decoded together in one step", 1, 4096},
+        {"max-step-tokens", NULL, LS_OPT_INT, &cfg.max_step_tokens,
+         "most tokens per step, prompt chunks included (>= max-batch)", 1, 1 << 20},
+        {"max-queue", NULL, LS_OPT_INT, &cfg.max_queue,
+         "most requests waiting for admission; more get RESOURCE_EXHAUSTED", 1, 1 << 20},
+        {"max-queue-delay-ms", NULL, LS_OPT_INT, &cfg.max_queue_delay_ms,
+         "ms an idle scheduler waits for a batch to fill", 0, 60000},
+        {"kv-budget-tokens", NULL, LS_OPT_INT, &cfg.kv_budget_tokens,
+         "KV cache positions shared by all requests, 0 = max-batch * seq_len", 0, 1e12},
+        {"default-max-tokens", NULL, LS_OPT_INT, &cfg.default_max_tokens,
+         "completion tokens when a request asks for 0", 1, 1 << 24},
+        {"max-tokens-limit", NULL, LS_OPT_INT, &cfg.max_tokens_limit,
+         "largest max_tokens accepted, 0 = no limit but the context", 0, 1 << 24},
+    };
+    /* The names before the service runtime: still read, with a warning. */
+    static const ls_alias_t aliases[] = {
+        {"--threads", "cpu-threads"},
+        {"LLMSERVE_INFERENCE_THREADS", "cpu-threads"},
+    };
+    svc_spec_t spec = {
+        .service = "inference",
+        .program = "llmserve-inference",
+        .summary = "Serves a llama-architecture model over gRPC with continuous batching.",
+        .default_listen = "0.0.0.0:50061",
+        .default_rpc_threads = 2,
+        .default_grace_ms = 5000,
+        .flush_ms = INF_FLUSH_GRACE_MS,
+        .opts = opts,
+        .n_opts = sizeof(opts) / sizeof(opts[0]),
+        .aliases = aliases,
+        .n_aliases = sizeof(aliases) / sizeof(aliases[0]),
+        .hooks = {.check = inf_check,
+                  .create = inf_create,
+                  .start = inf_start,
+                  .drain = inf_drain,
+                  .destroy = inf_destroy},
+        .ud = &cfg,
+    };
+    return svc_main(&spec, argc, argv);
 }

@@ -305,7 +305,7 @@ int main(int argc, char **argv)
         rpc_server_destroy(srv);
         return 1;
     }
-    printf("LISTENING port=%d\n", port);
+    printf("LISTENING port=%d\nSERVING\n", port);
     fflush(stdout);
 
     int sig = ls_signals_wait();

@@ -35,9 +35,11 @@ def _env(name):
 
 
 def _read_listening(proc, timeout):
+    """Reads proc's stdout until 'LISTENING port=N' and then 'SERVING'; returns N."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     buf = b""
+    port = None
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -45,10 +47,12 @@ def _read_listening(proc, timeout):
                 line, buf = buf.split(b"\n", 1)
                 text = line.decode("utf-8", "replace").strip()
                 if text.startswith("LISTENING port="):
-                    return int(text.split("=", 1)[1])
+                    port = int(text.split("=", 1)[1])
+                elif text == "SERVING" and port:
+                    return port
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RuntimeError("no LISTENING line within %.0f s" % timeout)
+                raise RuntimeError("no LISTENING and SERVING lines within %.0f s" % timeout)
             if not sel.select(left):
                 continue
             chunk = os.read(proc.stdout.fileno(), 4096)
@@ -109,7 +113,7 @@ class RouterFromPython(unittest.TestCase):
                     _env("LLMSERVE_INFERENCE_BIN"), "--listen", "127.0.0.1:0",
                     "--model", os.path.join(models, pool + ".bin"),
                     "--tokenizer", os.path.join(models, "tok.bin"),
-                    "--pool", pool, "--model-name", "tiny-" + pool, "--threads", "1",
+                    "--pool", pool, "--model-name", "tiny-" + pool, "--cpu-threads", "1",
                     "--grace-ms", "500"])
             cls.router_proc_index = len(cls.procs)
             router = cls.start([

@@ -72,14 +72,18 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
             break;
         if (line[len] == '\n') {
             line[len] = '\0';
-            if (sscanf(line, "LISTENING port=%d", &p->port) == 1)
+            int port = 0;
+            if (sscanf(line, "LISTENING port=%d", &port) == 1)
+                p->port = port;
+            else if (strcmp(line, "SERVING") == 0 && p->port > 0)
                 return 0;
             len = 0; /* some other line: keep looking */
             continue;
         }
         len++;
     }
-    fprintf(stderr, "test setup: %s did not report LISTENING in %d ms\n", argv[0], timeout_ms);
+    fprintf(stderr, "test setup: %s did not report LISTENING and SERVING in %d ms\n", argv[0],
+            timeout_ms);
     test_proc_stop(p, SIGKILL, 2000);
     return -1;
 }

@@ -1,9 +1,9 @@
 /*
  * proc.h - start and stop real service processes from tests.
  *
- * A service started here prints "LISTENING port=N" on standard output when it is
- * ready; test_proc_start waits for that line and returns the port.  Everything the
- * process writes after it is passed through to the test's standard error.
+ * A service started here prints "LISTENING port=N" on standard output once its port is
+ * bound and "SERVING" once it is ready (the service runtime's lifecycle, libs/svc);
+ * test_proc_start waits for both and returns the port.
  */
 #ifndef TEST_PROC_H
 #define TEST_PROC_H
@@ -17,7 +17,8 @@ typedef struct {
     int out_fd; /* read end of the child's standard output */
 } test_proc_t;
 
-/* Starts argv[0] (a path) with argv and waits up to timeout_ms for its LISTENING line.
+/* Starts argv[0] (a path) with argv and waits up to timeout_ms for its LISTENING and
+ * SERVING lines.
  * Returns 0 with p filled, or -1 (the child, if any, is killed). */
 int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms);
 

@@ -29,9 +29,9 @@ kill -0 "${pids[0]}" 2>/dev/null || { echo "memcached did not start" >&2; exit 1
 started=
 start_cache() { # name, extra flags...; sets $started to the port
   local name=$1; shift
-  LLMSERVE_LOG_LEVEL=warn "$bin" --listen 127.0.0.1:0 --threads 1 --memcached "--SERVER=127.0.0.1:$port" "$@" >"$tmp/$name.out" &
+  LLMSERVE_LOG_LEVEL=warn "$bin" --listen 127.0.0.1:0 --rpc-threads 1 --memcached "--SERVER=127.0.0.1:$port" "$@" >"$tmp/$name.out" &
   pids+=($!)
-  for _ in $(seq 200); do grep -q LISTENING "$tmp/$name.out" && break; sleep 0.05; done
+  for _ in $(seq 200); do grep -q '^SERVING$' "$tmp/$name.out" && break; sleep 0.05; done
   started=$(sed -n 's/^LISTENING port=//p' "$tmp/$name.out")
   [ -n "$started" ] || { echo "llmserve-cache ($name) did not start" >&2; exit 1; }
 }
