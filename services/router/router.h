@@ -11,6 +11,7 @@
 #define ROUTER_ROUTER_H
 
 #include "discovery.h"
+#include "rpc/client.h"
 #include "rpc/server.h"
 #include "scorer.h"
 
@@ -35,6 +36,8 @@ typedef struct {
     int64_t max_prompt_bytes;      /* prompt plus messages; default 1 MiB */
     int64_t max_affinity;          /* remembered conversations; default 100000 */
     int64_t client_threads;        /* threads driving upstream streams; default 2 */
+    const rpc_channel_config_t *upstream; /* channels to caches and instances (TLS); NULL =
+                                             plaintext; borrowed for the router's life */
     int64_t seed;                  /* version split randomness; 0 = from the clock */
     router_scorer_config_t scorer; /* weights; see scorer.h */
 } router_config_t;
