@@ -13,15 +13,23 @@
  * first runs the same load of simple prompts straight against Inference.Generate and
  * then through the router with the cache bypassed and the pool hinted, so the two differ
  * only by the router: that difference is the router's overhead, measured in one run.
+ *
+ * With --tls-router HOST:PORT (a second router on the same instances, serving TLS) it
+ * runs that same load of simple prompts through the plaintext router and through the
+ * TLS one, alternating (plain, TLS, TLS, plain, ...: --compare-rounds rounds), and
+ * reports what TLS costs: TTFT, end to end and requests/s of one against the other.
+ * The --tls-* options then apply to the TLS router only; --api-key to every router call.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
+#include "svc/client.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,6 +80,7 @@ typedef struct {
     int w_simple, w_complex, w_repeat;
     bool bypass_cache;
     const char *hint;
+    const rpc_md_t *metadata; /* of every stream (authorization) */
     /* progress */
     atomic_int issued, finished, errors;
     /* results, under mu */
@@ -97,17 +106,23 @@ typedef struct {
 } worker_t;
 
 static const char *const simple_openers[] = {
-    "Once upon a time there was a little", "The cat sat by the window and", "Tom and Lily went to the park to",
-    "One sunny day a small bird", "In a quiet town lived an old", "The dog found a red ball under the",
+    "Once upon a time there was a little", "The cat sat by the window and",
+    "Tom and Lily went to the park to",    "One sunny day a small bird",
+    "In a quiet town lived an old",        "The dog found a red ball under the",
 };
 static const char *const complex_prompts[] = {
     "Explain step by step why quicksort is O(n log n) on average and prove the bound.",
-    "Compare these two C functions and explain which is faster and why: ```int f(int *a,int n){int s=0;for(int i=0;i<n;i++)s+=a[i];return s;}```",
-    "Solve the equation 3x + 7 = 22 and explain each step. Why does it work? What if x were a matrix?",
-    "Analyze the trade-offs between a hash table and a balanced tree; evaluate memory, speed and ordering.",
+    "Compare these two C functions and explain which is faster and why: ```int f(int *a,int n){int "
+    "s=0;for(int i=0;i<n;i++)s+=a[i];return s;}```",
+    "Solve the equation 3x + 7 = 22 and explain each step. Why does it work? What if x were a "
+    "matrix?",
+    "Analyze the trade-offs between a hash table and a balanced tree; evaluate memory, speed and "
+    "ordering.",
 };
 static const char *const repeat_prompts[] = {
-    "What is the capital of France?", "Tell me a story about a dragon.", "Write a haiku about rain.",
+    "What is the capital of France?",
+    "Tell me a story about a dragon.",
+    "Write a haiku about rain.",
 };
 
 /* Picks prompt number seq by the mix; writes it into buf.  Returns the kind (0 simple,
@@ -313,13 +328,13 @@ static int run_load(run_t *r, rpc_channel_t *ch, const char *label, bool show_pr
     worker_t *ws = calloc((size_t)r->streams, sizeof(*ws));
     rpc_stream_handler_t h = {r->mode == MODE_DIRECT ? direct_on_message : router_on_message,
                               on_status};
-    const char *method = r->mode == MODE_DIRECT ? "/llmserve.v1.Inference/Generate"
-                                                : "/llmserve.v1.Router/Generate";
+    const char *method =
+        r->mode == MODE_DIRECT ? "/llmserve.v1.Inference/Generate" : "/llmserve.v1.Router/Generate";
     const ProtobufCMessageDescriptor *desc = r->mode == MODE_DIRECT
                                                  ? &llmserve__v1__inference_event__descriptor
                                                  : &llmserve__v1__generate_event__descriptor;
     r->t0_us = ls_now_us();
-    rpc_call_opts_t opts = {.wait_for_ready = true};
+    rpc_call_opts_t opts = {.wait_for_ready = true, .metadata = r->metadata};
     for (int i = 0; i < r->streams; i++) {
         ws[i].run = r;
         ws[i].s = rpc_stream_open(ch, method, desc, &h, &ws[i], &opts, 0);
@@ -396,33 +411,142 @@ static void run_free(run_t *r)
     pthread_mutex_destroy(&r->mu);
 }
 
+/* A health check (every server answers it, API keys or not): false with the reason
+ * printed when the server cannot be reached (down, wrong address, TLS refused). */
+static bool reachable(rpc_channel_t *ch, const char *what, const char *addr)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = "";
+    rpc_call_opts_t o = {.timeout_us = 10000000, .wait_for_ready = true};
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    int rc = rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                               &grpc__health__v1__health_check_response__descriptor, &o, &resp,
+                               &st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    if (rc == LS_OK && st.code == GRPC_STATUS_OK)
+        return true;
+    fprintf(stderr, "llmbench: %s %s is not reachable: %s\n", what, addr,
+            rc == LS_OK ? st.details : ls_strerror(rc));
+    return false;
+}
+
+/* Appends src's samples to dst (for results over several rounds). */
+static void merge(run_t *dst, const run_t *src)
+{
+    const series_t *from[] = {&src->ttft_ms, &src->itl_ms, &src->e2e_ms};
+    series_t *to[] = {&dst->ttft_ms, &dst->itl_ms, &dst->e2e_ms};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < from[k]->n; i++)
+            push(to[k], from[k]->v[i]);
+    atomic_fetch_add(&dst->finished, atomic_load(&src->finished));
+    atomic_fetch_add(&dst->errors, atomic_load(&src->errors));
+    dst->tokens += src->tokens;
+    dst->t1_us += src->t1_us - src->t0_us; /* dst keeps t0 = 0: t1 is the time spent */
+    if (!dst->first_error[0] && src->first_error[0])
+        snprintf(dst->first_error, sizeof(dst->first_error), "%s", src->first_error);
+}
+
+static double rate(run_t *r)
+{
+    double secs = (double)(r->t1_us - r->t0_us) / 1e6;
+    return secs > 0 ? (double)atomic_load(&r->finished) / secs : 0;
+}
+
+/* The TLS comparison: the same simple-prompt load through the plaintext router and the
+ * TLS one, alternating; returns nonzero on errors. */
+static int compare_tls(rpc_channel_t *plain, rpc_channel_t *tls, const rpc_md_t *md, int streams,
+                       int requests, int max_tokens, const char *pool, int rounds,
+                       bool progress_bar)
+{
+    run_t all[2] = {{.mode = MODE_ROUTER}, {.mode = MODE_ROUTER}};
+    pthread_mutex_init(&all[0].mu, NULL);
+    pthread_mutex_init(&all[1].mu, NULL);
+    pthread_cond_init(&all[0].cv, NULL);
+    pthread_cond_init(&all[1].cv, NULL);
+    int status = 0;
+    printf("\n== plaintext against TLS (%d rounds, %d requests each, alternating)\n", rounds,
+           requests);
+    for (int round = 0; round < rounds; round++) {
+        double e2e[2], ttft[2], rps[2];
+        for (int k = 0; k < 2; k++) {
+            int which = round % 2 ? 1 - k : k; /* plain, TLS, then TLS, plain, ... */
+            run_t r = {.mode = MODE_ROUTER,
+                       .streams = streams,
+                       .requests = requests,
+                       .max_tokens = max_tokens,
+                       .bypass_cache = true,
+                       .hint = pool,
+                       .metadata = md};
+            if (run_load(&r, which ? tls : plain, which ? "tls" : "plain", progress_bar) != 0)
+                status = 1;
+            status |= atomic_load(&r.errors) != 0;
+            e2e[which] = pct(&r.e2e_ms, 50);
+            ttft[which] = pct(&r.ttft_ms, 50);
+            rps[which] = rate(&r);
+            merge(&all[which], &r);
+            run_free(&r);
+        }
+        printf("   round %d: TLS / plaintext  TTFT p50 x%.2f  end to end p50 x%.2f  "
+               "requests/s x%.2f\n",
+               round + 1, ttft[0] > 0 ? ttft[1] / ttft[0] : 0, e2e[0] > 0 ? e2e[1] / e2e[0] : 0,
+               rps[0] > 0 ? rps[1] / rps[0] : 0);
+    }
+    report(&all[0], "\n== plaintext router, all rounds (cache bypassed, pool hinted)");
+    report(&all[1], "\n== TLS router, all rounds (cache bypassed, pool hinted)");
+    double t0 = pct(&all[0].ttft_ms, 50), t1 = pct(&all[1].ttft_ms, 50);
+    double e0 = pct(&all[0].e2e_ms, 50), e1 = pct(&all[1].e2e_ms, 50);
+    double p0 = pct(&all[0].e2e_ms, 99), p1 = pct(&all[1].e2e_ms, 99);
+    double r0 = rate(&all[0]), r1 = rate(&all[1]);
+    printf("\n== TLS cost: TTFT p50 %+.2f ms (x%.2f), end to end p50 %+.2f ms (x%.2f), "
+           "p99 x%.2f, requests/s x%.2f\n",
+           t1 - t0, t0 > 0 ? t1 / t0 : 0, e1 - e0, e0 > 0 ? e1 / e0 : 0, p0 > 0 ? p1 / p0 : 0,
+           r0 > 0 ? r1 / r0 : 0);
+    run_free(&all[0]);
+    run_free(&all[1]);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     const char *router = "127.0.0.1:7000", *direct = NULL, *mix = "simple:6,complex:2,repeat:2";
-    const char *direct_pool = "small";
+    const char *direct_pool = "small", *tls_router = NULL;
     int64_t streams = 16, requests = 400, max_tokens = 32, direct_requests = 200;
+    int64_t compare_rounds = 2;
     bool no_progress = false;
+    svc_client_opts_t sec = {0};
     const ls_opt_t opts[] = {
-        {"router", "LLMBENCH_ROUTER", LS_OPT_STRING, &router, "router address, host:port", 0,
-         0},
+        {"router", "LLMBENCH_ROUTER", LS_OPT_STRING, &router, "router address, host:port", 0, 0},
         {"streams", NULL, LS_OPT_INT, &streams, "concurrent bidirectional streams", 1, 4096},
-        {"requests", NULL, LS_OPT_INT, &requests, "requests in the mixed run", 1, 1e8},
+        {"requests", NULL, LS_OPT_INT, &requests, "requests in the mixed run (0: no mixed run)", 0,
+         1e8},
         {"max-tokens", NULL, LS_OPT_INT, &max_tokens, "tokens per answer (EOS ignored)", 1,
          1 << 16},
         {"mix", NULL, LS_OPT_STRING, &mix, "prompt mix simple:W,complex:W,repeat:W", 0, 0},
         {"direct", NULL, LS_OPT_STRING, &direct,
          "inference instance to compare with (router overhead), host:port", 0, 0},
         {"direct-pool", NULL, LS_OPT_STRING, &direct_pool,
-         "the router pool that instance serves in", 0, 0},
-        {"direct-requests", NULL, LS_OPT_INT, &direct_requests,
-         "requests in each comparison run", 1, 1e8},
+         "the router pool the comparisons hint (the --direct instance's pool)", 0, 0},
+        {"direct-requests", NULL, LS_OPT_INT, &direct_requests, "requests in each comparison run",
+         1, 1e8},
+        {"tls-router", NULL, LS_OPT_STRING, &tls_router,
+         "a router serving TLS on the same instances: compare it with --router (TLS cost)", 0, 0},
+        {"compare-rounds", NULL, LS_OPT_INT, &compare_rounds,
+         "rounds of the TLS comparison, each one run per router", 1, 100},
         {"no-progress", NULL, LS_OPT_BOOL, &no_progress, "no progress bar", 0, 0},
+        SVC_CLIENT_OPTIONS(&sec),
     };
-    ls_config_t conf = {.program = "llmbench", .summary = "Load generator and latency report for the llmserve router.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
-    char err[256];
+    ls_config_t conf = {.program = "llmbench",
+                        .summary = "Load generator and latency report for the llmserve router.",
+                        .opts = opts,
+                        .n_opts = sizeof(opts) / sizeof(opts[0])};
+    char err[512];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
     if (rc == LS_CONFIG_HELP)
         return 0;
+    if (rc == LS_OK)
+        rc = svc_client_check(&sec, err, sizeof(err));
     if (rc != LS_OK) {
         fprintf(stderr, "llmbench: %s\n", err);
         return 2;
@@ -435,17 +559,44 @@ int main(int argc, char **argv)
     }
     ls_log_set_level(LS_LOG_ERROR);
     rpc_client_t *client = rpc_client_create(2);
-    rpc_channel_t *rch = rpc_channel_create(client, router, NULL);
+    rpc_channel_config_t secured;
+    rpc_channel_config_init(&secured);
+    svc_client_channel(&sec, &secured);
+    /* The --tls-* options belong to the TLS router when there is one, else to --router. */
+    rpc_channel_t *rch = rpc_channel_create(client, router, tls_router ? NULL : &secured);
+    rpc_channel_t *tch = tls_router ? rpc_channel_create(client, tls_router, &secured) : NULL;
     rpc_channel_t *dch = direct ? rpc_channel_create(client, direct, NULL) : NULL;
+    if (!rch || (tls_router && !tch)) {
+        fprintf(stderr, "llmbench: cannot use the TLS files (see --tls-ca, --tls-cert)\n");
+        return 2;
+    }
+    if (!reachable(rch, "router", router) || (tch && !reachable(tch, "TLS router", tls_router)) ||
+        (dch && !reachable(dch, "instance", direct))) {
+        rpc_channel_destroy(rch);
+        rpc_channel_destroy(tch);
+        rpc_channel_destroy(dch);
+        rpc_client_destroy(client);
+        return 1;
+    }
+    rpc_md_t md = RPC_MD_INIT;
+    svc_client_metadata(&sec, &md);
     int status = 0;
-    printf("llmbench: %lld streams, %lld tokens per answer, router %s\n", (long long)streams,
-           (long long)max_tokens, router);
+    printf("llmbench: %lld streams, %lld tokens per answer, router %s%s%s\n", (long long)streams,
+           (long long)max_tokens, router, tls_router ? ", TLS router " : "",
+           tls_router ? tls_router : "");
 
     if (dch) {
-        run_t d = {.mode = MODE_DIRECT, .streams = (int)streams, .requests = (int)direct_requests,
+        run_t d = {.mode = MODE_DIRECT,
+                   .streams = (int)streams,
+                   .requests = (int)direct_requests,
                    .max_tokens = (int)max_tokens};
-        run_t v = {.mode = MODE_ROUTER, .streams = (int)streams, .requests = (int)direct_requests,
-                   .max_tokens = (int)max_tokens, .bypass_cache = true, .hint = direct_pool};
+        run_t v = {.mode = MODE_ROUTER,
+                   .streams = (int)streams,
+                   .requests = (int)direct_requests,
+                   .max_tokens = (int)max_tokens,
+                   .bypass_cache = true,
+                   .hint = direct_pool,
+                   .metadata = &md};
         if (run_load(&d, dch, "direct", !no_progress) != 0 ||
             run_load(&v, rch, "via", !no_progress) != 0)
             status = 1;
@@ -462,17 +613,30 @@ int main(int argc, char **argv)
         run_free(&d);
         run_free(&v);
     }
-    run_t m = {.mode = MODE_ROUTER, .streams = (int)streams, .requests = (int)requests,
-               .max_tokens = (int)max_tokens, .w_simple = ws, .w_complex = wc, .w_repeat = wr};
-    if (run_load(&m, rch, "mix", !no_progress) != 0)
-        status = 1;
-    char title[160];
-    snprintf(title, sizeof(title), "\n== mixed load through the router (mix %s)", mix);
-    report(&m, title);
-    status |= atomic_load(&m.errors) != 0;
-    run_free(&m);
+    if (tch)
+        status |= compare_tls(rch, tch, &md, (int)streams, (int)direct_requests, (int)max_tokens,
+                              direct_pool, (int)compare_rounds, !no_progress);
+    if (requests > 0) {
+        run_t m = {.mode = MODE_ROUTER,
+                   .streams = (int)streams,
+                   .requests = (int)requests,
+                   .max_tokens = (int)max_tokens,
+                   .w_simple = ws,
+                   .w_complex = wc,
+                   .w_repeat = wr,
+                   .metadata = &md};
+        if (run_load(&m, rch, "mix", !no_progress) != 0)
+            status = 1;
+        char title[160];
+        snprintf(title, sizeof(title), "\n== mixed load through the router (mix %s)", mix);
+        report(&m, title);
+        status |= atomic_load(&m.errors) != 0;
+        run_free(&m);
+    }
     rpc_channel_destroy(rch);
+    rpc_channel_destroy(tch);
     rpc_channel_destroy(dch);
     rpc_client_destroy(client);
+    rpc_md_clear(&md);
     return status;
 }

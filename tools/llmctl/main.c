@@ -19,6 +19,7 @@
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
+#include "svc/client.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -44,6 +45,7 @@ typedef struct {
     bool json;
     bool quiet;
     bool ignore_eos;
+    svc_client_opts_t sec; /* TLS and API key */
 } ctl_config_t;
 
 typedef struct {
@@ -201,8 +203,8 @@ static void json_str(FILE *f, const char *s)
 
 static const char *finish_name(int r)
 {
-    static const char *const names[] = {"unspecified", "length",  "stop",    "eos",
-                                        "cancelled",   "error",   "deadline"};
+    static const char *const names[] = {"unspecified", "length", "stop",    "eos",
+                                        "cancelled",   "error",  "deadline"};
     return r >= 0 && r <= 6 ? names[r] : "unknown";
 }
 
@@ -287,8 +289,8 @@ static void print_summary(const ctl_state_t *st)
                     "timings   queue %.2f ms, cache %.2f ms, inference queue %.2f ms, prefill "
                     "%.2f ms, decode %.2f ms, total %.2f ms\n",
                     t->router_queue_us / 1000.0, t->cache_lookup_us / 1000.0,
-                    t->inference_queue_us / 1000.0, t->prefill_us / 1000.0,
-                    t->decode_us / 1000.0, t->total_us / 1000.0);
+                    t->inference_queue_us / 1000.0, t->prefill_us / 1000.0, t->decode_us / 1000.0,
+                    t->total_us / 1000.0);
             if (d->usage && d->usage->completion_tokens > 1 && t->decode_us > 0)
                 fprintf(f, "speed     %.1f tokens/s decode\n",
                         (d->usage->completion_tokens - 1) * 1e6 / (double)t->decode_us);
@@ -300,8 +302,7 @@ static void print_summary(const ctl_state_t *st)
 
 static int parse_policy(const char *s, Llmserve__V1__CachePolicy *out)
 {
-    static const char *const names[] = {"default", "bypass", "read-only", "write-only",
-                                        "force"};
+    static const char *const names[] = {"default", "bypass", "read-only", "write-only", "force"};
     for (int i = 0; i < 5; i++) {
         if (strcmp(s, names[i]) == 0) {
             *out = (Llmserve__V1__CachePolicy)i;
@@ -361,10 +362,9 @@ int main(int argc, char **argv)
     c.timeout_ms = 0;
     c.seed = -1;
     const ls_opt_t opts[] = {
-        {"router", "LLMCTL_ROUTER", LS_OPT_STRING, &c.router, "router address, host:port", 0,
-         0},
-        {"prompt", NULL, LS_OPT_STRING, &c.prompt,
-         "the prompt (or give it as the remaining words)", 0, 0},
+        {"router", "LLMCTL_ROUTER", LS_OPT_STRING, &c.router, "router address, host:port", 0, 0},
+        {"prompt", NULL, LS_OPT_STRING, &c.prompt, "the prompt (or give it as the remaining words)",
+         0, 0},
         {"chat", NULL, LS_OPT_BOOL, &c.chat,
          "send the prompt as a user chat message (the model's chat template applies)", 0, 0},
         {"system", NULL, LS_OPT_STRING, &c.system, "system message for --chat", 0, 0},
@@ -374,10 +374,10 @@ int main(int argc, char **argv)
         {"tenant", NULL, LS_OPT_STRING, &c.tenant, "tenant", 0, 0},
         {"cache-policy", NULL, LS_OPT_STRING, &c.cache_policy,
          "default, bypass, read-only, write-only or force", 0, 0},
-        {"request-id", NULL, LS_OPT_STRING, &c.request_id, "request id (default: llmctl-PID)",
-         0, 0},
-        {"max-tokens", NULL, LS_OPT_INT, &c.max_tokens, "most tokens to generate (0: default)",
-         0, 1 << 20},
+        {"request-id", NULL, LS_OPT_STRING, &c.request_id, "request id (default: llmctl-PID)", 0,
+         0},
+        {"max-tokens", NULL, LS_OPT_INT, &c.max_tokens, "most tokens to generate (0: default)", 0,
+         1 << 20},
         {"temperature", NULL, LS_OPT_DOUBLE, &c.temperature, "0 = greedy", 0, 2},
         {"ignore-eos", NULL, LS_OPT_BOOL, &c.ignore_eos,
          "generate max-tokens even past end-of-sequence (for load tests)", 0, 0},
@@ -386,8 +386,12 @@ int main(int argc, char **argv)
          4294967295.0},
         {"json", NULL, LS_OPT_BOOL, &c.json, "print one JSON object instead of text", 0, 0},
         {"quiet", NULL, LS_OPT_BOOL, &c.quiet, "print only the summary", 0, 0},
+        SVC_CLIENT_OPTIONS(&c.sec),
     };
-    ls_config_t conf = {.program = "llmctl", .summary = "Send a prompt to the llmserve router and stream the answer.", .opts = opts, .n_opts = sizeof(opts) / sizeof(opts[0])};
+    ls_config_t conf = {.program = "llmctl",
+                        .summary = "Send a prompt to the llmserve router and stream the answer.",
+                        .opts = opts,
+                        .n_opts = sizeof(opts) / sizeof(opts[0])};
     char *words = take_words(&argc, argv, opts, conf.n_opts);
     char err[256];
     int rc = ls_config_load(&conf, argc, argv, err, sizeof(err));
@@ -397,6 +401,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (rc != LS_OK) {
+        fprintf(stderr, "llmctl: %s\n", err);
+        free(words);
+        return 2;
+    }
+    if (svc_client_check(&c.sec, err, sizeof(err)) != LS_OK) {
         fprintf(stderr, "llmctl: %s\n", err);
         free(words);
         return 2;
@@ -419,8 +428,8 @@ int main(int argc, char **argv)
         sp.seed = (uint64_t)c.seed;
         sp.has_seed = true;
     }
-    Llmserve__V1__ChatMessage sys = LLMSERVE__V1__CHAT_MESSAGE__INIT, user =
-                                                                       LLMSERVE__V1__CHAT_MESSAGE__INIT;
+    Llmserve__V1__ChatMessage sys = LLMSERVE__V1__CHAT_MESSAGE__INIT,
+                              user = LLMSERVE__V1__CHAT_MESSAGE__INIT;
     Llmserve__V1__ChatMessage *msgs[2];
     char idbuf[64];
     snprintf(idbuf, sizeof(idbuf), "llmctl-%d", (int)getpid());
@@ -462,13 +471,24 @@ int main(int argc, char **argv)
         return 3;
     }
     rpc_client_t *client = rpc_client_create(1);
-    rpc_channel_t *ch = rpc_channel_create(client, c.router, NULL);
+    rpc_channel_config_t chc;
+    rpc_channel_config_init(&chc);
+    svc_client_channel(&c.sec, &chc);
+    rpc_channel_t *ch = rpc_channel_create(client, c.router, &chc);
+    if (!ch) {
+        fprintf(stderr, "llmctl: cannot use the TLS files (see --tls-ca, --tls-cert)\n");
+        rpc_client_destroy(client);
+        free(words);
+        return 2;
+    }
+    rpc_md_t md = RPC_MD_INIT;
+    svc_client_metadata(&c.sec, &md);
     rpc_stream_handler_t h = {on_message, on_status};
-    rpc_call_opts_t copts = {.wait_for_ready = false};
+    rpc_call_opts_t copts = {.wait_for_ready = false, .metadata = &md};
     st.t0_us = ls_now_us();
-    rpc_stream_t *s = rpc_stream_open(ch, "/llmserve.v1.Router/Generate",
-                                      &llmserve__v1__generate_event__descriptor, &h, &st, &copts,
-                                      0);
+    rpc_stream_t *s =
+        rpc_stream_open(ch, "/llmserve.v1.Router/Generate",
+                        &llmserve__v1__generate_event__descriptor, &h, &st, &copts, 0);
     int exit_code = 0;
     if (!s || rpc_stream_send(s, &req.base) != LS_OK) {
         fprintf(stderr, "llmctl: cannot open a stream to %s\n", c.router);
@@ -506,6 +526,7 @@ int main(int argc, char **argv)
     free(st.text);
     rpc_channel_destroy(ch);
     rpc_client_destroy(client);
+    rpc_md_clear(&md);
     pthread_cond_destroy(&st.cv);
     pthread_mutex_destroy(&st.mu);
     free(words);

@@ -1,0 +1,12 @@
+# Every binary's command line and the runtime's option scheme, from Python (real
+# processes; the inference service runs the router_models fixture's tiny model).
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_cli
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_cli.py)
+  set_tests_properties(test_python_cli PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV}" TIMEOUT 600
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_cli APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV}
+               "LLMSERVE_LLMBENCH_BIN=$<TARGET_FILE:llmbench>")
+endif()
