@@ -5,6 +5,9 @@
 # suite running.
 #
 #   bash tools/quickstart.sh          start (or restart) the suite and stream a demo answer
+#   bash tools/quickstart.sh secure   the same with mutual TLS between the services, TLS and
+#                                     an API key on the router (certificates made with
+#                                     openssl into $LLMSERVE_RUN_DIR/tls)
 #   bash tools/quickstart.sh stop     stop everything it started
 #   bash tools/quickstart.sh status   show what is running
 #
@@ -60,12 +63,46 @@ status_suite() {
   done
 }
 
+SECURE=0
 case "${1:-start}" in
   stop) stop_suite; exit 0 ;;
   status) status_suite; exit 0 ;;
   start) ;;
-  *) echo "usage: bash tools/quickstart.sh [start|stop|status]" >&2; exit 2 ;;
+  secure) SECURE=1 ;;
+  *) echo "usage: bash tools/quickstart.sh [start|secure|stop|status]" >&2; exit 2 ;;
 esac
+
+# make_tls DIR: a CA, one server certificate for every service (localhost, 127.0.0.1), the
+# router's client certificate for its calls to the other services, and two API keys
+# (one for any tenant, one bound to the tenant "demo").  Kept while valid for a day more.
+make_tls() {
+  local d=$1
+  mkdir -p "$d"
+  if [ -f "$d/server.pem" ] && openssl x509 -checkend 86400 -noout -in "$d/server.pem" >/dev/null 2>&1 &&
+     [ -f "$d/api-keys" ]; then
+    return 0
+  fi
+  (
+    set -e
+    cd "$d"
+    umask 077
+    key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+    openssl req -x509 $key -days 30 -subj /CN=llmserve-quickstart-ca -keyout ca.key -out ca.pem
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+    openssl req $key -subj /CN=localhost -keyout server.key -out server.csr
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile server.ext -out server.pem
+    openssl req $key -subj /CN=llmserve-router -keyout router-client.key -out router-client.csr
+    openssl x509 -req -in router-client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -out router-client.pem
+    rm -f ./*.csr
+    {
+      echo "# llmserve quickstart API keys: KEY [TENANT]"
+      echo "$(openssl rand -hex 24)"
+      echo "$(openssl rand -hex 24) demo"
+    } >api-keys
+  ) >/dev/null 2>&1 || { echo "quickstart: openssl could not make the certificates" >&2; exit 1; }
+}
 
 bash tools/install-deps.sh
 cuda=OFF
@@ -108,25 +145,43 @@ wait_listening() {
   exit 1
 }
 
+TLS_DIR="$RUN/tls"
+server_tls=()
+router_tls=()
+ctl_tls=()
+if [ "$SECURE" = 1 ]; then
+  echo "== certificates and API keys in $TLS_DIR"
+  make_tls "$TLS_DIR"
+  server_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
+              --tls-client-ca "$TLS_DIR/ca.pem")
+  router_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
+              --upstream-tls-ca "$TLS_DIR/ca.pem" --upstream-tls-cert "$TLS_DIR/router-client.pem"
+              --upstream-tls-key "$TLS_DIR/router-client.key" --api-keys "$TLS_DIR/api-keys")
+  ctl_tls=(--tls-ca "$TLS_DIR/ca.pem")
+  API_KEY=$(grep -v '^#' "$TLS_DIR/api-keys" | awk 'NF == 1 {print $1; exit}')
+  DEMO_KEY=$(grep -v '^#' "$TLS_DIR/api-keys" | awk '$2 == "demo" {print $1; exit}')
+  export LLMSERVE_API_KEY=$API_KEY
+fi
+
 echo "== starting the suite on loopback"
 mc_user=()
 [ "$(id -u)" = 0 ] && mc_user=(-u root)
 start memcached /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 "${mc_user[@]}"
 for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$MC_PORT") 2>/dev/null && break; sleep 0.1; done
 start cache "$BUILD/services/cache/llmserve-cache" --listen "127.0.0.1:$CACHE_PORT" \
-  --memcached "--SERVER=127.0.0.1:$MC_PORT"
+  --memcached "--SERVER=127.0.0.1:$MC_PORT" "${server_tls[@]}"
 start inference-small "$BUILD/services/inference/llmserve-inference" \
   --listen "127.0.0.1:$SMALL_PORT" --model "$RUN/small.bin" --tokenizer "$RUN/tok.bin" \
-  --pool small --model-name "$SMALL_PRESET-demo" --model-version v1
+  --pool small --model-name "$SMALL_PRESET-demo" --model-version v1 "${server_tls[@]}"
 start inference-large "$BUILD/services/inference/llmserve-inference" \
   --listen "127.0.0.1:$LARGE_PORT" --model "$RUN/large.bin" --tokenizer "$RUN/tok.bin" \
-  --pool large --model-name "$LARGE_PRESET-demo" --model-version v1
+  --pool large --model-name "$LARGE_PRESET-demo" --model-version v1 "${server_tls[@]}"
 wait_listening cache
 wait_listening inference-small
 wait_listening inference-large
 start router "$BUILD/services/router/llmserve-router" --listen "127.0.0.1:$ROUTER_PORT" \
   --pool "small=127.0.0.1:$SMALL_PORT" --pool "large=127.0.0.1:$LARGE_PORT" \
-  --cache "127.0.0.1:$CACHE_PORT"
+  --cache "127.0.0.1:$CACHE_PORT" "${router_tls[@]}"
 wait_listening router
 echo "   memcached 127.0.0.1:$MC_PORT, cache 127.0.0.1:$CACHE_PORT, inference small" \
   "127.0.0.1:$SMALL_PORT and large 127.0.0.1:$LARGE_PORT, router 127.0.0.1:$ROUTER_PORT"
@@ -134,17 +189,41 @@ echo "   memcached 127.0.0.1:$MC_PORT, cache 127.0.0.1:$CACHE_PORT, inference sm
 ctl="$BUILD/tools/llmctl/llmctl"
 echo
 echo "== a simple prompt: the router scores it low and sends it to the small pool"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
+"$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
 echo
 echo "== the same prompt again: answered from the cache, same text"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
+"$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 --temperature 0.9 --seed 7 "Once upon a time, a little robot"
 echo
 echo "== a harder prompt (code, reasoning): the large pool"
-"$ctl" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 24 --temperature 0.9 --seed 7 \
+"$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 24 --temperature 0.9 --seed 7 \
   "Explain step by step why this C loop is slow, prove the bound, and compare it with a fixed version: \`for (i = 0; i < n; i++) { s += a[i] * b[i]; }\`"
-echo
-echo "The suite is still running (logs and pid files in $RUN). Try:"
-echo "   $ctl --router 127.0.0.1:$ROUTER_PORT \"your prompt\""
-echo "   $ctl --router 127.0.0.1:$ROUTER_PORT --json --pool large \"your prompt\""
-echo "   $BUILD/tools/llmbench/llmbench --router 127.0.0.1:$ROUTER_PORT --direct 127.0.0.1:$SMALL_PORT"
+if [ "$SECURE" = 1 ]; then
+  echo
+  echo "== without an API key the router refuses the call (UNAUTHENTICATED), and says so"
+  LLMSERVE_API_KEY= "$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 8 "Hello" || true
+  echo
+  echo "== plaintext against the TLS port fails cleanly"
+  LLMSERVE_API_KEY= "$ctl" --router "127.0.0.1:$ROUTER_PORT" --timeout-ms 2000 --max-tokens 8 "Hello" || true
+  echo
+  echo "== a key bound to the tenant \"demo\": its answers are cached apart from everyone else's"
+  LLMSERVE_API_KEY=$DEMO_KEY "$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 48 \
+    --temperature 0.9 --seed 7 "Once upon a time, a little robot"
+  echo
+  echo "The suite is running with mutual TLS between the services, TLS and API keys on the"
+  echo "router (certificates and keys in $TLS_DIR; logs and pid files in $RUN). Try:"
+  echo "   export LLMSERVE_API_KEY=$API_KEY"
+  echo "   $ctl --tls-ca $TLS_DIR/ca.pem --router 127.0.0.1:$ROUTER_PORT \"your prompt\""
+  echo "   $BUILD/tools/llmbench/llmbench --tls-ca $TLS_DIR/ca.pem --router 127.0.0.1:$ROUTER_PORT"
+  echo "From any gRPC client: TLS to 127.0.0.1:$ROUTER_PORT trusting $TLS_DIR/ca.pem, and the"
+  echo "metadata \"authorization: Bearer \$LLMSERVE_API_KEY\" on each call (health checks need none)."
+  echo "Edit $TLS_DIR/api-keys and send SIGHUP to the router (pid $(cat "$RUN/router.pid")) to"
+  echo "change the keys without a restart; certificates reload the same way."
+else
+  echo
+  echo "The suite is still running (logs and pid files in $RUN). Try:"
+  echo "   $ctl --router 127.0.0.1:$ROUTER_PORT \"your prompt\""
+  echo "   $ctl --router 127.0.0.1:$ROUTER_PORT --json --pool large \"your prompt\""
+  echo "   $BUILD/tools/llmbench/llmbench --router 127.0.0.1:$ROUTER_PORT --direct 127.0.0.1:$SMALL_PORT"
+  echo "The same suite with mutual TLS and API keys:  bash tools/quickstart.sh secure"
+fi
 echo "Stop it with:  bash tools/quickstart.sh stop"

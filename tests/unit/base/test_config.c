@@ -631,6 +631,7 @@ static void ssetup(void)
     memset(err, 0, sizeof(err));
     cr_assert_eq(pipe(log_fd), 0);
     ls_log_set_fd(log_fd[1]);
+    ls_log_set_level(LS_LOG_INFO); /* ctest runs with LLMSERVE_LOG_LEVEL=warn */
 }
 
 static void steardown(void)
