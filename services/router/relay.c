@@ -73,7 +73,7 @@ struct relay_req {
     size_t n_tried;
     char cache_model[ROUTER_POOL_NAME_MAX + 70];
 
-    mux_t *cache_mux;
+    rpc_mux_t *cache_mux;
     uint64_t cache_id;
     timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer;
 
@@ -90,8 +90,8 @@ struct relay_req {
     uint64_t cache_lookup_us;
 };
 
-static const mux_handler_t infer_handler;
-static const mux_handler_t cache_handler;
+static const rpc_mux_handler_t infer_handler;
+static const rpc_mux_handler_t cache_handler;
 
 /* ---- references ---------------------------------------------------------------- */
 
@@ -188,7 +188,7 @@ static void do_cancel_timer(relay_req_t *q, timer_ctx_t **slot)
     if (!t)
         return;
     *slot = NULL;
-    if (router_timer_cancel(q->r->timer, t->id)) {
+    if (rpc_timer_cancel(q->r->timer, t->id)) {
         free(t);
         /* The caller holds its own reference: this cannot be the last. */
         atomic_fetch_sub(&q->refs, 1);
@@ -207,7 +207,7 @@ static timer_ctx_t *do_arm(relay_req_t *q, timer_kind_t kind, int64_t at_us)
     router__req_ref(q);
     /* The id is written before the timer can fire only if we hold q->mu, which every
      * caller does and which the callback takes before reading it. */
-    t->id = router_timer_add(q->r->timer, at_us, on_timer, t);
+    t->id = rpc_timer_add(q->r->timer, at_us, on_timer, t);
     return t;
 }
 
@@ -218,7 +218,7 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
     if (q->up_id) {
         uint64_t id = q->up_id;
         q->up_id = 0;
-        bool was_registered = mux_forget(q->conn->mux, id);
+        bool was_registered = rpc_mux_forget(q->conn->mux, id);
         if (was_registered && cancel_upstream) {
             char idbuf[24];
             snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
@@ -227,7 +227,7 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
             Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
             m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL;
             m.cancel = &c;
-            mux_send(q->conn->mux, &m.base);
+            rpc_mux_send(q->conn->mux, &m.base);
         }
     }
     do_cancel_timer(q, &q->ttft_timer);
@@ -245,7 +245,7 @@ static void do_finish(relay_req_t *q)
     do_cancel_timer(q, &q->deadline_timer);
     do_cancel_timer(q, &q->cache_timer);
     if (q->cache_id) {
-        mux_forget(q->cache_mux, q->cache_id);
+        rpc_mux_forget(q->cache_mux, q->cache_id);
         q->cache_id = 0;
     }
     q->sink->ops->finished(q->sink, q);
@@ -363,7 +363,7 @@ static void do_set_cache_model(relay_req_t *q)
 static void do_cache_lookup(relay_req_t *q)
 {
     router_t *r = q->r;
-    mux_t *m = router__cache_pick(r);
+    rpc_mux_t *m = router__cache_pick(r);
     q->lookup = false; /* once per request, whatever happens */
     if (!m) {
         do_submit(q);
@@ -383,7 +383,7 @@ static void do_cache_lookup(relay_req_t *q)
     cr.lookup = &lk;
     q->phase = PHASE_LOOKUP;
     q->t_lookup_us = ls_now_us();
-    if (mux_request(m, cr.id, &cr.base, &cache_handler, q) != LS_OK) {
+    if (rpc_mux_request(m, cr.id, &cr.base, &cache_handler, q) != LS_OK) {
         do_submit(q); /* cache stream not up: a miss */
         return;
     }
@@ -394,7 +394,7 @@ static void do_cache_lookup(relay_req_t *q)
 
 static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
 {
-    mux_t *m = router__cache_pick(q->r);
+    rpc_mux_t *m = router__cache_pick(q->r);
     if (!m || q->answer_too_big)
         return;
     do_set_cache_model(q);
@@ -430,7 +430,7 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     cr.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_STORE;
     cr.store = &st;
     /* Nobody waits for the answer: the reply's id is unregistered and dropped. */
-    mux_send(m, &cr.base);
+    rpc_mux_send(m, &cr.base);
 }
 
 /* Picks an instance of q->pool (falling back once when the pool has none) and goes on
@@ -518,7 +518,7 @@ static void do_submit(relay_req_t *q)
     m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT;
     m.submit = &s;
     q->phase = PHASE_INFER;
-    int rc = mux_request(q->conn->mux, up_id, &m.base, &infer_handler, q);
+    int rc = rpc_mux_request(q->conn->mux, up_id, &m.base, &infer_handler, q);
     if (rc != LS_OK) {
         char why[200];
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
@@ -668,7 +668,7 @@ static void on_infer_broken(void *ud, uint64_t id, const char *why)
     pthread_mutex_unlock(&q->mu);
 }
 
-static const mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h_ref, h_unref};
+static const rpc_mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h_ref, h_unref};
 
 /* ---- cache events ----------------------------------------------------------------- */
 
@@ -772,7 +772,7 @@ static void on_cache_broken(void *ud, uint64_t id, const char *why)
     pthread_mutex_unlock(&q->mu);
 }
 
-static const mux_handler_t cache_handler = {on_cache_message, on_cache_broken, h_ref, h_unref};
+static const rpc_mux_handler_t cache_handler = {on_cache_message, on_cache_broken, h_ref, h_unref};
 
 /* ---- timers ----------------------------------------------------------------------- */
 
@@ -811,7 +811,7 @@ static void on_timer(void *ud, bool fired)
             }
         } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
             if (q->cache_id) {
-                mux_forget(q->cache_mux, q->cache_id);
+                rpc_mux_forget(q->cache_mux, q->cache_id);
                 q->cache_id = 0;
             }
             do_lookup_result(q, NULL);

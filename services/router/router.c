@@ -59,14 +59,14 @@ uint64_t router__next_id(router_t *r)
     return atomic_fetch_add(&r->next_id, 1) + 1;
 }
 
-mux_t *router__cache_pick(router_t *r)
+rpc_mux_t *router__cache_pick(router_t *r)
 {
     if (r->n_caches == 0)
         return NULL;
     uint64_t start = atomic_fetch_add(&r->cache_rr, 1);
     for (size_t k = 0; k < r->n_caches; k++) {
-        mux_t *m = r->caches[(start + k) % r->n_caches];
-        if (mux_up(m))
+        rpc_mux_t *m = r->caches[(start + k) % r->n_caches];
+        if (rpc_mux_up(m))
             return m;
     }
     return NULL;
@@ -135,7 +135,7 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     c->inst = inst;
     router_instance_ref(r->pools, inst);
     pthread_mutex_init(&c->mu, NULL);
-    mux_config_t mc = {0};
+    rpc_mux_config_t mc = {0};
     mc.name = "inference";
     mc.method = "/llmserve.v1.Inference/Generate";
     mc.resp_desc = &llmserve__v1__inference_event__descriptor;
@@ -145,7 +145,7 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.probe = probe_info;
     mc.on_health = conn_health;
     mc.ud = c;
-    c->mux = mux_create(r->client, router_instance_addr(inst), &mc);
+    c->mux = rpc_mux_create(r->client, router_instance_addr(inst), &mc);
     if (!c->mux)
         LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
     router_instance_set_user(inst, c);
@@ -170,7 +170,7 @@ static void on_instance_remove(void *ud, router_instance_t *inst)
     (void)ud;
     router__conn_t *c = router_instance_user(inst);
     if (c && c->mux)
-        mux_shutdown(c->mux);
+        rpc_mux_shutdown(c->mux);
 }
 
 static void on_discovery_update(void *ud, const discovery_instance_t *list, size_t n)
@@ -210,12 +210,12 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
             rc = LS_ERR_INVALID;
             break;
         }
-        mux_config_t mc = {0};
+        rpc_mux_config_t mc = {0};
         mc.name = "cache";
         mc.method = "/llmserve.v1.Cache/Session";
         mc.resp_desc = &llmserve__v1__cache_response__descriptor;
         mc.route = route_cache;
-        mux_t *m = mux_create(r->client, a, &mc);
+        rpc_mux_t *m = rpc_mux_create(r->client, a, &mc);
         if (!m) {
             set_err(err, err_len, "--cache: cannot connect to '%s'", a);
             rc = LS_ERR_INVALID;
@@ -263,7 +263,7 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     if (router_policy_parse(&r->policy, cfg->default_pool, cfg->tiers, cfg->pool_fallback,
                             cfg->pool_ttft_ms, cfg->ttft_budget_ms, err, err_len) != LS_OK)
         goto fail;
-    r->timer = router_timer_create();
+    r->timer = rpc_timer_create();
     r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
     if (!r->timer || !r->client) {
         set_err(err, err_len, "cannot start the router's threads");
@@ -313,7 +313,7 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
     for (;;) {
         bool caches_up = true;
         for (size_t i = 0; i < r->n_caches; i++)
-            caches_up = caches_up && mux_up(r->caches[i]);
+            caches_up = caches_up && rpc_mux_up(r->caches[i]);
         if (caches_up && router_pools_all_healthy(r->pools))
             return true;
         if (ls_now_us() >= until)
@@ -342,10 +342,10 @@ void router_destroy(router_t *r)
     if (r->pools)
         router_pools_clear(r->pools); /* half-closes every instance's stream */
     for (size_t i = 0; i < r->n_caches; i++)
-        mux_destroy(r->caches[i]);
+        rpc_mux_destroy(r->caches[i]);
     free(r->caches);
     for (size_t i = 0; i < r->n_conns; i++)
-        mux_destroy(r->conns[i]->mux);
+        rpc_mux_destroy(r->conns[i]->mux);
     for (size_t i = 0; i < r->n_conns; i++) {
         router__conn_t *c = r->conns[i];
         router_instance_unref(r->pools, c->inst);
@@ -354,7 +354,7 @@ void router_destroy(router_t *r)
     }
     free(r->conns);
     router_pools_destroy(r->pools);
-    router_timer_destroy(r->timer);
+    rpc_timer_destroy(r->timer);
     rpc_client_destroy(r->client);
     rpc_md_clear(&r->event_batch_md);
     pthread_cond_destroy(&r->live_cv);
