@@ -21,6 +21,7 @@
 #include "router_int.h"
 #include "rpc/codec.h"
 #include "scorer.h"
+#include "upstream_id.h"
 #include "validate.h"
 
 #include <inttypes.h>
@@ -220,10 +221,9 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
         q->up_id = 0;
         bool was_registered = rpc_mux_forget(q->conn->mux, id);
         if (was_registered && cancel_upstream) {
-            char idbuf[24];
-            snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
+            char idbuf[ROUTER_UPSTREAM_ID_LEN];
             Llmserve__V1__InferenceCancel c = LLMSERVE__V1__INFERENCE_CANCEL__INIT;
-            c.request_id = idbuf;
+            c.request_id = router_upstream_id_format(id, idbuf, sizeof(idbuf));
             Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
             m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL;
             m.cancel = &c;
@@ -503,10 +503,9 @@ static void do_submit(relay_req_t *q)
         return;
     }
     uint64_t up_id = router__next_id(r);
-    char idbuf[24];
-    snprintf(idbuf, sizeof(idbuf), "%" PRIu64, up_id);
+    char idbuf[ROUTER_UPSTREAM_ID_LEN];
     Llmserve__V1__InferenceSubmit s = LLMSERVE__V1__INFERENCE_SUBMIT__INIT;
-    s.request_id = idbuf;
+    s.request_id = router_upstream_id_format(up_id, idbuf, sizeof(idbuf));
     s.prompt = q->sub->prompt;
     s.n_messages = q->sub->n_messages;
     s.messages = q->sub->messages;

@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "router_int.h"
+#include "upstream_id.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,11 +78,8 @@ rpc_mux_t *router__cache_pick(router_t *r)
 static bool route_inference(const ProtobufCMessage *msg, uint64_t *id, bool *terminal)
 {
     const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
-    char *end = NULL;
-    unsigned long long v = strtoull(ev->request_id, &end, 10);
-    if (!ev->request_id[0] || *end || v == 0)
+    if (!router_upstream_id_parse(ev->request_id, id))
         return false;
-    *id = v;
     *terminal = ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE ||
                 ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR;
     return true;
