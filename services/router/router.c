@@ -12,7 +12,6 @@
 #include "router_int.h"
 #include "upstream_id.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,19 +39,6 @@ void router_config_init(router_config_t *cfg)
     cfg->client_threads = 2;
     cfg->seed = 0;
     router_scorer_config_init(&cfg->scorer);
-}
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
 }
 
 uint64_t router__next_id(router_t *r)
@@ -204,7 +190,7 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
         if (!*a)
             continue;
         if (!strchr(a, ':')) {
-            set_err(err, err_len, "--cache: '%s' is not HOST:PORT", a);
+            ls_set_err(err, err_len, "--cache: '%s' is not HOST:PORT", a);
             rc = LS_ERR_INVALID;
             break;
         }
@@ -215,7 +201,7 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
         mc.route = route_cache;
         rpc_mux_t *m = rpc_mux_create(r->client, a, &mc);
         if (!m) {
-            set_err(err, err_len, "--cache: cannot connect to '%s'", a);
+            ls_set_err(err, err_len, "--cache: cannot connect to '%s'", a);
             rc = LS_ERR_INVALID;
             break;
         }
@@ -240,8 +226,10 @@ static int check_pool(void *ud, const char *pool)
         return LS_OK;
     char names[256];
     router_pools_names(c->r->pools, names, sizeof(names));
-    set_err(c->err, c->err_len, "the routing policy names pool '%s', which has no instance "
-            "(pools: %s)", pool, names);
+    ls_set_err(c->err, c->err_len,
+               "the routing policy names pool '%s', which has no instance "
+               "(pools: %s)",
+               pool, names);
     return LS_ERR_INVALID;
 }
 
@@ -264,14 +252,14 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     r->timer = rpc_timer_create();
     r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
     if (!r->timer || !r->client) {
-        set_err(err, err_len, "cannot start the router's threads");
+        ls_set_err(err, err_len, "cannot start the router's threads");
         goto fail;
     }
     uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
     router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, NULL, r};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
     if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
-        set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
+        ls_set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
         goto fail;
     }
     check_ctx_t cc = {r, err, err_len};
