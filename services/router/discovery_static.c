@@ -7,7 +7,6 @@
 #include "base/err.h"
 #include "base/log.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,19 +29,6 @@ void discovery_destroy(discovery_t *d)
         d->ops->stop(d);
         d->ops->destroy(d);
     }
-}
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
 }
 
 static bool valid_name(const char *s, size_t len, bool version)
@@ -137,8 +123,9 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
 {
     char *eq = strchr(entry, '=');
     if (!eq) {
-        set_err(err, err_len, "pool entry '%s' has no '=' (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)",
-                entry);
+        ls_set_err(err, err_len,
+                   "pool entry '%s' has no '=' (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)",
+                   entry);
         return LS_ERR_INVALID;
     }
     *eq = '\0';
@@ -157,21 +144,23 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
             char *end = NULL;
             long w = strtol(colon + 1, &end, 10);
             if (end == colon + 1 || *end || w < 0 || w > 1000000) {
-                set_err(err, err_len, "pool '%.*s': weight '%s' is not an integer in [0, 1000000]",
-                        (int)name_len, head, colon + 1);
+                ls_set_err(err, err_len,
+                           "pool '%.*s': weight '%s' is not an integer in [0, 1000000]",
+                           (int)name_len, head, colon + 1);
                 return LS_ERR_INVALID;
             }
             weight = (uint32_t)w;
             explicit_weight = true;
         }
         if (!valid_name(version, version_len, true)) {
-            set_err(err, err_len, "pool '%.*s': version '%.*s' must be 1-32 of [A-Za-z0-9._-]",
-                    (int)name_len, head, (int)version_len, version);
+            ls_set_err(err, err_len, "pool '%.*s': version '%.*s' must be 1-32 of [A-Za-z0-9._-]",
+                       (int)name_len, head, (int)version_len, version);
             return LS_ERR_INVALID;
         }
     }
     if (!valid_name(head, name_len, false)) {
-        set_err(err, err_len, "pool name '%.*s' must be 1-32 of [a-z0-9_-]", (int)name_len, head);
+        ls_set_err(err, err_len, "pool name '%.*s' must be 1-32 of [a-z0-9_-]", (int)name_len,
+                   head);
         return LS_ERR_INVALID;
     }
     size_t before = l->n;
@@ -181,19 +170,19 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
         if (!*a)
             continue;
         if (!valid_addr(a)) {
-            set_err(err, err_len, "pool '%.*s': '%s' is not HOST:PORT", (int)name_len, head, a);
+            ls_set_err(err, err_len, "pool '%.*s': '%s' is not HOST:PORT", (int)name_len, head, a);
             return LS_ERR_INVALID;
         }
         for (size_t i = 0; i < l->n; i++) {
             if (strcmp(l->items[i].addr, a) == 0) {
-                set_err(err, err_len, "instance %s is listed twice", a);
+                ls_set_err(err, err_len, "instance %s is listed twice", a);
                 return LS_ERR_INVALID;
             }
         }
         push(l, head, name_len, version, version_len, weight, explicit_weight, a);
     }
     if (l->n == before) {
-        set_err(err, err_len, "pool '%.*s' lists no instance", (int)name_len, head);
+        ls_set_err(err, err_len, "pool '%.*s' lists no instance", (int)name_len, head);
         return LS_ERR_INVALID;
     }
     return LS_OK;
@@ -234,7 +223,7 @@ int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t
     *list = NULL;
     *n = 0;
     if (!spec) {
-        set_err(err, err_len, "no pool given");
+        ls_set_err(err, err_len, "no pool given");
         return LS_ERR_INVALID;
     }
     char *copy = ls_xstrdup(spec);
@@ -251,7 +240,7 @@ int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t
     }
     free(copy);
     if (rc == LS_OK && l.n == 0) {
-        set_err(err, err_len, "no pool given (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)");
+        ls_set_err(err, err_len, "no pool given (want NAME[@VERSION[:WEIGHT]]=HOST:PORT,...)");
         rc = LS_ERR_INVALID;
     }
     /* One pool must not mix named and unnamed versions: traffic would be ambiguous. */
@@ -259,8 +248,8 @@ int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t
         for (size_t j = i + 1; j < l.n; j++) {
             if (strcmp(l.items[i].pool, l.items[j].pool) == 0 &&
                 (!*l.items[i].version) != (!*l.items[j].version)) {
-                set_err(err, err_len, "pool '%s' mixes a named version with an unnamed one",
-                        l.items[i].pool);
+                ls_set_err(err, err_len, "pool '%s' mixes a named version with an unnamed one",
+                           l.items[i].pool);
                 rc = LS_ERR_INVALID;
                 break;
             }

@@ -5,24 +5,10 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 static bool copy_name(char *dst, const char *src, size_t len)
 {
@@ -72,7 +58,7 @@ static int each_pair(const char *list, const char *what,
         size_t len = end ? (size_t)(end - s) : strlen(s);
         const char *eq = memchr(s, '=', len);
         if (!eq) {
-            set_err(err, err_len, "%s: '%.*s' is not POOL=VALUE", what, (int)len, s);
+            ls_set_err(err, err_len, "%s: '%.*s' is not POOL=VALUE", what, (int)len, s);
             return LS_ERR_INVALID;
         }
         int rc = fn(p, s, (size_t)(eq - s), eq + 1, len - (size_t)(eq - s) - 1, err, err_len);
@@ -87,12 +73,12 @@ static int add_tier(router_policy_t *p, const char *k, size_t kl, const char *v,
                     char *err, size_t err_len)
 {
     if (p->n_tiers == ROUTER_POLICY_MAX) {
-        set_err(err, err_len, "--tiers: more than %d tiers", ROUTER_POLICY_MAX);
+        ls_set_err(err, err_len, "--tiers: more than %d tiers", ROUTER_POLICY_MAX);
         return LS_ERR_INVALID;
     }
     router_tier_t *t = &p->tiers[p->n_tiers];
     if (!copy_name(t->pool, k, kl)) {
-        set_err(err, err_len, "--tiers: '%.*s' is not a pool name", (int)kl, k);
+        ls_set_err(err, err_len, "--tiers: '%.*s' is not a pool name", (int)kl, k);
         return LS_ERR_INVALID;
     }
     char num[64];
@@ -101,8 +87,8 @@ static int add_tier(router_policy_t *p, const char *k, size_t kl, const char *v,
     errno = 0;
     double th = strtod(num, &end);
     if (errno || end == num || *end || !isfinite(th) || th < 0) {
-        set_err(err, err_len, "--tiers: threshold '%s' of pool %s is not a number >= 0", num,
-                t->pool);
+        ls_set_err(err, err_len, "--tiers: threshold '%s' of pool %s is not a number >= 0", num,
+                   t->pool);
         return LS_ERR_INVALID;
     }
     t->threshold = th;
@@ -122,17 +108,17 @@ static int add_fallback(router_policy_t *p, const char *k, size_t kl, const char
 {
     char name[ROUTER_POOL_NAME_MAX + 1], fb[ROUTER_POOL_NAME_MAX + 1];
     if (!copy_name(name, k, kl) || !copy_name(fb, v, vl)) {
-        set_err(err, err_len, "--pool-fallback: '%.*s=%.*s' is not POOL=POOL or POOL=none",
-                (int)kl, k, (int)vl, v);
+        ls_set_err(err, err_len, "--pool-fallback: '%.*s=%.*s' is not POOL=POOL or POOL=none",
+                   (int)kl, k, (int)vl, v);
         return LS_ERR_INVALID;
     }
     if (strcmp(name, fb) == 0) {
-        set_err(err, err_len, "--pool-fallback: pool %s cannot fall back to itself", name);
+        ls_set_err(err, err_len, "--pool-fallback: pool %s cannot fall back to itself", name);
         return LS_ERR_INVALID;
     }
     router_pool_policy_t *e = pool_entry(p, name);
     if (!e) {
-        set_err(err, err_len, "--pool-fallback: too many pools");
+        ls_set_err(err, err_len, "--pool-fallback: too many pools");
         return LS_ERR_INVALID;
     }
     snprintf(e->fallback, sizeof(e->fallback), "%s", strcmp(fb, "none") == 0 ? "" : fb);
@@ -144,7 +130,7 @@ static int add_ttft(router_policy_t *p, const char *k, size_t kl, const char *v,
 {
     char name[ROUTER_POOL_NAME_MAX + 1];
     if (!copy_name(name, k, kl)) {
-        set_err(err, err_len, "--pool-ttft-ms: '%.*s' is not a pool name", (int)kl, k);
+        ls_set_err(err, err_len, "--pool-ttft-ms: '%.*s' is not a pool name", (int)kl, k);
         return LS_ERR_INVALID;
     }
     char num[32];
@@ -153,13 +139,13 @@ static int add_ttft(router_policy_t *p, const char *k, size_t kl, const char *v,
     errno = 0;
     long long ms = strtoll(num, &end, 10);
     if (errno || end == num || *end || ms < 0 || ms > 3600000) {
-        set_err(err, err_len, "--pool-ttft-ms: '%s' for pool %s is not in [0, 3600000] ms", num,
-                name);
+        ls_set_err(err, err_len, "--pool-ttft-ms: '%s' for pool %s is not in [0, 3600000] ms", num,
+                   name);
         return LS_ERR_INVALID;
     }
     router_pool_policy_t *e = pool_entry(p, name);
     if (!e) {
-        set_err(err, err_len, "--pool-ttft-ms: too many pools");
+        ls_set_err(err, err_len, "--pool-ttft-ms: too many pools");
         return LS_ERR_INVALID;
     }
     e->ttft_ms = ms;
@@ -172,8 +158,8 @@ int router_policy_parse(router_policy_t *p, const char *default_pool, const char
 {
     memset(p, 0, sizeof(*p));
     if (!default_pool || !copy_name(p->default_pool, default_pool, strlen(default_pool))) {
-        set_err(err, err_len, "--default-pool: '%s' is not a pool name ([a-z0-9_-], 1-32)",
-                default_pool ? default_pool : "");
+        ls_set_err(err, err_len, "--default-pool: '%s' is not a pool name ([a-z0-9_-], 1-32)",
+                   default_pool ? default_pool : "");
         return LS_ERR_INVALID;
     }
     p->default_ttft_ms = default_ttft_ms;

@@ -10,6 +10,10 @@
  * (the caller's, the mux's callback reference, or the timer's), so q never goes away
  * while locked.
  *
+ * What the cache is asked (cache_policy.c), how a hit becomes token events (replay.c) and
+ * how an answer is recorded for the store (answer.c) live apart; this file is the state
+ * machine that uses them.
+ *
  * Attempts: each try on an instance has a fresh upstream id.  Any later event for an
  * older id is dropped, which is what keeps tokens from a cancelled try (after a TTFT
  * fallback, say) out of the answer.  Tries happen only before the first token is sent.
@@ -18,9 +22,12 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "cache_policy.h"
+#include "replay.h"
 #include "router_int.h"
 #include "rpc/codec.h"
 #include "scorer.h"
+#include "upstream_id.h"
 #include "validate.h"
 
 #include <inttypes.h>
@@ -29,7 +36,6 @@
 #include <string.h>
 
 #define RELAY_MAX_TRIED 8
-#define RELAY_MAX_ANSWER_BYTES (1 << 20) /* larger answers are relayed, not cached */
 
 typedef enum { PHASE_NEW, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
 
@@ -73,25 +79,20 @@ struct relay_req {
     size_t n_tried;
     char cache_model[ROUTER_POOL_NAME_MAX + 70];
 
-    mux_t *cache_mux;
+    rpc_mux_t *cache_mux;
     uint64_t cache_id;
     timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer;
 
     uint32_t tokens_sent;
     int64_t first_token_us;
-    char *answer; /* for the cache store */
-    size_t answer_len, answer_cap;
-    int32_t *answer_ids;     /* each relayed token's id ... */
-    uint32_t *answer_pieces; /* ... and its text's byte length, so a hit replays token by token */
-    size_t answer_tokens, answer_tokens_cap;
-    bool answer_too_big;
+    router_answer_t answer; /* recorded for the cache store when store is set */
     uint32_t prompt_tokens;
     uint64_t inference_queue_us, prefill_us, decode_us;
     uint64_t cache_lookup_us;
 };
 
-static const mux_handler_t infer_handler;
-static const mux_handler_t cache_handler;
+static const rpc_mux_handler_t infer_handler;
+static const rpc_mux_handler_t cache_handler;
 
 /* ---- references ---------------------------------------------------------------- */
 
@@ -104,9 +105,7 @@ static void req_free(relay_req_t *q)
     q->sink->ops->unref(q->sink);
     llmserve__v1__generate_submit__free_unpacked(q->sub, NULL);
     free(q->id);
-    free(q->answer);
-    free(q->answer_ids);
-    free(q->answer_pieces);
+    router_answer_free(&q->answer);
     pthread_mutex_destroy(&q->mu);
     free(q);
     pthread_mutex_lock(&r->live_mu);
@@ -160,6 +159,7 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
     q->sub = sub;
     q->id_required = id_required;
     q->call_left_us = call_left_us;
+    router_answer_init(&q->answer, ROUTER_ANSWER_MAX_BYTES);
     if (!id_required && !sub->request_id[0]) {
         char made[48];
         snprintf(made, sizeof(made), "complete-%" PRIu64, router__next_id(r));
@@ -188,7 +188,7 @@ static void do_cancel_timer(relay_req_t *q, timer_ctx_t **slot)
     if (!t)
         return;
     *slot = NULL;
-    if (router_timer_cancel(q->r->timer, t->id)) {
+    if (rpc_timer_cancel(q->r->timer, t->id)) {
         free(t);
         /* The caller holds its own reference: this cannot be the last. */
         atomic_fetch_sub(&q->refs, 1);
@@ -207,7 +207,7 @@ static timer_ctx_t *do_arm(relay_req_t *q, timer_kind_t kind, int64_t at_us)
     router__req_ref(q);
     /* The id is written before the timer can fire only if we hold q->mu, which every
      * caller does and which the callback takes before reading it. */
-    t->id = router_timer_add(q->r->timer, at_us, on_timer, t);
+    t->id = rpc_timer_add(q->r->timer, at_us, on_timer, t);
     return t;
 }
 
@@ -218,16 +218,15 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
     if (q->up_id) {
         uint64_t id = q->up_id;
         q->up_id = 0;
-        bool was_registered = mux_forget(q->conn->mux, id);
+        bool was_registered = rpc_mux_forget(q->conn->mux, id);
         if (was_registered && cancel_upstream) {
-            char idbuf[24];
-            snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
+            char idbuf[ROUTER_UPSTREAM_ID_LEN];
             Llmserve__V1__InferenceCancel c = LLMSERVE__V1__INFERENCE_CANCEL__INIT;
-            c.request_id = idbuf;
+            c.request_id = router_upstream_id_format(id, idbuf, sizeof(idbuf));
             Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
             m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL;
             m.cancel = &c;
-            mux_send(q->conn->mux, &m.base);
+            rpc_mux_send(q->conn->mux, &m.base);
         }
     }
     do_cancel_timer(q, &q->ttft_timer);
@@ -245,7 +244,7 @@ static void do_finish(relay_req_t *q)
     do_cancel_timer(q, &q->deadline_timer);
     do_cancel_timer(q, &q->cache_timer);
     if (q->cache_id) {
-        mux_forget(q->cache_mux, q->cache_id);
+        rpc_mux_forget(q->cache_mux, q->cache_id);
         q->cache_id = 0;
     }
     q->sink->ops->finished(q->sink, q);
@@ -341,79 +340,48 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
 static void do_dispatch(relay_req_t *q);
 static void do_submit(relay_req_t *q);
 
-static void do_cache_key(relay_req_t *q, Llmserve__V1__CacheKey *key)
+/* What q's cache key is made of, for the pool and instance serving it now. */
+static void do_cache_query(relay_req_t *q, router_cache_query_t *cq)
 {
-    key->tenant = q->sub->tenant;
-    key->model = q->cache_model;
-    key->prompt = q->sub->prompt;
-    key->n_messages = q->sub->n_messages;
-    key->messages = q->sub->messages;
-    key->sampling = &q->sampling;
-}
-
-static void do_set_cache_model(relay_req_t *q)
-{
-    const char *v = q->inst ? router_instance_version(q->inst) : "";
-    if (v[0])
-        snprintf(q->cache_model, sizeof(q->cache_model), "%s@%s", q->pool, v);
-    else
-        snprintf(q->cache_model, sizeof(q->cache_model), "%s", q->pool);
+    router_cache_policy_model(q->cache_model, sizeof(q->cache_model), q->pool,
+                              q->inst ? router_instance_version(q->inst) : "");
+    cq->submit = q->sub;
+    cq->model = q->cache_model;
+    cq->sampling = &q->sampling;
+    cq->semantic = q->r->cfg.cache_semantic;
 }
 
 static void do_cache_lookup(relay_req_t *q)
 {
     router_t *r = q->r;
-    mux_t *m = router__cache_pick(r);
+    rpc_mux_t *m = router__cache_pick(r);
     q->lookup = false; /* once per request, whatever happens */
     if (!m) {
         do_submit(q);
         return;
     }
-    do_set_cache_model(q);
-    Llmserve__V1__CacheKey key = LLMSERVE__V1__CACHE_KEY__INIT;
-    do_cache_key(q, &key);
-    Llmserve__V1__CacheLookup lk = LLMSERVE__V1__CACHE_LOOKUP__INIT;
-    lk.key = &key;
-    lk.semantic = r->cfg.cache_semantic;
-    lk.cache_policy = q->sub->cache_policy;
-    Llmserve__V1__CacheRequest cr = LLMSERVE__V1__CACHE_REQUEST__INIT;
-    cr.id = router__next_id(r);
-    cr.traceparent = q->sub->traceparent;
-    cr.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP;
-    cr.lookup = &lk;
+    router_cache_query_t cq;
+    do_cache_query(q, &cq);
+    router_cache_msg_t cm;
+    router_cache_policy_lookup(&cm, &cq, router__next_id(r));
     q->phase = PHASE_LOOKUP;
     q->t_lookup_us = ls_now_us();
-    if (mux_request(m, cr.id, &cr.base, &cache_handler, q) != LS_OK) {
+    if (rpc_mux_request(m, cm.req.id, &cm.req.base, &cache_handler, q) != LS_OK) {
         do_submit(q); /* cache stream not up: a miss */
         return;
     }
     q->cache_mux = m;
-    q->cache_id = cr.id;
+    q->cache_id = cm.req.id;
     q->cache_timer = do_arm(q, TIMER_CACHE, q->t_lookup_us + r->cfg.cache_timeout_ms * 1000);
 }
 
 static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
 {
-    mux_t *m = router__cache_pick(q->r);
-    if (!m || q->answer_too_big)
+    rpc_mux_t *m = router__cache_pick(q->r);
+    if (!m || q->answer.too_big)
         return;
-    do_set_cache_model(q);
-    Llmserve__V1__CacheKey key = LLMSERVE__V1__CACHE_KEY__INIT;
-    do_cache_key(q, &key);
-    Llmserve__V1__CacheStore st = LLMSERVE__V1__CACHE_STORE__INIT;
-    st.key = &key;
-    st.text = q->answer ? q->answer : "";
-    st.n_token_ids = q->answer_tokens;
-    st.token_ids = q->answer_ids;
-    st.n_token_text_bytes = q->answer_tokens;
-    st.token_text_bytes = q->answer_pieces;
-    st.finish_reason = d->finish_reason;
-    Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
-    usage.prompt_tokens = q->prompt_tokens;
-    usage.completion_tokens = d->usage ? d->usage->completion_tokens : q->tokens_sent;
-    st.usage = &usage;
-    st.ttl_seconds = (uint32_t)q->r->cfg.cache_ttl_s;
-    st.cache_policy = q->sub->cache_policy;
+    router_cache_query_t cq;
+    do_cache_query(q, &cq);
     char version[64] = "";
     if (q->inst && router_instance_version(q->inst)[0]) {
         snprintf(version, sizeof(version), "%s", router_instance_version(q->inst));
@@ -422,15 +390,17 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
         snprintf(version, sizeof(version), "%s", q->conn->version);
         pthread_mutex_unlock(&q->conn->mu);
     }
-    st.model_version = version;
-    st.semantic = q->r->cfg.cache_semantic;
-    Llmserve__V1__CacheRequest cr = LLMSERVE__V1__CACHE_REQUEST__INIT;
-    cr.id = router__next_id(q->r);
-    cr.traceparent = q->sub->traceparent;
-    cr.kind_case = LLMSERVE__V1__CACHE_REQUEST__KIND_STORE;
-    cr.store = &st;
+    router_cache_outcome_t o = {
+        .finish_reason = d->finish_reason,
+        .prompt_tokens = q->prompt_tokens,
+        .completion_tokens = d->usage ? d->usage->completion_tokens : q->tokens_sent,
+        .ttl_s = (uint32_t)q->r->cfg.cache_ttl_s,
+        .model_version = version,
+    };
+    router_cache_msg_t cm;
+    router_cache_policy_store(&cm, &cq, router__next_id(q->r), &q->answer, &o);
     /* Nobody waits for the answer: the reply's id is unregistered and dropped. */
-    mux_send(m, &cr.base);
+    rpc_mux_send(m, &cm.req.base);
 }
 
 /* Picks an instance of q->pool (falling back once when the pool has none) and goes on
@@ -503,10 +473,9 @@ static void do_submit(relay_req_t *q)
         return;
     }
     uint64_t up_id = router__next_id(r);
-    char idbuf[24];
-    snprintf(idbuf, sizeof(idbuf), "%" PRIu64, up_id);
+    char idbuf[ROUTER_UPSTREAM_ID_LEN];
     Llmserve__V1__InferenceSubmit s = LLMSERVE__V1__INFERENCE_SUBMIT__INIT;
-    s.request_id = idbuf;
+    s.request_id = router_upstream_id_format(up_id, idbuf, sizeof(idbuf));
     s.prompt = q->sub->prompt;
     s.n_messages = q->sub->n_messages;
     s.messages = q->sub->messages;
@@ -518,7 +487,7 @@ static void do_submit(relay_req_t *q)
     m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT;
     m.submit = &s;
     q->phase = PHASE_INFER;
-    int rc = mux_request(q->conn->mux, up_id, &m.base, &infer_handler, q);
+    int rc = rpc_mux_request(q->conn->mux, up_id, &m.base, &infer_handler, q);
     if (rc != LS_OK) {
         char why[200];
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
@@ -535,46 +504,6 @@ static void do_submit(relay_req_t *q)
 }
 
 /* ---- upstream events -------------------------------------------------------------- */
-
-static void do_append_answer(relay_req_t *q, const char *text, int32_t id)
-{
-    if (!q->store || q->answer_too_big)
-        return;
-    size_t n = strlen(text);
-    if (q->answer_tokens == q->answer_tokens_cap) {
-        size_t cap = q->answer_tokens_cap ? q->answer_tokens_cap * 2 : 64;
-        int32_t *ids = realloc(q->answer_ids, cap * sizeof(*ids));
-        if (ids)
-            q->answer_ids = ids;
-        uint32_t *pieces = ids ? realloc(q->answer_pieces, cap * sizeof(*pieces)) : NULL;
-        if (!pieces) {
-            q->answer_too_big = true; /* no memory for it: relay without caching */
-            return;
-        }
-        q->answer_pieces = pieces;
-        q->answer_tokens_cap = cap;
-    }
-    q->answer_ids[q->answer_tokens] = id;
-    q->answer_pieces[q->answer_tokens++] = (uint32_t)n;
-    if (q->answer_len + n + 1 > RELAY_MAX_ANSWER_BYTES) {
-        q->answer_too_big = true;
-        return;
-    }
-    if (q->answer_len + n + 1 > q->answer_cap) {
-        size_t cap = q->answer_cap ? q->answer_cap * 2 : 256;
-        while (cap < q->answer_len + n + 1)
-            cap *= 2;
-        char *a = realloc(q->answer, cap);
-        if (!a) {
-            q->answer_too_big = true; /* no memory for it: relay without caching */
-            return;
-        }
-        q->answer = a;
-        q->answer_cap = cap;
-    }
-    memcpy(q->answer + q->answer_len, text, n + 1);
-    q->answer_len += n;
-}
 
 static bool retryable(int code)
 {
@@ -611,7 +540,8 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         out.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
         out.token = &t;
         do_emit(q, &out);
-        do_append_answer(q, ev->token->text, ev->token->id);
+        if (q->store)
+            router_answer_append(&q->answer, ev->token->text, ev->token->id);
         break;
     }
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE: {
@@ -625,10 +555,7 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         }
         if (d->usage && d->usage->prompt_tokens)
             q->prompt_tokens = d->usage->prompt_tokens;
-        bool cacheable = d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH ||
-                         d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP ||
-                         d->finish_reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS;
-        if (q->store && cacheable)
+        if (q->store && router_cache_policy_storable(d->finish_reason))
             do_cache_store(q, d);
         do_done(q, d->finish_reason,
                 d->usage ? d->usage->completion_tokens : q->tokens_sent);
@@ -668,78 +595,41 @@ static void on_infer_broken(void *ud, uint64_t id, const char *why)
     pthread_mutex_unlock(&q->mu);
 }
 
-static const mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h_ref, h_unref};
+static const rpc_mux_handler_t infer_handler = {on_infer_message, on_infer_broken, h_ref, h_unref};
 
 /* ---- cache events ----------------------------------------------------------------- */
 
-/* Replays a hit's text in at most cfg.cache_replay_events token events: as the tokens it
- * was first streamed as (ids included) when the cache kept the pieces and there are few
- * enough, else runs of consecutive tokens per event (id -1).  Each event is one write to
- * the client, a round trip through its call's write queue, so the default of one event
- * is by far the fastest (llmbench, 16 streams, 32-token hits: end to end p50 2.4 ms as one
- * event, 7.6-7.9 ms as 32).  Without pieces the whole text is one event. */
+static void replay_emit(void *ud, Llmserve__V1__GenerateEvent *ev)
+{
+    do_emit(ud, ev);
+}
+
+/* A hit: its start event, its tokens (replay.h) and its done. */
 static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
 {
     do_started(q, true, hit);
     q->first_token_us = ls_now_us();
-    size_t n = hit->n_token_text_bytes, text_len = strlen(hit->text);
-    size_t sum = 0;
-    for (size_t i = 0; i < n && sum <= text_len; i++)
-        sum += hit->token_text_bytes[i];
-    bool ids = hit->n_token_ids == n;
-    if (n == 0 || sum != text_len) { /* not kept, or not this text: one event */
-        n = 0;
-        ids = hit->n_token_ids == 1;
+    uint32_t n_events = 0;
+    int rc =
+        router_replay_hit(hit, (size_t)q->r->cfg.cache_replay_events, replay_emit, q, &n_events);
+    if (rc != LS_OK) {
+        do_fail(q, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory replaying a cached answer");
+        return;
     }
-    size_t max_events = (size_t)q->r->cfg.cache_replay_events;
-    size_t per = n > max_events ? (n + max_events - 1) / max_events : 1;
-    size_t at = 0, tok = 0;
-    uint32_t index = 0;
-    do {
-        size_t run = n ? (n - tok < per ? n - tok : per) : 1, bytes = 0;
-        for (size_t i = 0; n && i < run; i++)
-            bytes += hit->token_text_bytes[tok + i];
-        if (!n)
-            bytes = text_len;
-        char *piece = malloc(bytes + 1);
-        if (!piece) {
-            do_fail(q, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory replaying a cached answer");
-            return;
-        }
-        memcpy(piece, hit->text + at, bytes);
-        piece[bytes] = '\0';
-        Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
-        t.text = piece;
-        t.id = ids && run == 1 ? hit->token_ids[tok] : -1;
-        t.index = index++;
-        t.cache_hit = true;
-        Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
-        ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
-        ev.token = &t;
-        do_emit(q, &ev);
-        free(piece);
-        at += bytes;
-        tok += run;
-    } while (tok < n);
-    q->tokens_sent = index;
+    q->tokens_sent = n_events;
     if (hit->usage)
         q->prompt_tokens = hit->usage->prompt_tokens;
-    Llmserve__V1__FinishReason fr = hit->finish_reason;
-    if (fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH &&
-        fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP &&
-        fr != LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS)
-        fr = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
-    do_done(q, fr, hit->usage ? hit->usage->completion_tokens : 0);
+    do_done(q, router_replay_finish_reason(hit), hit->usage ? hit->usage->completion_tokens : 0);
 }
 
-/* The lookup is over (answered, failed or timed out): a hit replays, anything else runs
- * the model. */
+/* The lookup is over (answered, failed or timed out): a hit (non-NULL) replays, anything
+ * else runs the model. */
 static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
 {
     q->cache_id = 0;
     do_cancel_timer(q, &q->cache_timer);
     q->cache_lookup_us = (uint64_t)(ls_now_us() - q->t_lookup_us);
-    if (hit && hit->hit)
+    if (hit)
         do_replay_hit(q, hit);
     else
         do_submit(q);
@@ -755,9 +645,7 @@ static void on_cache_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         if (resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR)
             LS_LOG_WARN("router", "cache lookup failed id=%s code=%d msg=\"%s\"", q->id,
                         resp->error->code, resp->error->message);
-        do_lookup_result(q, resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP
-                                ? resp->lookup
-                                : NULL);
+        do_lookup_result(q, router_cache_policy_hit(resp));
     }
     pthread_mutex_unlock(&q->mu);
 }
@@ -772,7 +660,7 @@ static void on_cache_broken(void *ud, uint64_t id, const char *why)
     pthread_mutex_unlock(&q->mu);
 }
 
-static const mux_handler_t cache_handler = {on_cache_message, on_cache_broken, h_ref, h_unref};
+static const rpc_mux_handler_t cache_handler = {on_cache_message, on_cache_broken, h_ref, h_unref};
 
 /* ---- timers ----------------------------------------------------------------------- */
 
@@ -811,7 +699,7 @@ static void on_timer(void *ud, bool fired)
             }
         } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
             if (q->cache_id) {
-                mux_forget(q->cache_mux, q->cache_id);
+                rpc_mux_forget(q->cache_mux, q->cache_id);
                 q->cache_id = 0;
             }
             do_lookup_result(q, NULL);
@@ -824,6 +712,7 @@ static void on_timer(void *ud, bool fired)
 
 /* ---- entry points ----------------------------------------------------------------- */
 
+/* The sampling parameters as the instance and the cache key see them, and the cache plan. */
 static void resolve_sampling(relay_req_t *q)
 {
     Llmserve__V1__SamplingParams def = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
@@ -833,29 +722,10 @@ static void resolve_sampling(relay_req_t *q)
         q->sampling.max_tokens = (int32_t)q->r->cfg.default_max_tokens;
     if (!q->sampling.has_seed)
         q->sampling.seed = 0;
-    bool deterministic = q->sampling.temperature == 0 || q->sampling.has_seed;
-    bool have_cache = q->r->n_caches > 0;
-    switch (q->sub->cache_policy) {
-    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS:
-        q->lookup = q->store = false;
-        break;
-    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_READ_ONLY:
-        q->lookup = deterministic;
-        q->store = false;
-        break;
-    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_WRITE_ONLY:
-        q->lookup = false;
-        q->store = deterministic;
-        break;
-    case LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_FORCE:
-        q->lookup = q->store = true;
-        break;
-    default:
-        q->lookup = q->store = deterministic;
-        break;
-    }
-    q->lookup = q->lookup && have_cache;
-    q->store = q->store && have_cache;
+    router_cache_plan_t plan =
+        router_cache_policy_resolve(q->sub->cache_policy, &q->sampling, q->r->n_caches > 0);
+    q->lookup = plan.lookup;
+    q->store = plan.store;
 }
 
 static void do_route(relay_req_t *q)

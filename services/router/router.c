@@ -10,8 +10,8 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "router_int.h"
+#include "upstream_id.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,32 +41,19 @@ void router_config_init(router_config_t *cfg)
     router_scorer_config_init(&cfg->scorer);
 }
 
-static void set_err(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
-
 uint64_t router__next_id(router_t *r)
 {
     return atomic_fetch_add(&r->next_id, 1) + 1;
 }
 
-mux_t *router__cache_pick(router_t *r)
+rpc_mux_t *router__cache_pick(router_t *r)
 {
     if (r->n_caches == 0)
         return NULL;
     uint64_t start = atomic_fetch_add(&r->cache_rr, 1);
     for (size_t k = 0; k < r->n_caches; k++) {
-        mux_t *m = r->caches[(start + k) % r->n_caches];
-        if (mux_up(m))
+        rpc_mux_t *m = r->caches[(start + k) % r->n_caches];
+        if (rpc_mux_up(m))
             return m;
     }
     return NULL;
@@ -77,11 +64,8 @@ mux_t *router__cache_pick(router_t *r)
 static bool route_inference(const ProtobufCMessage *msg, uint64_t *id, bool *terminal)
 {
     const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
-    char *end = NULL;
-    unsigned long long v = strtoull(ev->request_id, &end, 10);
-    if (!ev->request_id[0] || *end || v == 0)
+    if (!router_upstream_id_parse(ev->request_id, id))
         return false;
-    *id = v;
     *terminal = ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE ||
                 ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR;
     return true;
@@ -135,7 +119,7 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     c->inst = inst;
     router_instance_ref(r->pools, inst);
     pthread_mutex_init(&c->mu, NULL);
-    mux_config_t mc = {0};
+    rpc_mux_config_t mc = {0};
     mc.name = "inference";
     mc.method = "/llmserve.v1.Inference/Generate";
     mc.resp_desc = &llmserve__v1__inference_event__descriptor;
@@ -145,7 +129,7 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.probe = probe_info;
     mc.on_health = conn_health;
     mc.ud = c;
-    c->mux = mux_create(r->client, router_instance_addr(inst), &mc);
+    c->mux = rpc_mux_create(r->client, router_instance_addr(inst), &mc);
     if (!c->mux)
         LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
     router_instance_set_user(inst, c);
@@ -170,7 +154,7 @@ static void on_instance_remove(void *ud, router_instance_t *inst)
     (void)ud;
     router__conn_t *c = router_instance_user(inst);
     if (c && c->mux)
-        mux_shutdown(c->mux);
+        rpc_mux_shutdown(c->mux);
 }
 
 static void on_discovery_update(void *ud, const discovery_instance_t *list, size_t n)
@@ -206,18 +190,18 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
         if (!*a)
             continue;
         if (!strchr(a, ':')) {
-            set_err(err, err_len, "--cache: '%s' is not HOST:PORT", a);
+            ls_set_err(err, err_len, "--cache: '%s' is not HOST:PORT", a);
             rc = LS_ERR_INVALID;
             break;
         }
-        mux_config_t mc = {0};
+        rpc_mux_config_t mc = {0};
         mc.name = "cache";
         mc.method = "/llmserve.v1.Cache/Session";
         mc.resp_desc = &llmserve__v1__cache_response__descriptor;
         mc.route = route_cache;
-        mux_t *m = mux_create(r->client, a, &mc);
+        rpc_mux_t *m = rpc_mux_create(r->client, a, &mc);
         if (!m) {
-            set_err(err, err_len, "--cache: cannot connect to '%s'", a);
+            ls_set_err(err, err_len, "--cache: cannot connect to '%s'", a);
             rc = LS_ERR_INVALID;
             break;
         }
@@ -242,8 +226,10 @@ static int check_pool(void *ud, const char *pool)
         return LS_OK;
     char names[256];
     router_pools_names(c->r->pools, names, sizeof(names));
-    set_err(c->err, c->err_len, "the routing policy names pool '%s', which has no instance "
-            "(pools: %s)", pool, names);
+    ls_set_err(c->err, c->err_len,
+               "the routing policy names pool '%s', which has no instance "
+               "(pools: %s)",
+               pool, names);
     return LS_ERR_INVALID;
 }
 
@@ -263,17 +249,17 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     if (router_policy_parse(&r->policy, cfg->default_pool, cfg->tiers, cfg->pool_fallback,
                             cfg->pool_ttft_ms, cfg->ttft_budget_ms, err, err_len) != LS_OK)
         goto fail;
-    r->timer = router_timer_create();
+    r->timer = rpc_timer_create();
     r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
     if (!r->timer || !r->client) {
-        set_err(err, err_len, "cannot start the router's threads");
+        ls_set_err(err, err_len, "cannot start the router's threads");
         goto fail;
     }
     uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
     router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, NULL, r};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
     if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
-        set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
+        ls_set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
         goto fail;
     }
     check_ctx_t cc = {r, err, err_len};
@@ -313,7 +299,7 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
     for (;;) {
         bool caches_up = true;
         for (size_t i = 0; i < r->n_caches; i++)
-            caches_up = caches_up && mux_up(r->caches[i]);
+            caches_up = caches_up && rpc_mux_up(r->caches[i]);
         if (caches_up && router_pools_all_healthy(r->pools))
             return true;
         if (ls_now_us() >= until)
@@ -342,10 +328,10 @@ void router_destroy(router_t *r)
     if (r->pools)
         router_pools_clear(r->pools); /* half-closes every instance's stream */
     for (size_t i = 0; i < r->n_caches; i++)
-        mux_destroy(r->caches[i]);
+        rpc_mux_destroy(r->caches[i]);
     free(r->caches);
     for (size_t i = 0; i < r->n_conns; i++)
-        mux_destroy(r->conns[i]->mux);
+        rpc_mux_destroy(r->conns[i]->mux);
     for (size_t i = 0; i < r->n_conns; i++) {
         router__conn_t *c = r->conns[i];
         router_instance_unref(r->pools, c->inst);
@@ -354,7 +340,7 @@ void router_destroy(router_t *r)
     }
     free(r->conns);
     router_pools_destroy(r->pools);
-    router_timer_destroy(r->timer);
+    rpc_timer_destroy(r->timer);
     rpc_client_destroy(r->client);
     rpc_md_clear(&r->event_batch_md);
     pthread_cond_destroy(&r->live_cv);

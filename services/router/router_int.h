@@ -8,12 +8,12 @@
 #include "llmserve/v1/cache.pb-c.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "llmserve/v1/router.pb-c.h"
-#include "mux.h"
+#include "rpc/mux.h"
 #include "policy.h"
 #include "pool.h"
 #include "router.h"
 #include "rpc/client.h"
-#include "timer.h"
+#include "rpc/timer.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,7 +22,7 @@
 typedef struct {
     router_t *r;
     router_instance_t *inst; /* referenced until router_destroy */
-    mux_t *mux;
+    rpc_mux_t *mux;
     pthread_mutex_t mu; /* guards model and version */
     char model[128];
     char version[64];
@@ -33,7 +33,7 @@ struct router {
     router_policy_t policy;
     discovery_t *disc;
     router_pools_t *pools;
-    router_timer_t *timer;
+    rpc_timer_t *timer;
     rpc_client_t *client;
     rpc_md_t event_batch_md; /* "llmserve-event-batch: 1" on every inference stream */
 
@@ -41,7 +41,7 @@ struct router {
     router__conn_t **conns;   /* every connection made, removed ones included */
     size_t n_conns, cap_conns;
 
-    mux_t **caches; /* Cache.Session streams, one per cache instance */
+    rpc_mux_t **caches; /* Cache.Session streams, one per cache instance */
     size_t n_caches;
     atomic_uint_fast64_t cache_rr;
 
@@ -99,7 +99,7 @@ void router__req_reject(relay_req_t *req, int grpc_code, const char *message);
 /* ---- router.c ------------------------------------------------------------------- */
 
 /* A cache mux that is up (round robin), or NULL. */
-mux_t *router__cache_pick(router_t *r);
+rpc_mux_t *router__cache_pick(router_t *r);
 
 /* A fresh nonzero id for upstream and cache requests. */
 uint64_t router__next_id(router_t *r);

@@ -6,12 +6,12 @@
  * called under it (they take only the stream's own lock and never call back).
  */
 #define _GNU_SOURCE
-#include "mux.h"
+#include "rpc/mux.h"
 
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "idmap.h"
+#include "rpc/idmap.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -20,12 +20,13 @@
 #include <time.h>
 
 typedef struct {
-    const mux_handler_t *h;
+    const rpc_mux_handler_t *h;
     void *ud;
 } reg_t;
 
-struct mux {
-    mux_config_t cfg;
+struct rpc_mux {
+    rpc_mux_config_t cfg;
+    rpc_channel_config_t channel; /* cfg.channel's copy, or the defaults */
     char *target;
     rpc_client_t *client;
     rpc_channel_t *ch;
@@ -39,24 +40,24 @@ struct mux {
     bool up;              /* stream open and taking requests */
     bool stop;
     int64_t opened_at_us;
-    router_idmap_t regs; /* id -> reg_t* */
+    rpc_idmap_t regs; /* id -> reg_t* */
 };
 
-static void wait_until(mux_t *m, int64_t at_us)
+static void wait_until(rpc_mux_t *m, int64_t at_us)
 {
     struct timespec ts = {(time_t)(at_us / 1000000), (long)(at_us % 1000000) * 1000};
     pthread_cond_timedwait(&m->cv, &m->mu, &ts);
 }
 
-static void dispatch(mux_t *m, const ProtobufCMessage *msg)
+static void dispatch(rpc_mux_t *m, const ProtobufCMessage *msg)
 {
     uint64_t id = 0;
     bool terminal = false;
     if (!m->cfg.route(msg, &id, &terminal))
         return;
     pthread_mutex_lock(&m->mu);
-    reg_t *r = terminal ? router_idmap_del(&m->regs, id) : router_idmap_get(&m->regs, id);
-    const mux_handler_t *h = r ? r->h : NULL;
+    reg_t *r = terminal ? rpc_idmap_del(&m->regs, id) : rpc_idmap_get(&m->regs, id);
+    const rpc_mux_handler_t *h = r ? r->h : NULL;
     void *rud = r ? r->ud : NULL;
     if (r && !terminal)
         h->ref(rud); /* the callback's own reference: a concurrent forget may drop the
@@ -73,7 +74,7 @@ static void dispatch(mux_t *m, const ProtobufCMessage *msg)
 static void on_stream_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
 {
     (void)s;
-    mux_t *m = ud;
+    rpc_mux_t *m = ud;
     dispatch(m, msg);
     const ProtobufCMessage *item;
     for (size_t i = 0; m->cfg.batch_item && (item = m->cfg.batch_item(msg, i)) != NULL; i++)
@@ -84,7 +85,7 @@ static void on_stream_status(rpc_stream_t *s, void *ud, const rpc_status_t *st,
                              const rpc_md_t *trailers)
 {
     (void)trailers;
-    mux_t *m = ud;
+    rpc_mux_t *m = ud;
     pthread_mutex_lock(&m->mu);
     LS_ASSERT(m->stream == s);
     m->stream = NULL;
@@ -101,13 +102,15 @@ static void on_stream_status(rpc_stream_t *s, void *ud, const rpc_status_t *st,
             regs[n++] = m->regs.vals[i];
         }
     }
-    router_idmap_free(&m->regs);
+    rpc_idmap_free(&m->regs);
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     rpc_stream_release(s);
     if (st->code != GRPC_STATUS_OK || n > 0)
-        LS_LOG_WARN("router", "upstream stream ended kind=%s target=%s code=%d in_flight=%zu "
-                    "details=\"%s\"", m->cfg.name, m->target, (int)st->code, n, st->details);
+        LS_LOG_WARN("rpc",
+                    "upstream stream ended kind=%s target=%s code=%d in_flight=%zu "
+                    "details=\"%s\"",
+                    m->cfg.name, m->target, (int)st->code, n, st->details);
     if (was_up && m->cfg.on_health)
         m->cfg.on_health(m->cfg.ud, false);
     char why[320];
@@ -121,7 +124,7 @@ static void on_stream_status(rpc_stream_t *s, void *ud, const rpc_status_t *st,
     }
     free(regs);
     free(ids);
-    /* Last touch of m: mux_destroy waits for this before freeing it. */
+    /* Last touch of m: rpc_mux_destroy waits for this before freeing it. */
     pthread_mutex_lock(&m->mu);
     m->ending--;
     pthread_cond_broadcast(&m->cv);
@@ -132,7 +135,7 @@ static const rpc_stream_handler_t stream_handler = {on_stream_message, on_stream
 
 static void *supervisor_main(void *arg)
 {
-    mux_t *m = arg;
+    rpc_mux_t *m = arg;
     int64_t backoff = m->cfg.backoff_min_ms;
     bool failing_logged = false;
     pthread_mutex_lock(&m->mu);
@@ -145,8 +148,8 @@ static void *supervisor_main(void *arg)
                 bool young = ls_now_us() - m->opened_at_us < m->cfg.backoff_max_ms * 1000;
                 if (young) {
                     wait_until(m, ls_now_us() + backoff * 1000);
-                    backoff = backoff * 2 > m->cfg.backoff_max_ms ? m->cfg.backoff_max_ms
-                                                                  : backoff * 2;
+                    backoff =
+                        backoff * 2 > m->cfg.backoff_max_ms ? m->cfg.backoff_max_ms : backoff * 2;
                 } else {
                     backoff = m->cfg.backoff_min_ms;
                 }
@@ -160,14 +163,14 @@ static void *supervisor_main(void *arg)
             break;
         if (ok) {
             rpc_call_opts_t opts = {.metadata = m->cfg.metadata};
-            m->stream = rpc_stream_open(m->ch, m->cfg.method, m->cfg.resp_desc, &stream_handler,
-                                        m, &opts, m->cfg.max_write_queue);
+            m->stream = rpc_stream_open(m->ch, m->cfg.method, m->cfg.resp_desc, &stream_handler, m,
+                                        &opts, m->cfg.max_write_queue);
             if (m->stream) {
                 m->up = true;
                 m->opened_at_us = ls_now_us();
                 failing_logged = false;
                 pthread_mutex_unlock(&m->mu);
-                LS_LOG_INFO("router", "upstream stream open kind=%s target=%s", m->cfg.name,
+                LS_LOG_INFO("rpc", "upstream stream open kind=%s target=%s", m->cfg.name,
                             m->target);
                 if (m->cfg.on_health)
                     m->cfg.on_health(m->cfg.ud, true);
@@ -176,7 +179,7 @@ static void *supervisor_main(void *arg)
             }
         }
         if (!failing_logged) {
-            LS_LOG_WARN("router", "upstream not reachable kind=%s target=%s retrying=true",
+            LS_LOG_WARN("rpc", "upstream not reachable kind=%s target=%s retrying=true",
                         m->cfg.name, m->target);
             failing_logged = true;
         }
@@ -187,9 +190,9 @@ static void *supervisor_main(void *arg)
     return NULL;
 }
 
-mux_t *mux_create(rpc_client_t *client, const char *target, const mux_config_t *cfg)
+rpc_mux_t *rpc_mux_create(rpc_client_t *client, const char *target, const rpc_mux_config_t *cfg)
 {
-    mux_t *m = ls_xcalloc(1, sizeof(*m));
+    rpc_mux_t *m = ls_xcalloc(1, sizeof(*m));
     m->cfg = *cfg;
     if (m->cfg.backoff_min_ms <= 0)
         m->cfg.backoff_min_ms = 50;
@@ -203,10 +206,13 @@ mux_t *mux_create(rpc_client_t *client, const char *target, const mux_config_t *
         m->cfg.max_write_queue = 8192;
     m->target = ls_xstrdup(target);
     m->client = client;
-    rpc_channel_config_t cc;
-    rpc_channel_config_init(&cc);
-    cc.reconnect_max_ms = m->cfg.backoff_max_ms;
-    m->ch = rpc_channel_create(client, target, &cc);
+    if (cfg->channel)
+        m->channel = *cfg->channel;
+    else
+        rpc_channel_config_init(&m->channel);
+    m->channel.reconnect_max_ms = m->cfg.backoff_max_ms;
+    m->cfg.channel = &m->channel;
+    m->ch = rpc_channel_create(client, target, &m->channel);
     pthread_mutex_init(&m->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -222,11 +228,11 @@ mux_t *mux_create(rpc_client_t *client, const char *target, const mux_config_t *
         return NULL;
     }
     m->thread_started = true;
-    pthread_setname_np(m->thread, "router-mux");
+    pthread_setname_np(m->thread, "rpc-mux");
     return m;
 }
 
-bool mux_up(mux_t *m)
+bool rpc_mux_up(rpc_mux_t *m)
 {
     pthread_mutex_lock(&m->mu);
     bool up = m->up;
@@ -234,15 +240,15 @@ bool mux_up(mux_t *m)
     return up;
 }
 
-int mux_request(mux_t *m, uint64_t id, const ProtobufCMessage *msg, const mux_handler_t *h,
-                void *ud)
+int rpc_mux_request(rpc_mux_t *m, uint64_t id, const ProtobufCMessage *msg,
+                    const rpc_mux_handler_t *h, void *ud)
 {
     pthread_mutex_lock(&m->mu);
     if (!m->up || m->stop) {
         pthread_mutex_unlock(&m->mu);
         return LS_ERR_UNAVAILABLE;
     }
-    if (router_idmap_get(&m->regs, id)) {
+    if (rpc_idmap_get(&m->regs, id)) {
         pthread_mutex_unlock(&m->mu);
         return LS_ERR_EXISTS;
     }
@@ -250,10 +256,10 @@ int mux_request(mux_t *m, uint64_t id, const ProtobufCMessage *msg, const mux_ha
     r->h = h;
     r->ud = ud;
     h->ref(ud);
-    router_idmap_put(&m->regs, id, r);
+    rpc_idmap_put(&m->regs, id, r);
     int rc = rpc_stream_send(m->stream, msg);
     if (rc != LS_OK)
-        router_idmap_del(&m->regs, id);
+        rpc_idmap_del(&m->regs, id);
     pthread_mutex_unlock(&m->mu);
     if (rc != LS_OK) {
         h->unref(ud);
@@ -263,7 +269,7 @@ int mux_request(mux_t *m, uint64_t id, const ProtobufCMessage *msg, const mux_ha
     return LS_OK;
 }
 
-int mux_send(mux_t *m, const ProtobufCMessage *msg)
+int rpc_mux_send(rpc_mux_t *m, const ProtobufCMessage *msg)
 {
     pthread_mutex_lock(&m->mu);
     int rc = m->stream ? rpc_stream_send(m->stream, msg) : LS_ERR_UNAVAILABLE;
@@ -273,10 +279,10 @@ int mux_send(mux_t *m, const ProtobufCMessage *msg)
     return rc;
 }
 
-bool mux_forget(mux_t *m, uint64_t id)
+bool rpc_mux_forget(rpc_mux_t *m, uint64_t id)
 {
     pthread_mutex_lock(&m->mu);
-    reg_t *r = router_idmap_del(&m->regs, id);
+    reg_t *r = rpc_idmap_del(&m->regs, id);
     pthread_mutex_unlock(&m->mu);
     if (!r)
         return false;
@@ -285,7 +291,7 @@ bool mux_forget(mux_t *m, uint64_t id)
     return true;
 }
 
-void mux_shutdown(mux_t *m)
+void rpc_mux_shutdown(rpc_mux_t *m)
 {
     pthread_mutex_lock(&m->mu);
     if (m->stop) {
@@ -304,11 +310,11 @@ void mux_shutdown(mux_t *m)
     pthread_mutex_unlock(&m->mu);
 }
 
-void mux_destroy(mux_t *m)
+void rpc_mux_destroy(rpc_mux_t *m)
 {
     if (!m)
         return;
-    mux_shutdown(m);
+    rpc_mux_shutdown(m);
     pthread_mutex_lock(&m->mu);
     /* Requests in flight finish after the half-close; a peer that does not end the
      * stream within the grace is cancelled (its requests then hear on_broken). */
@@ -321,7 +327,7 @@ void mux_destroy(mux_t *m)
         pthread_cond_wait(&m->cv, &m->mu);
     pthread_mutex_unlock(&m->mu);
     rpc_channel_destroy(m->ch);
-    router_idmap_free(&m->regs);
+    rpc_idmap_free(&m->regs);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
     free(m->target);

@@ -1,7 +1,7 @@
 /*
- * test_idmap.c - services/router/idmap.c against a plain array model.
+ * test_idmap.c - libs/rpc/idmap.c against a plain array model.
  */
-#include "idmap.h"
+#include "rpc/idmap.h"
 
 #include <criterion/criterion.h>
 #include <stdint.h>
@@ -11,7 +11,7 @@ Test(idmap, random_operations_match_a_model)
 {
     enum { KEYS = 3000 };
     static void *model[KEYS];
-    router_idmap_t m = ROUTER_IDMAP_INIT;
+    rpc_idmap_t m = RPC_IDMAP_INIT;
     uint64_t x = 88172645463325252ULL;
     size_t live = 0;
     int bad_step = 0;
@@ -22,7 +22,7 @@ Test(idmap, random_operations_match_a_model)
         uint64_t k = 1 + x % KEYS;
         void *v = (void *)(uintptr_t)(step + 1);
         if ((x >> 40) % 3 == 0) {
-            void *got = router_idmap_del(&m, k);
+            void *got = rpc_idmap_del(&m, k);
             /* Criterion asserts are slow (one message each): count, assert at the end. */
             if (got != model[k - 1] && !bad_step)
                 bad_step = step + 1;
@@ -32,20 +32,20 @@ Test(idmap, random_operations_match_a_model)
         } else {
             if (!model[k - 1])
                 live++;
-            router_idmap_put(&m, k, v);
+            rpc_idmap_put(&m, k, v);
             model[k - 1] = v;
         }
         uint64_t probe = 1 + (x >> 20) % KEYS;
-        if ((m.count != live || router_idmap_get(&m, probe) != model[probe - 1]) && !bad_step)
+        if ((m.count != live || rpc_idmap_get(&m, probe) != model[probe - 1]) && !bad_step)
             bad_step = step + 1;
     }
     cr_assert_eq(bad_step, 0, "map and model differ from step %d", bad_step - 1);
     size_t n;
-    void **all = router_idmap_take_all(&m, &n);
+    void **all = rpc_idmap_take_all(&m, &n);
     cr_assert_eq(n, live);
     free(all);
     cr_assert_eq(m.count, 0);
-    cr_assert_null(router_idmap_get(&m, 1));
-    cr_assert_null(router_idmap_take_all(&m, &n));
-    router_idmap_free(&m);
+    cr_assert_null(rpc_idmap_get(&m, 1));
+    cr_assert_null(rpc_idmap_take_all(&m, &n));
+    rpc_idmap_free(&m);
 }

@@ -2,8 +2,8 @@
  * idmap.h - a hash map from nonzero 64-bit ids to pointers (open addressing, linear
  * probing, backward-shift deletion).  Not thread-safe: the owner's lock guards it.
  */
-#ifndef ROUTER_IDMAP_H
-#define ROUTER_IDMAP_H
+#ifndef RPC_IDMAP_H
+#define RPC_IDMAP_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -13,24 +13,24 @@ typedef struct {
     void **vals;
     size_t cap;     /* power of two, or 0 */
     size_t count;
-} router_idmap_t;
+} rpc_idmap_t;
 
-#define ROUTER_IDMAP_INIT {NULL, NULL, 0, 0}
+#define RPC_IDMAP_INIT {NULL, NULL, 0, 0}
 
 /* Maps key (nonzero) to val (non-NULL), replacing any earlier value. */
-void router_idmap_put(router_idmap_t *m, uint64_t key, void *val);
+void rpc_idmap_put(rpc_idmap_t *m, uint64_t key, void *val);
 
 /* Returns the value for key, or NULL. */
-void *router_idmap_get(const router_idmap_t *m, uint64_t key);
+void *rpc_idmap_get(const rpc_idmap_t *m, uint64_t key);
 
 /* Removes key; returns its value, or NULL when it was not there. */
-void *router_idmap_del(router_idmap_t *m, uint64_t key);
+void *rpc_idmap_del(rpc_idmap_t *m, uint64_t key);
 
 /* Moves every value into a new array (caller frees it with free) and empties the map;
  * *n gets the count.  Returns NULL when the map is empty. */
-void **router_idmap_take_all(router_idmap_t *m, size_t *n);
+void **rpc_idmap_take_all(rpc_idmap_t *m, size_t *n);
 
 /* Frees the map's memory (not the values). */
-void router_idmap_free(router_idmap_t *m);
+void rpc_idmap_free(rpc_idmap_t *m);
 
 #endif

@@ -1,4 +1,4 @@
-#include "idmap.h"
+#include "rpc/idmap.h"
 
 #include "base/log.h"
 
@@ -13,7 +13,7 @@ static size_t slot_of(uint64_t key, size_t cap)
     return (size_t)key & (cap - 1);
 }
 
-static void grow(router_idmap_t *m)
+static void grow(rpc_idmap_t *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 64;
     uint64_t *keys = ls_xcalloc(cap, sizeof(*keys));
@@ -34,7 +34,7 @@ static void grow(router_idmap_t *m)
     m->cap = cap;
 }
 
-void router_idmap_put(router_idmap_t *m, uint64_t key, void *val)
+void rpc_idmap_put(rpc_idmap_t *m, uint64_t key, void *val)
 {
     LS_ASSERT(key != 0 && val != NULL);
     if ((m->count + 1) * 4 > m->cap * 3)
@@ -48,7 +48,7 @@ void router_idmap_put(router_idmap_t *m, uint64_t key, void *val)
     m->vals[s] = val;
 }
 
-void *router_idmap_get(const router_idmap_t *m, uint64_t key)
+void *rpc_idmap_get(const rpc_idmap_t *m, uint64_t key)
 {
     if (!m->cap || !key)
         return NULL;
@@ -61,7 +61,7 @@ void *router_idmap_get(const router_idmap_t *m, uint64_t key)
     return NULL;
 }
 
-void *router_idmap_del(router_idmap_t *m, uint64_t key)
+void *rpc_idmap_del(rpc_idmap_t *m, uint64_t key)
 {
     if (!m->cap || !key)
         return NULL;
@@ -94,7 +94,7 @@ void *router_idmap_del(router_idmap_t *m, uint64_t key)
     return val;
 }
 
-void **router_idmap_take_all(router_idmap_t *m, size_t *n)
+void **rpc_idmap_take_all(rpc_idmap_t *m, size_t *n)
 {
     *n = 0;
     if (!m->count)
@@ -111,7 +111,7 @@ void **router_idmap_take_all(router_idmap_t *m, size_t *n)
     return out;
 }
 
-void router_idmap_free(router_idmap_t *m)
+void rpc_idmap_free(rpc_idmap_t *m)
 {
     free(m->keys);
     free(m->vals);

@@ -4,11 +4,11 @@
  * Lock rules: t->mu guards the heap and the id map; callbacks run with it released.
  */
 #define _GNU_SOURCE
-#include "timer.h"
+#include "rpc/timer.h"
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "idmap.h"
+#include "rpc/idmap.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,18 +17,18 @@
 typedef struct {
     int64_t at_us;
     uint64_t id;
-    router_timer_fn fn;
+    rpc_timer_fn fn;
     void *ud;
     size_t pos; /* index in the heap */
 } entry_t;
 
-struct router_timer {
+struct rpc_timer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
     entry_t **heap;
     size_t n, cap;
-    router_idmap_t by_id;
+    rpc_idmap_t by_id;
     uint64_t next_id;
     bool stop;
 };
@@ -38,13 +38,13 @@ static bool before(const entry_t *a, const entry_t *b)
     return a->at_us < b->at_us || (a->at_us == b->at_us && a->id < b->id);
 }
 
-static void place(router_timer_t *t, size_t i, entry_t *e)
+static void place(rpc_timer_t *t, size_t i, entry_t *e)
 {
     t->heap[i] = e;
     e->pos = i;
 }
 
-static void sift_up(router_timer_t *t, size_t i)
+static void sift_up(rpc_timer_t *t, size_t i)
 {
     entry_t *e = t->heap[i];
     while (i > 0) {
@@ -57,7 +57,7 @@ static void sift_up(router_timer_t *t, size_t i)
     place(t, i, e);
 }
 
-static void sift_down(router_timer_t *t, size_t i)
+static void sift_down(rpc_timer_t *t, size_t i)
 {
     entry_t *e = t->heap[i];
     for (;;) {
@@ -77,7 +77,7 @@ static void sift_down(router_timer_t *t, size_t i)
     place(t, i, e);
 }
 
-static void do_remove_at(router_timer_t *t, size_t i)
+static void do_remove_at(rpc_timer_t *t, size_t i)
 {
     entry_t *last = t->heap[--t->n];
     if (i == t->n)
@@ -87,7 +87,7 @@ static void do_remove_at(router_timer_t *t, size_t i)
     sift_up(t, last->pos);
 }
 
-static void cond_wait_until(router_timer_t *t, int64_t at_us)
+static void cond_wait_until(rpc_timer_t *t, int64_t at_us)
 {
     /* The condition variable runs on CLOCK_MONOTONIC, the clock of ls_now_us. */
     struct timespec ts = {(time_t)(at_us / 1000000), (long)(at_us % 1000000) * 1000};
@@ -96,7 +96,7 @@ static void cond_wait_until(router_timer_t *t, int64_t at_us)
 
 static void *timer_main(void *arg)
 {
-    router_timer_t *t = arg;
+    rpc_timer_t *t = arg;
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
         if (t->n == 0) {
@@ -110,7 +110,7 @@ static void *timer_main(void *arg)
             continue;
         }
         do_remove_at(t, 0);
-        router_idmap_del(&t->by_id, top->id);
+        rpc_idmap_del(&t->by_id, top->id);
         pthread_mutex_unlock(&t->mu);
         top->fn(top->ud, true);
         free(top);
@@ -120,9 +120,9 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-router_timer_t *router_timer_create(void)
+rpc_timer_t *rpc_timer_create(void)
 {
-    router_timer_t *t = ls_xcalloc(1, sizeof(*t));
+    rpc_timer_t *t = ls_xcalloc(1, sizeof(*t));
     pthread_mutex_init(&t->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -135,11 +135,11 @@ router_timer_t *router_timer_create(void)
         free(t);
         return NULL;
     }
-    pthread_setname_np(t->thread, "router-timer");
+    pthread_setname_np(t->thread, "rpc-timer");
     return t;
 }
 
-uint64_t router_timer_add(router_timer_t *t, int64_t at_us, router_timer_fn fn, void *ud)
+uint64_t rpc_timer_add(rpc_timer_t *t, int64_t at_us, rpc_timer_fn fn, void *ud)
 {
     entry_t *e = ls_xcalloc(1, sizeof(*e));
     e->at_us = at_us;
@@ -151,7 +151,7 @@ uint64_t router_timer_add(router_timer_t *t, int64_t at_us, router_timer_fn fn, 
         t->cap = t->cap ? t->cap * 2 : 64;
         entry_t **h = realloc(t->heap, t->cap * sizeof(*h));
         if (!h) {
-            LS_LOG_ERROR("router", "out of memory for timers");
+            LS_LOG_ERROR("rpc", "out of memory for timers");
             abort();
         }
         t->heap = h;
@@ -159,7 +159,7 @@ uint64_t router_timer_add(router_timer_t *t, int64_t at_us, router_timer_fn fn, 
     t->heap[t->n] = e;
     e->pos = t->n++;
     sift_up(t, e->pos);
-    router_idmap_put(&t->by_id, e->id, e);
+    rpc_idmap_put(&t->by_id, e->id, e);
     bool wake = t->heap[0] == e;
     uint64_t id = e->id;
     pthread_mutex_unlock(&t->mu);
@@ -168,12 +168,12 @@ uint64_t router_timer_add(router_timer_t *t, int64_t at_us, router_timer_fn fn, 
     return id;
 }
 
-bool router_timer_cancel(router_timer_t *t, uint64_t id)
+bool rpc_timer_cancel(rpc_timer_t *t, uint64_t id)
 {
     if (id == 0)
         return false;
     pthread_mutex_lock(&t->mu);
-    entry_t *e = router_idmap_del(&t->by_id, id);
+    entry_t *e = rpc_idmap_del(&t->by_id, id);
     if (e)
         do_remove_at(t, e->pos);
     pthread_mutex_unlock(&t->mu);
@@ -182,7 +182,7 @@ bool router_timer_cancel(router_timer_t *t, uint64_t id)
     return found;
 }
 
-void router_timer_destroy(router_timer_t *t)
+void rpc_timer_destroy(rpc_timer_t *t)
 {
     if (!t)
         return;
@@ -196,7 +196,7 @@ void router_timer_destroy(router_timer_t *t)
         free(t->heap[i]);
     }
     free(t->heap);
-    router_idmap_free(&t->by_id);
+    rpc_idmap_free(&t->by_id);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
     free(t);
