@@ -53,7 +53,7 @@ static void fill_request(router_cache_msg_t *m, const router_cache_query_t *q, u
 {
     const Llmserve__V1__GenerateSubmit *sub = q->submit;
     llmserve__v1__cache_key__init(&m->key);
-    m->key.tenant = sub->tenant;
+    m->key.tenant = q->tenant ? (char *)q->tenant : sub->tenant;
     m->key.model = (char *)q->model;
     m->key.prompt = sub->prompt;
     m->key.n_messages = sub->n_messages;

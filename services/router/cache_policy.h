@@ -45,6 +45,8 @@ typedef struct {
     const char *model;                            /* router_cache_policy_model's */
     const Llmserve__V1__SamplingParams *sampling; /* as resolved */
     bool semantic;                                /* semantic lookups and stores */
+    const char *tenant; /* the tenant the caller's API key is bound to, which replaces the
+                           submit's (so no tenant reads another's answers); NULL: none */
 } router_cache_query_t;
 
 /* How a stored answer ended; model_version borrowed. */

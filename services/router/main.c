@@ -64,6 +64,13 @@ static int router_start_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     return LS_OK;
 }
 
+static void router_drain_hook(svc_t *svc, void *ud, int64_t deadline_us)
+{
+    (void)svc;
+    main_config_t *mc = ud;
+    router_drain(mc->router, deadline_us);
+}
+
 static void router_destroy_hook(svc_t *svc, void *ud)
 {
     (void)svc;
@@ -199,6 +206,7 @@ int main(int argc, char **argv)
         .n_aliases = sizeof(aliases) / sizeof(aliases[0]),
         .hooks = {.create = router_create_hook,
                   .start = router_start_hook,
+                  .drain = router_drain_hook,
                   .destroy = router_destroy_hook},
         .ud = &mc,
     };

@@ -53,8 +53,9 @@ struct relay_req {
     atomic_int refs;
     router_t *r;
     relay_sink_t *sink;
-    char *id;                           /* the client's request id */
-    Llmserve__V1__GenerateSubmit *sub;  /* our copy */
+    char *id;                          /* the client's request id */
+    Llmserve__V1__GenerateSubmit *sub; /* our copy */
+    char *bound_tenant;                /* the API key's tenant, replacing sub->tenant; NULL: none */
     Llmserve__V1__SamplingParams sampling; /* resolved; stop strings borrowed from sub */
     bool id_required;
     int64_t call_left_us; /* of the client's call at receipt; INT64_MAX = no deadline */
@@ -105,6 +106,7 @@ static void req_free(relay_req_t *q)
     q->sink->ops->unref(q->sink);
     llmserve__v1__generate_submit__free_unpacked(q->sub, NULL);
     free(q->id);
+    free(q->bound_tenant);
     router_answer_free(&q->answer);
     pthread_mutex_destroy(&q->mu);
     free(q);
@@ -144,7 +146,7 @@ const char *router__req_id(const relay_req_t *q)
 
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
-                                int64_t call_left_us)
+                                int64_t call_left_us, const char *bound_tenant)
 {
     Llmserve__V1__GenerateSubmit *sub =
         (Llmserve__V1__GenerateSubmit *)rpc_codec_copy(&submit->base);
@@ -159,6 +161,8 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
     q->sub = sub;
     q->id_required = id_required;
     q->call_left_us = call_left_us;
+    if (bound_tenant && bound_tenant[0])
+        q->bound_tenant = ls_xstrdup(bound_tenant);
     router_answer_init(&q->answer, ROUTER_ANSWER_MAX_BYTES);
     if (!id_required && !sub->request_id[0]) {
         char made[48];
@@ -268,7 +272,8 @@ static void do_fail(relay_req_t *q, int code, const char *message)
 static void do_timings(relay_req_t *q, Llmserve__V1__Timings *t)
 {
     int64_t now = ls_now_us();
-    t->router_queue_us = (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0);
+    t->router_queue_us =
+        (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0);
     t->cache_lookup_us = q->cache_lookup_us;
     t->inference_queue_us = q->inference_queue_us;
     t->prefill_us = q->prefill_us;
@@ -349,6 +354,7 @@ static void do_cache_query(relay_req_t *q, router_cache_query_t *cq)
     cq->model = q->cache_model;
     cq->sampling = &q->sampling;
     cq->semantic = q->r->cfg.cache_semantic;
+    cq->tenant = q->bound_tenant;
 }
 
 static void do_cache_lookup(relay_req_t *q)
@@ -414,8 +420,8 @@ static void do_dispatch(relay_req_t *q)
             return;
         }
         router_pick_t pk;
-        int rc = router_pools_pick(r->pools, q->pool, q->sub->conversation_id, q->tried,
-                                   q->n_tried, &pk);
+        int rc = router_pools_pick(r->pools, q->pool, q->sub->conversation_id, q->tried, q->n_tried,
+                                   &pk);
         if (rc == LS_OK) {
             q->inst = pk.inst;
             q->conn = router_instance_user(pk.inst);
@@ -547,9 +553,8 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE: {
         const Llmserve__V1__InferenceDone *d = ev->done;
         if (d->timings) {
-            q->inference_queue_us = d->timings->inference_queue_us
-                                        ? d->timings->inference_queue_us
-                                        : q->inference_queue_us;
+            q->inference_queue_us = d->timings->inference_queue_us ? d->timings->inference_queue_us
+                                                                   : q->inference_queue_us;
             q->prefill_us = d->timings->prefill_us;
             q->decode_us = d->timings->decode_us;
         }
@@ -557,8 +562,7 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
             q->prompt_tokens = d->usage->prompt_tokens;
         if (q->store && router_cache_policy_storable(d->finish_reason))
             do_cache_store(q, d);
-        do_done(q, d->finish_reason,
-                d->usage ? d->usage->completion_tokens : q->tokens_sent);
+        do_done(q, d->finish_reason, d->usage ? d->usage->completion_tokens : q->tokens_sent);
         break;
     }
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR: {
@@ -679,8 +683,9 @@ static void on_timer(void *ud, bool fired)
         if (t->kind == TIMER_DEADLINE) {
             if (q->tokens_sent == 0) {
                 char msg[120];
-                snprintf(msg, sizeof(msg), "deadline passed before the first token (%" PRId64
-                         " ms after receipt)", (ls_now_us() - q->t_recv_us) / 1000);
+                snprintf(msg, sizeof(msg),
+                         "deadline passed before the first token (%" PRId64 " ms after receipt)",
+                         (ls_now_us() - q->t_recv_us) / 1000);
                 do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
             } else {
                 do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE, q->tokens_sent);

@@ -24,14 +24,14 @@ void router_config_init(router_config_t *cfg)
     cfg->tiers = "large=0.3";
     cfg->pool_fallback = "";
     cfg->pool_ttft_ms = "";
-    cfg->ttft_budget_ms = 10000;     /* ms */
-    cfg->cache = "";                 /* no cache */
-    cfg->cache_timeout_ms = 500;     /* ms */
-    cfg->cache_ttl_s = 0;            /* the cache's default */
+    cfg->ttft_budget_ms = 10000; /* ms */
+    cfg->cache = "";             /* no cache */
+    cfg->cache_timeout_ms = 500; /* ms */
+    cfg->cache_ttl_s = 0;        /* the cache's default */
     cfg->cache_semantic = false;
-    cfg->cache_replay_events = 1; /* the whole answer in one event: the fastest */
+    cfg->cache_replay_events = 1;     /* the whole answer in one event: the fastest */
     cfg->request_timeout_ms = 120000; /* ms */
-    cfg->default_max_tokens = 256;   /* tokens */
+    cfg->default_max_tokens = 256;    /* tokens */
     cfg->max_retries = 2;
     cfg->max_in_flight = 1024;       /* requests per client stream */
     cfg->max_prompt_bytes = 1 << 20; /* 1 MiB */
@@ -129,6 +129,7 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.probe = probe_info;
     mc.on_health = conn_health;
     mc.ud = c;
+    mc.channel = r->cfg.upstream;
     c->mux = rpc_mux_create(r->client, router_instance_addr(inst), &mc);
     if (!c->mux)
         LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
@@ -199,6 +200,7 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
         mc.method = "/llmserve.v1.Cache/Session";
         mc.resp_desc = &llmserve__v1__cache_response__descriptor;
         mc.route = route_cache;
+        mc.channel = r->cfg.upstream;
         rpc_mux_t *m = rpc_mux_create(r->client, a, &mc);
         if (!m) {
             ls_set_err(err, err_len, "--cache: cannot connect to '%s'", a);
@@ -233,8 +235,7 @@ static int check_pool(void *ud, const char *pool)
     return LS_ERR_INVALID;
 }
 
-router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err,
-                        size_t err_len)
+router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err, size_t err_len)
 {
     router_t *r = ls_xcalloc(1, sizeof(*r));
     r->cfg = *cfg;
@@ -243,6 +244,8 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     pthread_mutex_init(&r->conns_mu, NULL);
     pthread_mutex_init(&r->live_mu, NULL);
     pthread_cond_init(&r->live_cv, NULL);
+    pthread_mutex_init(&r->sinks_mu, NULL);
+    atomic_init(&r->draining, false);
     atomic_init(&r->next_id, 0);
     atomic_init(&r->cache_rr, 0);
     r->disc = disc;
@@ -308,6 +311,69 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
     }
 }
 
+void router__sink_add(router_t *r, relay_sink_t *s)
+{
+    pthread_mutex_lock(&r->sinks_mu);
+    s->prev = NULL;
+    s->next = r->sinks;
+    if (r->sinks)
+        r->sinks->prev = s;
+    r->sinks = s;
+    pthread_mutex_unlock(&r->sinks_mu);
+}
+
+void router__sink_remove(router_t *r, relay_sink_t *s)
+{
+    pthread_mutex_lock(&r->sinks_mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (r->sinks == s)
+        r->sinks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    pthread_mutex_unlock(&r->sinks_mu);
+}
+
+bool router__draining(router_t *r)
+{
+    return atomic_load(&r->draining);
+}
+
+void router_drain(router_t *r, int64_t deadline_us)
+{
+    atomic_store(&r->draining, true);
+    pthread_mutex_lock(&r->live_mu);
+    int64_t left = r->live;
+    while (r->live > 0 && ls_now_us() < deadline_us) {
+        pthread_mutex_unlock(&r->live_mu);
+        ls_sleep_us(5000);
+        pthread_mutex_lock(&r->live_mu);
+    }
+    int64_t cut = r->live;
+    pthread_mutex_unlock(&r->live_mu);
+    LS_LOG_INFO("router", "drained requests_at_start=%lld cut_at_deadline=%lld", (long long)left,
+                (long long)cut);
+    /* The calls still open: referenced under the lock, closed outside it (closing calls
+     * back into requests and the server). */
+    pthread_mutex_lock(&r->sinks_mu);
+    size_t n = 0;
+    for (relay_sink_t *s = r->sinks; s; s = s->next)
+        n++;
+    relay_sink_t **open = ls_xcalloc(n ? n : 1, sizeof(*open));
+    n = 0;
+    for (relay_sink_t *s = r->sinks; s; s = s->next) {
+        s->ops->ref(s);
+        open[n++] = s;
+    }
+    pthread_mutex_unlock(&r->sinks_mu);
+    for (size_t i = 0; i < n; i++) {
+        open[i]->ops->close(open[i], "the router is shutting down; retry elsewhere");
+        open[i]->ops->unref(open[i]);
+    }
+    free(open);
+}
+
 void router_destroy(router_t *r)
 {
     if (!r)
@@ -345,6 +411,7 @@ void router_destroy(router_t *r)
     rpc_md_clear(&r->event_batch_md);
     pthread_cond_destroy(&r->live_cv);
     pthread_mutex_destroy(&r->live_mu);
+    pthread_mutex_destroy(&r->sinks_mu);
     pthread_mutex_destroy(&r->conns_mu);
     free(r);
 }

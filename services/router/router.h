@@ -63,6 +63,13 @@ int router_register(router_t *r, rpc_server_t *srv);
  * open; blocks the calling thread. */
 bool router_wait_ready(router_t *r, int64_t timeout_ms);
 
+/* Graceful stop: from now on new requests get UNAVAILABLE ("the router is shutting
+ * down"); returns once no request is in flight, or at deadline_us (ls_now_us clock),
+ * when the ones left end with an UNAVAILABLE error.  Either way every client call still
+ * open (idle Generate streams included) then ends with UNAVAILABLE, so clients move on
+ * at once.  Blocks the calling thread (main). */
+void router_drain(router_t *r, int64_t deadline_us);
+
 /* Frees the router: call after rpc_server_shutdown (no call in flight).  Waits for
  * requests still finishing, closes every upstream stream.  NULL is a no-op. */
 void router_destroy(router_t *r);

@@ -49,6 +49,10 @@ struct router {
     pthread_mutex_t live_mu;      /* guards live */
     pthread_cond_t live_cv;
     int64_t live; /* requests not yet freed */
+
+    atomic_bool draining;        /* router_drain began: new requests are refused */
+    pthread_mutex_t sinks_mu;    /* guards the sink list */
+    struct relay_sink *sinks;    /* client calls open now (Generate streams, Complete calls) */
 };
 
 /* ---- relay.c: one request's life ------------------------------------------------ */
@@ -64,19 +68,24 @@ typedef struct {
     void (*finished)(relay_sink_t *s, relay_req_t *req);
     void (*ref)(relay_sink_t *s);
     void (*unref)(relay_sink_t *s);
+    /* Shutdown: ends every request still in flight with an UNAVAILABLE error saying why,
+     * then the client call itself (UNAVAILABLE); runs on the draining thread. */
+    void (*close)(relay_sink_t *s, const char *why);
 } relay_sink_ops_t;
 
 struct relay_sink {
     const relay_sink_ops_t *ops;
+    struct relay_sink *prev, *next; /* in router->sinks while the call is open */
 };
 
 /* Creates a request for submit (copied) on sink (referenced).  The caller holds the one
  * reference returned.  id_required: Generate (true) or Complete (false); call_left_us: what
- * is left of the client call's deadline (rpc_call_remaining_us).  Returns NULL when the
- * copy cannot be allocated. */
+ * is left of the client call's deadline (rpc_call_remaining_us); bound_tenant: the tenant
+ * the caller's API key is bound to (rpc_call_principal; "" or NULL: none), which replaces
+ * the submit's tenant.  Returns NULL when the copy cannot be allocated. */
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
-                                int64_t call_left_us);
+                                int64_t call_left_us, const char *bound_tenant);
 
 /* The client's request id (borrowed, fixed for the request's life). */
 const char *router__req_id(const relay_req_t *req);
@@ -100,6 +109,13 @@ void router__req_reject(relay_req_t *req, int grpc_code, const char *message);
 
 /* A cache mux that is up (round robin), or NULL. */
 rpc_mux_t *router__cache_pick(router_t *r);
+
+/* Lists s among the open client calls (from its on_start) / takes it out (on_done). */
+void router__sink_add(router_t *r, relay_sink_t *s);
+void router__sink_remove(router_t *r, relay_sink_t *s);
+
+/* True once router_drain began: new requests get UNAVAILABLE. */
+bool router__draining(router_t *r);
 
 /* A fresh nonzero id for upstream and cache requests. */
 uint64_t router__next_id(router_t *r);

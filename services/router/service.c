@@ -86,7 +86,30 @@ static void gs_finished(relay_sink_t *s, relay_req_t *req)
         router__req_unref(req); /* the table's reference; the caller holds another */
 }
 
-static const relay_sink_ops_t gen_ops = {gs_emit, gs_finished, gs_ref, gs_unref};
+/* Drain: every request left ends with an UNAVAILABLE error, then the stream. */
+static void gs_close(relay_sink_t *s, const char *why)
+{
+    gen_stream_t *gs = (gen_stream_t *)s;
+    pthread_mutex_lock(&gs->mu);
+    bool already = gs->finished || gs->cancelled;
+    gs->finished = true; /* no finish from a request's end: this one is the last */
+    size_t n = gs->n;
+    relay_req_t **copy = ls_xcalloc(n ? n : 1, sizeof(*copy));
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = gs->reqs[i];
+        router__req_ref(copy[i]);
+    }
+    pthread_mutex_unlock(&gs->mu);
+    for (size_t i = 0; i < n; i++) {
+        router__req_reject(copy[i], GRPC_STATUS_UNAVAILABLE, why);
+        router__req_unref(copy[i]);
+    }
+    free(copy);
+    if (!already)
+        rpc_call_finish(gs->call, GRPC_STATUS_UNAVAILABLE, why);
+}
+
+static const relay_sink_ops_t gen_ops = {gs_emit, gs_finished, gs_ref, gs_unref, gs_close};
 
 static void *gen_on_start(rpc_call_t *call, void *ctx)
 {
@@ -97,6 +120,7 @@ static void *gen_on_start(rpc_call_t *call, void *ctx)
     rpc_call_ref(call);
     atomic_init(&gs->refs, 1);
     pthread_mutex_init(&gs->mu, NULL);
+    router__sink_add(gs->r, &gs->base);
     return gs;
 }
 
@@ -123,6 +147,11 @@ static void send_error(gen_stream_t *gs, const char *id, int code, const char *m
 static void gen_submit(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__GenerateSubmit *s)
 {
     router_t *r = gs->r;
+    if (router__draining(r)) {
+        send_error(gs, s->request_id, GRPC_STATUS_UNAVAILABLE,
+                   "the router is shutting down; retry elsewhere");
+        return;
+    }
     pthread_mutex_lock(&gs->mu);
     if (s->request_id[0] && do_find(gs, s->request_id)) {
         pthread_mutex_unlock(&gs->mu);
@@ -139,7 +168,8 @@ static void gen_submit(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__G
         send_error(gs, s->request_id, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    relay_req_t *q = router__req_create(r, &gs->base, s, true, rpc_call_remaining_us(call));
+    relay_req_t *q = router__req_create(r, &gs->base, s, true, rpc_call_remaining_us(call),
+                                        rpc_call_principal(call));
     if (!q) {
         pthread_mutex_unlock(&gs->mu);
         send_error(gs, s->request_id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -225,7 +255,9 @@ static void gen_on_cancel(rpc_call_t *call, void *state)
 static void gen_on_done(rpc_call_t *call, void *state)
 {
     (void)call;
-    gs_unref(&((gen_stream_t *)state)->base);
+    gen_stream_t *gs = state;
+    router__sink_remove(gs->r, &gs->base);
+    gs_unref(&gs->base);
 }
 
 /* ---- Complete: one request, one answer ------------------------------------------- */
@@ -325,7 +357,23 @@ static void cs_finished(relay_sink_t *s, relay_req_t *req)
         router__req_unref(req);
 }
 
-static const relay_sink_ops_t complete_ops = {cs_emit, cs_finished, cs_ref, cs_unref};
+static void cs_close(relay_sink_t *s, const char *why)
+{
+    complete_t *c = (complete_t *)s;
+    pthread_mutex_lock(&c->mu);
+    relay_req_t *q = c->req;
+    if (q)
+        router__req_ref(q);
+    pthread_mutex_unlock(&c->mu);
+    if (q) { /* its error event finishes the call */
+        router__req_reject(q, GRPC_STATUS_UNAVAILABLE, why);
+        router__req_unref(q);
+    } else {
+        rpc_call_finish(c->call, GRPC_STATUS_UNAVAILABLE, why);
+    }
+}
+
+static const relay_sink_ops_t complete_ops = {cs_emit, cs_finished, cs_ref, cs_unref, cs_close};
 
 static void *complete_on_start(rpc_call_t *call, void *ctx)
 {
@@ -336,6 +384,7 @@ static void *complete_on_start(rpc_call_t *call, void *ctx)
     rpc_call_ref(call);
     atomic_init(&c->refs, 1);
     pthread_mutex_init(&c->mu, NULL);
+    router__sink_add(c->r, &c->base);
     return c;
 }
 
@@ -347,8 +396,13 @@ static void complete_on_message(rpc_call_t *call, void *state, const ProtobufCMe
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "request is not set");
         return;
     }
-    relay_req_t *q =
-        router__req_create(c->r, &c->base, req->request, false, rpc_call_remaining_us(call));
+    if (router__draining(c->r)) {
+        rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+                        "the router is shutting down; retry elsewhere");
+        return;
+    }
+    relay_req_t *q = router__req_create(c->r, &c->base, req->request, false,
+                                        rpc_call_remaining_us(call), rpc_call_principal(call));
     if (!q) {
         rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
@@ -379,7 +433,9 @@ static void complete_on_cancel(rpc_call_t *call, void *state)
 static void complete_on_done(rpc_call_t *call, void *state)
 {
     (void)call;
-    cs_unref(&((complete_t *)state)->base);
+    complete_t *c = state;
+    router__sink_remove(c->r, &c->base);
+    cs_unref(&c->base);
 }
 
 int router__register_service(router_t *r, rpc_server_t *srv);
