@@ -12,7 +12,9 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "rpc/client.h"
+#include "support/channel.h"
 #include "support/proc.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -21,8 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define DONE(reason) LLMSERVE__V1__FINISH_REASON__FINISH_REASON_##reason
 #define GENERATE "/llmserve.v1.Inference/Generate"
@@ -30,17 +30,16 @@
 static test_proc_t g_server;
 static rpc_client_t *g_client;
 static rpc_channel_t *g_ch;
-static char g_dir[64];
-static char g_model[128], g_tokfile[128];
+static test_tmpdir_t g_dir;
+static char g_model[192], g_tokfile[192];
 
 /* ---- model and server ----------------------------------------------------------------- */
 
 static void run_modelmaker(const char *const *shape)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-test-inference-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_model, sizeof(g_model), "%s/model.bin", g_dir);
-    snprintf(g_tokfile, sizeof(g_tokfile), "%s/tokenizer.bin", g_dir);
+    cr_assert_eq(test_tmpdir_make(&g_dir, "llmserve-test-inference"), 0);
+    test_tmpdir_file(&g_dir, "model.bin", g_model, sizeof(g_model));
+    test_tmpdir_file(&g_dir, "tokenizer.bin", g_tokfile, sizeof(g_tokfile));
     char *argv[32];
     int n = 0;
     argv[n++] = (char *)test_env_path("LLMSERVE_MODELMAKER");
@@ -51,11 +50,8 @@ static void run_modelmaker(const char *const *shape)
     for (; shape && *shape && n < 30; shape++)
         argv[n++] = (char *)*shape;
     argv[n] = NULL;
-    pid_t pid = test_spawn(argv);
-    cr_assert_geq(pid, 0);
-    int status = 0;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "modelmaker failed: %d", status);
+    int status = test_run(argv, 120000);
+    cr_assert_eq(status, 0, "modelmaker failed: %d", status);
 }
 
 static const char *const TINY[] = {"--preset", "tiny", NULL}; /* seq_len 256, vocab 512 */
@@ -83,17 +79,8 @@ static void start_with(const char *const *shape, const char *const *extra)
     cr_assert_eq(test_proc_start(&g_server, argv, 30000), 0, "inference server did not start");
     g_client = rpc_client_create(1);
     cr_assert_not_null(g_client);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_server.port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_server.port, NULL);
     cr_assert_not_null(g_ch);
-}
-
-static void cleanup_files(void)
-{
-    unlink(g_model);
-    unlink(g_tokfile);
-    rmdir(g_dir);
 }
 
 /* Stops the server (if still running) and checks it exited 0: leaks and crashes at
@@ -108,7 +95,7 @@ static void stop_all(void)
         int status = test_proc_stop(&g_server, SIGTERM, 30000);
         cr_expect_eq(status, 0, "inference server exit status %d", status);
     }
-    cleanup_files();
+    test_tmpdir_remove(&g_dir);
 }
 
 /* ---- a Generate stream and what each request on it saw -------------------------------- */

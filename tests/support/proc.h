@@ -26,6 +26,13 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms);
  * gRPC's fork handlers before its exec (seen to hang it). */
 pid_t test_spawn(char *const argv[]);
 
+/* Starts argv[0] (a path) with argv, standard streams inherited, and waits up to
+ * timeout_ms for it to exit.  Returns its exit status (0..255), 128+N when killed by
+ * signal N, or -1 when it could not be started or did not exit in time (it is then
+ * killed with SIGKILL and reaped).  For tools a test runs to completion (the model
+ * maker). */
+int test_run(char *const argv[], int timeout_ms);
+
 /* Sends sig and waits up to timeout_ms for the exit.  Returns the exit status
  * (0..255), 128+N when killed by signal N, or -1 when it did not exit in time (it is
  * then killed with SIGKILL and reaped). */

@@ -10,6 +10,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "support/channel.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -482,12 +483,11 @@ Test(server, health_status_set_at_run_time)
 
 /* ---- TLS ------------------------------------------------------------------------- */
 
-static char g_dir[64];
+static test_tmpdir_t g_dir;
 
 static void make_certs(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-tls-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    cr_assert_eq(test_tmpdir_make(&g_dir, "llmserve-tls"), 0);
     char cmd[2048];
     snprintf(cmd, sizeof(cmd),
              "cd %s && "
@@ -502,15 +502,13 @@ static void make_certs(void)
              "-keyout client.key -out client.csr 2>/dev/null && "
              "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
              "-days 2 -out client.pem 2>/dev/null",
-             g_dir);
+             g_dir.path);
     cr_assert_eq(system(cmd), 0, "openssl could not make test certificates");
 }
 
 static void remove_certs(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
-    cr_expect_eq(system(cmd), 0);
+    cr_expect_eq(test_tmpdir_remove(&g_dir), 0);
 }
 
 static int tls_call(int port, const rpc_channel_config_t *cfg)
@@ -538,11 +536,11 @@ static int tls_call(int port, const rpc_channel_config_t *cfg)
 Test(tls, server_tls_and_mutual_tls, .init = make_certs, .fini = remove_certs, .timeout = 60)
 {
     char ca[128], cert[128], key[128], ccert[128], ckey[128];
-    snprintf(ca, sizeof(ca), "%s/ca.pem", g_dir);
-    snprintf(cert, sizeof(cert), "%s/server.pem", g_dir);
-    snprintf(key, sizeof(key), "%s/server.key", g_dir);
-    snprintf(ccert, sizeof(ccert), "%s/client.pem", g_dir);
-    snprintf(ckey, sizeof(ckey), "%s/client.key", g_dir);
+    test_tmpdir_file(&g_dir, "ca.pem", ca, sizeof(ca));
+    test_tmpdir_file(&g_dir, "server.pem", cert, sizeof(cert));
+    test_tmpdir_file(&g_dir, "server.key", key, sizeof(key));
+    test_tmpdir_file(&g_dir, "client.pem", ccert, sizeof(ccert));
+    test_tmpdir_file(&g_dir, "client.key", ckey, sizeof(ckey));
 
     int port = 0;
     rpc_tls_server_t tls = {cert, key, NULL};
