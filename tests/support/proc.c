@@ -112,6 +112,16 @@ int test_run(char *const argv[], int timeout_ms)
     return wait_exit(pid, timeout_ms);
 }
 
+int test_proc_freeze(test_proc_t *p)
+{
+    return p->pid > 0 ? kill(p->pid, SIGSTOP) : -1; /* never kill(0): our process group */
+}
+
+int test_proc_thaw(test_proc_t *p)
+{
+    return p->pid > 0 ? kill(p->pid, SIGCONT) : -1;
+}
+
 int test_proc_stop(test_proc_t *p, int sig, int timeout_ms)
 {
     if (p->pid <= 0)
