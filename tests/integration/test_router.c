@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
+#include "support/net.h"
 #include "support/proc.h"
 #include "support/router_stream.h"
 #include "support/suite.h"
@@ -466,8 +467,8 @@ Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary,
     int out[2], err[2];
     cr_assert_eq(pipe(out), 0);
     cr_assert_eq(pipe(err), 0);
-    char router[64];
-    snprintf(router, sizeof(router), "127.0.0.1:%d", S.router.port);
+    char router[TEST_ADDR_LEN];
+    test_addr(router, S.router.port);
     /* posix_spawn, not fork: this process runs gRPC threads, and a forked child would run
      * gRPC's fork handlers before its exec (seen to hang it). */
     posix_spawn_file_actions_t fa;

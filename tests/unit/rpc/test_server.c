@@ -191,9 +191,7 @@ static void setup(void)
 {
     g_srv = make_server(NULL, &g_port);
     g_client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_port, NULL);
     cr_assert(test_channel_ready(g_ch, 20000), "the server did not answer");
 }
 
