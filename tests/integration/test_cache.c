@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "base/clock.h"
 #include "base/err.h"
+#include "support/channel.h"
 #include "test_cache_support.h"
 
 #include <criterion/criterion.h>
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static tc_memcached_t g_mc;
+static test_memcached_t g_mc;
 static test_proc_t g_svc;
 static rpc_client_t *g_client;
 static rpc_channel_t *g_ch;
@@ -22,17 +23,15 @@ static char g_mcconf[64];
 
 static rpc_channel_t *channel_to(rpc_client_t *c, int port)
 {
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-    rpc_channel_t *ch = rpc_channel_create(c, target, NULL);
+    rpc_channel_t *ch = test_channel_to(c, port, NULL);
     cr_assert_not_null(ch);
     return ch;
 }
 
 static void start_with(const char *const *extra)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0, "memcached did not start");
-    snprintf(g_mcconf, sizeof(g_mcconf), "--SERVER=127.0.0.1:%d", g_mc.port);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0, "memcached did not start");
+    test_memcached_config(&g_mc, g_mcconf, sizeof(g_mcconf));
     tc_cache_start(&g_svc, g_mcconf, extra);
     g_client = rpc_client_create(1);
     g_ch = channel_to(g_client, g_svc.port);
@@ -54,7 +53,7 @@ static void stop_all(void)
     rpc_client_destroy(g_client);
     int st = tc_cache_stop(&g_svc);
     cr_expect_eq(st, 0, "llmserve-cache exit status %d (leak or crash at shutdown?)", st);
-    tc_memcached_stop(&g_mc, SIGTERM);
+    test_memcached_stop(&g_mc, SIGTERM);
 }
 
 static void expect_hit(const char *tenant, const char *model, const char *prompt, const char *text,

@@ -6,6 +6,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "support/channel.h"
 #include "test_cache_support.h"
 
 #include <criterion/criterion.h>
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static tc_memcached_t g_mc, g_mc2;
+static test_memcached_t g_mc, g_mc2;
 static test_proc_t g_svc;
 static rpc_client_t *g_client;
 static rpc_channel_t *g_ch;
@@ -24,9 +25,7 @@ static void start(const char *conf, const char *const *extra)
 {
     tc_cache_start(&g_svc, conf, extra);
     g_client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_svc.port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_svc.port, NULL);
     cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
 }
 
@@ -37,8 +36,8 @@ static void stop_all(void)
     rpc_client_destroy(g_client);
     int st = tc_cache_stop(&g_svc);
     cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
-    tc_memcached_stop(&g_mc, SIGKILL);
-    tc_memcached_stop(&g_mc2, SIGKILL);
+    test_memcached_stop(&g_mc, SIGKILL);
+    test_memcached_stop(&g_mc2, SIGKILL);
 }
 
 static bool degraded(void)
@@ -97,16 +96,15 @@ static const char *const k_no_l1[] = {"--l1-bytes", "0", "--probe-interval-ms", 
 
 Test(degraded, memcached_killed_then_restarted)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
-    start(conf, k_no_l1);
+    start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_no_l1);
     tc_do_store(&g_s, "", "small", "before", "stored before", false);
     Llmserve__V1__CacheSource src;
     cr_assert(lookup_hit("before", 1000000, &src));
     cr_assert_eq(src, LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_MEMCACHED);
 
-    tc_memcached_stop(&g_mc, SIGKILL);
+    test_memcached_stop(&g_mc, SIGKILL);
     /* Misses, never errors, each well inside a second. */
     for (int i = 0; i < 10; i++)
         cr_assert_not(lookup_hit("before", 500000, NULL));
@@ -123,7 +121,7 @@ Test(degraded, memcached_killed_then_restarted)
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
     /* memcached returns (empty, as after a crash): the cache recovers by itself. */
-    cr_assert_eq(tc_memcached_start(&g_mc, g_mc.port), 0, "memcached did not restart");
+    cr_assert_eq(test_memcached_start(&g_mc, g_mc.port), 0, "memcached did not restart");
     cr_assert(wait_for(degraded, false, 10000), "still degraded after memcached returned");
     cr_assert_not(lookup_hit("before", 1000000, NULL), "memcached lost everything on restart");
     tc_do_store(&g_s, "", "small", "after", "stored after", false);
@@ -138,12 +136,11 @@ static const char *const k_with_l1[] = {"--probe-interval-ms", "200", NULL};
 
 Test(degraded, l1_keeps_serving_while_memcached_is_down)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
-    start(conf, k_with_l1);
+    start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_with_l1);
     tc_do_store(&g_s, "", "small", "hot", "hot answer", false);
-    tc_memcached_stop(&g_mc, SIGKILL);
+    test_memcached_stop(&g_mc, SIGKILL);
     Llmserve__V1__CacheSource src;
     for (int i = 0; i < 5; i++) {
         cr_assert(lookup_hit("hot", 500000, &src));
@@ -172,10 +169,9 @@ Test(degraded, l1_keeps_serving_while_memcached_is_down)
 
 Test(degraded, stalled_memcached_times_out_and_recovers)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
-    start(conf, k_no_l1);
+    start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_no_l1);
     tc_do_store(&g_s, "", "small", "q", "a", false);
     kill(g_mc.pid, SIGSTOP);
     for (int i = 0; i < 6; i++)
@@ -205,9 +201,9 @@ Test(degraded, stalled_memcached_times_out_and_recovers)
 
 Test(degraded, duplicate_id_in_flight_is_already_exists)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
+    test_memcached_config(&g_mc, conf, sizeof(conf));
     /* One worker and a long probe interval: the first request holds the worker for the
      * whole 300 ms timeout of a stalled server while the second arrives. */
     static const char *const slow[] = {
@@ -239,8 +235,8 @@ Test(degraded, duplicate_id_in_flight_is_already_exists)
 
 Test(degraded, two_servers_share_keys_and_one_can_fail)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
-    cr_assert_eq(tc_memcached_start(&g_mc2, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc2, 0), 0);
     char conf[96];
     snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d --SERVER=127.0.0.1:%d", g_mc.port,
              g_mc2.port);
@@ -251,7 +247,7 @@ Test(degraded, two_servers_share_keys_and_one_can_fail)
         snprintf(prompt, sizeof(prompt), "spread %d", i);
         tc_do_store(&g_s, "", "small", prompt, "x", false);
     }
-    tc_memcached_stop(&g_mc2, SIGKILL);
+    test_memcached_stop(&g_mc2, SIGKILL);
     int hits = 0;
     for (int pass = 0; pass < 2; pass++) {
         hits = 0;

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "base/clock.h"
 #include "base/err.h"
+#include "support/channel.h"
 #include "test_cache_support.h"
 
 #include <criterion/criterion.h>
@@ -12,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static tc_memcached_t g_mc;
+static test_memcached_t g_mc;
 static test_proc_t g_svc;
 static rpc_client_t *g_client;
 static rpc_channel_t *g_ch;
@@ -20,14 +21,11 @@ static tc_session_t g_s;
 
 static void start_with(const char *const *extra)
 {
-    cr_assert_eq(tc_memcached_start(&g_mc, 0), 0);
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    snprintf(conf, sizeof(conf), "--SERVER=127.0.0.1:%d", g_mc.port);
-    tc_cache_start(&g_svc, conf, extra);
+    tc_cache_start(&g_svc, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
     g_client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_svc.port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_svc.port, NULL);
     cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
 }
 
@@ -43,7 +41,7 @@ static void stop_all(void)
     rpc_client_destroy(g_client);
     int st = tc_cache_stop(&g_svc);
     cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
-    tc_memcached_stop(&g_mc, SIGTERM);
+    test_memcached_stop(&g_mc, SIGTERM);
 }
 
 static const char *Q = "How do I install Docker on Ubuntu?";

@@ -5,82 +5,11 @@
 #include "base/err.h"
 #include "rpc/codec.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool can_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
-int tc_memcached_start(tc_memcached_t *m, int port)
-{
-    for (int attempt = 0; attempt < 5; attempt++) {
-        int p = port ? port : free_port();
-        char ps[16];
-        snprintf(ps, sizeof(ps), "%d", p);
-        /* -U 0: no UDP; -u root only matters (and is required) when run as root. */
-        char *argv[] = {"/usr/bin/memcached", "-l", "127.0.0.1", "-p", ps, "-U", "0", "-u",
-                        "root", "-m", "64", "-t", "2", NULL};
-        pid_t pid = test_spawn(argv);
-        if (pid < 0)
-            return -1;
-        int64_t end = ls_now_us() + 5000000;
-        while (ls_now_us() < end) {
-            if (can_connect(p)) {
-                m->pid = pid;
-                m->port = p;
-                return 0;
-            }
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid)
-                break; /* exited: port taken? try another */
-            ls_sleep_us(10000);
-        }
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        if (port)
-            ls_sleep_us(200000); /* restart on a fixed port: the old socket may linger */
-    }
-    return -1;
-}
-
-void tc_memcached_stop(tc_memcached_t *m, int sig)
-{
-    if (m->pid <= 0)
-        return;
-    kill(m->pid, sig);
-    waitpid(m->pid, NULL, 0);
-    m->pid = 0;
-}
 
 void tc_cache_start(test_proc_t *p, const char *memcached_config, const char *const *extra)
 {
@@ -89,7 +18,7 @@ void tc_cache_start(test_proc_t *p, const char *memcached_config, const char *co
     argv[n++] = (char *)test_env_path("LLMSERVE_CACHE_SERVER");
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--threads";
+    argv[n++] = "--rpc-threads";
     argv[n++] = "2";
     argv[n++] = "--memcached";
     argv[n++] = (char *)memcached_config;

@@ -1,34 +1,20 @@
 /*
- * test_cache_support.h - what the cache integration tests share: real memcached
- * processes on ephemeral loopback ports (killable and restartable), the real
- * llmserve-cache process, and a Cache.Session client that matches answers to requests
- * by id.
+ * test_cache_support.h - what the cache integration tests share: the real
+ * llmserve-cache process and a Cache.Session client that matches answers to requests by
+ * id.  memcached processes of their own come from support/memcached.h.
  */
 #ifndef TEST_CACHE_SUPPORT_H
 #define TEST_CACHE_SUPPORT_H
 
 #include "llmserve/v1/cache.pb-c.h"
 #include "rpc/client.h"
+#include "support/memcached.h"
 #include "support/proc.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-/* ---- memcached -------------------------------------------------------------- */
-
-typedef struct {
-    pid_t pid;
-    int port;
-} tc_memcached_t;
-
-/* Starts /usr/bin/memcached on 127.0.0.1 (port 0 = pick a free one; else that port,
- * for a restart) and waits until it accepts connections.  Returns 0 or -1. */
-int tc_memcached_start(tc_memcached_t *m, int port);
-
-/* Stops it with sig (SIGKILL for a crash) and reaps it. */
-void tc_memcached_stop(tc_memcached_t *m, int sig);
 
 /* ---- the service --------------------------------------------------------------- */
 

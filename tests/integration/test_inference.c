@@ -12,35 +12,33 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "rpc/client.h"
+#include "support/channel.h"
+#include "support/inference_stream.h"
 #include "support/proc.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define DONE(reason) LLMSERVE__V1__FINISH_REASON__FINISH_REASON_##reason
-#define GENERATE "/llmserve.v1.Inference/Generate"
 
 static test_proc_t g_server;
 static rpc_client_t *g_client;
 static rpc_channel_t *g_ch;
-static char g_dir[64];
-static char g_model[128], g_tokfile[128];
+static test_tmpdir_t g_dir;
+static char g_model[192], g_tokfile[192];
 
 /* ---- model and server ----------------------------------------------------------------- */
 
 static void run_modelmaker(const char *const *shape)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-test-inference-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_model, sizeof(g_model), "%s/model.bin", g_dir);
-    snprintf(g_tokfile, sizeof(g_tokfile), "%s/tokenizer.bin", g_dir);
+    cr_assert_eq(test_tmpdir_make(&g_dir, "llmserve-test-inference"), 0);
+    test_tmpdir_file(&g_dir, "model.bin", g_model, sizeof(g_model));
+    test_tmpdir_file(&g_dir, "tokenizer.bin", g_tokfile, sizeof(g_tokfile));
     char *argv[32];
     int n = 0;
     argv[n++] = (char *)test_env_path("LLMSERVE_MODELMAKER");
@@ -51,19 +49,16 @@ static void run_modelmaker(const char *const *shape)
     for (; shape && *shape && n < 30; shape++)
         argv[n++] = (char *)*shape;
     argv[n] = NULL;
-    pid_t pid = test_spawn(argv);
-    cr_assert_geq(pid, 0);
-    int status = 0;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "modelmaker failed: %d", status);
+    int status = test_run(argv, 120000);
+    cr_assert_eq(status, 0, "modelmaker failed: %d", status);
 }
 
 static const char *const TINY[] = {"--preset", "tiny", NULL}; /* seq_len 256, vocab 512 */
 /* Slow enough that 1000 tokens take seconds on one thread of a fast CPU (~2.5 ms a token
  * with AVX-512), so cancels, deadlines and admission can be watched mid-generation. */
-static const char *const SLOW[] = {"--preset",   "tiny", "--dim",     "384", "--hidden-dim",
-                                   "1024",       "--layers", "8",     "--heads", "6",
-                                   "--kv-heads", "3",    "--seq-len", "1024", NULL};
+static const char *const SLOW[] = {"--preset",   "tiny",     "--dim",     "384",     "--hidden-dim",
+                                   "1024",       "--layers", "8",         "--heads", "6",
+                                   "--kv-heads", "3",        "--seq-len", "1024",    NULL};
 
 static void start_with(const char *const *shape, const char *const *extra)
 {
@@ -71,10 +66,21 @@ static void start_with(const char *const *shape, const char *const *extra)
     char *argv[48];
     int n = 0;
     argv[n++] = (char *)test_env_path("LLMSERVE_INFERENCE");
-    const char *base[] = {"--listen",        "127.0.0.1:0", "--model",   g_model,
-                          "--tokenizer",     g_tokfile,     "--pool",    "small",
-                          "--model-version", "v7",          "--threads", "1",
-                          "--rpc-threads",   "2",           NULL};
+    const char *base[] = {"--listen",
+                          "127.0.0.1:0",
+                          "--model",
+                          g_model,
+                          "--tokenizer",
+                          g_tokfile,
+                          "--pool",
+                          "small",
+                          "--model-version",
+                          "v7",
+                          "--cpu-threads",
+                          "1",
+                          "--rpc-threads",
+                          "2",
+                          NULL};
     for (const char *const *a = base; *a; a++)
         argv[n++] = (char *)*a;
     for (; extra && *extra && n < 46; extra++)
@@ -83,17 +89,8 @@ static void start_with(const char *const *shape, const char *const *extra)
     cr_assert_eq(test_proc_start(&g_server, argv, 30000), 0, "inference server did not start");
     g_client = rpc_client_create(1);
     cr_assert_not_null(g_client);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_server.port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_server.port, NULL);
     cr_assert_not_null(g_ch);
-}
-
-static void cleanup_files(void)
-{
-    unlink(g_model);
-    unlink(g_tokfile);
-    rmdir(g_dir);
 }
 
 /* Stops the server (if still running) and checks it exited 0: leaks and crashes at
@@ -108,268 +105,13 @@ static void stop_all(void)
         int status = test_proc_stop(&g_server, SIGTERM, 30000);
         cr_expect_eq(status, 0, "inference server exit status %d", status);
     }
-    cleanup_files();
+    test_tmpdir_remove(&g_dir);
 }
 
-/* ---- a Generate stream and what each request on it saw -------------------------------- */
-
-#define MAX_RECS 48
-
-typedef struct {
-    char id[160];
-    int started, tokens, terminal;
-    bool order_ok;
-    int ids[1024];
-    char text[4096];
-    size_t text_len;
-    uint32_t prompt_tokens, batch_size;
-    int reason, error;
-    char msg[256];
-    uint32_t completion_tokens, usage_prompt_tokens;
-    uint64_t ttft_us, total_us, queue_us, prefill_us, decode_us;
-    int64_t started_at, ended_at; /* when the client saw them */
-} rec_t;
-
-typedef struct {
-    pthread_mutex_t mu;
-    rpc_stream_t *s;
-    rec_t recs[MAX_RECS];
-    int n_recs;
-    int terminals;
-    int messages, events; /* received; more events than messages only with batching */
-    bool batch_seen;      /* a message carried InferenceEvent.batch */
-    bool ended;
-    rpc_status_t status;
-} gen_t;
-
-/* The record of id, created on first sight.  g->mu held. */
-static rec_t *do_rec(gen_t *g, const char *id)
+/* A Generate stream to the server: wait for ready, no deadline. */
+static inference_stream_t *gen_open(void)
 {
-    for (int i = 0; i < g->n_recs; i++)
-        if (strcmp(g->recs[i].id, id) == 0)
-            return &g->recs[i];
-    cr_assert_lt(g->n_recs, MAX_RECS);
-    rec_t *r = &g->recs[g->n_recs++];
-    memset(r, 0, sizeof(*r));
-    snprintf(r->id, sizeof(r->id), "%s", id);
-    r->order_ok = true;
-    return r;
-}
-
-/* One event.  g->mu held. */
-static void do_event(gen_t *g, const Llmserve__V1__InferenceEvent *ev)
-{
-    g->events++;
-    rec_t *r = do_rec(g, ev->request_id);
-    if (r->terminal)
-        r->order_ok = false;
-    switch (ev->kind_case) {
-    case LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED:
-        if (r->started++ || r->tokens)
-            r->order_ok = false;
-        r->prompt_tokens = ev->started->prompt_tokens;
-        r->batch_size = ev->started->batch_size;
-        r->started_at = ls_now_us();
-        r->queue_us = ev->started->queue_us;
-        break;
-    case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN: {
-        if (!r->started || ev->token->index != (uint32_t)r->tokens)
-            r->order_ok = false;
-        if (r->tokens < 1024)
-            r->ids[r->tokens] = ev->token->id;
-        r->tokens++;
-        size_t len = strlen(ev->token->text);
-        if (r->text_len + len < sizeof(r->text)) {
-            memcpy(r->text + r->text_len, ev->token->text, len);
-            r->text_len += len;
-            r->text[r->text_len] = '\0';
-        }
-        break;
-    }
-    case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE:
-        r->terminal++;
-        g->terminals++;
-        r->reason = ev->done->finish_reason;
-        if (ev->done->usage) {
-            r->completion_tokens = ev->done->usage->completion_tokens;
-            r->usage_prompt_tokens = ev->done->usage->prompt_tokens;
-        }
-        if (ev->done->timings) {
-            r->ttft_us = ev->done->timings->ttft_us;
-            r->total_us = ev->done->timings->total_us;
-            r->prefill_us = ev->done->timings->prefill_us;
-            r->decode_us = ev->done->timings->decode_us;
-        }
-        r->ended_at = ls_now_us();
-        break;
-    case LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR:
-        r->terminal++;
-        g->terminals++;
-        r->error = ev->error->code;
-        snprintf(r->msg, sizeof(r->msg), "%s", ev->error->message);
-        r->ended_at = ls_now_us();
-        break;
-    default:
-        r->order_ok = false;
-        break;
-    }
-}
-
-static void gen_on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
-{
-    (void)s;
-    gen_t *g = ud;
-    const Llmserve__V1__InferenceEvent *ev = (const Llmserve__V1__InferenceEvent *)msg;
-    pthread_mutex_lock(&g->mu);
-    g->messages++;
-    do_event(g, ev);
-    for (size_t i = 0; i < ev->n_batch; i++) {
-        g->batch_seen = true;
-        if (ev->batch[i]->n_batch)
-            do_rec(g, ev->batch[i]->request_id)->order_ok = false; /* no nesting */
-        do_event(g, ev->batch[i]);
-    }
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gen_on_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const rpc_md_t *t)
-{
-    (void)s;
-    (void)t;
-    gen_t *g = ud;
-    pthread_mutex_lock(&g->mu);
-    g->status = *st;
-    g->ended = true;
-    pthread_mutex_unlock(&g->mu);
-}
-
-/* Streams live in static storage for the whole test process: a failed assertion
- * leaves the test function while its streams may still call back, and criterion runs
- * each test in a process of its own. */
-static gen_t g_gens[40];
-static int g_n_gens;
-
-static gen_t *gen_open_md(int64_t timeout_us, const rpc_md_t *md)
-{
-    cr_assert_lt(g_n_gens, 40);
-    gen_t *g = &g_gens[g_n_gens++];
-    memset(g, 0, sizeof(*g));
-    pthread_mutex_init(&g->mu, NULL);
-    rpc_stream_handler_t h = {gen_on_message, gen_on_status};
-    rpc_call_opts_t opts = {.timeout_us = timeout_us, .wait_for_ready = true, .metadata = md};
-    g->s = rpc_stream_open(g_ch, GENERATE, &llmserve__v1__inference_event__descriptor, &h, g, &opts,
-                           0);
-    cr_assert_not_null(g->s);
-    return g;
-}
-
-static gen_t *gen_open_with(int64_t timeout_us)
-{
-    return gen_open_md(timeout_us, NULL);
-}
-
-static gen_t *gen_open(void)
-{
-    return gen_open_with(0);
-}
-
-/* Waits for the stream's end; releases it. */
-static bool gen_wait_end(gen_t *g, int timeout_ms)
-{
-    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
-    for (;;) {
-        pthread_mutex_lock(&g->mu);
-        bool ended = g->ended;
-        pthread_mutex_unlock(&g->mu);
-        if (ended)
-            return true;
-        if (ls_now_us() >= end)
-            return false;
-        ls_sleep_us(2000);
-    }
-}
-
-static void gen_release(gen_t *g)
-{
-    rpc_stream_release(g->s);
-    g->s = NULL;
-}
-
-typedef struct {
-    const char *prompt;
-    int max_tokens;
-    bool ignore_eos;
-    float temperature, top_p;
-    int top_k;
-    uint32_t timeout_ms;
-    const int32_t *tokens;
-    size_t n_tokens;
-    char **stop;
-    size_t n_stop;
-    Llmserve__V1__ChatMessage **messages;
-    size_t n_messages;
-} params_t;
-
-static void gen_submit(gen_t *g, const char *id, const params_t *p)
-{
-    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
-    sp.max_tokens = p->max_tokens;
-    sp.ignore_eos = p->ignore_eos;
-    sp.temperature = p->temperature;
-    sp.top_p = p->top_p;
-    sp.top_k = p->top_k;
-    sp.stop = p->stop;
-    sp.n_stop = p->n_stop;
-    Llmserve__V1__InferenceSubmit sub = LLMSERVE__V1__INFERENCE_SUBMIT__INIT;
-    sub.request_id = (char *)id;
-    sub.prompt = (char *)(p->prompt ? p->prompt : "");
-    sub.sampling = &sp;
-    sub.timeout_ms = p->timeout_ms;
-    sub.prompt_tokens = (int32_t *)p->tokens;
-    sub.n_prompt_tokens = p->n_tokens;
-    sub.messages = p->messages;
-    sub.n_messages = p->n_messages;
-    Llmserve__V1__InferenceRequest req = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
-    req.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT;
-    req.submit = &sub;
-    cr_assert_eq(rpc_stream_send(g->s, &req.base), LS_OK, "send %s", id);
-}
-
-static void gen_cancel(gen_t *g, const char *id)
-{
-    Llmserve__V1__InferenceCancel c = LLMSERVE__V1__INFERENCE_CANCEL__INIT;
-    c.request_id = (char *)id;
-    Llmserve__V1__InferenceRequest req = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
-    req.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_CANCEL;
-    req.cancel = &c;
-    cr_assert_eq(rpc_stream_send(g->s, &req.base), LS_OK);
-}
-
-/* Waits until id has had n_terminal terminal events (when n_tokens is 0) or n_tokens
- * tokens; returns a copy of its record. */
-static rec_t gen_wait_n(gen_t *g, const char *id, int n_tokens, int n_terminal, int timeout_ms)
-{
-    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
-    rec_t out;
-    for (;;) {
-        pthread_mutex_lock(&g->mu);
-        rec_t *r = do_rec(g, id);
-        bool ready =
-            n_tokens > 0 ? r->tokens >= n_tokens || r->terminal > 0 : r->terminal >= n_terminal;
-        out = *r;
-        pthread_mutex_unlock(&g->mu);
-        if (ready)
-            return out;
-        cr_assert_lt(ls_now_us(), end, "request %s: no %s in %d ms (tokens %d)", id,
-                     n_tokens > 0 ? "tokens" : "terminal event", timeout_ms, out.tokens);
-        ls_sleep_us(1000);
-    }
-}
-
-/* Waits for id's terminal event (n_tokens 0) or its first n_tokens tokens. */
-static rec_t gen_wait(gen_t *g, const char *id, int n_tokens, int timeout_ms)
-{
-    return gen_wait_n(g, id, n_tokens, 1, timeout_ms);
+    return inference_stream_open(g_ch, NULL);
 }
 
 /* ---- tests: the tiny model ------------------------------------------------------------ */
@@ -439,21 +181,22 @@ Test(inference, health_is_serving_once_loaded)
 Test(inference, thirty_two_concurrent_streams_complete_with_exact_counts)
 {
     enum { N = 32 };
-    gen_t *gens[N];
+    inference_stream_t *gens[N];
     for (int i = 0; i < N; i++) {
         gens[i] = gen_open();
-        params_t p = {.prompt = "once upon a time",
-                      .max_tokens = 10 + i,
-                      .ignore_eos = true,
-                      .temperature = i % 3 ? 0.9f : 0.0f};
-        gen_submit(gens[i], "only", &p);
-        cr_assert_eq(rpc_stream_close_send(gens[i]->s), LS_OK);
+        inference_stream_req_t p = {.prompt = "once upon a time",
+                                    .max_tokens = 10 + i,
+                                    .ignore_eos = true,
+                                    .temperature = i % 3 ? 0.9f : 0.0f};
+        inference_stream_submit(gens[i], "only", &p);
+        cr_assert_eq(inference_stream_close_send(gens[i]), LS_OK);
     }
     for (int i = 0; i < N; i++) {
-        rec_t r = gen_wait(gens[i], "only", 0, 120000);
-        cr_assert(gen_wait_end(gens[i], 10000), "stream %d did not end after its request", i);
-        cr_assert_eq(gens[i]->status.code, GRPC_STATUS_OK, "stream %d: %s", i,
-                     gens[i]->status.details);
+        inference_stream_rec_t r = inference_stream_wait(gens[i], "only", 0, 120000);
+        cr_assert(inference_stream_wait_end(gens[i], 10000),
+                  "stream %d did not end after its request", i);
+        rpc_status_t st = inference_stream_status(gens[i]);
+        cr_assert_eq(st.code, GRPC_STATUS_OK, "stream %d: %s", i, st.details);
         cr_assert(r.order_ok, "stream %d: events out of order", i);
         cr_assert_eq(r.started, 1);
         cr_assert_eq(r.terminal, 1);
@@ -465,14 +208,14 @@ Test(inference, thirty_two_concurrent_streams_complete_with_exact_counts)
         cr_assert_gt(r.ttft_us, 0);
         cr_assert_geq(r.total_us, r.ttft_us);
         cr_assert_leq(r.batch_size, 8);
-        gen_release(gens[i]);
+        inference_stream_destroy(gens[i]);
     }
 }
 
 Test(inference, many_requests_multiplexed_on_one_stream)
 {
     enum { N = 40 };
-    gen_t *g = gen_open();
+    inference_stream_t *g = gen_open();
     Llmserve__V1__ChatMessage sys = LLMSERVE__V1__CHAT_MESSAGE__INIT;
     sys.role = LLMSERVE__V1__CHAT_ROLE__CHAT_ROLE_SYSTEM;
     sys.content = "Be brief.";
@@ -483,24 +226,26 @@ Test(inference, many_requests_multiplexed_on_one_stream)
     for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof(id), "m%d", i);
-        params_t p = {
+        inference_stream_req_t p = {
             .prompt = i % 4 == 3 ? NULL : "the sun", .max_tokens = 5 + i, .ignore_eos = true};
         if (i % 4 == 3) {
             p.messages = chat;
             p.n_messages = 2;
         }
-        gen_submit(g, id, &p);
+        inference_stream_submit(g, id, &p);
     }
-    cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-    cr_assert(gen_wait_end(g, 120000), "stream did not end after its requests");
-    cr_assert_eq(g->status.code, GRPC_STATUS_OK, "%s", g->status.details);
-    cr_assert_eq(g->n_recs, N);
-    cr_assert_eq(g->terminals, N);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 120000), "stream did not end after its requests");
+    rpc_status_t st = inference_stream_status(g);
+    cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
+    inference_stream_counts_t c = inference_stream_counts(g);
+    cr_assert_eq(c.requests, N);
+    cr_assert_eq(c.terminals, N);
     uint32_t chat_prompt = 0;
     for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof(id), "m%d", i);
-        rec_t r = gen_wait(g, id, 0, 1000);
+        inference_stream_rec_t r = inference_stream_wait(g, id, 0, 1000);
         cr_assert(r.order_ok, "%s: out of order", id);
         cr_assert_eq(r.terminal, 1);
         cr_assert_eq(r.reason, DONE(LENGTH), "%s: reason %d error %d %s", id, r.reason, r.error,
@@ -511,7 +256,7 @@ Test(inference, many_requests_multiplexed_on_one_stream)
     }
     /* "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nTell me a story. [/INST]" is many tokens. */
     cr_assert_gt(chat_prompt, 10, "chat prompt had %u tokens", chat_prompt);
-    gen_release(g);
+    inference_stream_destroy(g);
 }
 
 Test(inference, event_batching_packs_a_steps_events_when_asked_and_only_then)
@@ -520,22 +265,25 @@ Test(inference, event_batching_packs_a_steps_events_when_asked_and_only_then)
     static const char *const prompts[] = {"a small red hen", "bees", "the old tree"};
     rpc_md_t md = RPC_MD_INIT;
     cr_assert_eq(rpc_md_add(&md, "llmserve-event-batch", "1"), LS_OK);
-    gen_t *both[2] = {gen_open_md(0, &md), gen_open()};
+    rpc_call_opts_t batched = {.wait_for_ready = true, .metadata = &md};
+    inference_stream_t *both[2] = {inference_stream_open(g_ch, &batched), gen_open()};
     for (int k = 0; k < 2; k++) {
-        gen_t *g = both[k];
+        inference_stream_t *g = both[k];
         for (int i = 0; i < N; i++) {
             char id[16];
             snprintf(id, sizeof(id), "b%d", i);
-            params_t p = {.prompt = prompts[i % 3], .max_tokens = TOKENS, .ignore_eos = true};
-            gen_submit(g, id, &p);
+            inference_stream_req_t p = {
+                .prompt = prompts[i % 3], .max_tokens = TOKENS, .ignore_eos = true};
+            inference_stream_submit(g, id, &p);
         }
-        cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-        cr_assert(gen_wait_end(g, 60000));
-        cr_assert_eq(g->status.code, GRPC_STATUS_OK, "%s", g->status.details);
+        cr_assert_eq(inference_stream_close_send(g), LS_OK);
+        cr_assert(inference_stream_wait_end(g, 60000));
+        rpc_status_t st = inference_stream_status(g);
+        cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
         for (int i = 0; i < N; i++) {
             char id[16];
             snprintf(id, sizeof(id), "b%d", i);
-            rec_t r = gen_wait(g, id, 0, 1000);
+            inference_stream_rec_t r = inference_stream_wait(g, id, 0, 1000);
             cr_assert(r.order_ok, "%s: events out of order", id);
             cr_assert_eq(r.started, 1);
             cr_assert_eq(r.tokens, TOKENS, "%s: %d tokens", id, r.tokens);
@@ -543,69 +291,72 @@ Test(inference, event_batching_packs_a_steps_events_when_asked_and_only_then)
             cr_assert_eq(r.reason, DONE(LENGTH));
         }
         /* started + tokens + done for each request */
-        cr_assert_eq(g->events, N * (TOKENS + 2));
+        cr_assert_eq(inference_stream_counts(g).events, N * (TOKENS + 2));
     }
     /* Asked: requests decoding together share messages.  Not asked: one event each. */
-    cr_assert(both[0]->batch_seen);
-    cr_assert_lt(both[0]->messages, both[0]->events / 2, "%d messages for %d events",
-                 both[0]->messages, both[0]->events);
-    cr_assert_not(both[1]->batch_seen);
-    cr_assert_eq(both[1]->messages, both[1]->events);
+    inference_stream_counts_t asked = inference_stream_counts(both[0]);
+    inference_stream_counts_t not_asked = inference_stream_counts(both[1]);
+    cr_assert(asked.batch_seen);
+    cr_assert_lt(asked.messages, asked.events / 2, "%d messages for %d events", asked.messages,
+                 asked.events);
+    cr_assert_not(not_asked.batch_seen);
+    cr_assert_eq(not_asked.messages, not_asked.events);
     /* The same requests gave the same text either way. */
     for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof(id), "b%d", i);
-        rec_t a = gen_wait(both[0], id, 0, 0), b = gen_wait(both[1], id, 0, 0);
+        inference_stream_rec_t a = inference_stream_wait(both[0], id, 0, 0),
+                               b = inference_stream_wait(both[1], id, 0, 0);
         cr_assert_str_eq(a.text, b.text, "%s", id);
     }
-    gen_release(both[0]);
-    gen_release(both[1]);
+    inference_stream_destroy(both[0]);
+    inference_stream_destroy(both[1]);
     rpc_md_clear(&md);
 }
 
 Test(inference, greedy_output_is_the_same_alone_and_in_a_batch)
 {
-    params_t p = {.prompt = "a small red hen", .max_tokens = 30, .ignore_eos = true};
-    gen_t *g = gen_open();
-    gen_submit(g, "alone", &p);
-    rec_t alone = gen_wait(g, "alone", 0, 60000);
+    inference_stream_req_t p = {.prompt = "a small red hen", .max_tokens = 30, .ignore_eos = true};
+    inference_stream_t *g = gen_open();
+    inference_stream_submit(g, "alone", &p);
+    inference_stream_rec_t alone = inference_stream_wait(g, "alone", 0, 60000);
     cr_assert_eq(alone.tokens, 30);
 
     /* The same request again while seven others with other prompts and sampling run.  It is
      * sent right behind them, so it joins their batch unless this machine stalls the server
      * for their whole 200 steps; such a stall is retried, a batch that was shared is not. */
-    rec_t batched = {0};
+    inference_stream_rec_t batched = {0};
     for (int attempt = 0; attempt < 3 && batched.batch_size <= 1; attempt++) {
         for (int i = 0; i < 7; i++) {
             char id[16];
             snprintf(id, sizeof(id), "o%d-%d", attempt, i);
-            params_t q = {.prompt = i % 2 ? "bees" : "the old tree by the river",
-                          .max_tokens = 200,
-                          .ignore_eos = true,
-                          .temperature = 0.7f * (float)(i % 3)};
-            gen_submit(g, id, &q);
+            inference_stream_req_t q = {.prompt = i % 2 ? "bees" : "the old tree by the river",
+                                        .max_tokens = 200,
+                                        .ignore_eos = true,
+                                        .temperature = 0.7f * (float)(i % 3)};
+            inference_stream_submit(g, id, &q);
         }
         char id[16];
         snprintf(id, sizeof(id), "batched%d", attempt);
-        gen_submit(g, id, &p);
-        batched = gen_wait(g, id, 0, 60000);
+        inference_stream_submit(g, id, &p);
+        batched = inference_stream_wait(g, id, 0, 60000);
     }
     cr_assert_gt(batched.batch_size, 1, "the repeat did not share a batch in 3 tries");
     cr_assert_eq(batched.tokens, 30);
     cr_assert_eq(memcmp(alone.ids, batched.ids, 30 * sizeof(int)), 0,
                  "greedy tokens changed with batching");
     cr_assert_str_eq(alone.text, batched.text);
-    cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-    cr_assert(gen_wait_end(g, 60000));
-    gen_release(g);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 60000));
+    inference_stream_destroy(g);
 }
 
 Test(inference, stop_string_is_not_sent)
 {
-    gen_t *g = gen_open();
-    params_t p = {.prompt = "one two three", .max_tokens = 80, .ignore_eos = true};
-    gen_submit(g, "full", &p);
-    rec_t full = gen_wait(g, "full", 0, 60000);
+    inference_stream_t *g = gen_open();
+    inference_stream_req_t p = {.prompt = "one two three", .max_tokens = 80, .ignore_eos = true};
+    inference_stream_submit(g, "full", &p);
+    inference_stream_rec_t full = inference_stream_wait(g, "full", 0, 60000);
     cr_assert_gt(full.text_len, 10);
     size_t at = full.text_len / 2;
     while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
@@ -619,18 +370,18 @@ Test(inference, stop_string_is_not_sent)
     char *stops[] = {stop};
     p.stop = stops;
     p.n_stop = 1;
-    gen_submit(g, "cut", &p);
-    rec_t cut = gen_wait(g, "cut", 0, 60000);
+    inference_stream_submit(g, "cut", &p);
+    inference_stream_rec_t cut = inference_stream_wait(g, "cut", 0, 60000);
     cr_assert_eq(cut.reason, DONE(STOP));
     cr_assert_eq(cut.text_len, first, "got \"%s\" for stop \"%s\" in \"%s\"", cut.text, stop,
                  full.text);
     cr_assert_null(strstr(cut.text, stop));
-    gen_release(g);
+    inference_stream_destroy(g);
 }
 
 Test(inference, bad_inputs_each_get_invalid_argument_and_the_stream_goes_on)
 {
-    gen_t *g = gen_open();
+    inference_stream_t *g = gen_open();
     int32_t out_of_range[] = {1, 512};
     static int32_t too_many[256];
     for (int i = 0; i < 256; i++)
@@ -653,7 +404,7 @@ Test(inference, bad_inputs_each_get_invalid_argument_and_the_stream_goes_on)
 
     struct {
         const char *id;
-        params_t p;
+        inference_stream_req_t p;
         const char *why;
     } cases[] = {
         {"utf8", {.prompt = "bad \xc3\x28"}, "UTF-8"},
@@ -676,34 +427,34 @@ Test(inference, bad_inputs_each_get_invalid_argument_and_the_stream_goes_on)
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
     for (size_t i = 0; i < n; i++)
-        gen_submit(g, cases[i].id, &cases[i].p);
+        inference_stream_submit(g, cases[i].id, &cases[i].p);
     char long_id[140];
     memset(long_id, 'i', 129);
     long_id[129] = '\0';
-    params_t ok = {.prompt = "x", .max_tokens = 3, .ignore_eos = true};
-    gen_submit(g, long_id, &ok);
+    inference_stream_req_t ok = {.prompt = "x", .max_tokens = 3, .ignore_eos = true};
+    inference_stream_submit(g, long_id, &ok);
 
     for (size_t i = 0; i < n; i++) {
-        rec_t r = gen_wait(g, cases[i].id, 0, 10000);
+        inference_stream_rec_t r = inference_stream_wait(g, cases[i].id, 0, 10000);
         cr_assert_eq(r.error, GRPC_STATUS_INVALID_ARGUMENT, "case %s: error %d reason %d",
                      cases[i].id, r.error, r.reason);
         cr_assert(strstr(r.msg, cases[i].why), "case %s: message \"%s\"", cases[i].id, r.msg);
         cr_assert_eq(r.started + r.tokens, 0, "case %s: events before the error", cases[i].id);
         cr_assert_eq(r.terminal, 1);
     }
-    rec_t r = gen_wait(g, long_id, 0, 10000);
+    inference_stream_rec_t r = inference_stream_wait(g, long_id, 0, 10000);
     cr_assert_eq(r.error, GRPC_STATUS_INVALID_ARGUMENT);
     cr_assert(strstr(r.msg, "129"), "%s", r.msg);
 
     /* The stream is still good. */
-    gen_submit(g, "after", &ok);
-    rec_t after = gen_wait(g, "after", 0, 30000);
+    inference_stream_submit(g, "after", &ok);
+    inference_stream_rec_t after = inference_stream_wait(g, "after", 0, 30000);
     cr_assert_eq(after.reason, DONE(LENGTH));
     cr_assert_eq(after.tokens, 3);
-    cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-    cr_assert(gen_wait_end(g, 30000));
-    cr_assert_eq(g->status.code, GRPC_STATUS_OK);
-    gen_release(g);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 30000));
+    cr_assert_eq(inference_stream_status(g).code, GRPC_STATUS_OK);
+    inference_stream_destroy(g);
 }
 
 /* ---- tests: the slow model ------------------------------------------------------------ */
@@ -715,106 +466,104 @@ Test(slow, cancel_mid_generation_frees_the_slot_for_the_next_request)
     /* The KV budget holds exactly one full-length sequence. */
     static const char *const extra[] = {"--max-batch", "4", "--kv-budget-tokens", "1024", NULL};
     start_with(SLOW, extra);
-    gen_t *g = gen_open();
+    inference_stream_t *g = gen_open();
     /* max_tokens above the room is clamped: a reserves the whole context. */
-    params_t big = {.prompt = "go", .max_tokens = 5000, .ignore_eos = true};
-    gen_submit(g, "a", &big);
-    gen_wait(g, "a", 3, 60000);
-    params_t small = {.prompt = "next", .max_tokens = 12, .ignore_eos = true};
-    gen_submit(g, "b", &small);
+    inference_stream_req_t big = {.prompt = "go", .max_tokens = 5000, .ignore_eos = true};
+    inference_stream_submit(g, "a", &big);
+    inference_stream_wait(g, "a", 3, 60000);
+    inference_stream_req_t small = {.prompt = "next", .max_tokens = 12, .ignore_eos = true};
+    inference_stream_submit(g, "b", &small);
     ls_sleep_us(100000);
-    pthread_mutex_lock(&g->mu);
-    int b_started = do_rec(g, "b")->started;
-    pthread_mutex_unlock(&g->mu);
+    int b_started = inference_stream_get(g, "b").started;
     cr_assert_eq(b_started, 0, "b must wait while a holds the whole KV budget");
 
-    gen_cancel(g, "no-such-request"); /* ignored: no event */
-    gen_cancel(g, "a");
-    rec_t a = gen_wait(g, "a", 0, 10000);
+    inference_stream_cancel(g, "no-such-request"); /* ignored: no event */
+    inference_stream_cancel(g, "a");
+    inference_stream_rec_t a = inference_stream_wait(g, "a", 0, 10000);
     cr_assert_eq(a.reason, DONE(CANCELLED), "reason %d error %d", a.reason, a.error);
     cr_assert_lt(a.tokens, 1000);
     cr_assert_eq(a.prompt_tokens + a.tokens < 1024, true);
     cr_assert_eq(a.completion_tokens, (uint32_t)a.tokens);
-    rec_t b = gen_wait(g, "b", 0, 60000);
+    inference_stream_rec_t b = inference_stream_wait(g, "b", 0, 60000);
     cr_assert_eq(b.reason, DONE(LENGTH));
     cr_assert_eq(b.tokens, 12);
     /* b was admitted only once a's KV came back (one stream: events arrive in order). */
     cr_assert_geq(b.started_at, a.ended_at, "b started before a ended");
     cr_assert_gt(b.queue_us, 0);
-    cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-    cr_assert(gen_wait_end(g, 30000));
-    cr_assert_eq(g->status.code, GRPC_STATUS_OK);
-    pthread_mutex_lock(&g->mu);
-    cr_assert_eq(g->n_recs, 2, "the cancel of an unknown id made an event");
-    pthread_mutex_unlock(&g->mu);
-    gen_release(g);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 30000));
+    cr_assert_eq(inference_stream_status(g).code, GRPC_STATUS_OK);
+    cr_assert_eq(inference_stream_counts(g).requests, 2,
+                 "the cancel of an unknown id made an event");
+    inference_stream_destroy(g);
 }
 
 Test(slow, duplicate_id_is_refused_and_the_first_goes_on)
 {
     start_with(SLOW, NULL);
-    gen_t *g = gen_open();
+    inference_stream_t *g = gen_open();
     /* 150 slow tokens: far longer than the second submit takes to arrive. */
-    params_t first = {.prompt = "go on", .max_tokens = 150, .ignore_eos = true};
-    params_t second = {.prompt = "x", .max_tokens = 3, .ignore_eos = true};
-    gen_submit(g, "dup", &first);
-    gen_submit(g, "dup", &second);
-    gen_submit(g, "after", &second);
-    rec_t after = gen_wait(g, "after", 0, 30000);
+    inference_stream_req_t first = {.prompt = "go on", .max_tokens = 150, .ignore_eos = true};
+    inference_stream_req_t second = {.prompt = "x", .max_tokens = 3, .ignore_eos = true};
+    inference_stream_submit(g, "dup", &first);
+    inference_stream_submit(g, "dup", &second);
+    inference_stream_submit(g, "after", &second);
+    inference_stream_rec_t after = inference_stream_wait(g, "after", 0, 30000);
     cr_assert_eq(after.reason, DONE(LENGTH));
     cr_assert_eq(after.tokens, 3);
-    rec_t dup = gen_wait_n(g, "dup", 0, 2, 30000);
+    inference_stream_rec_t dup = inference_stream_wait_terminals(g, "dup", 2, 30000);
     cr_assert_eq(dup.terminal, 2, "one ALREADY_EXISTS error plus the first request's done");
     cr_assert_eq(dup.error, GRPC_STATUS_ALREADY_EXISTS, "%d %s", dup.error, dup.msg);
     cr_assert_eq(dup.reason, DONE(LENGTH));
     cr_assert_eq(dup.tokens, 150, "the first request went on undisturbed");
-    cr_assert_eq(rpc_stream_close_send(g->s), LS_OK);
-    cr_assert(gen_wait_end(g, 30000));
-    gen_release(g);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 30000));
+    inference_stream_destroy(g);
 }
 
 Test(slow, full_queue_answers_resource_exhausted_at_once)
 {
     static const char *const extra[] = {"--max-batch", "1", "--max-queue", "2", NULL};
     start_with(SLOW, extra);
-    gen_t *g = gen_open();
-    params_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
-    gen_submit(g, "run", &big);
-    gen_wait(g, "run", 1, 60000);
-    gen_submit(g, "q1", &big);
-    gen_submit(g, "q2", &big);
+    inference_stream_t *g = gen_open();
+    inference_stream_req_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
+    inference_stream_submit(g, "run", &big);
+    inference_stream_wait(g, "run", 1, 60000);
+    inference_stream_submit(g, "q1", &big);
+    inference_stream_submit(g, "q2", &big);
     int64_t t0 = ls_now_us();
-    gen_submit(g, "over", &big);
-    rec_t over = gen_wait(g, "over", 0, 10000);
+    inference_stream_submit(g, "over", &big);
+    inference_stream_rec_t over = inference_stream_wait(g, "over", 0, 10000);
     cr_assert_eq(over.error, GRPC_STATUS_RESOURCE_EXHAUSTED, "%d %s", over.error, over.msg);
     cr_assert_lt(over.ended_at - t0, 2000000, "the refusal must not wait for the batch");
-    gen_cancel(g, "run");
-    gen_cancel(g, "q1");
-    gen_cancel(g, "q2");
-    params_t small = {.prompt = "x", .max_tokens = 4, .ignore_eos = true};
-    rec_t run = gen_wait(g, "run", 0, 10000);
-    rec_t q1 = gen_wait(g, "q1", 0, 10000);
-    rec_t q2 = gen_wait(g, "q2", 0, 10000);
+    inference_stream_cancel(g, "run");
+    inference_stream_cancel(g, "q1");
+    inference_stream_cancel(g, "q2");
+    inference_stream_req_t small = {.prompt = "x", .max_tokens = 4, .ignore_eos = true};
+    inference_stream_rec_t run = inference_stream_wait(g, "run", 0, 10000);
+    inference_stream_rec_t q1 = inference_stream_wait(g, "q1", 0, 10000);
+    inference_stream_rec_t q2 = inference_stream_wait(g, "q2", 0, 10000);
     cr_assert_eq(run.reason, DONE(CANCELLED));
     cr_assert_eq(q1.reason, DONE(CANCELLED));
     cr_assert_eq(q2.reason, DONE(CANCELLED));
-    gen_submit(g, "later", &small); /* the stream stayed open */
-    rec_t later = gen_wait(g, "later", 0, 30000);
+    inference_stream_submit(g, "later", &small); /* the stream stayed open */
+    inference_stream_rec_t later = inference_stream_wait(g, "later", 0, 30000);
     cr_assert_eq(later.reason, DONE(LENGTH));
     cr_assert_eq(later.tokens, 4);
-    gen_release(g);
+    inference_stream_destroy(g);
 }
 
 Test(slow, deadlines_are_respected)
 {
     static const char *const extra[] = {"--max-batch", "1", "--kv-budget-tokens", "1024", NULL};
     start_with(SLOW, extra);
-    gen_t *g = gen_open();
+    inference_stream_t *g = gen_open();
     /* Running: the request's own timeout ends it (done DEADLINE once it has a token). */
-    params_t timed = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true, .timeout_ms = 300};
+    inference_stream_req_t timed = {
+        .prompt = "go", .max_tokens = 1000, .ignore_eos = true, .timeout_ms = 300};
     int64_t t0 = ls_now_us();
-    gen_submit(g, "timed", &timed);
-    rec_t r = gen_wait(g, "timed", 0, 30000);
+    inference_stream_submit(g, "timed", &timed);
+    inference_stream_rec_t r = inference_stream_wait(g, "timed", 0, 30000);
     int64_t took = r.ended_at - t0;
     cr_assert_lt(took, 2500000, "a 300 ms deadline took %lld us", (long long)took);
     cr_assert_geq(took, 250000, "ended before its deadline: %lld us", (long long)took);
@@ -826,56 +575,57 @@ Test(slow, deadlines_are_respected)
     }
 
     /* Queued: waiting behind a long request until its deadline passes. */
-    params_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
-    gen_submit(g, "long", &big);
-    gen_wait(g, "long", 1, 60000);
-    params_t queued = {.prompt = "x", .max_tokens = 4, .timeout_ms = 150};
-    gen_submit(g, "queued", &queued);
-    rec_t q = gen_wait(g, "queued", 0, 30000);
+    inference_stream_req_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
+    inference_stream_submit(g, "long", &big);
+    inference_stream_wait(g, "long", 1, 60000);
+    inference_stream_req_t queued = {.prompt = "x", .max_tokens = 4, .timeout_ms = 150};
+    inference_stream_submit(g, "queued", &queued);
+    inference_stream_rec_t q = inference_stream_wait(g, "queued", 0, 30000);
     cr_assert_eq(q.error, GRPC_STATUS_DEADLINE_EXCEEDED, "%d %s", q.error, q.msg);
     cr_assert_eq(q.started, 0);
-    gen_cancel(g, "long");
-    gen_wait(g, "long", 0, 10000);
-    gen_release(g);
+    inference_stream_cancel(g, "long");
+    inference_stream_wait(g, "long", 0, 10000);
+    inference_stream_destroy(g);
 
     /* The call's own deadline ends the stream; its request's KV comes back, so a
      * request needing the whole budget still runs afterwards. */
-    gen_t *d = gen_open_with(400000);
-    gen_submit(d, "doomed", &big);
-    cr_assert(gen_wait_end(d, 10000), "a stream with a 400 ms deadline did not end");
-    cr_assert_eq(d->status.code, GRPC_STATUS_DEADLINE_EXCEEDED, "%d %s", d->status.code,
-                 d->status.details);
-    gen_release(d);
-    gen_t *after = gen_open();
-    params_t whole = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
-    gen_submit(after, "whole", &whole);
-    rec_t w = gen_wait(after, "whole", 1, 30000);
+    rpc_call_opts_t deadline = {.timeout_us = 400000, .wait_for_ready = true};
+    inference_stream_t *d = inference_stream_open(g_ch, &deadline);
+    inference_stream_submit(d, "doomed", &big);
+    cr_assert(inference_stream_wait_end(d, 10000), "a stream with a 400 ms deadline did not end");
+    rpc_status_t st = inference_stream_status(d);
+    cr_assert_eq(st.code, GRPC_STATUS_DEADLINE_EXCEEDED, "%d %s", st.code, st.details);
+    inference_stream_destroy(d);
+    inference_stream_t *after = gen_open();
+    inference_stream_req_t whole = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
+    inference_stream_submit(after, "whole", &whole);
+    inference_stream_rec_t w = inference_stream_wait(after, "whole", 1, 30000);
     cr_assert_eq(w.error, 0, "%d %s", w.error, w.msg);
-    gen_cancel(after, "whole");
-    w = gen_wait(after, "whole", 0, 10000);
+    inference_stream_cancel(after, "whole");
+    w = inference_stream_wait(after, "whole", 0, 10000);
     cr_assert_eq(w.reason, DONE(CANCELLED));
-    gen_release(after);
+    inference_stream_destroy(after);
 }
 
 Test(slow, sigterm_with_requests_in_flight_ends_each_once_and_exits_zero)
 {
     static const char *const extra[] = {"--max-batch", "2", "--grace-ms", "300", NULL};
     start_with(SLOW, extra);
-    gen_t *g = gen_open();
-    params_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
-    params_t small = {.prompt = "hi", .max_tokens = 3, .ignore_eos = true};
+    inference_stream_t *g = gen_open();
+    inference_stream_req_t big = {.prompt = "go", .max_tokens = 1000, .ignore_eos = true};
+    inference_stream_req_t small = {.prompt = "hi", .max_tokens = 3, .ignore_eos = true};
     const char *ids[] = {"r0", "r1", "r2", "r3", "quick"};
-    gen_submit(g, "quick", &small);
+    inference_stream_submit(g, "quick", &small);
     for (int i = 0; i < 4; i++)
-        gen_submit(g, ids[i], &big);
-    gen_wait(g, "r0", 1, 60000);
+        inference_stream_submit(g, ids[i], &big);
+    inference_stream_wait(g, "r0", 1, 60000);
 
     cr_assert_eq(kill(g_server.pid, SIGTERM), 0);
-    cr_assert(gen_wait_end(g, 20000), "stream did not end at shutdown");
+    cr_assert(inference_stream_wait_end(g, 20000), "stream did not end at shutdown");
     int status = test_proc_stop(&g_server, SIGTERM, 20000);
     cr_assert_eq(status, 0, "exit status %d", status);
     for (int i = 0; i < 5; i++) {
-        rec_t r = gen_wait(g, ids[i], 0, 1000);
+        inference_stream_rec_t r = inference_stream_wait(g, ids[i], 0, 1000);
         cr_assert_eq(r.terminal, 1, "%s: %d terminal events", ids[i], r.terminal);
         cr_assert(r.order_ok, "%s: events out of order", ids[i]);
         if (r.error)
@@ -883,9 +633,9 @@ Test(slow, sigterm_with_requests_in_flight_ends_each_once_and_exits_zero)
         else
             cr_assert_eq(r.reason, DONE(LENGTH), "%s: reason %d", ids[i], r.reason);
     }
-    rec_t quick = gen_wait(g, "quick", 0, 1000);
+    inference_stream_rec_t quick = inference_stream_wait(g, "quick", 0, 1000);
     cr_assert_eq(quick.reason, DONE(LENGTH), "a short request finishes within the grace");
-    cr_assert_eq(g->status.code, GRPC_STATUS_UNAVAILABLE, "%d %s", g->status.code,
-                 g->status.details);
-    gen_release(g);
+    rpc_status_t st = inference_stream_status(g);
+    cr_assert_eq(st.code, GRPC_STATUS_UNAVAILABLE, "%d %s", st.code, st.details);
+    inference_stream_destroy(g);
 }

@@ -35,9 +35,7 @@ static void start_server_with(const char *const *extra)
     cr_assert_eq(test_proc_start(&g_server, argv, 15000), 0, "echo server did not start");
     g_client = rpc_client_create(1);
     cr_assert_not_null(g_client);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_server.port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_server.port, NULL);
     cr_assert_not_null(g_ch);
     /* Seen under the sanitizers without it: "connection attempt timed out before
      * receiving SETTINGS frame" on a test's first, fail-fast, call. */

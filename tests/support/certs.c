@@ -8,10 +8,10 @@
 int test_certs_make(test_certs_t *c)
 {
     memset(c, 0, sizeof(*c));
-    snprintf(c->dir, sizeof(c->dir), "/tmp/llmserve-certs-XXXXXX");
-    if (!mkdtemp(c->dir))
+    if (test_tmpdir_make(&c->tmp, "llmserve-certs") != 0)
         return -1;
-#define P(field, name) snprintf(c->field, sizeof(c->field), "%s/" name, c->dir)
+    c->dir = c->tmp.path;
+#define P(field, name) test_tmpdir_file(&c->tmp, name, c->field, sizeof(c->field))
     P(ca, "ca.pem");
     P(server_cert, "server.pem");
     P(server_key, "server.key");
@@ -50,11 +50,7 @@ int test_certs_make(test_certs_t *c)
 
 void test_certs_remove(test_certs_t *c)
 {
-    if (!c->dir[0])
-        return;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", c->dir);
-    c->dir[0] = '\0';
+    if (test_tmpdir_remove(&c->tmp) != 0)
+        fprintf(stderr, "test_certs_remove: could not remove everything\n");
+    c->dir = NULL;
 }

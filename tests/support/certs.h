@@ -10,14 +10,17 @@
 #ifndef TEST_CERTS_H
 #define TEST_CERTS_H
 
+#include "support/tmpdir.h"
+
 typedef struct {
-    char dir[64];
-    char ca[128];                       /* the test CA's certificate */
-    char server_cert[128], server_key[128];
-    char client_cert[128], client_key[128];
-    char rogue_ca[128];                 /* a CA nobody trusts */
-    char rogue_cert[128], rogue_key[128];     /* client certificate from the rogue CA */
-    char expired_cert[128], expired_key[128]; /* server certificate that expired a day ago */
+    test_tmpdir_t tmp;
+    const char *dir; /* tmp.path */
+    char ca[160];                       /* the test CA's certificate */
+    char server_cert[160], server_key[160];
+    char client_cert[160], client_key[160];
+    char rogue_ca[160];                 /* a CA nobody trusts */
+    char rogue_cert[160], rogue_key[160];     /* client certificate from the rogue CA */
+    char expired_cert[160], expired_key[160]; /* server certificate that expired a day ago */
 } test_certs_t;
 
 /* Makes every file under a new /tmp directory.  Returns 0, or -1 when openssl failed

@@ -2,6 +2,13 @@
 
 #include "base/err.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "net.h"
+
+rpc_channel_t *test_channel_to(rpc_client_t *client, int port, const rpc_channel_config_t *cfg)
+{
+    char addr[TEST_ADDR_LEN];
+    return rpc_channel_create(client, test_addr(addr, port), cfg);
+}
 
 bool test_channel_ready(rpc_channel_t *ch, int64_t timeout_ms)
 {

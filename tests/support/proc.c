@@ -88,27 +88,50 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
     return -1;
 }
 
+/* Waits up to timeout_ms for pid to exit; returns as test_proc_stop. */
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (now_ms() >= end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        usleep(5000);
+    }
+}
+
+int test_run(char *const argv[], int timeout_ms)
+{
+    pid_t pid = test_spawn(argv);
+    if (pid < 0) {
+        fprintf(stderr, "test setup: cannot start %s\n", argv[0]);
+        return -1;
+    }
+    return wait_exit(pid, timeout_ms);
+}
+
+int test_proc_freeze(test_proc_t *p)
+{
+    return p->pid > 0 ? kill(p->pid, SIGSTOP) : -1; /* never kill(0): our process group */
+}
+
+int test_proc_thaw(test_proc_t *p)
+{
+    return p->pid > 0 ? kill(p->pid, SIGCONT) : -1;
+}
+
 int test_proc_stop(test_proc_t *p, int sig, int timeout_ms)
 {
     if (p->pid <= 0)
         return -1;
     kill(p->pid, sig);
-    long long end = now_ms() + timeout_ms;
-    int status = 0;
-    int result = -1;
-    for (;;) {
-        pid_t r = waitpid(p->pid, &status, WNOHANG);
-        if (r == p->pid) {
-            result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            break;
-        }
-        if (now_ms() >= end) {
-            kill(p->pid, SIGKILL);
-            waitpid(p->pid, &status, 0);
-            break;
-        }
-        usleep(5000);
-    }
+    int result = wait_exit(p->pid, timeout_ms);
     close(p->out_fd);
     p->pid = 0;
     return result;

@@ -27,6 +27,18 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms);
  * gRPC's fork handlers before its exec (seen to hang it). */
 pid_t test_spawn(char *const argv[]);
 
+/* Starts argv[0] (a path) with argv, standard streams inherited, and waits up to
+ * timeout_ms for it to exit.  Returns its exit status (0..255), 128+N when killed by
+ * signal N, or -1 when it could not be started or did not exit in time (it is then
+ * killed with SIGKILL and reaped).  For tools a test runs to completion (the model
+ * maker). */
+int test_run(char *const argv[], int timeout_ms);
+
+/* Stops p where it is (SIGSTOP), so that it holds its connections but answers nothing;
+ * test_proc_thaw (SIGCONT) lets it go on.  Return 0, or -1 when p is not running. */
+int test_proc_freeze(test_proc_t *p);
+int test_proc_thaw(test_proc_t *p);
+
 /* Sends sig and waits up to timeout_ms for the exit.  Returns the exit status
  * (0..255), 128+N when killed by signal N, or -1 when it did not exit in time (it is
  * then killed with SIGKILL and reaped). */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static tc_memcached_t g_own;
+static test_memcached_t g_own;
 static char g_conf[96];
 
 static void setup(void)
@@ -27,13 +27,13 @@ static void setup(void)
         snprintf(g_conf, sizeof(g_conf), "--SERVER=%s", addr);
         return;
     }
-    cr_assert_eq(tc_memcached_start(&g_own, 0), 0);
-    snprintf(g_conf, sizeof(g_conf), "--SERVER=127.0.0.1:%d", g_own.port);
+    cr_assert_eq(test_memcached_start(&g_own, 0), 0);
+    test_memcached_config(&g_own, g_conf, sizeof(g_conf));
 }
 
 static void teardown(void)
 {
-    tc_memcached_stop(&g_own, SIGTERM);
+    test_memcached_stop(&g_own, SIGTERM);
 }
 
 TestSuite(mc, .init = setup, .fini = teardown, .timeout = 30);

@@ -8,27 +8,26 @@
 #include "base/err.h"
 #include "model/tokenizer_make.h"
 #include "request.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define VOCAB 512
 #define SEQ_LEN 64
 
-static char g_dir[64];
-static char g_path[128];
+static test_tmpdir_t g_dir;
+static char g_path[192];
 static tok_t *g_tok;
 static inf_limits_t g_lim;
 
 static void setup(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-test-request-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_path, sizeof(g_path), "%s/tokenizer.bin", g_dir);
+    cr_assert_eq(test_tmpdir_make(&g_dir, "llmserve-test-request"), 0);
+    test_tmpdir_file(&g_dir, "tokenizer.bin", g_path, sizeof(g_path));
     char err[256];
     cr_assert_eq(tok_make(g_path, VOCAB, err, sizeof(err)), LS_OK, "%s", err);
     g_tok = tok_load(g_path, VOCAB, err, sizeof(err));
@@ -43,8 +42,7 @@ static void setup(void)
 static void teardown(void)
 {
     tok_destroy(g_tok);
-    unlink(g_path);
-    rmdir(g_dir);
+    test_tmpdir_remove(&g_dir);
 }
 
 TestSuite(request, .init = setup, .fini = teardown);

@@ -11,6 +11,7 @@
 #include "model/tokenizer_make.h"
 #include "request.h"
 #include "scheduler.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <grpc/status.h>
@@ -18,13 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define VOCAB 512
 #define SEQ_LEN 1024 /* long enough that a full-length answer outlasts a cancel */
 #define MAX_TOK 1024
 
-static char g_dir[64], g_model[128], g_tokfile[128];
+static test_tmpdir_t g_dir;
+static char g_model[192], g_tokfile[192];
 static ckpt_t *g_ck;
 static tok_t *g_tok;
 static inf_limits_t g_lim;
@@ -114,10 +115,9 @@ static const inf_sink_t g_sink = {sink_emit, sink_release, NULL};
 
 static void setup(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/llmserve-test-sched-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_model, sizeof(g_model), "%s/model.bin", g_dir);
-    snprintf(g_tokfile, sizeof(g_tokfile), "%s/tokenizer.bin", g_dir);
+    cr_assert_eq(test_tmpdir_make(&g_dir, "llmserve-test-sched"), 0);
+    test_tmpdir_file(&g_dir, "model.bin", g_model, sizeof(g_model));
+    test_tmpdir_file(&g_dir, "tokenizer.bin", g_tokfile, sizeof(g_tokfile));
     ckpt_config_t c = {.dim = 64,
                        .hidden_dim = 172,
                        .n_layers = 2,
@@ -145,9 +145,7 @@ static void teardown(void)
 {
     tok_destroy(g_tok);
     ckpt_close(g_ck);
-    unlink(g_model);
-    unlink(g_tokfile);
-    rmdir(g_dir);
+    test_tmpdir_remove(&g_dir);
 }
 
 TestSuite(sched, .init = setup, .fini = teardown, .timeout = 120);

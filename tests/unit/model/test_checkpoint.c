@@ -9,15 +9,14 @@
 #include "base/err.h"
 #include "model/checkpoint.h"
 #include "model/checkpoint_write.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* Asserts only on failure: ctest runs criterion with --full-stats, which reports every
  * passing assertion, and the loops over weights make tens of thousands of checks. */
@@ -27,30 +26,16 @@
             cr_assert(cond, __VA_ARGS__);                                                          \
     } while (0)
 
-static char dir[64];
+static test_tmpdir_t dir;
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/llmserve-ckpt-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(test_tmpdir_make(&dir, "llmserve-ckpt"), 0);
 }
 
 static void remove_dir(void)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        if (rmdir(p) != 0)
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    test_tmpdir_remove(&dir);
 }
 
 TestSuite(checkpoint, .init = make_dir, .fini = remove_dir);
@@ -59,9 +44,7 @@ static const char *path_of(const char *name)
 {
     static char p[4][256];
     static int next;
-    char *out = p[next++ % 4];
-    snprintf(out, 256, "%s/%s", dir, name);
-    return out;
+    return test_tmpdir_file(&dir, name, p[next++ % 4], sizeof(p[0]));
 }
 
 static ckpt_config_t tiny(bool shared)
@@ -507,7 +490,7 @@ Test(checkpoint, wrong_magic_reads_as_legacy_and_fails_cleanly)
 Test(checkpoint, missing_directory_empty_and_tiny_files)
 {
     open_fails(path_of("nope.bin"), "No such file");
-    open_fails(dir, "not a regular file");
+    open_fails(dir.path, "not a regular file");
     const char *q = path_of("empty.bin");
     spit(q, "", 0);
     open_fails(q, "empty");

@@ -15,6 +15,7 @@
 #include "model/forward.h"
 #include "model/forward_backend.h"
 #include "model/sampler.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* fp32 cuBLAS and fp32 kernels differ from the CPU only in summation order. */
 #define LOGIT_RTOL 1e-3f
@@ -41,8 +41,8 @@ static void need_cuda(void)
 /* ---- checkpoints ---------------------------------------------------------------- */
 
 typedef struct {
-    char dir[64];
-    char path[96];
+    test_tmpdir_t dir;
+    char path[192];
     ckpt_t *ck;
 } model_t;
 
@@ -65,9 +65,8 @@ static ckpt_config_t shape(int dim, int hidden, int layers, int heads, int kv_he
 static const ckpt_t *model_open(model_t *m, ckpt_config_t c, uint64_t seed)
 {
     char err[256];
-    snprintf(m->dir, sizeof(m->dir), "/tmp/llmserve-cuda-XXXXXX");
-    cr_assert_not_null(mkdtemp(m->dir), "mkdtemp failed");
-    snprintf(m->path, sizeof(m->path), "%s/model.bin", m->dir);
+    cr_assert_eq(test_tmpdir_make(&m->dir, "llmserve-cuda"), 0, "mkdtemp failed");
+    test_tmpdir_file(&m->dir, "model.bin", m->path, sizeof(m->path));
     cr_assert_eq(ckpt_write(m->path, &c, seed, CKPT_FORMAT_LEGACY, err, sizeof(err)), LS_OK,
                  "ckpt_write: %s", err);
     m->ck = ckpt_open(m->path, err, sizeof(err));
@@ -78,8 +77,7 @@ static const ckpt_t *model_open(model_t *m, ckpt_config_t c, uint64_t seed)
 static void model_close(model_t *m)
 {
     ckpt_close(m->ck);
-    unlink(m->path);
-    rmdir(m->dir);
+    test_tmpdir_remove(&m->dir);
 }
 
 /* ---- the two backends side by side ----------------------------------------------- */

@@ -11,14 +11,13 @@
 #include "base/err.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_make.h"
+#include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #ifndef LLMSERVE_TEST_DATA
 #error "LLMSERVE_TEST_DATA must name tests/data"
@@ -35,29 +34,16 @@
             cr_assert(cond, __VA_ARGS__);                                                          \
     } while (0)
 
-static char dir[64];
+static test_tmpdir_t dir;
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/llmserve-tok-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(test_tmpdir_make(&dir, "llmserve-tok"), 0);
 }
 
 static void remove_dir(void)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    test_tmpdir_remove(&dir);
 }
 
 TestSuite(tokenizer, .init = make_dir, .fini = remove_dir);
@@ -66,9 +52,7 @@ static const char *path_of(const char *name)
 {
     static char p[2][256];
     static int next;
-    char *out = p[next++ % 2];
-    snprintf(out, 256, "%s/%s", dir, name);
-    return out;
+    return test_tmpdir_file(&dir, name, p[next++ % 2], sizeof(p[0]));
 }
 
 static const char *make_vocab(int vocab_size)
@@ -749,7 +733,7 @@ static void load_fails(const char *path, int vocab, const char *what)
 Test(tokenizer, load_errors)
 {
     load_fails(path_of("missing.bin"), GEN_VOCAB, "No such file");
-    load_fails(dir, GEN_VOCAB, "not a regular file");
+    load_fails(dir.path, GEN_VOCAB, "not a regular file");
     load_fails(REAL_TOKENIZER, REAL_VOCAB - 1, "more than vocab_size");
     load_fails(REAL_TOKENIZER, REAL_VOCAB + 1, "truncated");
     load_fails(REAL_TOKENIZER, 100, "below 259");

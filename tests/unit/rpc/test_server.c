@@ -192,9 +192,7 @@ static void setup(void)
 {
     g_srv = make_server(NULL, &g_port);
     g_client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", g_port);
-    g_ch = rpc_channel_create(g_client, target, NULL);
+    g_ch = test_channel_to(g_client, g_port, NULL);
     cr_assert(test_channel_ready(g_ch, 20000), "the server did not answer");
 }
 
@@ -603,9 +601,9 @@ static void copy_file(const char *from, const char *to)
 Test(tls, reload_switches_certificates_and_keeps_them_on_a_bad_file)
 {
     const test_certs_t *c = &g_certs;
-    char cert[256], key[256];
-    snprintf(cert, sizeof(cert), "%.64s/live.pem", c->dir);
-    snprintf(key, sizeof(key), "%.64s/live.key", c->dir);
+    char cert[192], key[192];
+    test_tmpdir_file(&g_certs.tmp, "live.pem", cert, sizeof(cert));
+    test_tmpdir_file(&g_certs.tmp, "live.key", key, sizeof(key));
     copy_file(c->expired_cert, cert);
     copy_file(c->expired_key, key);
     int port = 0;
