@@ -52,3 +52,9 @@ if(PYTHON3_SYSTEM)
     FIXTURES_REQUIRED router_models)
   set_property(TEST test_python_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 endif()
+
+# TLS, mutual TLS and API keys across the whole suite (certificates made at test time).
+llmserve_test(test_security integration/test_security.c llmserve_rpc llmserve_proto)
+add_dependencies(test_security llmserve-router llmserve-inference llmserve-cache)
+set_property(TEST test_security APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_security PROPERTIES FIXTURES_REQUIRED router_models)

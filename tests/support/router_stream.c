@@ -142,6 +142,7 @@ int router_stream_send_submit(router_stream_t *g, const router_stream_req_t *o)
     s.sampling = &sp;
     s.model_hint = (char *)(o->hint ? o->hint : "");
     s.conversation_id = (char *)(o->conversation ? o->conversation : "");
+    s.tenant = (char *)(o->tenant ? o->tenant : "");
     s.timeout_ms = o->timeout_ms;
     s.cache_policy = o->policy;
     Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;

@@ -49,7 +49,7 @@ typedef struct {
 
 /* One submit.  Strings are borrowed during router_stream_submit; NULL is "". */
 typedef struct {
-    const char *id, *prompt, *hint, *conversation;
+    const char *id, *prompt, *hint, *conversation, *tenant;
     int max_tokens;
     bool ignore_eos;
     uint32_t timeout_ms; /* the request's deadline; 0 = none */

@@ -11,7 +11,7 @@
  * Each process gets the suite's own flags first and then the test's extra ones, so an
  * extra flag given again overrides the suite's (flags apply in order).  The suite's:
  *   inference  --listen 127.0.0.1:0 --model M --tokenizer tok.bin --pool P
- *              --model-name tiny-small|tiny-large|slow-large --threads 1 --grace-ms 500
+ *              --model-name tiny-small|tiny-large|slow-large --cpu-threads 1 --grace-ms 500
  *              (and --kv-budget-tokens 8192 on the slow model)
  *   cache      --listen 127.0.0.1:0 --memcached --SERVER=127.0.0.1:PORT
  *   router     --listen 127.0.0.1:0 --pool small=A,B;large=C --cache ADDR|""
