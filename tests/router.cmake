@@ -58,3 +58,12 @@ llmserve_test(test_security integration/test_security.c llmserve_rpc llmserve_pr
 add_dependencies(test_security llmserve-router llmserve-inference llmserve-cache)
 set_property(TEST test_security APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_security PROPERTIES FIXTURES_REQUIRED router_models)
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_security
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_security.py)
+  set_tests_properties(test_python_security PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 300
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_security APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+endif()

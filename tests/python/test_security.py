@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""The router's TLS and API keys from Python (python3-grpcio), as a user in another
+language meets them: the suite (memcached, llmserve-cache, one inference instance, the
+router) with mutual TLS between the services and TLS plus an API key file on the router;
+certificates made with openssl at test time.
+
+Checks: no key, a wrong key and the right one; a tenant-bound key that must miss another
+tenant's cached answer; the key file reloaded on SIGHUP; a malformed file that keeps the
+keys in use; plaintext against the TLS port; health without a key.
+"""
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+from llmserve.v1 import common_pb2, router_pb2
+
+GENERATE = "/llmserve.v1.Router/Generate"
+COMPLETE = "/llmserve.v1.Router/Complete"
+HEALTH = "/grpc.health.v1.Health/Check"
+KEY_OPS = "py-ops-key-0123456789abcdef"
+KEY_B = "py-tenant-b-key-0123456789ab"
+KEY_C = "py-tenant-c-key-0123456789ab"
+KEY_NEW = "py-rotated-key-0123456789abc"
+
+
+def _env(name):
+    v = os.environ.get(name)
+    if not v:
+        raise RuntimeError("%s is not set (run through ctest)" % name)
+    return v
+
+
+def _read_serving(proc, timeout):
+    """Reads 'LISTENING port=N' then 'SERVING' from proc's stdout; returns N."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf, port = b"", None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace").strip()
+                if text.startswith("LISTENING port="):
+                    port = int(text.split("=", 1)[1])
+                elif text == "SERVING" and port:
+                    return port
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("no SERVING line within %.0f s" % timeout)
+            if sel.select(left):
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError("process exited before SERVING (rc=%s)" % proc.wait(5))
+                buf += chunk
+    finally:
+        sel.close()
+
+
+def _drain(stream):
+    try:
+        while os.read(stream.fileno(), 4096):
+            pass
+    except OSError:
+        pass
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _make_certs(d):
+    script = """
+set -e
+cd '%s'
+key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+openssl req -x509 $key -days 2 -subj /CN=py-test-ca -keyout ca.key -out ca.pem
+openssl req -x509 $key -days 2 -subj /CN=py-rogue-ca -keyout rogue.key -out rogue.pem
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
+openssl req $key -subj /CN=localhost -keyout server.key -out server.csr
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \\
+  -extfile san.ext -out server.pem
+openssl req $key -subj /CN=router -keyout client.key -out client.csr
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \\
+  -out client.pem
+""" % d
+    subprocess.run(["sh", "-c", script], check=True, capture_output=True)
+
+
+class SecureRouterFromPython(unittest.TestCase):
+    procs = []
+
+    @classmethod
+    def start(cls, argv):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
+        cls.procs.append(p)
+        port = _read_serving(p, 60)
+        threading.Thread(target=_drain, args=(p.stdout,), daemon=True).start()
+        return port
+
+    @classmethod
+    def write_keys(cls, text):
+        tmp = cls.keys + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, cls.keys)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="llmserve-pysec-")
+        _make_certs(cls.dir)
+        p = lambda name: os.path.join(cls.dir, name)
+        cls.keys = p("api-keys")
+        cls.write_keys("%s\n%s tenant-b\n%s tenant-c\n" % (KEY_OPS, KEY_B, KEY_C))
+        models = _env("LLMSERVE_ROUTER_MODELS")
+        mc_port = _free_port()
+        mc = [_env("LLMSERVE_MEMCACHED"), "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0"]
+        if os.geteuid() == 0:
+            mc += ["-u", "root"]
+        cls.memcached = subprocess.Popen(mc, stdin=subprocess.DEVNULL)
+        for _ in range(500):
+            try:
+                socket.create_connection(("127.0.0.1", mc_port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        mtls = ["--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                "--tls-client-ca", p("ca.pem")]
+        try:
+            cache = cls.start([_env("LLMSERVE_CACHE_BIN"), "--listen", "127.0.0.1:0",
+                               "--memcached", "--SERVER=127.0.0.1:%d" % mc_port] + mtls)
+            small = cls.start([_env("LLMSERVE_INFERENCE_BIN"), "--listen", "127.0.0.1:0",
+                               "--model", os.path.join(models, "small.bin"),
+                               "--tokenizer", os.path.join(models, "tok.bin"),
+                               "--pool", "small", "--cpu-threads", "1", "--grace-ms", "500"]
+                              + mtls)
+            cls.router_proc = len(cls.procs)
+            cls.router = cls.start([
+                _env("LLMSERVE_ROUTER_BIN"), "--listen", "127.0.0.1:0",
+                "--pool", "small=127.0.0.1:%d" % small, "--tiers", "",
+                "--cache", "127.0.0.1:%d" % cache, "--grace-ms", "500",
+                "--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                "--upstream-tls-ca", p("ca.pem"), "--upstream-tls-cert", p("client.pem"),
+                "--upstream-tls-key", p("client.key"), "--api-keys", cls.keys])
+        except Exception:
+            cls.tearDownClass()
+            raise
+        with open(p("ca.pem"), "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        cls.channel = grpc.secure_channel("localhost:%d" % cls.router, creds,
+                                          options=[("grpc.enable_http_proxy", 0)])
+        cls.generate = cls.channel.stream_stream(
+            GENERATE, request_serializer=router_pb2.GenerateRequest.SerializeToString,
+            response_deserializer=router_pb2.GenerateEvent.FromString)
+        cls.complete = cls.channel.unary_unary(
+            COMPLETE, request_serializer=router_pb2.CompleteRequest.SerializeToString,
+            response_deserializer=router_pb2.CompleteResponse.FromString)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "channel", None) is not None:
+            cls.channel.close()
+        failures = []
+        for p in reversed(cls.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    rc = p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                    rc = "timeout"
+            else:
+                rc = p.returncode
+            p.stdout.close()
+            if rc != 0:
+                failures.append("%s exited with %s after SIGTERM" % (os.path.basename(p.args[0]),
+                                                                     rc))
+        cls.procs = []
+        if getattr(cls, "memcached", None) is not None:
+            cls.memcached.terminate()
+            cls.memcached.wait(10)
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        if failures:
+            raise AssertionError("; ".join(failures))
+
+    def ask(self, key, rid, tenant="", policy=common_pb2.CACHE_POLICY_DEFAULT,
+            prompt="Once upon a time"):
+        """One greedy request; returns (events, None) or ([], grpc status code)."""
+        req = router_pb2.GenerateRequest(submit=router_pb2.GenerateSubmit(
+            request_id=rid, prompt=prompt, tenant=tenant, cache_policy=policy,
+            sampling=common_pb2.SamplingParams(max_tokens=8)))
+        md = [("authorization", "Bearer " + key)] if key else []
+        try:
+            return list(self.generate(iter([req]), metadata=md, timeout=30)), None
+        except grpc.RpcError as e:
+            return [], e.code()
+
+    @staticmethod
+    def hit(events):
+        return any(e.WhichOneof("kind") == "started" and e.started.cache_hit for e in events)
+
+    def wait_key(self, key, want_ok):
+        for i in range(100):
+            evs, code = self.ask(key, "wait-%d" % i)
+            ok = bool(evs) and evs[-1].WhichOneof("kind") == "done"
+            if want_ok and ok:
+                return True
+            if not want_ok and code == grpc.StatusCode.UNAUTHENTICATED:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def test_01_no_wrong_and_right_key(self):
+        evs, code = self.ask(None, "none")
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        evs, code = self.ask("wrong-key-0123456789abcdef", "wrong")
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        evs, code = self.ask(KEY_OPS, "right")
+        self.assertIsNone(code)
+        self.assertEqual(evs[-1].WhichOneof("kind"), "done")
+        self.assertEqual(sum(e.WhichOneof("kind") == "token" for e in evs), 8)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.complete(router_pb2.CompleteRequest(request=router_pb2.GenerateSubmit(
+                prompt="Hello")), timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertNotIn(KEY_OPS, cm.exception.details())
+        resp = self.complete(router_pb2.CompleteRequest(request=router_pb2.GenerateSubmit(
+            prompt="Hello", sampling=common_pb2.SamplingParams(max_tokens=4))),
+            metadata=[("authorization", "Bearer " + KEY_OPS)], timeout=30)
+        self.assertEqual(resp.usage.completion_tokens, 4)
+
+    def test_02_health_needs_no_key(self):
+        check = self.channel.unary_unary(HEALTH, request_serializer=lambda b: b,
+                                         response_deserializer=lambda b: b)
+        self.assertEqual(check(b"", timeout=10), b"\x08\x01")  # status: SERVING
+
+    def test_03_plaintext_against_the_tls_port_fails(self):
+        ch = grpc.insecure_channel("127.0.0.1:%d" % self.router,
+                                   options=[("grpc.enable_http_proxy", 0)])
+        gen = ch.stream_stream(GENERATE,
+                               request_serializer=router_pb2.GenerateRequest.SerializeToString,
+                               response_deserializer=router_pb2.GenerateEvent.FromString)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(gen(iter([]), metadata=[("authorization", "Bearer " + KEY_OPS)], timeout=5))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        ch.close()
+        self.assertTrue(self.wait_key(KEY_OPS, True), "the router stopped serving")
+
+    def test_04_a_tenant_bound_key_misses_another_tenants_answer(self):
+        prompt = "Python tenant b keeps this answer"
+        evs, code = self.ask(KEY_B, "b-store", prompt=prompt)
+        self.assertIsNone(code)
+        peek = common_pb2.CACHE_POLICY_READ_ONLY
+        seen = False
+        for i in range(50):
+            evs, _ = self.ask(KEY_OPS, "ops-%d" % i, tenant="tenant-b", policy=peek,
+                              prompt=prompt)
+            if self.hit(evs):
+                seen = True
+                break
+            time.sleep(0.1)
+        self.assertTrue(seen, "the answer is not under tenant-b")
+        evs, _ = self.ask(KEY_C, "c-as-b", tenant="tenant-b", policy=peek, prompt=prompt)
+        self.assertFalse(self.hit(evs), "tenant c read tenant b's answer")
+        evs, _ = self.ask(KEY_B, "b-again", tenant="other", policy=peek, prompt=prompt)
+        self.assertTrue(self.hit(evs), "tenant b's key reads its own answer")
+
+    def test_05_sighup_reloads_and_a_malformed_file_keeps_the_keys(self):
+        router = self.procs[self.router_proc]
+        try:
+            self.write_keys("%s\n%s tenant-b\n" % (KEY_NEW, KEY_B))
+            router.send_signal(signal.SIGHUP)
+            self.assertTrue(self.wait_key(KEY_NEW, True), "the new key was not taken")
+            self.assertTrue(self.wait_key(KEY_OPS, False), "the revoked key still works")
+            self.write_keys("# a stray field makes it malformed\n%s tenant-b extra\n" % KEY_OPS)
+            router.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            self.assertTrue(self.wait_key(KEY_NEW, True), "a malformed file dropped the keys")
+            self.assertTrue(self.wait_key(KEY_OPS, False), "a malformed file let its key in")
+            self.assertIsNone(router.poll(), "the router carries on")
+        finally:
+            self.write_keys("%s\n%s tenant-b\n%s tenant-c\n" % (KEY_OPS, KEY_B, KEY_C))
+            router.send_signal(signal.SIGHUP)
+            self.wait_key(KEY_OPS, True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
