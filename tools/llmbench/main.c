@@ -443,6 +443,16 @@ static void merge(run_t *dst, const run_t *src)
     atomic_fetch_add(&dst->finished, atomic_load(&src->finished));
     atomic_fetch_add(&dst->errors, atomic_load(&src->errors));
     dst->tokens += src->tokens;
+    dst->hits += src->hits;
+    for (int i = 0; i < 8 && src->pools[i][0]; i++) {
+        int j = 0;
+        while (j < 8 && dst->pools[j][0] && strcmp(dst->pools[j], src->pools[i]) != 0)
+            j++;
+        if (j < 8) {
+            snprintf(dst->pools[j], sizeof(dst->pools[j]), "%s", src->pools[i]);
+            dst->pool_count[j] += src->pool_count[i];
+        }
+    }
     dst->t1_us += src->t1_us - src->t0_us; /* dst keeps t0 = 0: t1 is the time spent */
     if (!dst->first_error[0] && src->first_error[0])
         snprintf(dst->first_error, sizeof(dst->first_error), "%s", src->first_error);
