@@ -206,6 +206,9 @@ static int check_common(svc_t *s, char *err, size_t err_len)
                    c->log_format ? c->log_format : "");
         return LS_ERR_INVALID;
     }
+    /* Before anything below logs (the key file does). */
+    ls_log_set_level(lvl);
+    ls_log_set_format(fmt);
     if (!set(c->listen)) {
         ls_set_err(err, err_len, "--listen: an address HOST:PORT is needed");
         return LS_ERR_INVALID;
@@ -245,8 +248,6 @@ static int check_common(svc_t *s, char *err, size_t err_len)
             return LS_ERR_INVALID;
         }
     }
-    ls_log_set_level(lvl);
-    ls_log_set_format(fmt);
     return LS_OK;
 }
 
