@@ -3,7 +3,9 @@
  *
  * Lock rules: r->conns_mu guards the list of connections; conn->mu guards what
  * Inference.Info said; r->live_mu guards the live request count.  None is held while
- * calling into another module.
+ * calling into another module, except conn->mu around router_instance_set_healthy (the
+ * pools' lock is taken after it, never before) and rpc_mux_create (which calls nothing
+ * back before it returns).
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -108,7 +110,9 @@ static bool probe_info(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
 static void conn_health(void *ud, bool up)
 {
     router__conn_t *c = ud;
+    pthread_mutex_lock(&c->mu);
     router_instance_set_healthy(c->r->pools, c->inst, up);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void on_instance_add(void *ud, router_instance_t *inst)
@@ -129,10 +133,15 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.probe = probe_info;
     mc.on_health = conn_health;
     mc.ud = c;
+    /* The supervisor may find the instance up, and conn_health make it pickable, before
+     * rpc_mux_create returns: c->mu, which conn_health takes, is held until a pick can
+     * find the connection and its mux. */
+    pthread_mutex_lock(&c->mu);
+    router_instance_set_user(inst, c);
     c->mux = rpc_mux_create(r->client, router_instance_addr(inst), &mc);
+    pthread_mutex_unlock(&c->mu);
     if (!c->mux)
         LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
-    router_instance_set_user(inst, c);
     pthread_mutex_lock(&r->conns_mu);
     if (r->n_conns == r->cap_conns) {
         r->cap_conns = r->cap_conns ? r->cap_conns * 2 : 8;
