@@ -31,6 +31,12 @@ add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache l
 set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 
+# Instances added and removed under load, the router in the test's own process.
+llmserve_test(test_router_churn integration/test_router_churn.c llmserve_router_core)
+add_dependencies(test_router_churn llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_churn APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_churn PROPERTIES FIXTURES_REQUIRED router_models)
+
 # The router from Python: stubs for llmserve.v1 generated into the build tree.
 set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)
 add_custom_command(

@@ -2,8 +2,16 @@
  * router.c - the router object: policy, pools, connections to instances and caches.
  *
  * Lock rules: r->conns_mu guards the list of connections; conn->mu guards what
- * Inference.Info said; r->live_mu guards the live request count.  None is held while
- * calling into another module.
+ * Inference.Info said and the removed flag; r->live_mu guards the live request count.
+ * None is held while calling into another module, except conn->mu around
+ * router_instance_set_healthy (the pools' lock is taken after it, never before) and
+ * rpc_mux_create (which calls nothing back before it returns).
+ *
+ * Instance churn: a connection is made when discovery adds an instance and destroyed when
+ * the instance is freed, after its removal and the release of the last pick or reference
+ * a request held on it.  That last release can happen on any thread (often a client
+ * callback thread of the connection's own stream), and destroying a mux blocks until its
+ * stream ends, so on_free only unlists the connection and hands it to the reaper thread.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -108,7 +116,12 @@ static bool probe_info(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
 static void conn_health(void *ud, bool up)
 {
     router__conn_t *c = ud;
-    router_instance_set_healthy(c->r->pools, c->inst, up);
+    /* A stream can end (on a client thread) after its instance was removed and freed;
+     * removed is set, under this lock, before the instance can go. */
+    pthread_mutex_lock(&c->mu);
+    if (!c->removed)
+        router_instance_set_healthy(c->r->pools, c->inst, up);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void on_instance_add(void *ud, router_instance_t *inst)
@@ -117,7 +130,6 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     router__conn_t *c = ls_xcalloc(1, sizeof(*c));
     c->r = r;
     c->inst = inst;
-    router_instance_ref(r->pools, inst);
     pthread_mutex_init(&c->mu, NULL);
     rpc_mux_config_t mc = {0};
     mc.name = "inference";
@@ -130,10 +142,15 @@ static void on_instance_add(void *ud, router_instance_t *inst)
     mc.on_health = conn_health;
     mc.ud = c;
     mc.channel = r->cfg.upstream;
+    /* The supervisor may find the instance up, and conn_health make it pickable, before
+     * rpc_mux_create returns: c->mu, which conn_health takes, is held until a pick can
+     * find the connection and its mux. */
+    pthread_mutex_lock(&c->mu);
+    router_instance_set_user(inst, c);
     c->mux = rpc_mux_create(r->client, router_instance_addr(inst), &mc);
+    pthread_mutex_unlock(&c->mu);
     if (!c->mux)
         LS_LOG_ERROR("router", "cannot connect to instance addr=%s", router_instance_addr(inst));
-    router_instance_set_user(inst, c);
     pthread_mutex_lock(&r->conns_mu);
     if (r->n_conns == r->cap_conns) {
         r->cap_conns = r->cap_conns ? r->cap_conns * 2 : 8;
@@ -148,14 +165,46 @@ static void on_instance_add(void *ud, router_instance_t *inst)
 }
 
 /* A removed instance takes no new requests; the ones in flight finish on its stream.
- * The connection's memory stays until router_destroy, so a request that still holds
- * the instance never sees it freed. */
+ * Runs on the discovery thread while the pools still hold inst; once it returns no mux
+ * callback touches inst (the supervisor is joined, conn_health sees removed). */
 static void on_instance_remove(void *ud, router_instance_t *inst)
 {
     (void)ud;
     router__conn_t *c = router_instance_user(inst);
-    if (c && c->mux)
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->removed = true;
+    pthread_mutex_unlock(&c->mu);
+    if (c->mux)
         rpc_mux_shutdown(c->mux);
+}
+
+/* On the reaper: waits for the stream to end (its requests are over: none holds the
+ * instance any more), then frees. */
+static void conn_destroy(void *ud)
+{
+    router__conn_t *c = ud;
+    rpc_mux_destroy(c->mux);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* The instance's last reference went (any thread, must not block): the connection leaves
+ * the list and goes to the reaper. */
+static void on_instance_free(void *ud, void *user)
+{
+    router_t *r = ud;
+    router__conn_t *c = user;
+    pthread_mutex_lock(&r->conns_mu);
+    for (size_t i = 0; i < r->n_conns; i++) {
+        if (r->conns[i] == c) {
+            r->conns[i] = r->conns[--r->n_conns];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->conns_mu);
+    rpc_defer_add(r->reaper, conn_destroy, c);
 }
 
 static void on_discovery_update(void *ud, const discovery_instance_t *list, size_t n)
@@ -254,12 +303,13 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
         goto fail;
     r->timer = rpc_timer_create();
     r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
-    if (!r->timer || !r->client) {
+    r->reaper = rpc_defer_create();
+    if (!r->timer || !r->client || !r->reaper) {
         ls_set_err(err, err_len, "cannot start the router's threads");
         goto fail;
     }
     uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
-    router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, NULL, r};
+    router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
     if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
         ls_set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
@@ -391,19 +441,18 @@ void router_destroy(router_t *r)
         LS_LOG_WARN("router", "requests still alive at shutdown count=%lld", (long long)r->live);
     pthread_mutex_unlock(&r->live_mu);
     discovery_destroy(r->disc);
+    /* Half-closes every instance's stream; the instances no request holds are freed, and
+     * their connections handed to the reaper. */
     if (r->pools)
-        router_pools_clear(r->pools); /* half-closes every instance's stream */
+        router_pools_clear(r->pools);
     for (size_t i = 0; i < r->n_caches; i++)
         rpc_mux_destroy(r->caches[i]);
     free(r->caches);
+    rpc_defer_destroy(r->reaper); /* destroys every connection handed to it */
+    /* Left: connections of instances still held by requests that outlived the wait above
+     * (warned about there). */
     for (size_t i = 0; i < r->n_conns; i++)
-        rpc_mux_destroy(r->conns[i]->mux);
-    for (size_t i = 0; i < r->n_conns; i++) {
-        router__conn_t *c = r->conns[i];
-        router_instance_unref(r->pools, c->inst);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-    }
+        conn_destroy(r->conns[i]);
     free(r->conns);
     router_pools_destroy(r->pools);
     rpc_timer_destroy(r->timer);

@@ -13,19 +13,23 @@
 #include "pool.h"
 #include "router.h"
 #include "rpc/client.h"
+#include "rpc/defer.h"
 #include "rpc/timer.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* An inference instance's connection: its mux and what Inference.Info said. */
+/* An inference instance's connection: its mux and what Inference.Info said.  It lives as
+ * long as its instance: made by the pools' on_add hook, destroyed (on the reaper thread)
+ * after on_free, so a request holding a pick or an instance reference may use it. */
 typedef struct {
     router_t *r;
-    router_instance_t *inst; /* referenced until router_destroy */
+    router_instance_t *inst; /* not referenced: valid while listed, and until on_free */
     rpc_mux_t *mux;
-    pthread_mutex_t mu; /* guards model and version */
+    pthread_mutex_t mu; /* guards model, version and removed */
     char model[128];
     char version[64];
+    bool removed; /* the instance was removed: mux callbacks leave inst alone */
 } router__conn_t;
 
 struct router {
@@ -38,8 +42,9 @@ struct router {
     rpc_md_t event_batch_md; /* "llmserve-event-batch: 1" on every inference stream */
 
     pthread_mutex_t conns_mu; /* guards conns */
-    router__conn_t **conns;   /* every connection made, removed ones included */
+    router__conn_t **conns;   /* connections whose instance is not freed yet */
     size_t n_conns, cap_conns;
+    rpc_defer_t *reaper; /* destroys connections: rpc_mux_destroy blocks */
 
     rpc_mux_t **caches; /* Cache.Session streams, one per cache instance */
     size_t n_caches;

@@ -1,0 +1,448 @@
+/*
+ * test_router_churn.c - inference instances coming and going under load.
+ *
+ * The router runs in this process over a discovery source the test drives, in front of
+ * two real inference processes (A and B, the tiny model of the router_models fixture),
+ * served on loopback and called with Router.Generate by a few client streams that keep
+ * requests in flight all along.  Meanwhile the instance list alternates {A}, {A, B},
+ * {A}, ...: each time B is added the test waits until it is healthy and has started a
+ * request, then removes it, so requests are in flight on B when it goes.
+ *
+ * Checked: every request ends with exactly one terminal event and none with an error;
+ * the router keeps no connection of a removed instance; the process's resident memory
+ * after all the cycles stays within a bound of what it was after a warm-up.  Under
+ * AddressSanitizer resident memory says nothing (freed memory waits in its quarantine,
+ * hundreds of MiB), so the bound applies to the heap in use as ASan counts it.
+ *
+ * LLMSERVE_CHURN_CYCLES sets the number of cycles (default 1000).
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "llmserve/v1/router.pb-c.h"
+#include "router.h"
+#include "router_int.h" /* what the router holds: r->pools, r->conns, r->reaper */
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "support/channel.h"
+#include "support/proc.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CHURN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHURN_ASAN 1
+#endif
+#endif
+#ifdef CHURN_ASAN
+size_t __sanitizer_get_current_allocated_bytes(void); /* sanitizer/allocator_interface.h */
+#define MEM_WHAT "heap"
+#else
+#define MEM_WHAT "rss"
+#endif
+
+#define N_STREAMS 4
+#define WINDOW 2           /* requests in flight per stream */
+#define MAX_REQS (1 << 18) /* per stream; far more than a run submits */
+#define DEFAULT_CYCLES 1000
+#define WARMUP_CYCLES 100
+/* Memory in use may grow this much from the warm-up to the end: about ten times what was
+ * measured with removed connections freed, a fraction of what was measured when they were
+ * kept (README, Router). */
+#define MEM_GROWTH_MAX (4L << 20)
+
+/* ---- a discovery source the test drives -------------------------------------------- */
+
+typedef struct {
+    discovery_t base;
+    pthread_mutex_t mu; /* held while an update runs, so stop waits for it */
+    discovery_update_fn fn;
+    void *ud;
+    bool stopped;
+    discovery_instance_t list[2]; /* A, B */
+} churn_disc_t;
+
+/* Delivers {A} or {A, B}: a complete list, as a Consul watch would. */
+static void churn_deliver(churn_disc_t *cd, bool with_b)
+{
+    pthread_mutex_lock(&cd->mu);
+    if (!cd->stopped)
+        cd->fn(cd->ud, cd->list, with_b ? 2 : 1);
+    pthread_mutex_unlock(&cd->mu);
+}
+
+static int churn_start(discovery_t *d, discovery_update_fn fn, void *ud)
+{
+    churn_disc_t *cd = (churn_disc_t *)d;
+    cd->fn = fn;
+    cd->ud = ud;
+    churn_deliver(cd, false);
+    return LS_OK;
+}
+
+static void churn_stop(discovery_t *d)
+{
+    churn_disc_t *cd = (churn_disc_t *)d;
+    pthread_mutex_lock(&cd->mu);
+    cd->stopped = true;
+    pthread_mutex_unlock(&cd->mu);
+}
+
+static void churn_destroy(discovery_t *d)
+{
+    churn_disc_t *cd = (churn_disc_t *)d;
+    pthread_mutex_destroy(&cd->mu);
+    free(cd);
+}
+
+static const discovery_ops_t churn_ops = {"churn", churn_start, churn_stop, churn_destroy};
+
+/* ---- load: streams that keep WINDOW requests in flight ------------------------------ */
+
+static char addr_b[64];
+static atomic_uint_fast64_t starts_on_b; /* started events naming B */
+
+typedef struct {
+    int idx;
+    rpc_stream_t *s;
+    pthread_mutex_t mu;
+    bool stopping; /* submit nothing more */
+    uint32_t submitted, terminals, errors, extra, unknown, send_failures;
+    uint8_t *terminal; /* terminal events per request, by sequence number */
+    char first_error[300];
+    bool ended;
+    rpc_status_t status;
+} load_t;
+
+static load_t loads[N_STREAMS];
+
+static void do_submit(load_t *l)
+{
+    if (l->stopping || l->submitted == MAX_REQS)
+        return;
+    char id[32];
+    snprintf(id, sizeof(id), "s%d-%u", l->idx, l->submitted);
+    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    sp.max_tokens = 4;
+    sp.temperature = 0;
+    Llmserve__V1__GenerateSubmit s = LLMSERVE__V1__GENERATE_SUBMIT__INIT;
+    s.request_id = id;
+    s.prompt = "Once upon a time there was a cat";
+    s.sampling = &sp;
+    s.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
+    Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
+    req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_SUBMIT;
+    req.submit = &s;
+    if (rpc_stream_send(l->s, &req.base) != LS_OK) {
+        l->send_failures++;
+        return;
+    }
+    l->submitted++;
+}
+
+/* On a client thread: count the event; a terminal one makes room for the next request. */
+static void on_event(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
+{
+    (void)s;
+    load_t *l = ud;
+    const Llmserve__V1__GenerateEvent *ev = (const Llmserve__V1__GenerateEvent *)msg;
+    int idx = -1;
+    unsigned seq = 0;
+    pthread_mutex_lock(&l->mu);
+    if (sscanf(ev->request_id, "s%d-%u", &idx, &seq) != 2 || idx != l->idx || seq >= l->submitted) {
+        l->unknown++;
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    switch (ev->kind_case) {
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED:
+        if (strcmp(ev->started->instance, addr_b) == 0)
+            atomic_fetch_add(&starts_on_b, 1);
+        break;
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
+        if (l->terminal[seq])
+            l->extra++;
+        break;
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR:
+    case LLMSERVE__V1__GENERATE_EVENT__KIND_DONE:
+        if (ev->kind_case == LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR && !l->errors++)
+            snprintf(l->first_error, sizeof(l->first_error), "%s: code %d %s", ev->request_id,
+                     ev->error->code, ev->error->message);
+        if (l->terminal[seq]++)
+            l->extra++;
+        else
+            l->terminals++;
+        do_submit(l);
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void on_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const rpc_md_t *t)
+{
+    (void)s;
+    (void)t;
+    load_t *l = ud;
+    pthread_mutex_lock(&l->mu);
+    l->status = *st;
+    l->ended = true;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void load_start(rpc_channel_t *ch)
+{
+    for (int i = 0; i < N_STREAMS; i++) {
+        load_t *l = &loads[i];
+        l->idx = i;
+        pthread_mutex_init(&l->mu, NULL);
+        l->terminal = malloc(MAX_REQS);
+        cr_assert_not_null(l->terminal);
+        memset(l->terminal, 0, MAX_REQS); /* touched now, not while memory is measured */
+        rpc_stream_handler_t h = {on_event, on_status};
+        rpc_call_opts_t opts = {.wait_for_ready = true};
+        l->s = rpc_stream_open(ch, "/llmserve.v1.Router/Generate",
+                               &llmserve__v1__generate_event__descriptor, &h, l, &opts, 0);
+        cr_assert_not_null(l->s);
+        pthread_mutex_lock(&l->mu);
+        for (int k = 0; k < WINDOW; k++)
+            do_submit(l);
+        pthread_mutex_unlock(&l->mu);
+    }
+}
+
+/* Stops submitting, waits for every request's end and each stream's status; returns the
+ * requests submitted. */
+static uint64_t load_finish(void)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < N_STREAMS; i++) {
+        load_t *l = &loads[i];
+        pthread_mutex_lock(&l->mu);
+        l->stopping = true;
+        pthread_mutex_unlock(&l->mu);
+    }
+    for (int i = 0; i < N_STREAMS; i++) {
+        load_t *l = &loads[i];
+        int64_t until = ls_now_us() + 60000000;
+        pthread_mutex_lock(&l->mu);
+        while (l->terminals < l->submitted && ls_now_us() < until) {
+            pthread_mutex_unlock(&l->mu);
+            ls_sleep_us(5000);
+            pthread_mutex_lock(&l->mu);
+        }
+        pthread_mutex_unlock(&l->mu);
+        rpc_stream_close_send(l->s);
+        while (!rpc_stream_ended(l->s) && ls_now_us() < until)
+            ls_sleep_us(5000);
+        pthread_mutex_lock(&l->mu);
+        cr_expect_eq(l->terminals, l->submitted, "stream %d: %u of %u requests ended", i,
+                     l->terminals, l->submitted);
+        cr_expect_eq(l->errors, 0, "stream %d: %u errors, the first %s", i, l->errors,
+                     l->first_error);
+        cr_expect_eq(l->extra, 0, "stream %d: %u events after a terminal one", i, l->extra);
+        cr_expect_eq(l->unknown, 0, "stream %d: %u events of unknown requests", i, l->unknown);
+        cr_expect_eq(l->send_failures, 0, "stream %d: %u submits not sent", i, l->send_failures);
+        cr_expect(l->ended, "stream %d did not end after half-close", i);
+        cr_expect_eq(l->status.code, GRPC_STATUS_OK, "stream %d: status %d %s", i, l->status.code,
+                     l->status.details);
+        total += l->submitted;
+        pthread_mutex_unlock(&l->mu);
+        rpc_stream_release(l->s);
+        pthread_mutex_destroy(&l->mu);
+        free(l->terminal);
+    }
+    return total;
+}
+
+/* ---- what the router and the process hold ----------------------------------------- */
+
+/* Resident memory (/proc/self/statm), or under ASan the heap in use. */
+static long mem_in_use(void)
+{
+#ifdef CHURN_ASAN
+    return (long)__sanitizer_get_current_allocated_bytes();
+#endif
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static size_t conns_held(router_t *r)
+{
+    pthread_mutex_lock(&r->conns_mu);
+    size_t n = r->n_conns;
+    pthread_mutex_unlock(&r->conns_mu);
+    return n;
+}
+
+/* Waits until the router holds A's connection only and the reaper is idle: what a
+ * removal leaves behind is gone.  Returns the connections held. */
+static size_t settle(router_t *r)
+{
+    int64_t until = ls_now_us() + 5000000;
+    while ((conns_held(r) > 1 || rpc_defer_pending(r->reaper) > 0) && ls_now_us() < until)
+        ls_sleep_us(2000);
+    return conns_held(r);
+}
+
+static bool wait_all_healthy(router_t *r, int64_t timeout_ms)
+{
+    int64_t until = ls_now_us() + timeout_ms * 1000;
+    while (!router_pools_all_healthy(r->pools)) {
+        if (ls_now_us() >= until)
+            return false;
+        ls_sleep_us(500);
+    }
+    return true;
+}
+
+/* ---- the test ---------------------------------------------------------------------- */
+
+static void start_inference(test_proc_t *p)
+{
+    char model[512], tok[512];
+    snprintf(model, sizeof(model), "%s/small.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    snprintf(tok, sizeof(tok), "%s/tok.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    char *argv[] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--model",
+                    model,
+                    "--tokenizer",
+                    tok,
+                    "--pool",
+                    "small",
+                    "--model-name",
+                    "tiny-small",
+                    "--threads",
+                    "1",
+                    "--grace-ms",
+                    "500",
+                    NULL};
+    cr_assert_eq(test_proc_start(p, argv, 60000), 0, "inference did not start");
+}
+
+static int cycles_wanted(void)
+{
+    const char *s = getenv("LLMSERVE_CHURN_CYCLES");
+    int n = s && *s ? atoi(s) : DEFAULT_CYCLES;
+    return n > 0 ? n : DEFAULT_CYCLES;
+}
+
+static test_proc_t proc_a, proc_b;
+
+/* Also after a failed assert, so no instance outlives the test (and holds its output). */
+static void stop_instances(void)
+{
+    test_proc_stop(&proc_a, SIGTERM, 30000);
+    test_proc_stop(&proc_b, SIGTERM, 30000);
+}
+
+TestSuite(router_churn, .fini = stop_instances, .timeout = 540);
+
+Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
+{
+    start_inference(&proc_a);
+    start_inference(&proc_b);
+    char addr_a[64];
+    snprintf(addr_a, sizeof(addr_a), "127.0.0.1:%d", proc_a.port);
+    snprintf(addr_b, sizeof(addr_b), "127.0.0.1:%d", proc_b.port);
+
+    churn_disc_t *cd = calloc(1, sizeof(*cd));
+    cd->base.ops = &churn_ops;
+    pthread_mutex_init(&cd->mu, NULL);
+    discovery_instance_t ia = {"small", "", 100, addr_a}, ib = {"small", "", 100, addr_b};
+    cd->list[0] = ia;
+    cd->list[1] = ib;
+    router_config_t cfg;
+    router_config_init(&cfg);
+    cfg.tiers = ""; /* one pool */
+    cfg.seed = 1;
+    char err[256] = "";
+    router_t *r = router_create(&cfg, &cd->base, err, sizeof(err));
+    cr_assert_not_null(r, "router_create: %s", err);
+    cr_assert(router_wait_ready(r, 30000), "instance A not connected");
+
+    rpc_server_config_t scfg;
+    rpc_server_config_init(&scfg);
+    scfg.threads = 2;
+    scfg.name = "router";
+    rpc_server_t *srv = rpc_server_create(&scfg);
+    cr_assert_not_null(srv);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(router_register(r, srv), LS_OK);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+
+    rpc_client_t *client = rpc_client_create(2);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    rpc_channel_t *ch = rpc_channel_create(client, target, NULL);
+    cr_assert(test_channel_ready(ch, 30000), "the router does not answer");
+    load_start(ch);
+
+    int cycles = cycles_wanted();
+    int warmup = cycles >= 2 * WARMUP_CYCLES ? WARMUP_CYCLES : cycles / 2;
+    int unhealthy = 0, served_by_b = 0;
+    long mem_warm = 0;
+    int64_t t0 = ls_now_us(), t_warm = t0;
+    for (int i = 0; i < cycles; i++) {
+        if (i == warmup) {
+            size_t n = settle(r);
+            cr_expect_leq(n, 1, "the router holds %zu connections after the warm-up", n);
+            mem_warm = mem_in_use();
+            t_warm = ls_now_us();
+        }
+        churn_deliver(cd, true);
+        if (!wait_all_healthy(r, 5000))
+            unhealthy++;
+        /* Until B has started a request (it has none, so it is the least loaded), or a
+         * moment: then requests are in flight on B as it goes. */
+        uint64_t seen = atomic_load(&starts_on_b);
+        int64_t until = ls_now_us() + 50000;
+        while (atomic_load(&starts_on_b) == seen && ls_now_us() < until)
+            ls_sleep_us(200);
+        served_by_b += atomic_load(&starts_on_b) != seen;
+        churn_deliver(cd, false);
+    }
+    size_t conns_end = settle(r);
+    long mem_end = mem_in_use();
+    int64_t t_end = ls_now_us();
+    uint64_t requests = load_finish();
+
+    fprintf(
+        stderr,
+        "churn: cycles=%d warmup=%d requests=%llu starts_on_b=%llu cycles_served_by_b=%d "
+        "cycles_b_not_healthy=%d " MEM_WHAT "_warm_kib=%ld " MEM_WHAT "_end_kib=%ld growth_kib=%ld "
+        "churn_s=%.1f after_warmup_s=%.1f\n",
+        cycles, warmup, (unsigned long long)requests, (unsigned long long)atomic_load(&starts_on_b),
+        served_by_b, unhealthy, mem_warm / 1024, mem_end / 1024, (mem_end - mem_warm) / 1024,
+        (double)(t_end - t0) / 1e6, (double)(t_end - t_warm) / 1e6);
+    cr_expect_eq(conns_end, 1, "the router holds %zu connections; A's only is right", conns_end);
+    cr_expect_eq(unhealthy, 0, "B did not come up in %d cycles", unhealthy);
+    cr_expect_geq(served_by_b, cycles / 2, "B served requests in %d of %d cycles only", served_by_b,
+                  cycles);
+    cr_expect_leq(mem_end - mem_warm, MEM_GROWTH_MAX,
+                  "memory in use (" MEM_WHAT ") grew %ld KiB over %d cycles after the warm-up",
+                  (mem_end - mem_warm) / 1024, cycles - warmup);
+
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_shutdown(srv, 1000);
+    rpc_server_destroy(srv);
+    router_destroy(r);
+}
