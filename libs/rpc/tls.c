@@ -4,6 +4,7 @@
 #include "rpc/server.h"
 
 #include "base/err.h"
+#include "base/file.h"
 #include "base/log.h"
 
 #include <openssl/bio.h>
@@ -15,44 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The whole file as a NUL-terminated string, or NULL (errno says why). */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (64u << 20)) { /* no PEM file is this large */
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, 4096, f);
-        len += n;
-        if (n < 4096)
-            break;
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(buf);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
-}
+/* No PEM file is anywhere near this large. */
+#define PEM_FILE_MAX (64u << 20)
 
 static X509 *first_cert(const char *pem)
 {
@@ -105,7 +70,7 @@ int rpc__pem_load(rpc__pem_t *p, const char *what, const char *cert_file, const 
     for (int i = 0; i < 3; i++) {
         if (!files[i])
             continue;
-        *texts[i] = slurp(files[i]);
+        *texts[i] = ls_file_read(files[i], PEM_FILE_MAX, NULL);
         if (!*texts[i]) {
             ls_set_err(err, err_len, "cannot read %s", files[i]);
             goto out;

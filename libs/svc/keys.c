@@ -8,6 +8,7 @@
 #include "svc/keys.h"
 
 #include "base/err.h"
+#include "base/file.h"
 #include "base/log.h"
 
 #include <ctype.h>
@@ -69,42 +70,16 @@ static bool tenant_ok(const char *s, size_t n)
 /* Reads the whole file; NULL with the reason in err. */
 static char *read_all(const char *path, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        ls_set_err(err, err_len, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
         LS_LOG_WARN("auth", "API key file is readable by others file=%s mode=%04o", path,
                     (unsigned)(st.st_mode & 07777));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = cap <= FILE_MAX ? realloc(buf, cap) : NULL;
-            if (!nb) {
-                ls_set_err(err, err_len, "%s is too large", path);
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, 4096, f);
-        len += n;
-        if (n < 4096)
-            break;
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        ls_set_err(err, err_len, "cannot read %s", path);
-        free(buf);
+    size_t len = 0;
+    char *buf = ls_file_read(path, FILE_MAX, &len);
+    if (!buf) {
+        ls_set_err(err, err_len, "cannot read %s: %s", path, strerror(errno));
         return NULL;
     }
-    buf[len] = '\0';
     if (strlen(buf) != len) {
         ls_set_err(err, err_len, "%s holds a NUL byte", path);
         free(buf);

@@ -86,6 +86,19 @@ static void gs_finished(relay_sink_t *s, relay_req_t *req)
         router__req_unref(req); /* the table's reference; the caller holds another */
 }
 
+/* The requests in flight, each referenced (the caller unrefs them and frees the
+ * array), so they can be acted on with gs->mu released.  gs->mu held. */
+static relay_req_t **do_snapshot(gen_stream_t *gs, size_t *n)
+{
+    *n = gs->n;
+    relay_req_t **copy = ls_xcalloc(gs->n ? gs->n : 1, sizeof(*copy));
+    for (size_t i = 0; i < gs->n; i++) {
+        copy[i] = gs->reqs[i];
+        router__req_ref(copy[i]);
+    }
+    return copy;
+}
+
 /* Drain: every request left ends with an UNAVAILABLE error, then the stream. */
 static void gs_close(relay_sink_t *s, const char *why)
 {
@@ -93,12 +106,8 @@ static void gs_close(relay_sink_t *s, const char *why)
     pthread_mutex_lock(&gs->mu);
     bool already = gs->finished || gs->cancelled;
     gs->finished = true; /* no finish from a request's end: this one is the last */
-    size_t n = gs->n;
-    relay_req_t **copy = ls_xcalloc(n ? n : 1, sizeof(*copy));
-    for (size_t i = 0; i < n; i++) {
-        copy[i] = gs->reqs[i];
-        router__req_ref(copy[i]);
-    }
+    size_t n;
+    relay_req_t **copy = do_snapshot(gs, &n);
     pthread_mutex_unlock(&gs->mu);
     for (size_t i = 0; i < n; i++) {
         router__req_reject(copy[i], GRPC_STATUS_UNAVAILABLE, why);
@@ -238,12 +247,8 @@ static void gen_on_cancel(rpc_call_t *call, void *state)
     gen_stream_t *gs = state;
     pthread_mutex_lock(&gs->mu);
     gs->cancelled = true;
-    size_t n = gs->n;
-    relay_req_t **copy = ls_xcalloc(n ? n : 1, sizeof(*copy));
-    for (size_t i = 0; i < n; i++) {
-        copy[i] = gs->reqs[i];
-        router__req_ref(copy[i]);
-    }
+    size_t n;
+    relay_req_t **copy = do_snapshot(gs, &n);
     pthread_mutex_unlock(&gs->mu);
     for (size_t i = 0; i < n; i++) {
         router__req_cancel(copy[i]);

@@ -11,7 +11,6 @@ The grpc.health.v1 messages are encoded by hand: generated stubs for
 grpc/health/v1/health.proto would create a `grpc/` package that shadows grpcio.
 """
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 import unittest
 
 import grpc
+
+import procs
 
 import echo_pb2
 
@@ -117,43 +118,6 @@ class HealthCodecTest(unittest.TestCase):
 
 # ---- the server process ---------------------------------------------------------
 
-def _read_listening_line(proc, timeout):
-    """Reads proc's stdout until 'LISTENING port=N'; returns N, or raises."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    fd = proc.stdout.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                text = line.decode("utf-8", "replace").strip()
-                if text.startswith("LISTENING port="):
-                    return int(text.split("=", 1)[1])
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("no LISTENING line within %.0f s" % timeout)
-            if not sel.select(left):
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise RuntimeError(
-                    "server exited before LISTENING (rc=%s, output %r)" % (proc.wait(5), buf))
-            buf += chunk
-    finally:
-        sel.close()
-
-
-def _drain(stream):
-    """Keeps the server's stdout pipe empty so that it never blocks on a write."""
-    try:
-        while os.read(stream.fileno(), 4096):
-            pass
-    except OSError:
-        pass
-
-
 class EchoServerTest(unittest.TestCase):
     proc = None
     channel = None
@@ -167,12 +131,12 @@ class EchoServerTest(unittest.TestCase):
             [binary, "--listen", "127.0.0.1:0", "--grace-ms", "2000"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
         try:
-            cls.port = _read_listening_line(cls.proc, START_TIMEOUT_S)
+            cls.port = procs.read_serving(cls.proc, START_TIMEOUT_S)
         except Exception:
             cls.proc.kill()
             cls.proc.wait()
             raise
-        threading.Thread(target=_drain, args=(cls.proc.stdout,), daemon=True).start()
+        threading.Thread(target=procs.drain, args=(cls.proc.stdout,), daemon=True).start()
         cls.target = "127.0.0.1:%d" % cls.port
         cls.channel = cls.new_channel()
         cls.unary = cls.channel.unary_unary(

@@ -8,16 +8,15 @@ proto/llmserve/v1 by protoc --python_out.  Run through ctest (tests/router.cmake
 sets the binary paths, the model directory and PYTHONPATH.
 """
 import os
-import selectors
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import unittest
 
 import grpc
+
+import procs
+from procs import env as _env
 
 from llmserve.v1 import common_pb2, router_pb2
 
@@ -27,83 +26,17 @@ CALL_TIMEOUT_S = 60.0
 WATCHDOG_S = 240.0
 
 
-def _env(name):
-    v = os.environ.get(name)
-    if not v:
-        raise RuntimeError("%s must be set (run through ctest)" % name)
-    return v
-
-
-def _read_listening(proc, timeout):
-    """Reads proc's stdout until 'LISTENING port=N' and then 'SERVING'; returns N."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
-    port = None
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                text = line.decode("utf-8", "replace").strip()
-                if text.startswith("LISTENING port="):
-                    port = int(text.split("=", 1)[1])
-                elif text == "SERVING" and port:
-                    return port
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("no LISTENING and SERVING lines within %.0f s" % timeout)
-            if not sel.select(left):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError("process exited before LISTENING (rc=%s)" % proc.wait(5))
-            buf += chunk
-    finally:
-        sel.close()
-
-
-def _drain(stream):
-    try:
-        while os.read(stream.fileno(), 4096):
-            pass
-    except OSError:
-        pass
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class RouterFromPython(unittest.TestCase):
-    procs = []
+    processes = []
 
     @classmethod
     def start(cls, argv):
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
-        cls.procs.append(p)
-        port = _read_listening(p, 60)
-        threading.Thread(target=_drain, args=(p.stdout,), daemon=True).start()
-        return port
+        return procs.start(argv, cls.processes)
 
     @classmethod
     def setUpClass(cls):
         models = _env("LLMSERVE_ROUTER_MODELS")
-        mc_port = _free_port()
-        mc = [_env("LLMSERVE_MEMCACHED"), "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0"]
-        if os.geteuid() == 0:
-            mc += ["-u", "root"]
-        cls.memcached = subprocess.Popen(mc, stdin=subprocess.DEVNULL)
-        for _ in range(500):
-            try:
-                socket.create_connection(("127.0.0.1", mc_port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.01)
+        cls.memcached, mc_port = procs.start_memcached()
         try:
             cache = cls.start([_env("LLMSERVE_CACHE_BIN"), "--listen", "127.0.0.1:0",
                                "--memcached", "--SERVER=127.0.0.1:%d" % mc_port])
@@ -115,7 +48,7 @@ class RouterFromPython(unittest.TestCase):
                     "--tokenizer", os.path.join(models, "tok.bin"),
                     "--pool", pool, "--model-name", "tiny-" + pool, "--cpu-threads", "1",
                     "--grace-ms", "500"])
-            cls.router_proc_index = len(cls.procs)
+            cls.router_proc_index = len(cls.processes)
             router = cls.start([
                 _env("LLMSERVE_ROUTER_BIN"), "--listen", "127.0.0.1:0",
                 "--pool", "small=127.0.0.1:%d" % ports["small"],
@@ -137,22 +70,8 @@ class RouterFromPython(unittest.TestCase):
     def tearDownClass(cls):
         if getattr(cls, "channel", None) is not None:
             cls.channel.close()
-        failures = []
-        for i, p in enumerate(reversed(cls.procs)):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    rc = p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                    rc = "timeout"
-            else:
-                rc = p.returncode
-            p.stdout.close()
-            if p.args[0] == os.environ.get("LLMSERVE_ROUTER_BIN") and rc != 0:
-                failures.append("router exited with %s after SIGTERM, want 0" % rc)
-        cls.procs = []
+        failures = procs.stop_all(
+            cls.processes, lambda p: p.args[0] == os.environ.get("LLMSERVE_ROUTER_BIN"))
         if getattr(cls, "memcached", None) is not None:
             cls.memcached.terminate()
             cls.memcached.wait(10)
@@ -275,7 +194,7 @@ class RouterFromPython(unittest.TestCase):
 
 def _watchdog():
     sys.stderr.write("test_router.py: watchdog: no result after %.0f s\n" % WATCHDOG_S)
-    for p in RouterFromPython.procs:
+    for p in RouterFromPython.processes:
         if p.poll() is None:
             p.kill()
     os._exit(1)

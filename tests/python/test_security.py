@@ -9,17 +9,17 @@ tenant's cached answer; the key file reloaded on SIGHUP; a malformed file that k
 keys in use; plaintext against the TLS port; health without a key.
 """
 import os
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
 import grpc
+
+import procs
+from procs import env as _env
 
 from llmserve.v1 import common_pb2, router_pb2
 
@@ -30,56 +30,6 @@ KEY_OPS = "py-ops-key-0123456789abcdef"
 KEY_B = "py-tenant-b-key-0123456789ab"
 KEY_C = "py-tenant-c-key-0123456789ab"
 KEY_NEW = "py-rotated-key-0123456789abc"
-
-
-def _env(name):
-    v = os.environ.get(name)
-    if not v:
-        raise RuntimeError("%s is not set (run through ctest)" % name)
-    return v
-
-
-def _read_serving(proc, timeout):
-    """Reads 'LISTENING port=N' then 'SERVING' from proc's stdout; returns N."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf, port = b"", None
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                text = line.decode("utf-8", "replace").strip()
-                if text.startswith("LISTENING port="):
-                    port = int(text.split("=", 1)[1])
-                elif text == "SERVING" and port:
-                    return port
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("no SERVING line within %.0f s" % timeout)
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError("process exited before SERVING (rc=%s)" % proc.wait(5))
-                buf += chunk
-    finally:
-        sel.close()
-
-
-def _drain(stream):
-    try:
-        while os.read(stream.fileno(), 4096):
-            pass
-    except OSError:
-        pass
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _make_certs(d):
@@ -101,15 +51,11 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 
 
 class SecureRouterFromPython(unittest.TestCase):
-    procs = []
+    processes = []
 
     @classmethod
     def start(cls, argv):
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
-        cls.procs.append(p)
-        port = _read_serving(p, 60)
-        threading.Thread(target=_drain, args=(p.stdout,), daemon=True).start()
-        return port
+        return procs.start(argv, cls.processes)
 
     @classmethod
     def write_keys(cls, text):
@@ -127,17 +73,7 @@ class SecureRouterFromPython(unittest.TestCase):
         cls.keys = p("api-keys")
         cls.write_keys("%s\n%s tenant-b\n%s tenant-c\n" % (KEY_OPS, KEY_B, KEY_C))
         models = _env("LLMSERVE_ROUTER_MODELS")
-        mc_port = _free_port()
-        mc = [_env("LLMSERVE_MEMCACHED"), "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0"]
-        if os.geteuid() == 0:
-            mc += ["-u", "root"]
-        cls.memcached = subprocess.Popen(mc, stdin=subprocess.DEVNULL)
-        for _ in range(500):
-            try:
-                socket.create_connection(("127.0.0.1", mc_port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.01)
+        cls.memcached, mc_port = procs.start_memcached()
         mtls = ["--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
                 "--tls-client-ca", p("ca.pem")]
         try:
@@ -148,7 +84,7 @@ class SecureRouterFromPython(unittest.TestCase):
                                "--tokenizer", os.path.join(models, "tok.bin"),
                                "--pool", "small", "--cpu-threads", "1", "--grace-ms", "500"]
                               + mtls)
-            cls.router_proc = len(cls.procs)
+            cls.router_proc = len(cls.processes)
             cls.router = cls.start([
                 _env("LLMSERVE_ROUTER_BIN"), "--listen", "127.0.0.1:0",
                 "--pool", "small=127.0.0.1:%d" % small, "--tiers", "",
@@ -174,23 +110,7 @@ class SecureRouterFromPython(unittest.TestCase):
     def tearDownClass(cls):
         if getattr(cls, "channel", None) is not None:
             cls.channel.close()
-        failures = []
-        for p in reversed(cls.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    rc = p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                    rc = "timeout"
-            else:
-                rc = p.returncode
-            p.stdout.close()
-            if rc != 0:
-                failures.append("%s exited with %s after SIGTERM" % (os.path.basename(p.args[0]),
-                                                                     rc))
-        cls.procs = []
+        failures = procs.stop_all(cls.processes)
         if getattr(cls, "memcached", None) is not None:
             cls.memcached.terminate()
             cls.memcached.wait(10)
@@ -281,7 +201,7 @@ class SecureRouterFromPython(unittest.TestCase):
         self.assertTrue(self.hit(evs), "tenant b's key reads its own answer")
 
     def test_05_sighup_reloads_and_a_malformed_file_keeps_the_keys(self):
-        router = self.procs[self.router_proc]
+        router = self.processes[self.router_proc]
         try:
             self.write_keys("%s\n%s tenant-b\n" % (KEY_NEW, KEY_B))
             router.send_signal(signal.SIGHUP)

@@ -121,7 +121,7 @@ Test(keys, malformed_files_are_refused_without_showing_keys)
     }
     unlink(g_path);
     cr_assert_null(svc_keys_load(g_path, err, sizeof(err)));
-    cr_assert_not_null(strstr(err, "cannot open"), "%s", err);
+    cr_assert_not_null(strstr(err, "cannot read"), "%s", err);
 }
 
 Test(keys, reload_takes_new_keys_and_keeps_old_ones_on_a_bad_file)

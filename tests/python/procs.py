@@ -1,0 +1,115 @@
+"""What the Python tests share: real processes of the suite started and stopped as the
+C tests do (tests/support/proc.c): a service prints "LISTENING port=N" once bound and
+"SERVING" once ready; memcached on a free loopback port; the environment ctest sets.
+"""
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+
+def env(name):
+    """The path ctest put in the environment variable name (else the test cannot run)."""
+    v = os.environ.get(name)
+    if not v:
+        raise RuntimeError("%s is not set (run through ctest)" % name)
+    return v
+
+
+def read_serving(proc, timeout):
+    """Reads proc's stdout until 'LISTENING port=N' and then 'SERVING'; returns N."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf, port = b"", None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace").strip()
+                if text.startswith("LISTENING port="):
+                    port = int(text.split("=", 1)[1])
+                elif text == "SERVING" and port:
+                    return port
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("no LISTENING and SERVING lines within %.0f s" % timeout)
+            if sel.select(left):
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError("process exited before SERVING (rc=%s, output %r)"
+                                       % (proc.wait(5), buf))
+                buf += chunk
+    finally:
+        sel.close()
+
+
+def drain(stream):
+    """Keeps a process's stdout pipe empty so that it never blocks on a write."""
+    try:
+        while os.read(stream.fileno(), 4096):
+            pass
+    except OSError:
+        pass
+
+
+def start(argv, procs, timeout=60):
+    """Starts a service, appends it to procs, waits until it serves; returns its port."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
+    procs.append(p)
+    port = read_serving(p, timeout)
+    threading.Thread(target=drain, args=(p.stdout,), daemon=True).start()
+    return port
+
+
+def stop_all(procs, must_exit_0=None):
+    """SIGTERM to each process, last started first; returns a failure message for each
+    process must_exit_0(proc) names that did not exit with status 0."""
+    failures = []
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                rc = p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                rc = "timeout"
+        else:
+            rc = p.returncode
+        if p.stdout:
+            p.stdout.close()
+        if rc != 0 and (must_exit_0 is None or must_exit_0(p)):
+            failures.append("%s exited with %s after SIGTERM, want 0"
+                            % (os.path.basename(p.args[0]), rc))
+    del procs[:]
+    return failures
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_memcached():
+    """A real memcached on a free loopback port; returns (process, port)."""
+    port = free_port()
+    argv = [env("LLMSERVE_MEMCACHED"), "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    for _ in range(500):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.01)
+    p.kill()
+    p.wait()
+    raise RuntimeError("memcached did not start on port %d" % port)
