@@ -168,35 +168,12 @@ Test(mtls, the_suite_serves_over_mutual_tls)
     suite_end(&S);
 }
 
-/* A unary Inference.Info against an instance's mutual-TLS port. */
+/* A unary Inference.Info against an instance's mutual-TLS port, on a new connection. */
 static int info_call(int port, const rpc_channel_config_t *cfg)
 {
-    rpc_client_t *client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "localhost:%d", port);
-    rpc_channel_t *ch = rpc_channel_create(client, target, cfg);
-    cr_assert_not_null(ch);
     Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    rpc_status_t st;
-    rpc_call_opts_t o = {.timeout_us = 5000000};
-    rpc_channel_unary(ch, "/llmserve.v1.Inference/Info", &req.base,
-                      &llmserve__v1__info_response__descriptor, &o, &resp, &st);
-    if (resp)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    rpc_channel_destroy(ch);
-    rpc_client_destroy(client);
-    return st.code;
-}
-
-static rpc_channel_config_t client_cfg(const char *ca, const char *cert, const char *key)
-{
-    rpc_channel_config_t cfg;
-    rpc_channel_config_init(&cfg);
-    cfg.tls_root_file = ca;
-    cfg.tls_cert_file = cert;
-    cfg.tls_key_file = key;
-    return cfg;
+    return test_unary_once(port, cfg, "/llmserve.v1.Inference/Info", &req.base,
+                           &llmserve__v1__info_response__descriptor, NULL);
 }
 
 Test(mtls, bad_peers_fail_cleanly_and_the_servers_carry_on)
@@ -206,9 +183,9 @@ Test(mtls, bad_peers_fail_cleanly_and_the_servers_carry_on)
     int router = S.router.port, inst = S.small[0].port;
 
     /* The router's TLS port. */
-    rpc_channel_config_t plain, wrong_ca, good = client_cfg(C.ca, NULL, NULL);
+    rpc_channel_config_t plain, wrong_ca, good = test_tls_config(C.ca, NULL, NULL);
     rpc_channel_config_init(&plain);
-    wrong_ca = client_cfg(C.rogue_ca, NULL, NULL);
+    wrong_ca = test_tls_config(C.rogue_ca, NULL, NULL);
     rpc_client_t *client = rpc_client_create(1);
     const rpc_channel_config_t *bad[] = {&plain, &wrong_ca};
     for (int i = 0; i < 2; i++) {
@@ -222,9 +199,9 @@ Test(mtls, bad_peers_fail_cleanly_and_the_servers_carry_on)
     rpc_client_destroy(client);
 
     /* An instance's mutual-TLS port. */
-    rpc_channel_config_t no_cert = client_cfg(C.ca, NULL, NULL);
-    rpc_channel_config_t rogue = client_cfg(C.ca, C.rogue_cert, C.rogue_key);
-    rpc_channel_config_t with_cert = client_cfg(C.ca, C.client_cert, C.client_key);
+    rpc_channel_config_t no_cert = test_tls_config(C.ca, NULL, NULL);
+    rpc_channel_config_t rogue = test_tls_config(C.ca, C.rogue_cert, C.rogue_key);
+    rpc_channel_config_t with_cert = test_tls_config(C.ca, C.client_cert, C.client_key);
     cr_assert_eq(info_call(inst, &plain), GRPC_STATUS_UNAVAILABLE, "plaintext");
     cr_assert_eq(info_call(inst, &no_cert), GRPC_STATUS_UNAVAILABLE, "no client cert");
     cr_assert_eq(info_call(inst, &rogue), GRPC_STATUS_UNAVAILABLE, "a cert from another CA");
@@ -260,7 +237,7 @@ Test(mtls, an_expired_server_certificate_is_refused_and_the_server_carries_on)
     argv[6] = tok;
     test_proc_t p;
     cr_assert_eq(test_proc_start(&p, argv, 60000), 0, "an expired certificate still starts");
-    rpc_channel_config_t cfg = client_cfg(C.ca, NULL, NULL);
+    rpc_channel_config_t cfg = test_tls_config(C.ca, NULL, NULL);
     cr_assert_eq(info_call(p.port, &cfg), GRPC_STATUS_UNAVAILABLE);
     cr_assert_eq(info_call(p.port, &cfg), GRPC_STATUS_UNAVAILABLE, "again: no crash");
     cr_assert_eq(kill(p.pid, 0), 0, "the server carries on");

@@ -27,10 +27,10 @@ static const ProtobufCMessageDescriptor *const REP = &llmserve__test__echo_reply
 typedef struct {
     pthread_mutex_t mu;
     int starts, messages, half_closes, cancels, dones;
-    int finish_again_rc;   /* rpc_call_finish after a finish */
-    int send_after_rc;     /* rpc_call_send after a finish */
-    int reply_again_rc;    /* rpc_call_reply after a reply */
-    rpc_call_t *kept;      /* a call kept past on_done with rpc_call_ref */
+    int finish_again_rc; /* rpc_call_finish after a finish */
+    int send_after_rc;   /* rpc_call_send after a finish */
+    int reply_again_rc;  /* rpc_call_reply after a reply */
+    rpc_call_t *kept;    /* a call kept past on_done with rpc_call_ref */
 } seen_t;
 
 static seen_t g_seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -132,8 +132,7 @@ static void drain_fill(rpc_call_t *call, void *ud)
     j->drains++;
     Llmserve__Test__EchoReply reply = LLMSERVE__TEST__ECHO_REPLY__INIT;
     reply.text = "d";
-    for (size_t q = rpc_call_write_queue_len(call); q < DRAIN_WINDOW && j->sent < j->want;
-         q++) {
+    for (size_t q = rpc_call_write_queue_len(call); q < DRAIN_WINDOW && j->sent < j->want; q++) {
         reply.index = j->sent;
         if (rpc_call_send(call, &reply.base) != LS_OK)
             return;
@@ -178,12 +177,12 @@ static rpc_server_t *make_server(const rpc_tls_server_t *tls, int *port)
     cr_assert_eq(
         rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ, &unary_h, NULL),
         LS_OK);
-    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ,
-                                       &stream_h, NULL),
-                 LS_OK);
-    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Drain", RPC_STREAM, REQ,
-                                       &drain_h, NULL),
-                 LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ, &stream_h, NULL),
+        LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Drain", RPC_STREAM, REQ, &drain_h, NULL),
+        LS_OK);
     cr_assert_eq(rpc_server_start(srv), LS_OK);
     return srv;
 }
@@ -230,9 +229,9 @@ Test(server, registration_rules)
     cr_assert_eq(rpc_server_add_method(srv, "/a.B/C", RPC_UNARY, REQ, &unary_h, NULL), LS_OK);
     cr_assert_eq(rpc_server_add_method(srv, "/a.B/C", RPC_STREAM, REQ, &stream_h, NULL),
                  LS_ERR_EXISTS);
-    cr_assert_eq(rpc_server_add_method(srv, "/grpc.health.v1.Health/Check", RPC_UNARY, REQ,
-                                       &unary_h, NULL),
-                 LS_ERR_EXISTS, "health is built in");
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/grpc.health.v1.Health/Check", RPC_UNARY, REQ, &unary_h, NULL),
+        LS_ERR_EXISTS, "health is built in");
     cr_assert_eq(rpc_server_listen(srv, "256.1.1.1:1", NULL, NULL), LS_ERR_IO);
     rpc_tls_server_t tls = {"/nonexistent/cert.pem", "/nonexistent/key.pem", NULL};
     cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", &tls, NULL), LS_ERR_INVALID);
@@ -247,9 +246,9 @@ Test(server, unary_reply_once)
     req.seq = 7;
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
-    cr_assert_eq(rpc_channel_unary(g_ch, "/llmserve.test.Echo/Unary", &req.base, REP, NULL,
-                                   &resp, &st),
-                 LS_OK);
+    cr_assert_eq(
+        rpc_channel_unary(g_ch, "/llmserve.test.Echo/Unary", &req.base, REP, NULL, &resp, &st),
+        LS_OK);
     cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
     cr_assert_eq(((Llmserve__Test__EchoReply *)resp)->seq, 8);
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -472,8 +471,7 @@ static int check_health(const char *service)
 Test(server, health_status_set_at_run_time)
 {
     cr_assert_eq(check_health("llmserve.test.Echo"), RPC_HEALTH_SERVING);
-    cr_assert_eq(rpc_server_set_health(g_srv, "llmserve.test.Echo", RPC_HEALTH_NOT_SERVING),
-                 LS_OK);
+    cr_assert_eq(rpc_server_set_health(g_srv, "llmserve.test.Echo", RPC_HEALTH_NOT_SERVING), LS_OK);
     cr_assert_eq(check_health("llmserve.test.Echo"), RPC_HEALTH_NOT_SERVING);
     cr_assert_eq(check_health(""), RPC_HEALTH_SERVING, "overall status untouched");
     cr_assert_eq(rpc_server_set_health(g_srv, "model.loading", RPC_HEALTH_NOT_SERVING), LS_OK);
@@ -501,34 +499,15 @@ static void remove_certs(void)
 
 static int tls_call(int port, const rpc_channel_config_t *cfg)
 {
-    rpc_client_t *client = rpc_client_create(1);
-    char target[64];
-    snprintf(target, sizeof(target), "localhost:%d", port);
-    rpc_channel_t *ch = rpc_channel_create(client, target, cfg);
-    cr_assert_not_null(ch);
     Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
     req.text = "secret";
     ProtobufCMessage *resp = NULL;
-    rpc_status_t st;
-    rpc_call_opts_t opts = {.timeout_us = 5000000};
-    rpc_channel_unary(ch, "/llmserve.test.Echo/Unary", &req.base, REP, &opts, &resp, &st);
+    int code = test_unary_once(port, cfg, "/llmserve.test.Echo/Unary", &req.base, REP, &resp);
     if (resp) {
         cr_assert_str_eq(((Llmserve__Test__EchoReply *)resp)->text, "secret");
         protobuf_c_message_free_unpacked(resp, NULL);
     }
-    rpc_channel_destroy(ch);
-    rpc_client_destroy(client);
-    return st.code;
-}
-
-static rpc_channel_config_t tls_client(const char *ca, const char *cert, const char *key)
-{
-    rpc_channel_config_t cfg;
-    rpc_channel_config_init(&cfg);
-    cfg.tls_root_file = ca;
-    cfg.tls_cert_file = cert;
-    cfg.tls_key_file = key;
-    return cfg;
+    return code;
 }
 
 TestSuite(tls, .init = make_certs, .fini = remove_certs, .timeout = 60);
@@ -539,10 +518,10 @@ Test(tls, server_tls_and_mutual_tls)
     int port = 0;
     rpc_tls_server_t tls = {c->server_cert, c->server_key, NULL};
     rpc_server_t *srv = make_server(&tls, &port);
-    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
+    rpc_channel_config_t cfg = test_tls_config(c->ca, NULL, NULL);
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "TLS with the right CA");
     cr_assert_eq(tls_call(port, NULL), GRPC_STATUS_UNAVAILABLE, "plaintext to a TLS port");
-    rpc_channel_config_t wrong = tls_client(c->rogue_ca, NULL, NULL);
+    rpc_channel_config_t wrong = test_tls_config(c->rogue_ca, NULL, NULL);
     cr_assert_eq(tls_call(port, &wrong), GRPC_STATUS_UNAVAILABLE, "TLS with the wrong CA");
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_OK, "the server carries on");
     rpc_server_destroy(srv);
@@ -550,9 +529,9 @@ Test(tls, server_tls_and_mutual_tls)
     rpc_tls_server_t mtls = {c->server_cert, c->server_key, c->ca};
     srv = make_server(&mtls, &port);
     cr_assert_neq(tls_call(port, &cfg), GRPC_STATUS_OK, "mutual TLS without a client cert");
-    rpc_channel_config_t rogue = tls_client(c->ca, c->rogue_cert, c->rogue_key);
+    rpc_channel_config_t rogue = test_tls_config(c->ca, c->rogue_cert, c->rogue_key);
     cr_assert_neq(tls_call(port, &rogue), GRPC_STATUS_OK, "a client cert from another CA");
-    rpc_channel_config_t good = tls_client(c->ca, c->client_cert, c->client_key);
+    rpc_channel_config_t good = test_tls_config(c->ca, c->client_cert, c->client_key);
     cr_assert_eq(tls_call(port, &good), GRPC_STATUS_OK, "mutual TLS with a client cert");
     rpc_channel_config_t plain = {0};
     rpc_channel_config_init(&plain);
@@ -585,7 +564,7 @@ Test(tls, expired_certificate_fails_the_handshake_cleanly)
     int port = 0;
     rpc_tls_server_t tls = {c->expired_cert, c->expired_key, NULL};
     rpc_server_t *srv = make_server(&tls, &port);
-    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
+    rpc_channel_config_t cfg = test_tls_config(c->ca, NULL, NULL);
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "an expired server cert");
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "still refused, no crash");
     rpc_server_destroy(srv);
@@ -609,7 +588,7 @@ Test(tls, reload_switches_certificates_and_keeps_them_on_a_bad_file)
     int port = 0;
     rpc_tls_server_t tls = {cert, key, NULL};
     rpc_server_t *srv = make_server(&tls, &port);
-    rpc_channel_config_t cfg = tls_client(c->ca, NULL, NULL);
+    rpc_channel_config_t cfg = test_tls_config(c->ca, NULL, NULL);
     cr_assert_eq(tls_call(port, &cfg), GRPC_STATUS_UNAVAILABLE, "expired before the reload");
 
     copy_file(c->server_cert, cert);
@@ -670,8 +649,7 @@ static int auth_call(rpc_channel_t *ch, const char *method, const char *auth, ch
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
     rpc_channel_unary(ch, method, &req.base, REP, &opts, &resp, &st);
-    snprintf(out, out_len, "%s",
-             resp ? ((Llmserve__Test__EchoReply *)resp)->text : st.details);
+    snprintf(out, out_len, "%s", resp ? ((Llmserve__Test__EchoReply *)resp)->text : st.details);
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     rpc_md_clear(&md);
@@ -683,12 +661,12 @@ Test(auth, authorizer_guards_every_method_but_health, .timeout = 60)
     rpc_server_t *srv = rpc_server_create(NULL);
     int port = 0;
     cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
-    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ,
-                                       &whoami_h, NULL),
-                 LS_OK);
-    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ,
-                                       &stream_h, NULL),
-                 LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ, &whoami_h, NULL),
+        LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ, &stream_h, NULL),
+        LS_OK);
     rpc_server_set_auth(srv, key_auth, NULL);
     cr_assert_eq(rpc_server_start(srv), LS_OK);
     rpc_client_t *client = rpc_client_create(1);
@@ -741,9 +719,9 @@ Test(health, a_server_that_starts_not_serving_and_turns_serving, .timeout = 60)
     rpc_server_t *srv = rpc_server_create(&cfg);
     int port = 0;
     cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
-    cr_assert_eq(rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ,
-                                       &unary_h, NULL),
-                 LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ, &unary_h, NULL),
+        LS_OK);
     cr_assert_eq(rpc_server_start(srv), LS_OK);
     rpc_client_t *client = rpc_client_create(1);
     char target[64];
