@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "support/net.h"
 #include "support/proc.h"
 #include "support/router_stream.h"
@@ -26,8 +27,8 @@
 #include <unistd.h>
 
 #define SIMPLE_PROMPT "Once upon a time there was a cat"
-#define COMPLEX_PROMPT                                                                          \
-    "Explain step by step why this C code is slow and prove the bound: ```for (int i = 0; i " \
+#define COMPLEX_PROMPT                                                                             \
+    "Explain step by step why this C code is slow and prove the bound: ```for (int i = 0; i "      \
     "< n; i++) { s += a[i] * 2; }``` What is 3 * 4? Why?"
 
 static suite_t S;
@@ -199,9 +200,9 @@ Test(router, bad_requests_get_invalid_argument, .init = start_basic)
     router_stream_submit(g, &negative);
     struct {
         const char *id, *needle;
-    } want[] = {{"", "request_id"},       {"neither", "neither prompt"},
-                {"hot", "temperature"},   {"hint", "not a pool"},
-                {"role", "role"},         {"neg", "max_tokens"}};
+    } want[] = {{"", "request_id"},     {"neither", "neither prompt"},
+                {"hot", "temperature"}, {"hint", "not a pool"},
+                {"role", "role"},       {"neg", "max_tokens"}};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         router_stream_rec_t r = router_stream_finish(g, want[i].id);
         cr_assert_eq(r.err_code, GRPC_STATUS_INVALID_ARGUMENT, "%s: code %d", want[i].id,
@@ -421,8 +422,7 @@ Test(router, sixty_four_concurrent_streams, .init = start_basic)
         g[i] = gen_open();
         char id[16], prompt[256];
         snprintf(id, sizeof(id), "c%d", i);
-        snprintf(prompt, sizeof(prompt), "%s number %d", i % 2 ? SIMPLE_PROMPT : COMPLEX_PROMPT,
-                 i);
+        snprintf(prompt, sizeof(prompt), "%s number %d", i % 2 ? SIMPLE_PROMPT : COMPLEX_PROMPT, i);
         router_stream_req_t a = {.id = id,
                                  .prompt = prompt,
                                  .max_tokens = 16,
@@ -461,8 +461,7 @@ static bool drain_fd(int fd, char *buf, size_t cap, size_t *len, int wait_ms)
     return *len < cap - 1;
 }
 
-Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary,
-     .init = start_slow)
+Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary, .init = start_slow)
 {
     int out[2], err[2];
     cr_assert_eq(pipe(out), 0);
@@ -477,8 +476,10 @@ Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary,
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawn_file_actions_addclose(&fa, out[0]);
     posix_spawn_file_actions_addclose(&fa, err[0]);
-    char *argv[] = {"llmctl", "--router", router, "--pool", "large", "--max-tokens", "1800",
-                    "--ignore-eos", "Tell me a long story", NULL};
+    char *argv[] = {"llmctl", "--router",     router,
+                    "--pool", "large",        "--max-tokens",
+                    "1800",   "--ignore-eos", "Tell me a long story",
+                    NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, test_env_path("LLMSERVE_LLMCTL_BIN"), &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -510,8 +511,7 @@ Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary,
     int64_t took_ms = (ls_now_us() - t0) / 1000;
     close(out[0]);
     close(err[0]);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d, stderr: %s", status,
-              se);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d, stderr: %s", status, se);
     cr_assert_lt(took_ms, 5000, "llmctl took %lld ms to stop", (long long)took_ms);
     cr_assert(strstr(se, "cancelling"), "%s", se);
     cr_assert(strstr(se, "finish    cancelled"), "the summary must still print: %s", se);
@@ -545,5 +545,75 @@ Test(router, duplicate_id_in_flight_is_refused_and_the_first_goes_on, .init = st
     cr_assert_eq(r.tokens, 30, "tokens %d finish %d completion %u", r.tokens, r.finish,
                  r.completion_tokens);
     router_stream_close(g);
+    suite_end(&S);
+}
+
+/* The router's health as a probe sees it (SERVING 1, NOT_SERVING 2), or -code. */
+static int router_health(void)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = "";
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_call_opts_t o = {.timeout_us = 5000000};
+    rpc_channel_unary(S.ch, "/grpc.health.v1.Health/Check", &req.base,
+                      &grpc__health__v1__health_check_response__descriptor, &o, &resp, &st);
+    int status = resp ? (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status : -st.code;
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return status;
+}
+
+static void start_drain(void)
+{
+    static const char *const grace[] = {"--grace-ms", "30000", NULL};
+    suite_opts_t o = {.n_small = 1, .n_large = 1, .slow_large = true, .router_args = grace};
+    suite_start(&S, &o);
+}
+
+/* SIGTERM: health NOT_SERVING at once, new requests refused, the one in flight finishes,
+ * then every open stream (an idle one too) ends with UNAVAILABLE and the router exits 0. */
+Test(router, sigterm_drains_what_is_in_flight_and_refuses_the_rest, .init = start_drain)
+{
+    router_stream_t *g = gen_open();
+    router_stream_t *idle = gen_open();
+    router_stream_req_t a = {.id = "long",
+                             .prompt = SIMPLE_PROMPT,
+                             .hint = "large",
+                             .max_tokens = 60,
+                             .ignore_eos = true};
+    router_stream_submit(g, &a);
+    router_stream_rec_t r = router_stream_wait(g, "long", 3, 60000);
+    cr_assert_geq(r.tokens, 3, "no tokens: %d %s", r.err_code, r.err_msg);
+    /* Frozen, the instance holds the request in flight for as long as the test wants. */
+    test_proc_t *up = suite_instance(&S, router_stream_route(g, "long")->instance);
+    suite_freeze(up);
+    cr_assert_eq(router_health(), 1);
+    cr_assert_eq(kill(S.router.pid, SIGTERM), 0);
+    int health = 1;
+    for (int i = 0; i < 200 && health == 1; i++) {
+        usleep(10000);
+        health = router_health();
+    }
+    cr_assert_eq(health, 2, "health after SIGTERM: %d", health);
+    router_stream_req_t b = {.id = "late", .prompt = SIMPLE_PROMPT, .max_tokens = 4};
+    router_stream_submit(g, &b);
+    router_stream_rec_t late = router_stream_finish(g, "late");
+    cr_assert_eq(late.err_code, GRPC_STATUS_UNAVAILABLE, "late: %d %s", late.err_code,
+                 late.err_msg);
+    cr_assert_not_null(strstr(late.err_msg, "shutting down"), "%s", late.err_msg);
+    cr_assert_not(router_stream_wait_end(idle, 300), "an idle stream ended before the drain");
+    suite_thaw(up);
+    r = router_stream_finish(g, "long");
+    cr_assert(r.done, "the request in flight: %d %s", r.err_code, r.err_msg);
+    cr_assert_eq(r.tokens, 60, "the drain cut it short");
+    cr_assert(router_stream_wait_end(g, 10000));
+    cr_assert(router_stream_wait_end(idle, 10000), "the idle stream was left open");
+    cr_assert_eq(router_stream_status(idle).code, GRPC_STATUS_UNAVAILABLE);
+    cr_assert_eq(router_stream_status(g).code, GRPC_STATUS_UNAVAILABLE);
+    router_stream_destroy(g);
+    router_stream_destroy(idle);
+    int st = test_proc_stop(&S.router, SIGTERM, 30000);
+    cr_assert_eq(st, 0, "router exit status %d", st);
     suite_end(&S);
 }
