@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "rpc/codec.h"
 #include "rpc/cq.h"
+#include "rpc/init.h"
 #include "rpc/tls.h"
 
 #include <grpc/grpc.h>
@@ -86,7 +87,7 @@ struct rpc_stream {
 
 rpc_client_t *rpc_client_create(int threads)
 {
-    grpc_init();
+    rpc__grpc_init();
     rpc_client_t *c = ls_xcalloc(1, sizeof(*c));
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);

@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "rpc/codec.h"
 #include "rpc/cq.h"
+#include "rpc/init.h"
 #include "rpc/health.h"
 #include "rpc/tls.h"
 
@@ -747,7 +748,7 @@ static void on_shutdown_notified(rpc__tag_t *tag, bool ok)
 
 rpc_server_t *rpc_server_create(const rpc_server_config_t *cfg)
 {
-    grpc_init();
+    rpc__grpc_init();
     rpc_server_t *srv = ls_xcalloc(1, sizeof(*srv));
     if (cfg)
         srv->cfg = *cfg;
