@@ -147,7 +147,7 @@ rpc_channel_t *rpc_channel_create(rpc_client_t *client, const char *target,
         rpc_channel_config_init(&defaults);
         cfg = &defaults;
     }
-    grpc_arg args[8];
+    grpc_arg args[10];
     size_t n = 0;
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -167,6 +167,11 @@ rpc_channel_t *rpc_channel_create(rpc_client_t *client, const char *target,
         args[n++].value.integer = (int)cfg->keepalive_ms;
         args[n].type = GRPC_ARG_INTEGER;
         args[n].key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
+        args[n++].value.integer = 1;
+    }
+    if (cfg->own_connections) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
         args[n++].value.integer = 1;
     }
     if (cfg->tls_server_name) {

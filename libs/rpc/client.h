@@ -52,6 +52,9 @@ typedef struct {
     int max_recv_message_bytes;  /* default 4 MiB */
     int64_t reconnect_max_ms;    /* cap of the reconnect back-off; default 2000 */
     int64_t keepalive_ms;        /* HTTP/2 pings on idle connections; default 0 = off */
+    bool own_connections;        /* connections of this channel alone: gRPC otherwise shares
+                                    one (and its reconnect back-off) between channels with the
+                                    same target and settings; default false */
 } rpc_channel_config_t;
 
 void rpc_channel_config_init(rpc_channel_config_t *cfg);

@@ -448,9 +448,11 @@ int rpc_call_reply(rpc_call_t *call, const ProtobufCMessage *msg)
     rpc_call_t *c = call;
     pthread_mutex_lock(&c->mu);
     int rc = LS_OK;
-    if (c->finish_requested) {
+    if (c->done || c->closed) {
+        rc = LS_ERR_CLOSED;
+    } else if (c->finish_requested) {
         rc = LS_ERR_EXISTS;
-    } else if (c->done || c->closed || c->cancelled || c->write_in_flight) {
+    } else if (c->cancelled || c->write_in_flight) {
         rc = LS_ERR_CLOSED;
     } else {
         grpc_op ops[3];
@@ -492,10 +494,10 @@ int rpc_call_finish(rpc_call_t *call, grpc_status_code code, const char *details
     rpc_call_t *c = call;
     pthread_mutex_lock(&c->mu);
     int rc = LS_OK;
-    if (c->finish_requested) {
-        rc = LS_ERR_EXISTS;
-    } else if (c->done || c->closed) {
+    if (c->done || c->closed) { /* over: that says more than "finished" (server.h) */
         rc = LS_ERR_CLOSED;
+    } else if (c->finish_requested) {
+        rc = LS_ERR_EXISTS;
     } else {
         c->finish_requested = true;
         c->status_code = code;

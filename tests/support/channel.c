@@ -46,7 +46,13 @@ int test_unary_once(int port, const rpc_channel_config_t *cfg, const char *metho
     rpc_client_t *client = rpc_client_create(1);
     char target[64];
     snprintf(target, sizeof(target), "localhost:%d", port);
-    rpc_channel_t *ch = rpc_channel_create(client, target, cfg);
+    rpc_channel_config_t own;
+    if (cfg)
+        own = *cfg;
+    else
+        rpc_channel_config_init(&own);
+    own.own_connections = true; /* a connection (and a handshake) of its own */
+    rpc_channel_t *ch = rpc_channel_create(client, target, &own);
     rpc_status_t st = {.code = GRPC_STATUS_INTERNAL};
     ProtobufCMessage *got = NULL;
     if (ch) {

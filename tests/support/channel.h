@@ -25,7 +25,8 @@ rpc_channel_config_t test_tls_config(const char *ca, const char *cert, const cha
 
 /* One unary call of method with req on a client and channel of its own to
  * "localhost:port" (so a certificate for localhost verifies), deadline 5 s: a fresh
- * connection and handshake every time.  Returns the call's status code; the decoded
+ * connection and handshake every time (own_connections), never one gRPC kept from an
+ * earlier call.  Returns the call's status code; the decoded
  * reply of type resp_desc goes to *resp (the caller frees it) when resp is not NULL,
  * else it is dropped. */
 int test_unary_once(int port, const rpc_channel_config_t *cfg, const char *method,
