@@ -56,7 +56,7 @@ int test_unary_once(int port, const rpc_channel_config_t *cfg, const char *metho
     rpc_status_t st = {.code = GRPC_STATUS_INTERNAL};
     ProtobufCMessage *got = NULL;
     if (ch) {
-        rpc_call_opts_t o = {.timeout_us = 5000000};
+        rpc_call_opts_t o = {.timeout_us = 20000000};
         rpc_channel_unary(ch, method, req, resp_desc, &o, &got, &st);
         rpc_channel_destroy(ch);
     }

@@ -24,7 +24,7 @@ bool test_channel_ready(rpc_channel_t *ch, int64_t timeout_ms);
 rpc_channel_config_t test_tls_config(const char *ca, const char *cert, const char *key);
 
 /* One unary call of method with req on a client and channel of its own to
- * "localhost:port" (so a certificate for localhost verifies), deadline 5 s: a fresh
+ * "localhost:port" (so a certificate for localhost verifies), deadline 20 s: a fresh
  * connection and handshake every time (own_connections), never one gRPC kept from an
  * earlier call.  Returns the call's status code; the decoded
  * reply of type resp_desc goes to *resp (the caller frees it) when resp is not NULL,
