@@ -24,6 +24,32 @@ typedef struct {
     router_t *router;
 } main_config_t;
 
+/* The pool list's syntax, before anything starts (the policy is checked against the
+ * pools at create). */
+static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
+{
+    (void)svc;
+    main_config_t *mc = ud;
+    char *spec = ls_strlist_join(&mc->pools, ";");
+    if (!spec) {
+        ls_set_err(err, err_len, "out of memory");
+        return LS_ERR_NOMEM;
+    }
+    discovery_instance_t *list = NULL;
+    size_t n = 0;
+    char why[512];
+    int rc = discovery_static_parse(spec, &list, &n, why, sizeof(why));
+    if (rc == LS_OK && n == 0) {
+        snprintf(why, sizeof(why), "no inference instance given");
+        rc = LS_ERR_INVALID;
+    }
+    if (rc != LS_OK)
+        ls_set_err(err, err_len, "--pool: %s", why);
+    discovery_list_free(list, n);
+    free(spec);
+    return rc;
+}
+
 static int router_create_hook(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     main_config_t *mc = ud;
@@ -77,7 +103,6 @@ static void router_destroy_hook(svc_t *svc, void *ud)
     main_config_t *mc = ud;
     router_destroy(mc->router);
     free(mc->pool_spec);
-    ls_strlist_free(&mc->pools);
 }
 
 int main(int argc, char **argv)
@@ -204,11 +229,14 @@ int main(int argc, char **argv)
         .n_opts = sizeof(opts) / sizeof(opts[0]),
         .aliases = aliases,
         .n_aliases = sizeof(aliases) / sizeof(aliases[0]),
-        .hooks = {.create = router_create_hook,
+        .hooks = {.check = router_check_hook,
+                  .create = router_create_hook,
                   .start = router_start_hook,
                   .drain = router_drain_hook,
                   .destroy = router_destroy_hook},
         .ud = &mc,
     };
-    return svc_main(&spec, argc, argv);
+    int status = svc_main(&spec, argc, argv);
+    ls_strlist_free(&mc.pools); /* filled by the option parser, whatever happened next */
+    return status;
 }
