@@ -55,9 +55,9 @@ struct router {
     pthread_cond_t live_cv;
     int64_t live; /* requests not yet freed */
 
-    atomic_bool draining;        /* router_drain began: new requests are refused */
-    pthread_mutex_t sinks_mu;    /* guards the sink list */
-    struct relay_sink *sinks;    /* client calls open now (Generate streams, Complete calls) */
+    atomic_bool draining;     /* router_drain began: new requests are refused */
+    pthread_mutex_t sinks_mu; /* guards the sink list */
+    struct relay_sink *sinks; /* client calls open now (Generate streams, Complete calls) */
 };
 
 /* ---- relay.c: one request's life ------------------------------------------------ */

@@ -15,10 +15,10 @@
 typedef struct {
     test_tmpdir_t tmp;
     const char *dir; /* tmp.path */
-    char ca[160];                       /* the test CA's certificate */
+    char ca[160];    /* the test CA's certificate */
     char server_cert[160], server_key[160];
     char client_cert[160], client_key[160];
-    char rogue_ca[160];                 /* a CA nobody trusts */
+    char rogue_ca[160];                       /* a CA nobody trusts */
     char rogue_cert[160], rogue_key[160];     /* client certificate from the rogue CA */
     char expired_cert[160], expired_key[160]; /* server certificate that expired a day ago */
 } test_certs_t;

@@ -420,9 +420,9 @@ static bool reachable(rpc_channel_t *ch, const char *what, const char *addr)
     rpc_call_opts_t o = {.timeout_us = 10000000, .wait_for_ready = true};
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
-    int rc = rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
-                               &grpc__health__v1__health_check_response__descriptor, &o, &resp,
-                               &st);
+    int rc =
+        rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                          &grpc__health__v1__health_check_response__descriptor, &o, &resp, &st);
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     if (rc == LS_OK && st.code == GRPC_STATUS_OK)

@@ -619,10 +619,10 @@ static int log_fd[2];
 
 static void ssetup(void)
 {
-    static const char *const vars[] = {"LSTEST_SVC_LISTEN",   "LSTEST_SVC_RPC_THREADS",
+    static const char *const vars[] = {"LSTEST_SVC_LISTEN",      "LSTEST_SVC_RPC_THREADS",
                                        "LSTEST_SVC_CONSUL_ADDR", "LSTEST_STD_ADDR",
-                                       "LSTEST_SVC_TOKEN",    "LSTEST_STD_TOKEN",
-                                       "LSTEST_SVC_POOL",     "LSTEST_OLD_LISTEN"};
+                                       "LSTEST_SVC_TOKEN",       "LSTEST_STD_TOKEN",
+                                       "LSTEST_SVC_POOL",        "LSTEST_OLD_LISTEN"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
     memset(&sc, 0, sizeof(sc));
