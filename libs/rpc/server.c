@@ -448,11 +448,11 @@ int rpc_call_reply(rpc_call_t *call, const ProtobufCMessage *msg)
     rpc_call_t *c = call;
     pthread_mutex_lock(&c->mu);
     int rc = LS_OK;
-    if (c->done || c->closed) {
+    if (c->done) { /* as in rpc_call_finish */
         rc = LS_ERR_CLOSED;
     } else if (c->finish_requested) {
         rc = LS_ERR_EXISTS;
-    } else if (c->cancelled || c->write_in_flight) {
+    } else if (c->closed || c->cancelled || c->write_in_flight) {
         rc = LS_ERR_CLOSED;
     } else {
         grpc_op ops[3];
@@ -494,10 +494,14 @@ int rpc_call_finish(rpc_call_t *call, grpc_status_code code, const char *details
     rpc_call_t *c = call;
     pthread_mutex_lock(&c->mu);
     int rc = LS_OK;
-    if (c->done || c->closed) { /* over: that says more than "finished" (server.h) */
+    /* After on_done the call is over, and says so (server.h); until then a second
+     * finish is "already finished" whatever the close op has done meanwhile. */
+    if (c->done) {
         rc = LS_ERR_CLOSED;
     } else if (c->finish_requested) {
         rc = LS_ERR_EXISTS;
+    } else if (c->closed) {
+        rc = LS_ERR_CLOSED;
     } else {
         c->finish_requested = true;
         c->status_code = code;

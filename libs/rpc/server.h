@@ -182,7 +182,8 @@ int rpc_call_reply(rpc_call_t *call, const ProtobufCMessage *msg);
 
 /* Ends the call with code and details (copied; may be NULL) after every queued message
  * has been written.  Returns LS_OK, LS_ERR_EXISTS when already finished, LS_ERR_CLOSED
- * when the call is over. */
+ * when the call is over (ended before it was finished, or past on_done, which wins over
+ * "already finished" so that a call kept with rpc_call_ref always says CLOSED). */
 int rpc_call_finish(rpc_call_t *call, grpc_status_code code, const char *details);
 
 /* Adds trailing metadata sent with the status (copied).  Before rpc_call_finish.
