@@ -190,7 +190,8 @@ Test(mux, replies_are_routed_by_id)
         snprintf(text, sizeof(text), "request %llu", (unsigned long long)id);
         cr_assert_eq(submit(m, id, text), LS_OK);
     }
-    WAIT_FOR(n_replies == N_IDS);
+    /* The mux drops its reference after the reply's callback returns: wait for both. */
+    WAIT_FOR(n_replies == N_IDS && refs == 0);
     pthread_mutex_lock(&mu);
     cr_assert_eq(n_replies, N_IDS);
     for (uint64_t id = 1; id <= N_IDS; id++) {
