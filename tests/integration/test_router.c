@@ -224,6 +224,19 @@ static void start_slow(void)
     suite_start(&S, &o);
 }
 
+/* Submits a to the large pool's slow model, waits for its first `tokens` tokens and
+ * freezes the instance serving it, so the request is surely still in flight while the
+ * test acts on it, however fast this machine decodes.  Returns the frozen instance. */
+static test_proc_t *run_then_freeze(router_stream_t *g, const router_stream_req_t *a, int tokens)
+{
+    router_stream_submit(g, a);
+    router_stream_rec_t r = router_stream_wait(g, a->id, tokens, 60000);
+    cr_assert_geq(r.tokens, tokens, "no tokens: %d %s", r.err_code, r.err_msg);
+    test_proc_t *up = suite_instance(&S, router_stream_route(g, a->id)->instance);
+    suite_freeze(up);
+    return up;
+}
+
 Test(router, cancel_mid_stream_ends_with_cancelled_at_once, .init = start_slow)
 {
     router_stream_t *g = gen_open();
@@ -232,14 +245,9 @@ Test(router, cancel_mid_stream_ends_with_cancelled_at_once, .init = start_slow)
                              .hint = "large",
                              .max_tokens = 400,
                              .ignore_eos = true};
-    router_stream_submit(g, &a);
-    router_stream_rec_t r = router_stream_wait(g, "long", 3, 60000);
-    cr_assert_geq(r.tokens, 3, "no tokens: %d %s", r.err_code, r.err_msg);
-    /* Freeze the instance so the request is surely still running when the cancel comes,
-     * however fast this machine decodes; the router must end it without the upstream. */
-    test_proc_t *up = suite_instance(&S, router_stream_route(g, "long")->instance);
-    suite_freeze(up);
-    r = router_stream_wait(g, "long", 0, 200);
+    /* The router must end it without the upstream. */
+    test_proc_t *up = run_then_freeze(g, &a, 3);
+    router_stream_rec_t r = router_stream_wait(g, "long", 0, 200);
     cr_assert_eq(r.terminal, 0, "finished before the cancel");
     int64_t t0 = ls_now_us();
     router_stream_cancel(g, "long");
@@ -272,14 +280,9 @@ Test(router, deadline_before_and_after_the_first_token, .init = start_slow)
                              .max_tokens = 400,
                              .ignore_eos = true,
                              .timeout_ms = 1500};
-    router_stream_submit(g, &a);
-    router_stream_rec_t r = router_stream_wait(g, "late", 1, 60000);
-    cr_assert_geq(r.tokens, 1, "no tokens: %d %s", r.err_code, r.err_msg);
-    /* Frozen after its first token, the instance cannot finish before the deadline, however
-     * fast this machine decodes. */
-    test_proc_t *up = suite_instance(&S, router_stream_route(g, "late")->instance);
-    suite_freeze(up);
-    r = router_stream_finish(g, "late");
+    /* Frozen after its first token, the instance cannot finish before the deadline. */
+    test_proc_t *up = run_then_freeze(g, &a, 1);
+    router_stream_rec_t r = router_stream_finish(g, "late");
     suite_thaw(up);
     cr_assert(r.done, "error %d %s", r.err_code, r.err_msg);
     cr_assert_eq(r.finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE,
@@ -582,12 +585,7 @@ Test(router, sigterm_drains_what_is_in_flight_and_refuses_the_rest, .init = star
                              .hint = "large",
                              .max_tokens = 60,
                              .ignore_eos = true};
-    router_stream_submit(g, &a);
-    router_stream_rec_t r = router_stream_wait(g, "long", 3, 60000);
-    cr_assert_geq(r.tokens, 3, "no tokens: %d %s", r.err_code, r.err_msg);
-    /* Frozen, the instance holds the request in flight for as long as the test wants. */
-    test_proc_t *up = suite_instance(&S, router_stream_route(g, "long")->instance);
-    suite_freeze(up);
+    test_proc_t *up = run_then_freeze(g, &a, 3);
     cr_assert_eq(router_health(), 1);
     cr_assert_eq(kill(S.router.pid, SIGTERM), 0);
     int health = 1;
@@ -604,7 +602,7 @@ Test(router, sigterm_drains_what_is_in_flight_and_refuses_the_rest, .init = star
     cr_assert_not_null(strstr(late.err_msg, "shutting down"), "%s", late.err_msg);
     cr_assert_not(router_stream_wait_end(idle, 300), "an idle stream ended before the drain");
     suite_thaw(up);
-    r = router_stream_finish(g, "long");
+    router_stream_rec_t r = router_stream_finish(g, "long");
     cr_assert(r.done, "the request in flight: %d %s", r.err_code, r.err_msg);
     cr_assert_eq(r.tokens, 60, "the drain cut it short");
     cr_assert(router_stream_wait_end(g, 10000));
