@@ -72,36 +72,24 @@ case "${1:-start}" in
   *) echo "usage: bash tools/quickstart.sh [start|secure|stop|status]" >&2; exit 2 ;;
 esac
 
-# make_tls DIR: a CA, one server certificate for every service (localhost, 127.0.0.1), the
-# router's client certificate for its calls to the other services, and two API keys
-# (one for any tenant, one bound to the tenant "demo").  Kept while valid for a day more.
+# make_tls DIR: certificates (tools/make-certs.sh: a CA, one server certificate for every
+# service, the router's client certificate) and two API keys (one for any tenant, one
+# bound to the tenant "demo").  Kept while valid for a day more.
 make_tls() {
   local d=$1
-  mkdir -p "$d"
   if [ -f "$d/server.pem" ] && openssl x509 -checkend 86400 -noout -in "$d/server.pem" >/dev/null 2>&1 &&
      [ -f "$d/api-keys" ]; then
     return 0
   fi
+  bash tools/make-certs.sh "$d" --days 30
   (
-    set -e
-    cd "$d"
     umask 077
-    key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
-    openssl req -x509 $key -days 30 -subj /CN=llmserve-quickstart-ca -keyout ca.key -out ca.pem
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
-    openssl req $key -subj /CN=localhost -keyout server.key -out server.csr
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
-      -extfile server.ext -out server.pem
-    openssl req $key -subj /CN=llmserve-router -keyout router-client.key -out router-client.csr
-    openssl x509 -req -in router-client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
-      -out router-client.pem
-    rm -f ./*.csr
     {
       echo "# llmserve quickstart API keys: KEY [TENANT]"
-      echo "$(openssl rand -hex 24)"
+      openssl rand -hex 24
       echo "$(openssl rand -hex 24) demo"
-    } >api-keys
-  ) >/dev/null 2>&1 || { echo "quickstart: openssl could not make the certificates" >&2; exit 1; }
+    } >"$d/api-keys"
+  )
 }
 
 bash tools/install-deps.sh
@@ -155,8 +143,8 @@ if [ "$SECURE" = 1 ]; then
   server_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
               --tls-client-ca "$TLS_DIR/ca.pem")
   router_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
-              --upstream-tls-ca "$TLS_DIR/ca.pem" --upstream-tls-cert "$TLS_DIR/router-client.pem"
-              --upstream-tls-key "$TLS_DIR/router-client.key" --api-keys "$TLS_DIR/api-keys")
+              --upstream-tls-ca "$TLS_DIR/ca.pem" --upstream-tls-cert "$TLS_DIR/client.pem"
+              --upstream-tls-key "$TLS_DIR/client.key" --api-keys "$TLS_DIR/api-keys")
   ctl_tls=(--tls-ca "$TLS_DIR/ca.pem")
   API_KEY=$(grep -v '^#' "$TLS_DIR/api-keys" | awk 'NF == 1 {print $1; exit}')
   DEMO_KEY=$(grep -v '^#' "$TLS_DIR/api-keys" | awk '$2 == "demo" {print $1; exit}')

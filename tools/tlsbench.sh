@@ -40,15 +40,7 @@ if [ ! -f "$model" ] || [ ! -f "$tok" ]; then
     2>/dev/null
 fi
 
-(
-  cd "$tmp"
-  key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
-  openssl req -x509 $key -days 1 -subj /CN=tlsbench-ca -keyout ca.key -out ca.pem
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
-  openssl req $key -subj /CN=localhost -keyout server.key -out server.csr
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-    -extfile san.ext -out server.pem
-) >/dev/null 2>&1
+bash tools/make-certs.sh "$tmp" --days 1
 
 # start NAME ARGS...: runs it in the background and sets $port once it is SERVING.
 start() {

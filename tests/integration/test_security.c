@@ -106,30 +106,38 @@ static rpc_md_t key_md(const char *key)
     return md;
 }
 
-/* One greedy request through the router with key (NULL: none) and tenant; returns its
- * record, or a record with err_code set to the stream's status when the router refused
- * the stream itself. */
-static router_stream_rec_t ask(const char *key, const char *prompt, const char *id)
+/* One request on a stream of its own with key (NULL: none); returns its record, or,
+ * when the router refused the stream itself, a record with err_code set to the
+ * stream's status.  A stream whose request ended is closed with its checks (status OK,
+ * nothing after the terminal event). */
+static router_stream_rec_t ask_req(const char *key, const router_stream_req_t *req)
 {
     rpc_md_t md = key_md(key);
     rpc_call_opts_t o = *suite_call_opts(&S);
     o.metadata = &md;
     router_stream_t *g = router_stream_open(S.ch, &o);
-    router_stream_req_t req = {.id = id, .prompt = prompt, .max_tokens = 8};
     router_stream_rec_t r;
-    if (router_stream_send_submit(g, &req) == LS_OK)
-        r = router_stream_wait(g, id, 0, 30000);
+    if (router_stream_send_submit(g, req) == LS_OK)
+        r = router_stream_wait(g, req->id, 0, 30000);
     else
         memset(&r, 0, sizeof(r));
-    if (!r.terminal) {
+    if (r.terminal) {
+        router_stream_close(g);
+    } else {
         router_stream_wait_end(g, 10000);
         rpc_status_t st = router_stream_status(g);
         r.err_code = st.code;
         snprintf(r.err_msg, sizeof(r.err_msg), "%s", st.details);
+        router_stream_destroy(g);
     }
-    router_stream_destroy(g);
     rpc_md_clear(&md);
     return r;
+}
+
+/* A greedy request of prompt with key. */
+static router_stream_rec_t ask(const char *key, const char *prompt, const char *id)
+{
+    return ask_req(key, &(router_stream_req_t){.id = id, .prompt = prompt, .max_tokens = 8});
 }
 
 /* ---- mutual TLS ----------------------------------------------------------------------- */
@@ -287,23 +295,18 @@ Test(keys, none_wrong_and_right)
     suite_end(&S);
 }
 
-/* One greedy request with key on a stream of its own, naming tenant in the request;
- * policy READ_ONLY looks up without storing, so a probe never fills the cache itself. */
+/* A greedy request with key naming tenant in the request, which must end; policy
+ * READ_ONLY looks up without storing, so a probe never fills the cache itself. */
 static router_stream_rec_t ask_tenant(const char *key, const char *tenant,
                                       Llmserve__V1__CachePolicy policy, const char *id)
 {
-    rpc_md_t md = key_md(key);
-    rpc_call_opts_t o = *suite_call_opts(&S);
-    o.metadata = &md;
-    router_stream_t *g = router_stream_open(S.ch, &o);
-    router_stream_submit(g, &(router_stream_req_t){.id = id,
-                                                   .prompt = "The secret recipe of tenant b is",
-                                                   .tenant = tenant,
-                                                   .policy = policy,
-                                                   .max_tokens = 8});
-    router_stream_rec_t r = router_stream_finish(g, id);
-    router_stream_close(g);
-    rpc_md_clear(&md);
+    router_stream_rec_t r =
+        ask_req(key, &(router_stream_req_t){.id = id,
+                                            .prompt = "The secret recipe of tenant b is",
+                                            .tenant = tenant,
+                                            .policy = policy,
+                                            .max_tokens = 8});
+    cr_assert_eq(r.terminal, 1, "%s: %d %s", id, r.err_code, r.err_msg);
     return r;
 }
 

@@ -33,21 +33,8 @@ KEY_NEW = "py-rotated-key-0123456789abc"
 
 
 def _make_certs(d):
-    script = """
-set -e
-cd '%s'
-key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
-openssl req -x509 $key -days 2 -subj /CN=py-test-ca -keyout ca.key -out ca.pem
-openssl req -x509 $key -days 2 -subj /CN=py-rogue-ca -keyout rogue.key -out rogue.pem
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
-openssl req $key -subj /CN=localhost -keyout server.key -out server.csr
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \\
-  -extfile san.ext -out server.pem
-openssl req $key -subj /CN=router -keyout client.key -out client.csr
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \\
-  -out client.pem
-""" % d
-    subprocess.run(["sh", "-c", script], check=True, capture_output=True)
+    """tools/make-certs.sh, as the quickstart and the C tests use it."""
+    subprocess.run(["bash", _env("LLMSERVE_MAKE_CERTS"), d, "--days", "2"], check=True)
 
 
 class SecureRouterFromPython(unittest.TestCase):

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "support/certs.h"
 
+#include "support/proc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +25,12 @@ int test_certs_make(test_certs_t *c)
     P(expired_cert, "expired.pem");
     P(expired_key, "expired.key");
 #undef P
-    static const char script[] =
-        "set -e; cd '%s'; "
-        "key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'; "
-        "openssl req -x509 $key -days 2 -subj /CN=llmserve-test-ca -keyout ca.key -out ca.pem; "
-        "openssl req -x509 $key -days 2 -subj /CN=rogue-ca -keyout rogue-ca.key "
-        "-out rogue-ca.pem; "
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext; "
-        "sign() { openssl req $key -subj /CN=$2 -keyout $1.key -out $1.csr; "
-        "openssl x509 -req -in $1.csr -CA $3.pem -CAkey $3.key -CAcreateserial -days $4 "
-        "$5 -out $1.pem; }; "
-        "sign server localhost ca 2 '-extfile san.ext'; "
-        "sign client llmserve-test-client ca 2 ''; "
-        "sign rogue rogue-client rogue-ca 2 ''; "
-        "sign expired localhost ca -1 '-extfile san.ext'";
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), script, c->dir);
-    char full[2200];
-    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
-    if (system(full) != 0) {
+    /* The same recipe the quickstart and tlsbench use (tools/make-certs.sh). */
+    char *argv[] = {"/bin/bash", (char *)test_env_path("LLMSERVE_MAKE_CERTS"),
+                    c->tmp.path, "--days",
+                    "2",         "--test",
+                    NULL};
+    if (test_run(argv, 60000) != 0) {
         test_certs_remove(c);
         return -1;
     }

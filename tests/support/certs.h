@@ -4,8 +4,9 @@
  * One test CA signs a server certificate (CN localhost, SAN DNS:localhost and
  * IP:127.0.0.1, so "localhost:PORT" and "127.0.0.1:PORT" both verify) and a client
  * certificate; a second, unrelated CA ("rogue") signs another client certificate; an
- * expired server certificate is signed by the test CA.  Keys are EC P-256 (fast to
- * make).  Call from a suite's init, before any gRPC thread runs.
+ * expired server certificate is signed by the test CA: tools/make-certs.sh --test (its
+ * path in LLMSERVE_MAKE_CERTS, set by tests/CMakeLists.txt).  Keys are EC P-256 (fast to
+ * make).  Call from a suite's init or test.
  */
 #ifndef TEST_CERTS_H
 #define TEST_CERTS_H
