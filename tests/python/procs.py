@@ -113,3 +113,32 @@ def start_memcached():
     p.kill()
     p.wait()
     raise RuntimeError("memcached did not start on port %d" % port)
+
+
+def stop_suite(owner, must_exit_0=None):
+    """A test class's teardown: closes owner.channel, stops owner.processes (stop_all)
+    and owner.memcached, each if there; raises AssertionError for a process that
+    must_exit_0 names and did not exit 0."""
+    if getattr(owner, "channel", None) is not None:
+        owner.channel.close()
+    failures = stop_all(owner.processes, must_exit_0)
+    if getattr(owner, "memcached", None) is not None:
+        owner.memcached.terminate()
+        owner.memcached.wait(10)
+    if failures:
+        raise AssertionError("; ".join(failures))
+
+
+def router_calls(channel):
+    """Router.Generate (stream-stream) and Router.Complete (unary) callables on channel;
+    the llmserve.v1 stubs must be on PYTHONPATH."""
+    from llmserve.v1 import router_pb2
+    generate = channel.stream_stream(
+        "/llmserve.v1.Router/Generate",
+        request_serializer=router_pb2.GenerateRequest.SerializeToString,
+        response_deserializer=router_pb2.GenerateEvent.FromString)
+    complete = channel.unary_unary(
+        "/llmserve.v1.Router/Complete",
+        request_serializer=router_pb2.CompleteRequest.SerializeToString,
+        response_deserializer=router_pb2.CompleteResponse.FromString)
+    return generate, complete

@@ -20,8 +20,6 @@ from procs import env as _env
 
 from llmserve.v1 import common_pb2, router_pb2
 
-GENERATE = "/llmserve.v1.Router/Generate"
-COMPLETE = "/llmserve.v1.Router/Complete"
 CALL_TIMEOUT_S = 60.0
 WATCHDOG_S = 240.0
 
@@ -59,24 +57,11 @@ class RouterFromPython(unittest.TestCase):
             raise
         cls.channel = grpc.insecure_channel("127.0.0.1:%d" % router,
                                             options=[("grpc.enable_http_proxy", 0)])
-        cls.generate = cls.channel.stream_stream(
-            GENERATE, request_serializer=router_pb2.GenerateRequest.SerializeToString,
-            response_deserializer=router_pb2.GenerateEvent.FromString)
-        cls.complete = cls.channel.unary_unary(
-            COMPLETE, request_serializer=router_pb2.CompleteRequest.SerializeToString,
-            response_deserializer=router_pb2.CompleteResponse.FromString)
+        cls.generate, cls.complete = procs.router_calls(cls.channel)
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "channel", None) is not None:
-            cls.channel.close()
-        failures = procs.stop_all(
-            cls.processes, lambda p: p.args[0] == os.environ.get("LLMSERVE_ROUTER_BIN"))
-        if getattr(cls, "memcached", None) is not None:
-            cls.memcached.terminate()
-            cls.memcached.wait(10)
-        if failures:
-            raise AssertionError("; ".join(failures))
+        procs.stop_suite(cls, lambda p: p.args[0] == os.environ.get("LLMSERVE_ROUTER_BIN"))
 
     @staticmethod
     def submit(rid, prompt, max_tokens=16, **kw):

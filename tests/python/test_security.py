@@ -23,8 +23,6 @@ from procs import env as _env
 
 from llmserve.v1 import common_pb2, router_pb2
 
-GENERATE = "/llmserve.v1.Router/Generate"
-COMPLETE = "/llmserve.v1.Router/Complete"
 HEALTH = "/grpc.health.v1.Health/Check"
 KEY_OPS = "py-ops-key-0123456789abcdef"
 KEY_B = "py-tenant-b-key-0123456789ab"
@@ -86,24 +84,14 @@ class SecureRouterFromPython(unittest.TestCase):
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
         cls.channel = grpc.secure_channel("localhost:%d" % cls.router, creds,
                                           options=[("grpc.enable_http_proxy", 0)])
-        cls.generate = cls.channel.stream_stream(
-            GENERATE, request_serializer=router_pb2.GenerateRequest.SerializeToString,
-            response_deserializer=router_pb2.GenerateEvent.FromString)
-        cls.complete = cls.channel.unary_unary(
-            COMPLETE, request_serializer=router_pb2.CompleteRequest.SerializeToString,
-            response_deserializer=router_pb2.CompleteResponse.FromString)
+        cls.generate, cls.complete = procs.router_calls(cls.channel)
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "channel", None) is not None:
-            cls.channel.close()
-        failures = procs.stop_all(cls.processes)
-        if getattr(cls, "memcached", None) is not None:
-            cls.memcached.terminate()
-            cls.memcached.wait(10)
-        shutil.rmtree(cls.dir, ignore_errors=True)
-        if failures:
-            raise AssertionError("; ".join(failures))
+        try:
+            procs.stop_suite(cls)
+        finally:
+            shutil.rmtree(cls.dir, ignore_errors=True)
 
     def ask(self, key, rid, tenant="", policy=common_pb2.CACHE_POLICY_DEFAULT,
             prompt="Once upon a time"):
@@ -159,9 +147,7 @@ class SecureRouterFromPython(unittest.TestCase):
     def test_03_plaintext_against_the_tls_port_fails(self):
         ch = grpc.insecure_channel("127.0.0.1:%d" % self.router,
                                    options=[("grpc.enable_http_proxy", 0)])
-        gen = ch.stream_stream(GENERATE,
-                               request_serializer=router_pb2.GenerateRequest.SerializeToString,
-                               response_deserializer=router_pb2.GenerateEvent.FromString)
+        gen, _ = procs.router_calls(ch)
         with self.assertRaises(grpc.RpcError) as cm:
             list(gen(iter([]), metadata=[("authorization", "Bearer " + KEY_OPS)], timeout=5))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
