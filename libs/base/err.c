@@ -32,6 +32,8 @@ const char *ls_strerror(int err)
         return "already exists";
     case LS_ERR_INTERNAL:
         return "internal error";
+    case LS_ERR_DEVICE:
+        return "compute device failed";
     }
     return "unknown error";
 }
@@ -59,7 +61,8 @@ int ls_err_to_grpc(int err)
     case LS_ERR_CLOSED:
     case LS_ERR_UNAVAILABLE:
     case LS_ERR_IO:
-        return 14; /* UNAVAILABLE */
+    case LS_ERR_DEVICE: /* this instance is gone; another can serve the request */
+        return 14;      /* UNAVAILABLE */
     default:
         return 13; /* INTERNAL */
     }

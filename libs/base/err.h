@@ -25,6 +25,8 @@ typedef enum {
     LS_ERR_FORMAT = -10,     /* a file or message is malformed */
     LS_ERR_EXISTS = -11,     /* already present or already done */
     LS_ERR_INTERNAL = -12,   /* an invariant failed below us */
+    LS_ERR_DEVICE = -13,     /* the compute device failed for good (sticky CUDA error):
+                                nothing more can run on it in this process */
 } ls_err_t;
 
 /* Returns a static, human-readable description of err; never NULL. */

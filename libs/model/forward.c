@@ -15,6 +15,7 @@
 #include "model/forward_backend.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,8 @@ struct forward {
     int *tables;                    /* [max_batch][max_blocks_per_seq] */
     const int **step_tables;        /* [max_batch] scratch for forward_step */
     uint64_t step_stamp;
+    int64_t steps_done;             /* successful steps, for fault_after_steps */
+    atomic_bool device_lost;        /* a step returned LS_ERR_DEVICE */
 };
 
 void forward_config_init(forward_config_t *cfg)
@@ -54,6 +57,20 @@ void forward_config_init(forward_config_t *cfg)
     cfg->kv_budget_tokens = 0;  /* 0: max_batch * seq_len positions */
     cfg->threads = 0;           /* 0: online cores */
     cfg->cuda_device = 0;
+    cfg->fault_after_steps = 0;
+}
+
+void forward__rope_table(int seq_len, int head_dim, float *cos_tab, float *sin_tab)
+{
+    size_t half = (size_t)head_dim / 2;
+    for (int pos = 0; pos < seq_len; pos++) {
+        for (int i = 0; i < head_dim; i += 2) {
+            float freq = 1.0f / powf(10000.0f, (float)i / (float)head_dim);
+            float val = (float)pos * freq;
+            cos_tab[(size_t)pos * half + (size_t)i / 2] = cosf(val);
+            sin_tab[(size_t)pos * half + (size_t)i / 2] = sinf(val);
+        }
+    }
 }
 
 static int blocks_for(int64_t tokens)
@@ -122,14 +139,15 @@ static const forward__backend_t *backend_pick(forward_backend_t want, char *err,
             snprintf(err, err_len, "backend cuda requested but llmserve was built without CUDA");
             return NULL;
         }
-        if (!forward__cuda_present()) {
-            snprintf(err, err_len, "backend cuda requested but no usable CUDA device");
+        char why[160];
+        if (!forward__cuda_present(why, sizeof(why))) {
+            snprintf(err, err_len, "backend cuda requested but no usable CUDA device: %s", why);
             return NULL;
         }
         return cuda;
     case FORWARD_AUTO:
     default:
-        return cuda && forward__cuda_present() ? cuda : &forward__cpu;
+        return cuda && forward__cuda_present(NULL, 0) ? cuda : &forward__cpu;
     }
 }
 
@@ -310,12 +328,30 @@ int forward_step(forward_t *f, const forward_item_t *items, int n, int *out_toke
     int rc = items_check(f, items, n);
     if (rc != LS_OK)
         return rc;
+    if (atomic_load(&f->device_lost))
+        return LS_ERR_DEVICE;
+    if (f->cfg.fault_after_steps > 0 && f->steps_done == f->cfg.fault_after_steps) {
+        LS_LOG_WARN("forward", "injecting a device fault after=%d steps", f->cfg.fault_after_steps);
+        if (!f->be->inject_fault) {
+            atomic_store(&f->device_lost, true);
+            return LS_ERR_DEVICE;
+        }
+        f->be->inject_fault(f->impl); /* the step below must find it */
+    }
     for (int i = 0; i < n; i++)
         f->step_tables[i] = f->seqs[items[i].seq].table;
     rc = f->be->step(f->impl, items, n, f->step_tables, out_tokens, logits);
+    if (rc == LS_ERR_DEVICE)
+        atomic_store(&f->device_lost, true);
     if (rc != LS_OK)
         return rc;
+    f->steps_done++;
     for (int i = 0; i < n; i++)
         f->seqs[items[i].seq].len_tokens = items[i].pos + items[i].n_tokens;
     return LS_OK;
+}
+
+bool forward_device_lost(const forward_t *f)
+{
+    return atomic_load(&((forward_t *)f)->device_lost);
 }

@@ -43,6 +43,11 @@ typedef struct {
                                   max_batch * seq_len */
     int threads;               /* CPU threads; default 0 = online cores */
     int cuda_device;           /* default 0 */
+    int fault_after_steps;     /* fault injection, for testing the fatal-device path:
+                                  after this many successful steps the device fails
+                                  for good (CUDA: a kernel makes a real illegal-address
+                                  fault; CPU: the step reports LS_ERR_DEVICE).  0 (the
+                                  default) = never */
 } forward_config_t;
 
 typedef struct forward forward_t;
@@ -96,8 +101,20 @@ int64_t forward_kv_free_tokens(const forward_t *f);
  * picked token of items[i] to out_tokens[i]; when logits is not NULL also writes
  * each item's final-position logits (n * vocab_size floats, before sampling) there.
  * Returns LS_OK, LS_ERR_INVALID for an item that breaks those rules (nothing is
- * changed), or LS_ERR_INTERNAL on a device error. */
+ * changed), LS_ERR_INTERNAL when the step failed but the device still works, or
+ * LS_ERR_DEVICE when the device failed for good (a sticky CUDA error such as an
+ * illegal address or an uncorrectable ECC error): every later step then returns
+ * LS_ERR_DEVICE at once, and the process must end to get the device back. */
 int forward_step(forward_t *f, const forward_item_t *items, int n, int *out_tokens,
                  float *logits);
+
+/* True once a step returned LS_ERR_DEVICE (any thread may read it). */
+bool forward_device_lost(const forward_t *f);
+
+/* Read bandwidth of CUDA device `device` in bytes per second: the best of `repeats`
+ * timed reads of a bytes-long buffer by a kernel (one untimed read first).  -1 with a
+ * reason in err without CUDA or a device, or when the buffer cannot be had. */
+double forward_cuda_read_bandwidth(int device, size_t bytes, int repeats, char *err,
+                                   size_t err_len);
 
 #endif

@@ -492,15 +492,8 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
     cp->phase_chunks[cp->n_phases - 2] = cp->v_chunks;
 
     /* llama2.c's rotary table, computed with the same float expressions as its forward
-     * pass so that both agree to the last bit. */
-    for (int pos = 0; pos < c->seq_len; pos++) {
-        for (size_t i = 0; i < hd; i += 2) {
-            float freq = 1.0f / powf(10000.0f, (float)i / (float)hd);
-            float val = (float)pos * freq;
-            cp->rope_cos[(size_t)pos * (hd / 2) + i / 2] = cosf(val);
-            cp->rope_sin[(size_t)pos * (hd / 2) + i / 2] = sinf(val);
-        }
-    }
+     * pass so that both agree to the last bit (the CUDA backend uploads the same). */
+    forward__rope_table(c->seq_len, (int)hd, cp->rope_cos, cp->rope_sin);
 
     cp->pool = forward__pool_create(cp->n_threads, cp->n_phases, step_body, cp, err, err_len);
     if (!cp->pool)

@@ -185,10 +185,13 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int d
 }
 
 /* Rotates q and k of token t (one block per token) by llama2.c's RoPE: the pair
- * (i, i+1) of each head turns by pos / 10000^((i % head_dim) / head_dim), and writes
- * the rotated k and the v of the token into its KV slot.  qkv rows are [q | k | v]. */
+ * (i, i+1) of each head turns by pos / 10000^((i % head_dim) / head_dim), read from the
+ * table the CPU backend uses (forward__rope_table, [seq_len][head_dim / 2]), so both
+ * rotate by the same bits; and writes the rotated k and the v of the token into its
+ * KV slot.  qkv rows are [q | k | v]. */
 __global__ void rope_kv_kernel(float *qkv, float *k_cache, float *v_cache, step_in_t in, int dim,
-                               int kv_dim, int head_dim)
+                               int kv_dim, int head_dim, const float *rope_cos,
+                               const float *rope_sin)
 {
     int t = blockIdx.x;
     int pos = in.tok_pos[t];
@@ -197,10 +200,10 @@ __global__ void rope_kv_kernel(float *qkv, float *k_cache, float *v_cache, step_
     const float *v = k + kv_dim;
     int blk = in.bt[in.item_bt[in.tok_item[t]] + pos / KVB];
     size_t slot = ((size_t)blk * KVB + pos % KVB) * kv_dim;
+    const float *cs = rope_cos + (size_t)pos * (head_dim / 2);
+    const float *sn = rope_sin + (size_t)pos * (head_dim / 2);
     for (int i = 2 * threadIdx.x; i < dim; i += 2 * blockDim.x) {
-        float freq = 1.0f / powf(10000.0f, (float)(i % head_dim) / (float)head_dim);
-        float val = (float)pos * freq;
-        float fcr = cosf(val), fci = sinf(val);
+        float fcr = cs[(i % head_dim) / 2], fci = sn[(i % head_dim) / 2];
         float q0 = q[i], q1 = q[i + 1];
         q[i] = q0 * fcr - q1 * fci;
         q[i + 1] = q0 * fci + q1 * fcr;
@@ -556,6 +559,25 @@ __device__ int pick_in_id_order(const float *p, int n, float coin, float *redf, 
     return last > 0 ? last : 0;
 }
 
+/* Where sampler.c's draw_sorted lands when rounding (or a coin of 1) leaves the draw
+ * past the end of the kept prefix: its last token with any probability.  That is the
+ * prefix itself unless it ends among tokens of probability 0 (top-k wider than the
+ * tokens with mass, say after NaN logits); then it ends with the group of the least
+ * probable token that has mass.  With no mass at all, the first token of the order. */
+__device__ cut_t last_positive(const float *p, int n, cut_t keep, float *redf, int *redi)
+{
+    if (keep.bits > 0)
+        return keep;
+    int low = INT32_MIN; /* minus the least positive bits (bits < 2^31) */
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        if (p[i] > 0.0f)
+            low = max(low, -(int)prob_bits(p[i]));
+    low = block_max_int(low, redi);
+    if (low == INT32_MIN)
+        return cut_by_count(p, n, 1, redf, redi);
+    return cut_whole_group(p, n, (unsigned)-low, redf, redi);
+}
+
 __device__ int pick_token(const float *l, float *p, int n, float temp, float top_p, int top_k,
                           float coin, float *redf, int *redi, int *s_tok)
 {
@@ -629,7 +651,7 @@ __device__ int pick_token(const float *l, float *p, int n, float temp, float top
     }
     cut_t pick = cut_by_mass(p, n, coin * mass, &found, redf, redi);
     if (!found || !cut_le(pick, keep))
-        pick = keep; /* rounding left the draw past the end: the last kept token */
+        pick = last_positive(p, n, keep, redf, redi);
     return cut_token(p, n, pick, redi, s_tok);
 }
 
@@ -669,6 +691,8 @@ typedef struct {
     float *w13;       /* [layers][2 hidden][dim]: w1, w3 stacked */
     float *w2;        /* [layers][dim][hidden] */
     float *rms_final; /* [dim] */
+    float *rope_cos;  /* [seq_len][head_dim / 2], forward__rope_table's */
+    float *rope_sin;
     float *wcls;      /* [vocab][dim]; == emb when shared */
 
     float *k_cache, *v_cache; /* [layers][n_blocks][KVB][kv_dim] */
@@ -737,10 +761,11 @@ static void cuda_destroy(void *impl)
         (void)cudaStreamSynchronize(f->stream);
     if (f->blas)
         (void)cublasDestroy(f->blas);
-    void *dev[] = {f->blas_ws, f->emb,   f->rms_att,   f->wqkv,    f->wo,      f->rms_ffn,
-                   f->w13,     f->w2,    f->rms_final, f->k_cache, f->v_cache, f->x,
-                   f->xb,      f->qkv,   f->att,       f->gu,      f->hb,      f->xl,
-                   f->logits,  f->probs, f->out_tok,   f->d_in};
+    void *dev[] = {f->blas_ws,  f->emb,      f->rms_att,   f->wqkv,    f->wo,
+                   f->rms_ffn,  f->w13,      f->w2,        f->rms_final, f->rope_cos,
+                   f->rope_sin, f->k_cache,  f->v_cache,   f->x,       f->xb,
+                   f->qkv,      f->att,      f->gu,        f->hb,      f->xl,
+                   f->logits,   f->probs,    f->out_tok,   f->d_in};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
         (void)cudaFree(dev[i]);
     if (f->wcls != f->emb)
@@ -783,6 +808,28 @@ static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t er
         return false;
     if (f->wcls != f->emb && !upload(f->wcls, w->wcls, vocab * dim, "classifier", err, err_len))
         return false;
+    size_t rope_n = (size_t)c->seq_len * (c->head_dim / 2);
+    float *tab = (float *)malloc(2 * rope_n * sizeof(float));
+    if (!tab) {
+        if (err_len)
+            snprintf(err, err_len, "cuda: out of host memory for the rotary table");
+        return false;
+    }
+    forward__rope_table(c->seq_len, c->head_dim, tab, tab + rope_n);
+    bool ok = dev_alloc((void **)&f->rope_cos, rope_n * 4, "rotary table", err, err_len) &&
+              dev_alloc((void **)&f->rope_sin, rope_n * 4, "rotary table", err, err_len) &&
+              upload(f->rope_cos, tab, rope_n, "rotary table", err, err_len) &&
+              upload(f->rope_sin, tab + rope_n, rope_n, "rotary table", err, err_len);
+    /* the copies are synchronous for pageable memory only up to staging: wait below
+     * before freeing the source */
+    cudaError_t se = cudaDeviceSynchronize();
+    free(tab);
+    if (!ok)
+        return false;
+    if (se != cudaSuccess) {
+        set_err(err, err_len, "cuda: %s: %s", "uploading the rotary table", se);
+        return false;
+    }
     for (size_t l = 0; l < L; l++) {
         float *qkv = f->wqkv + l * qkv_rows * dim;
         float *w13 = f->w13 + l * 2 * hid * dim;
@@ -867,14 +914,46 @@ static step_in_t step_in(const cuda_fwd_t *f)
     return in;
 }
 
+/* After a failure: whether the device still runs work.  A sticky error (illegal
+ * address, launch failure, uncorrectable ECC error, ...) poisons the context: every
+ * later call fails too, and only a new process gets the device back. */
+static bool device_alive(cuda_fwd_t *f)
+{
+    cudaError_t e = cudaMemsetAsync(f->out_tok, 0, sizeof(int), f->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(f->stream);
+    if (e == cudaSuccess)
+        return true;
+    (void)cudaGetLastError();
+    LS_LOG_ERROR(MOD, "device lost device=\"%s\" error=\"%s\": nothing more can run on it in "
+                      "this process",
+                 f->device_name, cudaGetErrorString(e));
+    return false;
+}
+
 /* Logs the failed call and waits for what the step already queued, so the next step
- * cannot overwrite staging memory a copy is still reading. */
+ * cannot overwrite staging memory a copy is still reading; LS_ERR_DEVICE when the
+ * device is gone for good, else LS_ERR_INTERNAL. */
 static int step_fail(cuda_fwd_t *f, const char *what, const char *why)
 {
     LS_LOG_ERROR(MOD, "step failed call=%s error=\"%s\"", what, why);
     (void)cudaStreamSynchronize(f->stream);
     (void)cudaGetLastError();
-    return LS_ERR_INTERNAL;
+    return device_alive(f) ? LS_ERR_INTERNAL : LS_ERR_DEVICE;
+}
+
+/* Fault injection (forward_config_t.fault_after_steps): a write to an address no
+ * allocation covers, a real illegal-address fault that makes the context sticky. */
+__global__ void fault_kernel(int *p)
+{
+    *p = 1;
+}
+
+static void cuda_inject_fault(void *impl)
+{
+    cuda_fwd_t *f = (cuda_fwd_t *)impl;
+    (void)cudaSetDevice(f->device);
+    fault_kernel<<<1, 1, 0, f->stream>>>((int *)(uintptr_t)64);
 }
 
 #define CUDA_STEP(call)                                                                            \
@@ -960,7 +1039,8 @@ static int cuda_step(void *impl, const forward_item_t *items, int n, const int *
         BLAS_STEP(
             gemm(f, f->wqkv + l * qkv_rows * dim, (int)qkv_rows, dim, f->xb, T, f->qkv, 0.0f));
         float *kc = f->k_cache + l * layer_kv, *vc = f->v_cache + l * layer_kv;
-        rope_kv_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->qkv, kc, vc, in, dim, kv, c->head_dim);
+        rope_kv_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->qkv, kc, vc, in, dim, kv, c->head_dim,
+                                                          f->rope_cos, f->rope_sin);
         CUDA_STEP(cudaGetLastError());
         attention_kernel<<<T * c->n_heads, ATT_THREADS, f->att_smem, f->stream>>>(
             f->att, f->qkv, kc, vc, in, c->n_heads, c->n_kv_heads, c->head_dim, dim, kv);
@@ -1022,18 +1102,28 @@ static bool cuda_setup(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_le
     /* attention keeps a score per context position in shared memory */
     f->att_smem = ((size_t)f->c.head_dim + ATT_THREADS + (size_t)f->c.seq_len) * sizeof(float);
     int smem_optin = 0;
-    (void)cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, f->device);
-    if (f->att_smem + 32 * sizeof(float) > (size_t)smem_optin) {
+    cudaFuncAttributes fa;
+    if ((e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                    f->device)) != cudaSuccess ||
+        (e = cudaFuncGetAttributes(&fa, attention_kernel)) != cudaSuccess) {
+        set_err(err, err_len, "cuda: %s: %s", "reading the shared-memory limits", e);
+        return false;
+    }
+    size_t smem_max = (size_t)smem_optin - fa.sharedSizeBytes;
+    if (f->att_smem > smem_max) {
         if (err_len)
             snprintf(err, err_len,
                      "cuda: seq_len %d needs %zu bytes of shared memory per attention block; "
-                     "the device allows %d",
-                     f->c.seq_len, f->att_smem, smem_optin);
+                     "the device allows %zu",
+                     f->c.seq_len, f->att_smem, smem_max);
         return false;
     }
-    /* always set: dynamic plus static shared memory above 48 KiB needs the opt-in */
+    /* The limit belongs to the kernel on this device, not to this object: set it to the
+     * device's maximum (above 48 KiB needs the opt-in), so that a later object with a
+     * shorter seq_len cannot lower it under an earlier one's needs.  A launch still
+     * takes only the att_smem it asks for. */
     if ((e = cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)f->att_smem)) != cudaSuccess) {
+                                  (int)smem_max)) != cudaSuccess) {
         set_err(err, err_len, "cuda: %s: %s", "raising attention shared memory", e);
         return false;
     }
@@ -1043,7 +1133,8 @@ static bool cuda_setup(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_le
     size_t dim = c->dim, kv = c->kv_dim, hid = c->hidden_dim, L = c->n_layers;
     size_t vocab = c->vocab_size, T = f->max_step_tokens, B = f->max_batch;
     size_t w_bytes = 4 * (vocab * dim * (ck->cfg.shared_classifier ? 1 : 2) +
-                          L * (2 * dim + (dim + 2 * kv) * dim + dim * dim + 3 * hid * dim) + dim);
+                          L * (2 * dim + (dim + 2 * kv) * dim + dim * dim + 3 * hid * dim) + dim +
+                          (size_t)c->seq_len * c->head_dim);
     size_t kv_bytes = 2 * 4 * L * (size_t)f->n_blocks * KVB * kv;
     size_t s_bytes =
         4 * (T * (4 * dim + 2 * kv + 3 * hid) + B * (dim + 2 * vocab)) + CUBLAS_WORKSPACE_BYTES;
@@ -1157,7 +1248,7 @@ static void *cuda_create(const ckpt_t *ck, const forward_config_t *cfg, int n_bl
 }
 
 static const forward__backend_t cuda_backend = {
-    "cuda", cuda_create, cuda_destroy, cuda_step, cuda_device_name,
+    "cuda", cuda_create, cuda_destroy, cuda_step, cuda_device_name, cuda_inject_fault,
 };
 
 extern "C" const forward__backend_t *forward__cuda(void)
@@ -1166,15 +1257,113 @@ extern "C" const forward__backend_t *forward__cuda(void)
 }
 
 /* Asking the runtime is all it takes: without a driver or a device cudaGetDeviceCount
- * returns an error (insufficient driver, no device), which is an answer, not a fault. */
-extern "C" bool forward__cuda_present(void)
+ * returns an error (insufficient driver, no device), which is an answer, not a fault.
+ * The reason is logged once at warning level: a GPU machine whose driver is too old
+ * for this CUDA must not look like a machine without a GPU. */
+extern "C" bool forward__cuda_present(char *why, size_t why_len)
 {
+    static int warned;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaSuccess && count > 0)
+        return true;
+    (void)cudaGetLastError();
+    const char *reason = e != cudaSuccess ? cudaGetErrorString(e) : "the runtime found no device";
+    if (why_len)
+        snprintf(why, why_len, "%s", reason);
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+        LS_LOG_WARN(MOD, "no usable CUDA device, the CUDA backend is off error=\"%s\"", reason);
+    return false;
+}
+
+/* ---- read bandwidth ------------------------------------------------------------- */
+
+__global__ void bw_fill_kernel(float4 *dst, size_t n4)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = (float)(i % 1021) * 0.001f + 1.0f;
+        dst[i] = make_float4(v, -v, 0.5f * v, 2.0f * v);
+    }
+}
+
+/* Reads every float4 once; the sum goes out only if it hits an impossible value, so
+ * the loads cannot be dropped and nothing else is written. */
+__global__ void bw_read_kernel(const float4 *src, size_t n4, float *sink)
+{
+    float acc = 0.0f;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n4; i += 4 * stride) {
+        float4 a = src[i], b = src[i + stride], c = src[i + 2 * stride], d = src[i + 3 * stride];
+        acc += (a.x + a.y + a.z + a.w) + (b.x + b.y + b.z + b.w) + (c.x + c.y + c.z + c.w) +
+               (d.x + d.y + d.z + d.w);
+    }
+    for (; i < n4; i += stride) {
+        float4 a = src[i];
+        acc += a.x + a.y + a.z + a.w;
+    }
+    if (acc == -1.0e30f)
+        sink[0] = acc;
+}
+
+extern "C" double forward_cuda_read_bandwidth(int device, size_t bytes, int repeats, char *err,
+                                              size_t err_len)
+{
+    char why[160];
+    if (!forward__cuda_present(why, sizeof(why))) {
+        if (err_len)
+            snprintf(err, err_len, "no usable CUDA device: %s", why);
+        return -1.0;
+    }
+    size_t n4 = bytes / sizeof(float4);
+    if (n4 == 0 || repeats < 1) {
+        if (err_len)
+            snprintf(err, err_len, "nothing to measure");
+        return -1.0;
+    }
+    float4 *buf = NULL;
+    float *sink = NULL;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    cudaDeviceProp prop;
+    double best = -1.0;
+    cudaError_t e;
+    if ((e = cudaSetDevice(device)) != cudaSuccess ||
+        (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&buf, n4 * sizeof(float4))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&sink, sizeof(float))) != cudaSuccess ||
+        (e = cudaEventCreate(&t0)) != cudaSuccess || (e = cudaEventCreate(&t1)) != cudaSuccess)
+        goto out;
+    {
+        int grid = prop.multiProcessorCount * 8, threads = 512;
+        bw_fill_kernel<<<grid, threads>>>(buf, n4);
+        bw_read_kernel<<<grid, threads>>>(buf, n4, sink); /* warm-up */
+        if ((e = cudaDeviceSynchronize()) != cudaSuccess)
+            goto out;
+        for (int r = 0; r < repeats; r++) {
+            float ms = 0.0f;
+            (void)cudaEventRecord(t0);
+            bw_read_kernel<<<grid, threads>>>(buf, n4, sink);
+            (void)cudaEventRecord(t1);
+            if ((e = cudaEventSynchronize(t1)) != cudaSuccess ||
+                (e = cudaEventElapsedTime(&ms, t0, t1)) != cudaSuccess)
+                goto out;
+            double v = ms > 0.0f ? (double)(n4 * sizeof(float4)) / (ms / 1e3) : -1.0;
+            best = v > best ? v : best;
+        }
+    }
+out:
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        LS_LOG_DEBUG(MOD, "no CUDA device error=\"%s\"", cudaGetErrorString(e));
-        return false;
+        if (err_len)
+            snprintf(err, err_len, "cuda: measuring read bandwidth: %s", cudaGetErrorString(e));
+        best = -1.0;
     }
-    return count > 0;
+    if (t0)
+        (void)cudaEventDestroy(t0);
+    if (t1)
+        (void)cudaEventDestroy(t1);
+    (void)cudaFree(buf);
+    (void)cudaFree(sink);
+    return best;
 }

@@ -489,7 +489,7 @@ Test(forward_cpu, config_and_backend_choice)
 
     forward_t *f = forward_create(ck, &cfg, err, sizeof(err));
     cr_assert_not_null(f, "%s", err);
-    if (!forward__cuda_present())
+    if (!forward__cuda_present(NULL, 0))
         cr_assert_str_eq(forward_backend_name(f), "cpu");
     cr_assert_eq(forward_config(f)->kv_budget_tokens, 32 * 64, "default budget");
     cr_assert_gt(forward_config(f)->threads, 0);
@@ -497,7 +497,7 @@ Test(forward_cpu, config_and_backend_choice)
     forward_destroy(f);
     forward_destroy(NULL);
 
-    if (!forward__cuda_present()) {
+    if (!forward__cuda_present(NULL, 0)) {
         cfg.backend = FORWARD_CUDA;
         err[0] = '\0';
         cr_assert_null(forward_create(ck, &cfg, err, sizeof(err)));

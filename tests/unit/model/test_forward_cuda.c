@@ -5,8 +5,9 @@
  * and coin, and KV paging over many non-contiguous blocks.
  *
  * Every test that needs a device skips with a message when there is none (CI builds
- * with CUDA and runs without a GPU); backend_choice runs everywhere and checks that
- * FORWARD_AUTO falls back to the CPU cleanly.
+ * with CUDA and runs without a GPU), unless LLMSERVE_REQUIRE_CUDA=1 makes that a
+ * failure; backend_choice runs everywhere and checks that FORWARD_AUTO falls back to
+ * the CPU cleanly.
  */
 #define _GNU_SOURCE
 #include "base/err.h"
@@ -30,12 +31,27 @@
  * the cumulative distribution: see pick_explained. */
 #define SLACK 1e-4f
 
+/* LLMSERVE_REQUIRE_CUDA=1 (tools/gpu-check.sh sets it) turns every skip into a
+ * failure with the runtime's reason, so a GPU run cannot pass by testing nothing. */
+static bool cuda_required(void)
+{
+    const char *v = getenv("LLMSERVE_REQUIRE_CUDA");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 static void need_cuda(void)
 {
-    if (!forward__cuda())
+    char why[160] = "";
+    if (!forward__cuda()) {
+        cr_assert(!cuda_required(), "LLMSERVE_REQUIRE_CUDA is set but llmserve was built without "
+                                    "CUDA");
         cr_skip_test("llmserve was built without CUDA");
-    if (!forward__cuda_present())
-        cr_skip_test("no CUDA device on this machine: the CUDA backend is not exercised");
+    }
+    if (!forward__cuda_present(why, sizeof(why))) {
+        cr_assert(!cuda_required(), "LLMSERVE_REQUIRE_CUDA is set but no CUDA device is usable: %s",
+                  why);
+        cr_skip_test("no CUDA device on this machine (%s): the CUDA backend is not exercised", why);
+    }
 }
 
 /* ---- checkpoints ---------------------------------------------------------------- */
@@ -219,7 +235,7 @@ Test(forward_cuda, backend_choice)
     char err[256] = "";
     forward_t *f = forward_create(ck, &cfg, err, sizeof(err));
     cr_assert_not_null(f, "FORWARD_AUTO: %s", err);
-    if (forward__cuda_present()) {
+    if (forward__cuda_present(NULL, 0)) {
         cr_expect_str_eq(forward_backend_name(f), "cuda");
         cr_expect_not_null(strstr(forward_device_name(f), "GiB)"), "device name \"%s\"",
                            forward_device_name(f));
