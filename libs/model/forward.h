@@ -78,8 +78,8 @@ void forward_destroy(forward_t *f);
 /* "cpu" or "cuda" (static string). */
 const char *forward_backend_name(const forward_t *f);
 
-/* A description of the device, e.g. "2 threads" or "NVIDIA H100 80GB HBM3, sm_90"
- * (borrowed from f). */
+/* A description of the device, e.g. "2 threads" or "NVIDIA H100 80GB HBM3 (sm_90, 79
+ * GiB, driver CUDA 13.0, runtime 13.0)" (borrowed from f). */
 const char *forward_device_name(const forward_t *f);
 
 /* The limits f was built with (after defaults were applied). */

@@ -1096,8 +1096,14 @@ static bool cuda_setup(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_le
                      cudaGetErrorString(e));
         return false;
     }
-    snprintf(f->device_name, sizeof(f->device_name), "%s (sm_%d%d, %zu GiB)", prop.name, prop.major,
-             prop.minor, (size_t)(prop.totalGlobalMem >> 30));
+    int drv = 0, rt = 0;
+    (void)cudaDriverGetVersion(&drv);
+    (void)cudaRuntimeGetVersion(&rt);
+    /* cudaDeviceProp.name is 256 bytes, device_name 320: the name is cut to fit */
+    snprintf(f->device_name, sizeof(f->device_name),
+             "%.200s (sm_%d%d, %zu GiB, driver CUDA %d.%d, runtime %d.%d)", prop.name,
+             prop.major % 100, prop.minor % 100, (size_t)(prop.totalGlobalMem >> 30) % 100000,
+             drv / 1000 % 100, drv % 1000 / 10 % 100, rt / 1000 % 100, rt % 1000 / 10 % 100);
 
     /* attention keeps a score per context position in shared memory */
     f->att_smem = ((size_t)f->c.head_dim + ATT_THREADS + (size_t)f->c.seq_len) * sizeof(float);

@@ -60,6 +60,14 @@ static const char *const SLOW[] = {"--preset",   "tiny",     "--dim",     "384",
                                    "1024",       "--layers", "8",         "--heads", "6",
                                    "--kv-heads", "3",        "--seq-len", "1024",    NULL};
 
+/* The compute backend under test: cpu, or cuda with LLMSERVE_TEST_BACKEND=cuda
+ * (tools/gpu-check.sh on a GPU machine). */
+static const char *test_backend(void)
+{
+    const char *b = getenv("LLMSERVE_TEST_BACKEND");
+    return b && strcmp(b, "cuda") == 0 ? "cuda" : "cpu";
+}
+
 static void start_with(const char *const *shape, const char *const *extra)
 {
     run_modelmaker(shape);
@@ -80,6 +88,8 @@ static void start_with(const char *const *shape, const char *const *extra)
                           "1",
                           "--rpc-threads",
                           "2",
+                          "--backend",
+                          test_backend(),
                           NULL};
     for (const char *const *a = base; *a; a++)
         argv[n++] = (char *)*a;
@@ -146,7 +156,7 @@ Test(inference, info_reports_shape_backend_and_limits)
     cr_assert_eq(info->n_kv_heads, 2);
     cr_assert_eq(info->vocab_size, 512);
     cr_assert_eq(info->seq_len, 256);
-    cr_assert_str_eq(info->backend, "cpu");
+    cr_assert_str_eq(info->backend, test_backend());
     cr_assert_neq(info->device[0], '\0', "device must be described");
     cr_assert_eq(info->max_batch, 8);
     cr_assert_eq(info->max_queue, 64);

@@ -13,6 +13,8 @@
  * first runs the same load of simple prompts straight against Inference.Generate and
  * then through the router with the cache bypassed and the pool hinted, so the two differ
  * only by the router: that difference is the router's overhead, measured in one run.
+ * With --router none as well, only the direct run happens: a benchmark of one
+ * inference instance on its own (tools/gpu-check.sh runs it on the CUDA backend).
  *
  * With --tls-router HOST:PORT (a second router on the same instances, serving TLS) it
  * runs that same load of simple prompts through the plaintext router and through the
@@ -527,7 +529,8 @@ int main(int argc, char **argv)
     bool no_progress = false;
     svc_client_opts_t sec = {0};
     const ls_opt_t opts[] = {
-        {"router", "LLMBENCH_ROUTER", LS_OPT_STRING, &router, "router address, host:port", 0, 0},
+        {"router", "LLMBENCH_ROUTER", LS_OPT_STRING, &router,
+         "router address, host:port; none: no router (only the --direct run)", 0, 0},
         {"streams", NULL, LS_OPT_INT, &streams, "concurrent bidirectional streams", 1, 4096},
         {"requests", NULL, LS_OPT_INT, &requests, "requests in the mixed run (0: no mixed run)", 0,
          1e8},
@@ -567,20 +570,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmbench: --mix '%s' is not simple:W,complex:W,repeat:W\n", mix);
         return 2;
     }
+    bool no_router = strcmp(router, "none") == 0;
+    if (no_router && (!direct || tls_router)) {
+        fprintf(stderr, "llmbench: --router none needs --direct (and no --tls-router)\n");
+        return 2;
+    }
+    if (no_router)
+        requests = 0; /* the mixed run needs the router */
     ls_log_set_level(LS_LOG_ERROR);
     rpc_client_t *client = rpc_client_create(2);
     rpc_channel_config_t secured;
     rpc_channel_config_init(&secured);
     svc_client_channel(&sec, &secured);
     /* The --tls-* options belong to the TLS router when there is one, else to --router. */
-    rpc_channel_t *rch = rpc_channel_create(client, router, tls_router ? NULL : &secured);
+    rpc_channel_t *rch =
+        no_router ? NULL : rpc_channel_create(client, router, tls_router ? NULL : &secured);
     rpc_channel_t *tch = tls_router ? rpc_channel_create(client, tls_router, &secured) : NULL;
     rpc_channel_t *dch = direct ? rpc_channel_create(client, direct, NULL) : NULL;
-    if (!rch || (tls_router && !tch)) {
+    if ((!rch && !no_router) || (tls_router && !tch)) {
         fprintf(stderr, "llmbench: cannot use the TLS files (see --tls-ca, --tls-cert)\n");
         return 2;
     }
-    if (!reachable(rch, "router", router) || (tch && !reachable(tch, "TLS router", tls_router)) ||
+    if ((rch && !reachable(rch, "router", router)) || (tch && !reachable(tch, "TLS router", tls_router)) ||
         (dch && !reachable(dch, "instance", direct))) {
         rpc_channel_destroy(rch);
         rpc_channel_destroy(tch);
@@ -607,10 +618,17 @@ int main(int argc, char **argv)
                    .bypass_cache = true,
                    .hint = direct_pool,
                    .metadata = &md};
-        if (run_load(&d, dch, "direct", !no_progress) != 0 ||
-            run_load(&v, rch, "via", !no_progress) != 0)
+        if (run_load(&d, dch, "direct", !no_progress) != 0)
             status = 1;
         report(&d, "\n== inference called directly (simple prompts)");
+        status |= atomic_load(&d.errors) != 0;
+        if (no_router) {
+            run_free(&d);
+            run_free(&v);
+            goto done;
+        }
+        if (run_load(&v, rch, "via", !no_progress) != 0)
+            status = 1;
         report(&v, "\n== the same load through the router (cache bypassed, pool hinted)");
         double d50 = pct(&d.ttft_ms, 50), v50 = pct(&v.ttft_ms, 50);
         double de = pct(&d.e2e_ms, 50), ve = pct(&v.e2e_ms, 50);
@@ -643,6 +661,7 @@ int main(int argc, char **argv)
         status |= atomic_load(&m.errors) != 0;
         run_free(&m);
     }
+done:
     rpc_channel_destroy(rch);
     rpc_channel_destroy(tch);
     rpc_channel_destroy(dch);

@@ -217,9 +217,18 @@ int main(int argc, char **argv)
     }
     int threads = forward_config(f)->threads;
 
+    /* The bound comes from the memory the weights are read from: the GPU's on the CUDA
+     * backend (a read kernel), the host's otherwise. */
+    bool on_device = strcmp(forward_backend_name(f), "cuda") == 0;
     double bw = -1.0;
-    if (cfg.bw_mib > 0)
+    if (cfg.bw_mib > 0 && on_device) {
+        bw = forward_cuda_read_bandwidth(fc.cuda_device, (size_t)cfg.bw_mib << 20, 10, err,
+                                         sizeof(err));
+        if (bw < 0)
+            fprintf(stderr, "llmserve-modelbench: no bandwidth bound: %s\n", err);
+    } else if (cfg.bw_mib > 0) {
         bw = membw_read_bytes_per_s((size_t)cfg.bw_mib << 20, threads, 5);
+    }
     double wbytes = weight_bytes_per_step(c);
     double bound = bw > 0 ? bw / wbytes : -1.0;
 
@@ -265,11 +274,12 @@ int main(int argc, char **argv)
         printf("{\"model\":\"%s\",\"dim\":%d,\"hidden_dim\":%d,\"n_layers\":%d,\"n_heads\":%d,"
                "\"n_kv_heads\":%d,\"vocab_size\":%d,\"seq_len\":%d,\"backend\":\"%s\","
                "\"device\":\"%s\",\"threads\":%d,\"repeats\":%d,\"weight_bytes_per_step\":%.0f,"
-               "\"read_bandwidth_gb_s\":%.2f,\"bound_tok_s\":%.1f,\"decode_tok_s\":%.1f,"
+               "\"bandwidth_of\":\"%s\",\"read_bandwidth_gb_s\":%.2f,\"bound_tok_s\":%.1f,\"decode_tok_s\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.1f,\"batches\":[",
                ck->name ? ck->name : "", c->dim, c->hidden_dim, c->n_layers, c->n_heads,
                c->n_kv_heads, c->vocab_size, c->seq_len, forward_backend_name(f),
-               forward_device_name(f), threads, (int)cfg.repeats, wbytes, bw / 1e9, bound,
+               forward_device_name(f), threads, (int)cfg.repeats, wbytes,
+               on_device ? "device" : "host", bw / 1e9, bound,
                fig[0].median, (int)cfg.prefill_tokens, fig[1].median);
         for (int i = 0; i < n_batches; i++)
             printf("%s{\"batch\":%d,\"tok_s\":%.1f,\"step_ms\":%.3f}", i ? "," : "", batches[i],
@@ -282,7 +292,11 @@ int main(int argc, char **argv)
         printf("backend %s (%s), median of %d runs\n", forward_backend_name(f),
                forward_device_name(f), (int)cfg.repeats);
         printf("weights read per decode step: %.1f MiB\n", wbytes / (1 << 20));
-        if (bw > 0)
+        if (bw > 0 && on_device)
+            printf("device read bandwidth (%d MiB, kernel): %.1f GB/s -> bound %.0f tok/s for one "
+                   "stream\n",
+                   (int)cfg.bw_mib, bw / 1e9, bound);
+        else if (bw > 0)
             printf("read bandwidth (%d threads, %d MiB): %.1f GB/s -> bound %.0f tok/s for one "
                    "stream\n",
                    threads, (int)cfg.bw_mib, bw / 1e9, bound);

@@ -155,11 +155,19 @@ typedef struct {
     inf_sched_t *s;
 } rig_t;
 
+/* The compute backend under test: the CPU, or CUDA with LLMSERVE_TEST_BACKEND=cuda
+ * (tools/gpu-check.sh on a GPU machine). */
+static forward_backend_t test_backend(void)
+{
+    const char *b = getenv("LLMSERVE_TEST_BACKEND");
+    return b && strcmp(b, "cuda") == 0 ? FORWARD_CUDA : FORWARD_CPU;
+}
+
 static rig_t rig_make(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue)
 {
     forward_config_t fc;
     forward_config_init(&fc);
-    fc.backend = FORWARD_CPU;
+    fc.backend = test_backend();
     fc.max_batch = max_batch;
     fc.max_step_tokens = max_step_tokens;
     fc.kv_budget_tokens = kv_budget;

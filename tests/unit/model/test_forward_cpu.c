@@ -515,3 +515,39 @@ Test(forward_cpu, config_and_backend_choice)
     cr_assert_null(forward_create(ck, &cfg, err, sizeof(err)));
     rand_ckpt_free(ck);
 }
+
+/* fault_after_steps on the CPU: the step after N good ones reports the device lost,
+ * every later step does too, and nothing else changes. */
+Test(forward_cpu, fault_injection_reports_device_lost)
+{
+    ckpt_t *ck = gqa_model();
+    forward_config_t cfg;
+    forward_config_init(&cfg);
+    cfg.backend = FORWARD_CPU;
+    cfg.max_batch = 2;
+    cfg.max_step_tokens = 16;
+    cfg.threads = 1;
+    cfg.fault_after_steps = 3;
+    char err[256];
+    forward_t *f = forward_create(ck, &cfg, err, sizeof(err));
+    cr_assert_not_null(f, "forward_create: %s", err);
+    int seq = forward_seq_open(f, 8);
+    cr_assert_geq(seq, 0);
+    sampler_t g = greedy();
+    int tok = 5, out = -1;
+    for (int pos = 0; pos < 3; pos++) {
+        forward_item_t it = item(seq, &tok, 1, pos, &g);
+        cr_assert_eq(forward_step(f, &it, 1, &out, NULL), LS_OK, "step %d", pos);
+    }
+    cr_assert(!forward_device_lost(f));
+    forward_item_t it = item(seq, &tok, 1, 3, &g);
+    cr_assert_eq(forward_step(f, &it, 1, &out, NULL), LS_ERR_DEVICE);
+    cr_assert(forward_device_lost(f));
+    cr_assert_eq(forward_step(f, &it, 1, &out, NULL), LS_ERR_DEVICE);
+    /* an invalid item is still refused as such, and an empty step is still fine */
+    it.seq = 99;
+    cr_assert_eq(forward_step(f, &it, 1, &out, NULL), LS_ERR_INVALID);
+    cr_assert_eq(forward_step(f, &it, 0, &out, NULL), LS_OK);
+    forward_destroy(f);
+    rand_ckpt_free(ck);
+}
