@@ -36,9 +36,8 @@ if [ "$build" = 1 ]; then
     cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release -DLLMSERVE_CUDA=ON >/dev/null
     cmake --build "$bdir" -j"${LLMSERVE_JOBS:-2}" --target "${targets[@]}"
 fi
-grep -q '^LLMSERVE_HAVE_CUDA:INTERNAL=ON' "$bdir/CMakeCache.txt" 2>/dev/null ||
-    grep -q 'LLMSERVE_CUDA:STRING=ON' "$bdir/CMakeCache.txt" ||
-    { echo "gpu-bundle: $bdir is not a build with LLMSERVE_CUDA=ON" >&2; exit 1; }
+[ -n "$(find "$bdir" -type f -name test_forward_cuda -perm -u+x 2>/dev/null)" ] ||
+    { echo "gpu-bundle: $bdir has no test_forward_cuda: not a build with the CUDA backend" >&2; exit 1; }
 
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/libexec" "$dest/lib" "$dest/glibc"
