@@ -9,6 +9,7 @@ packages=(
   libcriterion-dev python3 python3-grpcio python3-protobuf
   memcached libmemcached-dev libopenblas-dev libcurl4-openssl-dev libcjson-dev
   libssl-dev valgrind
+  libmicrohttpd-dev prometheus chromium
 )
 
 missing=()
