@@ -21,6 +21,11 @@
  * TLS one, alternating (plain, TLS, TLS, plain, ...: --compare-rounds rounds), and
  * reports what TLS costs: TTFT, end to end and requests/s of one against the other.
  * The --tls-* options then apply to the TLS router only; --api-key to every router call.
+ *
+ * With --metrics HOST:PORT (the collector, llmserve-metrics) it prints, after the mixed
+ * run, the collector's view of that run beside its own: TTFT, inter-token and end-to-end
+ * quantiles and the request rate as the services reported them (the collector's
+ * quantiles are estimated from histogram buckets, so they agree to a bucket's width).
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -29,6 +34,7 @@
 #include "base/log.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "llmserve/v1/inference.pb-c.h"
+#include "llmserve/v1/metrics.pb-c.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/client.h"
 #include "svc/client.h"
@@ -413,6 +419,62 @@ static void run_free(run_t *r)
     pthread_mutex_destroy(&r->mu);
 }
 
+/* One metric from the collector over the last window_s seconds; false when it cannot
+ * be had (the reason printed once). */
+static bool collector_query(rpc_channel_t *mch, const char *name, uint32_t window_s,
+                            Llmserve__V1__QueryResponse **out)
+{
+    Llmserve__V1__QueryRequest req = LLMSERVE__V1__QUERY_REQUEST__INIT;
+    req.name = (char *)name;
+    req.window_seconds = window_s;
+    rpc_status_t st;
+    rpc_call_opts_t opts = {.timeout_us = 3000000};
+    ProtobufCMessage *resp = NULL;
+    int rc = rpc_channel_unary(mch, "/llmserve.v1.Metrics/Query", &req.base,
+                               &llmserve__v1__query_response__descriptor, &opts, &resp, &st);
+    if (rc != LS_OK || st.code != GRPC_STATUS_OK) {
+        printf("  %-22s (collector: %s)\n", name, rc != LS_OK ? ls_strerror(rc) : st.details);
+        if (resp)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        return false;
+    }
+    *out = (Llmserve__V1__QueryResponse *)resp;
+    return true;
+}
+
+/* The collector's view of run r next to llmbench's own figures. */
+static void collector_view(rpc_channel_t *mch, const char *addr, run_t *r, int interval_ms)
+{
+    /* the services flush once per reporting interval: wait for the last one */
+    usleep((useconds_t)(interval_ms + 500) * 1000);
+    double secs = (double)(r->t1_us - r->t0_us) / 1e6;
+    uint32_t window = (uint32_t)secs + 2;
+    printf("\n== the collector's view of the mixed run (llmserve-metrics at %s, last %u s)\n", addr,
+           window);
+    struct {
+        const char *name, *label;
+        series_t *own;
+    } hs[] = {{"llmserve_ttft_seconds", "TTFT", &r->ttft_ms},
+              {"llmserve_inter_token_latency_seconds", "inter-token latency", &r->itl_ms},
+              {"llmserve_request_duration_seconds", "end to end", &r->e2e_ms}};
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
+        Llmserve__V1__QueryResponse *q = NULL;
+        if (!collector_query(mch, hs[i].name, window, &q))
+            continue;
+        printf("  %-22s p50 %8.2f  p95 %8.2f  p99 %8.2f ms  (llmbench p50 %.2f p95 %.2f p99 "
+               "%.2f)\n",
+               hs[i].label, q->p50 * 1e3, q->p95 * 1e3, q->p99 * 1e3, pct(hs[i].own, 50),
+               pct(hs[i].own, 95), pct(hs[i].own, 99));
+        protobuf_c_message_free_unpacked(&q->base, NULL);
+    }
+    Llmserve__V1__QueryResponse *q = NULL;
+    if (collector_query(mch, "llmserve_requests_total", window, &q)) {
+        printf("  %-22s %.1f requests/s over the window (llmbench %.1f over %.2f s)\n", "requests",
+               q->rate, secs > 0 ? atomic_load(&r->finished) / secs : 0.0, secs);
+        protobuf_c_message_free_unpacked(&q->base, NULL);
+    }
+}
+
 /* A health check (every server answers it, API keys or not): false with the reason
  * printed when the server cannot be reached (down, wrong address, TLS refused). */
 static bool reachable(rpc_channel_t *ch, const char *what, const char *addr)
@@ -523,7 +585,8 @@ static int compare_tls(rpc_channel_t *plain, rpc_channel_t *tls, const rpc_md_t 
 int main(int argc, char **argv)
 {
     const char *router = "127.0.0.1:7000", *direct = NULL, *mix = "simple:6,complex:2,repeat:2";
-    const char *direct_pool = "small", *tls_router = NULL;
+    const char *direct_pool = "small", *tls_router = NULL, *metrics = NULL;
+    int64_t metrics_interval_ms = 1000;
     int64_t streams = 16, requests = 400, max_tokens = 32, direct_requests = 200;
     int64_t compare_rounds = 2;
     bool no_progress = false;
@@ -548,6 +611,11 @@ int main(int argc, char **argv)
         {"compare-rounds", NULL, LS_OPT_INT, &compare_rounds,
          "rounds of the TLS comparison, each one run per router", 1, 100},
         {"no-progress", NULL, LS_OPT_BOOL, &no_progress, "no progress bar", 0, 0},
+        {"metrics", "LLMBENCH_METRICS", LS_OPT_STRING, &metrics,
+         "the collector (llmserve-metrics gRPC address): print its view of the mixed run", 0, 0},
+        {"metrics-interval-ms", NULL, LS_OPT_INT, &metrics_interval_ms,
+         "the services' reporting interval (how long to wait before asking the collector)", 0,
+         60000},
         SVC_CLIENT_OPTIONS(&sec),
     };
     ls_config_t conf = {.program = "llmbench",
@@ -658,6 +726,12 @@ int main(int argc, char **argv)
         char title[160];
         snprintf(title, sizeof(title), "\n== mixed load through the router (mix %s)", mix);
         report(&m, title);
+        if (metrics) {
+            rpc_channel_t *mch = rpc_channel_create(client, metrics, NULL);
+            if (mch && reachable(mch, "collector", metrics))
+                collector_view(mch, metrics, &m, (int)metrics_interval_ms);
+            rpc_channel_destroy(mch);
+        }
         status |= atomic_load(&m.errors) != 0;
         run_free(&m);
     }
