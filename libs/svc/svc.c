@@ -1,8 +1,12 @@
 /*
  * svc.c - svc_main: options, lifecycle and signals for every service binary.
  *
- * Everything here runs on the main thread; the getters only read fields written before
- * the first hook runs.
+ * Everything here runs on the main thread but svc_fail; the getters only read fields
+ * written before the first hook runs.  svc_fail hands its reason to the main thread
+ * through `failed` (set after fail_reason is written) and wakes its sigwait with a
+ * SIGTERM sent to that thread alone: every thread blocks the signal, so nothing else
+ * can take it, and a process-wide kill could be taken by a thread of a test process
+ * that runs svc_main without blocking it.
  */
 #define _GNU_SOURCE
 #include "svc/svc.h"
@@ -12,10 +16,13 @@
 #include "base/log.h"
 #include "base/signals.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef LLMSERVE_VERSION
@@ -46,6 +53,11 @@ struct svc {
     size_t n_tags;
     svc_label_t *meta;
     size_t n_meta;
+
+    pthread_t main_thread;    /* runs svc_main; svc_fail wakes it */
+    atomic_bool fail_claimed; /* a svc_fail call is the first */
+    atomic_bool failed;       /* fail_reason is written: stop, exit 1 */
+    char fail_reason[512];
 };
 
 /* ---- getters ---------------------------------------------------------------------- */
@@ -101,6 +113,21 @@ void svc_add_meta(svc_t *svc, const char *key, const char *value)
     svc->meta[svc->n_meta].key = ls_xstrdup(key);
     svc->meta[svc->n_meta].value = ls_xstrdup(value);
     svc->n_meta++;
+}
+
+void svc_fail(svc_t *svc, const char *reason)
+{
+    if (atomic_exchange(&svc->fail_claimed, true)) {
+        LS_LOG_WARN(svc->mod, "service already failing, another failure reason=\"%s\"",
+                    reason ? reason : "");
+        return;
+    }
+    snprintf(svc->fail_reason, sizeof(svc->fail_reason), "%s", reason ? reason : "");
+    atomic_store(&svc->failed, true);
+    LS_LOG_ERROR(svc->mod, "service failed, stopping with exit status 1 reason=\"%s\"",
+                 svc->fail_reason);
+    rpc_server_set_health_all(svc->srv, RPC_HEALTH_NOT_SERVING);
+    pthread_kill(svc->main_thread, SIGTERM);
 }
 
 /* ---- options --------------------------------------------------------------------- */
@@ -329,6 +356,20 @@ static void svc_free(svc_t *s)
     free(s);
 }
 
+/* svc_fail's SIGTERM is left pending when the main thread was not in sigwait (a failure
+ * while starting or stopping); taken here so that a later svc_main in the same process
+ * (a test) does not stop at once.  A SIGTERM from outside may go with it: the process is
+ * stopping anyway. */
+static void take_pending_sigterm(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) == SIGTERM) {
+    }
+}
+
 static int fail_usage(svc_t *s, const char *err)
 {
     fprintf(stderr, "%s: %s\n", s->spec->program, err);
@@ -340,6 +381,7 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
 {
     svc_t *s = ls_xcalloc(1, sizeof(*s));
     s->spec = spec;
+    s->main_thread = pthread_self();
     snprintf(s->mod, sizeof(s->mod), "%s", spec->service);
     svc_common_t *c = &s->common;
     c->listen = spec->default_listen;
@@ -426,23 +468,33 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
         rpc_server_shutdown(s->srv, 0);
         goto out_server;
     }
-    rpc_server_set_health_all(s->srv, RPC_HEALTH_SERVING);
+    /* After a failure during start, never SERVING.  A failure just after this test is
+     * overwritten by SERVING only until the stop below sets NOT_SERVING again. */
     svc_label_t up_label = {"service", spec->service};
-    svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 1);
-    do_register(s);
-    LS_LOG_INFO(s->mod, "serving port=%d", s->port);
-    printf("SERVING\n");
-    fflush(stdout);
+    bool serving = !atomic_load(&s->failed);
+    if (serving) {
+        rpc_server_set_health_all(s->srv, RPC_HEALTH_SERVING);
+        svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 1);
+        do_register(s);
+        LS_LOG_INFO(s->mod, "serving port=%d", s->port);
+        printf("SERVING\n");
+        fflush(stdout);
+    }
 
-    int sig;
-    while ((sig = ls_signals_wait()) == SIGHUP)
+    int sig = SIGTERM;
+    while (!atomic_load(&s->failed) && (sig = ls_signals_wait()) == SIGHUP)
         reload(s);
     int64_t t0 = ls_now_us();
-    LS_LOG_INFO(s->mod, "stopping signal=%s grace_ms=%lld", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                (long long)c->grace_ms);
+    if (atomic_load(&s->failed))
+        LS_LOG_INFO(s->mod, "stopping cause=failure grace_ms=%lld reason=\"%s\"",
+                    (long long)c->grace_ms, s->fail_reason);
+    else
+        LS_LOG_INFO(s->mod, "stopping cause=%s grace_ms=%lld",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)c->grace_ms);
     rpc_server_set_health_all(s->srv, RPC_HEALTH_NOT_SERVING);
     svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 0);
-    if (s->registrar && svc_registrar_deregister(s->registrar, SVC_DEREGISTER_MS) != LS_OK)
+    if (serving && s->registrar &&
+        svc_registrar_deregister(s->registrar, SVC_DEREGISTER_MS) != LS_OK)
         LS_LOG_WARN(s->mod, "deregistration did not finish; the catalogue will expire it");
     int64_t deadline = t0 + c->grace_ms * 1000;
     int64_t server_grace_ms;
@@ -462,6 +514,11 @@ out_server:
     if (created && spec->hooks.destroy)
         spec->hooks.destroy(s, spec->ud);
     rpc_server_destroy(s->srv);
+    if (atomic_load(&s->failed)) {
+        /* A failure while stopping counts too: the process did not end in order. */
+        status = 1;
+        take_pending_sigterm();
+    }
     svc_free(s);
     return status;
 }

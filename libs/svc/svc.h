@@ -19,26 +19,32 @@
  * and services that take API keys (spec.api_keys) --api-keys FILE (keys.h).
  * --help lists all with their variables and defaults; --version prints the version.
  *
- * Lifecycle (exit status 2 for bad options, 1 when the service cannot start, 0 after
- * an orderly stop):
+ * Lifecycle (exit status 2 for bad options, 1 when the service cannot start or failed
+ * (svc_fail), 0 after an orderly stop):
  *   options parsed and checked (hooks.check); logging set up; signals blocked;
  *   the effective configuration logged, secrets redacted
  *   hooks.create       build objects, register methods on svc_server()
  *   listen             "LISTENING port=N" on stdout; the server starts NOT_SERVING
  *   hooks.start        load, connect (may block)
  *   health SERVING, the registrar registers, "SERVING" on stdout
- *   then, until SIGTERM or SIGINT:
+ *   then, until SIGTERM or SIGINT or svc_fail:
  *     SIGHUP           server TLS certificates, API keys and hooks.reload are read
  *                      again; what fails to load is logged and the old stays in use
  *   SIGTERM/SIGINT     health NOT_SERVING, the registrar deregisters, hooks.drain
  *                      (stop admitting; work in flight may finish until --grace-ms
  *                      after the signal), the server stops (events still queued get
  *                      spec.flush_ms to reach their clients), hooks.destroy, exit 0.
+ *   svc_fail           (any thread, e.g. a device that failed for good) the reason is
+ *                      logged and health turns NOT_SERVING at once; then the same stop
+ *                      as SIGTERM, but exit 1, so that an orchestrator restarts the
+ *                      process.  Called during hooks.start, health never turns SERVING
+ *                      and "SERVING" is not printed; called during the stop, the stop
+ *                      goes on and the exit status is 1.
  *
  * Threads: svc_main runs on the main thread and blocks SIGINT/SIGTERM/SIGHUP before any
  * other thread exists (every thread inherits the mask; signals are taken with
- * sigwait).  Hooks run on the main thread.  The getters are safe from any thread once
- * hooks.create has been called.
+ * sigwait).  Hooks run on the main thread.  The getters and svc_fail are safe from any
+ * thread once hooks.create has been called.
  */
 #ifndef SVC_SVC_H
 #define SVC_SVC_H
@@ -142,6 +148,14 @@ svc_keys_t *svc_keys(svc_t *svc);
  * svc_registrar_* calls then do nothing). */
 svc_reporter_t *svc_reporter(svc_t *svc);
 svc_tracer_t *svc_tracer(svc_t *svc);
+
+/* The service cannot go on (its compute device failed for good, say): logs reason at
+ * error level, sets health NOT_SERVING at once, and makes svc_main stop as for SIGTERM
+ * (deregister, hooks.drain, server shutdown, hooks.destroy) but return 1.  Only the
+ * first call counts; a later one is logged and ignored.  reason is copied.  Thread-safe
+ * and non-blocking: any thread may call it from the start of hooks.create until
+ * hooks.destroy returns, hooks included. */
+void svc_fail(svc_t *svc, const char *reason);
 
 /* Adds a tag or a meta entry to the registration (before hooks.start returns); copied. */
 void svc_add_tag(svc_t *svc, const char *tag);

@@ -3,7 +3,10 @@
  * (libs/svc).  The runtime listens first with health NOT_SERVING, so probes get an
  * answer while start loads the checkpoint, tokenizer, forward pass and scheduler; then
  * health turns SERVING.  SIGTERM drains: new submits get UNAVAILABLE, requests in
- * flight finish for --grace-ms, the rest end with UNAVAILABLE.
+ * flight finish for --grace-ms, the rest end with UNAVAILABLE.  A compute device that
+ * fails for good (the scheduler's on_fatal) fails the service (svc_fail): health
+ * NOT_SERVING, the same stop as SIGTERM, exit status 1, so that an orchestrator starts
+ * a fresh process, the only way to get the device back.
  */
 #define _GNU_SOURCE
 #include "base/config.h"
@@ -18,6 +21,7 @@
 #include "service.h"
 #include "svc/svc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +44,9 @@ typedef struct {
     int64_t kv_budget_tokens;
     int64_t default_max_tokens;
     int64_t max_tokens_limit;
+    int64_t fault_after_steps;
     /* built by the hooks */
+    svc_t *runtime;
     forward_backend_t backend_kind;
     inf_service_t *svc;
     ckpt_t *ck;
@@ -66,6 +72,7 @@ static void inf_config_init(inf_config_t *cfg)
     cfg->kv_budget_tokens = 0;     /* 0 = max_batch * seq_len */
     cfg->default_max_tokens = 256; /* for max_tokens 0 */
     cfg->max_tokens_limit = 0;     /* 0 = only the context limits max_tokens */
+    cfg->fault_after_steps = 0;    /* testing: forward steps before the device fails; 0 = never */
 }
 
 static int parse_backend(const char *name, forward_backend_t *out)
@@ -104,6 +111,7 @@ static int inf_check(svc_t *svc, void *ud, char *err, size_t err_len)
 static int inf_create(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     inf_config_t *cfg = ud;
+    cfg->runtime = svc;
     inf_service_config_t icfg = {
         .model_name = cfg->model_name,
         .model_version = cfg->model_version,
@@ -118,6 +126,14 @@ static int inf_create(svc_t *svc, void *ud, char *err, size_t err_len)
         return LS_ERR_INTERNAL;
     }
     return LS_OK;
+}
+
+/* The scheduler lost the device for good and has ended every request: the process must
+ * end (scheduler thread). */
+static void inf_on_fatal(void *ud, const char *reason)
+{
+    inf_config_t *cfg = ud;
+    svc_fail(cfg->runtime, reason);
 }
 
 /* Loads the model while the server answers probes with NOT_SERVING. */
@@ -143,13 +159,20 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
     if (cfg->kv_budget_tokens > 0)
         fcfg.kv_budget_tokens = cfg->kv_budget_tokens;
     fcfg.threads = (int)cfg->cpu_threads;
+    fcfg.fault_after_steps = (int)cfg->fault_after_steps;
     cfg->fwd = forward_create(cfg->ck, &fcfg, why, sizeof(why));
     if (!cfg->fwd) {
         ls_set_err(err, err_len, "cannot create the forward pass: %s", why);
         return LS_ERR_INVALID;
     }
+    if (fcfg.fault_after_steps > 0)
+        LS_LOG_WARN("inference",
+                    "fault injection on: the compute device fails for good after steps=%d",
+                    fcfg.fault_after_steps);
     inf_sched_config_t sch = {.max_queue = (int)cfg->max_queue,
-                              .max_queue_delay_us = cfg->max_queue_delay_ms * 1000};
+                              .max_queue_delay_us = cfg->max_queue_delay_ms * 1000,
+                              .on_fatal = inf_on_fatal,
+                              .on_fatal_ud = cfg};
     cfg->sched = inf_sched_create(cfg->fwd, cfg->tok, &sch, why, sizeof(why));
     if (!cfg->sched) {
         ls_set_err(err, err_len, "cannot start the scheduler: %s", why);
@@ -225,6 +248,10 @@ int main(int argc, char **argv)
          "completion tokens when a request asks for 0", 1, 1 << 24},
         {"max-tokens-limit", NULL, LS_OPT_INT, &cfg.max_tokens_limit,
          "largest max_tokens accepted, 0 = no limit but the context", 0, 1 << 24},
+        {"fault-after-steps", NULL, LS_OPT_INT, &cfg.fault_after_steps,
+         "testing: after N forward steps the compute device fails for good (fatal-device "
+         "path); 0 = never",
+         0, INT32_MAX},
     };
     /* The names before the service runtime: still read, with a warning. */
     static const ls_alias_t aliases[] = {

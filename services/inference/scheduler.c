@@ -2,11 +2,12 @@
  * scheduler.c - the batching loop.
  *
  * Lock rules: s->mu guards the admission queue (q_head/q_tail/n_queued), n_active,
- * draining, drain_deadline_us and stop.  The running batch, the step buffers and the
+ * draining, drain_deadline_us, failed and stop.  The running batch, the step buffers and the
  * forward_t belong to the scheduler thread alone and need no lock, except that
  * admission (forward_seq_open) happens under s->mu because it pops the queue.  No
  * sink callback (emit, release) is ever called with s->mu held: sinks take their own
  * stream locks, and rpc threads take a stream lock before s->mu (submit, cancel).
+ * cfg.on_fatal is called the same way, with no lock held.
  *
  * Nothing allocates in the loop: the batch, the step items and the text buffers are
  * sized at create time from max_batch and the tokenizer's longest piece.
@@ -34,6 +35,7 @@ enum {
     END_SHUTDOWN,
     END_NEVER_FITS, /* the KV budget cannot hold its reservation even when empty */
     END_INTERNAL,   /* forward_seq_open refused the reservation */
+    END_DEVICE,     /* the device failed for good */
 };
 
 struct inf_sched {
@@ -52,6 +54,7 @@ struct inf_sched {
     int n_active; /* copy of n_running, for inf_sched_counts and drain */
     bool draining;
     int64_t drain_deadline_us; /* INT64_MAX until drain */
+    bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
 
     /* scheduler thread only */
@@ -332,6 +335,9 @@ static void end_queued(inf_sched_t *s, inf_request_t *r, int64_t now)
     case END_SHUTDOWN:
         finish_error(r, GRPC_STATUS_UNAVAILABLE, "server shutting down");
         return;
+    case END_DEVICE:
+        finish_error(r, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
+        return;
     case END_NEVER_FITS:
         snprintf(msg, sizeof(msg),
                  "request needs %d KV positions; the KV budget of %lld cannot hold them",
@@ -428,6 +434,53 @@ static void take_token(inf_sched_t *s, inf_request_t *r, int prev, int token, in
                 now);
 }
 
+/* The device failed for good: the scheduler becomes failed (submits are refused from now
+ * on), every request of the batch and of the queue gets error UNAVAILABLE, and the owner
+ * hears of it once.  Requests of other steps could only fail the same way, so none is
+ * kept; with the batch and the queue empty and no admission, no step runs again. */
+static void fail_device(inf_sched_t *s, int step_items, int64_t now)
+{
+    pthread_mutex_lock(&s->mu);
+    s->failed = true;
+    inf_request_t *queued = s->q_head;
+    int n_queued = s->n_queued;
+    s->q_head = s->q_tail = NULL;
+    s->n_queued = 0;
+    /* In hand until their events are out, as sched_main counts them, so a drain that
+     * waits does not return before the last terminal event. */
+    s->n_active = s->n_running + n_queued;
+    pthread_mutex_unlock(&s->mu);
+
+    LS_LOG_ERROR("sched",
+                 "compute device failed for good, ending every request with UNAVAILABLE "
+                 "backend=%s device=\"%s\" step_items=%d running=%d queued=%d",
+                 forward_backend_name(s->f), forward_device_name(s->f), step_items, s->n_running,
+                 n_queued);
+    /* For the owner's log, inside its own quoted field: no quotes. */
+    char reason[256];
+    snprintf(reason, sizeof(reason), "the compute device failed for good (backend %s, device %s)",
+             forward_backend_name(s->f), forward_device_name(s->f));
+    while (s->n_running > 0) {
+        inf_request_t *r = s->running[s->n_running - 1];
+        leave_batch(s, r);
+        finish_error(r, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
+    }
+    while (queued) {
+        inf_request_t *r = queued;
+        queued = r->queue_next;
+        r->queue_next = NULL;
+        r->end = END_DEVICE;
+        end_queued(s, r, now);
+    }
+    flush_round(s);
+
+    pthread_mutex_lock(&s->mu);
+    s->n_active = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (s->cfg.on_fatal)
+        s->cfg.on_fatal(s->cfg.on_fatal_ud, reason);
+}
+
 /* Builds one step from the batch, runs it and hands out the tokens. */
 static void run_step(inf_sched_t *s)
 {
@@ -477,6 +530,10 @@ static void run_step(inf_sched_t *s)
         return;
     int rc = forward_step(s->f, s->items, n, s->out_tokens, NULL);
     int64_t now = ls_now_us();
+    if (rc == LS_ERR_DEVICE) {
+        fail_device(s, n, now);
+        return;
+    }
     if (rc != LS_OK) {
         LS_LOG_ERROR("sched", "forward step failed items=%d err=%s", n, ls_strerror(rc));
         char msg[128];
@@ -615,6 +672,10 @@ int inf_sched_submit(inf_sched_t *s, inf_request_t *r)
 {
     r->sched = s;
     pthread_mutex_lock(&s->mu);
+    if (s->failed) {
+        pthread_mutex_unlock(&s->mu);
+        return LS_ERR_DEVICE;
+    }
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->mu);
         return LS_ERR_CLOSED;

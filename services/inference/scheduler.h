@@ -22,6 +22,11 @@
  *   queued or running; the sequence's KV is freed before the next step.
  * - deadline: error DEADLINE_EXCEEDED before the first token, done DEADLINE after.
  * - drain grace over: error UNAVAILABLE.  Forward failure: error INTERNAL.
+ * - the device failed for good (forward_step returned LS_ERR_DEVICE): every request,
+ *   in the failed step, running or queued, gets error UNAVAILABLE
+ *   (INF_SCHED_DEVICE_FAILED_MSG); the scheduler is then "failed": it never steps
+ *   again, refuses every submit, and calls cfg.on_fatal once.  Nothing in this process
+ *   can get the device back, so the owner's answer is to end the process.
  *
  * Threads: every function may be called from any thread; none blocks on model work
  * except inf_sched_drain and inf_sched_destroy, which wait for the scheduler.
@@ -37,9 +42,19 @@
 
 typedef struct inf_sched inf_sched_t;
 
+/* The message of the UNAVAILABLE error that requests get once the device failed. */
+#define INF_SCHED_DEVICE_FAILED_MSG                                                                \
+    "the compute device failed: this instance is restarting; retry on another"
+
 typedef struct {
     int max_queue;              /* requests waiting for admission; one more is refused */
     int64_t max_queue_delay_us; /* how long an idle scheduler waits for a batch to fill */
+    /* Called once when the device failed for good, after every request had its terminal
+     * event: on the scheduler thread, with no scheduler lock held (it may call any
+     * inf_sched_* function but drain and destroy).  reason (one line) is borrowed for the
+     * call.  NULL: nobody is told. */
+    void (*on_fatal)(void *ud, const char *reason);
+    void *on_fatal_ud;
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the
@@ -48,8 +63,9 @@ inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_co
                               char *err, size_t err_len);
 
 /* Queues r (its sink set).  Returns LS_OK: the scheduler owns r until it calls
- * r->sink->release.  Returns LS_ERR_FULL when max_queue requests already wait, or
- * LS_ERR_CLOSED once draining began; r then stays the caller's and no event was sent. */
+ * r->sink->release.  Returns LS_ERR_FULL when max_queue requests already wait,
+ * LS_ERR_DEVICE once the device failed, or LS_ERR_CLOSED once draining began; r then
+ * stays the caller's and no event was sent. */
 int inf_sched_submit(inf_sched_t *s, inf_request_t *r);
 
 /* Marks r cancelled and wakes the scheduler; r must be submitted and not yet released

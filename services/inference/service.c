@@ -354,6 +354,8 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
     if (rc == LS_ERR_FULL) {
         snprintf(err, sizeof(err), "admission queue is full (max_queue=%d)", svc->cfg.max_queue);
         send_error(st, id, GRPC_STATUS_RESOURCE_EXHAUSTED, err);
+    } else if (rc == LS_ERR_DEVICE) {
+        send_error(st, id, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
     } else {
         send_error(st, id, GRPC_STATUS_UNAVAILABLE, "server shutting down");
     }

@@ -13,7 +13,8 @@
  *
  * Until inf_service_attach, submits get UNAVAILABLE ("model is loading") and Info
  * fails with UNAVAILABLE; health says NOT_SERVING until then and again from
- * inf_service_drain on.
+ * inf_service_drain on.  Once the scheduler's device failed for good, submits get
+ * UNAVAILABLE (INF_SCHED_DEVICE_FAILED_MSG); health is main's (svc_fail) to turn.
  *
  * Threads: create, attach, drain and destroy are called by main; the handlers run on
  * rpc threads and the sink on the scheduler thread.

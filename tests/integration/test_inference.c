@@ -4,7 +4,7 @@
  *
  * Two shapes: "tiny" (fast, for counts and determinism) and "slow" (wider, deeper and
  * a longer context, so one request runs long enough to be cancelled, time out or be
- * caught by a shutdown).
+ * caught by a shutdown or a device failure).
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -13,6 +13,7 @@
 #include "llmserve/v1/inference.pb-c.h"
 #include "rpc/client.h"
 #include "support/channel.h"
+#include "support/health_watch.h"
 #include "support/inference_stream.h"
 #include "support/proc.h"
 #include "support/tmpdir.h"
@@ -648,4 +649,62 @@ Test(slow, sigterm_with_requests_in_flight_ends_each_once_and_exits_zero)
     rpc_status_t st = inference_stream_status(g);
     cr_assert_eq(st.code, GRPC_STATUS_UNAVAILABLE, "%d %s", st.code, st.details);
     inference_stream_destroy(g);
+}
+
+/* ---- tests: a compute device that fails for good ------------------------------------------ */
+
+Test(slow, device_failure_ends_each_request_once_goes_not_serving_and_exits_1)
+{
+    enum { N = 6 };
+    /* 4 run and 2 wait in the queue; the queue delay lets the first 4 start together, and
+     * the slow model makes the 20 steps outlast the submits. */
+    static const char *const extra[] = {"--max-batch", "4",    "--fault-after-steps",  "20",
+                                        "--grace-ms",  "5000", "--max-queue-delay-ms", "1000",
+                                        NULL};
+    start_with(SLOW, extra);
+    test_health_watch_t health;
+    test_health_watch_open(&health, g_ch, "");
+    cr_assert(test_health_watch_wait(&health, 1, false, 10000), "no first health status");
+    cr_assert_eq(health.statuses[0],
+                 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    inference_stream_t *gens[N];
+    for (int i = 0; i < N; i++)
+        gens[i] = gen_open();
+    inference_stream_req_t big = {.prompt = "go", .max_tokens = 500, .ignore_eos = true};
+    for (int i = 0; i < N; i++)
+        inference_stream_submit(gens[i], "r", &big);
+
+    int started = 0;
+    for (int i = 0; i < N; i++) {
+        inference_stream_rec_t r = inference_stream_wait(gens[i], "r", 0, 60000);
+        cr_assert(r.order_ok, "stream %d: events out of order", i);
+        cr_assert_eq(r.terminal, 1, "stream %d: %d terminal events", i, r.terminal);
+        cr_assert_eq(r.error, GRPC_STATUS_UNAVAILABLE, "stream %d: error %d reason %d %s", i,
+                     r.error, r.reason, r.msg);
+        cr_assert_not_null(strstr(r.msg, "compute device failed"), "stream %d: %s", i, r.msg);
+        cr_assert_lt(r.tokens, 500);
+        started += r.started;
+    }
+    cr_assert_leq(started, 4, "at most a batch ran");
+    cr_assert_geq(started, 1, "the fault came before any request ran");
+
+    /* Every stream ends (UNAVAILABLE: the server stops), with no second terminal event. */
+    for (int i = 0; i < N; i++) {
+        cr_assert(inference_stream_wait_end(gens[i], 20000), "stream %d did not end", i);
+        rpc_status_t st = inference_stream_status(gens[i]);
+        cr_assert_eq(st.code, GRPC_STATUS_UNAVAILABLE, "stream %d: %d %s", i, st.code, st.details);
+        cr_assert_eq(inference_stream_counts(gens[i]).terminals, 1, "stream %d", i);
+    }
+    /* Health turned NOT_SERVING (then the server went, ending the watch). */
+    cr_assert(test_health_watch_wait(&health, 2, true, 20000), "health: %d statuses, ended=%d",
+              health.n, health.ended);
+    cr_assert_eq(health.statuses[1],
+                 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    test_health_watch_close(&health);
+
+    /* The process ends on its own with status 1, for an orchestrator to restart it. */
+    int status = test_proc_wait(&g_server, 20000);
+    cr_assert_eq(status, 1, "exit status %d", status);
+    for (int i = 0; i < N; i++)
+        inference_stream_destroy(gens[i]);
 }

@@ -10,6 +10,7 @@
 #include "rpc/client.h"
 #include "support/channel.h"
 #include "support/echo_sink.h"
+#include "support/health_watch.h"
 #include "support/proc.h"
 
 #include <criterion/criterion.h>
@@ -297,52 +298,6 @@ static int health_check(const char *service, int *status_out)
     return st.code;
 }
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int statuses[8];
-    int n;
-    bool ended;
-    rpc_status_t st;
-} watch_t;
-
-static void watch_msg(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
-{
-    (void)s;
-    watch_t *w = ud;
-    pthread_mutex_lock(&w->mu);
-    if (w->n < 8)
-        w->statuses[w->n++] = ((const Grpc__Health__V1__HealthCheckResponse *)msg)->status;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void watch_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const rpc_md_t *t)
-{
-    (void)s;
-    (void)t;
-    watch_t *w = ud;
-    pthread_mutex_lock(&w->mu);
-    w->st = *st;
-    w->ended = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static bool watch_wait(watch_t *w, int n, bool want_end, int timeout_ms)
-{
-    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
-    pthread_mutex_lock(&w->mu);
-    while ((w->n < n || (want_end && !w->ended)) && ls_now_us() < end) {
-        pthread_mutex_unlock(&w->mu);
-        ls_sleep_us(2000);
-        pthread_mutex_lock(&w->mu);
-    }
-    bool ok = w->n >= n && (!want_end || w->ended);
-    pthread_mutex_unlock(&w->mu);
-    return ok;
-}
-
 Test(transport, health_check_and_watch_through_shutdown)
 {
     int status = -1;
@@ -352,45 +307,34 @@ Test(transport, health_check_and_watch_through_shutdown)
     cr_assert_eq(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
     cr_assert_eq(health_check("no.such.Service", &status), GRPC_STATUS_NOT_FOUND);
 
-    watch_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    rpc_stream_handler_t h = {watch_msg, watch_status};
-    rpc_stream_t *s = rpc_stream_open(g_ch, "/grpc.health.v1.Health/Watch",
-                                      &grpc__health__v1__health_check_response__descriptor, &h,
-                                      &w, NULL, 0);
-    cr_assert_not_null(s);
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    req.service = "";
-    cr_assert_eq(rpc_stream_send(s, &req.base), LS_OK);
-    cr_assert_eq(rpc_stream_close_send(s), LS_OK);
-    cr_assert(watch_wait(&w, 1, false, 5000), "no first Watch message");
+    test_health_watch_t w;
+    test_health_watch_open(&w, g_ch, "");
+    cr_assert(test_health_watch_wait(&w, 1, false, 5000), "no first Watch message");
     cr_assert_eq(w.statuses[0], GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
 
     /* A watch of an unknown service says so and stays open. */
-    watch_t u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    rpc_stream_t *su = rpc_stream_open(g_ch, "/grpc.health.v1.Health/Watch",
-                                       &grpc__health__v1__health_check_response__descriptor, &h,
-                                       &u, NULL, 0);
-    req.service = "no.such.Service";
-    cr_assert_eq(rpc_stream_send(su, &req.base), LS_OK);
-    cr_assert(watch_wait(&u, 1, false, 5000));
+    test_health_watch_t u;
+    test_health_watch_open(&u, g_ch, "no.such.Service");
+    cr_assert(test_health_watch_wait(&u, 1, false, 5000));
     cr_assert_eq(u.statuses[0],
                  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
 
     /* Shutdown flips the status, then ends the watch: it does not hold up the server. */
     int64_t t0 = ls_now_us();
     kill(g_server.pid, SIGTERM);
-    cr_assert(watch_wait(&w, 2, true, 10000), "watch saw %d messages, ended=%d", w.n, w.ended);
+    cr_assert(test_health_watch_wait(&w, 2, true, 10000), "watch saw %d messages, ended=%d", w.n,
+              w.ended);
     cr_assert_eq(w.statuses[1],
                  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
     cr_assert_neq(w.st.code, GRPC_STATUS_OK);
-    cr_assert(watch_wait(&u, 1, true, 10000));
+    cr_assert(test_health_watch_wait(&u, 1, true, 10000));
     int exit_status = test_proc_stop(&g_server, SIGTERM, 10000);
     cr_assert_eq(exit_status, 0);
     /* The default grace is 2 s; with only watches open the stop must not wait for it. */
     cr_assert_lt(ls_now_us() - t0, 1800000, "shutdown waited %lld us for watches",
                  (long long)(ls_now_us() - t0));
-    rpc_stream_release(s);
-    rpc_stream_release(su);
+    test_health_watch_close(&w);
+    test_health_watch_close(&u);
 }
 
 /* ---- back-pressure ---------------------------------------------------------------- */

@@ -126,13 +126,20 @@ int test_proc_thaw(test_proc_t *p)
     return p->pid > 0 ? kill(p->pid, SIGCONT) : -1;
 }
 
+int test_proc_wait(test_proc_t *p, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return -1;
+    int result = wait_exit(p->pid, timeout_ms);
+    close(p->out_fd);
+    p->pid = 0;
+    return result;
+}
+
 int test_proc_stop(test_proc_t *p, int sig, int timeout_ms)
 {
     if (p->pid <= 0)
         return -1;
     kill(p->pid, sig);
-    int result = wait_exit(p->pid, timeout_ms);
-    close(p->out_fd);
-    p->pid = 0;
-    return result;
+    return test_proc_wait(p, timeout_ms);
 }

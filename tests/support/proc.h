@@ -44,6 +44,11 @@ int test_proc_thaw(test_proc_t *p);
  * then killed with SIGKILL and reaped). */
 int test_proc_stop(test_proc_t *p, int sig, int timeout_ms);
 
+/* Waits up to timeout_ms for p to exit by itself (nothing is sent to it).  Returns as
+ * test_proc_stop: the exit status (0..255), 128+N when killed by signal N, or -1 when
+ * it did not exit in time (it is then killed with SIGKILL and reaped). */
+int test_proc_wait(test_proc_t *p, int timeout_ms);
+
 /* The environment variable name must hold a path; returns it or aborts the test run
  * with a message saying which variable is missing. */
 const char *test_env_path(const char *name);

@@ -10,7 +10,7 @@
 static const int all_errs[] = {
     LS_OK,         LS_ERR_NOMEM,   LS_ERR_INVALID,   LS_ERR_IO,          LS_ERR_CLOSED,
     LS_ERR_FULL,   LS_ERR_TIMEOUT, LS_ERR_NOT_FOUND, LS_ERR_UNAVAILABLE, LS_ERR_CANCELLED,
-    LS_ERR_FORMAT, LS_ERR_EXISTS,  LS_ERR_INTERNAL,
+    LS_ERR_FORMAT, LS_ERR_EXISTS,  LS_ERR_INTERNAL,  LS_ERR_DEVICE,
 };
 #define N_ERRS (sizeof(all_errs) / sizeof(all_errs[0]))
 
@@ -49,7 +49,7 @@ Test(err, strerror_of_ok_says_success)
 
 Test(err, strerror_of_unknown_values_is_unknown_error)
 {
-    const int unknown[] = {1, 2, LS_ERR_INTERNAL - 1, -100, INT_MIN, INT_MAX};
+    const int unknown[] = {1, 2, LS_ERR_DEVICE - 1, -100, INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         const char *s = ls_strerror(unknown[i]);
         cr_assert_not_null(s);
@@ -76,6 +76,7 @@ Test(err, to_grpc_maps_each_error_to_its_status)
         {LS_ERR_UNAVAILABLE, 14}, /* UNAVAILABLE */
         {LS_ERR_IO, 14},          /* UNAVAILABLE */
         {LS_ERR_INTERNAL, 13},    /* INTERNAL */
+        {LS_ERR_DEVICE, 14},      /* UNAVAILABLE: another instance can serve it */
     };
     size_t n = sizeof(want) / sizeof(want[0]);
     cr_assert_eq(n, N_ERRS, "every error needs an expected status");
@@ -88,7 +89,7 @@ Test(err, to_grpc_maps_each_error_to_its_status)
 
 Test(err, to_grpc_of_unknown_values_is_internal)
 {
-    const int unknown[] = {1, LS_ERR_INTERNAL - 1, -100, INT_MIN, INT_MAX};
+    const int unknown[] = {1, LS_ERR_DEVICE - 1, -100, INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         cr_assert_eq(ls_err_to_grpc(unknown[i]), 13, "ls_err_to_grpc(%d)", unknown[i]);
 }

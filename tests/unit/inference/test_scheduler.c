@@ -50,11 +50,16 @@ typedef struct {
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+/* While set, the scheduler thread stops in the started event of this request (the sink
+ * runs with no scheduler lock held), so a test can queue requests before any step. */
+static const rec_t *g_gate;
 
 static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
 {
     rec_t *rec = r->owner;
     pthread_mutex_lock(&g_mu);
+    while (g_gate == rec && ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED)
+        pthread_cond_wait(&g_cv, &g_mu);
     if (rec->terminal > 0)
         rec->order_ok = false;
     switch (ev->kind_case) {
@@ -151,44 +156,6 @@ static void teardown(void)
 TestSuite(sched, .init = setup, .fini = teardown, .timeout = 120);
 
 typedef struct {
-    forward_t *f;
-    inf_sched_t *s;
-} rig_t;
-
-/* The compute backend under test: the CPU, or CUDA with LLMSERVE_TEST_BACKEND=cuda
- * (tools/gpu-check.sh on a GPU machine). */
-static forward_backend_t test_backend(void)
-{
-    const char *b = getenv("LLMSERVE_TEST_BACKEND");
-    return b && strcmp(b, "cuda") == 0 ? FORWARD_CUDA : FORWARD_CPU;
-}
-
-static rig_t rig_make(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue)
-{
-    forward_config_t fc;
-    forward_config_init(&fc);
-    fc.backend = test_backend();
-    fc.max_batch = max_batch;
-    fc.max_step_tokens = max_step_tokens;
-    fc.kv_budget_tokens = kv_budget;
-    fc.threads = 1;
-    char err[256];
-    rig_t rig;
-    rig.f = forward_create(g_ck, &fc, err, sizeof(err));
-    cr_assert_not_null(rig.f, "%s", err);
-    inf_sched_config_t sc = {.max_queue = max_queue, .max_queue_delay_us = 1000};
-    rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
-    cr_assert_not_null(rig.s, "%s", err);
-    return rig;
-}
-
-static void rig_free(rig_t *rig)
-{
-    inf_sched_destroy(rig->s);
-    forward_destroy(rig->f);
-}
-
-typedef struct {
     const char *prompt;
     const int32_t *tokens; /* pre-tokenized prompt, or NULL */
     size_t n_tokens;
@@ -228,6 +195,97 @@ static inf_request_t *make_req(const char *id, const params_t *p, rec_t *rec)
     r->sink = &g_sink;
     r->owner = rec;
     return r;
+}
+
+typedef struct {
+    forward_t *f;
+    inf_sched_t *s;
+} rig_t;
+
+/* What on_fatal saw: calls, the reason, and what the scheduler said when asked from
+ * inside the callback (which proves no scheduler lock was held). */
+typedef struct {
+    inf_sched_t *s; /* set once the scheduler is made */
+    int calls;
+    char reason[256];
+    pthread_t thread;
+    int queued, running;
+    int submit_rc;
+} fatal_rec_t;
+
+static fatal_rec_t g_fatal;
+
+static void on_fatal(void *ud, const char *reason)
+{
+    fatal_rec_t *fr = ud;
+    pthread_mutex_lock(&g_mu);
+    inf_sched_t *s = fr->s;
+    pthread_mutex_unlock(&g_mu);
+    int queued = -1, running = -1;
+    inf_sched_counts(s, &queued, &running);
+    static rec_t rec; /* outlives the call, should the submit be taken */
+    params_t p = {.prompt = "inside", .max_tokens = 4};
+    inf_request_t *r = make_req("inside", &p, &rec);
+    int rc = inf_sched_submit(s, r);
+    if (rc != LS_OK)
+        inf_request_destroy(r);
+    pthread_mutex_lock(&g_mu);
+    fr->calls++;
+    snprintf(fr->reason, sizeof(fr->reason), "%s", reason);
+    fr->thread = pthread_self();
+    fr->queued = queued;
+    fr->running = running;
+    fr->submit_rc = rc;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* The compute backend under test: the CPU, or CUDA with LLMSERVE_TEST_BACKEND=cuda
+ * (tools/gpu-check.sh on a GPU machine). */
+static forward_backend_t test_backend(void)
+{
+    const char *b = getenv("LLMSERVE_TEST_BACKEND");
+    return b && strcmp(b, "cuda") == 0 ? FORWARD_CUDA : FORWARD_CPU;
+}
+
+/* fault_after_steps > 0: the device fails for good after that many steps (on CUDA a
+ * real illegal-address fault, on the CPU a reported one). */
+static rig_t rig_make_faulty(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue,
+                             int fault_after_steps)
+{
+    forward_config_t fc;
+    forward_config_init(&fc);
+    fc.backend = test_backend();
+    fc.max_batch = max_batch;
+    fc.max_step_tokens = max_step_tokens;
+    fc.kv_budget_tokens = kv_budget;
+    fc.threads = 1;
+    fc.fault_after_steps = fault_after_steps;
+    char err[256];
+    rig_t rig;
+    rig.f = forward_create(g_ck, &fc, err, sizeof(err));
+    cr_assert_not_null(rig.f, "%s", err);
+    inf_sched_config_t sc = {.max_queue = max_queue,
+                             .max_queue_delay_us = 1000,
+                             .on_fatal = on_fatal,
+                             .on_fatal_ud = &g_fatal};
+    rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
+    cr_assert_not_null(rig.s, "%s", err);
+    pthread_mutex_lock(&g_mu);
+    g_fatal.s = rig.s; /* before any submit, so before any step can fail */
+    pthread_mutex_unlock(&g_mu);
+    return rig;
+}
+
+static rig_t rig_make(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue)
+{
+    return rig_make_faulty(max_batch, max_step_tokens, kv_budget, max_queue, 0);
+}
+
+static void rig_free(rig_t *rig)
+{
+    inf_sched_destroy(rig->s);
+    forward_destroy(rig->f);
 }
 
 static void submit_ok(rig_t *rig, const char *id, const params_t *p, rec_t *rec)
@@ -534,4 +592,83 @@ Test(sched, drain_ends_everything_and_refuses_new_work)
     cr_assert_eq(inf_sched_submit(rig.s, r), LS_ERR_CLOSED);
     inf_request_destroy(r);
     rig_free(&rig);
+}
+
+Test(sched, device_lost_ends_every_request_once_with_unavailable_and_refuses_new_work)
+{
+    enum { N = 5, MAX_BATCH = 2, FAULT_AFTER = 10 };
+    rig_t rig = rig_make_faulty(MAX_BATCH, 64, 0, 8, FAULT_AFTER);
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t recs[N];
+    /* Every request is in before the first step: MAX_BATCH run, the rest queue. */
+    pthread_mutex_lock(&g_mu);
+    g_gate = &recs[0];
+    pthread_mutex_unlock(&g_mu);
+    for (int i = 0; i < N; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "f%d", i);
+        submit_ok(&rig, id, &big, &recs[i]);
+    }
+    pthread_mutex_lock(&g_mu);
+    g_gate = NULL;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+
+    int n_started = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert(wait_released(&recs[i], 60000), "request %d never ended", i);
+        pthread_mutex_lock(&g_mu);
+        rec_t r = recs[i];
+        pthread_mutex_unlock(&g_mu);
+        cr_assert(r.order_ok, "request %d: events out of order", i);
+        cr_assert_eq(r.terminal, 1, "request %d: %d terminal events", i, r.terminal);
+        cr_assert_eq(r.error, GRPC_STATUS_UNAVAILABLE, "request %d: error %d reason %d", i, r.error,
+                     r.reason);
+        cr_assert_str_eq(r.error_msg, INF_SCHED_DEVICE_FAILED_MSG);
+        if (r.started) {
+            n_started++;
+            cr_assert_gt(r.tokens, 0, "request %d ran but has no token", i);
+            cr_assert_leq(r.tokens, FAULT_AFTER, "request %d: a token after the fault", i);
+        } else {
+            cr_assert_eq(r.tokens, 0);
+        }
+    }
+    cr_assert_eq(n_started, MAX_BATCH, "the batch runs, the rest waits in the queue");
+    cr_assert(forward_device_lost(rig.f));
+
+    /* on_fatal: once, from the scheduler thread, with no scheduler lock held. */
+    pthread_mutex_lock(&g_mu);
+    int64_t end = ls_now_us() + 10000000;
+    while (g_fatal.calls == 0 && ls_now_us() < end) {
+        pthread_mutex_unlock(&g_mu);
+        ls_sleep_us(1000);
+        pthread_mutex_lock(&g_mu);
+    }
+    fatal_rec_t fr = g_fatal;
+    pthread_mutex_unlock(&g_mu);
+    cr_assert_eq(fr.calls, 1);
+    cr_assert_not(pthread_equal(fr.thread, pthread_self()), "on_fatal ran on the test thread");
+    cr_assert_not_null(strstr(fr.reason, "compute device failed"), "%s", fr.reason);
+    cr_assert_eq(fr.queued, 0, "the queue was emptied before on_fatal");
+    cr_assert_eq(fr.running, 0, "the batch was emptied before on_fatal");
+    cr_assert_eq(fr.submit_rc, LS_ERR_DEVICE, "a submit inside on_fatal: %d", fr.submit_rc);
+
+    /* Later: submits are refused with no event, nothing runs, on_fatal stays at one. */
+    rec_t late;
+    inf_request_t *r = make_req("late", &big, &late);
+    cr_assert_eq(inf_sched_submit(rig.s, r), LS_ERR_DEVICE);
+    inf_request_destroy(r);
+    ls_sleep_us(50000);
+    int queued = -1, running = -1;
+    inf_sched_counts(rig.s, &queued, &running);
+    cr_assert_eq(queued + running, 0);
+    pthread_mutex_lock(&g_mu);
+    cr_assert_eq(late.started + late.tokens + late.terminal, 0, "a refused request got events");
+    cr_assert_eq(g_fatal.calls, 1, "on_fatal more than once");
+    pthread_mutex_unlock(&g_mu);
+    cr_assert_eq(forward_kv_free_tokens(rig.f), forward_config(rig.f)->kv_budget_tokens,
+                 "every KV block is back");
+    int64_t t0 = ls_now_us();
+    rig_free(&rig); /* drains and joins a failed scheduler */
+    cr_assert_lt(ls_now_us() - t0, 5000000, "destroying a failed scheduler took too long");
 }

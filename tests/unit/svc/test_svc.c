@@ -5,7 +5,7 @@
  * svc_main runs on the test's main thread, as in a service binary; a second thread
  * plays the outside world (reads "LISTENING port=N" from the redirected stdout, calls
  * the service, sends signals to the main thread with pthread_kill so that no other
- * thread of the test process can take them).
+ * thread of the test process can take them, or fails the service with svc_fail).
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -133,6 +133,9 @@ typedef struct {
 } demo_t;
 
 static demo_t g_demo;
+static svc_t *g_svc;         /* for svc_fail from outside */
+static bool g_fail_in_start; /* h_start fails the service */
+static bool g_hold_drain;    /* h_drain waits for "outside done" */
 
 static void h_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
 {
@@ -158,6 +161,7 @@ static int h_create(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     (void)ud, (void)err, (void)err_len;
     note("create");
+    g_svc = svc;
     rpc_handler_t h = {.on_message = h_message};
     return rpc_server_add_method(svc_server(svc), "/llmserve.test.Echo/Unary", RPC_UNARY,
                                  &llmserve__test__echo_request__descriptor, &h, NULL);
@@ -190,6 +194,8 @@ static int h_start(svc_t *svc, void *ud, char *err, size_t err_len)
     /* Still loading: probes must see NOT_SERVING. */
     note("start health=%d", health_now(svc_port(svc)));
     svc_add_meta(svc, "pool", "demo-pool");
+    if (g_fail_in_start)
+        svc_fail(svc, "test: failed while starting");
     return LS_OK;
 }
 
@@ -204,6 +210,8 @@ static void h_drain(svc_t *svc, void *ud, int64_t deadline_us)
 {
     (void)svc, (void)ud;
     note("drain %s", deadline_us > ls_now_us() ? "before-deadline" : "late");
+    if (g_hold_drain)
+        wait_event("outside done", 10000); /* the server stays up for the outside's checks */
 }
 
 static void h_destroy(svc_t *svc, void *ud)
@@ -463,4 +471,93 @@ Test(svc_lifecycle, deprecated_names_still_work, .init = capture, .timeout = 60)
     pthread_join(t, NULL);
     cr_assert_eq(status, 0);
     cr_assert_str_eq(g_reply, "old-env");
+}
+
+/* ---- svc_fail ------------------------------------------------------------------------ */
+
+static int g_health_after_fail;
+
+/* Plays a thread of the service that finds it cannot go on. */
+static void *failer(void *arg)
+{
+    (void)arg;
+    g_port = port_from_stdout(20000);
+    if (g_port <= 0) {
+        pthread_kill(g_main, SIGTERM);
+        return NULL;
+    }
+    g_health_serving = health_now(g_port);
+    svc_fail(g_svc, "test: the device is gone");
+    /* At once, while the drain still holds the server up. */
+    g_health_after_fail = health_now(g_port);
+    svc_fail(g_svc, "test: a second failure"); /* logged, nothing more */
+    note("outside done");
+    return NULL;
+}
+
+static void block_stop_signals(void)
+{
+    g_main = pthread_self();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+Test(svc_lifecycle, svc_fail_from_another_thread_stops_as_sigterm_and_exits_1, .init = capture,
+     .timeout = 60)
+{
+    block_stop_signals();
+    g_hold_drain = true;
+    pthread_t t;
+    pthread_create(&t, NULL, failer, NULL);
+    int64_t t0 = ls_now_us();
+    int status = RUN("--grace-ms", "2000", "--log-level", "warn");
+    pthread_join(t, NULL);
+    const char *err = drained(g_err[0]);
+    cr_assert_eq(status, 1, "stderr: %s", err);
+    cr_assert_gt(g_port, 0, "no LISTENING/SERVING lines: %s", drained(g_out[0]));
+    cr_assert_eq(g_health_serving, RPC_HEALTH_SERVING);
+    cr_assert_eq(g_health_after_fail, RPC_HEALTH_NOT_SERVING, "health right after svc_fail");
+    cr_assert_lt(ls_now_us() - t0, 20000000, "the stop took too long");
+    cr_assert_not_null(strstr(err, "test: the device is gone"), "reason not logged: %s", err);
+    cr_assert_not_null(strstr(err, "test: a second failure"), "second call not logged: %s", err);
+    const char *order[] = {"register",     "gauge llmserve_up{service=demo} 0",
+                           "deregister",   "drain before-deadline",
+                           "outside done", "destroy"};
+    int prev = -1;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        int at = event_at(order[i]);
+        cr_assert_gt(at, prev, "\"%s\" at %d, after %d", order[i], at, prev);
+        prev = at;
+    }
+    cr_assert_eq(event_at("reload"), -1, "svc_fail is not a SIGHUP");
+    /* The wake-up signal was taken: nothing is left pending for the next svc_main. */
+    sigset_t pending;
+    sigpending(&pending);
+    cr_assert_not(sigismember(&pending, SIGTERM));
+}
+
+Test(svc_lifecycle, svc_fail_while_starting_never_serves_and_exits_1, .init = capture,
+     .timeout = 60)
+{
+    block_stop_signals();
+    g_fail_in_start = true;
+    int status = RUN("--log-level", "warn");
+    const char *err = drained(g_err[0]);
+    cr_assert_eq(status, 1, "stderr: %s", err);
+    const char *out = drained(g_out[0]);
+    cr_assert_not_null(strstr(out, "LISTENING port="), "%s", out);
+    cr_assert_null(strstr(out, "SERVING\n"), "a failed start printed SERVING: %s", out);
+    cr_assert_not_null(strstr(err, "test: failed while starting"), "%s", err);
+    cr_assert_eq(event_at("register"), -1, "a failed start registered");
+    cr_assert_eq(event_at("deregister"), -1);
+    cr_assert_eq(event_at("gauge llmserve_up{service=demo} 1"), -1);
+    cr_assert_gt(event_at("destroy"), event_at("drain before-deadline"));
+    cr_assert_geq(event_at("drain before-deadline"), 0);
+    sigset_t pending;
+    sigpending(&pending);
+    cr_assert_not(sigismember(&pending, SIGTERM), "svc_fail's SIGTERM was left pending");
 }
