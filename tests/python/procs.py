@@ -19,8 +19,10 @@ def env(name):
     return v
 
 
-def read_serving(proc, timeout):
-    """Reads proc's stdout until 'LISTENING port=N' and then 'SERVING'; returns N."""
+def read_serving(proc, timeout, ports=None):
+    """Reads proc's stdout until 'LISTENING port=N' and then 'SERVING'; returns N.
+    Other 'NAME port=N' lines before it (the collector's 'HTTP port=N') go into the
+    dict ports, when given, as ports[NAME] = N."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     buf, port = b"", None
@@ -32,6 +34,10 @@ def read_serving(proc, timeout):
                 text = line.decode("utf-8", "replace").strip()
                 if text.startswith("LISTENING port="):
                     port = int(text.split("=", 1)[1])
+                elif ports is not None and " port=" in text and " " not in text.split(" port=")[0]:
+                    name, value = text.split(" port=", 1)
+                    if value.isdigit():
+                        ports[name] = int(value)
                 elif text == "SERVING" and port:
                     return port
             left = deadline - time.monotonic()
@@ -56,11 +62,12 @@ def drain(stream):
         pass
 
 
-def start(argv, procs, timeout=60):
-    """Starts a service, appends it to procs, waits until it serves; returns its port."""
+def start(argv, procs, timeout=60, ports=None):
+    """Starts a service, appends it to procs, waits until it serves; returns its port
+    (other ports it prints go into ports, see read_serving)."""
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
     procs.append(p)
-    port = read_serving(p, timeout)
+    port = read_serving(p, timeout, ports)
     threading.Thread(target=drain, args=(p.stdout,), daemon=True).start()
     return port
 
