@@ -32,6 +32,7 @@
 #include "model/forward.h"
 #include "model/tokenizer.h"
 #include "request.h"
+#include "svc/reporter.h"
 
 #include <stdint.h>
 
@@ -40,6 +41,8 @@ typedef struct inf_sched inf_sched_t;
 typedef struct {
     int max_queue;              /* requests waiting for admission; one more is refused */
     int64_t max_queue_delay_us; /* how long an idle scheduler waits for a batch to fill */
+    svc_reporter_t *reporter;   /* metrics (report.h), borrowed; NULL = none */
+    const char *pool, *model;   /* their labels, copied; NULL = "" */
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the
