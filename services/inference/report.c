@@ -1,7 +1,6 @@
 #include "report.h"
 
 #include "base/log.h"
-#include "model/forward.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +70,7 @@ static void send_if(const inf_report_t *rep, const char *name, int64_t v, int64_
     *sent = v;
 }
 
-void inf_report_load(inf_report_t *rep, int waiting, int running, int64_t kv_free_tokens,
+void inf_report_load(inf_report_t *rep, int waiting, int running, const forward_t *f,
                      int64_t now_us)
 {
     if (!rep->reporter)
@@ -81,7 +80,7 @@ void inf_report_load(inf_report_t *rep, int waiting, int running, int64_t kv_fre
         rep->refresh_at_us = now_us + INF_REPORT_REFRESH_US;
         inf_report_limits(rep, rep->queue_limit, rep->kv_blocks_total);
     }
-    int64_t used = rep->kv_blocks_total - kv_free_tokens / FORWARD_KV_BLOCK;
+    int64_t used = rep->kv_blocks_total - forward_kv_free_tokens(f) / FORWARD_KV_BLOCK;
     send_if(rep, M_INF_WAITING, waiting, &rep->sent_waiting, all);
     send_if(rep, M_INF_RUNNING, running, &rep->sent_running, all);
     send_if(rep, M_INF_KV_USED, used, &rep->sent_kv_used, all);

@@ -14,6 +14,7 @@
 #ifndef INF_REPORT_H
 #define INF_REPORT_H
 
+#include "model/forward.h"
 #include "svc/metric_names.h"
 #include "svc/reporter.h"
 
@@ -57,11 +58,11 @@ void inf_report_step(const inf_report_t *rep, int64_t step_us, int batch, int pr
  * and again with every refresh. */
 void inf_report_limits(inf_report_t *rep, int64_t queue_limit, int64_t kv_blocks_total);
 
-/* The load now: requests waiting and running, KV positions free.  Sends the gauges that
- * changed since the last call, and every gauge once INF_REPORT_REFRESH_US passed since
- * they were last all sent (so a sample the reporter dropped does not stay lost while
- * the load holds still). */
-void inf_report_load(inf_report_t *rep, int waiting, int running, int64_t kv_free_tokens,
+/* The load now: requests waiting and running, and the KV blocks f has in use.  Sends the
+ * gauges that changed since the last call, and every gauge once INF_REPORT_REFRESH_US
+ * passed since they were last all sent (so a sample the reporter dropped does not stay
+ * lost while the load holds still). */
+void inf_report_load(inf_report_t *rep, int waiting, int running, const forward_t *f,
                      int64_t now_us);
 
 #define INF_REPORT_REFRESH_US 10000000 /* 10 s */

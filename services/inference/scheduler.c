@@ -526,7 +526,7 @@ static void *sched_main(void *arg)
         s->n_active = s->n_running;
         for (const inf_request_t *r = leaving; r; r = r->queue_next)
             s->n_active++;
-        inf_report_load(&s->rep, s->n_queued, s->n_running, forward_kv_free_tokens(s->f), now);
+        inf_report_load(&s->rep, s->n_queued, s->n_running, s->f, now);
         if (!leaving && n_admitted == 0 && s->n_running == 0) {
             if (s->n_queued == 0) {
                 pthread_cond_broadcast(&s->idle_cv);
