@@ -25,3 +25,5 @@ endforeach()
 
 llmserve_test(test_cache_mc unit/cache/test_mc.c llmserve_cache llmserve_test_cache_support)
 llmserve_test(test_cache_request unit/cache/test_request.c llmserve_cache_service)
+# The engine's reports through the metrics seam, against a real memcached.
+llmserve_test(test_cache_engine unit/cache/test_engine.c llmserve_cache_service)

@@ -73,3 +73,10 @@ if(PYTHON3_SYSTEM)
     FIXTURES_REQUIRED router_models)
   set_property(TEST test_python_security APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 endif()
+
+# What the router reports, the router in the test's own process with a recording
+# reporter, before a real inference instance and a real cache.
+llmserve_test(test_router_metrics integration/test_router_metrics.c llmserve_router_core)
+add_dependencies(test_router_metrics llmserve-inference llmserve-cache llmserve-modelmaker)
+set_property(TEST test_router_metrics APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_metrics PROPERTIES FIXTURES_REQUIRED router_models)

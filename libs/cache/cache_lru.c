@@ -157,8 +157,11 @@ int cache_lru_get(cache_lru_t *lru, const cache_digest_t *key, int64_t now_us, u
 }
 
 int cache_lru_put(cache_lru_t *lru, const cache_digest_t *key, uint64_t model_tag,
-                  int64_t expires_us, const void *val, size_t len)
+                  int64_t expires_us, const void *val, size_t len, size_t *evicted)
 {
+    size_t pushed_out = 0;
+    if (evicted)
+        *evicted = 0;
     size_t charge = cache_lru_charge(len);
     if (charge > lru->max_bytes)
         return LS_ERR_FULL;
@@ -179,6 +182,7 @@ int cache_lru_put(cache_lru_t *lru, const cache_digest_t *key, uint64_t model_ta
     while (lru->bytes + charge > lru->max_bytes && lru->tail) {
         do_unlink(lru, lru->tail);
         lru->evictions++;
+        pushed_out++;
     }
     if (lru->entries >= lru->n_buckets * 2)
         do_grow(lru);
@@ -189,6 +193,8 @@ int cache_lru_put(cache_lru_t *lru, const cache_digest_t *key, uint64_t model_ta
     lru->entries++;
     lru->bytes += charge;
     pthread_mutex_unlock(&lru->mu);
+    if (evicted)
+        *evicted = pushed_out;
     return LS_OK;
 }
 

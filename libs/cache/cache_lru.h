@@ -34,11 +34,12 @@ int cache_lru_get(cache_lru_t *lru, const cache_digest_t *key, int64_t now_us, u
                   size_t *len);
 
 /* Stores a copy of val[0..len) under key (replacing any entry), expiring at expires_us,
- * tagged with model_tag, evicting least recently used entries to make room.
- * Returns LS_OK, LS_ERR_FULL when the entry alone is larger than the cache, or
- * LS_ERR_NOMEM (state unchanged). */
+ * tagged with model_tag, evicting least recently used entries to make room; *evicted
+ * (when evicted is non-NULL) says how many went, 0 on failure.  Returns LS_OK,
+ * LS_ERR_FULL when the entry alone is larger than the cache, or LS_ERR_NOMEM (state
+ * unchanged). */
 int cache_lru_put(cache_lru_t *lru, const cache_digest_t *key, uint64_t model_tag,
-                  int64_t expires_us, const void *val, size_t len);
+                  int64_t expires_us, const void *val, size_t len, size_t *evicted);
 
 /* Removes the entry for key; returns true when there was one. */
 bool cache_lru_remove(cache_lru_t *lru, const cache_digest_t *key);

@@ -14,6 +14,15 @@
  * "exact" or "semantic" (or "bypass" when the request asked for no cache); tier is
  * "l1", "memcached" or "semantic"; finish_reason is "stop", "length", "cancelled" or
  * "error".
+ *
+ * How the router fills them (services/router/report.c): pool is where the request was
+ * routed (the fallback once it fell back), "" for a request refused before routing;
+ * model and version are those of the instance that started it, "" if none did; a
+ * cache hit takes the instance it was picked for (picks come before the lookup) and the
+ * cache entry's version.  cache is "bypass" whenever no lookup was planned (the request
+ * asked for none, its sampling is not cacheable, or the router has no cache).  EOS
+ * counts as "stop"; a Done with DEADLINE (cut after its first token; code "OK") is
+ * finish_reason "deadline"; every error event is "error" with its code.
  */
 #ifndef SVC_METRIC_NAMES_H
 #define SVC_METRIC_NAMES_H
@@ -31,23 +40,29 @@
 
 /* histogram {pool, model, version, cache}: request start to first token out */
 #define M_TTFT "llmserve_ttft_seconds"
-/* histogram {pool, model, version}: between consecutive tokens of a request */
+/* histogram {pool, model, version}: between consecutive tokens of a request, as the
+ * router relays them from an instance (a cache hit's replay is not timed) */
 #define M_ITL "llmserve_inter_token_latency_seconds"
 /* histogram {pool, model, version, cache}: request start to its terminal event */
 #define M_E2E "llmserve_request_duration_seconds"
 /* histogram {pool}: time a request waited in the router before it was sent on */
 #define M_ROUTER_QUEUE "llmserve_router_queue_seconds"
-/* histogram {result}: the router's cache lookup (result hit|miss|error|skipped) */
+/* histogram {result}: the router's cache lookup (result hit|miss|error|skipped; error
+ * includes an answer later than --cache-timeout-ms; skipped: a lookup was planned but
+ * no cache stream was up, observed as 0 s or the failed send) */
 #define M_CACHE_LOOKUP "llmserve_cache_lookup_seconds"
 /* counter {pool, model, version, code, finish_reason, cache}: requests that ended */
 #define M_REQUESTS "llmserve_requests_total"
-/* counter {pool, model, version}: tokens streamed to clients */
+/* counter {pool, model, version}: tokens streamed to clients from instances, added at
+ * each request's end (the tokens of cache hits are not: see requests_total{cache}) */
 #define M_TOKENS "llmserve_tokens_total"
-/* counter {pool}: requests sent to another pool or instance after a failure */
+/* counter {pool}: requests sent to another pool after a failure (no healthy instance,
+ * TTFT budget spent); pool is the pool left.  Tries on another instance are retries. */
 #define M_FALLBACKS "llmserve_router_fallbacks_total"
-/* counter {pool}: retries before the first token */
+/* counter {pool}: retries before the first token (another try after a failed one) */
 #define M_RETRIES "llmserve_router_retries_total"
-/* gauge {pool}: requests in flight in the router */
+/* gauge {pool}: requests in flight in the router, from routing to the terminal event
+ * (pools past the first 64 named are counted as pool "other") */
 #define M_IN_FLIGHT "llmserve_requests_in_flight"
 
 /* ---- inference ---------------------------------------------------------------------- */
@@ -76,12 +91,15 @@
 /* gauge {pool, model}: the queue's bound (--max-queue), for saturation */
 #define M_INF_QUEUE_LIMIT "llmserve_inference_queue_limit"
 /* counter {pool, model, reason}: requests refused at admission (reason queue_full,
- * too_long, draining, device_lost) */
+ * too_long, draining, device_lost); too_long is a prompt the model's context cannot
+ * hold (answered INVALID_ARGUMENT) or a KV reservation the budget never could */
 #define M_INF_REFUSED "llmserve_inference_admissions_refused_total"
 
 /* ---- cache -------------------------------------------------------------------------- */
 
-/* counter {tier}: lookups that reached the tier, and those it answered */
+/* counter {tier}: lookups that reached the tier, and those it answered; one per
+ * request and tier (semantic hits count under semantic whichever tier held the answer;
+ * details in services/cache/engine.h) */
 #define M_CACHE_LOOKUPS "llmserve_cache_lookups_total"
 #define M_CACHE_HITS "llmserve_cache_hits_total"
 /* counter {}: answers stored; entries the L1 evicted */
@@ -89,9 +107,10 @@
 #define M_CACHE_EVICTIONS "llmserve_cache_evictions_total"
 /* histogram {op}: one memcached call (op get|set) */
 #define M_CACHE_MEMCACHED "llmserve_cache_memcached_seconds"
-/* gauge {}: 1 while the memcached circuit breaker is open */
+/* gauge {}: 1 while the memcached circuit breaker is open (any server's) */
 #define M_CACHE_BREAKER_OPEN "llmserve_cache_breaker_open"
-/* gauge {}: 1 while the cache serves without memcached (degraded) */
+/* gauge {}: 1 while the cache serves without memcached (degraded: for now the same
+ * thing as a breaker open, cache_breaker.h) */
 #define M_CACHE_DEGRADED "llmserve_cache_degraded"
 
 #endif

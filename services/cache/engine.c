@@ -15,6 +15,8 @@
 #include "cache/cache_gen.h"
 #include "cache/cache_lru.h"
 #include "cache/cache_semantic.h"
+#include "svc/gauge.h"
+#include "svc/metric_names.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -38,7 +40,15 @@ struct engine {
     char (*probe_keys)[48]; /* one key per server that hashes to it */
     pthread_mutex_t idle_mu;
     _Atomic uint64_t hits, misses, l1_hits, semantic_hits, stores, errors;
+    svc_reporter_t *rep;                /* cfg.reporter */
+    svc_gauge_t breaker_open, degraded; /* servers open; reported as flags */
 };
+
+static const svc_label_t TIER_L1[] = {{"tier", "l1"}};
+static const svc_label_t TIER_MC[] = {{"tier", "memcached"}};
+static const svc_label_t TIER_SEM[] = {{"tier", "semantic"}};
+static const svc_label_t OP_GET[] = {{"op", "get"}};
+static const svc_label_t OP_SET[] = {{"op", "set"}};
 
 void engine_config_init(engine_config_t *cfg)
 {
@@ -55,6 +65,29 @@ void engine_config_init(engine_config_t *cfg)
     cfg->breaker_threshold = 2;      /* failures in a row */
     cfg->probe_interval_us = 500000; /* 500 ms */
     cache_pool_config_init(&cfg->pool);
+    cfg->reporter = NULL; /* no metrics */
+}
+
+/* ---- reports ------------------------------------------------------------------------ */
+
+static void count_tier(engine_t *eng, const char *name, const svc_label_t *tier)
+{
+    svc_metric_add(eng->rep, name, tier, 1, 1);
+}
+
+/* One memcached call of op that began at since_us. */
+static void observe_mc(engine_t *eng, const svc_label_t *op, int64_t since_us)
+{
+    if (eng->rep)
+        svc_metric_observe(eng->rep, M_CACHE_MEMCACHED, op, 1,
+                           (double)(ls_now_us() - since_us) / 1e6);
+}
+
+/* A breaker opened (+1) or closed (-1). */
+static void breaker_moved(engine_t *eng, int delta)
+{
+    svc_gauge_add(&eng->breaker_open, eng->rep, M_CACHE_BREAKER_OPEN, NULL, 0, delta);
+    svc_gauge_add(&eng->degraded, eng->rep, M_CACHE_DEGRADED, NULL, 0, delta);
 }
 
 /* ---- keys in memcached ---------------------------------------------------------- */
@@ -85,22 +118,32 @@ static void note(engine_t *eng, cache_mc_t *mc, size_t s, int rc)
 {
     if (cache_mc_server_failed(rc)) {
         atomic_fetch_add(&eng->errors, 1);
-        if (cache_breaker_failure(eng->brk, s, ls_now_us()))
+        if (cache_breaker_failure(eng->brk, s, ls_now_us())) {
             LS_LOG_WARN("cache", "memcached server down, running degraded server=%zu reason=\"%s\"",
                         s, cache_mc_last_error(mc));
+            breaker_moved(eng, 1);
+        }
     } else if (cache_breaker_success(eng->brk, s)) {
         LS_LOG_INFO("cache", "memcached server back, degraded mode over server=%zu", s);
+        breaker_moved(eng, -1);
     }
 }
 
-/* Each returns LS_ERR_UNAVAILABLE at once while the key's server is marked down. */
+/* Each returns LS_ERR_UNAVAILABLE at once while the key's server is marked down.
+ * mc_get sets *asked (when non-NULL) to whether the get went out to the server. */
 static int mc_get(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen, uint8_t **val,
-                  size_t *len)
+                  size_t *len, bool *asked)
 {
     size_t s = cache_mc_server_of(mc, key, klen);
-    if (!cache_breaker_allow(eng->brk, s, ls_now_us()))
+    int64_t t0 = ls_now_us();
+    if (asked)
+        *asked = false;
+    if (!cache_breaker_allow(eng->brk, s, t0))
         return LS_ERR_UNAVAILABLE;
+    if (asked)
+        *asked = true;
     int rc = cache_mc_get(mc, key, klen, val, len);
+    observe_mc(eng, OP_GET, t0);
     note(eng, mc, s, rc);
     return rc;
 }
@@ -109,10 +152,12 @@ static int mc_set(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen, c
                   size_t len, uint32_t ttl_s, bool add_only)
 {
     size_t s = cache_mc_server_of(mc, key, klen);
-    if (!cache_breaker_allow(eng->brk, s, ls_now_us()))
+    int64_t t0 = ls_now_us();
+    if (!cache_breaker_allow(eng->brk, s, t0))
         return LS_ERR_UNAVAILABLE;
     int rc = add_only ? cache_mc_add(mc, key, klen, val, len, ttl_s)
                       : cache_mc_set(mc, key, klen, val, len, ttl_s);
+    observe_mc(eng, OP_SET, t0);
     note(eng, mc, s, rc);
     return rc;
 }
@@ -157,7 +202,7 @@ static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, boo
     uint8_t *v = NULL;
     size_t n = 0;
     uint64_t remote = 0;
-    int rc = mc_get(eng, mc, key, klen, &v, &n);
+    int rc = mc_get(eng, mc, key, klen, &v, &n, NULL);
     if (rc == LS_ERR_NOT_FOUND) {
         /* Absent: never set, or lost with a memcached restart.  A new value above
          * every earlier one keeps answers from before the loss from coming back. */
@@ -169,7 +214,7 @@ static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, boo
         if (rc == LS_OK)
             remote = cand;
         else if (rc == LS_ERR_EXISTS)
-            rc = mc_get(eng, mc, key, klen, &v, &n); /* another instance won the race */
+            rc = mc_get(eng, mc, key, klen, &v, &n, NULL); /* another instance won the race */
     }
     if (rc == LS_OK && v) {
         remote = parse_gen(v, n);
@@ -206,10 +251,13 @@ static bool accept(const cache_digest_t *key, uint8_t *buf, size_t len, engine_h
     return true;
 }
 
-/* Finds the answer for key in L1, then (mc non-NULL) in memcached, filling L1 from it. */
+/* Finds the answer for key in L1, then (mc non-NULL) in memcached, filling L1 from it.
+ * *asked_mc (when non-NULL) says whether a get went out to memcached. */
 static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, const cache_digest_t *key,
-                            uint64_t model_tag, engine_hit_t *out)
+                            uint64_t model_tag, engine_hit_t *out, bool *asked_mc)
 {
+    if (asked_mc)
+        *asked_mc = false;
     uint8_t *buf = NULL;
     size_t len = 0;
     int64_t now = ls_now_us();
@@ -225,7 +273,7 @@ static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, const cache_digest_t 
         return FETCH_UNKNOWN;
     char mkey[128];
     size_t mlen = answer_key(key, mkey);
-    int rc = mc_get(eng, mc, mkey, mlen, &buf, &len);
+    int rc = mc_get(eng, mc, mkey, mlen, &buf, &len, asked_mc);
     if (rc == LS_ERR_NOT_FOUND)
         return FETCH_MISSING;
     if (rc != LS_OK)
@@ -237,7 +285,10 @@ static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, const cache_digest_t 
         return FETCH_MISSING;
     }
     int64_t left_us = out->entry.expires_wall_s * 1000000 - ls_wall_us();
-    cache_lru_put(eng->l1, key, model_tag, now + left_us, buf, len);
+    size_t evicted = 0;
+    cache_lru_put(eng->l1, key, model_tag, now + left_us, buf, len, &evicted);
+    if (evicted)
+        svc_metric_add(eng->rep, M_CACHE_EVICTIONS, NULL, 0, (double)evicted);
     out->from_l1 = false;
     return FETCH_FOUND;
 }
@@ -267,10 +318,12 @@ int engine_lookup_fast(engine_t *eng, const cache_key_input_t *in, engine_hit_t 
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
-    if (fetch_answer(eng, NULL, &k.exact, k.model_tag, out) != FETCH_FOUND)
-        return ENGINE_NEED_WORKER;
+    if (fetch_answer(eng, NULL, &k.exact, k.model_tag, out, NULL) != FETCH_FOUND)
+        return ENGINE_NEED_WORKER; /* the worker checks L1 again and counts the lookup */
     out->similarity = 1.0f;
     count_hit(eng, out);
+    count_tier(eng, M_CACHE_LOOKUPS, TIER_L1);
+    count_tier(eng, M_CACHE_HITS, TIER_L1);
     return LS_OK;
 }
 
@@ -298,23 +351,32 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
-    if (fetch_answer(eng, mc, &k.exact, k.model_tag, out) == FETCH_FOUND) {
+    bool asked_mc = false;
+    fetch_t f = fetch_answer(eng, mc, &k.exact, k.model_tag, out, &asked_mc);
+    if (eng->cfg.l1_bytes > 0) /* an L1 that is off is no tier */
+        count_tier(eng, M_CACHE_LOOKUPS, TIER_L1);
+    if (asked_mc)
+        count_tier(eng, M_CACHE_LOOKUPS, TIER_MC);
+    if (f == FETCH_FOUND) {
         out->similarity = 1.0f;
         count_hit(eng, out);
+        count_tier(eng, M_CACHE_HITS, out->from_l1 ? TIER_L1 : TIER_MC);
         return LS_OK;
     }
     if (semantic && eng->sem) {
+        count_tier(eng, M_CACHE_LOOKUPS, TIER_SEM);
         float threshold = min_similarity > 0 ? min_similarity : eng->cfg.semantic_threshold;
         float *vec = embed(eng, in);
         cache_digest_t cand;
         float sim = 0;
         if (vec &&
             cache_semantic_search(eng->sem, &k.scope, vec, threshold, ls_now_us(), &cand, &sim)) {
-            fetch_t f = fetch_answer(eng, mc, &cand, k.model_tag, out);
+            f = fetch_answer(eng, mc, &cand, k.model_tag, out, NULL);
             if (f == FETCH_FOUND) {
                 out->semantic = true;
                 out->similarity = sim;
                 count_hit(eng, out);
+                count_tier(eng, M_CACHE_HITS, TIER_SEM);
                 free(vec);
                 return LS_OK;
             }
@@ -377,7 +439,11 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
 
     int64_t now = ls_now_us();
     int64_t expires_us = now + (int64_t)ttl * 1000000;
-    bool in_l1 = cache_lru_put(eng->l1, &k.exact, k.model_tag, expires_us, buf, len) == LS_OK;
+    size_t evicted = 0;
+    bool in_l1 =
+        cache_lru_put(eng->l1, &k.exact, k.model_tag, expires_us, buf, len, &evicted) == LS_OK;
+    if (evicted)
+        svc_metric_add(eng->rep, M_CACHE_EVICTIONS, NULL, 0, (double)evicted);
     char mkey[128];
     size_t mlen = answer_key(&k.exact, mkey);
     int mrc = mc_set(eng, mc, mkey, mlen, buf, len, ttl, false);
@@ -392,6 +458,7 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
     *stored = in_l1 || in_mc;
     if (*stored) {
         atomic_fetch_add(&eng->stores, 1);
+        svc_metric_add(eng->rep, M_CACHE_STORES, NULL, 0, 1);
         if (a->semantic && eng->sem) {
             float *vec = embed(eng, in);
             if (vec)
@@ -480,7 +547,9 @@ static void on_idle(void *arg, cache_mc_t *mc)
         uint8_t *v = NULL;
         size_t n = 0;
         const char *key = eng->probe_keys[s];
+        int64_t t0 = ls_now_us();
         int rc = cache_mc_get(mc, key, strlen(key), &v, &n);
+        observe_mc(eng, OP_GET, t0);
         free(v);
         note(eng, mc, s, rc);
     }
@@ -505,6 +574,10 @@ engine_t *engine_create(const engine_config_t *cfg)
     }
     engine_t *eng = ls_xcalloc(1, sizeof(*eng));
     eng->cfg = *cfg;
+    eng->rep = cfg->reporter;
+    svc_gauge_init(&eng->breaker_open, true);
+    svc_gauge_init(&eng->degraded, true);
+    breaker_moved(eng, 0); /* both 0 from the start, not absent */
     pthread_mutex_init(&eng->idle_mu, NULL);
     eng->n_servers = cache_mc_server_count(mc);
     eng->probe_keys = ls_xcalloc(eng->n_servers, sizeof(*eng->probe_keys));

@@ -7,6 +7,16 @@
  * needs a worker.  Everything else takes the calling worker's memcached client and runs
  * on a pool thread (engine_submit puts jobs there).
  *
+ * Reports (libs/svc/metric_names.h, through engine_config_t.reporter): lookups and
+ * hits by tier, counted once per request and tier.  l1 counts the L1 check of the
+ * exact key: a completion-queue lookup counts it only when it hits, since on a miss the
+ * worker checks L1 again and counts then.  memcached counts the gets that went out
+ * (not those its breaker answered at once); semantic counts the searches of the index
+ * after an exact miss, and its hits whatever tier held the answer it pointed to.  Also
+ * stores, L1 evictions, each memcached call's time (op get: answers, generations,
+ * probes; op set: answers and generations), and the breaker-open and degraded gauges
+ * (both 1 while any server's breaker is open: that is what degraded means here).
+ *
  * Thread-safe: every function may be called from any thread at once.
  */
 #ifndef CACHE_ENGINE_H
@@ -15,6 +25,7 @@
 #include "cache/cache_entry.h"
 #include "cache/cache_key.h"
 #include "cache/cache_pool.h"
+#include "svc/reporter.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,6 +47,7 @@ typedef struct {
     int breaker_threshold;         /* failures in a row that mark a server down */
     int64_t probe_interval_us;     /* how often a down server is tried */
     cache_pool_config_t pool;      /* workers and memcached client settings */
+    svc_reporter_t *reporter;      /* metrics (see "Reports" above), borrowed; NULL = none */
 } engine_config_t;
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at

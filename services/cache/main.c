@@ -134,6 +134,7 @@ static int cache_create(svc_t *svc, void *ud, char *err, size_t err_len)
     ec.pool.mc.servers = cfg->memcached;
     ec.pool.mc.connect_timeout_ms = cfg->memcached_timeout_ms;
     ec.pool.mc.io_timeout_ms = cfg->memcached_timeout_ms;
+    ec.reporter = svc_reporter(svc);
     cfg->engine = engine_create(&ec);
     if (!cfg->engine) {
         ls_set_err(err, err_len, "cannot create the cache engine");

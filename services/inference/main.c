@@ -119,6 +119,7 @@ static int inf_create(svc_t *svc, void *ud, char *err, size_t err_len)
         .default_max_tokens = (int)cfg->default_max_tokens,
         .max_tokens_limit = (int)cfg->max_tokens_limit,
         .max_queue = (int)cfg->max_queue,
+        .reporter = svc_reporter(svc),
     };
     cfg->svc = inf_service_create(svc_server(svc), &icfg);
     if (!cfg->svc) {
@@ -169,10 +170,14 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
         LS_LOG_WARN("inference",
                     "fault injection on: the compute device fails for good after steps=%d",
                     fcfg.fault_after_steps);
+    const char *model = cfg->model_name[0] ? cfg->model_name : cfg->ck->name;
     inf_sched_config_t sch = {.max_queue = (int)cfg->max_queue,
                               .max_queue_delay_us = cfg->max_queue_delay_ms * 1000,
                               .on_fatal = inf_on_fatal,
-                              .on_fatal_ud = cfg};
+                              .on_fatal_ud = cfg,
+                              .reporter = svc_reporter(svc),
+                              .pool = cfg->pool,
+                              .model = model};
     cfg->sched = inf_sched_create(cfg->fwd, cfg->tok, &sch, why, sizeof(why));
     if (!cfg->sched) {
         ls_set_err(err, err_len, "cannot start the scheduler: %s", why);
@@ -190,7 +195,7 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
     char max_batch[24];
     snprintf(max_batch, sizeof(max_batch), "%d", fc->max_batch);
     svc_add_meta(svc, "pool", cfg->pool);
-    svc_add_meta(svc, "model", cfg->model_name[0] ? cfg->model_name : cfg->ck->name);
+    svc_add_meta(svc, "model", model);
     svc_add_meta(svc, "version", cfg->model_version);
     svc_add_meta(svc, "max_batch", max_batch);
     svc_add_meta(svc, "backend", forward_backend_name(cfg->fwd));

@@ -111,7 +111,7 @@ static int take_tokens(inf_request_t *r, const Llmserve__V1__InferenceSubmit *su
                  "prompt has %zu tokens; the model's context is %d tokens and must leave room "
                  "for at least one more",
                  n, lim->seq_len);
-        return LS_ERR_INVALID;
+        return LS_ERR_FULL;
     }
     for (size_t i = 0; i < n; i++) {
         int32_t id = sub->prompt_tokens[i];
@@ -142,7 +142,7 @@ static int encode_text(inf_request_t *r, const tok_t *tok, const char *text, siz
                  "prompt has %zu bytes, more than the model's context of %d "
                  "tokens can hold",
                  len, lim->seq_len);
-        return LS_ERR_INVALID;
+        return LS_ERR_FULL;
     }
     int cap = lim->seq_len;
     int *ids = malloc((size_t)cap * sizeof(int));
@@ -163,7 +163,7 @@ static int encode_text(inf_request_t *r, const tok_t *tok, const char *text, siz
                      "prompt has %d tokens; the model's context is %d tokens and must leave "
                      "room for at least one more",
                      n, lim->seq_len);
-        return LS_ERR_INVALID;
+        return LS_ERR_FULL;
     }
     int *shrunk = realloc(ids, (size_t)(n > 0 ? n : 1) * sizeof(int));
     r->prompt = shrunk ? shrunk : ids;

@@ -15,7 +15,8 @@
  *   Otherwise messages (rendered by chat.h) or prompt, tokenized with BOS in front;
  *   all three empty, prompt and messages both non-empty, or text that is not UTF-8,
  *   is INVALID_ARGUMENT.
- * - A prompt of seq_len tokens or more leaves no room to generate: INVALID_ARGUMENT.
+ * - A prompt of seq_len tokens or more leaves no room to generate: INVALID_ARGUMENT
+ *   (LS_ERR_FULL from inf_request_create, so the service can count it as too long).
  * - max_tokens: negative is INVALID_ARGUMENT; 0 means the configured default; above
  *   the configured limit is INVALID_ARGUMENT; above what seq_len leaves after the
  *   prompt it is clamped to that room (the request then ends with LENGTH there).
@@ -104,7 +105,9 @@ int inf_request_check_id(const char *id, char *err, size_t err_len);
 /* Validates sub against lim and tok, tokenizes its prompt and builds the request
  * (arrival now_us, deadline from timeout_ms; sink and owner unset).  Returns LS_OK
  * with *out (caller owns it; free with inf_request_destroy), LS_ERR_INVALID with a
- * reason in err (one line, for the client), or LS_ERR_NOMEM.  Thread-safe. */
+ * reason in err (one line, for the client), LS_ERR_FULL with a reason in err when the
+ * prompt leaves no room in the model's context (also INVALID_ARGUMENT for the client),
+ * or LS_ERR_NOMEM.  Thread-safe. */
 int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *tok,
                        const inf_limits_t *lim, int64_t now_us, inf_request_t **out, char *err,
                        size_t err_len);

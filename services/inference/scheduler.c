@@ -8,6 +8,7 @@
  * sink callback (emit, release) is ever called with s->mu held: sinks take their own
  * stream locks, and rpc threads take a stream lock before s->mu (submit, cancel).
  * cfg.on_fatal is called the same way, with no lock held.
+ * The metrics reporter may be called with s->mu held: it never blocks or calls back.
  *
  * Nothing allocates in the loop: the batch, the step items and the text buffers are
  * sized at create time from max_batch and the tokenizer's longest piece.
@@ -18,6 +19,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "report.h"
 
 #include <errno.h>
 #include <grpc/status.h>
@@ -56,6 +58,7 @@ struct inf_sched {
     int64_t drain_deadline_us; /* INT64_MAX until drain */
     bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
+    inf_report_t rep; /* the load gauges in it: scheduler thread only */
 
     /* scheduler thread only */
     inf_request_t **running; /* admission order */
@@ -73,6 +76,7 @@ struct inf_sched {
     /* Sinks with a flush that were emitted to this round (scheduler thread only). */
     const inf_sink_t *round_sinks[4];
     int n_round_sinks;
+    int step_generated; /* tokens generated in the step being handed out */
 };
 
 /* ---- events --------------------------------------------------------------------- */
@@ -176,6 +180,8 @@ static void finish_done(inf_request_t *r, Llmserve__V1__FinishReason reason, int
     ev.kind_case = LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE;
     ev.done = &done;
     emit(r, &ev);
+    if (r->first_token_us > 0)
+        inf_report_seconds(&r->sched->rep, M_INF_DECODE, r->last_token_us - r->first_token_us);
     LS_LOG_DEBUG("sched",
                  "request done id=%s reason=%s prompt_tokens=%d completion_tokens=%d "
                  "queue_us=%llu ttft_us=%llu total_us=%llu",
@@ -339,6 +345,7 @@ static void end_queued(inf_sched_t *s, inf_request_t *r, int64_t now)
         finish_error(r, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
         return;
     case END_NEVER_FITS:
+        inf_report_refused(&s->rep, INF_REFUSED_TOO_LONG);
         snprintf(msg, sizeof(msg),
                  "request needs %d KV positions; the KV budget of %lld cannot hold them",
                  r->n_prompt + r->max_tokens, (long long)forward_config(s->f)->kv_budget_tokens);
@@ -396,8 +403,10 @@ static void sweep_running(inf_sched_t *s, int64_t now, int64_t drain_deadline_us
  * batch, terminal event, released) when it was the last. */
 static void take_token(inf_sched_t *s, inf_request_t *r, int prev, int token, int64_t now)
 {
-    if (r->n_generated == 0)
+    if (r->n_generated == 0) {
         r->first_token_us = now;
+        inf_report_seconds(&s->rep, M_INF_PREFILL, now - r->admit_us);
+    }
     r->last_token_us = now;
     bool stopped = false;
     if (inf_request_is_eos(r, token)) {
@@ -416,6 +425,7 @@ static void take_token(inf_sched_t *s, inf_request_t *r, int prev, int token, in
         return;
     }
     int index = r->n_generated++;
+    s->step_generated++;
     size_t len = inf_request_push_text(r, s->tok, prev, token, &s->text, s->evtext,
                                        s->evtext_cap - 1, &stopped);
     bool length = !stopped && r->n_generated >= r->max_tokens;
@@ -503,6 +513,7 @@ static void run_step(inf_sched_t *s)
         budget--;
         n++;
     }
+    int prompt_tokens = 0;
     for (int i = 0; i < s->n_running && budget > 0; i++) {
         inf_request_t *r = s->running[i];
         if (r->n_fed >= r->n_prompt)
@@ -524,10 +535,12 @@ static void run_step(inf_sched_t *s)
         s->item_prev[n] = r->prompt[r->n_prompt - 1];
         s->item_picks[n] = last;
         budget -= chunk;
+        prompt_tokens += chunk;
         n++;
     }
     if (n == 0)
         return;
+    int64_t start = ls_now_us();
     int rc = forward_step(s->f, s->items, n, s->out_tokens, NULL);
     int64_t now = ls_now_us();
     if (rc == LS_ERR_DEVICE) {
@@ -544,12 +557,14 @@ static void run_step(inf_sched_t *s)
         }
         return;
     }
+    s->step_generated = 0;
     for (int k = 0; k < n; k++) {
         inf_request_t *r = s->item_req[k];
         r->n_fed += s->items[k].n_tokens;
         if (s->item_picks[k])
             take_token(s, r, s->item_prev[k], s->out_tokens[k], now);
     }
+    inf_report_step(&s->rep, now - start, n, prompt_tokens, s->step_generated);
 }
 
 /* ---- the thread ---------------------------------------------------------------------- */
@@ -568,6 +583,7 @@ static void *sched_main(void *arg)
         s->n_active = s->n_running;
         for (const inf_request_t *r = leaving; r; r = r->queue_next)
             s->n_active++;
+        inf_report_load(&s->rep, s->n_queued, s->n_running, s->f, now);
         if (!leaving && n_admitted == 0 && s->n_running == 0) {
             if (s->n_queued == 0) {
                 pthread_cond_broadcast(&s->idle_cv);
@@ -586,8 +602,11 @@ static void *sched_main(void *arg)
             r->queue_next = NULL;
             end_queued(s, r, now);
         }
-        for (int i = 0; i < n_admitted; i++)
-            emit_started(s->admitted[i], s->admitted_batch[i]);
+        for (int i = 0; i < n_admitted; i++) {
+            inf_request_t *r = s->admitted[i];
+            inf_report_seconds(&s->rep, M_INF_QUEUE, r->admit_us - r->arrival_us);
+            emit_started(r, s->admitted_batch[i]);
+        }
         sweep_running(s, ls_now_us(), drain_deadline_us);
         run_step(s);
         flush_round(s);
@@ -612,6 +631,7 @@ static void free_buffers(inf_sched_t *s)
     free(s->out_tokens);
     free(s->text.utf8);
     free(s->evtext);
+    inf_report_free(&s->rep);
 }
 
 inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_config_t *cfg,
@@ -630,6 +650,8 @@ inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_co
     s->max_batch = fc->max_batch;
     s->max_step_tokens = fc->max_step_tokens;
     s->drain_deadline_us = INT64_MAX;
+    inf_report_init(&s->rep, cfg->reporter, cfg->pool, cfg->model);
+    inf_report_limits(&s->rep, cfg->max_queue, fc->kv_budget_tokens / FORWARD_KV_BLOCK);
     size_t nb = (size_t)s->max_batch;
     s->running = calloc(nb, sizeof(*s->running));
     s->admitted = calloc(nb, sizeof(*s->admitted));
@@ -674,14 +696,17 @@ int inf_sched_submit(inf_sched_t *s, inf_request_t *r)
     pthread_mutex_lock(&s->mu);
     if (s->failed) {
         pthread_mutex_unlock(&s->mu);
+        inf_report_refused(&s->rep, INF_REFUSED_DEVICE_LOST);
         return LS_ERR_DEVICE;
     }
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->mu);
+        inf_report_refused(&s->rep, INF_REFUSED_DRAINING);
         return LS_ERR_CLOSED;
     }
     if (s->n_queued >= s->cfg.max_queue) {
         pthread_mutex_unlock(&s->mu);
+        inf_report_refused(&s->rep, INF_REFUSED_QUEUE_FULL);
         return LS_ERR_FULL;
     }
     r->queue_next = NULL;

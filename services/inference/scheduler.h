@@ -37,6 +37,7 @@
 #include "model/forward.h"
 #include "model/tokenizer.h"
 #include "request.h"
+#include "svc/reporter.h"
 
 #include <stdint.h>
 
@@ -55,6 +56,8 @@ typedef struct {
      * call.  NULL: nobody is told. */
     void (*on_fatal)(void *ud, const char *reason);
     void *on_fatal_ud;
+    svc_reporter_t *reporter;   /* metrics (report.h), borrowed; NULL = none */
+    const char *pool, *model;   /* their labels, copied; NULL = "" */
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the

@@ -17,6 +17,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "llmserve/v1/inference.pb-c.h"
+#include "report.h"
 #include "request.h"
 #include "base/utf8.h"
 
@@ -53,6 +54,7 @@ struct inf_service {
     char device[128];
     int max_batch;
     int64_t kv_budget_tokens;
+    inf_report_t rep; /* set by attach, before ready */
 };
 
 struct gen_stream {
@@ -306,6 +308,8 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
     const tok_t *tok = svc->tok;
     inf_sched_t *sched = svc->sched;
     pthread_mutex_unlock(&svc->mu);
+    if (closing && ready)
+        inf_report_refused(&svc->rep, INF_REFUSED_DRAINING);
     if (closing || !ready) {
         send_error(st, id, GRPC_STATUS_UNAVAILABLE,
                    closing ? "server shutting down" : "model is loading");
@@ -323,6 +327,11 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
 
     inf_request_t *r = NULL;
     int rc = inf_request_create(sub, tok, &limits, now, &r, err, sizeof(err));
+    if (rc == LS_ERR_FULL) {
+        inf_report_refused(&svc->rep, INF_REFUSED_TOO_LONG);
+        send_error(st, id, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
     if (rc != LS_OK) {
         send_error(st, id, (grpc_status_code)ls_err_to_grpc(rc), err);
         return;
@@ -544,6 +553,8 @@ void inf_service_attach(inf_service_t *svc, const ckpt_t *ck, const tok_t *tok, 
     snprintf(svc->device, sizeof(svc->device), "%s", forward_device_name(f));
     svc->max_batch = fc->max_batch;
     svc->kv_budget_tokens = fc->kv_budget_tokens;
+    inf_report_init(&svc->rep, svc->cfg.reporter, svc->pool,
+                    svc->model_name[0] ? svc->model_name : ck->name);
     svc->ready = true;
     pthread_mutex_unlock(&svc->mu);
     inf_service_set_serving(svc, true);
@@ -592,5 +603,6 @@ void inf_service_destroy(inf_service_t *svc)
     free(svc->model_name);
     free(svc->model_version);
     free(svc->pool);
+    inf_report_free(&svc->rep);
     free(svc);
 }

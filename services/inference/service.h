@@ -41,6 +41,8 @@ typedef struct {
     int default_max_tokens;    /* for max_tokens 0 */
     int max_tokens_limit;      /* larger max_tokens is INVALID_ARGUMENT; 0 = none */
     int max_queue;             /* reported by Info (the scheduler enforces it) */
+    svc_reporter_t *reporter;  /* for the submits the service refuses itself (report.h),
+                                  borrowed; NULL = none */
 } inf_service_config_t;
 
 /* Registers Generate and Info on srv (before rpc_server_start).  cfg's strings are

@@ -66,6 +66,7 @@ static int router_create_hook(svc_t *svc, void *ud, char *err, size_t err_len)
         return LS_ERR_INVALID;
     }
     mc->rc.upstream = svc_upstream_channel(svc);
+    mc->rc.reporter = svc_reporter(svc);
     mc->router = router_create(&mc->rc, disc, why, sizeof(why));
     if (!mc->router) {
         ls_set_err(err, err_len, "%s", why);

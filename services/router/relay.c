@@ -8,7 +8,8 @@
  * the sink's lock, a mux's lock, the pools' lock or the timer's lock; none of those calls
  * back into a request while held.  Every entry point runs with a reference of its own
  * (the caller's, the mux's callback reference, or the timer's), so q never goes away
- * while locked.
+ * while locked.  The metrics (report.c) are reported with q->mu held: they never block
+ * or call back.
  *
  * What the cache is asked (cache_policy.c), how a hit becomes token events (replay.c) and
  * how an answer is recorded for the store (answer.c) live apart; this file is the state
@@ -90,6 +91,12 @@ struct relay_req {
     uint32_t prompt_tokens;
     uint64_t inference_queue_us, prefill_us, decode_us;
     uint64_t cache_lookup_us;
+
+    /* metrics (report.h) */
+    router_report_pool_t *m_flight;   /* where the request counts in flight; NULL: nowhere */
+    const char *m_cache;              /* cache label: "bypass", "miss", "exact", "semantic" */
+    char m_model[128], m_version[64]; /* of what started it: an instance or a cache hit */
+    int64_t m_last_token_us;
 };
 
 static const rpc_mux_handler_t infer_handler;
@@ -172,6 +179,7 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
         q->id = ls_xstrdup(sub->request_id);
     }
     q->t_recv_us = ls_now_us();
+    q->m_cache = "bypass"; /* until the cache plan says a lookup is made */
     pthread_mutex_lock(&r->live_mu);
     r->live++;
     pthread_mutex_unlock(&r->live_mu);
@@ -241,9 +249,45 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
     }
 }
 
+/* q's labels for the metrics. */
+static router_report_labels_t do_labels(const relay_req_t *q)
+{
+    router_report_labels_t l = {q->pool, q->m_model, q->m_version, q->m_cache};
+    return l;
+}
+
+/* Reports q's end: its outcome, its time and the tokens an instance streamed. */
+static void do_report_end(relay_req_t *q, int code, Llmserve__V1__FinishReason reason)
+{
+    if (!q->r->report)
+        return;
+    router_report_labels_t l = do_labels(q);
+    bool replayed = strcmp(q->m_cache, "exact") == 0 || strcmp(q->m_cache, "semantic") == 0;
+    router_report_end(q->r->report, &l, code, (int)reason, ls_now_us() - q->t_recv_us,
+                      replayed ? 0 : q->tokens_sent);
+}
+
+/* q routes to pool from now on, and counts in flight there. */
+static void do_set_pool(relay_req_t *q, const char *pool)
+{
+    snprintf(q->pool, sizeof(q->pool), "%s", pool);
+    router_report_leave(q->r->report, q->m_flight);
+    q->m_flight = router_report_enter(q->r->report, q->pool);
+}
+
+/* q leaves its pool for the fallback pool fb. */
+static void do_fall_back(relay_req_t *q, const char *fb)
+{
+    router_report_fallback(q->r->report, q->pool);
+    q->fallback = q->fell_back_once = true;
+    do_set_pool(q, fb);
+}
+
 static void do_finish(relay_req_t *q)
 {
     q->phase = PHASE_DONE;
+    router_report_leave(q->r->report, q->m_flight);
+    q->m_flight = NULL;
     do_end_attempt(q, true);
     do_cancel_timer(q, &q->deadline_timer);
     do_cancel_timer(q, &q->cache_timer);
@@ -266,6 +310,8 @@ static void do_fail(relay_req_t *q, int code, const char *message)
     ev.error = &st;
     do_emit(q, &ev);
     LS_LOG_DEBUG("router", "request failed id=%s code=%d msg=\"%s\"", q->id, code, message);
+    do_report_end(q, code ? code : GRPC_STATUS_UNKNOWN,
+                  LLMSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR);
     do_finish(q);
 }
 
@@ -299,6 +345,7 @@ static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t 
     ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_DONE;
     ev.done = &d;
     do_emit(q, &ev);
+    do_report_end(q, GRPC_STATUS_OK, reason);
     do_finish(q);
 }
 
@@ -334,6 +381,8 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
     s.fallback = q->fallback;
     s.fallback_reason = q->fallback ? q->fallback_reason : "";
     s.attempt = q->attempt;
+    snprintf(q->m_model, sizeof(q->m_model), "%s", s.model);
+    snprintf(q->m_version, sizeof(q->m_version), "%s", s.model_version);
     Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
     ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED;
     ev.started = &s;
@@ -363,6 +412,7 @@ static void do_cache_lookup(relay_req_t *q)
     rpc_mux_t *m = router__cache_pick(r);
     q->lookup = false; /* once per request, whatever happens */
     if (!m) {
+        router_report_lookup(r->report, "skipped", 0);
         do_submit(q);
         return;
     }
@@ -373,6 +423,7 @@ static void do_cache_lookup(relay_req_t *q)
     q->phase = PHASE_LOOKUP;
     q->t_lookup_us = ls_now_us();
     if (rpc_mux_request(m, cm.req.id, &cm.req.base, &cache_handler, q) != LS_OK) {
+        router_report_lookup(r->report, "skipped", ls_now_us() - q->t_lookup_us);
         do_submit(q); /* cache stream not up: a miss */
         return;
     }
@@ -439,8 +490,7 @@ static void do_dispatch(relay_req_t *q)
             snprintf(q->fallback_reason, sizeof(q->fallback_reason),
                      "pool %s unavailable: no healthy instance%s", q->pool,
                      q->n_tried ? " left" : "");
-            q->fallback = q->fell_back_once = true;
-            snprintf(q->pool, sizeof(q->pool), "%s", fb);
+            do_fall_back(q, fb);
             continue;
         }
         char msg[200];
@@ -465,6 +515,7 @@ static void do_retry(relay_req_t *q, int code, const char *why)
         return;
     }
     q->retries++;
+    router_report_retry(q->r->report, q->pool);
     LS_LOG_DEBUG("router", "retrying id=%s attempt=%u why=\"%s\"", q->id, q->attempt, why);
     do_dispatch(q);
 }
@@ -534,10 +585,16 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         q->prompt_tokens = ev->started->prompt_tokens;
         break;
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN: {
+        int64_t now = ls_now_us();
+        router_report_labels_t l = do_labels(q);
         if (q->tokens_sent == 0) {
-            q->first_token_us = ls_now_us();
+            q->first_token_us = now;
             do_cancel_timer(q, &q->ttft_timer);
+            router_report_first_token(q->r->report, &l, now - q->t_recv_us);
+        } else {
+            router_report_token_gap(q->r->report, &l, now - q->m_last_token_us);
         }
+        q->m_last_token_us = now;
         Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
         t.text = ev->token->text;
         t.id = ev->token->id;
@@ -611,8 +668,12 @@ static void replay_emit(void *ud, Llmserve__V1__GenerateEvent *ev)
 /* A hit: its start event, its tokens (replay.h) and its done. */
 static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
 {
+    q->m_cache =
+        hit->kind == LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_SEMANTIC ? "semantic" : "exact";
     do_started(q, true, hit);
     q->first_token_us = ls_now_us();
+    router_report_labels_t l = do_labels(q);
+    router_report_first_token(q->r->report, &l, q->first_token_us - q->t_recv_us);
     uint32_t n_events = 0;
     int rc =
         router_replay_hit(hit, (size_t)q->r->cfg.cache_replay_events, replay_emit, q, &n_events);
@@ -626,13 +687,15 @@ static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult 
     do_done(q, router_replay_finish_reason(hit), hit->usage ? hit->usage->completion_tokens : 0);
 }
 
-/* The lookup is over (answered, failed or timed out): a hit (non-NULL) replays, anything
- * else runs the model. */
-static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit)
+/* The lookup is over (answered, failed or timed out; result is the metric's "hit",
+ * "miss" or "error"): a hit (non-NULL) replays, anything else runs the model. */
+static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit,
+                             const char *result)
 {
     q->cache_id = 0;
     do_cancel_timer(q, &q->cache_timer);
     q->cache_lookup_us = (uint64_t)(ls_now_us() - q->t_lookup_us);
+    router_report_lookup(q->r->report, result, (int64_t)q->cache_lookup_us);
     if (hit)
         do_replay_hit(q, hit);
     else
@@ -646,10 +709,12 @@ static void on_cache_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
     const Llmserve__V1__CacheResponse *resp = (const Llmserve__V1__CacheResponse *)msg;
     pthread_mutex_lock(&q->mu);
     if (q->phase == PHASE_LOOKUP && id == q->cache_id) {
-        if (resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR)
+        bool failed = resp->kind_case == LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR;
+        if (failed)
             LS_LOG_WARN("router", "cache lookup failed id=%s code=%d msg=\"%s\"", q->id,
                         resp->error->code, resp->error->message);
-        do_lookup_result(q, router_cache_policy_hit(resp));
+        const Llmserve__V1__CacheLookupResult *hit = router_cache_policy_hit(resp);
+        do_lookup_result(q, hit, hit ? "hit" : failed ? "error" : "miss");
     }
     pthread_mutex_unlock(&q->mu);
 }
@@ -660,7 +725,7 @@ static void on_cache_broken(void *ud, uint64_t id, const char *why)
     relay_req_t *q = ud;
     pthread_mutex_lock(&q->mu);
     if (q->phase == PHASE_LOOKUP && id == q->cache_id)
-        do_lookup_result(q, NULL);
+        do_lookup_result(q, NULL, "error");
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -697,8 +762,7 @@ static void on_timer(void *ud, bool fired)
                 snprintf(q->fallback_reason, sizeof(q->fallback_reason),
                          "no first token from pool %s within %" PRId64 " ms", q->pool,
                          router_policy_ttft_ms(&q->r->policy, q->pool));
-                q->fallback = q->fell_back_once = true;
-                snprintf(q->pool, sizeof(q->pool), "%s", fb);
+                do_fall_back(q, fb);
                 do_end_attempt(q, true);
                 do_dispatch(q);
             }
@@ -707,7 +771,7 @@ static void on_timer(void *ud, bool fired)
                 rpc_mux_forget(q->cache_mux, q->cache_id);
                 q->cache_id = 0;
             }
-            do_lookup_result(q, NULL);
+            do_lookup_result(q, NULL, "error"); /* too slow: answered as a miss */
         }
     }
     pthread_mutex_unlock(&q->mu);
@@ -731,6 +795,7 @@ static void resolve_sampling(relay_req_t *q)
         router_cache_policy_resolve(q->sub->cache_policy, &q->sampling, q->r->n_caches > 0);
     q->lookup = plan.lookup;
     q->store = plan.store;
+    q->m_cache = plan.lookup ? "miss" : "bypass";
 }
 
 static void do_route(relay_req_t *q)
@@ -790,6 +855,8 @@ void router__req_start(relay_req_t *q)
         q->deadline_us = q->t_recv_us + q->call_left_us;
     do_route(q);
     q->t_routed_us = ls_now_us();
+    router_report_queue(r->report, q->pool, q->t_routed_us - q->t_recv_us);
+    q->m_flight = router_report_enter(r->report, q->pool);
     q->deadline_timer = do_arm(q, TIMER_DEADLINE, q->deadline_us);
     do_dispatch(q);
 out:

@@ -47,6 +47,7 @@ void router_config_init(router_config_t *cfg)
     cfg->client_threads = 2;
     cfg->seed = 0;
     router_scorer_config_init(&cfg->scorer);
+    cfg->reporter = NULL; /* no metrics */
 }
 
 uint64_t router__next_id(router_t *r)
@@ -297,6 +298,7 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     atomic_init(&r->draining, false);
     atomic_init(&r->next_id, 0);
     atomic_init(&r->cache_rr, 0);
+    r->report = router_report_create(cfg->reporter);
     r->disc = disc;
     if (router_policy_parse(&r->policy, cfg->default_pool, cfg->tiers, cfg->pool_fallback,
                             cfg->pool_ttft_ms, cfg->ttft_budget_ms, err, err_len) != LS_OK)
@@ -458,6 +460,7 @@ void router_destroy(router_t *r)
     rpc_timer_destroy(r->timer);
     rpc_client_destroy(r->client);
     rpc_md_clear(&r->event_batch_md);
+    router_report_destroy(r->report);
     pthread_cond_destroy(&r->live_cv);
     pthread_mutex_destroy(&r->live_mu);
     pthread_mutex_destroy(&r->sinks_mu);

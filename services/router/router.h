@@ -14,6 +14,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "scorer.h"
+#include "svc/reporter.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,6 +41,8 @@ typedef struct {
                                              plaintext; borrowed for the router's life */
     int64_t seed;                  /* version split randomness; 0 = from the clock */
     router_scorer_config_t scorer; /* weights; see scorer.h */
+    svc_reporter_t *reporter;      /* metrics (report.h); borrowed for the router's life;
+                                      NULL = none */
 } router_config_t;
 
 typedef struct router router_t;

@@ -11,6 +11,7 @@
 #include "rpc/mux.h"
 #include "policy.h"
 #include "pool.h"
+#include "report.h"
 #include "router.h"
 #include "rpc/client.h"
 #include "rpc/defer.h"
@@ -54,6 +55,8 @@ struct router {
     pthread_mutex_t live_mu;      /* guards live */
     pthread_cond_t live_cv;
     int64_t live; /* requests not yet freed */
+
+    router_report_t *report; /* NULL without a reporter */
 
     atomic_bool draining;     /* router_drain began: new requests are refused */
     pthread_mutex_t sinks_mu; /* guards the sink list */

@@ -31,7 +31,7 @@ static void put(cache_lru_t *l, unsigned i, size_t len, int64_t exp, uint64_t ta
     char *v = malloc(len);
     memset(v, (int)i, len);
     cache_digest_t k = key(i);
-    cr_assert_eq(cache_lru_put(l, &k, tag, exp, v, len), LS_OK);
+    cr_assert_eq(cache_lru_put(l, &k, tag, exp, v, len, NULL), LS_OK);
     free(v);
 }
 
@@ -46,7 +46,7 @@ Test(lru, put_get_and_replace)
     cr_assert_eq(n, 10);
     cr_assert_eq(v[9], 1);
     free(v);
-    cache_lru_put(l, &k, 0, 100, "xyz", 3);
+    cache_lru_put(l, &k, 0, 100, "xyz", 3, NULL);
     cr_assert_eq(cache_lru_get(l, &k, 0, &v, &n), LS_OK);
     cr_assert_eq(n, 3);
     cr_assert_eq(memcmp(v, "xyz", 3), 0);
@@ -71,8 +71,13 @@ Test(lru, least_recently_used_goes_first_and_bytes_stay_bounded)
     cr_assert(has(l, 1, 0));
     cr_assert(has(l, 3, 0));
     cr_assert(has(l, 4, 0));
-    /* One big entry pushes out as many as it needs. */
-    put(l, 5, 100 + per, 100, 0);
+    /* One big entry pushes out as many as it needs, and says how many. */
+    char *v5 = calloc(1, 100 + per);
+    cache_digest_t k5 = key(5);
+    size_t pushed = 0;
+    cr_assert_eq(cache_lru_put(l, &k5, 0, 100, v5, 100 + per, &pushed), LS_OK);
+    free(v5);
+    cr_assert_eq(pushed, 2);
     cache_lru_stats_t st;
     cache_lru_stats(l, &st);
     cr_assert_leq(st.bytes, st.max_bytes);
@@ -82,7 +87,9 @@ Test(lru, least_recently_used_goes_first_and_bytes_stay_bounded)
     /* Larger than the whole cache: refused, nothing evicted. */
     cache_digest_t k = key(9);
     char *big = calloc(1, per * 3);
-    cr_assert_eq(cache_lru_put(l, &k, 0, 100, big, per * 3), LS_ERR_FULL);
+    size_t evicted = 99;
+    cr_assert_eq(cache_lru_put(l, &k, 0, 100, big, per * 3, &evicted), LS_ERR_FULL);
+    cr_assert_eq(evicted, 0);
     free(big);
     cr_assert(has(l, 5, 0));
     cache_lru_destroy(l);
@@ -118,7 +125,7 @@ Test(lru, disabled_cache_holds_nothing)
 {
     cache_lru_t *l = cache_lru_create(0);
     cache_digest_t k = key(1);
-    cr_assert_eq(cache_lru_put(l, &k, 0, 100, "x", 1), LS_ERR_FULL);
+    cr_assert_eq(cache_lru_put(l, &k, 0, 100, "x", 1, NULL), LS_ERR_FULL);
     cr_assert_not(has(l, 1, 0));
     cache_lru_destroy(l);
     cache_lru_destroy(NULL);
@@ -141,7 +148,7 @@ static void *hammer(void *arg)
         cache_digest_t k = key(i % 500);
         char v[64];
         memset(v, 1, sizeof(v));
-        cache_lru_put(l, &k, i % 4, 100, v, 1 + i % 64);
+        cache_lru_put(l, &k, i % 4, 100, v, 1 + i % 64, NULL);
         uint8_t *out;
         size_t n;
         if (cache_lru_get(l, &k, 0, &out, &n) == LS_OK)

@@ -84,6 +84,18 @@ static void expect_invalid(const submit_t *s, const char *why)
     cr_assert(strstr(err, why), "message \"%s\" should mention \"%s\"", err, why);
 }
 
+/* Asserts the refusal of a prompt the context cannot hold (INVALID_ARGUMENT for the
+ * client, told apart so the service can count it), with a message that mentions `why`. */
+static void expect_too_long(const submit_t *s, const char *why)
+{
+    inf_request_t *r = NULL;
+    char err[256] = "";
+    int rc = inf_request_create(&s->sub, g_tok, &g_lim, ls_now_us(), &r, err, sizeof(err));
+    cr_assert_eq(rc, LS_ERR_FULL, "expected FULL for %s, got %s", why, ls_strerror(rc));
+    cr_assert_null(r);
+    cr_assert(strstr(err, why), "message \"%s\" should mention \"%s\"", err, why);
+}
+
 Test(request, an_empty_prompt_is_refused)
 {
     submit_t s;
@@ -253,7 +265,7 @@ Test(request, prompt_token_rules)
     expect_invalid(&s, "prompt_tokens[1]");
     ids[1] = 1;
     s.sub.n_prompt_tokens = SEQ_LEN;
-    expect_invalid(&s, "context");
+    expect_too_long(&s, "context");
     s.sub.n_prompt_tokens = SEQ_LEN - 1;
     r = create_ok(&s);
     cr_assert_eq(r->max_tokens, 1);
@@ -273,7 +285,7 @@ Test(request, prompt_text_rules)
         longer[i] = "the cat sat on a mat "[i % 21];
     longer[n] = '\0';
     s.sub.prompt = longer;
-    expect_invalid(&s, "context");
+    expect_too_long(&s, "context");
     free(longer);
 
     size_t huge = g_lim.max_prompt_bytes + 1;
@@ -281,7 +293,7 @@ Test(request, prompt_text_rules)
     memset(big, 'a', huge);
     big[huge] = '\0';
     s.sub.prompt = big;
-    expect_invalid(&s, "bytes");
+    expect_too_long(&s, "bytes");
     free(big);
 }
 

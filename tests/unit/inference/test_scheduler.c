@@ -11,7 +11,9 @@
 #include "model/tokenizer_make.h"
 #include "request.h"
 #include "scheduler.h"
+#include "support/recording_reporter.h"
 #include "support/tmpdir.h"
+#include "svc/metric_names.h"
 
 #include <criterion/criterion.h>
 #include <grpc/status.h>
@@ -249,9 +251,10 @@ static forward_backend_t test_backend(void)
 }
 
 /* fault_after_steps > 0: the device fails for good after that many steps (on CUDA a
- * real illegal-address fault, on the CPU a reported one). */
-static rig_t rig_make_faulty(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue,
-                             int fault_after_steps)
+ * real illegal-address fault, on the CPU a reported one).  rep: the scheduler reports
+ * to it (NULL: none), as pool "p1", model "m1". */
+static rig_t rig_make_full(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue,
+                           int fault_after_steps, svc_reporter_t *rep)
 {
     forward_config_t fc;
     forward_config_init(&fc);
@@ -268,7 +271,10 @@ static rig_t rig_make_faulty(int max_batch, int max_step_tokens, int64_t kv_budg
     inf_sched_config_t sc = {.max_queue = max_queue,
                              .max_queue_delay_us = 1000,
                              .on_fatal = on_fatal,
-                             .on_fatal_ud = &g_fatal};
+                             .on_fatal_ud = &g_fatal,
+                             .reporter = rep,
+                             .pool = "p1",
+                             .model = "m1"};
     rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
     cr_assert_not_null(rig.s, "%s", err);
     pthread_mutex_lock(&g_mu);
@@ -277,9 +283,21 @@ static rig_t rig_make_faulty(int max_batch, int max_step_tokens, int64_t kv_budg
     return rig;
 }
 
+static rig_t rig_make_faulty(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue,
+                             int fault_after_steps)
+{
+    return rig_make_full(max_batch, max_step_tokens, kv_budget, max_queue, fault_after_steps, NULL);
+}
+
+static rig_t rig_make_reported(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue,
+                               svc_reporter_t *rep)
+{
+    return rig_make_full(max_batch, max_step_tokens, kv_budget, max_queue, 0, rep);
+}
+
 static rig_t rig_make(int max_batch, int max_step_tokens, int64_t kv_budget, int max_queue)
 {
-    return rig_make_faulty(max_batch, max_step_tokens, kv_budget, max_queue, 0);
+    return rig_make_full(max_batch, max_step_tokens, kv_budget, max_queue, 0, NULL);
 }
 
 static void rig_free(rig_t *rig)
@@ -671,4 +689,145 @@ Test(sched, device_lost_ends_every_request_once_with_unavailable_and_refuses_new
     int64_t t0 = ls_now_us();
     rig_free(&rig); /* drains and joins a failed scheduler */
     cr_assert_lt(ls_now_us() - t0, 5000000, "destroying a failed scheduler took too long");
+}
+
+/* ---- metrics (libs/svc/metric_names.h, through a recording reporter) ------------------- */
+
+static const svc_label_t g_instance[] = {{"pool", "p1"}, {"model", "m1"}};
+#define INSTANCE g_instance, 2
+
+/* Waits until gauge name (of this instance) was last set to want. */
+static bool wait_gauge(recording_reporter_t *rr, const char *name, double want, int timeout_ms)
+{
+    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        double v = -1;
+        if (recording_reporter_gauge(rr, name, INSTANCE, &v) && v == want)
+            return true;
+        if (ls_now_us() >= end)
+            return false;
+        ls_sleep_us(1000);
+    }
+}
+
+/* Every name the scheduler reports, with the kind and label keys the contract lists. */
+static void expect_contract(recording_reporter_t *rr)
+{
+    static const char *const inst[] = {"pool", "model"};
+    static const char *const refused[] = {"pool", "model", "reason"};
+    static const struct {
+        const char *name;
+        recording_kind_t kind;
+    } plain[] = {
+        {M_INF_QUEUE, RECORDING_OBSERVE},      {M_INF_PREFILL, RECORDING_OBSERVE},
+        {M_INF_DECODE, RECORDING_OBSERVE},     {M_INF_STEP, RECORDING_OBSERVE},
+        {M_INF_BATCH, RECORDING_OBSERVE},      {M_INF_PROMPT_TOKENS, RECORDING_COUNTER},
+        {M_INF_GEN_TOKENS, RECORDING_COUNTER}, {M_INF_RUNNING, RECORDING_GAUGE},
+        {M_INF_WAITING, RECORDING_GAUGE},      {M_INF_KV_USED, RECORDING_GAUGE},
+        {M_INF_KV_TOTAL, RECORDING_GAUGE},     {M_INF_QUEUE_LIMIT, RECORDING_GAUGE},
+    };
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        cr_expect_eq(recording_reporter_misfits(rr, plain[i].name, plain[i].kind, inst, 2), 0,
+                     "%s reported with another kind or other labels", plain[i].name);
+    cr_expect_eq(recording_reporter_misfits(rr, M_INF_REFUSED, RECORDING_COUNTER, refused, 3), 0);
+}
+
+Test(sched, reports_exact_counts_tokens_batches_and_idle_gauges)
+{
+    enum { N = 10, MAX_BATCH = 4, LEN = 12, PROMPT = 9, MAX_QUEUE = 32 };
+    recording_reporter_t *rr = recording_reporter_create();
+    rig_t rig = rig_make_reported(MAX_BATCH, 64, 0, MAX_QUEUE, recording_reporter_base(rr));
+    int32_t prompt[PROMPT];
+    for (int i = 0; i < PROMPT; i++)
+        prompt[i] = 300 + 11 * i;
+    params_t p = {.tokens = prompt, .n_tokens = PROMPT, .max_tokens = LEN, .ignore_eos = true};
+    rec_t recs[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "m%d", i);
+        submit_ok(&rig, id, &p, &recs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert(wait_released(&recs[i], 60000), "request %d never ended", i);
+        cr_assert_eq(recs[i].tokens, LEN);
+    }
+    /* The gauges settle once the scheduler has looked at its empty batch. */
+    cr_assert(wait_gauge(rr, M_INF_RUNNING, 0, 10000), "running never back to 0");
+    cr_assert(wait_gauge(rr, M_INF_WAITING, 0, 10000), "waiting never back to 0");
+    cr_assert(wait_gauge(rr, M_INF_KV_USED, 0, 10000), "KV blocks still in use");
+
+    cr_expect_eq(recording_reporter_sum(rr, M_INF_PROMPT_TOKENS, INSTANCE), N * PROMPT);
+    cr_expect_eq(recording_reporter_sum(rr, M_INF_GEN_TOKENS, INSTANCE), N * LEN);
+    cr_expect_eq(recording_reporter_observations(rr, M_INF_QUEUE, INSTANCE, NULL, 0), N);
+    cr_expect_eq(recording_reporter_observations(rr, M_INF_PREFILL, INSTANCE, NULL, 0), N);
+    cr_expect_eq(recording_reporter_observations(rr, M_INF_DECODE, INSTANCE, NULL, 0), N);
+
+    /* One batch size per step; together they are every item the steps carried: a decode
+     * item per token after each request's first, and at least one prefill chunk each. */
+    double sizes[4096];
+    size_t steps = recording_reporter_observations(rr, M_INF_BATCH, INSTANCE, sizes, 4096);
+    cr_assert_gt(steps, 0);
+    cr_assert_leq(steps, 4096);
+    cr_expect_eq(recording_reporter_observations(rr, M_INF_STEP, INSTANCE, NULL, 0), steps);
+    double items = 0, largest = 0;
+    for (size_t i = 0; i < steps; i++) {
+        cr_expect(sizes[i] >= 1 && sizes[i] <= MAX_BATCH, "batch of %g", sizes[i]);
+        items += sizes[i];
+        largest = sizes[i] > largest ? sizes[i] : largest;
+    }
+    cr_expect_geq(items, N * LEN);
+    cr_expect_gt(largest, 1, "%d requests at once never shared a step", N);
+
+    double v = -1;
+    cr_expect(recording_reporter_gauge(rr, M_INF_QUEUE_LIMIT, INSTANCE, &v));
+    cr_expect_eq(v, MAX_QUEUE);
+    cr_expect(recording_reporter_gauge(rr, M_INF_KV_TOTAL, INSTANCE, &v));
+    cr_expect_eq(v, (double)(forward_config(rig.f)->kv_budget_tokens / FORWARD_KV_BLOCK));
+    cr_expect_eq(recording_reporter_calls(rr, M_INF_REFUSED, NULL, 0), 0);
+    expect_contract(rr);
+    rig_free(&rig);
+    recording_reporter_destroy(rr);
+}
+
+Test(sched, reports_refusals_by_reason)
+{
+    recording_reporter_t *rr = recording_reporter_create();
+    /* too_long is the service's (a prompt the context cannot hold), with no rpc here; the
+     * scheduler's own (a reservation the KV budget can never hold) cannot happen while
+     * the budget holds a whole context, which forward_create requires. */
+    rig_t rig = rig_make_reported(1, 64, SEQ_LEN, 1, recording_reporter_base(rr));
+    params_t big = {.prompt = "go", .max_tokens = SEQ_LEN, .ignore_eos = true};
+    rec_t a, q, full, late;
+    inf_request_t *ra = make_req("a", &big, &a);
+    cr_assert_eq(inf_sched_submit(rig.s, ra), LS_OK);
+    cr_assert(wait_tokens(&a, 1, 60000));
+    inf_request_t *rq = make_req("q", &big, &q);
+    cr_assert_eq(inf_sched_submit(rig.s, rq), LS_OK);
+    inf_request_t *rf = make_req("full", &big, &full);
+    cr_assert_eq(inf_sched_submit(rig.s, rf), LS_ERR_FULL);
+    inf_request_destroy(rf);
+    cr_assert(wait_gauge(rr, M_INF_WAITING, 1, 10000));
+    cr_assert(wait_gauge(rr, M_INF_RUNNING, 1, 10000));
+    inf_sched_cancel(rig.s, rq);
+    inf_sched_cancel(rig.s, ra);
+    cr_assert(wait_released(&a, 10000));
+    cr_assert(wait_released(&q, 10000));
+
+    inf_sched_drain(rig.s, 0);
+    inf_request_t *rl = make_req("late", &big, &late);
+    cr_assert_eq(inf_sched_submit(rig.s, rl), LS_ERR_CLOSED);
+    inf_request_destroy(rl);
+
+    svc_label_t by[3] = {g_instance[0], g_instance[1], {"reason", "queue_full"}};
+    cr_expect_eq(recording_reporter_sum(rr, M_INF_REFUSED, by, 3), 1);
+    by[2].value = "draining";
+    cr_expect_eq(recording_reporter_sum(rr, M_INF_REFUSED, by, 3), 1);
+    cr_expect_eq(recording_reporter_sum(rr, M_INF_REFUSED, INSTANCE), 2);
+    cr_expect(wait_gauge(rr, M_INF_RUNNING, 0, 10000));
+    cr_expect(wait_gauge(rr, M_INF_WAITING, 0, 10000));
+    /* q was cancelled before its first token: no decode span; a's only. */
+    cr_expect_eq(recording_reporter_observations(rr, M_INF_DECODE, INSTANCE, NULL, 0), 1);
+    expect_contract(rr);
+    rig_free(&rig);
+    recording_reporter_destroy(rr);
 }

@@ -1,0 +1,256 @@
+/*
+ * test_router_metrics.c - what the router reports (services/router/report.c) for the
+ * requests it serves, counted against what its clients saw.
+ *
+ * The router runs in this process with a recording reporter, in front of one real
+ * inference process (pool "small", the router_models fixture's tiny model) and a real
+ * llmserve-cache over a memcached of the test's own.  Requests: answers the model runs
+ * (looked up and missed, then stored), a repeat answered by the cache, one that bypasses
+ * the cache, and one refused before routing.
+ *
+ * Checked: exactly one llmserve_requests_total per request with its labels; TTFT and end
+ * to end times once per request; a gap per token after the first of a model's answer and
+ * the tokens streamed; cache lookups by result; router queue time per routed request;
+ * in flight back to 0; every name with the kind and label keys of metric_names.h.
+ */
+#define _GNU_SOURCE
+#include "base/clock.h"
+#include "base/err.h"
+#include "discovery.h"
+#include "router.h"
+#include "rpc/server.h"
+#include "support/channel.h"
+#include "support/memcached.h"
+#include "support/proc.h"
+#include "support/recording_reporter.h"
+#include "support/router_stream.h"
+#include "svc/metric_names.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MODEL "tiny-small"
+#define N_MISS 4 /* distinct prompts the model answers */
+#define MAX_TOKENS 6
+
+static test_proc_t g_inf, g_cache;
+static test_memcached_t g_mc;
+
+static void stop_all(void)
+{
+    test_proc_stop(&g_inf, SIGTERM, 30000);
+    test_proc_stop(&g_cache, SIGTERM, 30000);
+    test_memcached_stop(&g_mc, SIGKILL);
+}
+
+TestSuite(router_metrics, .fini = stop_all, .timeout = 300);
+
+static void start_processes(void)
+{
+    char model[512], tok[512];
+    snprintf(model, sizeof(model), "%s/small.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    snprintf(tok, sizeof(tok), "%s/tok.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    char *inf[] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
+                   "--listen",
+                   "127.0.0.1:0",
+                   "--model",
+                   model,
+                   "--tokenizer",
+                   tok,
+                   "--pool",
+                   "small",
+                   "--model-name",
+                   MODEL,
+                   "--cpu-threads",
+                   "1",
+                   "--grace-ms",
+                   "500",
+                   NULL};
+    cr_assert_eq(test_proc_start(&g_inf, inf, 60000), 0, "inference did not start");
+    cr_assert_eq(test_memcached_start(&g_mc, 0), 0, "memcached did not start");
+    char conf[96];
+    test_memcached_config(&g_mc, conf, sizeof(conf));
+    char *cache[] = {(char *)test_env_path("LLMSERVE_CACHE_BIN"),
+                     "--listen",
+                     "127.0.0.1:0",
+                     "--memcached",
+                     conf,
+                     NULL};
+    cr_assert_eq(test_proc_start(&g_cache, cache, 60000), 0, "llmserve-cache did not start");
+}
+
+static router_stream_req_t req_of(const char *id, const char *prompt)
+{
+    router_stream_req_t q = {.id = id, .prompt = prompt, .max_tokens = MAX_TOKENS};
+    q.ignore_eos = true; /* every model answer is MAX_TOKENS tokens, ending with LENGTH */
+    return q;
+}
+
+static bool wait_gauge(recording_reporter_t *rr, const char *name, const svc_label_t *match,
+                       size_t n, double want, int timeout_ms)
+{
+    int64_t end = ls_now_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        double v = -1;
+        if (recording_reporter_gauge(rr, name, match, n, &v) && v == want)
+            return true;
+        if (ls_now_us() >= end)
+            return false;
+        ls_sleep_us(2000);
+    }
+}
+
+/* Requests whose labels include these (NULL value: that label left out of the match). */
+static double requests(recording_reporter_t *rr, const char *pool, const char *cache,
+                       const char *code, const char *finish)
+{
+    svc_label_t m[4];
+    size_t n = 0;
+    const char *keys[4] = {"pool", "cache", "code", "finish_reason"};
+    const char *vals[4] = {pool, cache, code, finish};
+    for (int i = 0; i < 4; i++)
+        if (vals[i])
+            m[n++] = (svc_label_t){keys[i], vals[i]};
+    return recording_reporter_sum(rr, M_REQUESTS, m, n);
+}
+
+static void expect_contract(recording_reporter_t *rr)
+{
+    static const char *const pmvc[] = {"pool", "model", "version", "cache"};
+    static const char *const outcome[] = {"pool",  "model", "version",
+                                          "cache", "code",  "finish_reason"};
+    static const char *const pool[] = {"pool"}, *const result[] = {"result"};
+    cr_expect_eq(recording_reporter_misfits(rr, M_TTFT, RECORDING_OBSERVE, pmvc, 4), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_ITL, RECORDING_OBSERVE, pmvc, 3), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_E2E, RECORDING_OBSERVE, pmvc, 4), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_QUEUE, RECORDING_OBSERVE, pool, 1), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_CACHE_LOOKUP, RECORDING_OBSERVE, result, 1), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_REQUESTS, RECORDING_COUNTER, outcome, 6), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_TOKENS, RECORDING_COUNTER, pmvc, 3), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_FALLBACKS, RECORDING_COUNTER, pool, 1), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_RETRIES, RECORDING_COUNTER, pool, 1), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_IN_FLIGHT, RECORDING_GAUGE, pool, 1), 0);
+}
+
+Test(router_metrics, every_request_is_reported_once_with_its_labels)
+{
+    start_processes();
+    recording_reporter_t *rr = recording_reporter_create();
+    char spec[96], cache_addr[64], err[256] = "";
+    snprintf(spec, sizeof(spec), "small=127.0.0.1:%d", g_inf.port);
+    snprintf(cache_addr, sizeof(cache_addr), "127.0.0.1:%d", g_cache.port);
+    discovery_t *disc = discovery_static_create(spec, err, sizeof(err));
+    cr_assert_not_null(disc, "%s", err);
+    router_config_t cfg;
+    router_config_init(&cfg);
+    cfg.tiers = ""; /* one pool */
+    cfg.cache = cache_addr;
+    cfg.seed = 1;
+    cfg.reporter = recording_reporter_base(rr);
+    router_t *r = router_create(&cfg, disc, err, sizeof(err));
+    cr_assert_not_null(r, "router_create: %s", err);
+    cr_assert(router_wait_ready(r, 30000), "instance or cache not connected");
+
+    rpc_server_config_t scfg;
+    rpc_server_config_init(&scfg);
+    scfg.threads = 2;
+    scfg.name = "router";
+    rpc_server_t *srv = rpc_server_create(&scfg);
+    cr_assert_not_null(srv);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(router_register(r, srv), LS_OK);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    rpc_client_t *client = rpc_client_create(1);
+    rpc_channel_t *ch = test_channel_to(client, port, NULL);
+    router_stream_t *g = router_stream_open(ch, NULL);
+
+    /* Answers the model runs: looked up, missed, then stored. */
+    static const char *const prompts[N_MISS] = {"the little dog ran", "a big red ball",
+                                                "once upon a time", "the cat sat down"};
+    int model_tokens = 0;
+    for (int i = 0; i < N_MISS; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "m%d", i);
+        router_stream_req_t q = req_of(id, prompts[i]);
+        router_stream_submit(g, &q);
+        router_stream_rec_t rec = router_stream_finish(g, id);
+        cr_assert(rec.done, "%s: error %d %s", id, rec.err_code, rec.err_msg);
+        cr_assert_eq(rec.tokens, MAX_TOKENS);
+        cr_assert_not(router_stream_route(g, id)->cache_hit);
+        model_tokens += rec.tokens;
+    }
+    /* A repeat, until the cache has the stored answer (stores are not waited for). */
+    int hits = 0, repeats = 0;
+    for (int64_t until = ls_now_us() + 10000000; hits == 0 && ls_now_us() < until;) {
+        char id[16];
+        snprintf(id, sizeof(id), "h%d", repeats++);
+        router_stream_req_t q = req_of(id, prompts[0]);
+        router_stream_submit(g, &q);
+        router_stream_rec_t rec = router_stream_finish(g, id);
+        cr_assert(rec.done);
+        if (router_stream_route(g, id)->cache_hit) {
+            hits++;
+        } else {
+            model_tokens += rec.tokens;
+            ls_sleep_us(20000);
+        }
+    }
+    cr_assert_eq(hits, 1, "the repeat never hit the cache");
+    int misses = N_MISS + repeats - 1;
+    /* No cache asked. */
+    router_stream_req_t b = req_of("bypass", "something else entirely");
+    b.policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
+    router_stream_submit(g, &b);
+    router_stream_rec_t rb = router_stream_finish(g, "bypass");
+    cr_assert(rb.done);
+    model_tokens += rb.tokens;
+    /* Refused before routing. */
+    router_stream_req_t bad = req_of("bad", "");
+    router_stream_submit(g, &bad);
+    router_stream_rec_t rbad = router_stream_finish(g, "bad");
+    cr_assert_eq(rbad.err_code, GRPC_STATUS_INVALID_ARGUMENT);
+    router_stream_close(g);
+
+    int total = misses + hits + 2, served = misses + 1; /* by the model */
+    svc_label_t small = {"pool", "small"};
+    cr_assert(wait_gauge(rr, M_IN_FLIGHT, &small, 1, 0, 10000), "requests still in flight");
+    cr_expect_eq(recording_reporter_sum(rr, M_REQUESTS, NULL, 0), total);
+    cr_expect_eq(requests(rr, "small", "miss", "OK", "length"), misses);
+    cr_expect_eq(requests(rr, "small", "exact", "OK", "length"), hits);
+    cr_expect_eq(requests(rr, "small", "bypass", "OK", "length"), 1);
+    cr_expect_eq(requests(rr, "", "bypass", "INVALID_ARGUMENT", "error"), 1);
+    svc_label_t served_by[2] = {{"model", MODEL}, {"version", ""}};
+    cr_expect_eq(recording_reporter_sum(rr, M_REQUESTS, served_by, 2), total - 1,
+                 "model and version name the instance, hits included");
+
+    cr_expect_eq(recording_reporter_observations(rr, M_E2E, NULL, 0, NULL, 0), total);
+    cr_expect_eq(recording_reporter_observations(rr, M_TTFT, NULL, 0, NULL, 0), total - 1);
+    svc_label_t exact = {"cache", "exact"};
+    cr_expect_eq(recording_reporter_observations(rr, M_TTFT, &exact, 1, NULL, 0), hits);
+    cr_expect_eq(recording_reporter_observations(rr, M_ITL, &small, 1, NULL, 0),
+                 model_tokens - served, "a gap per token after each answer's first");
+    cr_expect_eq(recording_reporter_sum(rr, M_TOKENS, &small, 1), model_tokens,
+                 "tokens streamed from the instance; the replay is not counted");
+    cr_expect_eq(recording_reporter_observations(rr, M_ROUTER_QUEUE, &small, 1, NULL, 0),
+                 total - 1);
+    svc_label_t res = {"result", "miss"};
+    cr_expect_eq(recording_reporter_observations(rr, M_CACHE_LOOKUP, &res, 1, NULL, 0), misses);
+    res.value = "hit";
+    cr_expect_eq(recording_reporter_observations(rr, M_CACHE_LOOKUP, &res, 1, NULL, 0), hits);
+    cr_expect_eq(recording_reporter_observations(rr, M_CACHE_LOOKUP, NULL, 0, NULL, 0),
+                 misses + hits, "no lookup for the bypass nor the refused one");
+    cr_expect_eq(recording_reporter_calls(rr, M_FALLBACKS, NULL, 0), 0);
+    cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
+    expect_contract(rr);
+
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_shutdown(srv, 1000);
+    rpc_server_destroy(srv);
+    router_destroy(r);
+    recording_reporter_destroy(rr);
+}
