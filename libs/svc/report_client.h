@@ -2,13 +2,14 @@
  * report_client.h - the metrics reporter that streams to the collector: an
  * svc_reporter_t (reporter.h) on one long-lived llmserve.v1.Metrics/Report stream.
  *
- * Between flushes it aggregates in process: counters summed per series, gauges keep
+ * Between reports it aggregates in process: counters summed per series, gauges keep
  * their last value, histogram observations appended per series.  Every interval_ms (or
  * sooner, once half of max_observations are held) one MetricsReport leaves with what
- * changed; the stream's first report carries MetricsSource{service, instance} and, on
- * every new stream, every gauge's last value (a restarted collector has lost them).
- * The collector acks each report; at most max_in_flight are unacked at a time, and
- * while that many are, aggregation goes on and the next report waits.
+ * changed.  Each stream opens with a report of MetricsSource{service, instance} alone;
+ * samples follow once the collector has acked it (while it is away they stay here),
+ * and the first of them carries every gauge's last value (a restarted collector has
+ * lost them).  The collector acks each report; at most max_in_flight are unacked at a
+ * time, and while that many are, aggregation goes on and the next report waits.
  *
  * When the stream breaks (collector restarted, network) or cannot be opened, the
  * client reopens it with capped exponential back-off with jitter.  Meanwhile counters
@@ -24,9 +25,9 @@
  * name and labels take at most SVC_REPORT_MAX_KEY_BYTES and SVC_REPORT_MAX_LABELS
  * (else the sample is dropped), and NaN, infinite or negative counter increments are
  * dropped.  Every dropped sample counts in llmserve_metrics_dropped_total, reported
- * with the next report.  Counter and histogram series idle for a minute's worth of
- * flushes are forgotten (gauges stay: they hold a value).  With the defaults a report
- * stays well under gRPC's 4 MiB message limit.
+ * with the next report.  Counter and histogram series with nothing to report for 60
+ * intervals in a row are forgotten (gauges stay: they hold a value).  With the defaults
+ * a report stays under gRPC's 4 MiB message limit.
  *
  * Threads: the svc_metric_* calls on it are safe from any thread and never wait on
  * the network: they take one short lock (a hash lookup, an add; an allocation for a new
