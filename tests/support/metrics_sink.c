@@ -33,6 +33,7 @@ typedef struct held {
 
 struct metrics_sink {
     int port;
+    char *cert, *key, *client_ca; /* TLS when cert is set */
     pthread_mutex_t mu;
     rpc_server_t *srv; /* NULL while stopped */
     bool paused;
@@ -150,7 +151,8 @@ int metrics_sink_start(metrics_sink_t *k)
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", k->port);
     int port = 0;
-    if (rpc_server_listen(srv, addr, NULL, &port) != LS_OK ||
+    rpc_tls_server_t tls = {k->cert, k->key, k->client_ca};
+    if (rpc_server_listen(srv, addr, k->cert ? &tls : NULL, &port) != LS_OK ||
         rpc_server_add_method(srv, "/llmserve.v1.Metrics/Report", RPC_STREAM,
                               &llmserve__v1__metrics_report__descriptor, &report_handler,
                               k) != LS_OK ||
@@ -165,18 +167,35 @@ int metrics_sink_start(metrics_sink_t *k)
     return 0;
 }
 
-metrics_sink_t *metrics_sink_create(int port)
+static void sink_free(metrics_sink_t *k)
+{
+    free(k->cert);
+    free(k->key);
+    free(k->client_ca);
+    pthread_mutex_destroy(&k->mu);
+    free(k);
+}
+
+metrics_sink_t *metrics_sink_create_tls(int port, const char *cert, const char *key,
+                                        const char *client_ca)
 {
     metrics_sink_t *k = ls_xcalloc(1, sizeof(*k));
     pthread_mutex_init(&k->mu, NULL);
     k->port = port;
     k->held_tail = &k->held;
+    k->cert = cert ? ls_xstrdup(cert) : NULL;
+    k->key = key ? ls_xstrdup(key) : NULL;
+    k->client_ca = client_ca ? ls_xstrdup(client_ca) : NULL;
     if (metrics_sink_start(k) != 0) {
-        pthread_mutex_destroy(&k->mu);
-        free(k);
+        sink_free(k);
         return NULL;
     }
     return k;
+}
+
+metrics_sink_t *metrics_sink_create(int port)
+{
+    return metrics_sink_create_tls(port, NULL, NULL, NULL);
 }
 
 int metrics_sink_port(const metrics_sink_t *k)
@@ -222,8 +241,7 @@ void metrics_sink_destroy(metrics_sink_t *k)
     for (size_t i = 0; i < k->n_entries; i++)
         protobuf_c_message_free_unpacked(&k->entries[i].msg->base, NULL);
     free(k->entries);
-    pthread_mutex_destroy(&k->mu);
-    free(k);
+    sink_free(k);
 }
 
 /* ---- queries --------------------------------------------------------------------------- */

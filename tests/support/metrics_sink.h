@@ -25,6 +25,11 @@ typedef struct metrics_sink metrics_sink_t;
  * be bound.  Free with metrics_sink_destroy. */
 metrics_sink_t *metrics_sink_create(int port);
 
+/* As metrics_sink_create, serving TLS with cert and key (PEM files), and mutual TLS when
+ * client_ca is not NULL (the paths are copied; a restart reads the files again). */
+metrics_sink_t *metrics_sink_create_tls(int port, const char *cert, const char *key,
+                                        const char *client_ca);
+
 /* The port it listens (or listened) on. */
 int metrics_sink_port(const metrics_sink_t *k);
 

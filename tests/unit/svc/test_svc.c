@@ -16,6 +16,7 @@
 #include "rpc/client.h"
 #include "svc/metric_names.h"
 #include "svc/svc.h"
+#include "support/certs.h"
 #include "support/channel.h"
 #include "support/metrics_sink.h"
 #include "support/net.h"
@@ -549,4 +550,34 @@ Test(svc_metrics, the_instance_name_can_be_given, .init = capture, .timeout = 60
     cr_assert(metrics_sink_report(k, 0, &first));
     cr_expect_str_eq(first.instance, "pod-7");
     metrics_sink_destroy(k);
+}
+
+Test(svc_metrics, reports_over_the_upstream_tls_settings, .init = capture, .timeout = 60)
+{
+    test_certs_t certs;
+    cr_assert_eq(test_certs_make(&certs), 0);
+    /* The collector asks for a client certificate: only the upstream settings have one. */
+    metrics_sink_t *k = metrics_sink_create_tls(0, certs.server_cert, certs.server_key, certs.ca);
+    cr_assert_not_null(k);
+    char addr[TEST_ADDR_LEN];
+    test_addr(addr, metrics_sink_port(k));
+    g_own_reporter = true;
+    g_main = pthread_self();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, outside, NULL);
+    int status = RUN("--metrics", addr, "--metrics-interval-ms", "50", "--upstream-tls-ca",
+                     certs.ca, "--upstream-tls-cert", certs.client_cert, "--upstream-tls-key",
+                     certs.client_key, "--log-level", "warn");
+    pthread_join(t, NULL);
+    cr_assert_eq(status, 0, "stderr: %s", drained(g_err[0]));
+    cr_expect_eq(
+        metrics_sink_counter(k, M_GRPC_HANDLED, "method=/llmserve.test.Echo/Unary,code=OK"), 1);
+    metrics_sink_destroy(k);
+    test_certs_remove(&certs);
 }
