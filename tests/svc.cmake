@@ -10,3 +10,13 @@ if(PYTHON3_SYSTEM)
   set_property(TEST test_python_cli APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV}
                "LLMSERVE_LLMBENCH_BIN=$<TARGET_FILE:llmbench>")
 endif()
+
+# The metrics reporter (libs/svc/report_client.c) against a real collector in the test
+# process (tests/support/metrics_sink.c).
+llmserve_test(test_svc_report_client unit/svc/test_report_client.c llmserve_svc)
+
+# End to end: a real service binary reporting through the runtime's --metrics.
+llmserve_test(test_svc_metrics integration/test_svc_metrics.c llmserve_rpc llmserve_proto)
+add_dependencies(test_svc_metrics llmserve-cache)
+set_property(TEST test_svc_metrics APPEND PROPERTY ENVIRONMENT
+  "LLMSERVE_CACHE_SERVER=$<TARGET_FILE:llmserve-cache>")

@@ -73,6 +73,8 @@ struct rpc_server {
     atomic_bool draining;
     rpc_auth_fn auth; /* NULL: every call is let in */
     void *auth_ud;
+    rpc_call_observer_fn observer; /* NULL: nobody hears about ended calls */
+    void *observer_ud;
     tls_port_t *tls_ports;
 
     pthread_mutex_t mu;
@@ -123,6 +125,8 @@ struct rpc_call {
     size_t q_head, q_len, q_cap, q_bytes;
     grpc_status_code status_code;
     grpc_slice status_details;
+    grpc_status_code cancel_code; /* the first cancel's, when cancel_code_set */
+    bool cancel_code_set;
     rpc_md_t trailers;
     grpc_metadata *trailer_arr;
 };
@@ -177,19 +181,44 @@ void rpc_call_unref(rpc_call_t *call)
     free(call);
 }
 
+/* The status the client saw (see rpc_call_observer_fn), once the close op is back. */
+static grpc_status_code do_final_code(const rpc_call_t *c)
+{
+    if (!c->cancelled_flag && c->status_started)
+        return c->status_code;
+    if (c->cancel_code_set)
+        return c->cancel_code;
+    if (c->deadline_us != INT64_MAX && ls_now_us() >= c->deadline_us)
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    return GRPC_STATUS_CANCELLED;
+}
+
+/* Records why the server cancels c (the first reason wins). */
+static void do_note_cancel(rpc_call_t *c, grpc_status_code code)
+{
+    if (!c->cancel_code_set) {
+        c->cancel_code = code;
+        c->cancel_code_set = true;
+    }
+}
+
 /* Ends one batch of c; the last one after the close op releases the call. */
 static void op_finished(rpc_call_t *c)
 {
     pthread_mutex_lock(&c->mu);
     c->ops--;
     bool fire = c->ops == 0 && c->closed && !c->done;
+    grpc_status_code code = GRPC_STATUS_OK;
     if (fire) {
         c->done = true;
         do_drop_queue(c);
+        code = do_final_code(c);
     }
     pthread_mutex_unlock(&c->mu);
     if (!fire)
         return;
+    if (c->srv->observer)
+        c->srv->observer(c->srv->observer_ud, c->method->path, code);
     if (c->method->h.on_done && !c->rejected)
         c->method->h.on_done(c, c->state);
     grpc_call_unref(c->call);
@@ -389,6 +418,7 @@ static int enqueue(rpc_call_t *c, grpc_byte_buffer *bb)
     const rpc_server_config_t *cfg = &c->srv->cfg;
     if (c->q_len >= cfg->max_write_queue || c->q_bytes + len > cfg->max_write_queue_bytes) {
         c->cancelled = true;
+        do_note_cancel(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
         do_drop_queue(c);
         grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "write queue full: the client reads too slowly", NULL);
@@ -527,6 +557,7 @@ void rpc_call_cancel(rpc_call_t *call, grpc_status_code code, const char *detail
     pthread_mutex_lock(&call->mu);
     if (!call->done && !call->closed) {
         call->cancelled = true;
+        do_note_cancel(call, code);
         do_drop_queue(call);
         grpc_call_cancel_with_status(call->call, code, details ? details : "", NULL);
     }
@@ -996,6 +1027,12 @@ void rpc_server_set_auth(rpc_server_t *srv, rpc_auth_fn fn, void *ud)
 {
     srv->auth = fn;
     srv->auth_ud = ud;
+}
+
+void rpc_server_set_call_observer(rpc_server_t *srv, rpc_call_observer_fn fn, void *ud)
+{
+    srv->observer = fn;
+    srv->observer_ud = ud;
 }
 
 bool rpc_server_draining(const rpc_server_t *srv)

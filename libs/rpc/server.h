@@ -143,6 +143,21 @@ typedef grpc_status_code (*rpc_auth_fn)(void *ud, const rpc_call_t *call, char *
  * the server's life. */
 void rpc_server_set_auth(rpc_server_t *srv, rpc_auth_fn fn, void *ud);
 
+/* Hears about every call once it is over: method is the path as registered
+ * ("(unknown)" for a method nobody registered, so that clients cannot invent names), code
+ * the status the call ended with as its client sees it: the one it was finished with
+ * (rpc_call_finish, rpc_call_reply, the authorizer's refusal, UNIMPLEMENTED); the one
+ * given to rpc_call_cancel (INVALID_ARGUMENT for undecodable input, RESOURCE_EXHAUSTED
+ * for a write-queue overflow); otherwise, for a call cancelled by its client, a
+ * disconnect or the server's shutdown, DEADLINE_EXCEEDED when its deadline had passed
+ * and CANCELLED when not.  Runs on the call's completion-queue thread just before the
+ * handler's on_done, for every call: it must be cheap and must not block. */
+typedef void (*rpc_call_observer_fn)(void *ud, const char *method, grpc_status_code code);
+
+/* Sets the one call observer (fn NULL: none).  Before rpc_server_start; ud is borrowed for
+ * the server's life. */
+void rpc_server_set_call_observer(rpc_server_t *srv, rpc_call_observer_fn fn, void *ud);
+
 /* Starts serving (grpc.health.v1.Health included).  Returns LS_OK, LS_ERR_INVALID when
  * no port was bound, or LS_ERR_INTERNAL. */
 int rpc_server_start(rpc_server_t *srv);

@@ -15,6 +15,9 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/signals.h"
+#include "rpc/status.h"
+#include "svc/metric_names.h"
+#include "svc/report_client.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -46,6 +49,7 @@ struct svc {
     int port;
     svc_keys_t *keys;
     svc_reporter_t *reporter;
+    svc_reporter_t *own_reporter; /* made from --metrics (then also reporter) */
     svc_tracer_t *tracer;
     svc_registrar_t *registrar;
 
@@ -157,6 +161,16 @@ static void build_options(svc_t *s)
         {"tls-key", NULL, LS_OPT_STRING, &c->tls_key, "PEM private key of --tls-cert", 0, 0},
         {"tls-client-ca", NULL, LS_OPT_STRING, &c->tls_client_ca,
          "PEM CA certificates; clients must present a certificate they signed (mutual TLS)", 0, 0},
+        {"metrics", NULL, LS_OPT_STRING, &c->metrics,
+         "metrics collector to report to, HOST:PORT (empty: no reporting); TLS as for "
+         "upstream calls",
+         0, 0},
+        {"metrics-interval-ms", NULL, LS_OPT_INT, &c->metrics_interval_ms,
+         "ms between two reports to the collector", 10, 3600000},
+        {"metrics-instance", NULL, LS_OPT_STRING, &c->metrics_instance,
+         "this process's name at the collector (its instance label); empty: the address "
+         "peers reach and the port, host name for a wildcard listen",
+         0, 0},
     };
     const ls_opt_t upstream[] = {
         {"upstream-tls-ca", NULL, LS_OPT_STRING, &c->upstream_tls_ca,
@@ -309,24 +323,32 @@ static void reload(svc_t *s)
         LS_LOG_ERROR(s->mod, "reload failed reason=\"%s\"", err);
 }
 
-/* The registration the registrar gets: the service's name, an id unique per host and
- * port, the address peers reach (the listen host, or this host's name for a wildcard). */
-static void do_register(svc_t *s)
+/* The address peers reach: the listen host, or this host's name for a wildcard. */
+static void advertised_host(const svc_t *s, char *address, size_t len)
 {
-    if (!s->registrar)
-        return;
-    char host[256] = "", address[256], id[400];
+    char host[256] = "";
     const char *listen = s->common.listen;
     const char *colon = strrchr(listen, ':');
     size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
-    snprintf(address, sizeof(address), "%.*s", (int)hl, listen);
+    snprintf(address, len, "%.*s", (int)hl, listen);
     if (address[0] == '[') { /* [::1] */
         memmove(address, address + 1, strlen(address));
         address[strcspn(address, "]")] = '\0';
     }
     gethostname(host, sizeof(host) - 1);
     if (!address[0] || strcmp(address, "0.0.0.0") == 0 || strcmp(address, "::") == 0)
-        snprintf(address, sizeof(address), "%s", host);
+        snprintf(address, len, "%s", host);
+}
+
+/* The registration the registrar gets: the service's name, an id unique per host and
+ * port, the address peers reach. */
+static void do_register(svc_t *s)
+{
+    if (!s->registrar)
+        return;
+    char host[256] = "", address[256], id[400];
+    advertised_host(s, address, sizeof(address));
+    gethostname(host, sizeof(host) - 1);
     snprintf(id, sizeof(id), "%s-%s-%d", s->spec->program, host, s->port);
     svc_registration_t reg = {.name = s->spec->program,
                               .id = id,
@@ -341,6 +363,60 @@ static void do_register(svc_t *s)
         LS_LOG_ERROR(s->mod, "registration refused id=%s", id);
 }
 
+/* ---- metrics reporting -------------------------------------------------------------- */
+
+static void on_call_ended(void *ud, const char *method, grpc_status_code code)
+{
+    svc_t *s = ud;
+    svc_label_t labels[2] = {{"method", method}, {"code", rpc_status_name(code)}};
+    svc_metric_add(s->reporter, M_GRPC_HANDLED, labels, 2, 1);
+}
+
+/* Before hooks.create, so that the service holds the reporter from the start: the report
+ * client for --metrics (unless the spec brought a reporter).  It aggregates until
+ * reporting_start names the instance.  LS_OK, or an error with the reason in err. */
+static int reporting_create(svc_t *s, char *err, size_t err_len)
+{
+    if (s->reporter || !set(s->common.metrics))
+        return LS_OK;
+    svc_report_config_t cfg;
+    svc_report_config_init(&cfg);
+    cfg.target = s->common.metrics;
+    cfg.service = s->spec->service;
+    cfg.channel = &s->upstream;
+    cfg.interval_ms = s->common.metrics_interval_ms;
+    s->own_reporter = svc_report_client_create(&cfg);
+    if (!s->own_reporter) {
+        ls_set_err(err, err_len, "--metrics: cannot report to '%s' (see the log)",
+                   s->common.metrics);
+        return LS_ERR_INVALID;
+    }
+    s->reporter = s->own_reporter;
+    return LS_OK;
+}
+
+/* After the listen, before the server starts: every call that ends is counted, and the
+ * report client starts under its instance name (the port is known now). */
+static int reporting_start(svc_t *s)
+{
+    if (!s->reporter)
+        return LS_OK;
+    rpc_server_set_call_observer(s->srv, on_call_ended, s);
+    if (!s->own_reporter)
+        return LS_OK;
+    char instance[300], host[256];
+    if (set(s->common.metrics_instance)) {
+        snprintf(instance, sizeof(instance), "%s", s->common.metrics_instance);
+    } else {
+        advertised_host(s, host, sizeof(host));
+        snprintf(instance, sizeof(instance), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                 s->port);
+    }
+    LS_LOG_INFO(s->mod, "reporting metrics collector=%s instance=%s interval_ms=%lld",
+                s->common.metrics, instance, (long long)s->common.metrics_interval_ms);
+    return svc_report_client_start(s->own_reporter, instance);
+}
+
 static void svc_free(svc_t *s)
 {
     for (size_t i = 0; i < s->n_tags; i++)
@@ -352,6 +428,7 @@ static void svc_free(svc_t *s)
     }
     free(s->meta);
     svc_keys_destroy(s->keys);
+    svc_reporter_destroy(s->own_reporter); /* the report client's last flush */
     free(s->opts);
     free(s);
 }
@@ -390,6 +467,9 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     c->max_write_queue = 4096;
     c->log_level = "info";
     c->log_format = "text";
+    c->metrics = "";
+    c->metrics_interval_ms = 1000;
+    c->metrics_instance = "";
     s->reporter = spec->reporter;
     s->tracer = spec->tracer;
     s->registrar = spec->registrar;
@@ -426,6 +506,11 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
                 set(c->tls_client_ca) ? "on" : "off", s->upstream.tls ? "on" : "off",
                 s->keys ? svc_keys_count(s->keys) : (size_t)0);
 
+    if (reporting_create(s, err, sizeof(err)) != LS_OK) {
+        fprintf(stderr, "%s: %s\n", spec->program, err);
+        svc_free(s);
+        return 1;
+    }
     int status = 1;
     rpc_server_config_t scfg;
     rpc_server_config_init(&scfg);
@@ -455,7 +540,7 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     rpc_tls_server_t tls = {c->tls_cert, c->tls_key,
                             set(c->tls_client_ca) ? c->tls_client_ca : NULL};
     if (rpc_server_listen(s->srv, c->listen, set(c->tls_cert) ? &tls : NULL, &s->port) != LS_OK ||
-        rpc_server_start(s->srv) != LS_OK) {
+        reporting_start(s) != LS_OK || rpc_server_start(s->srv) != LS_OK) {
         fprintf(stderr, "%s: cannot serve on %s (see the log)\n", spec->program, c->listen);
         goto out_server;
     }
@@ -470,11 +555,10 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     }
     /* After a failure during start, never SERVING.  A failure just after this test is
      * overwritten by SERVING only until the stop below sets NOT_SERVING again. */
-    svc_label_t up_label = {"service", spec->service};
     bool serving = !atomic_load(&s->failed);
     if (serving) {
         rpc_server_set_health_all(s->srv, RPC_HEALTH_SERVING);
-        svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 1);
+        svc_metric_set(s->reporter, M_UP, NULL, 0, 1);
         do_register(s);
         LS_LOG_INFO(s->mod, "serving port=%d", s->port);
         printf("SERVING\n");
@@ -492,7 +576,7 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
         LS_LOG_INFO(s->mod, "stopping cause=%s grace_ms=%lld",
                     sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)c->grace_ms);
     rpc_server_set_health_all(s->srv, RPC_HEALTH_NOT_SERVING);
-    svc_metric_set(s->reporter, "llmserve_up", &up_label, 1, 0);
+    svc_metric_set(s->reporter, M_UP, NULL, 0, 0);
     if (serving && s->registrar &&
         svc_registrar_deregister(s->registrar, SVC_DEREGISTER_MS) != LS_OK)
         LS_LOG_WARN(s->mod, "deregistration did not finish; the catalogue will expire it");

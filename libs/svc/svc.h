@@ -13,6 +13,12 @@
  *   --log-level debug|info|warn|error (also LLMSERVE_LOG_LEVEL),
  *   --log-format text|json (also LLMSERVE_LOG_FORMAT),
  *   --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]   (TLS, mutual TLS),
+ *   --metrics HOST:PORT   the collector (llmserve.v1.Metrics) to report to; empty (the
+ *                         default): no reporting.  TLS as for upstream calls
+ *                         (--upstream-tls-*) where the service has them, else plaintext,
+ *   --metrics-interval-ms MS   between reports (default 1000),
+ *   --metrics-instance NAME    the instance label at the collector (default: the listen
+ *                         host and the bound port, this host's name for 0.0.0.0 or ::),
  * services that call others (spec.upstreams) also
  *   --upstream-tls-ca FILE [--upstream-tls-cert FILE --upstream-tls-key FILE]
  *   [--upstream-tls-server-name NAME],
@@ -23,17 +29,24 @@
  * (svc_fail), 0 after an orderly stop):
  *   options parsed and checked (hooks.check); logging set up; signals blocked;
  *   the effective configuration logged, secrets redacted
+ *   report client      made for --metrics unless spec.reporter is set: svc_reporter()
+ *                      holds it from hooks.create on; samples wait in it until it starts
  *   hooks.create       build objects, register methods on svc_server()
- *   listen             "LISTENING port=N" on stdout; the server starts NOT_SERVING
+ *   listen             "LISTENING port=N" on stdout; the report client starts under
+ *                      its instance name, every call that ends is counted in
+ *                      llmserve_grpc_server_handled_total{method,code}; the server
+ *                      starts NOT_SERVING
  *   hooks.start        load, connect (may block)
- *   health SERVING, the registrar registers, "SERVING" on stdout
+ *   health SERVING, llmserve_up 1, the registrar registers, "SERVING" on stdout
  *   then, until SIGTERM or SIGINT or svc_fail:
  *     SIGHUP           server TLS certificates, API keys and hooks.reload are read
  *                      again; what fails to load is logged and the old stays in use
- *   SIGTERM/SIGINT     health NOT_SERVING, the registrar deregisters, hooks.drain
- *                      (stop admitting; work in flight may finish until --grace-ms
- *                      after the signal), the server stops (events still queued get
- *                      spec.flush_ms to reach their clients), hooks.destroy, exit 0.
+ *   SIGTERM/SIGINT     health NOT_SERVING, llmserve_up 0, the registrar deregisters,
+ *                      hooks.drain (stop admitting; work in flight may finish until
+ *                      --grace-ms after the signal), the server stops (events still
+ *                      queued get spec.flush_ms to reach their clients), hooks.destroy,
+ *                      the report client sends what it holds (final counts included;
+ *                      at most 500 ms) and stops, exit 0.
  *   svc_fail           (any thread, e.g. a device that failed for good) the reason is
  *                      logged and health turns NOT_SERVING at once; then the same stop
  *                      as SIGTERM, but exit 1, so that an orchestrator restarts the
@@ -75,6 +88,9 @@ typedef struct {
     const char *upstream_tls_ca, *upstream_tls_cert, *upstream_tls_key;
     const char *upstream_tls_server_name;
     const char *api_keys;
+    const char *metrics;          /* collector HOST:PORT; "" = no reporting */
+    int64_t metrics_interval_ms;  /* between reports */
+    const char *metrics_instance; /* "" = the advertised host:port */
 } svc_common_t;
 
 /* What a service hands the runtime.  Every hook may be NULL; ud is the service's.  err
@@ -116,8 +132,9 @@ typedef struct {
     size_t n_aliases;
     svc_hooks_t hooks;
     void *ud;
-    /* Optional, borrowed: seams a caller (a test) provides; later the runtime builds
-     * them from its own options.  NULL: none, at no cost. */
+    /* Optional, borrowed: seams a caller (a test) provides.  NULL: none, at no cost,
+     * except the reporter, which the runtime makes from --metrics when set
+     * (report_client.h). */
     svc_reporter_t *reporter;
     svc_tracer_t *tracer;
     svc_registrar_t *registrar;
@@ -145,7 +162,8 @@ int svc_port(svc_t *svc);
 svc_keys_t *svc_keys(svc_t *svc);
 
 /* The seams (NULL when not configured: the svc_metric_*, svc_span_* and
- * svc_registrar_* calls then do nothing). */
+ * svc_registrar_* calls then do nothing).  The reporter is set from hooks.create on and
+ * lives until after hooks.destroy. */
 svc_reporter_t *svc_reporter(svc_t *svc);
 svc_tracer_t *svc_tracer(svc_t *svc);
 

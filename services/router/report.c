@@ -16,7 +16,7 @@
 #include "llmserve/v1/common.pb-c.h"
 #include "policy.h"
 #include "svc/gauge.h"
-#include "svc/grpc_code.h"
+#include "rpc/status.h"
 #include "svc/metric_names.h"
 
 #include <sched.h>
@@ -174,7 +174,7 @@ void router_report_end(router_report_t *rep, const router_report_labels_t *l, in
                          {"model", l->model},
                          {"version", l->version},
                          {"cache", l->cache},
-                         {"code", svc_grpc_code_name(code)},
+                         {"code", rpc_status_name((grpc_status_code)code)},
                          {"finish_reason", finish_name(code, finish_reason)}};
     svc_metric_observe(rep->r, M_E2E, ls, 4, seconds(e2e_us));
     svc_metric_add(rep->r, M_REQUESTS, ls, 6, 1);

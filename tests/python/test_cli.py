@@ -27,7 +27,8 @@ TOOLS = {
 MODELS = os.environ.get("LLMSERVE_ROUTER_MODELS", "")
 
 COMMON_FLAGS = ["--listen", "--rpc-threads", "--grace-ms", "--max-write-queue", "--log-level",
-                "--log-format", "--tls-cert", "--tls-key", "--tls-client-ca"]
+                "--log-format", "--tls-cert", "--tls-key", "--tls-client-ca", "--metrics",
+                "--metrics-interval-ms", "--metrics-instance"]
 
 
 def required_args(service):

@@ -9,6 +9,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "rpc/status.h"
 #include "support/certs.h"
 #include "support/channel.h"
 #include "support/echo_sink.h"
@@ -740,4 +741,124 @@ Test(health, a_server_that_starts_not_serving_and_turns_serving, .timeout = 60)
     rpc_server_shutdown(srv, 0);
     cr_assert_eq(rpc_server_set_health_all(srv, RPC_HEALTH_SERVING), LS_ERR_CLOSED);
     rpc_server_destroy(srv);
+}
+
+/* ---- the call observer --------------------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int n;
+    char seen[32][96]; /* "method code" */
+} observed_t;
+
+static observed_t g_observed = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void observe_call(void *ud, const char *method, grpc_status_code code)
+{
+    observed_t *o = ud;
+    pthread_mutex_lock(&o->mu);
+    if (o->n < 32)
+        snprintf(o->seen[o->n++], sizeof(o->seen[0]), "%s %s", method, rpc_status_name(code));
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* Waits up to 5 s for "method code" among the observed calls; returns how often it was seen. */
+static int observed(const char *what)
+{
+    int count = 0;
+    for (int i = 0; i < 500 && count == 0; i++) {
+        pthread_mutex_lock(&g_observed.mu);
+        for (int k = 0; k < g_observed.n; k++)
+            count += strcmp(g_observed.seen[k], what) == 0;
+        pthread_mutex_unlock(&g_observed.mu);
+        if (count == 0)
+            ls_sleep_us(10000);
+    }
+    return count;
+}
+
+static void stream_until_end(rpc_channel_t *ch, const rpc_call_opts_t *opts, int fail_code,
+                             bool cancel)
+{
+    collect_t c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_stream_handler_t h = {c_msg, c_status};
+    rpc_stream_t *s = rpc_stream_open(ch, "/llmserve.test.Echo/Stream", REP, &h, &c, opts, 0);
+    cr_assert_not_null(s);
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    req.fail_code = fail_code;
+    cr_assert_eq(rpc_stream_send(s, &req.base), LS_OK);
+    if (cancel) {
+        for (int i = 0; i < 5000; i++) { /* the call is under way */
+            pthread_mutex_lock(&c.mu);
+            int n = c.n;
+            pthread_mutex_unlock(&c.mu);
+            if (n)
+                break;
+            ls_sleep_us(1000);
+        }
+        rpc_stream_cancel(s);
+    }
+    cr_assert(wait_ended(&c, 10000));
+    rpc_stream_release(s);
+}
+
+Test(observer, hears_every_call_with_method_and_final_code, .timeout = 60)
+{
+    rpc_server_t *srv = rpc_server_create(NULL);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Unary", RPC_UNARY, REQ, &unary_h, NULL),
+        LS_OK);
+    cr_assert_eq(
+        rpc_server_add_method(srv, "/llmserve.test.Echo/Stream", RPC_STREAM, REQ, &stream_h, NULL),
+        LS_OK);
+    rpc_server_set_call_observer(srv, observe_call, &g_observed);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    rpc_client_t *client = rpc_client_create(1);
+    rpc_channel_t *ch = test_channel_to(client, port, NULL);
+    cr_assert(test_channel_ready(ch, 20000));
+
+    Llmserve__Test__EchoRequest req = LLMSERVE__TEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    cr_assert_eq(
+        rpc_channel_unary(ch, "/llmserve.test.Echo/Unary", &req.base, REP, NULL, &resp, &st),
+        LS_OK);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_channel_unary(ch, "/llmserve.test.Echo/Unary", &req.base, REP, NULL, &resp, &st);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_channel_unary_raw(ch, "/llmserve.test.Echo/Unary", "\xff\xff\xff", 3, REP, NULL, &resp,
+                          &st);
+    cr_assert_eq(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+    rpc_channel_unary(ch, "/llmserve.test.Nobody/Home", &req.base, REP, NULL, &resp, &st);
+    cr_assert_eq(st.code, GRPC_STATUS_UNIMPLEMENTED);
+    stream_until_end(ch, NULL, GRPC_STATUS_ABORTED, false);
+    stream_until_end(ch, NULL, 0, true);
+    rpc_call_opts_t short_deadline = {.timeout_us = 300000};
+    stream_until_end(ch, &short_deadline, 0, false);
+
+    cr_expect_eq(observed("/grpc.health.v1.Health/Check OK"), 1);
+    cr_expect_eq(observed("/llmserve.test.Echo/Unary OK"), 2);
+    cr_expect_eq(observed("/llmserve.test.Echo/Unary INVALID_ARGUMENT"), 1);
+    cr_expect_eq(observed("(unknown) UNIMPLEMENTED"), 1, "a client cannot invent names");
+    cr_expect_eq(observed("/llmserve.test.Echo/Stream ABORTED"), 1);
+    cr_expect_eq(observed("/llmserve.test.Echo/Stream CANCELLED"), 1);
+    cr_expect_eq(observed("/llmserve.test.Echo/Stream DEADLINE_EXCEEDED"), 1);
+    pthread_mutex_lock(&g_observed.mu);
+    cr_expect_eq(g_observed.n, 8, "one report per call");
+    pthread_mutex_unlock(&g_observed.mu);
+
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_destroy(srv);
+}
+
+Test(observer, status_names)
+{
+    cr_assert_str_eq(rpc_status_name(GRPC_STATUS_OK), "OK");
+    cr_assert_str_eq(rpc_status_name(GRPC_STATUS_INVALID_ARGUMENT), "INVALID_ARGUMENT");
+    cr_assert_str_eq(rpc_status_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
+    cr_assert_str_eq(rpc_status_name((grpc_status_code)99), "UNKNOWN");
+    cr_assert_str_eq(rpc_status_name((grpc_status_code)-1), "UNKNOWN");
 }

@@ -14,8 +14,12 @@
 #include "echo.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
+#include "svc/metric_names.h"
 #include "svc/svc.h"
+#include "support/certs.h"
 #include "support/channel.h"
+#include "support/metrics_sink.h"
+#include "support/net.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -281,12 +285,17 @@ static const char *drained(int fd)
     return buf[w];
 }
 
+/* The runtime makes its own reporter from --metrics (no recording one in the spec). */
+static bool g_own_reporter;
+
 static int run(char **argv)
 {
     int argc = 0;
     while (argv[argc])
         argc++;
     svc_spec_t spec = demo_spec();
+    if (g_own_reporter)
+        spec.reporter = NULL;
     fflush(stdout);
     int status = svc_main(&spec, argc, argv);
     fflush(stdout);
@@ -314,6 +323,10 @@ Test(svc_options, help_lists_every_option_with_its_variable)
                                        "--tls-client-ca",
                                        "--upstream-tls-ca",
                                        "--api-keys",
+                                       "--metrics STR",
+                                       "LLMSERVE_DEMO_METRICS",
+                                       "--metrics-interval-ms INT",
+                                       "--metrics-instance STR",
                                        "--greeting STR",
                                        "LLMSERVE_DEMO_GREETING",
                                        "--count INT",
@@ -345,6 +358,7 @@ Test(svc_options, usage_errors_exit_2_naming_the_flag)
         {"--upstream-tls-cert", "/x.pem", "--upstream-tls-key"},
         {"--api-keys", "/nonexistent-keys", "--api-keys"},
         {"--greeting", "forbidden", "--greeting"},
+        {"--metrics-interval-ms", "5", "--metrics-interval-ms"},
         {"stray", NULL, "stray"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -438,10 +452,10 @@ Test(svc_lifecycle, runs_in_order_and_stops_cleanly, .init = capture, .timeout =
     const char *order[] = {"check",
                            "create",
                            "start health=2", /* NOT_SERVING while starting */
-                           "gauge llmserve_up{service=demo} 1",
+                           "gauge llmserve_up{=} 1",
                            "register",
                            "reload",
-                           "gauge llmserve_up{service=demo} 0",
+                           "gauge llmserve_up{=} 0",
                            "deregister",
                            "drain before-deadline",
                            "destroy"};
@@ -524,7 +538,7 @@ Test(svc_lifecycle, svc_fail_from_another_thread_stops_as_sigterm_and_exits_1, .
     cr_assert_lt(ls_now_us() - t0, 20000000, "the stop took too long");
     cr_assert_not_null(strstr(err, "test: the device is gone"), "reason not logged: %s", err);
     cr_assert_not_null(strstr(err, "test: a second failure"), "second call not logged: %s", err);
-    const char *order[] = {"register",     "gauge llmserve_up{service=demo} 0",
+    const char *order[] = {"register",     "gauge llmserve_up{=} 0",
                            "deregister",   "drain before-deadline",
                            "outside done", "destroy"};
     int prev = -1;
@@ -554,10 +568,113 @@ Test(svc_lifecycle, svc_fail_while_starting_never_serves_and_exits_1, .init = ca
     cr_assert_not_null(strstr(err, "test: failed while starting"), "%s", err);
     cr_assert_eq(event_at("register"), -1, "a failed start registered");
     cr_assert_eq(event_at("deregister"), -1);
-    cr_assert_eq(event_at("gauge llmserve_up{service=demo} 1"), -1);
+    cr_assert_eq(event_at("gauge llmserve_up{=} 1"), -1);
     cr_assert_gt(event_at("destroy"), event_at("drain before-deadline"));
     cr_assert_geq(event_at("drain before-deadline"), 0);
     sigset_t pending;
     sigpending(&pending);
     cr_assert_not(sigismember(&pending, SIGTERM), "svc_fail's SIGTERM was left pending");
+}
+
+/* ---- reporting to a collector (--metrics) -------------------------------------------- */
+
+/* Runs the demo service with --metrics to a test collector and the extra flags, through
+ * the outside thread's calls, SIGHUP and SIGTERM; returns the collector (the caller
+ * destroys it) after checking the exit status. */
+static metrics_sink_t *run_reporting(char *extra1, char *extra2)
+{
+    metrics_sink_t *k = metrics_sink_create(0);
+    cr_assert_not_null(k);
+    char addr[TEST_ADDR_LEN];
+    test_addr(addr, metrics_sink_port(k));
+    g_own_reporter = true;
+    g_main = pthread_self();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, outside, NULL);
+    int status = RUN("--metrics", addr, "--metrics-interval-ms", "50", "--log-level", "warn",
+                     extra1 ? extra1 : "--grace-ms", extra2 ? extra2 : "1000");
+    pthread_join(t, NULL);
+    cr_assert_eq(status, 0, "stderr: %s", drained(g_err[0]));
+    cr_assert_gt(g_port, 0);
+    return k;
+}
+
+Test(svc_metrics, reports_up_and_every_call_with_its_method_and_code, .init = capture,
+     .timeout = 60)
+{
+    metrics_sink_t *k = run_reporting(NULL, NULL);
+    metrics_sink_report_t first;
+    cr_assert(metrics_sink_report(k, 0, &first));
+    char want[64];
+    snprintf(want, sizeof(want), "127.0.0.1:%d", g_port);
+    cr_expect(first.has_source);
+    cr_expect_str_eq(first.service, "demo");
+    cr_expect_str_eq(first.instance, want, "the advertised host and the bound port");
+    cr_expect_eq(
+        metrics_sink_counter(k, M_GRPC_HANDLED, "method=/llmserve.test.Echo/Unary,code=OK"), 1);
+    /* The start hook's probe (NOT_SERVING) and the outside thread's. */
+    cr_expect_eq(
+        metrics_sink_counter(k, M_GRPC_HANDLED, "method=/grpc.health.v1.Health/Check,code=OK"), 2);
+    double up = -1;
+    cr_expect(metrics_sink_gauge(k, M_UP, "", &up, NULL), "llmserve_up, with no labels");
+    cr_expect_eq(up, 0, "the last report left after the server stopped");
+    metrics_sink_destroy(k);
+}
+
+Test(svc_metrics, a_wildcard_listen_reports_as_the_host_name, .init = capture, .timeout = 60)
+{
+    metrics_sink_t *k = run_reporting("--listen", "0.0.0.0:0");
+    metrics_sink_report_t first;
+    cr_assert(metrics_sink_report(k, 0, &first));
+    char host[256] = "", want[300];
+    gethostname(host, sizeof(host) - 1);
+    snprintf(want, sizeof(want), "%s:%d", host, g_port);
+    cr_expect_str_eq(first.instance, want);
+    metrics_sink_destroy(k);
+}
+
+Test(svc_metrics, the_instance_name_can_be_given, .init = capture, .timeout = 60)
+{
+    setenv("LLMSERVE_DEMO_METRICS_INSTANCE", "pod-7", 1);
+    metrics_sink_t *k = run_reporting(NULL, NULL);
+    metrics_sink_report_t first;
+    cr_assert(metrics_sink_report(k, 0, &first));
+    cr_expect_str_eq(first.instance, "pod-7");
+    metrics_sink_destroy(k);
+}
+
+Test(svc_metrics, reports_over_the_upstream_tls_settings, .init = capture, .timeout = 60)
+{
+    test_certs_t certs;
+    cr_assert_eq(test_certs_make(&certs), 0);
+    /* The collector asks for a client certificate: only the upstream settings have one. */
+    metrics_sink_t *k = metrics_sink_create_tls(0, certs.server_cert, certs.server_key, certs.ca);
+    cr_assert_not_null(k);
+    char addr[TEST_ADDR_LEN];
+    test_addr(addr, metrics_sink_port(k));
+    g_own_reporter = true;
+    g_main = pthread_self();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, outside, NULL);
+    int status = RUN("--metrics", addr, "--metrics-interval-ms", "50", "--upstream-tls-ca",
+                     certs.ca, "--upstream-tls-cert", certs.client_cert, "--upstream-tls-key",
+                     certs.client_key, "--log-level", "warn");
+    pthread_join(t, NULL);
+    cr_assert_eq(status, 0, "stderr: %s", drained(g_err[0]));
+    cr_expect_eq(
+        metrics_sink_counter(k, M_GRPC_HANDLED, "method=/llmserve.test.Echo/Unary,code=OK"), 1);
+    metrics_sink_destroy(k);
+    test_certs_remove(&certs);
 }
