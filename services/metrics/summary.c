@@ -119,7 +119,8 @@ static void figures(summary_t *sm, const char *pool, int64_t now_us, figures_t *
     store_result_t all, r;
     bool have = store_query(st, M_REQUESTS, m, n, sm->window_s, false, now_us, &all) == LS_OK;
     f->window_s = all.window_s;
-    f->rps = have ? all.rate : NAN;
+    /* API.md: no traffic in the window is null, not 0. */
+    f->rps = have && all.in_window > 0 ? all.rate : NAN;
     f->error_rate = f->cache_hit_rate = NAN;
     if (have && all.in_window > 0) {
         static const char *const OK[] = {"OK"};
@@ -127,8 +128,8 @@ static void figures(summary_t *sm, const char *pool, int64_t now_us, figures_t *
         f->error_rate = 1 - share(sm, m, n, "code", OK, 1, all.in_window, now_us);
         f->cache_hit_rate = share(sm, m, n, "cache", HITS, 2, all.in_window, now_us);
     }
-    f->tps =
-        store_query(st, M_TOKENS, m, n, sm->window_s, false, now_us, &r) == LS_OK ? r.rate : NAN;
+    bool tokens = store_query(st, M_TOKENS, m, n, sm->window_s, false, now_us, &r) == LS_OK;
+    f->tps = tokens && r.in_window > 0 ? r.rate : NAN;
     f->in_flight = gauge_total(st, M_IN_FLIGHT, m, n, true, now_us);
     f->queue_depth = gauge_total(st, M_INF_WAITING, m, n, true, now_us);
     for (int i = 0; i < 3; i++) {
@@ -230,13 +231,13 @@ static void add_history(summary_t *sm, cJSON *o, int64_t now_us, int64_t wall_us
     for (int i = 0; i < 3; i++)
         store_history(sm->store, LATENCIES[i], NULL, 0, n, now_us, lat[i]);
     store_label_t m = {"code", "OK"};
-    bool have_req = store_history(sm->store, M_REQUESTS, NULL, 0, n, now_us, req) == LS_OK;
+    store_history(sm->store, M_REQUESTS, NULL, 0, n, now_us, req);
     store_history(sm->store, M_REQUESTS, &m, 1, n, now_us, ok);
     m = (store_label_t){"cache", "exact"};
     store_history(sm->store, M_REQUESTS, &m, 1, n, now_us, exact);
     m = (store_label_t){"cache", "semantic"};
     store_history(sm->store, M_REQUESTS, &m, 1, n, now_us, sem);
-    bool have_tok = store_history(sm->store, M_TOKENS, NULL, 0, n, now_us, tok) == LS_OK;
+    store_history(sm->store, M_TOKENS, NULL, 0, n, now_us, tok);
 
     static const char *const KEYS[16] = {"t",
                                          "ttft_p50",
@@ -269,8 +270,8 @@ static void add_history(summary_t *sm, cJSON *o, int64_t now_us, int64_t wall_us
             v[3 + 3 * k] = lat[k][i].p99;
         }
         double all = req[i].value;
-        v[10] = have_req ? all : NAN;
-        v[11] = have_tok ? tok[i].value : NAN;
+        v[10] = all > 0 ? all : NAN;
+        v[11] = tok[i].value > 0 ? tok[i].value : NAN;
         v[12] = all > 0 ? clamp01((exact[i].value + sem[i].value) / all) : NAN;
         v[13] = all > 0 ? clamp01(1 - ok[i].value / all) : NAN;
         bool g = sm->gauges[t % H].sec == t;

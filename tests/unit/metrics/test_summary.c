@@ -243,7 +243,9 @@ Test(summary, figures_pools_instances_alerts_history, .init = init, .fini = fini
     cr_assert_eq(cJSON_GetArraySize(at(h, "t")), 11); /* seconds 0 .. 10 */
     cr_assert_float_eq(cJSON_GetArrayItem(at(h, "t"), 10)->valuedouble, WALL / 1000000 - 1, 1e-9);
     cr_assert_float_eq(cJSON_GetArrayItem(at(h, "requests_per_second"), 10)->valuedouble, 20, 1e-9);
-    cr_assert_float_eq(cJSON_GetArrayItem(at(h, "requests_per_second"), 9)->valuedouble, 0, 1e-9);
+    cr_assert(cJSON_IsNull(cJSON_GetArrayItem(at(h, "requests_per_second"), 9)));
+    cr_assert(cJSON_IsNull(cJSON_GetArrayItem(at(h, "tokens_per_second"), 9)));
+    cr_assert_float_eq(cJSON_GetArrayItem(at(h, "tokens_per_second"), 10)->valuedouble, 110, 1e-9);
     cr_assert(cJSON_IsNull(cJSON_GetArrayItem(at(h, "error_rate"), 9)));
     cr_assert_float_eq(cJSON_GetArrayItem(at(h, "error_rate"), 10)->valuedouble, 0.1, 1e-9);
     cr_assert_float_eq(cJSON_GetArrayItem(at(h, "cache_hit_rate"), 10)->valuedouble, 0.5, 1e-9);
@@ -252,13 +254,25 @@ Test(summary, figures_pools_instances_alerts_history, .init = init, .fini = fini
     cr_assert_float_eq(cJSON_GetArrayItem(at(h, "in_flight"), 10)->valuedouble, 3, 1e-9);
     cr_assert(cJSON_IsNull(cJSON_GetArrayItem(at(h, "queue_depth"), 9)));
 
+    /* a minute and more later the window has no traffic: rates and ratios are null,
+     * quantiles too; the gauges are still values */
+    render(SEC(80));
+    is_null(DOC, "overall.requests_per_second");
+    is_null(DOC, "overall.tokens_per_second");
+    is_null(DOC, "overall.error_rate");
+    is_null(DOC, "overall.cache_hit_rate");
+    is_null(DOC, "overall.ttft.p95");
+    is_null(find(at(DOC, "pools"), "pool", "small"), "requests_per_second");
+    cr_assert_float_eq(num(DOC, "overall.in_flight"), 3, 1e-9);
+    cr_assert(cJSON_IsFalse(at(find(at(DOC, "alerts"), "name", "LlmserveTTFTHigh"), "crossed")));
+
     /* the inference stream ends: the instance is down, its gauges no longer count */
-    store_detach(S, i1, SEC(12));
-    render(SEC(12.5));
+    store_detach(S, i1, SEC(81));
+    render(SEC(81.5));
     cJSON *down = find(at(DOC, "alerts"), "name", "LlmserveInstanceDown");
     cr_assert(cJSON_IsTrue(at(down, "crossed")));
     cr_assert_float_eq(num(down, "value"), 1, 1e-9);
     cr_assert(cJSON_IsFalse(at(find(at(DOC, "instances"), "service", "inference"), "up")));
     is_null(DOC, "overall.queue_depth");
-    store_detach(S, r1, SEC(13));
+    store_detach(S, r1, SEC(82));
 }
