@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,24 @@ static int split_listen(const char *listen, char *buf, size_t len, const char **
             return LS_ERR_INVALID;
         buf[n - 1] = '\0';
         *host = buf + 1;
+    }
+    return LS_OK;
+}
+
+int http_check_listen(const char *listen, char *err, size_t err_len)
+{
+    char buf[300];
+    const char *host, *port;
+    bool ok = split_listen(listen, buf, sizeof(buf), &host, &port) == LS_OK && *host;
+    long v = -1;
+    if (ok) {
+        char *end = NULL;
+        v = strtol(port, &end, 10);
+        ok = *port >= '0' && *port <= '9' && *end == '\0' && v <= 65535;
+    }
+    if (!ok) {
+        ls_set_err(err, err_len, "--http-listen: '%s' is not HOST:PORT", listen);
+        return LS_ERR_INVALID;
     }
     return LS_OK;
 }

@@ -26,6 +26,11 @@ typedef struct {
     int threads; /* threads that answer requests; default 2 */
 } http_config_t;
 
+/* Checks the form of listen as http_start reads it ("HOST:PORT" or "[V6]:PORT", a port
+ * 0..65535), for the option check at start.  Returns LS_OK, or LS_ERR_INVALID with a
+ * one-line reason in err. */
+int http_check_listen(const char *listen, char *err, size_t err_len);
+
 /* Serves on listen ("HOST:PORT", "[V6]:PORT"; port 0 picks a free one).  Returns the
  * server with the bound port in *port, or NULL with a one-line reason in err. */
 http_t *http_start(const char *listen, const http_config_t *cfg, int *port, char *err,

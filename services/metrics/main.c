@@ -59,6 +59,13 @@ static void on_tick(void *ud, int64_t now_us)
     summary_tick(cfg->summary, now_us);
 }
 
+static int metrics_check(svc_t *svc, void *ud, char *err, size_t err_len)
+{
+    (void)svc;
+    metrics_config_t *cfg = ud;
+    return http_check_listen(cfg->http_listen, err, err_len);
+}
+
 static int metrics_create(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     metrics_config_t *cfg = ud;
@@ -175,7 +182,8 @@ int main(int argc, char **argv)
         .flush_ms = 500,
         .opts = opts,
         .n_opts = sizeof(opts) / sizeof(opts[0]),
-        .hooks = {.create = metrics_create,
+        .hooks = {.check = metrics_check,
+                  .create = metrics_create,
                   .start = metrics_start,
                   .drain = metrics_drain,
                   .destroy = metrics_destroy},

@@ -670,3 +670,15 @@ Test(metrics, sigterm_ends_open_streams, .init = start, .fini = stop_all)
                  metrics_stream_status(s).details);
     metrics_stream_destroy(s);
 }
+
+Test(metrics, bad_http_listen_exits_2, .fini = stop_all)
+{
+    const char *bin = test_env_path("LLMSERVE_METRICS_BIN");
+    static const char *const BAD[] = {"nonsense", "127.0.0.1:", ":9464", "127.0.0.1:http",
+                                      "127.0.0.1:70000", "[::1]9464"};
+    for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
+        char *argv[] = {(char *)bin, "--listen", "127.0.0.1:0", "--http-listen", (char *)BAD[i],
+                        NULL};
+        cr_assert_eq(test_run(argv, 30000), 2, "--http-listen %s", BAD[i]);
+    }
+}
