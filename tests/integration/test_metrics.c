@@ -674,11 +674,55 @@ Test(metrics, sigterm_ends_open_streams, .init = start, .fini = stop_all)
 Test(metrics, bad_http_listen_exits_2, .fini = stop_all)
 {
     const char *bin = test_env_path("LLMSERVE_METRICS_BIN");
-    static const char *const BAD[] = {"nonsense", "127.0.0.1:", ":9464", "127.0.0.1:http",
-                                      "127.0.0.1:70000", "[::1]9464"};
+    static const char *const BAD[] = {"nonsense",       "127.0.0.1:",      ":9464",
+                                      "127.0.0.1:http", "127.0.0.1:70000", "[::1]9464"};
     for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
-        char *argv[] = {(char *)bin, "--listen", "127.0.0.1:0", "--http-listen", (char *)BAD[i],
-                        NULL};
+        char *argv[] = {(char *)bin,     "--listen",     "127.0.0.1:0",
+                        "--http-listen", (char *)BAD[i], NULL};
         cr_assert_eq(test_run(argv, 30000), 2, "--http-listen %s", BAD[i]);
     }
+}
+
+Test(metrics, concurrent_streams_and_scrapes, .init = start, .fini = stop_all)
+{
+    enum { STREAMS = 8, REPORTS = 50 };
+    metrics_stream_t *s[STREAMS];
+    char inst[STREAMS][16];
+    for (int k = 0; k < STREAMS; k++) {
+        s[k] = metrics_stream_open(g_ch);
+        snprintf(inst[k], sizeof(inst[k]), "r%d", k);
+    }
+    /* every stream's reports queued at once, scrapes in between */
+    for (uint64_t seq = 1; seq <= REPORTS; seq++) {
+        for (int k = 0; k < STREAMS; k++) {
+            metrics_report_t *r = router_report(seq, inst[k]);
+            metrics_stream_send(s[k], r);
+            metrics_report_free(r);
+        }
+        if (seq % 10 == 0) {
+            free(get("/metrics"));
+            free(get("/api/summary"));
+        }
+    }
+    for (int k = 0; k < STREAMS; k++) {
+        cr_assert(metrics_stream_wait_acks(s[k], REPORTS, 60000), "stream %d: %zu acks", k,
+                  metrics_stream_n_acks(s[k]));
+        for (size_t i = 0; i < REPORTS; i++) {
+            metrics_ack_t a = metrics_stream_ack(s[k], i);
+            cr_assert_eq(a.sequence, i + 1, "acks out of order");
+            cr_assert_eq(a.rejected, 0, "%s", a.message);
+        }
+    }
+    char *text = get("/metrics");
+    cr_assert_float_eq(sample(text, "llmserve_collector_reports_total"), STREAMS * REPORTS, 1e-9);
+    promtool_check(text);
+    free(text);
+    int code;
+    Llmserve__V1__QueryResponse *q = query("llmserve_ttft_seconds", NULL, 0, &code);
+    cr_assert_eq(code, GRPC_STATUS_OK);
+    cr_assert_eq(q->series, STREAMS);
+    cr_assert_eq(q->count, STREAMS * REPORTS * 10);
+    llmserve__v1__query_response__free_unpacked(q, NULL);
+    for (int k = 0; k < STREAMS; k++)
+        metrics_stream_destroy(s[k]);
 }
