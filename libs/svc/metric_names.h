@@ -87,7 +87,7 @@
 #define M_INF_WAITING "llmserve_inference_requests_waiting"
 /* gauge {pool, model}: KV blocks in use and in all */
 #define M_INF_KV_USED "llmserve_inference_kv_blocks_used"
-#define M_INF_KV_TOTAL "llmserve_inference_kv_blocks_total"
+#define M_INF_KV_CAPACITY "llmserve_inference_kv_blocks_capacity"
 /* gauge {pool, model}: the queue's bound (--max-queue), for saturation */
 #define M_INF_QUEUE_LIMIT "llmserve_inference_queue_limit"
 /* counter {pool, model, reason}: requests refused at admission (reason queue_full,

@@ -58,7 +58,7 @@ void inf_report_limits(inf_report_t *rep, int64_t queue_limit, int64_t kv_blocks
     if (!rep->reporter)
         return;
     svc_metric_set(rep->reporter, M_INF_QUEUE_LIMIT, rep->labels, 2, (double)queue_limit);
-    svc_metric_set(rep->reporter, M_INF_KV_TOTAL, rep->labels, 2, (double)kv_blocks_total);
+    svc_metric_set(rep->reporter, M_INF_KV_CAPACITY, rep->labels, 2, (double)kv_blocks_total);
 }
 
 /* Sets gauge name to v when it differs from *sent (or always when force). */

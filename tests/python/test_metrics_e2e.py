@@ -234,7 +234,7 @@ class MetricsE2E(unittest.TestCase):
                                 ("router", "llmserve_inter_token_latency_seconds_count"),
                                 ("inference", "llmserve_inference_batch_size_bucket"),
                                 ("inference", "llmserve_inference_generated_tokens_total"),
-                                ("inference", "llmserve_inference_kv_blocks_total"),
+                                ("inference", "llmserve_inference_kv_blocks_capacity"),
                                 ("cache", "llmserve_cache_lookups_total"),
                                 ("router", "llmserve_grpc_server_handled_total"),
                                 ("cache", "llmserve_grpc_server_handled_total"),

@@ -58,6 +58,7 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
     p->pid = pid;
     p->out_fd = fds[0];
     p->port = 0;
+    p->http_port = 0;
 
     char line[256];
     size_t len = 0;
@@ -75,6 +76,8 @@ int test_proc_start(test_proc_t *p, char *const argv[], int timeout_ms)
             int port = 0;
             if (sscanf(line, "LISTENING port=%d", &port) == 1)
                 p->port = port;
+            else if (sscanf(line, "HTTP port=%d", &port) == 1)
+                p->http_port = port;
             else if (strcmp(line, "SERVING") == 0 && p->port > 0)
                 return 0;
             len = 0; /* some other line: keep looking */

@@ -3,7 +3,8 @@
  *
  * A service started here prints "LISTENING port=N" on standard output once its port is
  * bound and "SERVING" once it is ready (the service runtime's lifecycle, libs/svc);
- * test_proc_start waits for both and returns the port.
+ * test_proc_start waits for both and returns the port.  A service that also serves HTTP
+ * (the metrics collector) prints "HTTP port=N" between the two.
  */
 #ifndef TEST_PROC_H
 #define TEST_PROC_H
@@ -14,7 +15,8 @@
 typedef struct {
     pid_t pid;
     int port;
-    int out_fd; /* read end of the child's standard output */
+    int http_port; /* from an "HTTP port=N" line before SERVING; 0 when none */
+    int out_fd;    /* read end of the child's standard output */
 } test_proc_t;
 
 /* Starts argv[0] (a path) with argv and waits up to timeout_ms for its LISTENING and

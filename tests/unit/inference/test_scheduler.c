@@ -724,7 +724,7 @@ static void expect_contract(recording_reporter_t *rr)
         {M_INF_BATCH, RECORDING_OBSERVE},      {M_INF_PROMPT_TOKENS, RECORDING_COUNTER},
         {M_INF_GEN_TOKENS, RECORDING_COUNTER}, {M_INF_RUNNING, RECORDING_GAUGE},
         {M_INF_WAITING, RECORDING_GAUGE},      {M_INF_KV_USED, RECORDING_GAUGE},
-        {M_INF_KV_TOTAL, RECORDING_GAUGE},     {M_INF_QUEUE_LIMIT, RECORDING_GAUGE},
+        {M_INF_KV_CAPACITY, RECORDING_GAUGE},     {M_INF_QUEUE_LIMIT, RECORDING_GAUGE},
     };
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         cr_expect_eq(recording_reporter_misfits(rr, plain[i].name, plain[i].kind, inst, 2), 0,
@@ -781,7 +781,7 @@ Test(sched, reports_exact_counts_tokens_batches_and_idle_gauges)
     double v = -1;
     cr_expect(recording_reporter_gauge(rr, M_INF_QUEUE_LIMIT, INSTANCE, &v));
     cr_expect_eq(v, MAX_QUEUE);
-    cr_expect(recording_reporter_gauge(rr, M_INF_KV_TOTAL, INSTANCE, &v));
+    cr_expect(recording_reporter_gauge(rr, M_INF_KV_CAPACITY, INSTANCE, &v));
     cr_expect_eq(v, (double)(forward_config(rig.f)->kv_budget_tokens / FORWARD_KV_BLOCK));
     cr_expect_eq(recording_reporter_calls(rr, M_INF_REFUSED, NULL, 0), 0);
     expect_contract(rr);
