@@ -13,8 +13,10 @@
 #
 # Everything lives under $LLMSERVE_RUN_DIR (default /tmp/llmserve-quickstart): models,
 # logs, pid files.  Ports (loopback only): router 7000, inference small 7001 / large 7002,
-# cache 7100, memcached 11311; override with LLMSERVE_PORT_BASE (router = base, small =
-# base+1, large = base+2, cache = base+100) and LLMSERVE_MEMCACHED_PORT.
+# cache 7100, metrics collector 7200 (gRPC) and 9464 (HTTP: status page, /metrics),
+# memcached 11311; override with LLMSERVE_PORT_BASE (router = base, small = base+1,
+# large = base+2, cache = base+100, collector = base+200), LLMSERVE_METRICS_HTTP_PORT and
+# LLMSERVE_MEMCACHED_PORT.  Every service reports to the collector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +26,13 @@ ROUTER_PORT=$BASE
 SMALL_PORT=$((BASE + 1))
 LARGE_PORT=$((BASE + 2))
 CACHE_PORT=$((BASE + 100))
+METRICS_PORT=$((BASE + 200))
+METRICS_HTTP_PORT=${LLMSERVE_METRICS_HTTP_PORT:-9464}
 MC_PORT=${LLMSERVE_MEMCACHED_PORT:-11311}
 SMALL_PRESET=${LLMSERVE_SMALL_PRESET:-stories15M}
 LARGE_PRESET=${LLMSERVE_LARGE_PRESET:-stories110M}
 BUILD=${LLMSERVE_BUILD_DIR:-build}
-SERVICES="router inference-large inference-small cache memcached"
+SERVICES="router inference-large inference-small cache metrics memcached"
 
 stop_suite() {
   local any=0
@@ -98,7 +102,7 @@ cuda=OFF
 echo "== build (release, CUDA $cuda)"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMSERVE_CUDA=$cuda >/dev/null
 cmake --build "$BUILD" -j"${LLMSERVE_JOBS:-2}" --target llmserve-router llmserve-cache \
-  llmserve-inference llmserve-modelmaker llmctl llmbench
+  llmserve-inference llmserve-metrics llmserve-modelmaker llmctl llmbench
 
 mkdir -p "$RUN"
 [ -n "$(ls "$RUN"/*.pid 2>/dev/null)" ] && { echo "== stopping the previous run"; stop_suite; }
@@ -135,6 +139,7 @@ wait_listening() {
 
 TLS_DIR="$RUN/tls"
 server_tls=()
+up_tls=()
 router_tls=()
 ctl_tls=()
 if [ "$SECURE" = 1 ]; then
@@ -142,6 +147,8 @@ if [ "$SECURE" = 1 ]; then
   make_tls "$TLS_DIR"
   server_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
               --tls-client-ca "$TLS_DIR/ca.pem")
+  up_tls=(--upstream-tls-ca "$TLS_DIR/ca.pem" --upstream-tls-cert "$TLS_DIR/client.pem"
+          --upstream-tls-key "$TLS_DIR/client.key")
   router_tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
               --upstream-tls-ca "$TLS_DIR/ca.pem" --upstream-tls-cert "$TLS_DIR/client.pem"
               --upstream-tls-key "$TLS_DIR/client.key" --api-keys "$TLS_DIR/api-keys")
@@ -156,23 +163,30 @@ mc_user=()
 [ "$(id -u)" = 0 ] && mc_user=(-u root)
 start memcached /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 "${mc_user[@]}"
 for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$MC_PORT") 2>/dev/null && break; sleep 0.1; done
+start metrics "$BUILD/services/metrics/llmserve-metrics" --listen "127.0.0.1:$METRICS_PORT" \
+  --http-listen "127.0.0.1:$METRICS_HTTP_PORT" "${server_tls[@]}"
+wait_listening metrics
+report=(--metrics "127.0.0.1:$METRICS_PORT")
 start cache "$BUILD/services/cache/llmserve-cache" --listen "127.0.0.1:$CACHE_PORT" \
-  --memcached "--SERVER=127.0.0.1:$MC_PORT" "${server_tls[@]}"
+  --memcached "--SERVER=127.0.0.1:$MC_PORT" "${server_tls[@]}" "${up_tls[@]}" "${report[@]}"
 start inference-small "$BUILD/services/inference/llmserve-inference" \
   --listen "127.0.0.1:$SMALL_PORT" --model "$RUN/small.bin" --tokenizer "$RUN/tok.bin" \
-  --pool small --model-name "$SMALL_PRESET-demo" --model-version v1 "${server_tls[@]}"
+  --pool small --model-name "$SMALL_PRESET-demo" --model-version v1 "${server_tls[@]}" \
+  "${up_tls[@]}" "${report[@]}"
 start inference-large "$BUILD/services/inference/llmserve-inference" \
   --listen "127.0.0.1:$LARGE_PORT" --model "$RUN/large.bin" --tokenizer "$RUN/tok.bin" \
-  --pool large --model-name "$LARGE_PRESET-demo" --model-version v1 "${server_tls[@]}"
+  --pool large --model-name "$LARGE_PRESET-demo" --model-version v1 "${server_tls[@]}" \
+  "${up_tls[@]}" "${report[@]}"
 wait_listening cache
 wait_listening inference-small
 wait_listening inference-large
 start router "$BUILD/services/router/llmserve-router" --listen "127.0.0.1:$ROUTER_PORT" \
   --pool "small=127.0.0.1:$SMALL_PORT" --pool "large=127.0.0.1:$LARGE_PORT" \
-  --cache "127.0.0.1:$CACHE_PORT" "${router_tls[@]}"
+  --cache "127.0.0.1:$CACHE_PORT" "${router_tls[@]}" "${report[@]}"
 wait_listening router
 echo "   memcached 127.0.0.1:$MC_PORT, cache 127.0.0.1:$CACHE_PORT, inference small" \
-  "127.0.0.1:$SMALL_PORT and large 127.0.0.1:$LARGE_PORT, router 127.0.0.1:$ROUTER_PORT"
+  "127.0.0.1:$SMALL_PORT and large 127.0.0.1:$LARGE_PORT, router 127.0.0.1:$ROUTER_PORT," \
+  "metrics collector 127.0.0.1:$METRICS_PORT (HTTP $METRICS_HTTP_PORT)"
 
 ctl="$BUILD/tools/llmctl/llmctl"
 echo
@@ -211,7 +225,9 @@ else
   echo "The suite is still running (logs and pid files in $RUN). Try:"
   echo "   $ctl --router 127.0.0.1:$ROUTER_PORT \"your prompt\""
   echo "   $ctl --router 127.0.0.1:$ROUTER_PORT --json --pool large \"your prompt\""
-  echo "   $BUILD/tools/llmbench/llmbench --router 127.0.0.1:$ROUTER_PORT --direct 127.0.0.1:$SMALL_PORT"
+  echo "   $BUILD/tools/llmbench/llmbench --router 127.0.0.1:$ROUTER_PORT --direct 127.0.0.1:$SMALL_PORT --metrics 127.0.0.1:$METRICS_PORT"
   echo "The same suite with mutual TLS and API keys:  bash tools/quickstart.sh secure"
 fi
+echo "Live status page:  http://127.0.0.1:$METRICS_HTTP_PORT/   (Prometheus metrics:" \
+  "http://127.0.0.1:$METRICS_HTTP_PORT/metrics; deploy/prometheus/prometheus.yml scrapes it)"
 echo "Stop it with:  bash tools/quickstart.sh stop"

@@ -19,7 +19,7 @@
  *   --metrics-interval-ms MS   between reports (default 1000),
  *   --metrics-instance NAME    the instance label at the collector (default: the listen
  *                         host and the bound port, this host's name for 0.0.0.0 or ::),
- * services that call others (spec.upstreams) also
+ * services that call others (spec.upstreams; the metrics collector counts) also
  *   --upstream-tls-ca FILE [--upstream-tls-cert FILE --upstream-tls-key FILE]
  *   [--upstream-tls-server-name NAME],
  * and services that take API keys (spec.api_keys) --api-keys FILE (keys.h).

@@ -247,6 +247,7 @@ int main(int argc, char **argv)
     };
     svc_spec_t spec = {
         .service = "cache",
+        .upstreams = true, /* it calls the metrics collector (--metrics) */
         .program = "llmserve-cache",
         .summary = "Answer cache: in-process L1, memcached, semantic index (Cache.Session).",
         .default_listen = "0.0.0.0:50052",

@@ -265,6 +265,7 @@ int main(int argc, char **argv)
     };
     svc_spec_t spec = {
         .service = "inference",
+        .upstreams = true, /* it calls the metrics collector (--metrics) */
         .program = "llmserve-inference",
         .summary = "Serves a llama-architecture model over gRPC with continuous batching.",
         .default_listen = "0.0.0.0:50061",
