@@ -258,7 +258,10 @@ static void on_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const r
     pthread_mutex_lock(&r->mu);
     if (st->code != GRPC_STATUS_OK && !r->first_error[0])
         snprintf(r->first_error, sizeof(r->first_error), "stream ended: %s", st->details);
-    r->live_streams--;
+    /* the run ends with its last stream, not at the next progress poll (which would
+     * round every run's length up to 100 ms) */
+    if (--r->live_streams == 0)
+        r->t1_us = ls_now_us();
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -365,7 +368,6 @@ static int run_load(run_t *r, rpc_channel_t *ch, const char *label, bool show_pr
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);
-    r->t1_us = ls_now_us();
     if (show_progress)
         progress(r, label, true);
     for (int i = 0; i < r->streams; i++)
