@@ -8,7 +8,8 @@ if(PYTHON3_SYSTEM)
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
     FIXTURES_REQUIRED router_models)
   set_property(TEST test_python_cli APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV}
-               "LLMSERVE_LLMBENCH_BIN=$<TARGET_FILE:llmbench>")
+               "LLMSERVE_LLMBENCH_BIN=$<TARGET_FILE:llmbench>"
+               "LLMSERVE_METRICS_BIN=$<TARGET_FILE:llmserve-metrics>")
 endif()
 
 # The metrics reporter (libs/svc/report_client.c) against a real collector in the test
