@@ -429,16 +429,21 @@ static void *outside(void *arg)
     return NULL;
 }
 
-Test(svc_lifecycle, runs_in_order_and_stops_cleanly, .init = capture, .timeout = 60)
+/* The outside thread must not take the signals meant for svc_main's sigwait. */
+static void block_stop_signals(void)
 {
     g_main = pthread_self();
-    /* The outside thread must not take the signals meant for svc_main's sigwait. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+Test(svc_lifecycle, runs_in_order_and_stops_cleanly, .init = capture, .timeout = 60)
+{
+    block_stop_signals();
     pthread_t t;
     pthread_create(&t, NULL, outside, NULL);
     setenv("LLMSERVE_DEMO_GREETING", "from-env", 1);
@@ -473,12 +478,7 @@ Test(svc_lifecycle, runs_in_order_and_stops_cleanly, .init = capture, .timeout =
 Test(svc_lifecycle, deprecated_names_still_work, .init = capture, .timeout = 60)
 {
     setenv("DEMO_GREETING", "old-env", 1);
-    g_main = pthread_self();
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    block_stop_signals();
     pthread_t t;
     pthread_create(&t, NULL, outside, NULL);
     int status = RUN("--threads", "2", "--log-level", "warn");
@@ -507,17 +507,6 @@ static void *failer(void *arg)
     svc_fail(g_svc, "test: a second failure"); /* logged, nothing more */
     note("outside done");
     return NULL;
-}
-
-static void block_stop_signals(void)
-{
-    g_main = pthread_self();
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
 Test(svc_lifecycle, svc_fail_from_another_thread_stops_as_sigterm_and_exits_1, .init = capture,
@@ -588,13 +577,7 @@ static metrics_sink_t *run_reporting(char *extra1, char *extra2)
     char addr[TEST_ADDR_LEN];
     test_addr(addr, metrics_sink_port(k));
     g_own_reporter = true;
-    g_main = pthread_self();
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    block_stop_signals();
     pthread_t t;
     pthread_create(&t, NULL, outside, NULL);
     int status = RUN("--metrics", addr, "--metrics-interval-ms", "50", "--log-level", "warn",
@@ -659,13 +642,7 @@ Test(svc_metrics, reports_over_the_upstream_tls_settings, .init = capture, .time
     char addr[TEST_ADDR_LEN];
     test_addr(addr, metrics_sink_port(k));
     g_own_reporter = true;
-    g_main = pthread_self();
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    block_stop_signals();
     pthread_t t;
     pthread_create(&t, NULL, outside, NULL);
     int status = RUN("--metrics", addr, "--metrics-interval-ms", "50", "--upstream-tls-ca",
