@@ -5,9 +5,9 @@ deploy/prometheus/alerts.yml whose durations are shortened; llmbench drives load
 
 - llmbench --metrics prints the collector's view of its run beside its own;
 - /metrics passes `promtool check metrics`, and every service's metrics are there;
-- the large instance is frozen (SIGSTOP, in bursts, while requests keep coming) so TTFT
-  rises: Prometheus's TTFT p95 for the large pool reflects it and LlmserveTTFTHigh goes
-  firing; after the instance resumes for good it resolves;
+- the large instance is frozen (SIGSTOP 1.5 s with 50 ms breaks, while requests keep
+  coming) so TTFT rises: Prometheus's TTFT p95 for the large pool reflects it and
+  LlmserveTTFTHigh goes firing; after the instance resumes for good it resolves;
 - the status page, in headless Chromium, draws and shows what /api/summary says
   (tests/integration/status_page_check.py).
 """
@@ -87,7 +87,7 @@ class MetricsE2E(unittest.TestCase):
              "--tokenizer", tok, "--pool", "small", "--cpu-threads", "1"] + report,
             cls.processes)
         cls.large_port = procs.start(
-            [inference, "--listen", "127.0.0.1:0", "--model", os.path.join(models, "slow.bin"),
+            [inference, "--listen", "127.0.0.1:0", "--model", os.path.join(models, "large.bin"),
              "--tokenizer", tok, "--pool", "large", "--cpu-threads", "1"] + report,
             cls.processes)
         cls.large = cls.processes[-1]
@@ -256,8 +256,9 @@ class MetricsE2E(unittest.TestCase):
                                    lambda: self.ttft_p95("large"), 40)
             self.assertLess(before, 0.5, "TTFT p95 before the freeze")
             self.assertEqual(self.alert_state("LlmserveTTFTHigh", "large"), "inactive")
-            # Freeze the large instance in bursts while requests keep arriving: most
-            # requests then wait out a freeze before their first token.
+            # Freeze the large instance in bursts while requests keep arriving, with
+            # only 50 ms between bursts: a large share of requests (well above 5 %, even
+            # with fast tokens) wait out a freeze before their first token.
             stop = threading.Event()
 
             def freezer():
@@ -265,7 +266,7 @@ class MetricsE2E(unittest.TestCase):
                     os.kill(self.large.pid, signal.SIGSTOP)
                     stop.wait(1.5)
                     os.kill(self.large.pid, signal.SIGCONT)
-                    stop.wait(0.3)
+                    stop.wait(0.05)
 
             t = threading.Thread(target=freezer, daemon=True)
             t.start()
