@@ -3,7 +3,10 @@
 # reporting on and off in the same run:
 #
 #   inference  two instances of the same model, one with --metrics, one without, each
-#              driven directly (llmbench --router none --direct), alternating;
+#              driven directly (llmbench --router none --direct), alternating; and, as
+#              a control, a third instance without --metrics against the second (two
+#              instances differ a little even when both are the same: that is the
+#              noise floor the on / off ratio must be read against);
 #   router     two routers on the same cache and instances, one with --metrics, one
 #              without, alternating (cache bypassed: every request reaches the model).
 #
@@ -44,6 +47,7 @@ inf() { "$B/services/inference/llmserve-inference" --listen 127.0.0.1:0 --model 
     --tokenizer "$run/tok.bin" --pool small --cpu-threads 1 "$@"; }
 i_on=$(start inf-on inf "${rep[@]}")
 i_off=$(start inf-off inf)
+i_ctl=$(start inf-control inf)
 cache=$(start cache "$B/services/cache/llmserve-cache" --listen 127.0.0.1:0 \
     --memcached "--SERVER=127.0.0.1:$mc_port" "${rep[@]}")
 rt() { "$B/services/router/llmserve-router" --listen 127.0.0.1:0 --pool "small=127.0.0.1:$i_on" \
@@ -87,6 +91,14 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
     echo "$on $off"
 done | ratios inference
+for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        on=$(bench none "$i_ctl" "called directly"); off=$(bench none "$i_off" "called directly")
+    else
+        off=$(bench none "$i_off" "called directly"); on=$(bench none "$i_ctl" "called directly")
+    fi
+    echo "$on $off"
+done | ratios "control (both off)"
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then
         on=$(bench "$r_on" - "through the router"); off=$(bench "$r_off" - "through the router")
