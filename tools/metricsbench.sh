@@ -45,9 +45,10 @@ col=$(start collector "$B/services/metrics/llmserve-metrics" --listen 127.0.0.1:
 rep=(--metrics "127.0.0.1:$col")
 inf() { "$B/services/inference/llmserve-inference" --listen 127.0.0.1:0 --model "$run/m.bin" \
     --tokenizer "$run/tok.bin" --pool small --cpu-threads 1 "$@"; }
-i_on=$(start inf-on inf "${rep[@]}")
-i_off=$(start inf-off inf)
+# The control pair (both without reporting) shows how far two identical instances differ.
 i_ctl=$(start inf-control inf)
+i_off=$(start inf-off inf)
+i_on=$(start inf-on inf "${rep[@]}")
 cache=$(start cache "$B/services/cache/llmserve-cache" --listen 127.0.0.1:0 \
     --memcached "--SERVER=127.0.0.1:$mc_port" "${rep[@]}")
 rt() { "$B/services/router/llmserve-router" --listen 127.0.0.1:0 --pool "small=127.0.0.1:$i_on" \
