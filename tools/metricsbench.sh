@@ -19,14 +19,15 @@ cd "$(dirname "$0")/.."
 B=${1:-build}
 ROUNDS=${ROUNDS:-3} REQUESTS=${REQUESTS:-300} STREAMS=${STREAMS:-8} MAX_TOKENS=${MAX_TOKENS:-16}
 run=$(mktemp -d /tmp/metricsbench.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$run"' EXIT
+# every process started goes into $run/pids (start runs in a command substitution's
+# subshell, so a shell array would not see them)
+trap 'kill $(cat "$run/pids" 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$run"' EXIT
 
 start() { # NAME ARGS...: starts it, waits for SERVING, prints its port
     local name=$1
     shift
     "$@" >"$run/$name.log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$run/pids"
     for _ in $(seq 1 300); do
         grep -q '^SERVING$' "$run/$name.log" && { sed -n 's/^LISTENING port=//p' "$run/$name.log"; return; }
         sleep 0.1
@@ -40,10 +41,10 @@ start() { # NAME ARGS...: starts it, waits for SERVING, prints its port
     --tokenizer-out "$run/tok.bin" >/dev/null 2>&1
 mc_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 memcached -l 127.0.0.1 -p "$mc_port" -U 0 -u "$(id -un)" -m 64 &
-pids+=($!)
+echo $! >>"$run/pids"
 col=$(start collector "$B/services/metrics/llmserve-metrics" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0)
 rep=(--metrics "127.0.0.1:$col")
-inf() { "$B/services/inference/llmserve-inference" --listen 127.0.0.1:0 --model "$run/m.bin" \
+inf() { exec "$B/services/inference/llmserve-inference" --listen 127.0.0.1:0 --model "$run/m.bin" \
     --tokenizer "$run/tok.bin" --pool small --cpu-threads 1 "$@"; }
 # The control pair (both without reporting) shows how far two identical instances differ.
 i_ctl=$(start inf-control inf)
@@ -51,7 +52,7 @@ i_off=$(start inf-off inf)
 i_on=$(start inf-on inf "${rep[@]}")
 cache=$(start cache "$B/services/cache/llmserve-cache" --listen 127.0.0.1:0 \
     --memcached "--SERVER=127.0.0.1:$mc_port" "${rep[@]}")
-rt() { "$B/services/router/llmserve-router" --listen 127.0.0.1:0 --pool "small=127.0.0.1:$i_on" \
+rt() { exec "$B/services/router/llmserve-router" --listen 127.0.0.1:0 --pool "small=127.0.0.1:$i_on" \
     --pool "large=127.0.0.1:$i_off" --cache "127.0.0.1:$cache" "$@"; }  # hinted small: large unused
 r_on=$(start router-on rt "${rep[@]}")
 r_off=$(start router-off rt)
