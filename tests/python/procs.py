@@ -138,7 +138,7 @@ def stop_suite(owner, must_exit_0=None):
 
 def router_calls(channel):
     """Router.Generate (stream-stream) and Router.Complete (unary) callables on channel;
-    the llmserve.v1 stubs must be on PYTHONPATH."""
+    the generated llmserve.v1 Python modules (protoc --python_out) must be on PYTHONPATH."""
     from llmserve.v1 import router_pb2
     generate = channel.stream_stream(
         "/llmserve.v1.Router/Generate",
