@@ -848,6 +848,15 @@ Test(observer, hears_every_call_with_method_and_final_code, .timeout = 60)
     stream_until_end(ch, NULL, 0, true);
     rpc_call_opts_t short_deadline = {.timeout_us = 300000};
     stream_until_end(ch, &short_deadline, 0, false);
+    /* The server hears a cancelled or expired call after the client does: wait for it. */
+    int64_t end = ls_now_us() + 10000000;
+    pthread_mutex_lock(&g_observed.mu);
+    while (g_observed.n < 8 && ls_now_us() < end) {
+        pthread_mutex_unlock(&g_observed.mu);
+        ls_sleep_us(2000);
+        pthread_mutex_lock(&g_observed.mu);
+    }
+    pthread_mutex_unlock(&g_observed.mu);
 
     cr_expect_eq(observed("/grpc.health.v1.Health/Check OK"), 1);
     cr_expect_eq(observed("/llmserve.test.Echo/Unary OK"), 2);
