@@ -5,10 +5,24 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static pthread_once_t g_openssl_once = PTHREAD_ONCE_INIT;
+
+static void openssl_once(void)
+{
+    /* The first OpenSSL initialisation decides whether it registers its exit handler. */
+    if (OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL) != 1)
+        LS_LOG_WARN("rpc", "OpenSSL did not initialise; TLS will fail");
+}
+
+void rpc__openssl_init(void)
+{
+    pthread_once(&g_openssl_once, openssl_once);
+}
 
 /* gRPC's message as one quoted value: a line that reads as text and key=value fields
  * whatever the message holds. */
@@ -40,6 +54,7 @@ static void once(void)
 
 void rpc__grpc_init(void)
 {
+    rpc__openssl_init(); /* before gRPC's own OpenSSL start */
     pthread_once(&g_once, once);
     grpc_init();
 }

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "rpc/tls.h"
 
+#include "rpc/init.h"
 #include "rpc/server.h"
 
 #include "base/err.h"
@@ -57,6 +58,7 @@ static void describe(X509 *x, const char *what, const char *file)
 int rpc__pem_load(rpc__pem_t *p, const char *what, const char *cert_file, const char *key_file,
                   const char *ca_file, char *err, size_t err_len)
 {
+    rpc__openssl_init();
     memset(p, 0, sizeof(*p));
     int rc = LS_ERR_INVALID;
     X509 *x = NULL;
