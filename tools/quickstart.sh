@@ -8,6 +8,13 @@
 #   bash tools/quickstart.sh secure   the same with mutual TLS between the services, TLS and
 #                                     an API key on the router (certificates made with
 #                                     openssl into $LLMSERVE_RUN_DIR/tls)
+#   bash tools/quickstart.sh consul   the same with Consul discovery: every service registers
+#                                     with the agent at $CONSUL_HTTP_ADDR, or, when that is
+#                                     not set, with the stand-in agent of the tests
+#                                     (tests/consul/standin.py) on base+300; the router finds
+#                                     the pools, the cache and the collector there.  A plain
+#                                     start with CONSUL_HTTP_ADDR set does the same with that
+#                                     agent.
 #   bash tools/quickstart.sh stop     stop everything it started
 #   bash tools/quickstart.sh status   show what is running
 #
@@ -32,7 +39,7 @@ MC_PORT=${LLMSERVE_MEMCACHED_PORT:-11311}
 SMALL_PRESET=${LLMSERVE_SMALL_PRESET:-stories15M}
 LARGE_PRESET=${LLMSERVE_LARGE_PRESET:-stories110M}
 BUILD=${LLMSERVE_BUILD_DIR:-build}
-SERVICES="router inference-large inference-small cache metrics memcached"
+SERVICES="router inference-large inference-small cache metrics memcached consul-standin"
 
 stop_suite() {
   local any=0
@@ -68,13 +75,17 @@ status_suite() {
 }
 
 SECURE=0
+CONSUL=0
+[ -n "${CONSUL_HTTP_ADDR:-}" ] && CONSUL=1
 case "${1:-start}" in
   stop) stop_suite; exit 0 ;;
   status) status_suite; exit 0 ;;
   start) ;;
   secure) SECURE=1 ;;
-  *) echo "usage: bash tools/quickstart.sh [start|secure|stop|status]" >&2; exit 2 ;;
+  consul) CONSUL=1 ;;
+  *) echo "usage: bash tools/quickstart.sh [start|secure|consul|stop|status]" >&2; exit 2 ;;
 esac
+CONSUL_PORT=$((BASE + 300))
 
 # make_tls DIR: certificates (tools/make-certs.sh: a CA, one server certificate for every
 # service, the router's client certificate) and two API keys (one for any tenant, one
@@ -159,14 +170,29 @@ if [ "$SECURE" = 1 ]; then
 fi
 
 echo "== starting the suite on loopback"
+consul_on=()
+if [ "$CONSUL" = 1 ]; then
+  if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
+    start consul-standin python3 tests/consul/standin.py --listen "127.0.0.1:$CONSUL_PORT"
+    wait_listening consul-standin
+    export CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT"
+    echo "   Consul: the stand-in agent at $CONSUL_HTTP_ADDR (no CONSUL_HTTP_ADDR was given)"
+  else
+    echo "   Consul: the agent at $CONSUL_HTTP_ADDR"
+  fi
+  # Checks every 2 s, so that the demo's instances pass at once.
+  consul_on=(--consul on --consul-check-interval-ms 2000)
+fi
 mc_user=()
 [ "$(id -u)" = 0 ] && mc_user=(-u root)
 start memcached /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 "${mc_user[@]}"
 for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$MC_PORT") 2>/dev/null && break; sleep 0.1; done
 start metrics "$BUILD/services/metrics/llmserve-metrics" --listen "127.0.0.1:$METRICS_PORT" \
-  --http-listen "127.0.0.1:$METRICS_HTTP_PORT" "${server_tls[@]}"
+  --http-listen "127.0.0.1:$METRICS_HTTP_PORT" "${server_tls[@]}" "${consul_on[@]}"
 wait_listening metrics
 report=(--metrics "127.0.0.1:$METRICS_PORT")
+# With Consul every service finds the collector, the router the pools and the cache, there.
+[ "$CONSUL" = 1 ] && report=(--metrics consul "${consul_on[@]}")
 start cache "$BUILD/services/cache/llmserve-cache" --listen "127.0.0.1:$CACHE_PORT" \
   --memcached "--SERVER=127.0.0.1:$MC_PORT" "${server_tls[@]}" "${up_tls[@]}" "${report[@]}"
 start inference-small "$BUILD/services/inference/llmserve-inference" \
@@ -180,9 +206,11 @@ start inference-large "$BUILD/services/inference/llmserve-inference" \
 wait_listening cache
 wait_listening inference-small
 wait_listening inference-large
+routes=(--pool "small=127.0.0.1:$SMALL_PORT" --pool "large=127.0.0.1:$LARGE_PORT"
+        --cache "127.0.0.1:$CACHE_PORT")
+[ "$CONSUL" = 1 ] && routes=(--discovery consul)
 start router "$BUILD/services/router/llmserve-router" --listen "127.0.0.1:$ROUTER_PORT" \
-  --pool "small=127.0.0.1:$SMALL_PORT" --pool "large=127.0.0.1:$LARGE_PORT" \
-  --cache "127.0.0.1:$CACHE_PORT" "${router_tls[@]}" "${report[@]}"
+  "${routes[@]}" "${router_tls[@]}" "${report[@]}"
 wait_listening router
 echo "   memcached 127.0.0.1:$MC_PORT, cache 127.0.0.1:$CACHE_PORT, inference small" \
   "127.0.0.1:$SMALL_PORT and large 127.0.0.1:$LARGE_PORT, router 127.0.0.1:$ROUTER_PORT," \

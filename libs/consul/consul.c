@@ -309,6 +309,13 @@ int consul_deregister(consul_t *c, const char *id, int64_t timeout_ms, consul_re
 {
     consul__resp_t rs;
     int rc = agent_call(c, "PUT", "/v1/agent/service/deregister/", id, timeout_ms, &rs, res);
+    /* Current agents answer an id they do not have with 404 (older ones with 200): the
+     * registration is gone either way, which is what was asked. */
+    if (rs.status == 404) {
+        rc = LS_OK;
+        if (res)
+            res->err[0] = '\0';
+    }
     free(rs.body);
     return rc;
 }

@@ -128,7 +128,8 @@ typedef struct {
 int consul_register(consul_t *c, const consul_service_t *s, int64_t timeout_ms,
                     consul_result_t *res);
 
-/* PUT /v1/agent/service/deregister/<id>: as consul_register. */
+/* PUT /v1/agent/service/deregister/<id>: as consul_register, but a 404 (the agent does
+ * not have the id: current Consul; older agents answer 200) is LS_OK. */
 int consul_deregister(consul_t *c, const char *id, int64_t timeout_ms, consul_result_t *res);
 
 /* GET /v1/agent/service/<id>: LS_OK when the agent has it, LS_ERR_NOT_FOUND when it does

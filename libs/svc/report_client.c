@@ -44,9 +44,10 @@ typedef struct record {
 typedef struct {
     svc_reporter_t base; /* first: the reporter.h contract */
     svc_report_config_t cfg;
-    char *target, *service, *instance;
+    char *target, *service, *instance; /* target "": no collector known */
     rpc_client_t *client;
-    rpc_channel_t *ch;
+    rpc_channel_t *ch;           /* NULL while no collector is known */
+    rpc_channel_config_t ch_cfg; /* for the channels to later targets */
     pthread_t thread;
     bool started; /* the creating thread's */
     svc__agg_t *agg;
@@ -55,6 +56,8 @@ typedef struct {
     pthread_cond_t cv; /* on CLOCK_MONOTONIC */
     bool stop;
     int64_t stop_deadline_us;
+    bool retarget; /* svc_report_client_set_target was called: next_target is next */
+    char *next_target;
     bool wake; /* an early report is wanted */
     rpc_stream_t *stream;
     bool broken; /* the stream's on_status came */
@@ -166,12 +169,14 @@ static void on_ack(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
     bool log_rejected = ack->rejected > 0 && !c->rejected_logged;
     if (log_rejected)
         c->rejected_logged = true;
+    char target[256];
+    snprintf(target, sizeof(target), "%s", c->target); /* the supervisor may swap it */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     records_free(done);
     if (connected_now)
         ls_log(recovered ? LS_LOG_INFO : LS_LOG_DEBUG, "svc",
-               "reporting metrics target=%s service=%s instance=%s", c->target, c->service,
+               "reporting metrics target=%s service=%s instance=%s", target, c->service,
                c->instance);
     if (log_rejected) {
         char why[200];
@@ -179,7 +184,7 @@ static void on_ack(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
         LS_LOG_WARN("svc",
                     "the metrics collector rejected samples (logged once per stream) "
                     "target=%s rejected=%u reason=\"%s\"",
-                    c->target, ack->rejected, why);
+                    target, ack->rejected, why);
     }
 }
 
@@ -226,6 +231,10 @@ static int64_t do_next_backoff_us(report_client_t *c)
 static void do_open(report_client_t *c)
 {
     rpc_call_opts_t opts = {0};
+    if (!c->ch) { /* no collector known: wait for svc_report_client_set_target */
+        c->connect_at_us = INT64_MAX;
+        return;
+    }
     c->broken = false;
     c->stream = rpc_stream_open(c->ch, REPORT_METHOD, &llmserve__v1__report_ack__descriptor,
                                 &stream_handler, c, &opts, 16);
@@ -377,7 +386,7 @@ static void do_final(report_client_t *c)
     int64_t deadline = c->stop_deadline_us;
     if (c->stream && c->broken)
         do_end_stream(c);
-    if (!c->stream && ls_now_us() < deadline)
+    if (!c->stream && c->ch && ls_now_us() < deadline)
         do_open(c);
     if (!c->stream)
         return;
@@ -407,12 +416,51 @@ static void do_final(report_client_t *c)
     do_end_stream(c);
 }
 
+/* Moves to next_target: the stream to the old collector ends (its unacked reports are
+ * merged back and go to the new one), the channel is replaced.  mu held; released
+ * meanwhile. */
+static void do_retarget(report_client_t *c)
+{
+    if (c->stream) {
+        if (!c->broken)
+            rpc_stream_cancel(c->stream);
+        while (!c->broken) /* a cancel ends it promptly */
+            pthread_cond_wait(&c->cv, &c->mu);
+        do_end_stream(c);
+    }
+    char *target = c->next_target;
+    c->next_target = NULL;
+    c->retarget = false;
+    rpc_channel_t *old = c->ch;
+    c->ch = NULL;
+    pthread_mutex_unlock(&c->mu);
+    rpc_channel_destroy(old);
+    rpc_channel_t *ch = target[0] ? rpc_channel_create(c->client, target, &c->ch_cfg) : NULL;
+    if (target[0] && !ch)
+        LS_LOG_ERROR("svc", "cannot make a channel to the metrics collector target=%s", target);
+    else
+        LS_LOG_INFO("svc", "metrics collector changed target=%s previous=%s",
+                    target[0] ? target : "none", c->target[0] ? c->target : "none");
+    pthread_mutex_lock(&c->mu);
+    free(c->target);
+    c->target = target;
+    c->cfg.target = target;
+    c->ch = ch;
+    c->failing = false;
+    c->backoff_ms = c->cfg.backoff_min_ms;
+    c->connect_at_us = ls_now_us();
+}
+
 static void *supervisor_main(void *arg)
 {
     report_client_t *c = arg;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         int64_t now = ls_now_us();
+        if (c->retarget) {
+            do_retarget(c);
+            continue;
+        }
         if (c->stream && c->broken) {
             do_end_stream(c);
             continue;
@@ -460,7 +508,7 @@ static bool set(const char *s)
 
 svc_reporter_t *svc_report_client_create(const svc_report_config_t *cfg)
 {
-    if (!cfg || !set(cfg->target) || !set(cfg->service))
+    if (!cfg || !cfg->target || !set(cfg->service))
         return NULL;
     report_client_t *c = ls_xcalloc(1, sizeof(*c));
     c->base.ops = &report_ops;
@@ -499,9 +547,10 @@ svc_reporter_t *svc_report_client_create(const svc_report_config_t *cfg)
     else
         rpc_channel_config_init(&ch);
     ch.reconnect_max_ms = c->cfg.backoff_max_ms;
+    c->ch_cfg = ch;
     c->client = rpc_client_create(1);
-    c->ch = c->client ? rpc_channel_create(c->client, c->target, &ch) : NULL;
-    if (!c->ch) {
+    c->ch = c->client && c->target[0] ? rpc_channel_create(c->client, c->target, &ch) : NULL;
+    if (!c->client || (c->target[0] && !c->ch)) {
         rpc_client_destroy(c->client);
         free(c->target);
         free(c->service);
@@ -583,7 +632,24 @@ static void r_destroy(svc_reporter_t *r)
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->target);
+    free(c->next_target);
     free(c->service);
     free(c->instance);
     free(c);
+}
+
+void svc_report_client_set_target(svc_reporter_t *r, const char *target)
+{
+    report_client_t *c = (report_client_t *)r;
+    if (!target)
+        target = "";
+    pthread_mutex_lock(&c->mu);
+    const char *now = c->retarget ? c->next_target : c->target;
+    if (strcmp(now, target) != 0) {
+        free(c->next_target);
+        c->next_target = ls_xstrdup(target);
+        c->retarget = true;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
 }

@@ -51,12 +51,16 @@
 #define SVC_REPORT_MAX_LABELS 16
 
 typedef struct {
-    const char *target;   /* the collector, "host:port" or a gRPC target URI; required */
+    const char *target;   /* the collector, "host:port" or a gRPC target URI; "": none
+                             known yet (samples aggregate within their bounds until
+                             svc_report_client_set_target names one) */
     const char *service;  /* MetricsSource.service, e.g. "router"; required */
     const char *instance; /* MetricsSource.instance, e.g. "10.0.0.5:50051"; NULL: set by
                              svc_report_client_start, nothing is sent until then */
-    const rpc_channel_config_t *channel; /* TLS for the collector; NULL: plaintext.  Read
-                                            at create (files loaded then) */
+    const rpc_channel_config_t *channel; /* TLS for the collector; NULL: plaintext.  Copied
+                                            at create; its file names must stay valid for
+                                            the reporter's life (a new target reads them
+                                            again) */
     int64_t interval_ms;                 /* between reports; default 1000 */
     size_t max_series;                   /* series held; default 4096 */
     size_t max_observations;             /* histogram values held between reports; default 65536 */
@@ -72,10 +76,17 @@ void svc_report_config_init(svc_report_config_t *cfg);
 
 /* Creates the reporter (cfg and its strings are copied).  With cfg->instance set it
  * starts at once; without, it aggregates (within its bounds) until
- * svc_report_client_start.  Returns NULL when target or service is missing or empty, or
+ * svc_report_client_start.  Returns NULL when target is NULL or service missing or empty, or
  * the channel cannot be created (TLS files unreadable; logged).  The caller owns the
  * result: free it with svc_reporter_destroy. */
 svc_reporter_t *svc_report_client_create(const svc_report_config_t *cfg);
+
+/* Reports to target from now on ("" or NULL: to nobody until the next call), e.g. when
+ * discovery finds another collector: the stream to the old one ends, its unacked
+ * reports are merged back, and a stream to the new one opens (its first report carries
+ * every gauge).  Returns at once; the client's thread does the work.  Thread-safe; a
+ * target equal to the current one changes nothing. */
+void svc_report_client_set_target(svc_reporter_t *r, const char *target);
 
 /* Sets the instance name (copied) and starts reporting: the thread starts and the
  * stream opens.  For a reporter created without an instance; call once, from the thread

@@ -15,8 +15,10 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/signals.h"
+#include "rpc/init.h"
 #include "rpc/status.h"
 #include "svc/metric_names.h"
+#include "svc/registrar_consul.h"
 #include "svc/report_client.h"
 
 #include <pthread.h>
@@ -52,6 +54,12 @@ struct svc {
     svc_reporter_t *own_reporter; /* made from --metrics (then also reporter) */
     svc_tracer_t *tracer;
     svc_registrar_t *registrar;
+    svc_registrar_t *own_registrar; /* made for Consul (then also registrar) */
+    consul_config_t consul_cfg;
+    consul_t *consul;              /* --consul on */
+    consul_watch_t *metrics_watch; /* --metrics consul: follows llmserve-metrics */
+    bool metrics_consul;
+    char metrics_target[300]; /* the collector Consul named last (its watch thread's) */
 
     char **tags;
     size_t n_tags;
@@ -99,6 +107,11 @@ svc_reporter_t *svc_reporter(svc_t *svc)
 svc_tracer_t *svc_tracer(svc_t *svc)
 {
     return svc->tracer;
+}
+
+consul_t *svc_consul(svc_t *svc)
+{
+    return svc->consul;
 }
 
 void svc_add_tag(svc_t *svc, const char *tag)
@@ -162,14 +175,42 @@ static void build_options(svc_t *s)
         {"tls-client-ca", NULL, LS_OPT_STRING, &c->tls_client_ca,
          "PEM CA certificates; clients must present a certificate they signed (mutual TLS)", 0, 0},
         {"metrics", NULL, LS_OPT_STRING, &c->metrics,
-         "metrics collector to report to, HOST:PORT (empty: no reporting); TLS as for "
-         "upstream calls",
+         "metrics collector to report to: HOST:PORT, consul (the llmserve-metrics instance "
+         "registered in Consul) or off; empty: consul when Consul is on, else off; TLS as "
+         "for upstream calls",
          0, 0},
         {"metrics-interval-ms", NULL, LS_OPT_INT, &c->metrics_interval_ms,
          "ms between two reports to the collector", 10, 3600000},
         {"metrics-instance", NULL, LS_OPT_STRING, &c->metrics_instance,
          "this process's name at the collector (its instance label); empty: the address "
-         "peers reach and the port, host name for a wildcard listen",
+         "peers reach and the port (--advertise)",
+         0, 0},
+        {"advertise", NULL, LS_OPT_STRING, &c->advertise,
+         "HOST[:PORT] where peers reach this process, when not what --listen says (NAT, a "
+         "container); empty: the listen host (this host's name for 0.0.0.0 or ::) and the "
+         "bound port",
+         0, 0},
+        {"consul", NULL, LS_OPT_STRING, &c->consul,
+         "register with the local Consul agent: on, off, or auto (on when CONSUL_HTTP_ADDR "
+         "is set); the agent and its token come from Consul's own CONSUL_HTTP_* variables",
+         0, 0},
+        {"consul-tags", NULL, LS_OPT_STRING, &c->consul_tags,
+         "extra tags of the Consul registration, comma-separated", 0, 0},
+        {"consul-check-interval-ms", NULL, LS_OPT_INT, &c->consul_check_interval_ms,
+         "ms between two gRPC health checks the Consul agent makes", 100, 3600000},
+        {"consul-check-timeout-ms", NULL, LS_OPT_INT, &c->consul_check_timeout_ms,
+         "ms one Consul health check may take", 100, 600000},
+        {"consul-deregister-after-ms", NULL, LS_OPT_INT, &c->consul_deregister_after_ms,
+         "ms a failing check may last before the agent removes the registration (Consul "
+         "raises it to 1 minute at least; 0: never)",
+         0, 86400000.0 * 30},
+        {"consul-resync-ms", NULL, LS_OPT_INT, &c->consul_resync_ms,
+         "ms between two checks that the agent still has the registration (a restarted "
+         "agent gets it again)",
+         100, 3600000},
+        {"consul-check-tls-server-name", NULL, LS_OPT_STRING, &c->consul_check_tls_server_name,
+         "name the agent's TLS health check expects in this service's certificate "
+         "(TLSServerName); empty: the advertised host",
          0, 0},
     };
     const ls_opt_t upstream[] = {
@@ -230,6 +271,36 @@ static bool set(const char *s)
     return s && *s;
 }
 
+/* HOST or HOST:PORT or [V6]:PORT with a port in 1..65535; LS_OK or LS_ERR_INVALID. */
+static int check_advertise(const char *a, char *err, size_t err_len)
+{
+    const char *colon = strrchr(a, ':');
+    if (a[0] == '[') {
+        const char *end = strchr(a, ']');
+        if (!end || end == a + 1 || (end[1] && end[1] != ':')) {
+            ls_set_err(err, err_len, "'%s' is not HOST[:PORT] ([V6]:PORT for IPv6)", a);
+            return LS_ERR_INVALID;
+        }
+        colon = end[1] ? end + 1 : NULL;
+    } else if (colon && strchr(a, ':') != colon) {
+        ls_set_err(err, err_len, "'%s': an IPv6 address goes in brackets", a);
+        return LS_ERR_INVALID;
+    }
+    if (colon == a) {
+        ls_set_err(err, err_len, "'%s' has no host", a);
+        return LS_ERR_INVALID;
+    }
+    if (colon) {
+        char *end = NULL;
+        long port = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || port < 1 || port > 65535) {
+            ls_set_err(err, err_len, "'%s': the port is not 1..65535", a);
+            return LS_ERR_INVALID;
+        }
+    }
+    return LS_OK;
+}
+
 /* Checks the common options; LS_OK or LS_ERR_INVALID with the reason in err. */
 static int check_common(svc_t *s, char *err, size_t err_len)
 {
@@ -282,6 +353,33 @@ static int check_common(svc_t *s, char *err, size_t err_len)
         ls_set_err(err, err_len, "--upstream-tls-*: %s", why);
         return LS_ERR_INVALID;
     }
+    if (strcmp(c->consul, "auto") != 0 && strcmp(c->consul, "on") != 0 &&
+        strcmp(c->consul, "off") != 0) {
+        ls_set_err(err, err_len, "--consul: '%s' is not on, off or auto", c->consul);
+        return LS_ERR_INVALID;
+    }
+    if (set(c->advertise) && check_advertise(c->advertise, why, sizeof(why)) != LS_OK) {
+        ls_set_err(err, err_len, "--advertise: %s", why);
+        return LS_ERR_INVALID;
+    }
+    if (strcmp(c->consul, "off") != 0) {
+        if (consul_config_from_env(&s->consul_cfg, why, sizeof(why)) != LS_OK) {
+            ls_set_err(err, err_len, "Consul configuration: %s", why);
+            return LS_ERR_INVALID;
+        }
+        if (strcmp(c->consul, "on") == 0 || s->consul_cfg.addr_set) {
+            s->consul = consul_create(&s->consul_cfg);
+            if (!s->consul) {
+                ls_set_err(err, err_len, "--consul: the HTTP client did not start");
+                return LS_ERR_INVALID;
+            }
+        }
+    }
+    if (strcmp(c->metrics, "consul") == 0 && !s->consul) {
+        ls_set_err(err, err_len, "--metrics consul needs Consul (--consul on or CONSUL_HTTP_ADDR)");
+        return LS_ERR_INVALID;
+    }
+    s->metrics_consul = strcmp(c->metrics, "consul") == 0 || (!set(c->metrics) && s->consul);
     if (set(c->api_keys)) {
         s->keys = svc_keys_load(c->api_keys, why, sizeof(why));
         if (!s->keys) {
@@ -323,10 +421,21 @@ static void reload(svc_t *s)
         LS_LOG_ERROR(s->mod, "reload failed reason=\"%s\"", err);
 }
 
-/* The address peers reach: the listen host, or this host's name for a wildcard. */
+/* The address peers reach: --advertise's host, else the listen host, or this host's
+ * name for a wildcard.  IPv6 without brackets. */
 static void advertised_host(const svc_t *s, char *address, size_t len)
 {
     char host[256] = "";
+    if (set(s->common.advertise)) {
+        const char *a = s->common.advertise;
+        if (a[0] == '[') {
+            snprintf(address, len, "%.*s", (int)(strchr(a, ']') - a - 1), a + 1);
+        } else {
+            const char *colon = strchr(a, ':');
+            snprintf(address, len, "%.*s", (int)(colon ? (size_t)(colon - a) : strlen(a)), a);
+        }
+        return;
+    }
     const char *listen = s->common.listen;
     const char *colon = strrchr(listen, ':');
     size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
@@ -340,8 +449,19 @@ static void advertised_host(const svc_t *s, char *address, size_t len)
         snprintf(address, len, "%s", host);
 }
 
+/* The port peers reach: --advertise's, else the bound one. */
+static int advertised_port(const svc_t *s)
+{
+    const char *a = s->common.advertise;
+    if (!set(a))
+        return s->port;
+    const char *end = a[0] == '[' ? strchr(a, ']') : a;
+    const char *colon = strchr(end, ':');
+    return colon ? atoi(colon + 1) : s->port;
+}
+
 /* The registration the registrar gets: the service's name, an id unique per host and
- * port, the address peers reach. */
+ * port, the address peers reach, the service's tags and --consul-tags. */
 static void do_register(svc_t *s)
 {
     if (!s->registrar)
@@ -349,11 +469,25 @@ static void do_register(svc_t *s)
     char host[256] = "", address[256], id[400];
     advertised_host(s, address, sizeof(address));
     gethostname(host, sizeof(host) - 1);
-    snprintf(id, sizeof(id), "%s-%s-%d", s->spec->program, host, s->port);
+    int port = advertised_port(s);
+    snprintf(id, sizeof(id), "%s-%s-%d", s->spec->program, host, port);
+    if (set(s->common.consul_tags)) {
+        char *copy = ls_xstrdup(s->common.consul_tags), *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            size_t l = strlen(t);
+            while (l > 0 && t[l - 1] == ' ')
+                t[--l] = '\0';
+            if (*t)
+                svc_add_tag(s, t);
+        }
+        free(copy);
+    }
     svc_registration_t reg = {.name = s->spec->program,
                               .id = id,
                               .address = address,
-                              .port = s->port,
+                              .port = port,
                               .tls = set(s->common.tls_cert),
                               .tags = (const char *const *)s->tags,
                               .n_tags = s->n_tags,
@@ -377,11 +511,13 @@ static void on_call_ended(void *ud, const char *method, grpc_status_code code)
  * reporting_start names the instance.  LS_OK, or an error with the reason in err. */
 static int reporting_create(svc_t *s, char *err, size_t err_len)
 {
-    if (s->reporter || !set(s->common.metrics))
+    if (s->reporter)
+        return LS_OK;
+    if (!s->metrics_consul && (!set(s->common.metrics) || strcmp(s->common.metrics, "off") == 0))
         return LS_OK;
     svc_report_config_t cfg;
     svc_report_config_init(&cfg);
-    cfg.target = s->common.metrics;
+    cfg.target = s->metrics_consul ? "" : s->common.metrics; /* "": Consul names it later */
     cfg.service = s->spec->service;
     cfg.channel = &s->upstream;
     cfg.interval_ms = s->common.metrics_interval_ms;
@@ -393,6 +529,32 @@ static int reporting_create(svc_t *s, char *err, size_t err_len)
     }
     s->reporter = s->own_reporter;
     return LS_OK;
+}
+
+/* The collectors registered in Consul (watch thread): the one in use stays while it is
+ * listed; otherwise the first by id.  An empty list changes nothing (the last one may
+ * come back; samples wait within their bounds meanwhile). */
+static void on_collectors(void *ud, const consul_instance_t *list, size_t n)
+{
+    svc_t *s = ud;
+    char addr[300];
+    if (n == 0) {
+        LS_LOG_WARN(s->mod,
+                    "no metrics collector passing in Consul service=llmserve-metrics "
+                    "collector=%s",
+                    s->metrics_target[0] ? s->metrics_target : "none");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(addr, sizeof(addr), strchr(list[i].address, ':') ? "[%s]:%d" : "%s:%d",
+                 list[i].address, list[i].port);
+        if (strcmp(addr, s->metrics_target) == 0)
+            return;
+    }
+    snprintf(addr, sizeof(addr), strchr(list[0].address, ':') ? "[%s]:%d" : "%s:%d",
+             list[0].address, list[0].port);
+    snprintf(s->metrics_target, sizeof(s->metrics_target), "%s", addr);
+    svc_report_client_set_target(s->own_reporter, addr);
 }
 
 /* After the listen, before the server starts: every call that ends is counted, and the
@@ -410,11 +572,21 @@ static int reporting_start(svc_t *s)
     } else {
         advertised_host(s, host, sizeof(host));
         snprintf(instance, sizeof(instance), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
-                 s->port);
+                 advertised_port(s));
     }
     LS_LOG_INFO(s->mod, "reporting metrics collector=%s instance=%s interval_ms=%lld",
-                s->common.metrics, instance, (long long)s->common.metrics_interval_ms);
-    return svc_report_client_start(s->own_reporter, instance);
+                s->metrics_consul ? "consul:llmserve-metrics" : s->common.metrics, instance,
+                (long long)s->common.metrics_interval_ms);
+    if (svc_report_client_start(s->own_reporter, instance) != LS_OK)
+        return LS_ERR_INTERNAL;
+    if (s->metrics_consul) {
+        consul_watch_config_t wc;
+        consul_watch_config_init(&wc, "llmserve-metrics");
+        s->metrics_watch = consul_watch_start(s->consul, &wc, on_collectors, s);
+        if (!s->metrics_watch)
+            return LS_ERR_INTERNAL;
+    }
+    return LS_OK;
 }
 
 static void svc_free(svc_t *s)
@@ -428,7 +600,11 @@ static void svc_free(svc_t *s)
     }
     free(s->meta);
     svc_keys_destroy(s->keys);
+    consul_watch_stop(s->metrics_watch);   /* no target changes from here on */
     svc_reporter_destroy(s->own_reporter); /* the report client's last flush */
+    svc_registrar_destroy(s->own_registrar);
+    consul_destroy(s->consul);
+    consul_config_free(&s->consul_cfg);
     free(s->opts);
     free(s);
 }
@@ -456,6 +632,9 @@ static int fail_usage(svc_t *s, const char *err)
 
 int svc_main(const svc_spec_t *spec, int argc, char **argv)
 {
+    /* OpenSSL first, so that its start is ours (no exit handler: see rpc/init.h), not
+     * libcurl's or gRPC's. */
+    rpc__openssl_init();
     svc_t *s = ls_xcalloc(1, sizeof(*s));
     s->spec = spec;
     s->main_thread = pthread_self();
@@ -470,6 +649,14 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     c->metrics = "";
     c->metrics_interval_ms = 1000;
     c->metrics_instance = "";
+    c->advertise = "";
+    c->consul = "auto";
+    c->consul_tags = "";
+    c->consul_check_interval_ms = 10000;
+    c->consul_check_timeout_ms = 5000;
+    c->consul_deregister_after_ms = 60000;
+    c->consul_resync_ms = 10000;
+    c->consul_check_tls_server_name = "";
     s->reporter = spec->reporter;
     s->tracer = spec->tracer;
     s->registrar = spec->registrar;
@@ -495,16 +682,28 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
     if (spec->hooks.check && spec->hooks.check(s, spec->ud, err, sizeof(err)) != LS_OK)
         return fail_usage(s, err);
     build_upstream(s);
-
     /* Before any thread (gRPC's included) exists, so that every thread inherits it. */
     ls_signals_block();
+    if (s->consul && !s->registrar) {
+        svc_consul_registrar_config_t rc_cfg;
+        svc_consul_registrar_config_init(&rc_cfg);
+        rc_cfg.check_interval_ms = c->consul_check_interval_ms;
+        rc_cfg.check_timeout_ms = c->consul_check_timeout_ms;
+        rc_cfg.deregister_after_ms = c->consul_deregister_after_ms;
+        rc_cfg.resync_ms = c->consul_resync_ms;
+        rc_cfg.check_tls_server_name =
+            set(c->consul_check_tls_server_name) ? c->consul_check_tls_server_name : NULL;
+        s->own_registrar = svc_consul_registrar_create(s->consul, &rc_cfg);
+        s->registrar = s->own_registrar;
+    }
     ls_config_log(&s->conf, s->mod);
     LS_LOG_INFO(s->mod,
                 "starting program=%s version=%s pid=%d tls=%s mutual_tls=%s "
-                "upstream_tls=%s api_keys=%zu",
+                "upstream_tls=%s api_keys=%zu consul=%s",
                 spec->program, LLMSERVE_VERSION, (int)getpid(), set(c->tls_cert) ? "on" : "off",
                 set(c->tls_client_ca) ? "on" : "off", s->upstream.tls ? "on" : "off",
-                s->keys ? svc_keys_count(s->keys) : (size_t)0);
+                s->keys ? svc_keys_count(s->keys) : (size_t)0,
+                s->consul ? consul_where(s->consul) : "off");
 
     if (reporting_create(s, err, sizeof(err)) != LS_OK) {
         fprintf(stderr, "%s: %s\n", spec->program, err);

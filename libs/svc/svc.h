@@ -13,12 +13,21 @@
  *   --log-level debug|info|warn|error (also LLMSERVE_LOG_LEVEL),
  *   --log-format text|json (also LLMSERVE_LOG_FORMAT),
  *   --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]   (TLS, mutual TLS),
- *   --metrics HOST:PORT   the collector (llmserve.v1.Metrics) to report to; empty (the
- *                         default): no reporting.  TLS as for upstream calls
- *                         (--upstream-tls-*) where the service has them, else plaintext,
+ *   --metrics HOST:PORT   the collector (llmserve.v1.Metrics) to report to; "consul":
+ *                         the one registered in Consul as llmserve-metrics (followed
+ *                         as it changes); "off": none.  Default: consul when Consul is
+ *                         on, else off.  TLS as for upstream calls (--upstream-tls-*)
+ *                         where the service has them, else plaintext,
  *   --metrics-interval-ms MS   between reports (default 1000),
- *   --metrics-instance NAME    the instance label at the collector (default: the listen
- *                         host and the bound port, this host's name for 0.0.0.0 or ::),
+ *   --metrics-instance NAME    the instance label at the collector (default: the
+ *                         advertised host and port),
+ *   --advertise HOST[:PORT]    where peers reach this process (default: the listen
+ *                         host, this host's name for 0.0.0.0 or ::, and the bound port),
+ *   --consul auto|on|off  registration with the local Consul agent (registrar_consul.h;
+ *                         auto: on when CONSUL_HTTP_ADDR is set), configured by Consul's
+ *                         own variables (libs/consul/consul.h), with
+ *   --consul-tags T,...  --consul-check-interval-ms --consul-check-timeout-ms
+ *   --consul-deregister-after-ms --consul-resync-ms --consul-check-tls-server-name,
  * services that call others (spec.upstreams; the metrics collector counts) also
  *   --upstream-tls-ca FILE [--upstream-tls-cert FILE --upstream-tls-key FILE]
  *   [--upstream-tls-server-name NAME],
@@ -37,7 +46,9 @@
  *                      llmserve_grpc_server_handled_total{method,code}; the server
  *                      starts NOT_SERVING
  *   hooks.start        load, connect (may block)
- *   health SERVING, llmserve_up 1, the registrar registers, "SERVING" on stdout
+ *   health SERVING, llmserve_up 1, the registrar registers (Consul: name
+ *                      llmserve-<service>, id llmserve-<service>-<host>-<port>, the
+ *                      advertised address, a gRPC health check), "SERVING" on stdout
  *   then, until SIGTERM or SIGINT or svc_fail:
  *     SIGHUP           server TLS certificates, API keys and hooks.reload are read
  *                      again; what fails to load is logged and the old stays in use
@@ -63,6 +74,7 @@
 #define SVC_SVC_H
 
 #include "base/config.h"
+#include "consul/consul.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "svc/keys.h"
@@ -88,9 +100,16 @@ typedef struct {
     const char *upstream_tls_ca, *upstream_tls_cert, *upstream_tls_key;
     const char *upstream_tls_server_name;
     const char *api_keys;
-    const char *metrics;          /* collector HOST:PORT; "" = no reporting */
+    const char *metrics;          /* collector HOST:PORT, "consul", "off"; "" = the default
+                                     (consul when Consul is on, else off) */
     int64_t metrics_interval_ms;  /* between reports */
     const char *metrics_instance; /* "" = the advertised host:port */
+    const char *advertise;        /* HOST[:PORT] peers reach; "" = from --listen */
+    const char *consul;           /* "auto" (on with CONSUL_HTTP_ADDR), "on", "off" */
+    const char *consul_tags;      /* extra tags, comma-separated */
+    int64_t consul_check_interval_ms, consul_check_timeout_ms;
+    int64_t consul_deregister_after_ms, consul_resync_ms;
+    const char *consul_check_tls_server_name;
 } svc_common_t;
 
 /* What a service hands the runtime.  Every hook may be NULL; ud is the service's.  err
@@ -166,6 +185,10 @@ svc_keys_t *svc_keys(svc_t *svc);
  * lives until after hooks.destroy. */
 svc_reporter_t *svc_reporter(svc_t *svc);
 svc_tracer_t *svc_tracer(svc_t *svc);
+
+/* The Consul client when Consul is on (--consul), else NULL; for services that discover
+ * others (the router).  Lives from before hooks.create until after hooks.destroy. */
+consul_t *svc_consul(svc_t *svc);
 
 /* The service cannot go on (its compute device failed for good, say): logs reason at
  * error level, sets health NOT_SERVING at once, and makes svc_main stop as for SIGTERM

@@ -35,6 +35,7 @@ typedef struct {
     const char *model_name;
     const char *model_version;
     const char *pool;
+    int64_t weight; /* -1: not given */
     const char *backend;
     int64_t cpu_threads;
     int64_t max_batch;
@@ -63,6 +64,7 @@ static void inf_config_init(inf_config_t *cfg)
     cfg->model_name = "";  /* "" = the checkpoint's file name without extension */
     cfg->model_version = "";
     cfg->pool = "";
+    cfg->weight = -1;
     cfg->backend = "auto";         /* auto: CUDA when a device is present, else CPU */
     cfg->cpu_threads = 0;          /* CPU forward threads; 0 = online cores */
     cfg->max_batch = 32;           /* requests per step */
@@ -199,6 +201,11 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
     svc_add_meta(svc, "version", cfg->model_version);
     svc_add_meta(svc, "max_batch", max_batch);
     svc_add_meta(svc, "backend", forward_backend_name(cfg->fwd));
+    if (cfg->weight >= 0) {
+        char weight[24];
+        snprintf(weight, sizeof(weight), "%lld", (long long)cfg->weight);
+        svc_add_meta(svc, "weight", weight);
+    }
     return LS_OK;
 }
 
@@ -236,6 +243,11 @@ int main(int argc, char **argv)
          0, 0},
         {"pool", NULL, LS_OPT_STRING, &cfg.pool,
          "pool this instance serves in (e.g. small), reported by Info", 0, 0},
+        {"weight", NULL, LS_OPT_INT, &cfg.weight,
+         "this version's share of its pool's traffic, told to the router through Consul "
+         "(Meta weight; -1: not given, versions without one share what the others leave "
+         "of 100)",
+         -1, 1000000},
         {"backend", NULL, LS_OPT_STRING, &cfg.backend, "compute backend: auto, cpu or cuda", 0, 0},
         {"cpu-threads", NULL, LS_OPT_INT, &cfg.cpu_threads,
          "CPU threads for the forward pass on the CPU backend, 0 = one per core", 0, 1024},

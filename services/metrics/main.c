@@ -89,7 +89,6 @@ static int metrics_create(svc_t *svc, void *ud, char *err, size_t err_len)
 
 static int metrics_start(svc_t *svc, void *ud, char *err, size_t err_len)
 {
-    (void)svc;
     metrics_config_t *cfg = ud;
     http_config_t hc = {.store = cfg->store,
                         .summary = cfg->summary,
@@ -103,6 +102,9 @@ static int metrics_start(svc_t *svc, void *ud, char *err, size_t err_len)
     LS_LOG_INFO("metrics", "http serving addr=%s port=%d", cfg->http_listen, port);
     printf("HTTP port=%d\n", port);
     fflush(stdout);
+    char http_port[16];
+    snprintf(http_port, sizeof(http_port), "%d", port);
+    svc_add_meta(svc, "http_port", http_port); /* where Prometheus scrapes /metrics */
     /* Just after each second of the store's clock, so that the gauges sampled belong
      * to the second that just ended. */
     int64_t next = store_second_start_us(cfg->store, store_second(cfg->store, ls_now_us()) + 1);

@@ -226,13 +226,54 @@ Test(report, nothing_is_sent_before_start_and_samples_wait_for_it)
 Test(report, create_refuses_a_config_without_target_or_service)
 {
     svc_report_config_t cfg = config_to(1, "x");
-    cfg.target = "";
+    cfg.target = NULL;
     cr_expect_null(svc_report_client_create(&cfg));
     cfg = config_to(1, "x");
     cfg.service = NULL;
     cr_expect_null(svc_report_client_create(&cfg));
     cr_expect_null(svc_report_client_create(NULL));
     svc_reporter_destroy(NULL);
+}
+
+/* Discovery names the collector late and then another one: samples wait for the first,
+ * the second gets the stream (with every gauge) and the totals go on from there. */
+Test(report, a_target_named_later_and_changed_gets_the_samples)
+{
+    svc_report_config_t cfg = config_to(1, "moving:1");
+    cfg.target = ""; /* none known yet */
+    svc_reporter_t *r = svc_report_client_create(&cfg);
+    cr_assert_not_null(r);
+    svc_metric_add(r, "llmserve_test_total", NULL, 0, 2);
+    svc_metric_set(r, "llmserve_test_level", NULL, 0, 7);
+    ls_sleep_us(200000);
+    cr_expect_eq(stats(r).streams_opened, 0, "a stream opened with no collector known");
+
+    g_sink = metrics_sink_create(0);
+    cr_assert_not_null(g_sink);
+    char first[TEST_ADDR_LEN];
+    test_addr(first, metrics_sink_port(g_sink));
+    svc_report_client_set_target(r, first);
+    cr_assert(metrics_sink_wait_counter(g_sink, "llmserve_test_total", "", 2, 5000));
+    cr_assert(metrics_sink_wait_gauge(g_sink, "llmserve_test_level", "", 7, 5000));
+    cr_assert(wait_all_acked(r, 5000));
+
+    metrics_sink_t *second = metrics_sink_create(0);
+    cr_assert_not_null(second);
+    char addr[TEST_ADDR_LEN];
+    test_addr(addr, metrics_sink_port(second));
+    svc_report_client_set_target(r, addr);
+    svc_report_client_set_target(r, addr); /* the same again changes nothing */
+    svc_metric_add(r, "llmserve_test_total", NULL, 0, 3);
+    bool moved = metrics_sink_wait_counter(second, "llmserve_test_total", "", 3, 5000) &&
+                 metrics_sink_wait_gauge(second, "llmserve_test_level", "", 7, 5000);
+    size_t on_first = metrics_sink_reports(g_sink);
+    ls_sleep_us(300000);
+    bool first_quiet = metrics_sink_reports(g_sink) == on_first;
+    svc_reporter_destroy(r);
+    metrics_sink_destroy(second);
+    cr_assert(moved, "the new collector did not get the samples and the gauges");
+    cr_assert(first_quiet, "the old collector still gets reports");
+    cr_expect_eq(metrics_sink_counter(g_sink, "llmserve_test_total", ""), 2);
 }
 
 /* ---- reconnects ------------------------------------------------------------------------ */
