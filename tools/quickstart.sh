@@ -173,7 +173,7 @@ echo "== starting the suite on loopback"
 consul_on=()
 if [ "$CONSUL" = 1 ]; then
   if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
-    start consul-standin python3 tests/consul/standin.py --listen "127.0.0.1:$CONSUL_PORT"
+    start consul-standin /usr/bin/python3 tests/consul/standin.py --listen "127.0.0.1:$CONSUL_PORT"
     wait_listening consul-standin
     export CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT"
     echo "   Consul: the stand-in agent at $CONSUL_HTTP_ADDR (no CONSUL_HTTP_ADDR was given)"

@@ -539,7 +539,7 @@ static void on_collectors(void *ud, const consul_instance_t *list, size_t n)
     svc_t *s = ud;
     char addr[300];
     if (n == 0) {
-        LS_LOG_WARN(s->mod,
+        LS_LOG_INFO(s->mod,
                     "no metrics collector passing in Consul service=llmserve-metrics "
                     "collector=%s",
                     s->metrics_target[0] ? s->metrics_target : "none");
