@@ -12,8 +12,12 @@
 #ifndef ROUTER_DISCOVERY_H
 #define ROUTER_DISCOVERY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Longest pool or version name, in bytes. */
+#define DISCOVERY_NAME_MAX 32
 
 /* One inference instance.  Strings are owned by whoever made the list. */
 typedef struct {
@@ -52,6 +56,23 @@ void discovery_stop(discovery_t *d);
 /* Stops and frees d.  NULL is a no-op. */
 void discovery_destroy(discovery_t *d);
 
+/* True when s[0..len) is a pool name: 1 to DISCOVERY_NAME_MAX of [a-z0-9_-]. */
+bool discovery_pool_name_valid(const char *s, size_t len);
+
+/* True when s[0..len) is a version name: 1 to DISCOVERY_NAME_MAX of [A-Za-z0-9._-]. */
+bool discovery_version_valid(const char *s, size_t len);
+
+/* True when addr is HOST:PORT (or [V6]:PORT): a host without spaces, ',', '=' or ';',
+ * a port in 1..65535, 255 bytes at most. */
+bool discovery_addr_valid(const char *addr);
+
+/* The weight rule of every source: each version of a pool (pool and version equal)
+ * counts once, as its first entry in list says; the versions whose weight is not
+ * explicit (explicit_weight[i] false, parallel to list) share equally, rounding down,
+ * what the explicit weights of their pool leave of 100 (0 when they leave nothing).
+ * Sets the weight of every entry that is not explicit. */
+void discovery_fill_weights(discovery_instance_t *list, size_t n, const bool *explicit_weight);
+
 /* Parses a static pool spec into a list the caller owns (free with
  * discovery_list_free).  spec is one or more entries separated by ';' or newlines:
  *
@@ -64,7 +85,8 @@ void discovery_destroy(discovery_t *d);
 int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t *n, char *err,
                            size_t err_len);
 
-/* Frees a list from discovery_static_parse.  NULL is a no-op. */
+/* Frees a list from discovery_static_parse (or any list whose strings are malloc'd).
+ * NULL is a no-op. */
 void discovery_list_free(discovery_instance_t *list, size_t n);
 
 /* Creates the static source for spec (see discovery_static_parse).  Returns NULL with a
