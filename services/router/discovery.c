@@ -16,6 +16,13 @@ int discovery_start(discovery_t *d, discovery_update_fn fn, void *ud)
     return d->ops->start(d, fn, ud);
 }
 
+int discovery_watch_caches(discovery_t *d, discovery_caches_fn fn, void *ud)
+{
+    if (!d->ops->watch_caches)
+        return LS_ERR_NOT_FOUND;
+    return d->ops->watch_caches(d, fn, ud);
+}
+
 void discovery_stop(discovery_t *d)
 {
     if (d)

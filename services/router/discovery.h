@@ -1,13 +1,17 @@
 /*
- * discovery.h - where the inference instances are: the interface the router reads its
- * pools from.
+ * discovery.h - where the inference instances are (and, for sources that know them, the
+ * cache instances): the interface the router reads its pools and caches from.
  *
  * A discovery source delivers the whole current list of instances through an update
  * callback: once from start (before it returns), and again whenever the list changes.
  * The router reconciles each list with its pools (router_pools_update): new instances
  * are connected, missing ones drained.  The static source (discovery_static.c) reads the
- * list from configuration and never changes it; a Consul source plugs in behind the same
- * ops, calling the update from its watch thread.
+ * list from configuration and never changes it; the Consul source (discovery_consul.c)
+ * calls the update from its watch thread, and may also watch the cache instances.
+ *
+ * A source whose lists change is "dynamic": its first list may be empty (nothing
+ * registered yet), so the router declares the pools its policy names instead of
+ * requiring an instance of each at start (pool.h).
  */
 #ifndef ROUTER_DISCOVERY_H
 #define ROUTER_DISCOVERY_H
@@ -32,15 +36,26 @@ typedef struct {
  * from start on the caller's thread, later from the source's own thread. */
 typedef void (*discovery_update_fn)(void *ud, const discovery_instance_t *list, size_t n);
 
+/* Receives the complete list of cache instances, "host:port" each; addrs and its
+ * strings are borrowed until return.  Called from the source's own thread. */
+typedef void (*discovery_caches_fn)(void *ud, const char *const *addrs, size_t n);
+
 typedef struct discovery discovery_t;
 
 typedef struct {
     const char *name; /* "static", "consul" */
+    bool dynamic;     /* lists change while serving; the first may be empty */
     /* Delivers the first list through fn before returning; LS_OK or an ls_err_t. */
     int (*start)(discovery_t *d, discovery_update_fn fn, void *ud);
-    /* Stops further updates; returns once no update is running.  Idempotent. */
+    /* Stops further updates (of both lists); returns once none is running.
+     * Idempotent. */
     void (*stop)(discovery_t *d);
     void (*destroy)(discovery_t *d);
+    /* Optional (NULL: the source knows no cache instances).  Called at most once,
+     * before start: from then on the source delivers the cache list through fn, once it
+     * knows it (start waits for it as for the first instance list, within the same
+     * bound) and whenever it changes.  LS_OK or an ls_err_t. */
+    int (*watch_caches)(discovery_t *d, discovery_caches_fn fn, void *ud);
 } discovery_ops_t;
 
 struct discovery {
@@ -49,6 +64,10 @@ struct discovery {
 
 /* Starts d: see discovery_ops_t.start. */
 int discovery_start(discovery_t *d, discovery_update_fn fn, void *ud);
+
+/* Watches d's cache instances: see discovery_ops_t.watch_caches.  LS_ERR_NOT_FOUND
+ * when d knows none. */
+int discovery_watch_caches(discovery_t *d, discovery_caches_fn fn, void *ud);
 
 /* Stops d (no update runs after it returns).  NULL is a no-op. */
 void discovery_stop(discovery_t *d);

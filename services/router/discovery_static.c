@@ -202,7 +202,12 @@ static void static_destroy(discovery_t *d)
     free(s);
 }
 
-static const discovery_ops_t static_ops = {"static", static_start, static_stop, static_destroy};
+static const discovery_ops_t static_ops = {.name = "static",
+                                           .dynamic = false,
+                                           .start = static_start,
+                                           .stop = static_stop,
+                                           .destroy = static_destroy,
+                                           .watch_caches = NULL};
 
 discovery_t *discovery_static_create(const char *spec, char *err, size_t err_len)
 {

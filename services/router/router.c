@@ -202,6 +202,11 @@ static void on_discovery_update(void *ud, const discovery_instance_t *list, size
     router_pools_update(r->pools, list, n);
 }
 
+static void on_discovery_caches(void *ud, const char *const *addrs, size_t n)
+{
+    router__caches_update(ud, addrs, n);
+}
+
 /* ---- cache connections ------------------------------------------------------------ */
 
 int router__caches_update(router_t *r, const char *const *addrs, size_t n)
@@ -256,6 +261,12 @@ typedef struct {
     size_t err_len;
 } check_ctx_t;
 
+static int declare_pool(void *ud, const char *pool)
+{
+    router_pools_declare(ud, pool);
+    return LS_OK;
+}
+
 static int check_pool(void *ud, const char *pool)
 {
     check_ctx_t *c = ud;
@@ -298,12 +309,23 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
     r->caches = router_caches_create(r->client, cfg->upstream, r->reaper);
+    /* A source whose lists change may have none of a pool yet: the pool exists anyway,
+     * and answers UNAVAILABLE until an instance comes. */
+    if (disc->ops->dynamic)
+        router_policy_each_pool(&r->policy, declare_pool, r->pools);
+    bool static_caches = cfg->cache && cfg->cache[0];
+    if (!static_caches && disc->ops->watch_caches &&
+        discovery_watch_caches(disc, on_discovery_caches, r) != LS_OK) {
+        ls_set_err(err, err_len, "discovery (%s) cannot watch the cache instances",
+                   disc->ops->name);
+        goto fail;
+    }
     if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
         ls_set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
         goto fail;
     }
     check_ctx_t cc = {r, err, err_len};
-    if (router_policy_each_pool(&r->policy, check_pool, &cc) != LS_OK)
+    if (!disc->ops->dynamic && router_policy_each_pool(&r->policy, check_pool, &cc) != LS_OK)
         goto fail;
     if (connect_caches(r, err, err_len) != LS_OK)
         goto fail;

@@ -104,7 +104,12 @@ static void churn_destroy(discovery_t *d)
     free(cd);
 }
 
-static const discovery_ops_t churn_ops = {"churn", churn_start, churn_stop, churn_destroy};
+static const discovery_ops_t churn_ops = {.name = "churn",
+                                          .dynamic = true,
+                                          .start = churn_start,
+                                          .stop = churn_stop,
+                                          .destroy = churn_destroy,
+                                          .watch_caches = NULL};
 
 /* ---- load: streams that keep WINDOW requests in flight ------------------------------ */
 
