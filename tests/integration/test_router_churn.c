@@ -25,6 +25,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "support/channel.h"
+#include "support/driven_discovery.h"
 #include "support/proc.h"
 #include "support/router_load.h"
 
@@ -58,57 +59,6 @@ size_t __sanitizer_get_current_allocated_bytes(void); /* sanitizer/allocator_int
  * measured with removed connections freed, a fraction of what was measured when they were
  * kept (README, Router). */
 #define MEM_GROWTH_MAX (4L << 20)
-
-/* ---- a discovery source the test drives -------------------------------------------- */
-
-typedef struct {
-    discovery_t base;
-    pthread_mutex_t mu; /* held while an update runs, so stop waits for it */
-    discovery_update_fn fn;
-    void *ud;
-    bool stopped;
-    discovery_instance_t list[2]; /* A, B */
-} churn_disc_t;
-
-/* Delivers {A} or {A, B}: a complete list, as a Consul watch would. */
-static void churn_deliver(churn_disc_t *cd, bool with_b)
-{
-    pthread_mutex_lock(&cd->mu);
-    if (!cd->stopped)
-        cd->fn(cd->ud, cd->list, with_b ? 2 : 1);
-    pthread_mutex_unlock(&cd->mu);
-}
-
-static int churn_start(discovery_t *d, discovery_update_fn fn, void *ud)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    cd->fn = fn;
-    cd->ud = ud;
-    churn_deliver(cd, false);
-    return LS_OK;
-}
-
-static void churn_stop(discovery_t *d)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    pthread_mutex_lock(&cd->mu);
-    cd->stopped = true;
-    pthread_mutex_unlock(&cd->mu);
-}
-
-static void churn_destroy(discovery_t *d)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    pthread_mutex_destroy(&cd->mu);
-    free(cd);
-}
-
-static const discovery_ops_t churn_ops = {.name = "churn",
-                                          .dynamic = true,
-                                          .start = churn_start,
-                                          .stop = churn_stop,
-                                          .destroy = churn_destroy,
-                                          .watch_caches = NULL};
 
 /* ---- what the router and the process hold ----------------------------------------- */
 
@@ -207,18 +157,15 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
     snprintf(addr_a, sizeof(addr_a), "127.0.0.1:%d", proc_a.port);
     snprintf(addr_b, sizeof(addr_b), "127.0.0.1:%d", proc_b.port);
 
-    churn_disc_t *cd = calloc(1, sizeof(*cd));
-    cd->base.ops = &churn_ops;
-    pthread_mutex_init(&cd->mu, NULL);
-    discovery_instance_t ia = {"small", "", 100, addr_a}, ib = {"small", "", 100, addr_b};
-    cd->list[0] = ia;
-    cd->list[1] = ib;
+    /* {A} or {A, B}: a complete list each time, as a Consul watch delivers it. */
+    discovery_instance_t list[2] = {{"small", "", 100, addr_a}, {"small", "", 100, addr_b}};
+    driven_discovery_t *dd = driven_discovery_create(list, 1, true, false);
     router_config_t cfg;
     router_config_init(&cfg);
     cfg.tiers = ""; /* one pool */
     cfg.seed = 1;
     char err[256] = "";
-    router_t *r = router_create(&cfg, &cd->base, err, sizeof(err));
+    router_t *r = router_create(&cfg, driven_discovery_base(dd), err, sizeof(err));
     cr_assert_not_null(r, "router_create: %s", err);
     cr_assert(router_wait_ready(r, 30000), "instance A not connected");
 
@@ -258,7 +205,7 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
             mem_warm = mem_in_use();
             t_warm = ls_now_us();
         }
-        churn_deliver(cd, true);
+        driven_discovery_deliver(dd, list, 2);
         if (!wait_all_healthy(r, 5000))
             unhealthy++;
         /* Until B has started a request (it has none, so it is the least loaded), or a
@@ -268,7 +215,7 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
         while (router_load_starts_on(load) == seen && ls_now_us() < until)
             ls_sleep_us(200);
         served_by_b += router_load_starts_on(load) != seen;
-        churn_deliver(cd, false);
+        driven_discovery_deliver(dd, list, 1);
     }
     size_t conns_end = settle(r);
     long mem_end = mem_in_use();
