@@ -38,6 +38,13 @@ add_dependencies(test_router_churn llmserve-inference llmserve-modelmaker)
 set_property(TEST test_router_churn APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_churn PROPERTIES FIXTURES_REQUIRED router_models)
 
+# Pools and caches from a discovery source whose lists change (as Consul's), the router in
+# the test's own process, before a real inference instance and in-process caches.
+llmserve_test(test_router_dynamic integration/test_router_dynamic.c llmserve_router_core)
+add_dependencies(test_router_dynamic llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_dynamic APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_dynamic PROPERTIES FIXTURES_REQUIRED router_models)
+
 # The router from Python: stubs for llmserve.v1 generated into the build tree.
 set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)
 add_custom_command(
