@@ -125,8 +125,8 @@ static int source_start(discovery_t *d, discovery_update_fn fn, void *ud)
         int64_t left_ms = s->wait_first_ms - (ls_now_us() - t0) / 1000;
         if (!consul_watch_wait_first(s->caches, left_ms > 0 ? left_ms : 0))
             LS_LOG_WARN("router",
-                        "consul gave no cache list within wait_first_ms=%" PRId64
-                        " agent=%s service=%s; no cache until it does",
+                        "consul gave no cache list in time, no cache until it does "
+                        "wait_first_ms=%" PRId64 " agent=%s service=%s",
                         s->wait_first_ms, consul_where(s->consul), s->cache_service);
     }
     pthread_mutex_lock(&s->mu);
@@ -137,8 +137,8 @@ static int source_start(discovery_t *d, discovery_update_fn fn, void *ud)
     pthread_mutex_unlock(&s->mu);
     if (!inference_came)
         LS_LOG_WARN("router",
-                    "consul gave no inference list within wait_first_ms=%" PRId64
-                    " agent=%s service=%s; starting with no instance, the watch goes on",
+                    "consul gave no inference list in time, serving with no instance while "
+                    "the watch goes on wait_first_ms=%" PRId64 " agent=%s service=%s",
                     s->wait_first_ms, consul_where(s->consul), s->inference_service);
     return LS_OK;
 }

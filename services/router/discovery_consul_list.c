@@ -65,6 +65,17 @@ static const char *str(const char *s)
     return s ? s : "";
 }
 
+/* Up to max bytes of s for a reason in a log field: what would end the quoted field or
+ * the line ('"', '\\', control bytes) becomes '?'.  Returns dst. */
+static char *shown(char *dst, size_t len, const char *s, size_t max)
+{
+    size_t i = 0;
+    for (; s && s[i] && i < max && i + 1 < len; i++)
+        dst[i] = (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20) ? '?' : s[i];
+    dst[i] = '\0';
+    return dst;
+}
+
 static void skip(skipping_t *k, const consul_instance_t *in, const char *reason)
 {
     bool known = false;
@@ -72,8 +83,10 @@ static void skip(skipping_t *k, const consul_instance_t *in, const char *reason)
         known = strcmp(k->s->items[i].id, str(in->id)) == 0 &&
                 strcmp(k->s->items[i].reason, reason) == 0;
     if (!known) {
-        LS_LOG_WARN("router", "consul %s instance left out id=%s node=%s reason=\"%s\"", k->s->kind,
-                    str(in->id), str(in->node), reason);
+        char id[136], node[136], why[400];
+        LS_LOG_WARN("router", "consul %s instance left out id=\"%s\" node=\"%s\" reason=\"%s\"",
+                    k->s->kind, shown(id, sizeof(id), in->id, 128),
+                    shown(node, sizeof(node), in->node, 128), shown(why, sizeof(why), reason, 399));
         k->warned++;
     }
     if (k->n == k->cap) {
@@ -207,20 +220,21 @@ void discovery_consul_instances(const consul_instance_t *in, size_t n,
         const char *pool = meta(e, "pool"), *version = str(meta(e, "version"));
         const char *weight_s = meta(e, "weight");
         int64_t weight = parse_weight(weight_s);
-        char addr[ADDR_MAX], why[400];
+        char addr[ADDR_MAX], why[400], v[72];
         if (!pool || !pool[0]) {
             snprintf(why, sizeof(why), "no Meta pool");
         } else if (!discovery_pool_name_valid(pool, strlen(pool))) {
-            snprintf(why, sizeof(why), "Meta pool '%.40s' is not 1-32 of [a-z0-9_-]", pool);
+            snprintf(why, sizeof(why), "Meta pool '%s' is not 1-32 of [a-z0-9_-]",
+                     shown(v, sizeof(v), pool, 40));
         } else if (version[0] && !discovery_version_valid(version, strlen(version))) {
-            snprintf(why, sizeof(why), "Meta version '%.40s' is not 1-32 of [A-Za-z0-9._-]",
-                     version);
+            snprintf(why, sizeof(why), "Meta version '%s' is not 1-32 of [A-Za-z0-9._-]",
+                     shown(v, sizeof(v), version, 40));
         } else if (weight == -2) {
-            snprintf(why, sizeof(why), "Meta weight '%.20s' is not an integer in 0..1000000",
-                     weight_s);
+            snprintf(why, sizeof(why), "Meta weight '%s' is not an integer in 0..1000000",
+                     shown(v, sizeof(v), weight_s, 20));
         } else if (!format_addr(e, addr)) {
-            snprintf(why, sizeof(why), "no usable address (address '%.64s' port %d)",
-                     str(e->address), e->port);
+            snprintf(why, sizeof(why), "no usable address (address '%s' port %d)",
+                     shown(v, sizeof(v), e->address, 64), e->port);
         } else if (!addr_taken(addrs, ids, k, addr, why, sizeof(why))) {
             why[0] = '\0';
         }
@@ -264,10 +278,10 @@ void discovery_consul_caches(const consul_instance_t *in, size_t n, discovery_co
     skipping_t sk = {.s = skips};
     for (size_t i = 0; i < n; i++) {
         const consul_instance_t *e = o[i];
-        char addr[ADDR_MAX], why[400];
+        char addr[ADDR_MAX], why[400], v[72];
         if (!format_addr(e, addr)) {
-            snprintf(why, sizeof(why), "no usable address (address '%.64s' port %d)",
-                     str(e->address), e->port);
+            snprintf(why, sizeof(why), "no usable address (address '%s' port %d)",
+                     shown(v, sizeof(v), e->address, 64), e->port);
             skip(&sk, e, why);
             continue;
         }

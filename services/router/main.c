@@ -87,6 +87,12 @@ static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
         return rc;
     if (mc->use_consul)
         return check_consul(mc, err, err_len);
+    if (mc->pools.n == 0) {
+        ls_set_err(err, err_len,
+                   "--pool: no inference instance given (or --discovery consul, with Consul's "
+                   "CONSUL_HTTP_ADDR)");
+        return LS_ERR_INVALID;
+    }
     char *spec = ls_strlist_join(&mc->pools, ";");
     if (!spec) {
         ls_set_err(err, err_len, "out of memory");
@@ -97,8 +103,7 @@ static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     char why[512];
     rc = discovery_static_parse(spec, &list, &n, why, sizeof(why));
     if (rc == LS_OK && n == 0) {
-        snprintf(why, sizeof(why),
-                 "no inference instance given (or --discovery consul, with CONSUL_HTTP_ADDR)");
+        snprintf(why, sizeof(why), "no inference instance given");
         rc = LS_ERR_INVALID;
     }
     if (rc != LS_OK)
@@ -133,7 +138,7 @@ static int make_discovery(main_config_t *mc, discovery_t **out, char *err, size_
     }
     bool watch_caches = !(mc->rc.cache && mc->rc.cache[0]) && mc->consul.cache_service[0];
     LS_LOG_INFO("router",
-                "discovery=consul agent=%s inference_service=%s cache_service=%s wait_ms=%lld "
+                "discovery from consul agent=%s inference_service=%s cache_service=%s wait_ms=%lld "
                 "wait_first_ms=%lld",
                 consul_where(mc->consul_client), mc->consul.inference_service,
                 watch_caches ? mc->consul.cache_service : "(not watched)",

@@ -120,35 +120,36 @@ Test(discovery_consul, missing_or_bad_pool_is_left_out_with_one_warning_per_id)
         {"upper", NULL, "10.0.0.4", 7001, "pool=Small"},
         {"long", NULL, "10.0.0.5", 7001, "pool=abcdefghijabcdefghijabcdefghijabc"},
         {"bad-version", NULL, "10.0.0.6", 7001, "pool=small version=v/1"},
+        {"quote\"d id", NULL, "10.0.0.7", 7001, "pool=a\"b"}, /* logged with '?' for '"' */
     };
     size_t n, warned;
-    discovery_instance_t *l = convert(sk, e, 6, &n, &warned);
+    discovery_instance_t *l = convert(sk, e, 7, &n, &warned);
     cr_assert_eq(n, 1);
     cr_assert_str_eq(l[0].addr, "10.0.0.1:7001");
-    cr_assert_eq(warned, 5);
+    cr_assert_eq(warned, 6);
     discovery_list_free(l, n);
 
     /* The same list again, as every watch answer brings it: no new warning. */
-    l = convert(sk, e, 6, &n, &warned);
+    l = convert(sk, e, 7, &n, &warned);
     cr_assert_eq(n, 1);
     cr_assert_eq(warned, 0, "warned again about the same instances");
     discovery_list_free(l, n);
 
     /* One is fixed, and later broken again: warned about anew then. */
-    entry_t fixed[6];
+    entry_t fixed[7];
     memcpy(fixed, e, sizeof(fixed));
     fixed[1].meta = "pool=small version=v1";
-    l = convert(sk, fixed, 6, &n, &warned);
+    l = convert(sk, fixed, 7, &n, &warned);
     cr_assert_eq(n, 2);
     cr_assert_eq(warned, 0);
     discovery_list_free(l, n);
-    l = convert(sk, e, 6, &n, &warned);
+    l = convert(sk, e, 7, &n, &warned);
     cr_assert_eq(warned, 1, "a registration broken again is news");
     discovery_list_free(l, n);
 
     /* Another reason for the same id is news too. */
     fixed[2].meta = "pool=x! weight=1";
-    l = convert(sk, fixed, 6, &n, &warned);
+    l = convert(sk, fixed, 7, &n, &warned);
     cr_assert_eq(warned, 1);
     discovery_list_free(l, n);
     discovery_consul_skips_destroy(sk);
