@@ -16,6 +16,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "llmserve/v1/cache.pb-c.h"
 
 #include <pthread.h>
@@ -46,6 +47,29 @@ static bool route_cache(const ProtobufCMessage *msg, uint64_t *id, bool *termina
     *id = resp->id;
     *terminal = true; /* one response per request */
     return resp->id != 0;
+}
+
+/* Before each (re)open, on the mux's supervisor: the cache answers a health check with
+ * SERVING.  Without it a stream counts as up from the moment it is opened, before its
+ * connection is even tried, so a cache where nothing listens would flap up and down and
+ * be picked meanwhile (the inference streams have Inference.Info for the same reason). */
+static bool probe_health(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
+{
+    (void)ud;
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = "";
+    rpc_call_opts_t opts = {.timeout_us = timeout_ms * 1000};
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    int rc = rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                               &grpc__health__v1__health_check_response__descriptor, &opts, &resp,
+                               &st);
+    bool serving = rc == LS_OK && st.code == GRPC_STATUS_OK && resp &&
+                   ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+                       GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return serving;
 }
 
 router_caches_t *router_caches_create(rpc_client_t *client, const rpc_channel_config_t *channel,
@@ -135,6 +159,7 @@ static rpc_mux_t *open_stream(router_caches_t *cs, const char *addr)
     mc.method = "/llmserve.v1.Cache/Session";
     mc.resp_desc = &llmserve__v1__cache_response__descriptor;
     mc.route = route_cache;
+    mc.probe = probe_health;
     mc.channel = cs->channel;
     return rpc_mux_create(cs->client, addr, &mc);
 }
