@@ -55,8 +55,9 @@ static void send_miss(rpc_call_t *call, uint64_t id)
     rpc_call_send(call, &resp.base); /* CLOSED when the client went: fine */
 }
 
-/* With s->mu held: one lookup of sess less to answer; true when the session is to be
- * finished now (its client half-closed and nothing is left). */
+/* With s->mu held, once a lookup's answer was sent (not before: a half-close seeing
+ * nothing left would finish the call ahead of it): one lookup of sess less to answer;
+ * true when the session is to be finished now (its client half-closed, nothing left). */
 static bool do_answered(cache_stub_t *s, session_t *sess)
 {
     sess->pending--;
@@ -109,9 +110,11 @@ static void on_message(rpc_call_t *call, void *state, const ProtobufCMessage *ms
     s->c.lookups++;
     sess->pending++;
     if (!s->hold && s->delay_ms == 0) {
-        do_answered(s, sess); /* not half-closed: the client is still sending */
         pthread_mutex_unlock(&s->mu);
         send_miss(call, req->id);
+        pthread_mutex_lock(&s->mu);
+        do_answered(s, sess); /* not half-closed: this callback runs before that one */
+        pthread_mutex_unlock(&s->mu);
         return;
     }
     held_t *h = calloc(1, sizeof(*h));
@@ -162,9 +165,11 @@ static void *answer_thread(void *ud)
         if (!s->hold && h && h->due_us <= now) {
             s->held = h->next;
             s->c.waiting--;
-            bool finish = do_answered(s, h->sess);
             pthread_mutex_unlock(&s->mu);
             send_miss(h->sess->call, h->id);
+            pthread_mutex_lock(&s->mu);
+            bool finish = do_answered(s, h->sess);
+            pthread_mutex_unlock(&s->mu);
             if (finish)
                 rpc_call_finish(h->sess->call, GRPC_STATUS_OK, NULL);
             free(h);
