@@ -1,5 +1,6 @@
 # Router: unit tests of its parts, end-to-end tests over real processes, the Python client.
-set(ROUTER_UNIT scorer pool discovery policy validate upstream_id answer replay cache_policy)
+set(ROUTER_UNIT scorer pool discovery policy validate upstream_id answer replay cache_policy
+    caches discovery_consul)
 foreach(t ${ROUTER_UNIT})
   llmserve_test(test_router_${t} unit/router/test_${t}.c llmserve_router_core)
 endforeach()
@@ -36,6 +37,13 @@ llmserve_test(test_router_churn integration/test_router_churn.c llmserve_router_
 add_dependencies(test_router_churn llmserve-inference llmserve-modelmaker)
 set_property(TEST test_router_churn APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_churn PROPERTIES FIXTURES_REQUIRED router_models)
+
+# Pools and caches from a discovery source whose lists change (as Consul's), the router in
+# the test's own process, before a real inference instance and in-process caches.
+llmserve_test(test_router_dynamic integration/test_router_dynamic.c llmserve_router_core)
+add_dependencies(test_router_dynamic llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_dynamic APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_dynamic PROPERTIES FIXTURES_REQUIRED router_models)
 
 # The router from Python: stubs for llmserve.v1 generated into the build tree.
 set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)

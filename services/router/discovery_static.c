@@ -12,67 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int discovery_start(discovery_t *d, discovery_update_fn fn, void *ud)
-{
-    return d->ops->start(d, fn, ud);
-}
-
-void discovery_stop(discovery_t *d)
-{
-    if (d)
-        d->ops->stop(d);
-}
-
-void discovery_destroy(discovery_t *d)
-{
-    if (d) {
-        d->ops->stop(d);
-        d->ops->destroy(d);
-    }
-}
-
-static bool valid_name(const char *s, size_t len, bool version)
-{
-    if (len == 0 || len > 32)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-                  (version && ((c >= 'A' && c <= 'Z') || c == '.'));
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-/* host:port with a non-empty host and a port in 1..65535; [v6]:port accepted. */
-static bool valid_addr(const char *s)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || strlen(s) > 255)
-        return false;
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || *end || port < 1 || port > 65535)
-        return false;
-    for (const char *p = s; p < colon; p++)
-        if (*p == ' ' || *p == ',' || *p == '=' || *p == ';')
-            return false;
-    return true;
-}
-
-void discovery_list_free(discovery_instance_t *list, size_t n)
-{
-    if (!list)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        free(list[i].pool);
-        free(list[i].version);
-        free(list[i].addr);
-    }
-    free(list);
-}
-
 static char *trim(char *s)
 {
     while (*s == ' ' || *s == '\t' || *s == '\r')
@@ -152,13 +91,13 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
             weight = (uint32_t)w;
             explicit_weight = true;
         }
-        if (!valid_name(version, version_len, true)) {
+        if (!discovery_version_valid(version, version_len)) {
             ls_set_err(err, err_len, "pool '%.*s': version '%.*s' must be 1-32 of [A-Za-z0-9._-]",
                        (int)name_len, head, (int)version_len, version);
             return LS_ERR_INVALID;
         }
     }
-    if (!valid_name(head, name_len, false)) {
+    if (!discovery_pool_name_valid(head, name_len)) {
         ls_set_err(err, err_len, "pool name '%.*s' must be 1-32 of [a-z0-9_-]", (int)name_len,
                    head);
         return LS_ERR_INVALID;
@@ -169,7 +108,7 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
         a = trim(a);
         if (!*a)
             continue;
-        if (!valid_addr(a)) {
+        if (!discovery_addr_valid(a)) {
             ls_set_err(err, err_len, "pool '%.*s': '%s' is not HOST:PORT", (int)name_len, head, a);
             return LS_ERR_INVALID;
         }
@@ -186,35 +125,6 @@ static int parse_entry(list_t *l, char *entry, char *err, size_t err_len)
         return LS_ERR_INVALID;
     }
     return LS_OK;
-}
-
-/* Versions without an explicit weight share what the explicit ones leave of 100. */
-static void fill_weights(list_t *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        if (l->explicit_weight[i])
-            continue;
-        uint64_t used = 0;
-        size_t implicit_versions = 0;
-        /* Count each version of this pool once. */
-        for (size_t j = 0; j < l->n; j++) {
-            if (strcmp(l->items[j].pool, l->items[i].pool) != 0)
-                continue;
-            bool first = true;
-            for (size_t k = 0; k < j; k++)
-                if (strcmp(l->items[k].pool, l->items[j].pool) == 0 &&
-                    strcmp(l->items[k].version, l->items[j].version) == 0)
-                    first = false;
-            if (!first)
-                continue;
-            if (l->explicit_weight[j])
-                used += l->items[j].weight;
-            else
-                implicit_versions++;
-        }
-        uint64_t left = used >= 100 ? 0 : 100 - used;
-        l->items[i].weight = (uint32_t)(left / (implicit_versions ? implicit_versions : 1));
-    }
 }
 
 int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t *n, char *err,
@@ -260,7 +170,7 @@ int discovery_static_parse(const char *spec, discovery_instance_t **list, size_t
         free(l.explicit_weight);
         return rc;
     }
-    fill_weights(&l);
+    discovery_fill_weights(l.items, l.n, l.explicit_weight);
     free(l.explicit_weight);
     *list = l.items;
     *n = l.n;
@@ -292,7 +202,12 @@ static void static_destroy(discovery_t *d)
     free(s);
 }
 
-static const discovery_ops_t static_ops = {"static", static_start, static_stop, static_destroy};
+static const discovery_ops_t static_ops = {.name = "static",
+                                           .dynamic = false,
+                                           .start = static_start,
+                                           .stop = static_stop,
+                                           .destroy = static_destroy,
+                                           .watch_caches = NULL};
 
 discovery_t *discovery_static_create(const char *spec, char *err, size_t err_len)
 {

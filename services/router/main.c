@@ -1,13 +1,16 @@
 /*
  * main.c - llmserve-router: its options and its wiring for the service runtime
- * (libs/svc): the static pool list to a discovery source, the router object, its
- * methods; start waits (bounded) for the instances and caches to be connected.
+ * (libs/svc): a discovery source (the static pool list, or Consul configured from
+ * Consul's own environment variables), the router object, its methods; start waits
+ * (bounded) for the instances and caches to be connected.
  */
 #define _GNU_SOURCE
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "consul/consul.h"
 #include "discovery.h"
+#include "discovery_consul.h"
 #include "router.h"
 #include "rpc/server.h"
 #include "svc/svc.h"
@@ -20,16 +23,76 @@ typedef struct {
     ls_strlist_t pools;
     int64_t ready_timeout_ms;
     router_config_t rc;
+    const char *discovery;            /* "static", "consul" or "auto" */
+    discovery_consul_config_t consul; /* service names and waits */
+    bool use_consul;                  /* --discovery as resolved by the check */
+    consul_config_t consul_env;       /* from Consul's variables, with use_consul */
+    bool consul_env_read;
+    consul_t *consul_client;
     char *pool_spec; /* the --pool values joined with ';' */
     router_t *router;
 } main_config_t;
 
-/* The pool list's syntax, before anything starts (the policy is checked against the
- * pools at create). */
+/* auto: Consul when it is configured and no pool is given.  The service runtime will
+ * have its own say on whether Consul is on (a common --consul flag); until then
+ * CONSUL_HTTP_ADDR is what tells. */
+static int resolve_discovery(main_config_t *mc, char *err, size_t err_len)
+{
+    const char *d = mc->discovery ? mc->discovery : "auto";
+    if (strcmp(d, "auto") == 0 || !d[0]) {
+        const char *addr = getenv("CONSUL_HTTP_ADDR");
+        mc->use_consul = mc->pools.n == 0 && addr && addr[0];
+    } else if (strcmp(d, "consul") == 0 || strcmp(d, "static") == 0) {
+        mc->use_consul = strcmp(d, "consul") == 0;
+    } else {
+        ls_set_err(err, err_len, "--discovery: '%s' is not static, consul or auto", d);
+        return LS_ERR_INVALID;
+    }
+    return LS_OK;
+}
+
+/* Consul's settings: service names, and its environment (read here so that a bad
+ * variable stops the start with the others). */
+static int check_consul(main_config_t *mc, char *err, size_t err_len)
+{
+    if (mc->pools.n > 0) {
+        ls_set_err(err, err_len,
+                   "--pool and --discovery consul exclude each other: the instances come from "
+                   "Consul");
+        return LS_ERR_INVALID;
+    }
+    if (!mc->consul.inference_service || !mc->consul.inference_service[0]) {
+        ls_set_err(err, err_len, "--consul-inference-service: a service name is needed");
+        return LS_ERR_INVALID;
+    }
+    if (mc->consul.cache_service && strcmp(mc->consul.cache_service, "none") == 0)
+        mc->consul.cache_service = "";
+    char why[300];
+    if (consul_config_from_env(&mc->consul_env, why, sizeof(why)) != LS_OK) {
+        ls_set_err(err, err_len, "Consul's environment: %s", why);
+        return LS_ERR_INVALID;
+    }
+    mc->consul_env_read = true;
+    return LS_OK;
+}
+
+/* Which discovery, and with static discovery the pool list's syntax, before anything
+ * starts (the policy is checked against the pools at create). */
 static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     (void)svc;
     main_config_t *mc = ud;
+    int rc = resolve_discovery(mc, err, err_len);
+    if (rc != LS_OK)
+        return rc;
+    if (mc->use_consul)
+        return check_consul(mc, err, err_len);
+    if (mc->pools.n == 0) {
+        ls_set_err(err, err_len,
+                   "--pool: no inference instance given (or --discovery consul, with Consul's "
+                   "CONSUL_HTTP_ADDR)");
+        return LS_ERR_INVALID;
+    }
     char *spec = ls_strlist_join(&mc->pools, ";");
     if (!spec) {
         ls_set_err(err, err_len, "out of memory");
@@ -38,7 +101,7 @@ static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     discovery_instance_t *list = NULL;
     size_t n = 0;
     char why[512];
-    int rc = discovery_static_parse(spec, &list, &n, why, sizeof(why));
+    rc = discovery_static_parse(spec, &list, &n, why, sizeof(why));
     if (rc == LS_OK && n == 0) {
         snprintf(why, sizeof(why), "no inference instance given");
         rc = LS_ERR_INVALID;
@@ -50,33 +113,70 @@ static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     return rc;
 }
 
+/* The discovery source --discovery chose into *out; LS_OK, or an error (LS_ERR_INVALID
+ * for a bad pool list) with a reason in err. */
+static int make_discovery(main_config_t *mc, discovery_t **out, char *err, size_t err_len)
+{
+    char why[512];
+    if (!mc->use_consul) {
+        mc->pool_spec = ls_strlist_join(&mc->pools, ";");
+        if (!mc->pool_spec) {
+            ls_set_err(err, err_len, "out of memory");
+            return LS_ERR_NOMEM;
+        }
+        *out = discovery_static_create(mc->pool_spec, why, sizeof(why));
+        if (!*out) {
+            ls_set_err(err, err_len, "--pool: %s", why);
+            return LS_ERR_INVALID;
+        }
+        return LS_OK;
+    }
+    mc->consul_client = consul_create(&mc->consul_env);
+    if (!mc->consul_client) {
+        ls_set_err(err, err_len, "cannot start the Consul client");
+        return LS_ERR_INTERNAL;
+    }
+    bool watch_caches = !(mc->rc.cache && mc->rc.cache[0]) && mc->consul.cache_service[0];
+    LS_LOG_INFO("router",
+                "discovery from consul agent=%s inference_service=%s cache_service=%s wait_ms=%lld "
+                "wait_first_ms=%lld",
+                consul_where(mc->consul_client), mc->consul.inference_service,
+                watch_caches ? mc->consul.cache_service : "(not watched)",
+                (long long)mc->consul.wait_ms, (long long)mc->consul.wait_first_ms);
+    *out = discovery_consul_create(mc->consul_client, &mc->consul);
+    return LS_OK;
+}
+
+static void free_discovery_config(main_config_t *mc)
+{
+    consul_destroy(mc->consul_client); /* after the source that borrowed it */
+    mc->consul_client = NULL;
+    free(mc->pool_spec);
+    mc->pool_spec = NULL;
+}
+
 static int router_create_hook(svc_t *svc, void *ud, char *err, size_t err_len)
 {
     main_config_t *mc = ud;
-    mc->pool_spec = ls_strlist_join(&mc->pools, ";");
-    if (!mc->pool_spec) {
-        ls_set_err(err, err_len, "out of memory");
-        return LS_ERR_NOMEM;
-    }
-    char why[512];
-    discovery_t *disc = discovery_static_create(mc->pool_spec, why, sizeof(why));
-    if (!disc) {
-        ls_set_err(err, err_len, "--pool: %s", why);
-        free(mc->pool_spec);
-        return LS_ERR_INVALID;
+    discovery_t *disc = NULL;
+    int rc = make_discovery(mc, &disc, err, err_len);
+    if (rc != LS_OK) {
+        free_discovery_config(mc);
+        return rc;
     }
     mc->rc.upstream = svc_upstream_channel(svc);
     mc->rc.reporter = svc_reporter(svc);
+    char why[512];
     mc->router = router_create(&mc->rc, disc, why, sizeof(why));
     if (!mc->router) {
         ls_set_err(err, err_len, "%s", why);
-        free(mc->pool_spec);
+        free_discovery_config(mc);
         return LS_ERR_INVALID;
     }
     if (router_register(mc->router, svc_server(svc)) != LS_OK) {
         ls_set_err(err, err_len, "cannot register llmserve.v1.Router");
         router_destroy(mc->router);
-        free(mc->pool_spec);
+        free_discovery_config(mc);
         return LS_ERR_INTERNAL;
     }
     return LS_OK;
@@ -102,22 +202,43 @@ static void router_destroy_hook(svc_t *svc, void *ud)
 {
     (void)svc;
     main_config_t *mc = ud;
-    router_destroy(mc->router);
-    free(mc->pool_spec);
+    router_destroy(mc->router); /* stops and destroys the discovery source */
+    free_discovery_config(mc);
 }
 
 int main(int argc, char **argv)
 {
     static main_config_t mc;
     mc.ready_timeout_ms = 10000;
+    mc.discovery = "auto";
+    discovery_consul_config_init(&mc.consul);
     router_config_t *rcp = &mc.rc;
     router_config_init(rcp);
     router_scorer_config_t *sc = &rcp->scorer;
     const ls_opt_t opts[] = {
+        {"discovery", NULL, LS_OPT_STRING, &mc.discovery,
+         "where the inference instances come from: static (--pool), consul (Consul's "
+         "CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... variables), or auto: consul when no --pool "
+         "is given and CONSUL_HTTP_ADDR is set, else static",
+         0, 0},
         {"pool", NULL, LS_OPT_LIST, &mc.pools,
          "inference instances, NAME[@VERSION[:WEIGHT]]=HOST:PORT[,HOST:PORT...]; repeat the "
-         "flag or separate entries with ';'",
+         "flag or separate entries with ';' (static discovery)",
          0, 0},
+        {"consul-inference-service", NULL, LS_OPT_STRING, &mc.consul.inference_service,
+         "Consul service of the inference instances; each one's Meta pool (required), version "
+         "and weight place it",
+         0, 0},
+        {"consul-cache-service", NULL, LS_OPT_STRING, &mc.consul.cache_service,
+         "Consul service of the cache instances, watched when --cache is empty (empty or none: "
+         "no cache discovery)",
+         0, 0},
+        {"consul-wait-ms", NULL, LS_OPT_INT, &mc.consul.wait_ms,
+         "blocking wait of each Consul query, ms", 1, 600000},
+        {"consul-wait-first-ms", NULL, LS_OPT_INT, &mc.consul.wait_first_ms,
+         "ms to wait at start for Consul's first lists; then serve with what came (perhaps no "
+         "instance) and keep watching",
+         0, 600000},
         {"default-pool", NULL, LS_OPT_STRING, &rcp->default_pool,
          "pool for prompts below every tier, and the fallback of the others", 0, 0},
         {"tiers", NULL, LS_OPT_STRING, &rcp->tiers,
@@ -133,7 +254,9 @@ int main(int argc, char **argv)
         {"pool-ttft-ms", NULL, LS_OPT_STRING, &rcp->pool_ttft_ms,
          "per-pool TTFT budgets POOL=MS,... overriding --ttft-budget-ms", 0, 0},
         {"cache", NULL, LS_OPT_STRING, &rcp->cache,
-         "cache instances HOST:PORT,... (empty: no cache)", 0, 0},
+         "cache instances HOST:PORT,... (empty: those of --consul-cache-service with Consul "
+         "discovery, else no cache)",
+         0, 0},
         {"cache-timeout-ms", NULL, LS_OPT_INT, &rcp->cache_timeout_ms,
          "ms a cache lookup may take before it counts as a miss", 1, 60000},
         {"cache-ttl", NULL, LS_OPT_INT, &rcp->cache_ttl_s,
@@ -239,5 +362,7 @@ int main(int argc, char **argv)
     };
     int status = svc_main(&spec, argc, argv);
     ls_strlist_free(&mc.pools); /* filled by the option parser, whatever happened next */
+    if (mc.consul_env_read)
+        consul_config_free(&mc.consul_env); /* read by the check, whatever happened next */
     return status;
 }

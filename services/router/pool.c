@@ -38,6 +38,8 @@ struct router_pools {
     router_pools_hooks_t hooks;
     router_instance_t **inst; /* listed instances */
     size_t n, cap;
+    char **declared; /* pool names that exist with or without instances */
+    size_t n_declared;
     uint64_t rng;
     uint64_t rotate; /* tie-break among equally loaded instances */
 
@@ -207,6 +209,9 @@ void router_pools_destroy(router_pools_t *p)
     }
     free(p->buckets);
     free(p->inst);
+    for (size_t i = 0; i < p->n_declared; i++)
+        free(p->declared[i]);
+    free(p->declared);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -217,6 +222,39 @@ static router_instance_t *find_addr(router_pools_t *p, const char *addr)
         if (strcmp(p->inst[i]->addr, addr) == 0)
             return p->inst[i];
     return NULL;
+}
+
+static bool do_declared(router_pools_t *p, const char *pool)
+{
+    for (size_t i = 0; i < p->n_declared; i++)
+        if (strcmp(p->declared[i], pool) == 0)
+            return true;
+    return false;
+}
+
+/* A pool exists when it is declared or has a listed instance. */
+static bool do_known(router_pools_t *p, const char *pool)
+{
+    if (do_declared(p, pool))
+        return true;
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->inst[i]->pool, pool) == 0)
+            return true;
+    return false;
+}
+
+void router_pools_declare(router_pools_t *p, const char *pool)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!do_declared(p, pool)) {
+        char **d = ls_xcalloc(p->n_declared + 1, sizeof(*d));
+        if (p->n_declared)
+            memcpy(d, p->declared, p->n_declared * sizeof(*d));
+        d[p->n_declared++] = ls_xstrdup(pool);
+        free(p->declared);
+        p->declared = d;
+    }
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Removes the listed instances for which keep[i] is false; calls on_remove and drops the
@@ -378,10 +416,7 @@ int router_pools_pick(router_pools_t *p, const char *pool, const char *conversat
     out->inst = NULL;
     out->affinity = false;
     pthread_mutex_lock(&p->mu);
-    bool known = false;
-    for (size_t i = 0; i < p->n && !known; i++)
-        known = strcmp(p->inst[i]->pool, pool) == 0;
-    if (!known) {
+    if (!do_known(p, pool)) {
         pthread_mutex_unlock(&p->mu);
         return LS_ERR_NOT_FOUND;
     }
@@ -435,11 +470,19 @@ void router_pools_release(router_pools_t *p, router_instance_t *inst)
 bool router_pools_has(router_pools_t *p, const char *pool)
 {
     pthread_mutex_lock(&p->mu);
-    bool known = false;
-    for (size_t i = 0; i < p->n && !known; i++)
-        known = strcmp(p->inst[i]->pool, pool) == 0;
+    bool known = do_known(p, pool);
     pthread_mutex_unlock(&p->mu);
     return known;
+}
+
+size_t router_pools_count(router_pools_t *p, const char *pool)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++)
+        n += strcmp(p->inst[i]->pool, pool) == 0;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 size_t router_pools_healthy_count(router_pools_t *p, const char *pool)
@@ -462,6 +505,18 @@ bool router_pools_all_healthy(router_pools_t *p)
     return all;
 }
 
+/* Appends name to buf (len bytes, *used so far); false when it does not fit. */
+static bool names_add(char *buf, size_t len, size_t *used, const char *name)
+{
+    int w = snprintf(buf + *used, len - *used, "%s%s", *used ? ", " : "", name);
+    if (w < 0 || (size_t)w >= len - *used) {
+        buf[*used] = '\0';
+        return false;
+    }
+    *used += (size_t)w;
+    return true;
+}
+
 void router_pools_names(router_pools_t *p, char *buf, size_t len)
 {
     if (len == 0)
@@ -469,16 +524,15 @@ void router_pools_names(router_pools_t *p, char *buf, size_t len)
     buf[0] = '\0';
     size_t used = 0;
     pthread_mutex_lock(&p->mu);
-    for (size_t i = 0; i < p->n; i++) {
-        bool seen = false;
+    bool room = true;
+    for (size_t i = 0; i < p->n_declared && room; i++)
+        room = names_add(buf, len, &used, p->declared[i]);
+    for (size_t i = 0; i < p->n && room; i++) {
+        bool seen = do_declared(p, p->inst[i]->pool);
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(p->inst[j]->pool, p->inst[i]->pool) == 0;
-        if (seen)
-            continue;
-        int w = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", p->inst[i]->pool);
-        if (w < 0 || (size_t)w >= len - used)
-            break;
-        used += (size_t)w;
+        if (!seen)
+            room = names_add(buf, len, &used, p->inst[i]->pool);
     }
     pthread_mutex_unlock(&p->mu);
 }

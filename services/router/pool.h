@@ -11,6 +11,10 @@
  *   3. C is remembered for the instance picked (the oldest entries go past max_affinity).
  * The pick counts as one outstanding request until router_pools_release.
  *
+ * A pool exists while it has a listed instance, or for the set's life once declared
+ * (router_pools_declare): with a discovery source whose lists change, the pools the
+ * routing policy names exist before any instance of theirs is discovered.
+ *
  * Instances come and go with router_pools_update (the discovery source's lists); an
  * instance dropped from the list is never picked again and is freed once the last pick
  * holding it is released.  Thread-safe: one mutex guards the whole set; hooks run with
@@ -49,6 +53,11 @@ router_pools_t *router_pools_create(uint64_t seed, size_t max_affinity,
  * NULL is a no-op. */
 void router_pools_destroy(router_pools_t *p);
 
+/* Declares pool (copied): it exists from now on even with no instance, so a pick
+ * answers LS_ERR_UNAVAILABLE rather than LS_ERR_NOT_FOUND.  Declaring twice is
+ * harmless. */
+void router_pools_declare(router_pools_t *p, const char *pool);
+
 /* Reconciles the set with the complete list: adds new instances (not healthy until
  * router_instance_set_healthy), removes the ones not listed, updates version weights.
  * Returns LS_OK. */
@@ -65,16 +74,20 @@ typedef struct {
 } router_pick_t;
 
 /* Picks an instance of pool for conversation_id (NULL or "" = none), never one of
- * exclude[0..n_exclude).  Returns LS_OK; LS_ERR_NOT_FOUND when no pool has that name;
- * LS_ERR_UNAVAILABLE when it has no eligible instance. */
+ * exclude[0..n_exclude).  Returns LS_OK; LS_ERR_NOT_FOUND when no pool has that name
+ * (neither declared nor with an instance); LS_ERR_UNAVAILABLE when it has no eligible
+ * instance, or none at all (a declared pool). */
 int router_pools_pick(router_pools_t *p, const char *pool, const char *conversation_id,
                       router_instance_t *const *exclude, size_t n_exclude, router_pick_t *out);
 
 /* Ends a pick: one outstanding request less, and the pick's reference dropped. */
 void router_pools_release(router_pools_t *p, router_instance_t *inst);
 
-/* True when pool is a configured pool name (whether or not it has healthy instances). */
+/* True when pool exists: declared, or with a listed instance (healthy or not). */
 bool router_pools_has(router_pools_t *p, const char *pool);
+
+/* Listed instances of pool, healthy or not (0 for an unknown or empty pool). */
+size_t router_pools_count(router_pools_t *p, const char *pool);
 
 /* Healthy instances of pool (0 for an unknown pool). */
 size_t router_pools_healthy_count(router_pools_t *p, const char *pool);
@@ -82,7 +95,8 @@ size_t router_pools_healthy_count(router_pools_t *p, const char *pool);
 /* True when every instance of every pool is healthy. */
 bool router_pools_all_healthy(router_pools_t *p);
 
-/* Writes the pool names, comma-separated, into buf (for messages). */
+/* Writes the names of the pools that exist, comma-separated, declared ones first, into
+ * buf (for messages; cut at a whole name when buf is too small). */
 void router_pools_names(router_pools_t *p, char *buf, size_t len);
 
 /* Marks inst healthy (pickable) or not.  Thread-safe. */

@@ -81,7 +81,7 @@ struct relay_req {
     size_t n_tried;
     char cache_model[ROUTER_POOL_NAME_MAX + 70];
 
-    rpc_mux_t *cache_mux;
+    router_cache_t *cache; /* held while a lookup waits for its answer */
     uint64_t cache_id;
     timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer;
 
@@ -283,6 +283,19 @@ static void do_fall_back(relay_req_t *q, const char *fb)
     do_set_pool(q, fb);
 }
 
+/* The lookup is over: its registration (if any) forgotten, its cache released. */
+static void do_end_lookup(relay_req_t *q)
+{
+    if (q->cache_id) {
+        rpc_mux_forget(router_cache_mux(q->cache), q->cache_id);
+        q->cache_id = 0;
+    }
+    if (q->cache) {
+        router_caches_release(q->r->caches, q->cache);
+        q->cache = NULL;
+    }
+}
+
 static void do_finish(relay_req_t *q)
 {
     q->phase = PHASE_DONE;
@@ -291,10 +304,7 @@ static void do_finish(relay_req_t *q)
     do_end_attempt(q, true);
     do_cancel_timer(q, &q->deadline_timer);
     do_cancel_timer(q, &q->cache_timer);
-    if (q->cache_id) {
-        rpc_mux_forget(q->cache_mux, q->cache_id);
-        q->cache_id = 0;
-    }
+    do_end_lookup(q);
     q->sink->ops->finished(q->sink, q);
 }
 
@@ -409,9 +419,9 @@ static void do_cache_query(relay_req_t *q, router_cache_query_t *cq)
 static void do_cache_lookup(relay_req_t *q)
 {
     router_t *r = q->r;
-    rpc_mux_t *m = router__cache_pick(r);
+    router_cache_t *c = router_caches_pick(r->caches);
     q->lookup = false; /* once per request, whatever happens */
-    if (!m) {
+    if (!c) {
         router_report_lookup(r->report, "skipped", 0);
         do_submit(q);
         return;
@@ -422,20 +432,23 @@ static void do_cache_lookup(relay_req_t *q)
     router_cache_policy_lookup(&cm, &cq, router__next_id(r));
     q->phase = PHASE_LOOKUP;
     q->t_lookup_us = ls_now_us();
-    if (rpc_mux_request(m, cm.req.id, &cm.req.base, &cache_handler, q) != LS_OK) {
+    if (rpc_mux_request(router_cache_mux(c), cm.req.id, &cm.req.base, &cache_handler, q) != LS_OK) {
+        router_caches_release(r->caches, c);
         router_report_lookup(r->report, "skipped", ls_now_us() - q->t_lookup_us);
-        do_submit(q); /* cache stream not up: a miss */
+        do_submit(q); /* cache stream not up (or just removed): a miss */
         return;
     }
-    q->cache_mux = m;
+    q->cache = c;
     q->cache_id = cm.req.id;
     q->cache_timer = do_arm(q, TIMER_CACHE, q->t_lookup_us + r->cfg.cache_timeout_ms * 1000);
 }
 
 static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
 {
-    rpc_mux_t *m = router__cache_pick(q->r);
-    if (!m || q->answer.too_big)
+    if (q->answer.too_big)
+        return;
+    router_cache_t *c = router_caches_pick(q->r->caches);
+    if (!c)
         return;
     router_cache_query_t cq;
     do_cache_query(q, &cq);
@@ -457,7 +470,8 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     router_cache_msg_t cm;
     router_cache_policy_store(&cm, &cq, router__next_id(q->r), &q->answer, &o);
     /* Nobody waits for the answer: the reply's id is unregistered and dropped. */
-    rpc_mux_send(m, &cm.req.base);
+    rpc_mux_send(router_cache_mux(c), &cm.req.base);
+    router_caches_release(q->r->caches, c);
 }
 
 /* Picks an instance of q->pool (falling back once when the pool has none) and goes on
@@ -494,7 +508,11 @@ static void do_dispatch(relay_req_t *q)
             continue;
         }
         char msg[200];
-        snprintf(msg, sizeof(msg), "no healthy instance in pool %s", q->pool);
+        if (router_pools_count(r->pools, q->pool) == 0)
+            snprintf(msg, sizeof(msg), "no instance in pool %s (discovery lists none yet)",
+                     q->pool);
+        else
+            snprintf(msg, sizeof(msg), "no healthy instance in pool %s", q->pool);
         do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
         return;
     }
@@ -692,7 +710,8 @@ static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult 
 static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit,
                              const char *result)
 {
-    q->cache_id = 0;
+    q->cache_id = 0; /* answered or broken: the mux dropped the registration */
+    do_end_lookup(q);
     do_cancel_timer(q, &q->cache_timer);
     q->cache_lookup_us = (uint64_t)(ls_now_us() - q->t_lookup_us);
     router_report_lookup(q->r->report, result, (int64_t)q->cache_lookup_us);
@@ -767,10 +786,7 @@ static void on_timer(void *ud, bool fired)
                 do_dispatch(q);
             }
         } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
-            if (q->cache_id) {
-                rpc_mux_forget(q->cache_mux, q->cache_id);
-                q->cache_id = 0;
-            }
+            do_end_lookup(q);
             do_lookup_result(q, NULL, "error"); /* too slow: answered as a miss */
         }
     }
@@ -791,8 +807,8 @@ static void resolve_sampling(relay_req_t *q)
         q->sampling.max_tokens = (int32_t)q->r->cfg.default_max_tokens;
     if (!q->sampling.has_seed)
         q->sampling.seed = 0;
-    router_cache_plan_t plan =
-        router_cache_policy_resolve(q->sub->cache_policy, &q->sampling, q->r->n_caches > 0);
+    router_cache_plan_t plan = router_cache_policy_resolve(q->sub->cache_policy, &q->sampling,
+                                                           router_caches_any(q->r->caches));
     q->lookup = plan.lookup;
     q->store = plan.store;
     q->m_cache = plan.lookup ? "miss" : "bypass";

@@ -2,7 +2,8 @@
  * router.c - the router object: policy, pools, connections to instances and caches.
  *
  * Lock rules: r->conns_mu guards the list of connections; conn->mu guards what
- * Inference.Info said and the removed flag; r->live_mu guards the live request count.
+ * Inference.Info said and the removed flag; r->live_mu guards the live request count;
+ * the cache set (caches.c) has its own.
  * None is held while calling into another module, except conn->mu around
  * router_instance_set_healthy (the pools' lock is taken after it, never before) and
  * rpc_mux_create (which calls nothing back before it returns).
@@ -53,19 +54,6 @@ void router_config_init(router_config_t *cfg)
 uint64_t router__next_id(router_t *r)
 {
     return atomic_fetch_add(&r->next_id, 1) + 1;
-}
-
-rpc_mux_t *router__cache_pick(router_t *r)
-{
-    if (r->n_caches == 0)
-        return NULL;
-    uint64_t start = atomic_fetch_add(&r->cache_rr, 1);
-    for (size_t k = 0; k < r->n_caches; k++) {
-        rpc_mux_t *m = r->caches[(start + k) % r->n_caches];
-        if (rpc_mux_up(m))
-            return m;
-    }
-    return NULL;
 }
 
 /* ---- inference connections -------------------------------------------------------- */
@@ -214,16 +202,23 @@ static void on_discovery_update(void *ud, const discovery_instance_t *list, size
     router_pools_update(r->pools, list, n);
 }
 
-/* ---- cache connections ------------------------------------------------------------ */
-
-static bool route_cache(const ProtobufCMessage *msg, uint64_t *id, bool *terminal)
+static void on_discovery_caches(void *ud, const char *const *addrs, size_t n)
 {
-    const Llmserve__V1__CacheResponse *resp = (const Llmserve__V1__CacheResponse *)msg;
-    *id = resp->id;
-    *terminal = true; /* one response per request */
-    return resp->id != 0;
+    router__caches_update(ud, addrs, n);
 }
 
+/* ---- cache connections ------------------------------------------------------------ */
+
+int router__caches_update(router_t *r, const char *const *addrs, size_t n)
+{
+    char err[300];
+    int rc = router_caches_update(r->caches, addrs, n, err, sizeof(err));
+    if (rc != LS_OK)
+        LS_LOG_WARN("router", "cache list applied in part: %s", err);
+    return rc;
+}
+
+/* The static list of --cache, checked and applied once. */
 static int connect_caches(router_t *r, char *err, size_t err_len)
 {
     if (!r->cfg.cache || !r->cfg.cache[0])
@@ -232,7 +227,8 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
     size_t cap = 1;
     for (const char *p = copy; *p; p++)
         cap += *p == ',';
-    r->caches = ls_xcalloc(cap, sizeof(*r->caches));
+    const char **addrs = ls_xcalloc(cap, sizeof(*addrs));
+    size_t n = 0;
     int rc = LS_OK;
     char *save = NULL;
     for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
@@ -245,20 +241,14 @@ static int connect_caches(router_t *r, char *err, size_t err_len)
             rc = LS_ERR_INVALID;
             break;
         }
-        rpc_mux_config_t mc = {0};
-        mc.name = "cache";
-        mc.method = "/llmserve.v1.Cache/Session";
-        mc.resp_desc = &llmserve__v1__cache_response__descriptor;
-        mc.route = route_cache;
-        mc.channel = r->cfg.upstream;
-        rpc_mux_t *m = rpc_mux_create(r->client, a, &mc);
-        if (!m) {
-            ls_set_err(err, err_len, "--cache: cannot connect to '%s'", a);
-            rc = LS_ERR_INVALID;
-            break;
-        }
-        r->caches[r->n_caches++] = m;
+        addrs[n++] = a;
     }
+    char why[300];
+    if (rc == LS_OK && router_caches_update(r->caches, addrs, n, why, sizeof(why)) != LS_OK) {
+        ls_set_err(err, err_len, "--cache: %s", why);
+        rc = LS_ERR_INVALID;
+    }
+    free(addrs);
     free(copy);
     return rc;
 }
@@ -270,6 +260,12 @@ typedef struct {
     char *err;
     size_t err_len;
 } check_ctx_t;
+
+static int declare_pool(void *ud, const char *pool)
+{
+    router_pools_declare(ud, pool);
+    return LS_OK;
+}
 
 static int check_pool(void *ud, const char *pool)
 {
@@ -297,7 +293,6 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     pthread_mutex_init(&r->sinks_mu, NULL);
     atomic_init(&r->draining, false);
     atomic_init(&r->next_id, 0);
-    atomic_init(&r->cache_rr, 0);
     r->report = router_report_create(cfg->reporter);
     r->disc = disc;
     if (router_policy_parse(&r->policy, cfg->default_pool, cfg->tiers, cfg->pool_fallback,
@@ -313,12 +308,24 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
     router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
+    r->caches = router_caches_create(r->client, cfg->upstream, r->reaper);
+    /* A source whose lists change may have none of a pool yet: the pool exists anyway,
+     * and answers UNAVAILABLE until an instance comes. */
+    if (disc->ops->dynamic)
+        router_policy_each_pool(&r->policy, declare_pool, r->pools);
+    bool static_caches = cfg->cache && cfg->cache[0];
+    if (!static_caches && disc->ops->watch_caches &&
+        discovery_watch_caches(disc, on_discovery_caches, r) != LS_OK) {
+        ls_set_err(err, err_len, "discovery (%s) cannot watch the cache instances",
+                   disc->ops->name);
+        goto fail;
+    }
     if (discovery_start(disc, on_discovery_update, r) != LS_OK) {
         ls_set_err(err, err_len, "discovery (%s) did not start", disc->ops->name);
         goto fail;
     }
     check_ctx_t cc = {r, err, err_len};
-    if (router_policy_each_pool(&r->policy, check_pool, &cc) != LS_OK)
+    if (!disc->ops->dynamic && router_policy_each_pool(&r->policy, check_pool, &cc) != LS_OK)
         goto fail;
     if (connect_caches(r, err, err_len) != LS_OK)
         goto fail;
@@ -352,9 +359,9 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
     /* Every instance connected is the aim (requests spread over all of them from the
      * start); at the timeout, one per pool is enough. */
     for (;;) {
-        bool caches_up = true;
-        for (size_t i = 0; i < r->n_caches; i++)
-            caches_up = caches_up && rpc_mux_up(r->caches[i]);
+        router_caches_stats_t cst;
+        router_caches_stats(r->caches, &cst);
+        bool caches_up = cst.up == cst.listed;
         if (caches_up && router_pools_all_healthy(r->pools))
             return true;
         if (ls_now_us() >= until)
@@ -447,9 +454,8 @@ void router_destroy(router_t *r)
      * their connections handed to the reaper. */
     if (r->pools)
         router_pools_clear(r->pools);
-    for (size_t i = 0; i < r->n_caches; i++)
-        rpc_mux_destroy(r->caches[i]);
-    free(r->caches);
+    /* Ends every cache stream (the removed ones the reaper holds: below). */
+    router_caches_destroy(r->caches);
     rpc_defer_destroy(r->reaper); /* destroys every connection handed to it */
     /* Left: connections of instances still held by requests that outlived the wait above
      * (warned about there). */

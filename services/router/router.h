@@ -25,7 +25,8 @@ typedef struct {
     const char *pool_fallback;     /* "POOL=FALLBACK|none,..."; default "" (all -> default) */
     const char *pool_ttft_ms;      /* "POOL=MS,..."; default "" */
     int64_t ttft_budget_ms;        /* TTFT budget of pools with a fallback; default 10000 */
-    const char *cache;             /* cache instances "HOST:PORT,..."; NULL/"" = no cache */
+    const char *cache;             /* cache instances "HOST:PORT,..."; NULL/"" = none, or
+                                      those the discovery source watches */
     int64_t cache_timeout_ms;      /* a lookup slower than this is a miss; default 500 */
     int64_t cache_ttl_s;           /* TTL of stored answers; 0 = the cache's default */
     bool cache_semantic;           /* semantic lookups and stores; default false */
@@ -50,9 +51,13 @@ typedef struct router router_t;
 /* Fills cfg with the defaults above. */
 void router_config_init(router_config_t *cfg);
 
-/* Creates the router: checks the policy against the pools discovery delivers, starts
- * connecting to every instance and cache.  Takes ownership of disc.  Returns NULL with a
- * reason in err (err_len bytes) on a bad configuration; disc is then destroyed. */
+/* Creates the router: starts disc and connects to every instance it lists and to every
+ * cache (cfg->cache, or when that is empty the cache instances disc watches, if it
+ * does).  A static source's first list must hold an instance of every pool the policy
+ * names; a dynamic one's may hold none (disc->ops->dynamic): those pools are declared,
+ * and a request for a pool with no instance ends with UNAVAILABLE.  Takes ownership of
+ * disc (stopped and destroyed by router_destroy).  Returns NULL with a reason in err
+ * (err_len bytes) on a bad configuration; disc is then destroyed. */
 router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err,
                         size_t err_len);
 
@@ -60,10 +65,10 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
  * Returns LS_OK or the rpc_server_add_method error. */
 int router_register(router_t *r, rpc_server_t *srv);
 
-/* Waits up to timeout_ms until every instance and every cache stream is connected (for
- * mains that want a warm start).  Returns true when they are, or when at the timeout
- * every pool named by the policy has a connected instance and every cache stream is
- * open; blocks the calling thread. */
+/* Waits up to timeout_ms until every instance and every cache stream listed now is
+ * connected (for mains that want a warm start).  Returns true when they are, or when at
+ * the timeout every pool named by the policy has a connected instance and every cache
+ * stream is open; blocks the calling thread. */
 bool router_wait_ready(router_t *r, int64_t timeout_ms);
 
 /* Graceful stop: from now on new requests get UNAVAILABLE ("the router is shutting

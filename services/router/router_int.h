@@ -9,6 +9,7 @@
 #include "llmserve/v1/inference.pb-c.h"
 #include "llmserve/v1/router.pb-c.h"
 #include "rpc/mux.h"
+#include "caches.h"
 #include "policy.h"
 #include "pool.h"
 #include "report.h"
@@ -47,9 +48,7 @@ struct router {
     size_t n_conns, cap_conns;
     rpc_defer_t *reaper; /* destroys connections: rpc_mux_destroy blocks */
 
-    rpc_mux_t **caches; /* Cache.Session streams, one per cache instance */
-    size_t n_caches;
-    atomic_uint_fast64_t cache_rr;
+    router_caches_t *caches; /* Cache.Session streams, one per cache instance */
 
     atomic_uint_fast64_t next_id; /* upstream and cache request ids */
     pthread_mutex_t live_mu;      /* guards live */
@@ -115,8 +114,11 @@ void router__req_reject(relay_req_t *req, int grpc_code, const char *message);
 
 /* ---- router.c ------------------------------------------------------------------- */
 
-/* A cache mux that is up (round robin), or NULL. */
-rpc_mux_t *router__cache_pick(router_t *r);
+/* Reconciles the cache set with addrs[0..n) ("host:port" each, borrowed): the list
+ * --cache gives at create, or each list a discovery source delivers (on its thread).
+ * Returns LS_OK, or LS_ERR_UNAVAILABLE (logged) when a stream could not be made for an
+ * address; the rest is applied all the same. */
+int router__caches_update(router_t *r, const char *const *addrs, size_t n);
 
 /* Lists s among the open client calls (from its on_start) / takes it out (on_done). */
 void router__sink_add(router_t *r, relay_sink_t *s);

@@ -25,12 +25,13 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "support/channel.h"
+#include "support/driven_discovery.h"
 #include "support/proc.h"
+#include "support/router_load.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,219 +52,13 @@ size_t __sanitizer_get_current_allocated_bytes(void); /* sanitizer/allocator_int
 #endif
 
 #define N_STREAMS 4
-#define WINDOW 2           /* requests in flight per stream */
-#define MAX_REQS (1 << 18) /* per stream; far more than a run submits */
+#define WINDOW 2 /* requests in flight per stream */
 #define DEFAULT_CYCLES 1000
 #define WARMUP_CYCLES 100
 /* Memory in use may grow this much from the warm-up to the end: about ten times what was
  * measured with removed connections freed, a fraction of what was measured when they were
  * kept (README, Router). */
 #define MEM_GROWTH_MAX (4L << 20)
-
-/* ---- a discovery source the test drives -------------------------------------------- */
-
-typedef struct {
-    discovery_t base;
-    pthread_mutex_t mu; /* held while an update runs, so stop waits for it */
-    discovery_update_fn fn;
-    void *ud;
-    bool stopped;
-    discovery_instance_t list[2]; /* A, B */
-} churn_disc_t;
-
-/* Delivers {A} or {A, B}: a complete list, as a Consul watch would. */
-static void churn_deliver(churn_disc_t *cd, bool with_b)
-{
-    pthread_mutex_lock(&cd->mu);
-    if (!cd->stopped)
-        cd->fn(cd->ud, cd->list, with_b ? 2 : 1);
-    pthread_mutex_unlock(&cd->mu);
-}
-
-static int churn_start(discovery_t *d, discovery_update_fn fn, void *ud)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    cd->fn = fn;
-    cd->ud = ud;
-    churn_deliver(cd, false);
-    return LS_OK;
-}
-
-static void churn_stop(discovery_t *d)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    pthread_mutex_lock(&cd->mu);
-    cd->stopped = true;
-    pthread_mutex_unlock(&cd->mu);
-}
-
-static void churn_destroy(discovery_t *d)
-{
-    churn_disc_t *cd = (churn_disc_t *)d;
-    pthread_mutex_destroy(&cd->mu);
-    free(cd);
-}
-
-static const discovery_ops_t churn_ops = {"churn", churn_start, churn_stop, churn_destroy};
-
-/* ---- load: streams that keep WINDOW requests in flight ------------------------------ */
-
-static char addr_b[64];
-static atomic_uint_fast64_t starts_on_b; /* started events naming B */
-
-typedef struct {
-    int idx;
-    rpc_stream_t *s;
-    pthread_mutex_t mu;
-    bool stopping; /* submit nothing more */
-    uint32_t submitted, terminals, errors, extra, unknown, send_failures;
-    uint8_t *terminal; /* terminal events per request, by sequence number */
-    char first_error[300];
-    bool ended;
-    rpc_status_t status;
-} load_t;
-
-static load_t loads[N_STREAMS];
-
-static void do_submit(load_t *l)
-{
-    if (l->stopping || l->submitted == MAX_REQS)
-        return;
-    char id[32];
-    snprintf(id, sizeof(id), "s%d-%u", l->idx, l->submitted);
-    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
-    sp.max_tokens = 4;
-    sp.temperature = 0;
-    Llmserve__V1__GenerateSubmit s = LLMSERVE__V1__GENERATE_SUBMIT__INIT;
-    s.request_id = id;
-    s.prompt = "Once upon a time there was a cat";
-    s.sampling = &sp;
-    s.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
-    Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
-    req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_SUBMIT;
-    req.submit = &s;
-    if (rpc_stream_send(l->s, &req.base) != LS_OK) {
-        l->send_failures++;
-        return;
-    }
-    l->submitted++;
-}
-
-/* On a client thread: count the event; a terminal one makes room for the next request. */
-static void on_event(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
-{
-    (void)s;
-    load_t *l = ud;
-    const Llmserve__V1__GenerateEvent *ev = (const Llmserve__V1__GenerateEvent *)msg;
-    int idx = -1;
-    unsigned seq = 0;
-    pthread_mutex_lock(&l->mu);
-    if (sscanf(ev->request_id, "s%d-%u", &idx, &seq) != 2 || idx != l->idx || seq >= l->submitted) {
-        l->unknown++;
-        pthread_mutex_unlock(&l->mu);
-        return;
-    }
-    switch (ev->kind_case) {
-    case LLMSERVE__V1__GENERATE_EVENT__KIND_STARTED:
-        if (strcmp(ev->started->instance, addr_b) == 0)
-            atomic_fetch_add(&starts_on_b, 1);
-        break;
-    case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
-        if (l->terminal[seq])
-            l->extra++;
-        break;
-    case LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR:
-    case LLMSERVE__V1__GENERATE_EVENT__KIND_DONE:
-        if (ev->kind_case == LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR && !l->errors++)
-            snprintf(l->first_error, sizeof(l->first_error), "%s: code %d %s", ev->request_id,
-                     ev->error->code, ev->error->message);
-        if (l->terminal[seq]++)
-            l->extra++;
-        else
-            l->terminals++;
-        do_submit(l);
-        break;
-    default:
-        break;
-    }
-    pthread_mutex_unlock(&l->mu);
-}
-
-static void on_status(rpc_stream_t *s, void *ud, const rpc_status_t *st, const rpc_md_t *t)
-{
-    (void)s;
-    (void)t;
-    load_t *l = ud;
-    pthread_mutex_lock(&l->mu);
-    l->status = *st;
-    l->ended = true;
-    pthread_mutex_unlock(&l->mu);
-}
-
-static void load_start(rpc_channel_t *ch)
-{
-    for (int i = 0; i < N_STREAMS; i++) {
-        load_t *l = &loads[i];
-        l->idx = i;
-        pthread_mutex_init(&l->mu, NULL);
-        l->terminal = malloc(MAX_REQS);
-        cr_assert_not_null(l->terminal);
-        memset(l->terminal, 0, MAX_REQS); /* touched now, not while memory is measured */
-        rpc_stream_handler_t h = {on_event, on_status};
-        rpc_call_opts_t opts = {.wait_for_ready = true};
-        l->s = rpc_stream_open(ch, "/llmserve.v1.Router/Generate",
-                               &llmserve__v1__generate_event__descriptor, &h, l, &opts, 0);
-        cr_assert_not_null(l->s);
-        pthread_mutex_lock(&l->mu);
-        for (int k = 0; k < WINDOW; k++)
-            do_submit(l);
-        pthread_mutex_unlock(&l->mu);
-    }
-}
-
-/* Stops submitting, waits for every request's end and each stream's status; returns the
- * requests submitted. */
-static uint64_t load_finish(void)
-{
-    uint64_t total = 0;
-    for (int i = 0; i < N_STREAMS; i++) {
-        load_t *l = &loads[i];
-        pthread_mutex_lock(&l->mu);
-        l->stopping = true;
-        pthread_mutex_unlock(&l->mu);
-    }
-    for (int i = 0; i < N_STREAMS; i++) {
-        load_t *l = &loads[i];
-        int64_t until = ls_now_us() + 60000000;
-        pthread_mutex_lock(&l->mu);
-        while (l->terminals < l->submitted && ls_now_us() < until) {
-            pthread_mutex_unlock(&l->mu);
-            ls_sleep_us(5000);
-            pthread_mutex_lock(&l->mu);
-        }
-        pthread_mutex_unlock(&l->mu);
-        rpc_stream_close_send(l->s);
-        while (!rpc_stream_ended(l->s) && ls_now_us() < until)
-            ls_sleep_us(5000);
-        pthread_mutex_lock(&l->mu);
-        cr_expect_eq(l->terminals, l->submitted, "stream %d: %u of %u requests ended", i,
-                     l->terminals, l->submitted);
-        cr_expect_eq(l->errors, 0, "stream %d: %u errors, the first %s", i, l->errors,
-                     l->first_error);
-        cr_expect_eq(l->extra, 0, "stream %d: %u events after a terminal one", i, l->extra);
-        cr_expect_eq(l->unknown, 0, "stream %d: %u events of unknown requests", i, l->unknown);
-        cr_expect_eq(l->send_failures, 0, "stream %d: %u submits not sent", i, l->send_failures);
-        cr_expect(l->ended, "stream %d did not end after half-close", i);
-        cr_expect_eq(l->status.code, GRPC_STATUS_OK, "stream %d: status %d %s", i, l->status.code,
-                     l->status.details);
-        total += l->submitted;
-        pthread_mutex_unlock(&l->mu);
-        rpc_stream_release(l->s);
-        pthread_mutex_destroy(&l->mu);
-        free(l->terminal);
-    }
-    return total;
-}
 
 /* ---- what the router and the process hold ----------------------------------------- */
 
@@ -358,22 +153,19 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
 {
     start_inference(&proc_a);
     start_inference(&proc_b);
-    char addr_a[64];
+    char addr_a[64], addr_b[64];
     snprintf(addr_a, sizeof(addr_a), "127.0.0.1:%d", proc_a.port);
     snprintf(addr_b, sizeof(addr_b), "127.0.0.1:%d", proc_b.port);
 
-    churn_disc_t *cd = calloc(1, sizeof(*cd));
-    cd->base.ops = &churn_ops;
-    pthread_mutex_init(&cd->mu, NULL);
-    discovery_instance_t ia = {"small", "", 100, addr_a}, ib = {"small", "", 100, addr_b};
-    cd->list[0] = ia;
-    cd->list[1] = ib;
+    /* {A} or {A, B}: a complete list each time, as a Consul watch delivers it. */
+    discovery_instance_t list[2] = {{"small", "", 100, addr_a}, {"small", "", 100, addr_b}};
+    driven_discovery_t *dd = driven_discovery_create(list, 1, true, false);
     router_config_t cfg;
     router_config_init(&cfg);
     cfg.tiers = ""; /* one pool */
     cfg.seed = 1;
     char err[256] = "";
-    router_t *r = router_create(&cfg, &cd->base, err, sizeof(err));
+    router_t *r = router_create(&cfg, driven_discovery_base(dd), err, sizeof(err));
     cr_assert_not_null(r, "router_create: %s", err);
     cr_assert(router_wait_ready(r, 30000), "instance A not connected");
 
@@ -393,7 +185,13 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
     snprintf(target, sizeof(target), "127.0.0.1:%d", port);
     rpc_channel_t *ch = rpc_channel_create(client, target, NULL);
     cr_assert(test_channel_ready(ch, 30000), "the router does not answer");
-    load_start(ch);
+    router_load_opts_t lo = {.streams = N_STREAMS,
+                             .window = WINDOW,
+                             .max_tokens = 4,
+                             .prompt = "Once upon a time there was a cat",
+                             .policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS,
+                             .watched_instance = addr_b};
+    router_load_t *load = router_load_start(ch, &lo);
 
     int cycles = cycles_wanted();
     int warmup = cycles >= 2 * WARMUP_CYCLES ? WARMUP_CYCLES : cycles / 2;
@@ -407,31 +205,32 @@ Test(router_churn, instances_come_and_go_under_load_without_loss_or_leak)
             mem_warm = mem_in_use();
             t_warm = ls_now_us();
         }
-        churn_deliver(cd, true);
+        driven_discovery_deliver(dd, list, 2);
         if (!wait_all_healthy(r, 5000))
             unhealthy++;
         /* Until B has started a request (it has none, so it is the least loaded), or a
          * moment: then requests are in flight on B as it goes. */
-        uint64_t seen = atomic_load(&starts_on_b);
+        uint64_t seen = router_load_starts_on(load);
         int64_t until = ls_now_us() + 50000;
-        while (atomic_load(&starts_on_b) == seen && ls_now_us() < until)
+        while (router_load_starts_on(load) == seen && ls_now_us() < until)
             ls_sleep_us(200);
-        served_by_b += atomic_load(&starts_on_b) != seen;
-        churn_deliver(cd, false);
+        served_by_b += router_load_starts_on(load) != seen;
+        driven_discovery_deliver(dd, list, 1);
     }
     size_t conns_end = settle(r);
     long mem_end = mem_in_use();
     int64_t t_end = ls_now_us();
-    uint64_t requests = load_finish();
+    uint64_t starts_on_b = router_load_starts_on(load);
+    uint64_t requests = router_load_finish(load);
 
-    fprintf(
-        stderr,
-        "churn: cycles=%d warmup=%d requests=%llu starts_on_b=%llu cycles_served_by_b=%d "
-        "cycles_b_not_healthy=%d " MEM_WHAT "_warm_kib=%ld " MEM_WHAT "_end_kib=%ld growth_kib=%ld "
-        "churn_s=%.1f after_warmup_s=%.1f\n",
-        cycles, warmup, (unsigned long long)requests, (unsigned long long)atomic_load(&starts_on_b),
-        served_by_b, unhealthy, mem_warm / 1024, mem_end / 1024, (mem_end - mem_warm) / 1024,
-        (double)(t_end - t0) / 1e6, (double)(t_end - t_warm) / 1e6);
+    fprintf(stderr,
+            "churn: cycles=%d warmup=%d requests=%llu starts_on_b=%llu cycles_served_by_b=%d "
+            "cycles_b_not_healthy=%d " MEM_WHAT "_warm_kib=%ld " MEM_WHAT
+            "_end_kib=%ld growth_kib=%ld "
+            "churn_s=%.1f after_warmup_s=%.1f\n",
+            cycles, warmup, (unsigned long long)requests, (unsigned long long)starts_on_b,
+            served_by_b, unhealthy, mem_warm / 1024, mem_end / 1024, (mem_end - mem_warm) / 1024,
+            (double)(t_end - t0) / 1e6, (double)(t_end - t_warm) / 1e6);
     cr_expect_eq(conns_end, 1, "the router holds %zu connections; A's only is right", conns_end);
     cr_expect_eq(unhealthy, 0, "B did not come up in %d cycles", unhealthy);
     cr_expect_geq(served_by_b, cycles / 2, "B served requests in %d of %d cycles only", served_by_b,

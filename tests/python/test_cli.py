@@ -209,6 +209,57 @@ class ServiceCommandLine(unittest.TestCase):
                             for l in lines), lines)
 
 
+def without_consul(**extra):
+    """clean_env without Consul's variables (the router's auto discovery reads them)."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith("CONSUL_")}
+    env.update(extra)
+    return env
+
+
+class RouterDiscoveryCommandLine(unittest.TestCase):
+    def test_discovery_choices_and_refusals(self):
+        path = BIN["router"]
+        for argv, env, says in (
+                ([], without_consul(), "no inference instance given"),
+                (["--discovery", "static"], without_consul(CONSUL_HTTP_ADDR="127.0.0.1:1"),
+                 "no inference instance given"),
+                (["--discovery", "dns"], without_consul(), "--discovery: 'dns'"),
+                (["--discovery", "consul", "--pool", "small=127.0.0.1:1"], without_consul(),
+                 "exclude each other"),
+                (["--consul-inference-service", ""],
+                 without_consul(CONSUL_HTTP_ADDR="127.0.0.1:1"), "--consul-inference-service"),
+                (["--discovery", "consul", "--consul-wait-ms", "0"], without_consul(),
+                 "--consul-wait-ms")):
+            rc, _, err = run([path] + argv, env=env)
+            self.assertEqual(rc, 2, "%s: %s" % (argv, err))
+            self.assertIn(says, err, argv)
+        rc, out, _ = run([path, "--help"], env=without_consul())
+        self.assertEqual(rc, 0)
+        for flag in ("--discovery", "--consul-inference-service", "--consul-cache-service",
+                     "--consul-wait-ms", "--consul-wait-first-ms",
+                     "LLMSERVE_ROUTER_CONSUL_WAIT_FIRST_MS"):
+            self.assertIn(flag, out)
+
+    def test_consul_unreachable_the_router_serves_with_no_instance(self):
+        # auto: no --pool and CONSUL_HTTP_ADDR set.  Nothing answers there: after
+        # --consul-wait-first-ms the router serves anyway, and stops cleanly.
+        token = "consul-token-material-0123456789"
+        env = without_consul(CONSUL_HTTP_ADDR="127.0.0.1:1", CONSUL_HTTP_TOKEN=token,
+                             LLMSERVE_LOG_FORMAT="json")
+        rc, lines = serve_and_stop([BIN["router"], "--listen", "127.0.0.1:0",
+                                    "--consul-wait-first-ms", "300", "--ready-timeout-ms", "0"],
+                                   env)
+        self.assertEqual(rc, 0)
+        self.assertEqual(effective_config(lines)["discovery"], "auto")
+        used = [l for l in lines if l.get("msg") == "discovery from consul"]
+        self.assertEqual(len(used), 1, lines)
+        self.assertIn("127.0.0.1:1", used[0]["agent"])
+        self.assertEqual(used[0]["inference_service"], "llmserve-inference")
+        self.assertTrue(any(l.get("level") == "warn" and "no inference list" in l["msg"]
+                            for l in lines), lines)
+        self.assertNotIn(token, json.dumps(lines))
+
+
 class ToolCommandLine(unittest.TestCase):
     def test_tools_take_tls_and_api_key_options(self):
         for name, path in TOOLS.items():

@@ -94,6 +94,8 @@ Test(discovery, static_source_delivers_once_on_start)
     char err[128];
     discovery_t *d = discovery_static_create("small=127.0.0.1:1,127.0.0.1:2", err, sizeof(err));
     cr_assert_not_null(d, "%s", err);
+    cr_assert_not(d->ops->dynamic);
+    cr_assert_eq(discovery_watch_caches(d, NULL, NULL), LS_ERR_NOT_FOUND, "knows no caches");
     cr_assert_eq(discovery_start(d, on_update, &updates), LS_OK);
     cr_assert_eq(updates, 1);
     cr_assert_eq(last_n, 2);

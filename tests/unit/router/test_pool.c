@@ -100,6 +100,45 @@ Test(pool, unknown_pool_and_no_healthy_instance)
     cr_assert_eq(freed, 1);
 }
 
+Test(pool, declared_pool_without_instance_is_unavailable_not_unknown)
+{
+    router_pools_t *p = make("small=h:1");
+    router_pools_declare(p, "large");
+    router_pools_declare(p, "large"); /* twice is harmless */
+    router_pick_t pk;
+    cr_assert_eq(router_pools_pick(p, "large", NULL, NULL, 0, &pk), LS_ERR_UNAVAILABLE);
+    cr_assert_null(pk.inst);
+    cr_assert_eq(router_pools_pick(p, "medium", NULL, NULL, 0, &pk), LS_ERR_NOT_FOUND);
+    cr_assert(router_pools_has(p, "large"));
+    cr_assert_not(router_pools_has(p, "medium"));
+    cr_assert_eq(router_pools_count(p, "large"), 0);
+    cr_assert_eq(router_pools_count(p, "small"), 1);
+    char names[64];
+    router_pools_names(p, names, sizeof(names));
+    cr_assert_str_eq(names, "large, small", "declared first, each once");
+    router_pools_names(p, names, 8);
+    cr_assert_str_eq(names, "large", "cut at a whole name");
+
+    /* An instance comes, is picked, and goes: the pool stays, unavailable again. */
+    discovery_instance_t l[2] = {{"small", "", 100, "h:1"}, {"large", "", 100, "h:2"}};
+    router_pools_update(p, l, 2);
+    cr_assert_eq(router_pools_count(p, "large"), 1);
+    router_pools_names(p, names, sizeof(names));
+    cr_assert_str_eq(names, "large, small");
+    cr_assert_eq(router_pools_pick(p, "large", NULL, NULL, 0, &pk), LS_ERR_UNAVAILABLE,
+                 "not healthy yet");
+    router_pools_update(p, l, 1);
+    cr_assert(router_pools_has(p, "large"));
+    cr_assert_eq(router_pools_pick(p, "large", NULL, NULL, 0, &pk), LS_ERR_UNAVAILABLE);
+    router_pools_update(p, NULL, 0);
+    cr_assert(router_pools_has(p, "large"));
+    cr_assert_not(router_pools_has(p, "small"), "an undeclared pool goes with its last instance");
+    cr_assert_eq(router_pools_pick(p, "small", NULL, NULL, 0, &pk), LS_ERR_NOT_FOUND);
+    router_pools_destroy(p);
+    cr_assert_eq(added, 2);
+    cr_assert_eq(freed, 2);
+}
+
 Test(pool, all_healthy_needs_every_instance_of_every_pool)
 {
     router_pools_t *p = make_healthy("small=h:1,h:2;large=h:3");
