@@ -509,8 +509,7 @@ static void do_dispatch(relay_req_t *q)
         }
         char msg[200];
         if (router_pools_count(r->pools, q->pool) == 0)
-            snprintf(msg, sizeof(msg), "no instance in pool %s (discovery lists none yet)",
-                     q->pool);
+            snprintf(msg, sizeof(msg), "no instance in pool %s (discovery lists none)", q->pool);
         else
             snprintf(msg, sizeof(msg), "no healthy instance in pool %s", q->pool);
         do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
