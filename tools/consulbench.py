@@ -77,9 +77,10 @@ def main():
         load = test_consul.Load(suite.complete, n=2)
         try:
             for r in range(args.rounds):
+                t_start = time.monotonic()  # a port may be one an earlier round had
                 p, b = suite.inference(grace_ms=3000)
                 t_pass = suite.agent.wait_passing("llmserve-inference", b, timeout=60)
-                t_first = load.first_on("127.0.0.1:%d" % b, after=t_pass - 10)
+                t_first = load.first_on("127.0.0.1:%d" % b, after=t_start)
                 time.sleep(0.3)
                 t_term = time.monotonic()
                 p.send_signal(signal.SIGTERM)
@@ -88,7 +89,8 @@ def main():
                 p.wait(30)
                 suite.processes.remove(p)
                 time.sleep(0.5)
-                sent = [t0 for t0, _, inst, _ in load.snapshot() if inst == "127.0.0.1:%d" % b]
+                sent = [t0 for t0, _, inst, _ in load.snapshot()
+                        if inst == "127.0.0.1:%d" % b and t0 >= t_start]
                 first.append((t_first - t_pass) * 1000)
                 gone.append((t_gone - t_term) * 1000)
                 last.append((max(sent) - t_term) * 1000)
