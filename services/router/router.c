@@ -357,12 +357,15 @@ bool router_wait_ready(router_t *r, int64_t timeout_ms)
     int64_t until = ls_now_us() + timeout_ms * 1000;
     ready_ctx_t c = {r};
     /* Every instance connected is the aim (requests spread over all of them from the
-     * start); at the timeout, one per pool is enough. */
+     * start); at the timeout, one per pool is enough.  Every pool the policy names must
+     * have one either way: a dynamic source may not have listed any yet (no instance at
+     * all is not "all healthy"). */
     for (;;) {
         router_caches_stats_t cst;
         router_caches_stats(r->caches, &cst);
         bool caches_up = cst.up == cst.listed;
-        if (caches_up && router_pools_all_healthy(r->pools))
+        if (caches_up && router_pools_all_healthy(r->pools) &&
+            router_policy_each_pool(&r->policy, pool_ready, &c) == LS_OK)
             return true;
         if (ls_now_us() >= until)
             return caches_up && router_policy_each_pool(&r->policy, pool_ready, &c) == LS_OK;
