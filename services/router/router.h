@@ -66,9 +66,10 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
 int router_register(router_t *r, rpc_server_t *srv);
 
 /* Waits up to timeout_ms until every instance and every cache stream listed now is
- * connected (for mains that want a warm start).  Returns true when they are, or when at
- * the timeout every pool named by the policy has a connected instance and every cache
- * stream is open; blocks the calling thread. */
+ * connected and every pool named by the policy has a connected instance (for mains that
+ * want a warm start; a dynamic source may list nothing at first).  Returns true when
+ * that holds, or when at the timeout every pool named by the policy has a connected
+ * instance and every cache stream is open; blocks the calling thread. */
 bool router_wait_ready(router_t *r, int64_t timeout_ms);
 
 /* Graceful stop: from now on new requests get UNAVAILABLE ("the router is shutting
