@@ -362,17 +362,19 @@ static int check_common(svc_t *s, char *err, size_t err_len)
         ls_set_err(err, err_len, "--advertise: %s", why);
         return LS_ERR_INVALID;
     }
-    if (strcmp(c->consul, "off") != 0) {
+    /* auto: on when CONSUL_HTTP_ADDR is set (Consul's other variables are read only
+     * then, so a stray one cannot stop a service that does not use Consul). */
+    const char *addr_env = getenv("CONSUL_HTTP_ADDR");
+    if (strcmp(c->consul, "on") == 0 ||
+        (strcmp(c->consul, "auto") == 0 && addr_env && addr_env[0])) {
         if (consul_config_from_env(&s->consul_cfg, why, sizeof(why)) != LS_OK) {
             ls_set_err(err, err_len, "Consul configuration: %s", why);
             return LS_ERR_INVALID;
         }
-        if (strcmp(c->consul, "on") == 0 || s->consul_cfg.addr_set) {
-            s->consul = consul_create(&s->consul_cfg);
-            if (!s->consul) {
-                ls_set_err(err, err_len, "--consul: the HTTP client did not start");
-                return LS_ERR_INVALID;
-            }
+        s->consul = consul_create(&s->consul_cfg);
+        if (!s->consul) {
+            ls_set_err(err, err_len, "--consul: the HTTP client did not start");
+            return LS_ERR_INVALID;
         }
     }
     if (strcmp(c->metrics, "consul") == 0 && !s->consul) {

@@ -240,6 +240,30 @@ class RouterDiscoveryCommandLine(unittest.TestCase):
                      "LLMSERVE_ROUTER_CONSUL_WAIT_FIRST_MS"):
             self.assertIn(flag, out)
 
+    def test_runtime_consul_options_refused_with_a_reason(self):
+        # Every service: the registration options of the runtime (libs/svc).
+        for name, path in BIN.items():
+            for argv, env, says in (
+                    (["--consul", "maybe"], without_consul(), "--consul: 'maybe'"),
+                    (["--advertise", "[::1"], without_consul(), "--advertise"),
+                    (["--advertise", "host:0"], without_consul(), "--advertise"),
+                    (["--advertise", "::1:80"], without_consul(), "brackets"),
+                    (["--metrics", "consul"], without_consul(), "--metrics consul needs"),
+                    (["--consul", "on"], without_consul(CONSUL_HTTP_ADDR="ftp://x:1"),
+                     "Consul configuration"),
+                    (["--consul-check-interval-ms", "5"], without_consul(),
+                     "--consul-check-interval-ms")):
+                rc, _, err = run([path] + required_args(name) + argv, env=env)
+                self.assertEqual(rc, 2, "%s %s: %s" % (name, argv, err))
+                self.assertIn(says, err, "%s %s: %s" % (name, argv, err))
+            # auto with no CONSUL_HTTP_ADDR reads none of Consul's other variables.
+            rc, lines = serve_and_stop([path] + required_args(name) + ["--listen", "127.0.0.1:0"],
+                                       without_consul(CONSUL_HTTP_TOKEN_FILE="/nonexistent/t",
+                                                      LLMSERVE_LOG_FORMAT="json"))
+            self.assertEqual(rc, 0, name)
+            starting = [l for l in lines if l.get("msg") == "starting"]
+            self.assertEqual(starting[0]["consul"], "off", name)
+
     def test_consul_unreachable_the_router_serves_with_no_instance(self):
         # auto: no --pool and CONSUL_HTTP_ADDR set.  Nothing answers there: after
         # --consul-wait-first-ms the router serves anyway, and stops cleanly.
