@@ -452,10 +452,12 @@ class Decoder:
 def _is_base64(text, nbytes):
     if not isinstance(text, str) or len(text.rstrip("=")) != math.ceil(nbytes * 4 / 3):
         return False
+    alt = b"-_" if ("-" in text or "_" in text) else None
     try:
-        return len(base64.b64decode(text + "=" * (-len(text) % 4), validate=True)) == nbytes
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=alt, validate=True)
     except (binascii.Error, ValueError):
         return False
+    return len(raw) == nbytes
 
 
 def _strict_object(pairs):
