@@ -25,9 +25,10 @@ The transport:
   spans were rejected and some accepted: 200 with
   {"partialSuccess": {"rejectedSpans": "<n>", "errorMessage": "..."}} (rejectedSpans is an
   int64, so a string).  4xx and 5xx carry a google.rpc.Status as JSON: {"code": <gRPC code>,
-  "message": ..., "details": [...]}; a 400 for bad data has a google.rpc.BadRequest in
-  details whose fieldViolations name the fields (resourceSpans[0].scopeSpans[0].spans[1].
-  traceId) and what is wrong with them.
+  "message": ..., "details": [...]}; a 400 for a body that does not decode or whose spans
+  were all rejected has a google.rpc.BadRequest in details, whose fieldViolations name the
+  fields (resourceSpans[0].scopeSpans[0].spans[1].traceId) and what is wrong with them (a
+  400 for a bad gzip stream or chunk has none).
 
 What is checked, and the choices made where the spec leaves room:
 - The envelope, whose errors fail the whole request with 400 (code 3, INVALID_ARGUMENT): a

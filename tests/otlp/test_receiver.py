@@ -639,7 +639,29 @@ class ReceiverTest(unittest.TestCase):
         self.assertEqual(root["children"][0]["children"][0]["children"][1]["children"][0]
                          ["attributes"], {"rpc.system": "grpc"})
 
-    def test_16_sigterm_and_sigint_exit_0(self):
+    def test_16_duplicates_loops_and_chunked_bodies(self):
+        t = new_id(16)
+        a, b, c, d = (new_id(8) for _ in range(4))
+        spans = [span(t, a, "a", parent=b), span(t, b, "b", parent=a, start=T0 + 1),
+                 span(t, c, "self", parent=c, start=T0 + 3), span(t, d, "first"),
+                 span(t, d, "again", start=T0 + 2)]
+        body = json.dumps(request(("svc", spans))).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.r.port, timeout=30)
+        try:  # chunked, as an exporter that streams its body sends it
+            conn.request("POST", "/v1/traces", body=iter([body[:100], body[100:]]),
+                         headers={"Content-Type": "application/json"}, encode_chunked=True)
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, json.loads(resp.read())), (200, {}))
+        finally:
+            conn.close()
+        self.assertEqual(len(self.r.get("/_receiver/traces")[t]), 5)
+        self.assertEqual(self.r.get("/_receiver/stats")["duplicate_spans"], 1)
+        tree = self.r.get("/_receiver/trace/" + t)
+        self.assertEqual([(n["name"], n["children"]) for n in tree["roots"]], [("again", [])])
+        self.assertEqual(([n["name"] for n in tree["cycles"]], tree["orphans"]),
+                         (["a", "b", "self"], []))
+
+    def test_17_sigterm_and_sigint_exit_0(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             own = []
             port = procs.start([RECEIVER, "--listen", "127.0.0.1:0"], own, timeout=20)
