@@ -302,10 +302,13 @@ class Decoder:
                 return v  # kept as text: JSON has no such numbers
             if not DOUBLE_RE.match(v):
                 raise Invalid(path, "want a number or a numeric string, got %r" % v[:40])
-            v = float(v)
-            if math.isinf(v):
-                raise Invalid(path, "out of range of a double")
-        return float(v)
+        try:
+            d = float(v)
+        except OverflowError:  # a JSON integer past a double's range
+            d = math.inf
+        if math.isinf(d):
+            raise Invalid(path, "out of range of a double")
+        return d
 
     def bytes_value(self, v, path):
         s = self.string(v, path)
@@ -751,6 +754,10 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, socket.timeout):
             self.close_connection = True
             return
+        except Exception as e:  # a bug here: answer it, as a server would, and say so
+            log("%s %s: %r" % (method, path, e))
+            status, payload, headers = 500, status_body(500, "receiver: %r" % e), {}
+            self.close_connection = True
         if export:
             self.store.answered(status)
         try:
