@@ -37,9 +37,9 @@
  * are logged once per change of state (mod "otlp"), and the recovery once.
  *
  * Threads: the tracer is thread-safe as tracer.h says.  The span functions never wait on
- * the network: start draws ids (getrandom) and allocates; end takes one short lock (a
- * list append, a signal).  svc_otlp_tracer_set_instance and svc_otlp_tracer_stats may be
- * called from any thread; create and destroy from one.
+ * the network: start draws ids (getrandom) and allocates, and takes no lock; end takes
+ * one short lock (a list append, a signal).  svc_otlp_tracer_set_instance and
+ * svc_otlp_tracer_stats may be called from any thread; create and destroy from one.
  */
 #ifndef SVC_TRACER_OTLP_H
 #define SVC_TRACER_OTLP_H
@@ -115,6 +115,9 @@ void svc_otlp_config_init(svc_otlp_config_t *cfg, const char *service_name);
  * even when tracing is off. */
 int svc_otlp_config_from_env(svc_otlp_config_t *cfg, const char *service_name, char *err,
                              size_t err_len);
+
+/* The sampler's name as OTEL_TRACES_SAMPLER spells it ("parentbased_always_on"); static. */
+const char *svc_otlp_sampler_name(svc_otlp_sampler_t s);
 
 /* Creates the tracer and starts its thread (cfg is copied).  Returns NULL when cfg is not
  * enabled or not valid (logged), or the thread or curl cannot start.  The caller owns the
