@@ -104,7 +104,9 @@ void svc_otlp_config_init(svc_otlp_config_t *cfg, const char *service_name);
  * OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT (ms), the TRACES_ ones winning; OTEL_SERVICE_NAME;
  * OTEL_RESOURCE_ATTRIBUTES (k=v,... values percent-decoded); OTEL_TRACES_SAMPLER and
  * OTEL_TRACES_SAMPLER_ARG; OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT (ms, > 0),
- * OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (> 0, batch <= queue).
+ * OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (> 0, batch <= queue);
+ * OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL: http/json, or http/protobuf with a warning (JSON is
+ * sent all the same, which OTLP/HTTP receivers take on the same path), grpc refused.
  *
  * Returns LS_OK with cfg->enabled telling whether tracing is on, or LS_ERR_INVALID with a
  * one-line reason in err (err_len bytes) for any value that does not parse or is out of

@@ -186,6 +186,30 @@ static int config_endpoint(svc_otlp_config_t *cfg, char *err, size_t err_len)
     return LS_OK;
 }
 
+/* This exporter speaks http/json only.  http/protobuf goes to the same port and path,
+ * where an OTLP/HTTP receiver takes JSON as well, so it is let pass with a warning (an
+ * environment shared with other SDKs often names it); grpc is another port and protocol. */
+static int config_protocol(char *err, size_t err_len)
+{
+    const char *name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+    const char *v = env(name);
+    if (!v) {
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL";
+        v = env(name);
+    }
+    if (!v || strcmp(v, "http/json") == 0)
+        return LS_OK;
+    if (strcmp(v, "http/protobuf") == 0) {
+        LS_LOG_WARN(MOD, "this exporter sends OTLP/HTTP JSON, not protobuf variable=%s value=%s",
+                    name, v);
+        return LS_OK;
+    }
+    ls_set_err(err, err_len,
+               "%s: this exporter speaks http/json (http/protobuf is let pass), not '%.64s'", name,
+               v);
+    return LS_ERR_INVALID;
+}
+
 static int config_sampler(svc_otlp_config_t *cfg, char *err, size_t err_len)
 {
     static const struct {
@@ -282,7 +306,8 @@ int svc_otlp_config_from_env(svc_otlp_config_t *cfg, const char *service_name, c
         ls_set_err(err, err_len, "OTEL_SDK_DISABLED must be true or false, not '%.64s'", dis);
         return LS_ERR_INVALID;
     }
-    if ((rc = config_endpoint(&c, err, err_len)) != LS_OK)
+    if ((rc = config_endpoint(&c, err, err_len)) != LS_OK ||
+        (rc = config_protocol(err, err_len)) != LS_OK)
         return rc;
 
     const char *hv = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS");

@@ -40,6 +40,8 @@ static const char *const otel_vars[] = {
     "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 };
 
 static void setup(void)
@@ -307,6 +309,21 @@ Test(otlp_env, endpoint_forms)
     refused("OTEL_EXPORTER_OTLP_ENDPOINT");
     setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", 1);
     refused("OTEL_EXPORTER_OTLP_ENDPOINT");
+}
+
+Test(otlp_env, protocol)
+{
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318", 1);
+    setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", 1);
+    cr_assert(from_env().enabled);
+    setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", 1);
+    cr_assert(from_env().enabled, "let pass with a warning");
+    setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", 1);
+    refused("OTEL_EXPORTER_OTLP_PROTOCOL");
+    setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", 1);
+    cr_assert(from_env().enabled, "the TRACES_ variable wins");
+    setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", 1);
+    refused("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
 }
 
 Test(otlp_env, headers_decoded)
