@@ -820,6 +820,53 @@ Test(otlp, retry_after_past_the_export_timeout_gives_up)
     svc_tracer_destroy(t);
 }
 
+/* Occurrences of text in what the log file f holds. */
+static int log_count(FILE *f, const char *text)
+{
+    fflush(f);
+    rewind(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, text) != NULL;
+    fseek(f, 0, SEEK_END);
+    return n;
+}
+
+Test(otlp, failures_logged_once_per_change)
+{
+    start_responder();
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    ls_log_set_fd(fileno(f));
+    ls_log_set_level(LS_LOG_INFO);
+    for (int i = 0; i < 3; i++)
+        reply(503, NULL, NULL, 0);
+    reply(200, "{}", NULL, 0);
+    reply(400, NULL, NULL, 0);
+    reply(400, NULL, NULL, 0);
+    svc_tracer_t *t = tracer_to_responder(20);
+    end_spans(t, 1, "a"); /* 503 three times, then 200 */
+    wait_exported(t, 1);
+    cr_assert_eq(stats(t).exported, 1);
+    cr_assert_eq(log_count(f, "span export failed"), 1, "the same 503 three times: one line");
+    cr_assert_eq(log_count(f, "result=http_503"), 1);
+    cr_assert_eq(log_count(f, "span export works again"), 1);
+    end_spans(t, 1, "b"); /* 400 */
+    cr_assert(responder_wait(g_resp, 5, 3000));
+    end_spans(t, 1, "c"); /* 400 again: nothing new to say */
+    cr_assert(responder_wait(g_resp, 6, 3000));
+    int64_t until = ls_now_us() + 3000000;
+    while (stats(t).failed < 2 && ls_now_us() < until)
+        ls_sleep_us(5000);
+    cr_assert_eq(stats(t).failed, 2);
+    cr_assert_eq(log_count(f, "result=http_400"), 1);
+    cr_assert_eq(log_count(f, "span export failed"), 2);
+    svc_tracer_destroy(t);
+    ls_log_set_fd(2);
+    fclose(f);
+}
+
 /* Callers' cost must not depend on the receiver: a burst of span ends while the receiver
  * takes 5 s to answer stays fast, and the overflow is counted. */
 Test(otlp, slow_receiver_never_blocks_callers)
