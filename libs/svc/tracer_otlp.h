@@ -19,7 +19,8 @@
  * Sampling is decided at start (OTEL_TRACES_SAMPLER): parentbased_* follow the parent's
  * sampled flag when there is a parent and use their root sampler otherwise; traceidratio
  * decides on the trace id alone (bytes 8..15 read big-endian, shifted right by one, below
- * ratio * 2^63), so every service with the same ratio decides alike for one trace.
+ * ratio * 2^63), so every llmserve service with the same ratio decides alike for one
+ * trace.
  * Limitation: an unsampled span is NULL (the seam's no-op), so svc_span_context returns
  * false for it and a caller has no context of its own to pass on; it should pass on the
  * incoming traceparent as it came (its sampled flag is clear, so the next hop's
@@ -29,12 +30,13 @@
  * max_queue_size spans (a full queue drops it and counts it).  A thread of ours
  * ("svc-otlp") sends batches of at most max_export_batch_size spans every
  * schedule_delay_ms, or as soon as a full batch is queued.  One export may take at most
- * export_timeout_ms, each HTTP request at most timeout_ms.  200 is done (a partialSuccess
- * in the body is logged once, never retried); 429, 502, 503, 504 and failures to connect
- * are retried with exponential back-off with jitter, or after Retry-After (seconds) when
- * the answer has one, while the export's time lasts; any other status (400 among them)
- * drops the batch.  A batch that is not delivered counts its spans as failed.  Failures
- * are logged once per change of state (mod "otlp"), and the recovery once.
+ * export_timeout_ms, each HTTP request at most timeout_ms.  A 2xx is done (a
+ * partialSuccess in the body is logged once, never retried); 429, 502, 503, 504 and no
+ * answer at all (refused, timed out) are retried with exponential back-off with jitter, or
+ * after Retry-After when the answer has one in seconds (an HTTP date is not read), while
+ * the export's time lasts; any other status (400 among them) drops the batch.  A batch that is not
+ * delivered counts its spans as failed.  Failures are logged once per change of state (mod "otlp"),
+ * and the recovery once.
  *
  * Threads: the tracer is thread-safe as tracer.h says.  The span functions never wait on
  * the network: start draws ids (getrandom) and allocates, and takes no lock; end takes
