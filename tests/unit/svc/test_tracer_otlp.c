@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -927,6 +928,45 @@ Test(otlp, receiver_down_counts_failures)
     int64_t d0 = ls_now_us();
     svc_tracer_destroy(t);
     cr_assert_lt(ls_now_us() - d0, 1500000);
+}
+
+static void *span_thread(void *arg)
+{
+    svc_tracer_t *t = arg;
+    for (int i = 0; i < 2000; i++) {
+        svc_span_t *s = svc_span_start(t, "threaded", SVC_SPAN_CLIENT, NULL);
+        svc_span_set_str(s, "k", "v");
+        svc_span_event(s, "e");
+        svc_span_end(s, i % 3, "m");
+    }
+    return NULL;
+}
+
+Test(otlp, threads_end_spans_while_batches_leave)
+{
+    start_responder();
+    svc_otlp_config_t c = config_to_responder(5);
+    c.max_queue_size = 20000;
+    c.max_export_batch_size = 64;
+    svc_tracer_t *t = svc_otlp_tracer_create(&c);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, span_thread, t), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    wait_exported(t, 8000);
+    svc_otlp_stats_t st = stats(t);
+    cr_assert_eq(st.started, 8000);
+    cr_assert_eq(st.exported, 8000, "exported %llu", (unsigned long long)st.exported);
+    cr_assert_eq(st.dropped + st.failed, 0);
+    svc_tracer_destroy(t);
+    size_t spans = 0;
+    for (size_t i = 0; i < responder_count(g_resp); i++) {
+        size_t n = span_count(i);
+        cr_assert_leq(n, 64);
+        spans += n;
+    }
+    cr_assert_eq(spans, 8000);
 }
 
 /* ---- sampling ---------------------------------------------------------------------- */
