@@ -21,3 +21,6 @@ llmserve_test(test_svc_metrics integration/test_svc_metrics.c llmserve_rpc llmse
 add_dependencies(test_svc_metrics llmserve-cache)
 set_property(TEST test_svc_metrics APPEND PROPERTY ENVIRONMENT
   "LLMSERVE_CACHE_SERVER=$<TARGET_FILE:llmserve-cache>")
+
+# The OTLP/HTTP JSON tracer (libs/svc/tracer_otlp.c) against a scripted HTTP receiver.
+llmserve_test(test_tracer_otlp unit/svc/test_tracer_otlp.c llmserve_svc)

@@ -36,7 +36,7 @@
 typedef struct item {
     struct item *next;
     responder_reply_t reply; /* body and index_text point at the copies below */
-    char *body, *index_text;
+    char *body, *index_text, *headers;
 } item_t;
 
 typedef struct conn {
@@ -68,6 +68,7 @@ static void item_set(item_t *it, const responder_reply_t *reply)
 {
     free(it->body);
     free(it->index_text);
+    free(it->headers);
     it->reply = *reply;
     size_t len = reply->body ? (reply->body_len ? reply->body_len : strlen(reply->body)) : 0;
     it->body = malloc(len + 1);
@@ -80,6 +81,8 @@ static void item_set(item_t *it, const responder_reply_t *reply)
     it->reply.body_len = len;
     it->index_text = reply->index_text ? strdup(reply->index_text) : NULL;
     it->reply.index_text = it->index_text;
+    it->headers = reply->headers ? strdup(reply->headers) : NULL;
+    it->reply.headers = it->headers;
 }
 
 static bool stopping(responder_t *r)
@@ -233,12 +236,22 @@ static const char *reason(int status)
     switch (status) {
     case 200:
         return "OK";
+    case 400:
+        return "Bad Request";
     case 403:
         return "Forbidden";
     case 404:
         return "Not Found";
+    case 429:
+        return "Too Many Requests";
     case 500:
         return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     default:
         return "Status";
     }
@@ -262,11 +275,12 @@ static void answer(conn_t *c, const responder_reply_t *reply)
     else if (reply->index)
         snprintf(index, sizeof(index), "X-Consul-Index: %llu\r\n",
                  (unsigned long long)reply->index);
-    char head[512];
+    char head[2048];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "%sConnection: close\r\n\r\n",
-                     status, reason(status), reply->body_len, index);
+                     "%s%.1024sConnection: close\r\n\r\n",
+                     status, reason(status), reply->body_len, index,
+                     reply->headers ? reply->headers : "");
     if (conn_write(c, head, (size_t)n))
         conn_write(c, reply->body, reply->body_len);
 }
@@ -295,7 +309,7 @@ static void serve(conn_t *c)
     }
     q->at_us = ls_now_us();
 
-    item_t mine = {.next = NULL, .body = NULL, .index_text = NULL};
+    item_t mine = {.next = NULL, .body = NULL, .index_text = NULL, .headers = NULL};
     pthread_mutex_lock(&r->mu);
     if (r->n_reqs == r->cap_reqs) {
         r->cap_reqs = r->cap_reqs ? r->cap_reqs * 2 : 64;
@@ -316,11 +330,13 @@ static void serve(conn_t *c)
     if (it) {
         free(it->body);
         free(it->index_text);
+        free(it->headers);
         free(it);
     }
     answer(c, &mine.reply);
     free(mine.body);
     free(mine.index_text);
+    free(mine.headers);
 }
 
 static void *conn_main(void *arg)
@@ -371,8 +387,13 @@ static responder_t *start(int lfd, const responder_tls_t *tls)
         abort();
     r->lfd = lfd;
     r->script_tail = &r->script;
-    responder_reply_t dflt = {
-        .status = 200, .index = 0, .index_text = NULL, .body = "[]", .body_len = 0, .delay_ms = 0};
+    responder_reply_t dflt = {.status = 200,
+                              .index = 0,
+                              .index_text = NULL,
+                              .body = "[]",
+                              .body_len = 0,
+                              .delay_ms = 0,
+                              .headers = NULL};
     item_set(&r->dflt, &dflt);
     if (tls) {
         r->ctx = SSL_CTX_new(TLS_server_method());
@@ -401,6 +422,7 @@ out_fail:
     SSL_CTX_free(r->ctx);
     free(r->dflt.body);
     free(r->dflt.index_text);
+    free(r->dflt.headers);
     free(r);
     close(lfd);
     return NULL;
@@ -570,10 +592,12 @@ void responder_destroy(responder_t *r)
         next = it->next;
         free(it->body);
         free(it->index_text);
+        free(it->headers);
         free(it);
     }
     free(r->dflt.body);
     free(r->dflt.index_text);
+    free(r->dflt.headers);
     SSL_CTX_free(r->ctx);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);

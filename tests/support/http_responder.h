@@ -24,6 +24,8 @@ typedef struct {
     const char *body;       /* NULL: empty */
     size_t body_len;        /* 0: strlen(body) */
     int delay_ms;           /* before answering */
+    const char *headers;    /* more header lines, each ending in "\r\n" (a Retry-After,
+                               say); NULL: none */
 } responder_reply_t;
 
 typedef struct {
