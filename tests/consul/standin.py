@@ -199,7 +199,7 @@ def format_duration(ns):
 
 
 # ---- grpc.health.v1 by hand ---------------------------------------------------------------
-# Generated stubs for grpc/health/v1/health.proto would create a `grpc` package that
+# Modules generated from grpc/health/v1/health.proto would create a `grpc` package that
 # shadows grpcio (tests/python/test_echo.py says the same), so the two messages are
 # written and read here.
 

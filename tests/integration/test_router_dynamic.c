@@ -6,7 +6,7 @@
  * The router runs in this process over a discovery source the test drives
  * (support/driven_discovery), in front of a real inference process (the tiny model of
  * the router_models fixture) and, for the caches, in-process Cache.Session servers
- * (support/cache_stub) that answer lookups with misses a little late, so that lookups
+ * (support/inproc_cache) that answer lookups with misses a little late, so that lookups
  * are in flight when their cache goes.
  *
  * Checked: a static list must give an instance of every pool the policy names; a dynamic
@@ -26,7 +26,7 @@
 #include "router.h"
 #include "router_int.h" /* what the router holds: r->caches, r->reaper */
 #include "rpc/server.h"
-#include "support/cache_stub.h"
+#include "support/inproc_cache.h"
 #include "support/channel.h"
 #include "support/driven_discovery.h"
 #include "support/proc.h"
@@ -42,13 +42,13 @@
 #define DEFAULT_CYCLES 200
 
 static test_proc_t g_inf;
-static cache_stub_t *g_stub_a, *g_stub_b;
+static inproc_cache_t *g_cache_a, *g_cache_b;
 
 static void stop_all(void)
 {
     test_proc_stop(&g_inf, SIGTERM, 30000);
-    cache_stub_stop(g_stub_a);
-    cache_stub_stop(g_stub_b);
+    inproc_cache_stop(g_cache_a);
+    inproc_cache_stop(g_cache_b);
 }
 
 TestSuite(router_dynamic, .fini = stop_all, .timeout = 300);
@@ -201,7 +201,7 @@ static int cycles_wanted(void)
 
 static uint64_t lookups_so_far(void)
 {
-    return cache_stub_counts(g_stub_a).lookups + cache_stub_counts(g_stub_b).lookups;
+    return inproc_cache_counts(g_cache_a).lookups + inproc_cache_counts(g_cache_b).lookups;
 }
 
 /* Waits until no removed cache is held and the reaper is idle; returns the stats. */
@@ -220,11 +220,11 @@ static router_caches_stats_t settle(router_t *r)
 Test(router_dynamic, cache_list_changes_under_load_lose_no_request)
 {
     start_inference(&g_inf);
-    g_stub_a = cache_stub_start();
-    g_stub_b = cache_stub_start();
-    cache_stub_delay(g_stub_a, 2);
-    cache_stub_delay(g_stub_b, 2);
-    const char *a = cache_stub_addr(g_stub_a), *b = cache_stub_addr(g_stub_b);
+    g_cache_a = inproc_cache_start();
+    g_cache_b = inproc_cache_start();
+    inproc_cache_delay(g_cache_a, 2);
+    inproc_cache_delay(g_cache_b, 2);
+    const char *a = inproc_cache_addr(g_cache_a), *b = inproc_cache_addr(g_cache_b);
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", g_inf.port);
     discovery_instance_t inst = {"small", "", 100, addr};
@@ -266,7 +266,7 @@ Test(router_dynamic, cache_list_changes_under_load_lose_no_request)
     driven_discovery_caches(dd, only_a, 1);
     uint64_t requests = router_load_finish(load);
     router_caches_stats_t st = settle(r);
-    cache_stub_counts_t ca = cache_stub_counts(g_stub_a), cb = cache_stub_counts(g_stub_b);
+    inproc_cache_counts_t ca = inproc_cache_counts(g_cache_a), cb = inproc_cache_counts(g_cache_b);
     fprintf(stderr,
             "cache churn: cycles=%d requests=%llu s=%.1f a: lookups=%llu stores=%llu "
             "sessions=%llu b: lookups=%llu stores=%llu sessions=%llu cycles_without_lookup=%d\n",
@@ -287,10 +287,10 @@ Test(router_dynamic, cache_list_changes_under_load_lose_no_request)
     cr_expect_eq(rpc_defer_pending(r->reaper), 0);
     /* B's streams all ended (each removal half-closed one); A's last one is open. */
     int64_t until = ls_now_us() + 10000000;
-    while (cache_stub_counts(g_stub_b).open > 0 && ls_now_us() < until)
+    while (inproc_cache_counts(g_cache_b).open > 0 && ls_now_us() < until)
         ls_sleep_us(2000);
-    cr_expect_eq(cache_stub_counts(g_stub_b).open, 0, "a removed cache's stream is still open");
-    cr_expect_eq(cache_stub_counts(g_stub_a).open, 1);
+    cr_expect_eq(inproc_cache_counts(g_cache_b).open, 0, "a removed cache's stream is still open");
+    cr_expect_eq(inproc_cache_counts(g_cache_a).open, 1);
 
     unserve(&s, r);
 }

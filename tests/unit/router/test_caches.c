@@ -1,6 +1,6 @@
 /*
  * test_caches.c - services/router/caches.c: the set of cache instances, over in-process
- * Cache.Session servers (support/cache_stub): entries added, picked round robin among
+ * Cache.Session servers (support/inproc_cache): entries added, picked round robin among
  * those up, removed while a lookup holds one (it still gets its answer; the entry goes
  * once released), added again, and a list whose stream cannot be made.
  */
@@ -9,7 +9,7 @@
 #include "base/err.h"
 #include "caches.h"
 #include "llmserve/v1/cache.pb-c.h"
-#include "support/cache_stub.h"
+#include "support/inproc_cache.h"
 #include "support/net.h"
 
 #include <arpa/inet.h>
@@ -23,7 +23,7 @@
 static rpc_client_t *client;
 static rpc_defer_t *reaper;
 static router_caches_t *cs;
-static cache_stub_t *stub_a, *stub_b;
+static inproc_cache_t *cache_a, *cache_b;
 
 static void setup(void)
 {
@@ -37,8 +37,8 @@ static void teardown(void)
 {
     router_caches_destroy(cs);
     rpc_defer_destroy(reaper);
-    cache_stub_stop(stub_a);
-    cache_stub_stop(stub_b);
+    inproc_cache_stop(cache_a);
+    inproc_cache_stop(cache_b);
     rpc_client_destroy(client);
 }
 
@@ -150,8 +150,8 @@ Test(caches, empty_set_picks_nothing)
 
 Test(caches, round_robin_among_the_entries_up)
 {
-    stub_a = cache_stub_start();
-    stub_b = cache_stub_start();
+    cache_a = inproc_cache_start();
+    cache_b = inproc_cache_start();
     /* A port held bound but not listening: connections are refused, and no other test
      * running beside this one can take it (as it could a port found free a moment ago). */
     int held = socket(AF_INET, SOCK_STREAM, 0);
@@ -161,11 +161,11 @@ Test(caches, round_robin_among_the_entries_up)
     cr_assert_eq(getsockname(held, (struct sockaddr *)&sa, &sl), 0);
     char down[TEST_ADDR_LEN];
     test_addr(down, ntohs(sa.sin_port));
-    const char *addrs[] = {cache_stub_addr(stub_a), down, cache_stub_addr(stub_b),
-                           cache_stub_addr(stub_a), ""}; /* a duplicate, an empty one */
+    const char *addrs[] = {inproc_cache_addr(cache_a), down, inproc_cache_addr(cache_b),
+                           inproc_cache_addr(cache_a), ""}; /* a duplicate, an empty one */
     update(addrs, 5);
     cr_assert(router_caches_any(cs));
-    cr_assert(wait_up(2), "the two stubs did not come up");
+    cr_assert(wait_up(2), "the two servers did not come up");
     router_caches_stats_t st = stats();
     cr_assert_eq(st.listed, 3);
     int on_a = 0, on_b = 0;
@@ -174,20 +174,20 @@ Test(caches, round_robin_among_the_entries_up)
         cr_assert_not_null(c);
         const char *addr = router_cache_addr(c);
         cr_assert_str_neq(addr, down, "an entry that is down was picked");
-        on_a += strcmp(addr, cache_stub_addr(stub_a)) == 0;
-        on_b += strcmp(addr, cache_stub_addr(stub_b)) == 0;
+        on_a += strcmp(addr, inproc_cache_addr(cache_a)) == 0;
+        on_b += strcmp(addr, inproc_cache_addr(cache_b)) == 0;
         router_caches_release(cs, c);
     }
     cr_assert_eq(on_a + on_b, 30);
     cr_assert(on_a >= 5 && on_b >= 5, "picks a=%d b=%d: not round robin", on_a, on_b);
 
     /* The list shrinks to B: A is never picked again, at once. */
-    const char *only_b[] = {cache_stub_addr(stub_b)};
+    const char *only_b[] = {inproc_cache_addr(cache_b)};
     update(only_b, 1);
     for (int i = 0; i < 10; i++) {
         router_cache_t *c = router_caches_pick(cs);
         cr_assert_not_null(c);
-        cr_assert_str_eq(router_cache_addr(c), cache_stub_addr(stub_b));
+        cr_assert_str_eq(router_cache_addr(c), inproc_cache_addr(cache_b));
         router_caches_release(cs, c);
     }
     cr_assert(wait_reaped());
@@ -199,16 +199,16 @@ Test(caches, round_robin_among_the_entries_up)
 
 Test(caches, removed_while_a_lookup_holds_it_then_freed_on_release)
 {
-    stub_a = cache_stub_start();
-    const char *addrs[] = {cache_stub_addr(stub_a)};
+    cache_a = inproc_cache_start();
+    const char *addrs[] = {inproc_cache_addr(cache_a)};
     update(addrs, 1);
     cr_assert(wait_up(1));
-    cache_stub_hold(stub_a, true);
+    inproc_cache_hold(cache_a, true);
     router_cache_t *c = router_caches_pick(cs);
     cr_assert_not_null(c);
     lookup_t l = {0};
     send_lookup(c, 1, &l);
-    cr_assert(cache_stub_wait_lookups(stub_a, 1, 10000));
+    cr_assert(inproc_cache_wait_lookups(cache_a, 1, 10000));
 
     update(NULL, 0);
     cr_assert_null(router_caches_pick(cs), "a removed entry was picked");
@@ -218,9 +218,9 @@ Test(caches, removed_while_a_lookup_holds_it_then_freed_on_release)
     cr_assert_not(router_caches_any(cs));
 
     /* The lookup in flight still gets its answer on the half-closed stream. */
-    cache_stub_hold(stub_a, false);
+    inproc_cache_hold(cache_a, false);
     if (!wait_answers(&l, 1)) {
-        cache_stub_counts_t sc = cache_stub_counts(stub_a);
+        inproc_cache_counts_t sc = inproc_cache_counts(cache_a);
         cr_assert_fail("the lookup on the removed entry got no answer: broken %d; the cache got "
                        "%llu lookups, answered %llu, sessions %llu, open %llu, finished %llu",
                        atomic_load(&l.broken), (unsigned long long)sc.lookups,
@@ -232,20 +232,20 @@ Test(caches, removed_while_a_lookup_holds_it_then_freed_on_release)
     router_caches_release(cs, c);
     cr_assert(wait_reaped(), "the removed entry was not freed after its release");
     cr_assert_eq(atomic_load(&l.refs), 0, "the stream still holds the lookup");
-    cache_stub_counts_t sc = cache_stub_counts(stub_a);
-    cr_assert_eq(sc.finished, 1, "the stub did not see the stream's half-close");
+    inproc_cache_counts_t sc = inproc_cache_counts(cache_a);
+    cr_assert_eq(sc.finished, 1, "the server did not see the stream's half-close");
     /* The client has its status; the server's end of the call follows. */
     for (int64_t until = ls_now_us() + 5000000; sc.open > 0 && ls_now_us() < until;) {
         ls_sleep_us(1000);
-        sc = cache_stub_counts(stub_a);
+        sc = inproc_cache_counts(cache_a);
     }
     cr_assert_eq(sc.open, 0, "the removed cache's stream is still open at the cache");
 }
 
 Test(caches, added_again_while_the_removed_entry_is_held)
 {
-    stub_a = cache_stub_start();
-    const char *addrs[] = {cache_stub_addr(stub_a)};
+    cache_a = inproc_cache_start();
+    const char *addrs[] = {inproc_cache_addr(cache_a)};
     update(addrs, 1);
     cr_assert(wait_up(1));
     router_cache_t *old = router_caches_pick(cs);

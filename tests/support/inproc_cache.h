@@ -1,34 +1,34 @@
 /*
- * cache_stub.h - an in-process llmserve.v1.Cache/Session server for router tests: it
+ * inproc_cache.h - an in-process llmserve.v1.Cache/Session server for router tests: it
  * answers every lookup with a miss and every store with stored, counts what it got, and
  * can hold or delay its lookup answers so that lookups are in flight while a test acts.
  *
  * A Session the client half-closes is finished (status OK) once every lookup on it has
  * been answered, as the real cache does.
  *
- * cache_stub_start and cache_stub_stop assert (cr_assert): call them from the test's
+ * inproc_cache_start and inproc_cache_stop assert (cr_assert): call them from the test's
  * thread.  The rest is thread-safe.
  */
-#ifndef TEST_CACHE_STUB_H
-#define TEST_CACHE_STUB_H
+#ifndef TEST_INPROC_CACHE_H
+#define TEST_INPROC_CACHE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct cache_stub cache_stub_t;
+typedef struct inproc_cache inproc_cache_t;
 
-/* Starts a stub on 127.0.0.1 (any free port) with a thread of its own for the answers
+/* Starts a server on 127.0.0.1 (any free port) with a thread of its own for the answers
  * it holds or delays.  Asserts that it listens. */
-cache_stub_t *cache_stub_start(void);
+inproc_cache_t *inproc_cache_start(void);
 
-/* "127.0.0.1:PORT" (borrowed for the stub's life). */
-const char *cache_stub_addr(const cache_stub_t *s);
+/* "127.0.0.1:PORT" (borrowed for the server's life). */
+const char *inproc_cache_addr(const inproc_cache_t *s);
 
 /* While held, lookups get no answer; releasing the hold answers every lookup waiting. */
-void cache_stub_hold(cache_stub_t *s, bool hold);
+void inproc_cache_hold(inproc_cache_t *s, bool hold);
 
 /* Each lookup is answered delay_ms after it came (0, the default: at once). */
-void cache_stub_delay(cache_stub_t *s, int delay_ms);
+void inproc_cache_delay(inproc_cache_t *s, int delay_ms);
 
 typedef struct {
     uint64_t lookups;  /* lookups received */
@@ -37,16 +37,16 @@ typedef struct {
     uint64_t waiting;  /* lookups received and not answered yet */
     uint64_t sessions; /* Session calls started */
     uint64_t open;     /* of which not over yet */
-    uint64_t finished; /* of which ended by the stub, after the client's half-close */
-} cache_stub_counts_t;
+    uint64_t finished; /* of which ended by the server, after the client's half-close */
+} inproc_cache_counts_t;
 
-cache_stub_counts_t cache_stub_counts(cache_stub_t *s);
+inproc_cache_counts_t inproc_cache_counts(inproc_cache_t *s);
 
 /* Waits up to timeout_ms until at least n lookups have come; returns whether they did. */
-bool cache_stub_wait_lookups(cache_stub_t *s, uint64_t n, int timeout_ms);
+bool inproc_cache_wait_lookups(inproc_cache_t *s, uint64_t n, int timeout_ms);
 
 /* Shuts the server down (no grace: calls still open are cancelled), joins the thread
- * and frees the stub.  NULL is a no-op. */
-void cache_stub_stop(cache_stub_t *s);
+ * and frees the server.  NULL is a no-op. */
+void inproc_cache_stop(inproc_cache_t *s);
 
 #endif

@@ -1,11 +1,11 @@
 /*
- * cache_stub.c - the in-process Cache.Session server (see cache_stub.h).
+ * inproc_cache.c - the in-process Cache.Session server (see inproc_cache.h).
  *
  * Lock rules: s->mu guards the counts, the flags, the sessions' fields and the queue of
  * held lookups; no rpc call is made with it held.
  */
 #define _GNU_SOURCE
-#include "cache_stub.h"
+#include "inproc_cache.h"
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -19,8 +19,8 @@
 #include <string.h>
 
 typedef struct session {
-    cache_stub_t *stub;
-    rpc_call_t *call; /* referenced until the stub stops */
+    inproc_cache_t *owner;
+    rpc_call_t *call; /* referenced until the server stops */
     int pending;      /* lookups not answered yet */
     bool half_closed, finished;
     struct session *next;
@@ -33,7 +33,7 @@ typedef struct held {
     struct held *next;
 } held_t;
 
-struct cache_stub {
+struct inproc_cache {
     rpc_server_t *srv;
     char addr[TEST_ADDR_LEN];
     pthread_t thread;
@@ -42,7 +42,7 @@ struct cache_stub {
     int delay_ms;
     session_t *sessions;
     held_t *held; /* in arrival order */
-    cache_stub_counts_t c;
+    inproc_cache_counts_t c;
 };
 
 static void send_miss(rpc_call_t *call, uint64_t id)
@@ -58,7 +58,7 @@ static void send_miss(rpc_call_t *call, uint64_t id)
 /* With s->mu held, once a lookup's answer was sent (not before: a half-close seeing
  * nothing left would finish the call ahead of it): one lookup of sess less to answer;
  * true when the session is to be finished now (its client half-closed, nothing left). */
-static bool do_answered(cache_stub_t *s, session_t *sess)
+static bool do_answered(inproc_cache_t *s, session_t *sess)
 {
     sess->pending--;
     s->c.answered++;
@@ -72,9 +72,9 @@ static bool do_answered(cache_stub_t *s, session_t *sess)
 
 static void *on_start(rpc_call_t *call, void *ctx)
 {
-    cache_stub_t *s = ctx;
+    inproc_cache_t *s = ctx;
     session_t *sess = calloc(1, sizeof(*sess));
-    sess->stub = s;
+    sess->owner = s;
     sess->call = call;
     rpc_call_ref(call);
     pthread_mutex_lock(&s->mu);
@@ -89,7 +89,7 @@ static void *on_start(rpc_call_t *call, void *ctx)
 static void on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
 {
     session_t *sess = state;
-    cache_stub_t *s = sess->stub;
+    inproc_cache_t *s = sess->owner;
     const Llmserve__V1__CacheRequest *req = (const Llmserve__V1__CacheRequest *)msg;
     if (req->kind_case == LLMSERVE__V1__CACHE_REQUEST__KIND_STORE) {
         pthread_mutex_lock(&s->mu);
@@ -132,7 +132,7 @@ static void on_message(rpc_call_t *call, void *state, const ProtobufCMessage *ms
 static void on_half_close(rpc_call_t *call, void *state)
 {
     session_t *sess = state;
-    cache_stub_t *s = sess->stub;
+    inproc_cache_t *s = sess->owner;
     pthread_mutex_lock(&s->mu);
     sess->half_closed = true;
     bool finish = sess->pending == 0 && !sess->finished;
@@ -149,15 +149,15 @@ static void on_done(rpc_call_t *call, void *state)
 {
     (void)call;
     session_t *sess = state;
-    pthread_mutex_lock(&sess->stub->mu);
-    sess->stub->c.open--;
-    pthread_mutex_unlock(&sess->stub->mu);
+    pthread_mutex_lock(&sess->owner->mu);
+    sess->owner->c.open--;
+    pthread_mutex_unlock(&sess->owner->mu);
 }
 
 /* Answers held lookups when they are due and the hold is off. */
 static void *answer_thread(void *ud)
 {
-    cache_stub_t *s = ud;
+    inproc_cache_t *s = ud;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         int64_t now = ls_now_us();
@@ -184,15 +184,15 @@ static void *answer_thread(void *ud)
     return NULL;
 }
 
-cache_stub_t *cache_stub_start(void)
+inproc_cache_t *inproc_cache_start(void)
 {
-    cache_stub_t *s = calloc(1, sizeof(*s));
+    inproc_cache_t *s = calloc(1, sizeof(*s));
     cr_assert_not_null(s);
     pthread_mutex_init(&s->mu, NULL);
     rpc_server_config_t cfg;
     rpc_server_config_init(&cfg);
     cfg.threads = 1;
-    cfg.name = "cache-stub";
+    cfg.name = "cache-server";
     s->srv = rpc_server_create(&cfg);
     cr_assert_not_null(s->srv);
     int port = 0;
@@ -207,37 +207,37 @@ cache_stub_t *cache_stub_start(void)
     return s;
 }
 
-const char *cache_stub_addr(const cache_stub_t *s)
+const char *inproc_cache_addr(const inproc_cache_t *s)
 {
     return s->addr;
 }
 
-void cache_stub_hold(cache_stub_t *s, bool hold)
+void inproc_cache_hold(inproc_cache_t *s, bool hold)
 {
     pthread_mutex_lock(&s->mu);
     s->hold = hold;
     pthread_mutex_unlock(&s->mu);
 }
 
-void cache_stub_delay(cache_stub_t *s, int delay_ms)
+void inproc_cache_delay(inproc_cache_t *s, int delay_ms)
 {
     pthread_mutex_lock(&s->mu);
     s->delay_ms = delay_ms;
     pthread_mutex_unlock(&s->mu);
 }
 
-cache_stub_counts_t cache_stub_counts(cache_stub_t *s)
+inproc_cache_counts_t inproc_cache_counts(inproc_cache_t *s)
 {
     pthread_mutex_lock(&s->mu);
-    cache_stub_counts_t c = s->c;
+    inproc_cache_counts_t c = s->c;
     pthread_mutex_unlock(&s->mu);
     return c;
 }
 
-bool cache_stub_wait_lookups(cache_stub_t *s, uint64_t n, int timeout_ms)
+bool inproc_cache_wait_lookups(inproc_cache_t *s, uint64_t n, int timeout_ms)
 {
     int64_t until = ls_now_us() + (int64_t)timeout_ms * 1000;
-    while (cache_stub_counts(s).lookups < n) {
+    while (inproc_cache_counts(s).lookups < n) {
         if (ls_now_us() >= until)
             return false;
         ls_sleep_us(1000);
@@ -245,7 +245,7 @@ bool cache_stub_wait_lookups(cache_stub_t *s, uint64_t n, int timeout_ms)
     return true;
 }
 
-void cache_stub_stop(cache_stub_t *s)
+void inproc_cache_stop(inproc_cache_t *s)
 {
     if (!s)
         return;
