@@ -181,6 +181,10 @@ void rpc_call_unref(rpc_call_t *call)
     free(call);
 }
 
+/* How much earlier than the server's deadline a client's cancel still counts as that
+ * deadline (see do_final_code). */
+#define DEADLINE_SLACK_US 100000
+
 /* The status the client saw (see rpc_call_observer_fn), once the close op is back. */
 static grpc_status_code do_final_code(const rpc_call_t *c)
 {
@@ -188,7 +192,11 @@ static grpc_status_code do_final_code(const rpc_call_t *c)
         return c->status_code;
     if (c->cancel_code_set)
         return c->cancel_code;
-    if (c->deadline_us != INT64_MAX && ls_now_us() >= c->deadline_us)
+    /* A client whose deadline passes resets the stream, and its reset can arrive before
+     * the server's own copy of the deadline passes: the server's deadline is the
+     * client's timeout counted from the moment the call arrived, so later by the time
+     * the call took to get here.  A cancel that close to the deadline is the deadline. */
+    if (c->deadline_us != INT64_MAX && ls_now_us() >= c->deadline_us - DEADLINE_SLACK_US)
         return GRPC_STATUS_DEADLINE_EXCEEDED;
     return GRPC_STATUS_CANCELLED;
 }

@@ -150,7 +150,8 @@ void rpc_server_set_auth(rpc_server_t *srv, rpc_auth_fn fn, void *ud);
  * given to rpc_call_cancel (INVALID_ARGUMENT for undecodable input, RESOURCE_EXHAUSTED
  * for a write-queue overflow); otherwise, for a call cancelled by its client, a
  * disconnect or the server's shutdown, DEADLINE_EXCEEDED when its deadline had passed
- * and CANCELLED when not.  Runs on the call's completion-queue thread just before the
+ * or was less than 100 ms away (the client's copy of the deadline passes first, by the
+ * time the call took to arrive) and CANCELLED when not.  Runs on the call's completion-queue thread just before the
  * handler's on_done, for every call: it must be cheap and must not block. */
 typedef void (*rpc_call_observer_fn)(void *ud, const char *method, grpc_status_code code);
 
