@@ -35,6 +35,12 @@
 #define M_GRPC_HANDLED "llmserve_grpc_server_handled_total"
 /* counter {}: samples the reporter dropped (buffer full, collector away) */
 #define M_REPORT_DROPPED "llmserve_metrics_dropped_total"
+/* counter {}: spans the OTLP exporter delivered (tracer_otlp.h) */
+#define M_TRACE_EXPORTED "llmserve_trace_spans_exported_total"
+/* counter {reason}: spans the OTLP exporter dropped; reason queue_full (the exporter
+ * fell behind), export_failed (the receiver refused the batch or never answered within
+ * the export timeout) or shutdown (still queued when the flush at exit ran out of time) */
+#define M_TRACE_DROPPED "llmserve_trace_spans_dropped_total"
 
 /* ---- router: what users feel ----------------------------------------------------- */
 

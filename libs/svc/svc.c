@@ -20,6 +20,7 @@
 #include "svc/metric_names.h"
 #include "svc/registrar_consul.h"
 #include "svc/report_client.h"
+#include "svc/tracer_otlp.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -53,6 +54,8 @@ struct svc {
     svc_reporter_t *reporter;
     svc_reporter_t *own_reporter; /* made from --metrics (then also reporter) */
     svc_tracer_t *tracer;
+    svc_tracer_t *own_tracer;    /* made from the OTEL_* environment (then also tracer) */
+    svc_otlp_config_t *otlp_cfg; /* read at the check; NULL when the spec brought a tracer */
     svc_registrar_t *registrar;
     svc_registrar_t *own_registrar; /* made for Consul (then also registrar) */
     consul_config_t consul_cfg;
@@ -561,6 +564,20 @@ static void on_collectors(void *ud, const consul_instance_t *list, size_t n)
 
 /* After the listen, before the server starts: every call that ends is counted, and the
  * report client starts under its instance name (the port is known now). */
+/* The instance's name for metrics and traces: --metrics-instance, else host:port as
+ * peers reach it. */
+static void instance_name(const svc_t *s, char *instance, size_t len)
+{
+    char host[256];
+    if (set(s->common.metrics_instance)) {
+        snprintf(instance, len, "%s", s->common.metrics_instance);
+    } else {
+        advertised_host(s, host, sizeof(host));
+        snprintf(instance, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                 advertised_port(s));
+    }
+}
+
 static int reporting_start(svc_t *s)
 {
     if (!s->reporter)
@@ -568,14 +585,8 @@ static int reporting_start(svc_t *s)
     rpc_server_set_call_observer(s->srv, on_call_ended, s);
     if (!s->own_reporter)
         return LS_OK;
-    char instance[300], host[256];
-    if (set(s->common.metrics_instance)) {
-        snprintf(instance, sizeof(instance), "%s", s->common.metrics_instance);
-    } else {
-        advertised_host(s, host, sizeof(host));
-        snprintf(instance, sizeof(instance), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
-                 advertised_port(s));
-    }
+    char instance[300];
+    instance_name(s, instance, sizeof(instance));
     LS_LOG_INFO(s->mod, "reporting metrics collector=%s instance=%s interval_ms=%lld",
                 s->metrics_consul ? "consul:llmserve-metrics" : s->common.metrics, instance,
                 (long long)s->common.metrics_interval_ms);
@@ -591,6 +602,53 @@ static int reporting_start(svc_t *s)
     return LS_OK;
 }
 
+/* ---- tracing ----------------------------------------------------------------------- */
+
+/* At the check: the OTEL_* environment (tracer_otlp.h), unless the spec brought a
+ * tracer.  A value that does not parse is a usage error, like a bad flag. */
+static int tracing_check(svc_t *s, char *err, size_t err_len)
+{
+    if (s->tracer)
+        return LS_OK;
+    s->otlp_cfg = ls_xcalloc(1, sizeof(*s->otlp_cfg));
+    return svc_otlp_config_from_env(s->otlp_cfg, s->spec->program, err, err_len);
+}
+
+/* After reporting_create (the tracer counts its drops there): the OTLP exporter when
+ * tracing is on.  LS_OK, or an error with the reason in err. */
+static int tracing_create(svc_t *s, char *err, size_t err_len)
+{
+    if (!s->otlp_cfg || !s->otlp_cfg->enabled) {
+        LS_LOG_DEBUG(s->mod, "tracing off (no OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT)");
+        return LS_OK;
+    }
+    s->otlp_cfg->reporter = s->reporter;
+    s->own_tracer = svc_otlp_tracer_create(s->otlp_cfg);
+    if (!s->own_tracer) {
+        ls_set_err(err, err_len, "tracing: cannot export to '%s' (see the log)",
+                   s->otlp_cfg->endpoint);
+        return LS_ERR_INVALID;
+    }
+    s->tracer = s->own_tracer;
+    LS_LOG_INFO(s->mod,
+                "tracing endpoint=%s service_name=%s sampler=%s ratio=%g schedule_delay_ms=%lld "
+                "max_queue_size=%zu",
+                s->otlp_cfg->endpoint, s->otlp_cfg->service_name,
+                svc_otlp_sampler_name(s->otlp_cfg->sampler), s->otlp_cfg->ratio,
+                (long long)s->otlp_cfg->schedule_delay_ms, s->otlp_cfg->max_queue_size);
+    return LS_OK;
+}
+
+/* After the listen: spans carry service.instance.id from now on. */
+static void tracing_start(svc_t *s)
+{
+    if (!s->own_tracer)
+        return;
+    char instance[300];
+    instance_name(s, instance, sizeof(instance));
+    svc_otlp_tracer_set_instance(s->own_tracer, instance);
+}
+
 static void svc_free(svc_t *s)
 {
     for (size_t i = 0; i < s->n_tags; i++)
@@ -602,7 +660,11 @@ static void svc_free(svc_t *s)
     }
     free(s->meta);
     svc_keys_destroy(s->keys);
-    consul_watch_stop(s->metrics_watch);   /* no target changes from here on */
+    consul_watch_stop(s->metrics_watch); /* no target changes from here on */
+    /* The exporter's last flush (within OTEL_BSP_EXPORT_TIMEOUT), before the reporter it
+     * counts drops in. */
+    svc_tracer_destroy(s->own_tracer);
+    free(s->otlp_cfg);
     svc_reporter_destroy(s->own_reporter); /* the report client's last flush */
     svc_registrar_destroy(s->own_registrar);
     consul_destroy(s->consul);
@@ -683,6 +745,8 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
         return fail_usage(s, err);
     if (spec->hooks.check && spec->hooks.check(s, spec->ud, err, sizeof(err)) != LS_OK)
         return fail_usage(s, err);
+    if (tracing_check(s, err, sizeof(err)) != LS_OK)
+        return fail_usage(s, err);
     build_upstream(s);
     /* Before any thread (gRPC's included) exists, so that every thread inherits it. */
     ls_signals_block();
@@ -707,7 +771,8 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
                 s->keys ? svc_keys_count(s->keys) : (size_t)0,
                 s->consul ? consul_where(s->consul) : "off");
 
-    if (reporting_create(s, err, sizeof(err)) != LS_OK) {
+    if (reporting_create(s, err, sizeof(err)) != LS_OK ||
+        tracing_create(s, err, sizeof(err)) != LS_OK) {
         fprintf(stderr, "%s: %s\n", spec->program, err);
         svc_free(s);
         return 1;
@@ -745,6 +810,7 @@ int svc_main(const svc_spec_t *spec, int argc, char **argv)
         fprintf(stderr, "%s: cannot serve on %s (see the log)\n", spec->program, c->listen);
         goto out_server;
     }
+    tracing_start(s);
     printf("LISTENING port=%d\n", s->port);
     fflush(stdout);
 

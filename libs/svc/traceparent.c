@@ -3,7 +3,11 @@
  */
 #include "svc/tracer.h"
 
+#include "base/clock.h"
+
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/random.h>
 
 static int hex_val(char c)
 {
@@ -80,4 +84,32 @@ void svc_traceparent_format(const svc_trace_ctx_t *c, char *out)
     *p++ = digits[c->flags >> 4];
     *p++ = digits[c->flags & 15];
     *p = '\0';
+}
+
+/* A splitmix64 step: the fallback when getrandom fails (ids must differ, not be secret). */
+static uint64_t mix(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void svc_trace_ctx_random(svc_trace_ctx_t *out)
+{
+    uint8_t b[24];
+    if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
+        static atomic_uint_fast64_t seq;
+        uint64_t z = (uint64_t)ls_wall_us() ^ (atomic_fetch_add(&seq, 1) << 40);
+        for (size_t i = 0; i < sizeof(b); i += 8) {
+            z = mix(z + 0x9e3779b97f4a7c15ull);
+            memcpy(b + i, &z, 8);
+        }
+    }
+    memcpy(out->trace_id, b, 16);
+    memcpy(out->span_id, b + 16, 8);
+    if (all_zero(out->trace_id, 16)) /* not valid; 2^-128 */
+        out->trace_id[15] = 1;
+    if (all_zero(out->span_id, 8))
+        out->span_id[7] = 1;
+    out->flags = 0;
 }

@@ -14,6 +14,7 @@
 #define SVC_TRACER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* ---- W3C trace context ---------------------------------------------------------- */
@@ -39,6 +40,9 @@ bool svc_traceparent_parse(const char *s, svc_trace_ctx_t *out);
 /* Writes c as a version-00 traceparent into out (SVC_TRACEPARENT_LEN + 1 bytes). */
 void svc_traceparent_format(const svc_trace_ctx_t *c, char *out);
 
+/* Fills out with a fresh random trace id and span id (getrandom(2)), flags 0. */
+void svc_trace_ctx_random(svc_trace_ctx_t *out);
+
 /* ---- spans ------------------------------------------------------------------------ */
 
 typedef enum {
@@ -50,20 +54,26 @@ typedef enum {
 typedef struct svc_tracer svc_tracer_t;
 typedef struct svc_span svc_span_t;
 
+/* Times: at_us is a time on ls_now_us()'s clock (base/clock.h, monotonic), for a span or
+ * event that began or ended a moment ago (a queue wait measured by the scheduler, say);
+ * 0 means now.  A tracer turns it into wall-clock time when it is given. */
 typedef struct {
-    /* Starts a span named name, child of parent (NULL: the root of a new trace), at the
-     * current time.  Returns NULL when not sampled (the callers' no-op). */
+    /* Starts a span named name, child of parent (NULL: the root of a new trace), at at_us.
+     * Returns NULL when not sampled (the callers' no-op). */
     svc_span_t *(*start)(svc_tracer_t *t, const char *name, svc_span_kind_t kind,
-                         const svc_trace_ctx_t *parent);
+                         const svc_trace_ctx_t *parent, int64_t at_us);
     void (*set_str)(svc_span_t *s, const char *key, const char *value);
     void (*set_int)(svc_span_t *s, const char *key, int64_t value);
     void (*set_double)(svc_span_t *s, const char *key, double value);
-    /* A timed event inside the span (e.g. "first_token"). */
-    void (*event)(svc_span_t *s, const char *name);
+    /* An attribute whose value is an array of n strings. */
+    void (*set_strs)(svc_span_t *s, const char *key, const char *const *values, size_t n);
+    /* A timed event inside the span (e.g. "first_token"), at at_us. */
+    void (*event)(svc_span_t *s, const char *name, int64_t at_us);
     /* The span's own context, for children and the next hop. */
     void (*context)(const svc_span_t *s, svc_trace_ctx_t *out);
-    /* Ends the span with a gRPC status code (0 = OK) and message, and releases it. */
-    void (*end)(svc_span_t *s, int grpc_code, const char *message);
+    /* Ends the span at at_us with a gRPC status code (0 = OK) and message, and releases
+     * it. */
+    void (*end)(svc_span_t *s, int grpc_code, const char *message, int64_t at_us);
     void (*destroy)(svc_tracer_t *t);
 } svc_tracer_ops_t;
 
@@ -79,7 +89,15 @@ struct svc_span {
 static inline svc_span_t *svc_span_start(svc_tracer_t *t, const char *name, svc_span_kind_t kind,
                                          const svc_trace_ctx_t *parent)
 {
-    return t ? t->ops->start(t, name, kind, parent) : (svc_span_t *)0;
+    return t ? t->ops->start(t, name, kind, parent, 0) : (svc_span_t *)0;
+}
+
+/* A span that began at at_us (ls_now_us clock). */
+static inline svc_span_t *svc_span_start_at(svc_tracer_t *t, const char *name,
+                                            svc_span_kind_t kind, const svc_trace_ctx_t *parent,
+                                            int64_t at_us)
+{
+    return t ? t->ops->start(t, name, kind, parent, at_us) : (svc_span_t *)0;
 }
 
 static inline void svc_span_set_str(svc_span_t *s, const char *key, const char *value)
@@ -100,10 +118,23 @@ static inline void svc_span_set_double(svc_span_t *s, const char *key, double va
         s->tracer->ops->set_double(s, key, value);
 }
 
+static inline void svc_span_set_strs(svc_span_t *s, const char *key, const char *const *values,
+                                     size_t n)
+{
+    if (s)
+        s->tracer->ops->set_strs(s, key, values, n);
+}
+
 static inline void svc_span_event(svc_span_t *s, const char *name)
 {
     if (s)
-        s->tracer->ops->event(s, name);
+        s->tracer->ops->event(s, name, 0);
+}
+
+static inline void svc_span_event_at(svc_span_t *s, const char *name, int64_t at_us)
+{
+    if (s)
+        s->tracer->ops->event(s, name, at_us);
 }
 
 /* Returns false (out untouched) for a NULL span. */
@@ -118,7 +149,35 @@ static inline bool svc_span_context(const svc_span_t *s, svc_trace_ctx_t *out)
 static inline void svc_span_end(svc_span_t *s, int grpc_code, const char *message)
 {
     if (s)
-        s->tracer->ops->end(s, grpc_code, message);
+        s->tracer->ops->end(s, grpc_code, message, 0);
+}
+
+static inline void svc_span_end_at(svc_span_t *s, int grpc_code, const char *message,
+                                   int64_t at_us)
+{
+    if (s)
+        s->tracer->ops->end(s, grpc_code, message, at_us);
+}
+
+/* The context to pass to the next hop (a downstream request's traceparent): s's own when
+ * s is sampled; else the incoming parent as it came (its sampled flag is clear, or this
+ * service's sampler dropped it: the next hop's parent-based sampler follows); else, with
+ * a tracer but no parent, a fresh unsampled context, so that the hops after this one
+ * share one trace id and one decision.  Returns false (out untouched) when there is
+ * nothing to pass on: no tracer and no parent. */
+static inline bool svc_trace_next_hop(svc_tracer_t *t, const svc_span_t *s,
+                                      const svc_trace_ctx_t *parent, svc_trace_ctx_t *out)
+{
+    if (svc_span_context(s, out))
+        return true;
+    if (parent) {
+        *out = *parent;
+        return true;
+    }
+    if (!t)
+        return false;
+    svc_trace_ctx_random(out);
+    return true;
 }
 
 /* NULL is a no-op. */

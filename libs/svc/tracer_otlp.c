@@ -19,6 +19,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/utf8.h"
+#include "svc/metric_names.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -46,7 +47,7 @@
 
 /* ---- spans ------------------------------------------------------------------------- */
 
-typedef enum { ATTR_STR, ATTR_INT, ATTR_DOUBLE } attr_type_t;
+typedef enum { ATTR_STR, ATTR_INT, ATTR_DOUBLE, ATTR_STRS } attr_type_t;
 
 typedef struct {
     char *key;
@@ -55,6 +56,10 @@ typedef struct {
         char *s;
         int64_t i;
         double d;
+        struct {
+            char **v;
+            size_t n;
+        } a;
     } v;
 } attr_t;
 
@@ -108,6 +113,20 @@ static uint64_t now_unix_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* at_us (ls_now_us clock; 0 = now) as Unix nanoseconds: now on the wall clock less how
+ * long ago at_us was.  A time in the future counts as now. */
+static uint64_t at_unix_ns(int64_t at_us)
+{
+    uint64_t now = now_unix_ns();
+    if (at_us <= 0)
+        return now;
+    int64_t ago_us = ls_now_us() - at_us;
+    if (ago_us <= 0)
+        return now;
+    uint64_t ago_ns = (uint64_t)ago_us * 1000u;
+    return ago_ns < now ? now - ago_ns : now;
 }
 
 static uint64_t xorshift(uint64_t *s)
@@ -177,7 +196,7 @@ static bool should_sample(const otlp_tracer_t *t, const svc_trace_ctx_t *parent,
 }
 
 static svc_span_t *t_start(svc_tracer_t *tr, const char *name, svc_span_kind_t kind,
-                           const svc_trace_ctx_t *parent)
+                           const svc_trace_ctx_t *parent, int64_t at_us)
 {
     otlp_tracer_t *t = (otlp_tracer_t *)tr;
     uint8_t trace_id[16];
@@ -207,14 +226,28 @@ static svc_span_t *t_start(svc_tracer_t *tr, const char *name, svc_span_kind_t k
     }
     s->kind = kind;
     s->name = nm;
-    s->start_ns = now_unix_ns();
+    s->start_ns = at_unix_ns(at_us);
     return &s->base;
+}
+
+/* Counts n spans in the reporter's metric (metric_names.h) with reason; never blocks. */
+static void count_spans(const otlp_tracer_t *t, const char *name, const char *reason, size_t n)
+{
+    if (!n)
+        return;
+    svc_label_t l = {"reason", reason};
+    svc_metric_add(t->cfg.reporter, name, reason ? &l : NULL, reason ? 1 : 0, (double)n);
 }
 
 static void attr_clear(attr_t *a)
 {
     if (a->type == ATTR_STR)
         free(a->v.s);
+    if (a->type == ATTR_STRS) {
+        for (size_t i = 0; i < a->v.a.n; i++)
+            free(a->v.a.v[i]);
+        free(a->v.a.v);
+    }
     a->type = ATTR_INT;
 }
 
@@ -271,7 +304,30 @@ static void t_set_double(svc_span_t *sp, const char *key, double value)
     a->v.d = value;
 }
 
-static void t_event(svc_span_t *sp, const char *name)
+static void t_set_strs(svc_span_t *sp, const char *key, const char *const *values, size_t n)
+{
+    attr_t *a = attr_slot((otlp_span_t *)sp, key, false);
+    if (!a)
+        return;
+    a->v.i = 0;
+    char **v = n ? calloc(n, sizeof(*v)) : NULL;
+    if (n && !v)
+        return; /* left as int 0: memory ran out */
+    for (size_t i = 0; i < n; i++) {
+        v[i] = strdup(values[i] ? values[i] : "");
+        if (!v[i]) {
+            while (i--)
+                free(v[i]);
+            free(v);
+            return;
+        }
+    }
+    a->type = ATTR_STRS;
+    a->v.a.v = v;
+    a->v.a.n = n;
+}
+
+static void t_event(svc_span_t *sp, const char *name, int64_t at_us)
 {
     otlp_span_t *s = (otlp_span_t *)sp;
     if (s->n_events == SVC_OTLP_MAX_EVENTS) {
@@ -282,7 +338,7 @@ static void t_event(svc_span_t *sp, const char *name)
     e->name = strdup(name ? name : "");
     if (!e->name)
         return;
-    e->time_ns = now_unix_ns();
+    e->time_ns = at_unix_ns(at_us);
     s->n_events++;
 }
 
@@ -332,11 +388,11 @@ static bool server_error(int code)
     }
 }
 
-static void t_end(svc_span_t *sp, int grpc_code, const char *message)
+static void t_end(svc_span_t *sp, int grpc_code, const char *message, int64_t at_us)
 {
     otlp_span_t *s = (otlp_span_t *)sp;
     otlp_tracer_t *t = (otlp_tracer_t *)sp->tracer;
-    s->end_ns = now_unix_ns();
+    s->end_ns = at_unix_ns(at_us);
     if (s->end_ns < s->start_ns) /* the wall clock stepped back */
         s->end_ns = s->start_ns;
     attr_t *a = attr_slot(s, "rpc.grpc.status_code", true); /* set always */
@@ -355,6 +411,7 @@ static void t_end(svc_span_t *sp, int grpc_code, const char *message)
         t->dropped++;
         pthread_mutex_unlock(&t->mu);
         span_free(s);
+        count_spans(t, M_TRACE_DROPPED, "queue_full", 1);
         return;
     }
     *t->tail = s;
@@ -438,6 +495,21 @@ static bool add_attr(cJSON *arr, const attr_t *a)
                                            : a->v.d > 0  ? "Infinity"
                                                          : "-Infinity") != NULL;
         return cJSON_AddNumberToObject(v, "doubleValue", a->v.d) != NULL;
+    case ATTR_STRS: {
+        cJSON *av = cJSON_AddObjectToObject(v, "arrayValue");
+        cJSON *vals = av ? cJSON_AddArrayToObject(av, "values") : NULL;
+        if (!vals)
+            return false;
+        for (size_t i = 0; i < a->v.a.n; i++) {
+            cJSON *e = cJSON_CreateObject();
+            if (!e)
+                return false;
+            cJSON_AddItemToArray(vals, e);
+            if (!add_text(e, "stringValue", a->v.a.v[i]))
+                return false;
+        }
+        return true;
+    }
     }
     return false;
 }
@@ -716,6 +788,7 @@ static void export_batch(otlp_tracer_t *t, otlp_span_t *batch, size_t n)
         pthread_mutex_lock(&t->mu);
         t->failed += n;
         pthread_mutex_unlock(&t->mu);
+        count_spans(t, M_TRACE_DROPPED, "export_failed", n);
         return;
     }
 
@@ -785,6 +858,10 @@ static void export_batch(otlp_tracer_t *t, otlp_span_t *batch, size_t n)
     else
         t->failed += n;
     pthread_mutex_unlock(&t->mu);
+    if (delivered)
+        count_spans(t, M_TRACE_EXPORTED, NULL, n);
+    else
+        count_spans(t, M_TRACE_DROPPED, "export_failed", n);
 }
 
 /* Takes up to a batch's worth off the queue.  mu held. */
@@ -837,6 +914,7 @@ static void *exporter_main(void *arg)
     t->dropped += left;
     pthread_mutex_unlock(&t->mu);
     spans_free(rest);
+    count_spans(t, M_TRACE_DROPPED, "shutdown", left);
     if (left)
         LS_LOG_WARN(MOD, "spans not sent at exit endpoint=%s spans=%zu", t->cfg.endpoint, left);
     return NULL;
@@ -846,8 +924,9 @@ static void *exporter_main(void *arg)
 
 static void t_destroy(svc_tracer_t *tr);
 
-static const svc_tracer_ops_t otlp_ops = {t_start, t_set_str, t_set_int, t_set_double,
-                                          t_event, t_context, t_end,     t_destroy};
+static const svc_tracer_ops_t otlp_ops = {t_start,  t_set_str, t_set_int, t_set_double,
+                                          t_set_strs, t_event, t_context, t_end,
+                                          t_destroy};
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_rc = CURLE_FAILED_INIT;

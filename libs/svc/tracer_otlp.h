@@ -46,6 +46,7 @@
 #ifndef SVC_TRACER_OTLP_H
 #define SVC_TRACER_OTLP_H
 
+#include "svc/reporter.h"
 #include "svc/tracer.h"
 
 #include <stdbool.h>
@@ -91,6 +92,9 @@ typedef struct {
                                      default 1000; not from the environment */
     int64_t backoff_max_ms;       /* cap of the retry delay; default 5000; not from the
                                      environment */
+    svc_reporter_t *reporter;     /* borrowed, may be NULL: counts spans exported and
+                                     dropped (metric_names.h, llmserve_trace_spans_*); must
+                                     outlive the tracer; not from the environment */
 } svc_otlp_config_t;
 
 /* Fills cfg with the defaults above, tracing off, service name service_name (truncated to

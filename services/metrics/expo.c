@@ -18,6 +18,9 @@ static const struct {
     {M_UP, "1 while the process serves, 0 while it drains."},
     {M_GRPC_HANDLED, "gRPC calls that ended, by full method name and status code."},
     {M_REPORT_DROPPED, "Samples the reporter dropped (buffer full, collector away)."},
+    {M_TRACE_EXPORTED, "Spans the OTLP exporter delivered."},
+    {M_TRACE_DROPPED, "Spans the OTLP exporter dropped, by reason (queue_full, export_failed, "
+                      "shutdown)."},
     {M_TTFT, "Router: request start to first token out, seconds."},
     {M_ITL, "Router: time between consecutive tokens of a request, seconds."},
     {M_E2E, "Router: request start to its terminal event, seconds."},
