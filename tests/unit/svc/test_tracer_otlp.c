@@ -1103,3 +1103,167 @@ Test(otlp, ratio_samples_about_that_share_and_decides_alike)
     svc_span_end(s, 0, NULL);
     svc_tracer_destroy(t);
 }
+
+/* ---- times, arrays, the next hop, metrics ----------------------------------------- */
+
+Test(otlp, times_given_on_the_monotonic_clock)
+{
+    start_responder();
+    svc_tracer_t *t = tracer_to_responder(60000);
+    int64_t now = ls_now_us();
+    uint64_t wall0 = (uint64_t)ls_wall_us() * 1000u;
+    /* a span that began 300 ms ago and ended 100 ms ago, with an event 200 ms ago */
+    svc_span_t *s = svc_span_start_at(t, "past", SVC_SPAN_INTERNAL, NULL, now - 300000);
+    svc_span_event_at(s, "middle", now - 200000);
+    svc_span_event_at(s, "future", now + 5000000); /* later than now counts as now */
+    svc_span_end_at(s, 0, NULL, now - 100000);
+    svc_tracer_destroy(t);
+    cJSON *root = body_of(0);
+    cJSON *sp = find_span(spans_of(root), "past");
+    unsigned long long start = u64_of(sp, "startTimeUnixNano");
+    unsigned long long end = u64_of(sp, "endTimeUnixNano");
+    cr_assert(end - start > 190000000ull && end - start < 210000000ull, "length %llu ns",
+              end - start);
+    cr_assert(start < wall0 - 280000000ull && start > wall0 - 400000000ull, "start %lld ms ago",
+              (long long)(wall0 - start) / 1000000);
+    cJSON *ev = item(sp, "events");
+    cr_assert_eq(cJSON_GetArraySize(ev), 2);
+    unsigned long long e0 = u64_of(cJSON_GetArrayItem(ev, 0), "timeUnixNano");
+    unsigned long long e1 = u64_of(cJSON_GetArrayItem(ev, 1), "timeUnixNano");
+    cr_assert(e0 > start + 90000000ull && e0 < end - 90000000ull);
+    cr_assert_geq(e1, wall0);
+    cJSON_Delete(root);
+}
+
+Test(otlp, string_array_attribute)
+{
+    start_responder();
+    svc_tracer_t *t = tracer_to_responder(60000);
+    svc_span_t *s = svc_span_start(t, "arr", SVC_SPAN_INTERNAL, NULL);
+    const char *const reasons[] = {"stop", "length"};
+    svc_span_set_strs(s, "gen_ai.response.finish_reasons", reasons, 2);
+    svc_span_set_strs(s, "empty", NULL, 0);
+    svc_span_set_strs(s, "replaced", reasons, 1);
+    svc_span_set_str(s, "replaced", "text"); /* an array's slot takes another type */
+    svc_span_end(s, 0, NULL);
+    svc_tracer_destroy(t);
+    cJSON *root = body_of(0);
+    cJSON *attrs = item(find_span(spans_of(root), "arr"), "attributes");
+    cJSON *vals = item(item(attr(attrs, "gen_ai.response.finish_reasons"), "arrayValue"), "values");
+    cr_assert_eq(cJSON_GetArraySize(vals), 2);
+    cr_assert_str_eq(item(cJSON_GetArrayItem(vals, 0), "stringValue")->valuestring, "stop");
+    cr_assert_str_eq(item(cJSON_GetArrayItem(vals, 1), "stringValue")->valuestring, "length");
+    cJSON *empty = item(item(attr(attrs, "empty"), "arrayValue"), "values");
+    cr_assert_eq(cJSON_GetArraySize(empty), 0);
+    cr_assert_str_eq(attr_str(attrs, "replaced"), "text");
+    cJSON_Delete(root);
+}
+
+Test(otlp, next_hop_context)
+{
+    start_responder();
+    svc_trace_ctx_t out, parent = random_parent(0);
+    /* no tracer, no parent: nothing to pass */
+    cr_assert_not(svc_trace_next_hop(NULL, NULL, NULL, &out));
+    /* no tracer, a parent: passed on as it came */
+    cr_assert(svc_trace_next_hop(NULL, NULL, &parent, &out));
+    cr_assert_eq(memcmp(&out, &parent, sizeof(out)), 0);
+    svc_tracer_t *t = tracer_with(SVC_OTLP_SAMPLER_PARENTBASED_ALWAYS_ON, 1.0);
+    /* an unsampled parent: no span, the parent passed on */
+    svc_span_t *s = svc_span_start(t, "x", SVC_SPAN_SERVER, &parent);
+    cr_assert_null(s);
+    cr_assert(svc_trace_next_hop(t, s, &parent, &out));
+    cr_assert_eq(memcmp(&out, &parent, sizeof(out)), 0);
+    /* a sampled span: its own context */
+    svc_trace_ctx_t sampled = random_parent(SVC_TRACE_SAMPLED);
+    s = svc_span_start(t, "y", SVC_SPAN_SERVER, &sampled);
+    cr_assert(svc_trace_next_hop(t, s, &sampled, &out));
+    cr_assert_eq(memcmp(out.trace_id, sampled.trace_id, 16), 0);
+    cr_assert_neq(memcmp(out.span_id, sampled.span_id, 8), 0);
+    cr_assert_eq(out.flags, SVC_TRACE_SAMPLED);
+    svc_span_end(s, 0, NULL);
+    svc_tracer_destroy(t);
+    /* a tracer that samples nothing, no parent: a fresh unsampled context, new each time */
+    t = tracer_with(SVC_OTLP_SAMPLER_ALWAYS_OFF, 1.0);
+    svc_trace_ctx_t a, b;
+    cr_assert(svc_trace_next_hop(t, NULL, NULL, &a));
+    cr_assert(svc_trace_next_hop(t, NULL, NULL, &b));
+    cr_assert_eq(a.flags, 0);
+    cr_assert_neq(memcmp(a.trace_id, b.trace_id, 16), 0);
+    char tp[SVC_TRACEPARENT_LEN + 1];
+    svc_traceparent_format(&a, tp);
+    svc_trace_ctx_t back;
+    cr_assert(svc_traceparent_parse(tp, &back), "%s", tp);
+    cr_assert_eq(memcmp(&back, &a, sizeof(a)), 0);
+    svc_tracer_destroy(t);
+}
+
+/* A reporter that sums counters by name and reason. */
+typedef struct {
+    svc_reporter_t base;
+    pthread_mutex_t mu;
+    double exported, queue_full, export_failed, shutdown;
+} sum_reporter_t;
+
+static void sum_add(svc_reporter_t *r, const char *name, const svc_label_t *labels,
+                    size_t n_labels, double delta)
+{
+    sum_reporter_t *s = (sum_reporter_t *)r;
+    pthread_mutex_lock(&s->mu);
+    if (strcmp(name, "llmserve_trace_spans_exported_total") == 0) {
+        cr_assert_eq(n_labels, 0);
+        s->exported += delta;
+    } else if (strcmp(name, "llmserve_trace_spans_dropped_total") == 0) {
+        cr_assert_eq(n_labels, 1);
+        cr_assert_str_eq(labels[0].key, "reason");
+        const char *v = labels[0].value;
+        *(strcmp(v, "queue_full") == 0      ? &s->queue_full
+          : strcmp(v, "export_failed") == 0 ? &s->export_failed
+                                            : &s->shutdown) += delta;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sum_set(svc_reporter_t *r, const char *name, const svc_label_t *labels,
+                    size_t n_labels, double value)
+{
+    (void)r, (void)name, (void)labels, (void)n_labels, (void)value;
+}
+
+static void sum_destroy(svc_reporter_t *r)
+{
+    (void)r;
+}
+
+static const svc_reporter_ops_t sum_ops = {sum_add, sum_set, sum_set, sum_destroy};
+
+Test(otlp, drops_and_exports_are_reported)
+{
+    start_responder();
+    sum_reporter_t rep = {.base = {&sum_ops}};
+    pthread_mutex_init(&rep.mu, NULL);
+    default_reply(200, 300); /* busy while the burst comes */
+    svc_otlp_config_t c = config_to_responder(60000);
+    c.max_queue_size = 8;
+    c.max_export_batch_size = 8;
+    c.reporter = &rep.base;
+    svc_tracer_t *t = svc_otlp_tracer_create(&c);
+    end_spans(t, 100, "burst");
+    svc_tracer_destroy(t);
+    cr_assert_gt(rep.queue_full, 0);
+    cr_assert_gt(rep.exported, 0);
+    cr_assert_eq(rep.queue_full + rep.exported + rep.export_failed + rep.shutdown, 100,
+                 "every span counted once: %g %g %g %g", rep.queue_full, rep.exported,
+                 rep.export_failed, rep.shutdown);
+
+    /* a receiver answering 400: the batch counted as failed */
+    sum_reporter_t rep2 = {.base = {&sum_ops}};
+    pthread_mutex_init(&rep2.mu, NULL);
+    default_reply(400, 0);
+    c.reporter = &rep2.base;
+    t = svc_otlp_tracer_create(&c);
+    end_spans(t, 5, "refused");
+    svc_tracer_destroy(t);
+    cr_assert_eq(rep2.export_failed, 5);
+    cr_assert_eq(rep2.exported, 0);
+}
