@@ -61,7 +61,7 @@ static void fill_request(router_cache_msg_t *m, const router_cache_query_t *q, u
     m->key.sampling = (Llmserve__V1__SamplingParams *)q->sampling;
     llmserve__v1__cache_request__init(&m->req);
     m->req.id = id;
-    m->req.traceparent = sub->traceparent;
+    m->req.traceparent = q->traceparent ? (char *)q->traceparent : "";
 }
 
 void router_cache_policy_lookup(router_cache_msg_t *m, const router_cache_query_t *q, uint64_t id)

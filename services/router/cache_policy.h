@@ -40,13 +40,14 @@ void router_cache_policy_model(char *buf, size_t len, const char *pool, const ch
 
 /* What a request's key is made of; everything borrowed. */
 typedef struct {
-    const Llmserve__V1__GenerateSubmit *submit;   /* tenant, prompt or messages, policy,
-                                                     traceparent */
+    const Llmserve__V1__GenerateSubmit *submit;   /* tenant, prompt or messages, policy */
     const char *model;                            /* router_cache_policy_model's */
     const Llmserve__V1__SamplingParams *sampling; /* as resolved */
     bool semantic;                                /* semantic lookups and stores */
     const char *tenant; /* the tenant the caller's API key is bound to, which replaces the
                            submit's (so no tenant reads another's answers); NULL: none */
+    const char *traceparent; /* the router's span for this operation (the cache's span
+                                becomes its child); NULL: none */
 } router_cache_query_t;
 
 /* How a stored answer ended; model_version borrowed. */

@@ -166,6 +166,7 @@ static int router_create_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     }
     mc->rc.upstream = svc_upstream_channel(svc);
     mc->rc.reporter = svc_reporter(svc);
+    mc->rc.tracer = svc_tracer(svc);
     char why[512];
     mc->router = router_create(&mc->rc, disc, why, sizeof(why));
     if (!mc->router) {

@@ -28,6 +28,7 @@
 #include "router_int.h"
 #include "rpc/codec.h"
 #include "scorer.h"
+#include "svc/tracer.h"
 #include "upstream_id.h"
 #include "validate.h"
 
@@ -92,6 +93,14 @@ struct relay_req {
     uint64_t inference_queue_us, prefill_us, decode_us;
     uint64_t cache_lookup_us;
 
+    /* traces (svc/tracer.h): the request's SERVER span, and the CLIENT spans of the lookup
+     * and the current try; NULL when tracing is off or the trace is not sampled */
+    svc_trace_ctx_t parent; /* the caller's context, when has_parent */
+    bool has_parent;
+    svc_trace_ctx_t self; /* passed on to the next hops (svc_trace_next_hop), when has_self */
+    bool has_self;
+    svc_span_t *span, *cache_span, *infer_span;
+
     /* metrics (report.h) */
     router_report_pool_t *m_flight;   /* where the request counts in flight; NULL: nowhere */
     const char *m_cache;              /* cache label: "bypass", "miss", "exact", "semantic" */
@@ -151,9 +160,170 @@ const char *router__req_id(const relay_req_t *q)
 
 /* ---- creation -------------------------------------------------------------------- */
 
+/* ---- traces ----------------------------------------------------------------------- */
+
+/* Semantic conventions v1.37.0: rpc.* on every RPC span. */
+static void span_rpc(svc_span_t *s, const char *service, const char *method)
+{
+    svc_span_set_str(s, "rpc.system", "grpc");
+    svc_span_set_str(s, "rpc.service", service);
+    svc_span_set_str(s, "rpc.method", method);
+}
+
+/* server.address and server.port of a CLIENT span, from "host:port" or "[v6]:port". */
+static void span_server(svc_span_t *s, const char *addr)
+{
+    if (!s || !addr)
+        return;
+    const char *colon = strrchr(addr, ':');
+    if (!colon) {
+        svc_span_set_str(s, "server.address", addr);
+        return;
+    }
+    char host[256];
+    size_t hl = (size_t)(colon - addr);
+    if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']')
+        snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), addr + 1);
+    else
+        snprintf(host, sizeof(host), "%.*s", (int)hl, addr);
+    svc_span_set_str(s, "server.address", host);
+    svc_span_set_int(s, "server.port", strtol(colon + 1, NULL, 10));
+}
+
+/* The traceparent for a call made under span (the next hop's parent), into tp
+ * (SVC_TRACEPARENT_LEN + 1 bytes): span's context, else the request's own; "" when there
+ * is none to pass. */
+static const char *do_next_hop(const relay_req_t *q, const svc_span_t *span, char *tp)
+{
+    svc_trace_ctx_t c;
+    tp[0] = '\0';
+    if (svc_span_context(span, &c))
+        svc_traceparent_format(&c, tp);
+    else if (q->has_self)
+        svc_traceparent_format(&q->self, tp);
+    return tp;
+}
+
+/* A child of q's SERVER span. */
+static svc_span_t *do_child(relay_req_t *q, const char *name, svc_span_kind_t kind,
+                            int64_t at_us)
+{
+    svc_trace_ctx_t c;
+    if (!svc_span_context(q->span, &c))
+        return NULL;
+    return svc_span_start_at(q->r->cfg.tracer, name, kind, &c, at_us);
+}
+
+static const char *finish_reason_name(Llmserve__V1__FinishReason r)
+{
+    switch (r) {
+    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP:
+    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS:
+        return "stop";
+    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH:
+        return "length";
+    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
+        return "cancelled";
+    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE:
+        return "deadline";
+    default:
+        return "error";
+    }
+}
+
+/* The current try's CLIENT span ends with code (0 = OK). */
+static void do_trace_try_end(relay_req_t *q, int code, const char *message)
+{
+    if (!q->infer_span)
+        return;
+    svc_span_end(q->infer_span, code, message);
+    q->infer_span = NULL;
+}
+
+/* The lookup's CLIENT span ends: result "hit", "miss" or "error" with code. */
+static void do_trace_lookup_end(relay_req_t *q, const char *result, int code, const char *message)
+{
+    if (!q->cache_span)
+        return;
+    svc_span_set_str(q->cache_span, "llmserve.cache.result", result);
+    svc_span_end(q->cache_span, code, message);
+    q->cache_span = NULL;
+}
+
+/* The request's SERVER span ends with what it ended with (code 0: reason), its open
+ * children first. */
+static void do_trace_end(relay_req_t *q, int code, const char *message,
+                         Llmserve__V1__FinishReason reason, uint32_t completion_tokens)
+{
+    if (!q->span)
+        return;
+    do_trace_lookup_end(q, "error", code ? code : GRPC_STATUS_CANCELLED,
+                        "the request ended during the lookup");
+    if (q->infer_span)
+        do_trace_try_end(q, code ? code
+                            : reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE
+                                ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                : GRPC_STATUS_CANCELLED,
+                         code ? message : finish_reason_name(reason));
+    svc_span_t *s = q->span;
+    if (q->pool[0])
+        svc_span_set_str(s, "llmserve.pool", q->pool);
+    svc_span_set_str(s, "llmserve.cache.hit_kind", q->m_cache);
+    if (q->m_model[0])
+        svc_span_set_str(s, "gen_ai.response.model", q->m_model);
+    if (q->m_version[0])
+        svc_span_set_str(s, "llmserve.model_version", q->m_version);
+    if (q->inst)
+        svc_span_set_str(s, "llmserve.instance", router_instance_addr(q->inst));
+    svc_span_set_int(s, "llmserve.attempts", q->attempt);
+    svc_span_set_int(s, "llmserve.retries", q->retries);
+    if (q->fell_back_once)
+        svc_span_set_str(s, "llmserve.fallback_reason", q->fallback_reason);
+    if (q->prompt_tokens)
+        svc_span_set_int(s, "gen_ai.usage.input_tokens", q->prompt_tokens);
+    if (!code) {
+        svc_span_set_int(s, "gen_ai.usage.output_tokens", completion_tokens);
+        const char *fr = finish_reason_name(reason);
+        svc_span_set_strs(s, "gen_ai.response.finish_reasons", &fr, 1);
+    } else {
+        const char *fr = "error";
+        svc_span_set_strs(s, "gen_ai.response.finish_reasons", &fr, 1);
+    }
+    svc_span_end(s, code, message);
+    q->span = NULL;
+}
+
+/* q's SERVER span, child of the caller's context: the submit's traceparent, else the
+ * call's metadata (md_traceparent); a malformed one is ignored. */
+static void do_trace_start(relay_req_t *q, const char *md_traceparent)
+{
+    svc_tracer_t *t = q->r->cfg.tracer;
+    if (q->sub->traceparent[0] || md_traceparent)
+        q->has_parent = svc_traceparent_parse(q->sub->traceparent, &q->parent) ||
+                        svc_traceparent_parse(md_traceparent, &q->parent);
+    if (!t) { /* not tracing: the caller's context goes on as it came */
+        q->self = q->parent;
+        q->has_self = q->has_parent;
+        return;
+    }
+    const char *method = q->id_required ? "Generate" : "Complete";
+    q->span = svc_span_start_at(t, q->id_required ? "llmserve.v1.Router/Generate"
+                                                  : "llmserve.v1.Router/Complete",
+                                SVC_SPAN_SERVER, q->has_parent ? &q->parent : NULL, q->t_recv_us);
+    /* Unsampled, the request still has one context (one trace id) for every hop. */
+    q->has_self = svc_trace_next_hop(t, q->span, q->has_parent ? &q->parent : NULL, &q->self);
+    if (!q->span)
+        return;
+    span_rpc(q->span, "llmserve.v1.Router", method);
+    svc_span_set_str(q->span, "llmserve.request_id", q->id);
+    svc_span_set_str(q->span, "gen_ai.operation.name",
+                     q->sub->n_messages ? "chat" : "text_completion");
+}
+
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
-                                int64_t call_left_us, const char *bound_tenant)
+                                int64_t call_left_us, const char *bound_tenant,
+                                const char *md_traceparent)
 {
     Llmserve__V1__GenerateSubmit *sub =
         (Llmserve__V1__GenerateSubmit *)rpc_codec_copy(&submit->base);
@@ -180,6 +350,7 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
     }
     q->t_recv_us = ls_now_us();
     q->m_cache = "bypass"; /* until the cache plan says a lookup is made */
+    do_trace_start(q, md_traceparent);
     pthread_mutex_lock(&r->live_mu);
     r->live++;
     pthread_mutex_unlock(&r->live_mu);
@@ -279,6 +450,7 @@ static void do_set_pool(relay_req_t *q, const char *pool)
 static void do_fall_back(relay_req_t *q, const char *fb)
 {
     router_report_fallback(q->r->report, q->pool);
+    svc_span_event(q->span, "fallback");
     q->fallback = q->fell_back_once = true;
     do_set_pool(q, fb);
 }
@@ -322,6 +494,8 @@ static void do_fail(relay_req_t *q, int code, const char *message)
     LS_LOG_DEBUG("router", "request failed id=%s code=%d msg=\"%s\"", q->id, code, message);
     do_report_end(q, code ? code : GRPC_STATUS_UNKNOWN,
                   LLMSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR);
+    do_trace_end(q, code ? code : GRPC_STATUS_UNKNOWN, message,
+                 LLMSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR, 0);
     do_finish(q);
 }
 
@@ -356,6 +530,7 @@ static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t 
     ev.done = &d;
     do_emit(q, &ev);
     do_report_end(q, GRPC_STATUS_OK, reason);
+    do_trace_end(q, GRPC_STATUS_OK, NULL, reason, completion_tokens);
     do_finish(q);
 }
 
@@ -391,6 +566,8 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
     s.fallback = q->fallback;
     s.fallback_reason = q->fallback ? q->fallback_reason : "";
     s.attempt = q->attempt;
+    char tp[SVC_TRACEPARENT_LEN + 1];
+    s.traceparent = q->r->cfg.tracer ? (char *)do_next_hop(q, NULL, tp) : "";
     snprintf(q->m_model, sizeof(q->m_model), "%s", s.model);
     snprintf(q->m_version, sizeof(q->m_version), "%s", s.model_version);
     Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
@@ -405,7 +582,7 @@ static void do_dispatch(relay_req_t *q);
 static void do_submit(relay_req_t *q);
 
 /* What q's cache key is made of, for the pool and instance serving it now. */
-static void do_cache_query(relay_req_t *q, router_cache_query_t *cq)
+static void do_cache_query(relay_req_t *q, router_cache_query_t *cq, const char *traceparent)
 {
     router_cache_policy_model(q->cache_model, sizeof(q->cache_model), q->pool,
                               q->inst ? router_instance_version(q->inst) : "");
@@ -414,6 +591,20 @@ static void do_cache_query(relay_req_t *q, router_cache_query_t *cq)
     cq->sampling = &q->sampling;
     cq->semantic = q->r->cfg.cache_semantic;
     cq->tenant = q->bound_tenant;
+    cq->traceparent = traceparent;
+}
+
+/* A CLIENT span for a Cache.Session operation on c (op "lookup" or "store"). */
+static svc_span_t *do_cache_span(relay_req_t *q, const router_cache_t *c, const char *op)
+{
+    svc_span_t *s = do_child(q, "llmserve.v1.Cache/Session", SVC_SPAN_CLIENT, 0);
+    if (!s)
+        return NULL;
+    span_rpc(s, "llmserve.v1.Cache", "Session");
+    span_server(s, router_cache_addr(c));
+    svc_span_set_str(s, "llmserve.cache.operation", op);
+    svc_span_set_str(s, "gen_ai.request.model", q->cache_model);
+    return s;
 }
 
 static void do_cache_lookup(relay_req_t *q)
@@ -427,12 +618,16 @@ static void do_cache_lookup(relay_req_t *q)
         return;
     }
     router_cache_query_t cq;
-    do_cache_query(q, &cq);
+    char tp[SVC_TRACEPARENT_LEN + 1];
+    do_cache_query(q, &cq, NULL);
+    q->cache_span = do_cache_span(q, c, "lookup");
+    cq.traceparent = do_next_hop(q, q->cache_span, tp);
     router_cache_msg_t cm;
     router_cache_policy_lookup(&cm, &cq, router__next_id(r));
     q->phase = PHASE_LOOKUP;
     q->t_lookup_us = ls_now_us();
     if (rpc_mux_request(router_cache_mux(c), cm.req.id, &cm.req.base, &cache_handler, q) != LS_OK) {
+        do_trace_lookup_end(q, "error", GRPC_STATUS_UNAVAILABLE, "cache stream not up");
         router_caches_release(r->caches, c);
         router_report_lookup(r->report, "skipped", ls_now_us() - q->t_lookup_us);
         do_submit(q); /* cache stream not up (or just removed): a miss */
@@ -451,7 +646,10 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     if (!c)
         return;
     router_cache_query_t cq;
-    do_cache_query(q, &cq);
+    char tp[SVC_TRACEPARENT_LEN + 1];
+    do_cache_query(q, &cq, NULL);
+    svc_span_t *span = do_cache_span(q, c, "store");
+    cq.traceparent = do_next_hop(q, span, tp);
     char version[64] = "";
     if (q->inst && router_instance_version(q->inst)[0]) {
         snprintf(version, sizeof(version), "%s", router_instance_version(q->inst));
@@ -469,8 +667,11 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     };
     router_cache_msg_t cm;
     router_cache_policy_store(&cm, &cq, router__next_id(q->r), &q->answer, &o);
-    /* Nobody waits for the answer: the reply's id is unregistered and dropped. */
-    rpc_mux_send(router_cache_mux(c), &cm.req.base);
+    /* Nobody waits for the answer: the reply's id is unregistered and dropped.  The span
+     * covers the send. */
+    int rc = rpc_mux_send(router_cache_mux(c), &cm.req.base);
+    svc_span_end(span, rc == LS_OK ? 0 : GRPC_STATUS_UNAVAILABLE,
+                 rc == LS_OK ? NULL : "cache stream not up or full");
     router_caches_release(q->r->caches, c);
 }
 
@@ -533,6 +734,7 @@ static void do_retry(relay_req_t *q, int code, const char *why)
     }
     q->retries++;
     router_report_retry(q->r->report, q->pool);
+    svc_span_event(q->span, "retry");
     LS_LOG_DEBUG("router", "retrying id=%s attempt=%u why=\"%s\"", q->id, q->attempt, why);
     do_dispatch(q);
 }
@@ -556,7 +758,16 @@ static void do_submit(relay_req_t *q)
     s.sampling = &q->sampling;
     int64_t left_ms = (left_us + 999) / 1000;
     s.timeout_ms = left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms;
-    s.traceparent = q->sub->traceparent;
+    char tp[SVC_TRACEPARENT_LEN + 1];
+    if (q->span) {
+        q->infer_span = do_child(q, "llmserve.v1.Inference/Generate", SVC_SPAN_CLIENT, now);
+        span_rpc(q->infer_span, "llmserve.v1.Inference", "Generate");
+        span_server(q->infer_span, router_instance_addr(q->inst));
+        svc_span_set_str(q->infer_span, "llmserve.pool", q->pool);
+        svc_span_set_int(q->infer_span, "llmserve.attempt", q->attempt);
+        svc_span_set_str(q->infer_span, "llmserve.upstream_id", s.request_id);
+    }
+    s.traceparent = (char *)do_next_hop(q, q->infer_span, tp);
     Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
     m.kind_case = LLMSERVE__V1__INFERENCE_REQUEST__KIND_SUBMIT;
     m.submit = &s;
@@ -566,6 +777,9 @@ static void do_submit(relay_req_t *q)
         char why[200];
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
                  rc == LS_ERR_FULL ? "send queue full" : "not connected");
+        do_trace_try_end(q, rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                              : GRPC_STATUS_UNAVAILABLE,
+                         why);
         do_retry(q, rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
                  why);
         return;
@@ -606,6 +820,8 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         router_report_labels_t l = do_labels(q);
         if (q->tokens_sent == 0) {
             q->first_token_us = now;
+            svc_span_event(q->infer_span, "first_token");
+            svc_span_event(q->span, "first_token");
             do_cancel_timer(q, &q->ttft_timer);
             router_report_first_token(q->r->report, &l, now - q->t_recv_us);
         } else {
@@ -634,6 +850,7 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         }
         if (d->usage && d->usage->prompt_tokens)
             q->prompt_tokens = d->usage->prompt_tokens;
+        do_trace_try_end(q, GRPC_STATUS_OK, NULL);
         if (q->store && router_cache_policy_storable(d->finish_reason))
             do_cache_store(q, d);
         do_done(q, d->finish_reason, d->usage ? d->usage->completion_tokens : q->tokens_sent);
@@ -644,6 +861,7 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         char why[400];
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
                  ev->error->message);
+        do_trace_try_end(q, code, ev->error->message);
         if (q->tokens_sent == 0 && retryable(code))
             do_retry(q, code, why);
         else
@@ -662,6 +880,7 @@ static void on_infer_broken(void *ud, uint64_t id, const char *why)
     pthread_mutex_lock(&q->mu);
     if (q->phase == PHASE_INFER && id == q->up_id) {
         q->up_id = 0;
+        do_trace_try_end(q, GRPC_STATUS_UNAVAILABLE, why);
         if (q->tokens_sent == 0) {
             do_retry(q, GRPC_STATUS_UNAVAILABLE, why);
         } else {
@@ -689,6 +908,7 @@ static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult 
         hit->kind == LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_SEMANTIC ? "semantic" : "exact";
     do_started(q, true, hit);
     q->first_token_us = ls_now_us();
+    svc_span_event(q->span, "first_token");
     router_report_labels_t l = do_labels(q);
     router_report_first_token(q->r->report, &l, q->first_token_us - q->t_recv_us);
     uint32_t n_events = 0;
@@ -707,9 +927,15 @@ static void do_replay_hit(relay_req_t *q, const Llmserve__V1__CacheLookupResult 
 /* The lookup is over (answered, failed or timed out; result is the metric's "hit",
  * "miss" or "error"): a hit (non-NULL) replays, anything else runs the model. */
 static void do_lookup_result(relay_req_t *q, const Llmserve__V1__CacheLookupResult *hit,
-                             const char *result)
+                             const char *result, int code, const char *message)
 {
     q->cache_id = 0; /* answered or broken: the mux dropped the registration */
+    if (q->cache_span && hit)
+        svc_span_set_str(q->cache_span, "llmserve.cache.hit_kind",
+                         hit->kind == LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_SEMANTIC
+                             ? "semantic"
+                             : "exact");
+    do_trace_lookup_end(q, result, code, message);
     do_end_lookup(q);
     do_cancel_timer(q, &q->cache_timer);
     q->cache_lookup_us = (uint64_t)(ls_now_us() - q->t_lookup_us);
@@ -732,18 +958,20 @@ static void on_cache_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
             LS_LOG_WARN("router", "cache lookup failed id=%s code=%d msg=\"%s\"", q->id,
                         resp->error->code, resp->error->message);
         const Llmserve__V1__CacheLookupResult *hit = router_cache_policy_hit(resp);
-        do_lookup_result(q, hit, hit ? "hit" : failed ? "error" : "miss");
+        do_lookup_result(q, hit, hit ? "hit" : failed ? "error" : "miss",
+                         failed ? (resp->error->code ? resp->error->code : GRPC_STATUS_UNKNOWN)
+                                : 0,
+                         failed ? resp->error->message : NULL);
     }
     pthread_mutex_unlock(&q->mu);
 }
 
 static void on_cache_broken(void *ud, uint64_t id, const char *why)
 {
-    (void)why;
     relay_req_t *q = ud;
     pthread_mutex_lock(&q->mu);
     if (q->phase == PHASE_LOOKUP && id == q->cache_id)
-        do_lookup_result(q, NULL, "error");
+        do_lookup_result(q, NULL, "error", GRPC_STATUS_UNAVAILABLE, why);
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -780,13 +1008,16 @@ static void on_timer(void *ud, bool fired)
                 snprintf(q->fallback_reason, sizeof(q->fallback_reason),
                          "no first token from pool %s within %" PRId64 " ms", q->pool,
                          router_policy_ttft_ms(&q->r->policy, q->pool));
+                do_trace_try_end(q, GRPC_STATUS_CANCELLED, q->fallback_reason);
                 do_fall_back(q, fb);
                 do_end_attempt(q, true);
                 do_dispatch(q);
             }
         } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
             do_end_lookup(q);
-            do_lookup_result(q, NULL, "error"); /* too slow: answered as a miss */
+            /* too slow: answered as a miss */
+            do_lookup_result(q, NULL, "error", GRPC_STATUS_DEADLINE_EXCEEDED,
+                             "no answer within --cache-timeout-ms");
         }
     }
     pthread_mutex_unlock(&q->mu);
@@ -841,6 +1072,36 @@ static void do_route(relay_req_t *q)
              s.score >= th && r->policy.n_tiers ? ">=" : "<", th, why);
 }
 
+/* The routing decision as a child span (receipt to routed) and on the SERVER span. */
+static void do_trace_route(relay_req_t *q)
+{
+    if (!q->span)
+        return;
+    svc_span_t *s = do_child(q, "route", SVC_SPAN_INTERNAL, q->t_recv_us);
+    svc_span_t *both[2] = {q->span, s};
+    for (int i = 0; i < 2; i++) {
+        svc_span_set_str(both[i], "llmserve.pool", q->pool);
+        if (q->scored)
+            svc_span_set_double(both[i], "llmserve.complexity", q->score);
+    }
+    svc_span_set_str(s, "llmserve.route_reason", q->reason);
+    svc_span_end_at(s, 0, NULL, q->t_routed_us);
+    svc_span_t *sp = q->span;
+    svc_span_set_str(sp, "gen_ai.request.model", q->sub->model_hint[0] ? q->sub->model_hint
+                                                                       : q->pool);
+    svc_span_set_int(sp, "gen_ai.request.max_tokens", q->sampling.max_tokens);
+    svc_span_set_double(sp, "gen_ai.request.temperature", q->sampling.temperature);
+    if (q->sampling.top_p > 0)
+        svc_span_set_double(sp, "gen_ai.request.top_p", q->sampling.top_p);
+    if (q->sampling.top_k > 0)
+        svc_span_set_int(sp, "gen_ai.request.top_k", q->sampling.top_k);
+    if (q->sampling.has_seed)
+        svc_span_set_int(sp, "gen_ai.request.seed", (int64_t)q->sampling.seed);
+    svc_span_set_str(sp, "llmserve.cache.policy", q->lookup ? (q->store ? "lookup_store" : "lookup")
+                                                  : q->store ? "store"
+                                                             : "bypass");
+}
+
 void router__req_start(relay_req_t *q)
 {
     router_t *r = q->r;
@@ -870,6 +1131,7 @@ void router__req_start(relay_req_t *q)
         q->deadline_us = q->t_recv_us + q->call_left_us;
     do_route(q);
     q->t_routed_us = ls_now_us();
+    do_trace_route(q);
     router_report_queue(r->report, q->pool, q->t_routed_us - q->t_recv_us);
     q->m_flight = router_report_enter(r->report, q->pool);
     q->deadline_timer = do_arm(q, TIMER_DEADLINE, q->deadline_us);

@@ -15,6 +15,7 @@
 #include "rpc/server.h"
 #include "scorer.h"
 #include "svc/reporter.h"
+#include "svc/tracer.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,6 +45,9 @@ typedef struct {
     router_scorer_config_t scorer; /* weights; see scorer.h */
     svc_reporter_t *reporter;      /* metrics (report.h); borrowed for the router's life;
                                       NULL = none */
+    svc_tracer_t *tracer;          /* spans (svc/tracer.h; the layout in README.md,
+                                      "Traces"); borrowed for the router's life; NULL =
+                                      none */
 } router_config_t;
 
 typedef struct router router_t;

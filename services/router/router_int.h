@@ -89,10 +89,13 @@ struct relay_sink {
  * reference returned.  id_required: Generate (true) or Complete (false); call_left_us: what
  * is left of the client call's deadline (rpc_call_remaining_us); bound_tenant: the tenant
  * the caller's API key is bound to (rpc_call_principal; "" or NULL: none), which replaces
- * the submit's tenant.  Returns NULL when the copy cannot be allocated. */
+ * the submit's tenant; md_traceparent: the call's `traceparent` metadata (NUL-terminated;
+ * NULL: none), the trace's parent when the submit's own field is empty or malformed.
+ * Returns NULL when the copy cannot be allocated. */
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
-                                int64_t call_left_us, const char *bound_tenant);
+                                int64_t call_left_us, const char *bound_tenant,
+                                const char *md_traceparent);
 
 /* The client's request id (borrowed, fixed for the request's life). */
 const char *router__req_id(const relay_req_t *req);

@@ -17,6 +17,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The longest `traceparent` metadata value kept (version 00 is 55 bytes; a later version
+ * may carry more, of which the parser reads the first 55). */
+#define CALL_TRACEPARENT_MAX 256
+
+/* The call's `traceparent` metadata as a string in buf (CALL_TRACEPARENT_MAX bytes); NULL
+ * when there is none or it is too long to be valid. */
+static const char *call_traceparent(rpc_call_t *call, char *buf)
+{
+    size_t len = 0;
+    const char *v = rpc_md_get(rpc_call_metadata(call), "traceparent", &len);
+    if (!v || len >= CALL_TRACEPARENT_MAX)
+        return NULL;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return buf;
+}
+
 /* ---- Generate: a bidirectional stream of many requests ---------------------------- */
 
 typedef struct {
@@ -177,8 +194,9 @@ static void gen_submit(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__G
         send_error(gs, s->request_id, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
+    char tp[CALL_TRACEPARENT_MAX];
     relay_req_t *q = router__req_create(r, &gs->base, s, true, rpc_call_remaining_us(call),
-                                        rpc_call_principal(call));
+                                        rpc_call_principal(call), call_traceparent(call, tp));
     if (!q) {
         pthread_mutex_unlock(&gs->mu);
         send_error(gs, s->request_id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -406,8 +424,10 @@ static void complete_on_message(rpc_call_t *call, void *state, const ProtobufCMe
                         "the router is shutting down; retry elsewhere");
         return;
     }
-    relay_req_t *q = router__req_create(c->r, &c->base, req->request, false,
-                                        rpc_call_remaining_us(call), rpc_call_principal(call));
+    char tp[CALL_TRACEPARENT_MAX];
+    relay_req_t *q =
+        router__req_create(c->r, &c->base, req->request, false, rpc_call_remaining_us(call),
+                           rpc_call_principal(call), call_traceparent(call, tp));
     if (!q) {
         rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;

@@ -20,6 +20,7 @@
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "svc/client.h"
+#include "svc/tracer.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -45,7 +46,8 @@ typedef struct {
     bool json;
     bool quiet;
     bool ignore_eos;
-    svc_client_opts_t sec; /* TLS and API key */
+    const char *traceparent; /* sent as the call's `traceparent` metadata */
+    svc_client_opts_t sec;   /* TLS and API key */
 } ctl_config_t;
 
 typedef struct {
@@ -208,6 +210,23 @@ static const char *finish_name(int r)
     return r >= 0 && r <= 6 ? names[r] : "unknown";
 }
 
+/* The trace id (33 bytes) of the router's trace context in route; false when the router
+ * does not trace. */
+static bool trace_of(const Llmserve__V1__GenerateStarted *route, char *id, bool *sampled)
+{
+    svc_trace_ctx_t c;
+    if (!route || !svc_traceparent_parse(route->traceparent, &c))
+        return false;
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        id[2 * i] = digits[c.trace_id[i] >> 4];
+        id[2 * i + 1] = digits[c.trace_id[i] & 15];
+    }
+    id[32] = '\0';
+    *sampled = c.flags & SVC_TRACE_SAMPLED;
+    return true;
+}
+
 static void print_json(const ctl_state_t *st, const char *id)
 {
     FILE *f = stdout;
@@ -216,6 +235,11 @@ static void print_json(const ctl_state_t *st, const char *id)
     fprintf(f, ",\"text\":");
     json_str(f, st->text ? st->text : "");
     fprintf(f, ",\"tokens\":%u", st->tokens);
+    char trace_id[33];
+    bool sampled = false;
+    if (trace_of(st->route, trace_id, &sampled))
+        fprintf(f, ",\"trace_id\":\"%s\",\"trace_sampled\":%s", trace_id,
+                sampled ? "true" : "false");
     if (st->route) {
         const Llmserve__V1__GenerateStarted *r = st->route;
         fprintf(f, ",\"route\":{\"pool\":");
@@ -275,6 +299,10 @@ static void print_summary(const ctl_state_t *st)
         if (r->fallback)
             fprintf(f, "fallback  %s\n", r->fallback_reason);
         fprintf(f, "cache     %s\n", r->cache_hit ? "hit" : "miss");
+        char trace_id[33];
+        bool sampled = false;
+        if (trace_of(r, trace_id, &sampled))
+            fprintf(f, "trace     %s%s\n", trace_id, sampled ? "" : " (not sampled)");
     }
     if (st->done) {
         const Llmserve__V1__GenerateDone *d = st->done;
@@ -386,6 +414,10 @@ int main(int argc, char **argv)
          4294967295.0},
         {"json", NULL, LS_OPT_BOOL, &c.json, "print one JSON object instead of text", 0, 0},
         {"quiet", NULL, LS_OPT_BOOL, &c.quiet, "print only the summary", 0, 0},
+        {"traceparent", NULL, LS_OPT_STRING, &c.traceparent,
+         "W3C trace context to continue (00-TRACEID-SPANID-FLAGS); the trace id is printed "
+         "either way when the router traces",
+         0, 0},
         SVC_CLIENT_OPTIONS(&c.sec),
     };
     ls_config_t conf = {.program = "llmctl",
@@ -407,6 +439,15 @@ int main(int argc, char **argv)
     }
     if (svc_client_check(&c.sec, err, sizeof(err)) != LS_OK) {
         fprintf(stderr, "llmctl: %s\n", err);
+        free(words);
+        return 2;
+    }
+    svc_trace_ctx_t tc;
+    if (c.traceparent && !svc_traceparent_parse(c.traceparent, &tc)) {
+        fprintf(stderr,
+                "llmctl: --traceparent '%s' is not a W3C traceparent "
+                "(00-<32 lower-case hex>-<16 lower-case hex>-<2 hex>, ids not all zero)\n",
+                c.traceparent);
         free(words);
         return 2;
     }
@@ -483,6 +524,8 @@ int main(int argc, char **argv)
     }
     rpc_md_t md = RPC_MD_INIT;
     svc_client_metadata(&c.sec, &md);
+    if (c.traceparent)
+        rpc_md_add(&md, "traceparent", c.traceparent);
     rpc_stream_handler_t h = {on_message, on_status};
     rpc_call_opts_t copts = {.wait_for_ready = false, .metadata = &md};
     st.t0_us = ls_now_us();

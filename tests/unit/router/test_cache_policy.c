@@ -111,7 +111,7 @@ Test(cache_policy, lookup_message)
 {
     Llmserve__V1__GenerateSubmit sub = submit_of(P(READ_ONLY));
     Llmserve__V1__SamplingParams s = sampling_of(1);
-    router_cache_query_t q = {&sub, "large@v2", &s, true, NULL};
+    router_cache_query_t q = {&sub, "large@v2", &s, true, NULL, sub.traceparent};
     router_cache_msg_t m;
     router_cache_policy_lookup(&m, &q, 42);
     Llmserve__V1__CacheRequest *got = over_the_wire(&m.req);
@@ -145,7 +145,7 @@ Test(cache_policy, lookup_of_a_chat_keys_its_messages)
     sub.n_messages = 2;
     sub.messages = msgs;
     Llmserve__V1__SamplingParams s = sampling_of(0);
-    router_cache_query_t q = {&sub, "small", &s, false, NULL};
+    router_cache_query_t q = {&sub, "small", &s, false, NULL, NULL};
     router_cache_msg_t m;
     router_cache_policy_lookup(&m, &q, 7);
     Llmserve__V1__CacheRequest *got = over_the_wire(&m.req);
@@ -161,7 +161,7 @@ Test(cache_policy, store_message_carries_the_recorded_answer)
 {
     Llmserve__V1__GenerateSubmit sub = submit_of(P(FORCE));
     Llmserve__V1__SamplingParams s = sampling_of(2);
-    router_cache_query_t q = {&sub, "small", &s, false, NULL};
+    router_cache_query_t q = {&sub, "small", &s, false, NULL, NULL};
     router_answer_t a;
     router_answer_init(&a, ROUTER_ANSWER_MAX_BYTES);
     router_answer_append(&a, " there", 11);
@@ -198,7 +198,7 @@ Test(cache_policy, store_of_an_empty_answer_has_empty_text)
 {
     Llmserve__V1__GenerateSubmit sub = submit_of(P(DEFAULT));
     Llmserve__V1__SamplingParams s = sampling_of(0);
-    router_cache_query_t q = {&sub, "small", &s, true, NULL};
+    router_cache_query_t q = {&sub, "small", &s, true, NULL, NULL};
     router_answer_t a;
     router_answer_init(&a, ROUTER_ANSWER_MAX_BYTES);
     router_cache_outcome_t o = {LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS, 5, 0, 0, ""};
