@@ -159,27 +159,34 @@ static inline void svc_span_end_at(svc_span_t *s, int grpc_code, const char *mes
         s->tracer->ops->end(s, grpc_code, message, at_us);
 }
 
-/* The context to pass to the next hop (a downstream request's traceparent): s's own when
- * s is sampled; else the incoming parent as it came (its sampled flag is clear, or this
- * service's sampler dropped it: the next hop's parent-based sampler follows); else, with
- * a tracer but no parent, a fresh unsampled context, so that the hops after this one
- * share one trace id and one decision.  Returns false (out untouched) when there is
- * nothing to pass on: no tracer and no parent. */
+/* The context to pass to the next hop (a downstream request's traceparent), as an
+ * OpenTelemetry SDK propagates a span it did not record:
+ * - s sampled: s's own context;
+ * - a tracer but no span (this service's sampler dropped the trace, or the parent was not
+ *   sampled): the parent's trace id (a fresh one without a parent) with a fresh span id
+ *   and the sampled flag clear, so that the next hop's parent-based sampler drops it too
+ *   and every hop shares one trace id;
+ * - no tracer (tracing off here): the parent as it came, or false (out untouched) without
+ *   one: nothing to pass on. */
 static inline bool svc_trace_next_hop(svc_tracer_t *t, const svc_span_t *s,
                                       const svc_trace_ctx_t *parent, svc_trace_ctx_t *out)
 {
     if (svc_span_context(s, out))
         return true;
-    if (parent) {
+    if (!t) {
+        if (!parent)
+            return false;
         *out = *parent;
         return true;
     }
-    if (!t)
-        return false;
     svc_trace_ctx_random(out);
+    if (parent) {
+        for (int i = 0; i < 16; i++)
+            out->trace_id[i] = parent->trace_id[i];
+        out->flags = (uint8_t)(parent->flags & ~SVC_TRACE_SAMPLED);
+    }
     return true;
 }
-
 /* NULL is a no-op. */
 static inline void svc_tracer_destroy(svc_tracer_t *t)
 {

@@ -1169,11 +1169,21 @@ Test(otlp, next_hop_context)
     cr_assert(svc_trace_next_hop(NULL, NULL, &parent, &out));
     cr_assert_eq(memcmp(&out, &parent, sizeof(out)), 0);
     svc_tracer_t *t = tracer_with(SVC_OTLP_SAMPLER_PARENTBASED_ALWAYS_ON, 1.0);
-    /* an unsampled parent: no span, the parent passed on */
+    /* an unsampled parent: no span; its trace id goes on, unsampled, from a new span id */
     svc_span_t *s = svc_span_start(t, "x", SVC_SPAN_SERVER, &parent);
     cr_assert_null(s);
     cr_assert(svc_trace_next_hop(t, s, &parent, &out));
-    cr_assert_eq(memcmp(&out, &parent, sizeof(out)), 0);
+    cr_assert_eq(memcmp(out.trace_id, parent.trace_id, 16), 0);
+    cr_assert_neq(memcmp(out.span_id, parent.span_id, 8), 0);
+    cr_assert_eq(out.flags, 0);
+    /* a sampled parent this service's sampler drops: passed on unsampled */
+    svc_tracer_t *off = tracer_with(SVC_OTLP_SAMPLER_TRACEIDRATIO, 0.0);
+    svc_trace_ctx_t sp = random_parent(SVC_TRACE_SAMPLED);
+    cr_assert_null(svc_span_start(off, "z", SVC_SPAN_SERVER, &sp));
+    cr_assert(svc_trace_next_hop(off, NULL, &sp, &out));
+    cr_assert_eq(memcmp(out.trace_id, sp.trace_id, 16), 0);
+    cr_assert_eq(out.flags, 0);
+    svc_tracer_destroy(off);
     /* a sampled span: its own context */
     svc_trace_ctx_t sampled = random_parent(SVC_TRACE_SAMPLED);
     s = svc_span_start(t, "y", SVC_SPAN_SERVER, &sampled);
