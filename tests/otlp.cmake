@@ -7,3 +7,18 @@ if(PYTHON3_SYSTEM)
   set_tests_properties(test_otlp_receiver PROPERTIES
     ENVIRONMENT "${LLMSERVE_TEST_ENV}" TIMEOUT 60)
 endif()
+
+# One trace per request across the real suite (tests/python/test_traces.py): parent links
+# across router, cache and inference, the attributes, the client's traceparent, the
+# sampler ratio, a failing, slow or absent receiver, the flush at SIGTERM; drops counted
+# on a real llmserve-metrics.
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_traces
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_traces.py)
+  set_tests_properties(test_python_traces PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 480
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_traces APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV}
+               "LLMSERVE_METRICS_BIN=$<TARGET_FILE:llmserve-metrics>")
+endif()
