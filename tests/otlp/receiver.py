@@ -4,7 +4,11 @@ here): it takes what the services export to POST /v1/traces as OTLP/JSON, checks
 OTLP JSON encoding requires, and rebuilds the traces so that a test can ask what a user
 would have seen in Jaeger.  State lives in memory only.
 
-    receiver.py [--listen HOST:PORT] [--strict] [--max-body-bytes N] [--verbose]
+    receiver.py [--listen HOST:PORT] [--strict] [--max-body-bytes N] [--verbose] [--discard]
+
+--discard (for benchmarks, where the receiver shares the machine with what is measured):
+every POST /v1/traces is read and answered 200 {} without being decoded, checked or
+kept; only the requests and bytes_received counters move.
 
 Prints "LISTENING port=N" once bound and then "SERVING", as the services do.  SIGTERM or
 SIGINT: exits 0 at once.
@@ -578,8 +582,8 @@ def build_tree(trace_id, spans):
 class Store:
     """What the receiver was sent, and its controls.  One lock guards all of it."""
 
-    def __init__(self, strict, max_body):
-        self.strict, self.max_body = strict, max_body
+    def __init__(self, strict, max_body, discard=False):
+        self.strict, self.max_body, self.discard = strict, max_body, discard
         self.lock = threading.Lock()
         self.reset()
 
@@ -780,6 +784,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body(s.max_body)
         with s.lock:
             s.stats["bytes_received"] += len(body)
+        if s.discard:
+            return 200, {}, {}
+        with s.lock:
             delay_ms, fail = s.delay_ms, (s.fail_status if s.fail_count > 0 else 0)
             retry_after = s.retry_after
             if fail:
@@ -893,6 +900,8 @@ def parse_args(argv):
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
                    help="413 past this, before or after gzip (default 64 MiB)")
     p.add_argument("--verbose", action="store_true", help="one line per request on stderr")
+    p.add_argument("--discard", action="store_true",
+                   help="answer every export 200 {} without decoding or keeping it (benchmarks)")
     cfg = p.parse_args(argv)
     if cfg.max_body_bytes <= 0:
         p.error("--max-body-bytes must be positive")
@@ -909,7 +918,8 @@ def split_listen(listen):
 def main(argv):
     cfg = parse_args(argv)
     host, port = split_listen(cfg.listen)
-    Handler.store, Handler.verbose = Store(cfg.strict, cfg.max_body_bytes), cfg.verbose
+    Handler.store = Store(cfg.strict, cfg.max_body_bytes, cfg.discard)
+    Handler.verbose = cfg.verbose
     Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         httpd = Server((host, port), Handler)

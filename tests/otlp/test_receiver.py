@@ -681,6 +681,22 @@ class ReceiverTest(unittest.TestCase):
             self.assertLess(time.monotonic() - start, 3.0)
             own[0].stdout.close()
 
+    def test_18_discard_answers_without_decoding(self):
+        own = []
+        try:
+            r = Receiver(procs.start([RECEIVER, "--discard"], own, timeout=20))
+            good = request(("svc", [span(new_id(16), new_id(8))]))
+            self.assertEqual(r.export(good)[0], 200)
+            status, _, body = r.export(None, raw=b"not json at all")
+            self.assertEqual((status, body), (200, {}))
+            stats = r.get("/_receiver/stats")
+            self.assertEqual(stats["requests"], 2)
+            self.assertGreater(stats["bytes_received"], 15)
+            self.assertEqual((stats["spans_accepted"], stats["traces"]), (0, 0))
+            self.assertEqual(r.get("/_receiver/traces"), {})
+        finally:
+            self.assertEqual(procs.stop_all(own), [])
+
     @staticmethod
     def swallow(fn, *args):
         try:
