@@ -10,17 +10,17 @@ endif()
 
 # The cache service's spans (tests/python/test_cache_traces.py): real llmserve-cache
 # processes and memcached exporting to the strict receiver, checked span by span.
-set(CACHE_PYGEN ${ROUTER_PYGEN}) # beside common_pb2, which cache_pb2 imports
+set(CACHE_PYGEN ${CMAKE_BINARY_DIR}/gen-python-cache)
 add_custom_command(
-  OUTPUT ${CACHE_PYGEN}/llmserve/v1/cache_pb2.py
+  OUTPUT ${CACHE_PYGEN}/llmserve/v1/cache_pb2.py ${CACHE_PYGEN}/llmserve/v1/common_pb2.py
   COMMAND ${CMAKE_COMMAND} -E make_directory ${CACHE_PYGEN}
   COMMAND ${PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${CACHE_PYGEN}
-          llmserve/v1/cache.proto
-  DEPENDS ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/cache.proto
+          llmserve/v1/common.proto llmserve/v1/cache.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/common.proto
+          ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/cache.proto
   COMMENT "protoc python modules for llmserve.v1.Cache")
 add_custom_target(llmserve_cache_python_modules ALL
   DEPENDS ${CACHE_PYGEN}/llmserve/v1/cache_pb2.py)
-add_dependencies(llmserve_cache_python_modules llmserve_router_python_stubs) # common_pb2
 if(PYTHON3_SYSTEM)
   add_test(NAME test_python_cache_traces
            COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_cache_traces.py)
