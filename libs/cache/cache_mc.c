@@ -113,6 +113,19 @@ size_t cache_mc_server_of(const cache_mc_t *mc, const char *key, size_t key_len)
     return i < n ? i : 0;
 }
 
+bool cache_mc_server_addr(const cache_mc_t *mc, size_t i, const char **host, int *port)
+{
+    if (i >= memcached_server_count(mc->m))
+        return false;
+    const memcached_instance_st *in = memcached_server_instance_by_position(mc->m, (uint32_t)i);
+    const char *name = in ? memcached_server_name(in) : NULL;
+    if (!name)
+        return false;
+    *host = name;
+    *port = (int)memcached_server_port(in);
+    return true;
+}
+
 static int map_rc(memcached_return_t rc)
 {
     switch (rc) {

@@ -45,6 +45,11 @@ size_t cache_mc_server_count(const cache_mc_t *mc);
 /* Index (0 .. count-1) of the server key maps to. */
 size_t cache_mc_server_of(const cache_mc_t *mc, const char *key, size_t key_len);
 
+/* The host (or socket path) and port of server i (0 .. count-1), for traces and logs.
+ * Returns false, leaving the outputs untouched, for an index out of range; *host is
+ * borrowed until mc is destroyed. */
+bool cache_mc_server_addr(const cache_mc_t *mc, size_t i, const char **host, int *port);
+
 /* Fetches key.  On LS_OK *val is a new buffer the caller owns (free()).  Returns LS_OK,
  * LS_ERR_NOT_FOUND, LS_ERR_TIMEOUT, LS_ERR_UNAVAILABLE (the server cannot be reached
  * or failed), or LS_ERR_NOMEM. */

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "engine.h"
+#include "op_span.h"
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -129,10 +130,28 @@ static void note(engine_t *eng, cache_mc_t *mc, size_t s, int rc)
     }
 }
 
-/* Each returns LS_ERR_UNAVAILABLE at once while the key's server is marked down.
+/* The span of one call to server s, child of the operation's span op (NULL: none). */
+static svc_span_t *mc_span(svc_span_t *op, cache_mc_t *mc, size_t s, op_span_mc_t call)
+{
+    if (!op)
+        return NULL;
+    const char *host = NULL;
+    int port = 0;
+    cache_mc_server_addr(mc, s, &host, &port);
+    return op_span_mc_start(op, call, host, port);
+}
+
+static void mc_span_end(svc_span_t *span, cache_mc_t *mc, int rc)
+{
+    if (span)
+        op_span_mc_end(span, rc, cache_mc_last_error(mc));
+}
+
+/* Each returns LS_ERR_UNAVAILABLE at once while the key's server is marked down; a call
+ * that goes out gets a span under op (the operation's span; NULL: none).
  * mc_get sets *asked (when non-NULL) to whether the get went out to the server. */
-static int mc_get(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen, uint8_t **val,
-                  size_t *len, bool *asked)
+static int mc_get(engine_t *eng, cache_mc_t *mc, svc_span_t *op, const char *key, size_t klen,
+                  uint8_t **val, size_t *len, bool *asked)
 {
     size_t s = cache_mc_server_of(mc, key, klen);
     int64_t t0 = ls_now_us();
@@ -142,32 +161,38 @@ static int mc_get(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen, u
         return LS_ERR_UNAVAILABLE;
     if (asked)
         *asked = true;
+    svc_span_t *span = mc_span(op, mc, s, OP_SPAN_MC_GET);
     int rc = cache_mc_get(mc, key, klen, val, len);
+    mc_span_end(span, mc, rc);
     observe_mc(eng, OP_GET, t0);
     note(eng, mc, s, rc);
     return rc;
 }
 
-static int mc_set(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen, const void *val,
-                  size_t len, uint32_t ttl_s, bool add_only)
+static int mc_set(engine_t *eng, cache_mc_t *mc, svc_span_t *op, const char *key, size_t klen,
+                  const void *val, size_t len, uint32_t ttl_s, bool add_only)
 {
     size_t s = cache_mc_server_of(mc, key, klen);
     int64_t t0 = ls_now_us();
     if (!cache_breaker_allow(eng->brk, s, t0))
         return LS_ERR_UNAVAILABLE;
+    svc_span_t *span = mc_span(op, mc, s, add_only ? OP_SPAN_MC_ADD : OP_SPAN_MC_SET);
     int rc = add_only ? cache_mc_add(mc, key, klen, val, len, ttl_s)
                       : cache_mc_set(mc, key, klen, val, len, ttl_s);
+    mc_span_end(span, mc, rc);
     observe_mc(eng, OP_SET, t0);
     note(eng, mc, s, rc);
     return rc;
 }
 
-static int mc_delete(engine_t *eng, cache_mc_t *mc, const char *key, size_t klen)
+static int mc_delete(engine_t *eng, cache_mc_t *mc, svc_span_t *op, const char *key, size_t klen)
 {
     size_t s = cache_mc_server_of(mc, key, klen);
     if (!cache_breaker_allow(eng->brk, s, ls_now_us()))
         return LS_ERR_UNAVAILABLE;
+    svc_span_t *span = mc_span(op, mc, s, OP_SPAN_MC_DELETE);
     int rc = cache_mc_delete(mc, key, klen);
+    mc_span_end(span, mc, rc);
     note(eng, mc, s, rc);
     return rc;
 }
@@ -190,7 +215,8 @@ static uint64_t parse_gen(const uint8_t *v, size_t n)
 /* The model's generation: the cached one while fresh (or when mc is NULL), else read
  * from memcached (created there when absent) and merged.  force reads even when fresh.
  * When memcached cannot be reached the cached value (0 if none) is used. */
-static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, bool force)
+static uint64_t generation(engine_t *eng, cache_mc_t *mc, svc_span_t *op, const char *model,
+                           bool force)
 {
     int64_t now = ls_now_us();
     uint64_t local;
@@ -202,7 +228,7 @@ static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, boo
     uint8_t *v = NULL;
     size_t n = 0;
     uint64_t remote = 0;
-    int rc = mc_get(eng, mc, key, klen, &v, &n, NULL);
+    int rc = mc_get(eng, mc, op, key, klen, &v, &n, NULL);
     if (rc == LS_ERR_NOT_FOUND) {
         /* Absent: never set, or lost with a memcached restart.  A new value above
          * every earlier one keeps answers from before the loss from coming back. */
@@ -210,11 +236,11 @@ static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, boo
         uint64_t cand = local + 1 > wall ? local + 1 : wall;
         char txt[32];
         int tl = snprintf(txt, sizeof(txt), "%" PRIu64, cand);
-        rc = mc_set(eng, mc, key, klen, txt, (size_t)tl, 0, true);
+        rc = mc_set(eng, mc, op, key, klen, txt, (size_t)tl, 0, true);
         if (rc == LS_OK)
             remote = cand;
         else if (rc == LS_ERR_EXISTS)
-            rc = mc_get(eng, mc, key, klen, &v, &n, NULL); /* another instance won the race */
+            rc = mc_get(eng, mc, op, key, klen, &v, &n, NULL); /* another instance won the race */
     }
     if (rc == LS_OK && v) {
         remote = parse_gen(v, n);
@@ -227,7 +253,7 @@ static uint64_t generation(engine_t *eng, cache_mc_t *mc, const char *model, boo
     if (write_back) {
         char txt[32];
         int tl = snprintf(txt, sizeof(txt), "%" PRIu64, use);
-        if (mc_set(eng, mc, key, klen, txt, (size_t)tl, 0, false) == LS_OK)
+        if (mc_set(eng, mc, op, key, klen, txt, (size_t)tl, 0, false) == LS_OK)
             cache_gen_written(eng->gen, model, use);
     }
     return use;
@@ -253,8 +279,9 @@ static bool accept(const cache_digest_t *key, uint8_t *buf, size_t len, engine_h
 
 /* Finds the answer for key in L1, then (mc non-NULL) in memcached, filling L1 from it.
  * *asked_mc (when non-NULL) says whether a get went out to memcached. */
-static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, const cache_digest_t *key,
-                            uint64_t model_tag, engine_hit_t *out, bool *asked_mc)
+static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, svc_span_t *op,
+                            const cache_digest_t *key, uint64_t model_tag, engine_hit_t *out,
+                            bool *asked_mc)
 {
     if (asked_mc)
         *asked_mc = false;
@@ -273,7 +300,7 @@ static fetch_t fetch_answer(engine_t *eng, cache_mc_t *mc, const cache_digest_t 
         return FETCH_UNKNOWN;
     char mkey[128];
     size_t mlen = answer_key(key, mkey);
-    int rc = mc_get(eng, mc, mkey, mlen, &buf, &len, asked_mc);
+    int rc = mc_get(eng, mc, op, mkey, mlen, &buf, &len, asked_mc);
     if (rc == LS_ERR_NOT_FOUND)
         return FETCH_MISSING;
     if (rc != LS_OK)
@@ -318,7 +345,7 @@ int engine_lookup_fast(engine_t *eng, const cache_key_input_t *in, engine_hit_t 
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
-    if (fetch_answer(eng, NULL, &k.exact, k.model_tag, out, NULL) != FETCH_FOUND)
+    if (fetch_answer(eng, NULL, NULL, &k.exact, k.model_tag, out, NULL) != FETCH_FOUND)
         return ENGINE_NEED_WORKER; /* the worker checks L1 again and counts the lookup */
     out->similarity = 1.0f;
     count_hit(eng, out);
@@ -344,15 +371,15 @@ static float *embed(engine_t *eng, const cache_key_input_t *in)
 }
 
 int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bool semantic,
-                  float min_similarity, engine_hit_t *out)
+                  float min_similarity, svc_span_t *span, engine_hit_t *out)
 {
     memset(out, 0, sizeof(*out));
-    uint64_t g = generation(eng, mc, in->model, false);
+    uint64_t g = generation(eng, mc, span, in->model, false);
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
     bool asked_mc = false;
-    fetch_t f = fetch_answer(eng, mc, &k.exact, k.model_tag, out, &asked_mc);
+    fetch_t f = fetch_answer(eng, mc, span, &k.exact, k.model_tag, out, &asked_mc);
     if (eng->cfg.l1_bytes > 0) /* an L1 that is off is no tier */
         count_tier(eng, M_CACHE_LOOKUPS, TIER_L1);
     if (asked_mc)
@@ -371,7 +398,7 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
         float sim = 0;
         if (vec &&
             cache_semantic_search(eng->sem, &k.scope, vec, threshold, ls_now_us(), &cand, &sim)) {
-            f = fetch_answer(eng, mc, &cand, k.model_tag, out, NULL);
+            f = fetch_answer(eng, mc, span, &cand, k.model_tag, out, NULL);
             if (f == FETCH_FOUND) {
                 out->semantic = true;
                 out->similarity = sim;
@@ -391,14 +418,14 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
 }
 
 int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
-                 const engine_answer_t *a, bool *stored, const char **reason)
+                 const engine_answer_t *a, svc_span_t *span, bool *stored, const char **reason)
 {
     *stored = false;
     *reason = "";
     uint32_t ttl = a->ttl_s ? a->ttl_s : eng->cfg.default_ttl_s;
     if (ttl > eng->cfg.max_ttl_s)
         ttl = eng->cfg.max_ttl_s;
-    uint64_t g = generation(eng, mc, in->model, false);
+    uint64_t g = generation(eng, mc, span, in->model, false);
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
@@ -446,7 +473,7 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
         svc_metric_add(eng->rep, M_CACHE_EVICTIONS, NULL, 0, (double)evicted);
     char mkey[128];
     size_t mlen = answer_key(&k.exact, mkey);
-    int mrc = mc_set(eng, mc, mkey, mlen, buf, len, ttl, false);
+    int mrc = mc_set(eng, mc, span, mkey, mlen, buf, len, ttl, false);
     free(buf);
     bool in_mc = mrc == LS_OK;
     if (!in_mc && in_l1)
@@ -470,10 +497,10 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
 }
 
 int engine_invalidate_key(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
-                          uint64_t *removed)
+                          svc_span_t *span, uint64_t *removed)
 {
     *removed = 0;
-    uint64_t g = generation(eng, mc, in->model, false);
+    uint64_t g = generation(eng, mc, span, in->model, false);
     cache_key_t k;
     if (cache_key_compute(in, g, &k) != LS_OK)
         return LS_ERR_INVALID;
@@ -482,13 +509,14 @@ int engine_invalidate_key(engine_t *eng, cache_mc_t *mc, const cache_key_input_t
         cache_semantic_remove(eng->sem, &k.scope, &k.exact);
     char mkey[128];
     size_t mlen = answer_key(&k.exact, mkey);
-    int rc = mc_delete(eng, mc, mkey, mlen);
+    int rc = mc_delete(eng, mc, span, mkey, mlen);
     *removed = (was || rc == LS_OK) ? 1 : 0;
     /* A copy memcached still holds would come back when it returns: say so. */
     return rc == LS_OK || rc == LS_ERR_NOT_FOUND ? LS_OK : LS_ERR_UNAVAILABLE;
 }
 
-int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, uint64_t *removed)
+int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, svc_span_t *span,
+                            uint64_t *removed)
 {
     uint64_t g = cache_gen_bump(eng->gen, model, (uint64_t)ls_wall_us(), ls_now_us());
     uint64_t tag = cache_key_model_tag(model);
@@ -498,7 +526,7 @@ int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, ui
     *removed = n;
     /* Written through the merge path so a newer value from another instance is kept;
      * if memcached is down the bump stays marked and the idle worker writes it later. */
-    uint64_t now_gen = generation(eng, mc, model, true);
+    uint64_t now_gen = generation(eng, mc, span, model, true);
     LS_LOG_INFO("cache", "model invalidated model=\"%s\" generation=%" PRIu64 " removed=%zu", model,
                 now_gen > g ? now_gen : g, n);
     return LS_OK;
@@ -516,6 +544,11 @@ void engine_stats(engine_t *eng, engine_stats_t *out)
     out->errors = atomic_load(&eng->errors);
     out->degraded = cache_breaker_degraded(eng->brk);
     out->entries = ls.entries + (eng->sem ? cache_semantic_count(eng->sem) : 0);
+}
+
+bool engine_degraded(engine_t *eng)
+{
+    return cache_breaker_degraded(eng->brk);
 }
 
 void engine_count_error(engine_t *eng)
@@ -555,7 +588,7 @@ static void on_idle(void *arg, cache_mc_t *mc)
     }
     char model[1024];
     for (int i = 0; i < 16 && cache_gen_next_pending(eng->gen, model, sizeof(model)); i++) {
-        generation(eng, mc, model, true);
+        generation(eng, mc, NULL, model, true);
         if (cache_breaker_degraded(eng->brk))
             break;
     }

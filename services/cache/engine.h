@@ -26,6 +26,7 @@
 #include "cache/cache_key.h"
 #include "cache/cache_pool.h"
 #include "svc/reporter.h"
+#include "svc/tracer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -95,9 +96,12 @@ int engine_lookup_fast(engine_t *eng, const cache_key_input_t *in, engine_hit_t 
 
 /* Full lookup on a worker: L1, memcached, then (when semantic and enabled) the
  * semantic index at min_similarity (0 = the configured threshold).  memcached being
- * down or slow is a miss.  Returns LS_OK (out->hit says which) or LS_ERR_INVALID. */
+ * down or slow is a miss.  Returns LS_OK (out->hit says which) or LS_ERR_INVALID.
+ *
+ * span, here and below: the operation's span, borrowed for the call (NULL: none); each
+ * memcached call that goes out gets a child span (op_span.h). */
 int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bool semantic,
-                  float min_similarity, engine_hit_t *out);
+                  float min_similarity, svc_span_t *span, engine_hit_t *out);
 
 /* An answer to store; strings borrowed for the call. */
 typedef struct {
@@ -117,15 +121,16 @@ typedef struct {
 /* Stores an answer in L1 and memcached (and the semantic index).  Sets *stored and a
  * reason (static text, "" when fully stored).  Returns LS_OK or LS_ERR_INVALID. */
 int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
-                 const engine_answer_t *a, bool *stored, const char **reason);
+                 const engine_answer_t *a, svc_span_t *span, bool *stored, const char **reason);
 
 /* Removes one answer from every tier; *removed is 1 when some tier held it. */
 int engine_invalidate_key(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
-                          uint64_t *removed);
+                          svc_span_t *span, uint64_t *removed);
 
 /* Moves model to a new key generation and drops its in-process entries; *removed
  * counts those (memcached's cannot be counted). */
-int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, uint64_t *removed);
+int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, svc_span_t *span,
+                            uint64_t *removed);
 
 typedef struct {
     uint64_t hits, misses, l1_hits, semantic_hits, stores, errors;
@@ -134,6 +139,9 @@ typedef struct {
 } engine_stats_t;
 
 void engine_stats(engine_t *eng, engine_stats_t *out);
+
+/* True while any memcached server's breaker is open (the engine runs degraded). */
+bool engine_degraded(engine_t *eng);
 
 /* Counts an error answered to a client. */
 void engine_count_error(engine_t *eng);

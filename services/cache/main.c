@@ -147,6 +147,7 @@ static int cache_create(svc_t *svc, void *ud, char *err, size_t err_len)
                    .models = (const char *const *)cfg->models_list,
                    .n_models = cfg->n_models},
         .max_in_flight = (size_t)cfg->max_in_flight,
+        .tracer = svc_tracer(svc),
     };
     int rc = rpc_server_add_method(svc_server(svc), SESSION_METHOD, RPC_STREAM,
                                    &llmserve__v1__cache_request__descriptor, &session_handler,

@@ -5,9 +5,15 @@
  * A session is shared by its call (one reference until on_done) and each job (one
  * reference each); the last unref frees it.  Each job also holds a call reference, so
  * a worker may still answer (and get LS_ERR_CLOSED) after the call has ended.
+ *
+ * Spans (op_span.h): each request's span is started where the request is read and
+ * ended by the send_* function that answers it; a request handed to a worker hands its
+ * span over with it (the job owns it from then on).
  */
 #define _GNU_SOURCE
 #include "session.h"
+
+#include "op_span.h"
 
 #include "base/err.h"
 #include "base/log.h"
@@ -40,6 +46,7 @@ typedef struct {
     session_t *s;
     rpc_call_t *call;
     Llmserve__V1__CacheRequest *req; /* owned copy */
+    svc_span_t *span;                /* the request's span, owned; NULL: none */
     bool released;                   /* its id is no longer in flight */
 } job_t;
 
@@ -91,7 +98,9 @@ static void session_unref(session_t *s)
 
 /* ---- responses ---------------------------------------------------------------- */
 
-static void send_error(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
+/* Each send_* answers request id and ends its span (NULL: none) with what it sent. */
+
+static void send_error(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span,
                        grpc_status_code code, const char *message)
 {
     engine_count_error(cfg->engine);
@@ -103,9 +112,11 @@ static void send_error(const session_config_t *cfg, rpc_call_t *call, uint64_t i
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR;
     resp.error = &st;
     rpc_call_send(call, &resp.base);
+    op_span_result(span, "error");
+    op_span_end(span, cfg->engine, code, message);
 }
 
-static void send_miss(rpc_call_t *call, uint64_t id)
+static void send_miss(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span)
 {
     Llmserve__V1__CacheLookupResult r = LLMSERVE__V1__CACHE_LOOKUP_RESULT__INIT;
     Llmserve__V1__CacheResponse resp = LLMSERVE__V1__CACHE_RESPONSE__INIT;
@@ -113,6 +124,8 @@ static void send_miss(rpc_call_t *call, uint64_t id)
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP;
     resp.lookup = &r;
     rpc_call_send(call, &resp.base);
+    op_span_result(span, "miss");
+    op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
 }
 
 static char *dup_text(const char *s, size_t len)
@@ -126,7 +139,7 @@ static char *dup_text(const char *s, size_t len)
 }
 
 /* Sends a hit, or a miss when the stored answer cannot be sent as it is. */
-static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
+static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span,
                      const engine_hit_t *h)
 {
     const cache_entry_t *e = &h->entry;
@@ -135,7 +148,8 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     int32_t *tokens = e->n_tokens ? malloc(e->n_tokens * sizeof(int32_t)) : NULL;
     uint32_t *pieces = e->n_pieces ? malloc(e->n_pieces * sizeof(uint32_t)) : NULL;
     if (!text || !version || (e->n_tokens && !tokens) || (e->n_pieces && !pieces)) {
-        send_error(cfg, call, id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the answer");
+        send_error(cfg, call, id, span, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "out of memory for the answer");
         goto out_free;
     }
     /* Stored text was checked on the way in; a value that is no longer clean text
@@ -144,7 +158,7 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
         !ls_utf8_valid(version, strlen(version))) {
         LS_LOG_WARN("cache", "cached answer is not valid text, answering a miss id=%llu",
                     (unsigned long long)id);
-        send_miss(call, id);
+        send_miss(cfg, call, id, span);
         goto out_free;
     }
     for (size_t i = 0; i < e->n_tokens; i++)
@@ -181,6 +195,8 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP;
     resp.lookup = &r;
     rpc_call_send(call, &resp.base);
+    op_span_hit(span, h);
+    op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
 out_free:
     free(text);
     free(version);
@@ -188,7 +204,7 @@ out_free:
     free(pieces);
 }
 
-static void send_stats(const session_config_t *cfg, rpc_call_t *call, uint64_t id)
+static void send_stats(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span)
 {
     engine_stats_t es;
     engine_stats(cfg->engine, &es);
@@ -206,9 +222,13 @@ static void send_stats(const session_config_t *cfg, rpc_call_t *call, uint64_t i
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_STATS;
     resp.stats = &st;
     rpc_call_send(call, &resp.base);
+    op_span_result(span, "ok");
+    op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
 }
 
-static void send_store(rpc_call_t *call, uint64_t id, bool stored, const char *reason)
+/* reason is "" when every tier took the answer (engine_store). */
+static void send_store(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span,
+                       bool stored, const char *reason)
 {
     Llmserve__V1__CacheStoreResult r = LLMSERVE__V1__CACHE_STORE_RESULT__INIT;
     r.stored = stored;
@@ -218,9 +238,12 @@ static void send_store(rpc_call_t *call, uint64_t id, bool stored, const char *r
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_STORE;
     resp.store = &r;
     rpc_call_send(call, &resp.base);
+    op_span_result(span, !stored ? "skipped" : (reason[0] ? "l1_only" : "stored"));
+    op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
 }
 
-static void send_invalidate(rpc_call_t *call, uint64_t id, uint64_t removed)
+static void send_invalidate(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
+                            svc_span_t *span, uint64_t removed)
 {
     Llmserve__V1__CacheInvalidateResult r = LLMSERVE__V1__CACHE_INVALIDATE_RESULT__INIT;
     r.removed = removed;
@@ -229,6 +252,8 @@ static void send_invalidate(rpc_call_t *call, uint64_t id, uint64_t removed)
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_INVALIDATE;
     resp.invalidate = &r;
     rpc_call_send(call, &resp.base);
+    op_span_result(span, "invalidated");
+    op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
 }
 
 /* ---- policies ----------------------------------------------------------------- */
@@ -304,12 +329,15 @@ static void release_id(job_t *j)
     pthread_mutex_unlock(&j->s->mu);
 }
 
+/* Runs the request and answers it, which ends its span. */
 static void run_job(job_t *j, cache_mc_t *mc)
 {
     const session_config_t *cfg = j->s->cfg;
     engine_t *eng = cfg->engine;
     const Llmserve__V1__CacheRequest *req = j->req;
     uint64_t id = req->id;
+    svc_span_t *span = j->span;
+    j->span = NULL;
     request_key_t key = {0};
     const Llmserve__V1__CacheKey *pk = NULL;
     if (req->kind_case == LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP)
@@ -320,7 +348,7 @@ static void run_job(job_t *j, cache_mc_t *mc)
         pk = req->invalidate->key;
     if (pk && request_key_make(pk, &key) != GRPC_STATUS_OK) {
         release_id(j);
-        send_error(cfg, j->call, id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        send_error(cfg, j->call, id, span, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
 
@@ -329,10 +357,10 @@ static void run_job(job_t *j, cache_mc_t *mc)
     case LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP: {
         engine_hit_t hit;
         rc = engine_lookup(eng, mc, &key.in, req->lookup->semantic, req->lookup->min_similarity,
-                           &hit);
+                           span, &hit);
         release_id(j);
         if (rc == LS_OK)
-            hit.hit ? send_hit(cfg, j->call, id, &hit) : send_miss(j->call, id);
+            hit.hit ? send_hit(cfg, j->call, id, span, &hit) : send_miss(cfg, j->call, id, span);
         engine_hit_clear(&hit);
         break;
     }
@@ -354,28 +382,31 @@ static void run_job(job_t *j, cache_mc_t *mc)
         };
         bool stored = false;
         const char *reason = "";
-        rc = engine_store(eng, mc, &key.in, &a, &stored, &reason);
+        rc = engine_store(eng, mc, &key.in, &a, span, &stored, &reason);
         release_id(j);
         if (rc == LS_OK)
-            send_store(j->call, id, stored, reason);
+            send_store(cfg, j->call, id, span, stored, reason);
         break;
     }
     default: {
         uint64_t removed = 0;
         rc = req->invalidate->all_of_model
-                 ? engine_invalidate_model(eng, mc, req->invalidate->model, &removed)
-                 : engine_invalidate_key(eng, mc, &key.in, &removed);
+                 ? engine_invalidate_model(eng, mc, req->invalidate->model, span, &removed)
+                 : engine_invalidate_key(eng, mc, &key.in, span, &removed);
         release_id(j);
         if (rc == LS_OK)
-            send_invalidate(j->call, id, removed);
+            send_invalidate(cfg, j->call, id, span, removed);
         else if (rc == LS_ERR_UNAVAILABLE)
-            send_error(cfg, j->call, id, GRPC_STATUS_UNAVAILABLE,
+            send_error(cfg, j->call, id, span, GRPC_STATUS_UNAVAILABLE,
                        "memcached unavailable: removed in-process only; retry the invalidation");
         break;
     }
     }
-    if (rc != LS_OK && rc != LS_ERR_UNAVAILABLE)
-        send_error(cfg, j->call, id, (grpc_status_code)ls_err_to_grpc(rc), ls_strerror(rc));
+    /* Only an invalidation has answered an UNAVAILABLE of its own above. */
+    bool answered =
+        rc == LS_ERR_UNAVAILABLE && req->kind_case == LLMSERVE__V1__CACHE_REQUEST__KIND_INVALIDATE;
+    if (rc != LS_OK && !answered)
+        send_error(cfg, j->call, id, span, (grpc_status_code)ls_err_to_grpc(rc), ls_strerror(rc));
     request_key_clear(&key);
 }
 
@@ -385,6 +416,8 @@ static void job_main(void *arg, cache_mc_t *mc)
     session_t *s = j->s;
     if (!rpc_call_cancelled(j->call))
         run_job(j, mc);
+    else /* never answered: the operation ends here */
+        op_span_end(j->span, s->cfg->engine, GRPC_STATUS_CANCELLED, "the call was cancelled");
     release_id(j);
     pthread_mutex_lock(&s->mu);
     s->pending--;
@@ -396,28 +429,31 @@ static void job_main(void *arg, cache_mc_t *mc)
     free(j);
 }
 
-/* Hands req to a worker.  Answers the request itself when that cannot be done. */
-static void submit(session_t *s, rpc_call_t *call, const Llmserve__V1__CacheRequest *req)
+/* Hands req and its span to a worker.  Answers the request itself when that cannot be
+ * done. */
+static void submit(session_t *s, rpc_call_t *call, const Llmserve__V1__CacheRequest *req,
+                   svc_span_t *span)
 {
     const session_config_t *cfg = s->cfg;
     pthread_mutex_lock(&s->mu);
     bool full = s->pending >= cfg->max_in_flight;
     pthread_mutex_unlock(&s->mu);
     if (full) {
-        send_error(cfg, call, req->id, GRPC_STATUS_RESOURCE_EXHAUSTED,
+        send_error(cfg, call, req->id, span, GRPC_STATUS_RESOURCE_EXHAUSTED,
                    "too many requests in flight on this stream");
         return;
     }
     /* The library frees the message when on_message returns: keep a copy. */
     Llmserve__V1__CacheRequest *copy = (Llmserve__V1__CacheRequest *)rpc_codec_copy(&req->base);
     if (!copy) {
-        send_error(cfg, call, req->id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        send_error(cfg, call, req->id, span, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     job_t *j = ls_xcalloc(1, sizeof(*j));
     j->s = s;
     j->call = call;
     j->req = copy;
+    j->span = span;
     pthread_mutex_lock(&s->mu);
     s->refs++;
     s->pending++;
@@ -435,7 +471,7 @@ static void submit(session_t *s, rpc_call_t *call, const Llmserve__V1__CacheRequ
     rpc_call_unref(call);
     llmserve__v1__cache_request__free_unpacked(copy, NULL);
     free(j);
-    send_error(cfg, call, req->id,
+    send_error(cfg, call, req->id, span,
                rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
                rc == LS_ERR_FULL ? "cache workers are saturated" : "cache is shutting down");
 }
@@ -453,23 +489,23 @@ static void *on_start(rpc_call_t *call, void *ctx)
 }
 
 static void lookup_fast_or_submit(session_t *s, rpc_call_t *call,
-                                  const Llmserve__V1__CacheRequest *req)
+                                  const Llmserve__V1__CacheRequest *req, svc_span_t *span)
 {
     const session_config_t *cfg = s->cfg;
     request_key_t key;
     if (request_key_make(req->lookup->key, &key) != GRPC_STATUS_OK) {
-        send_error(cfg, call, req->id, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        send_error(cfg, call, req->id, span, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     engine_hit_t hit;
     int rc = engine_lookup_fast(cfg->engine, &key.in, &hit);
     request_key_clear(&key);
     if (rc == LS_OK)
-        send_hit(cfg, call, req->id, &hit);
+        send_hit(cfg, call, req->id, span, &hit);
     else if (rc == ENGINE_NEED_WORKER)
-        submit(s, call, req);
+        submit(s, call, req, span);
     else
-        send_error(cfg, call, req->id, (grpc_status_code)ls_err_to_grpc(rc), ls_strerror(rc));
+        send_error(cfg, call, req->id, span, (grpc_status_code)ls_err_to_grpc(rc), ls_strerror(rc));
     engine_hit_clear(&hit);
 }
 
@@ -478,42 +514,44 @@ static void on_message(rpc_call_t *call, void *state, const ProtobufCMessage *ms
     session_t *s = state;
     const session_config_t *cfg = s->cfg;
     const Llmserve__V1__CacheRequest *req = (const Llmserve__V1__CacheRequest *)msg;
+    svc_span_t *span = op_span_start(cfg->tracer, req);
     char err[256];
     grpc_status_code code = request_check(&cfg->limits, req, err, sizeof(err));
     if (code != GRPC_STATUS_OK) {
-        send_error(cfg, call, req->id, code, err);
+        send_error(cfg, call, req->id, span, code, err);
         return;
     }
+    op_span_model(span, req);
     pthread_mutex_lock(&s->mu);
     bool dup = do_has_id(s, req->id);
     pthread_mutex_unlock(&s->mu);
     if (dup) {
-        send_error(cfg, call, req->id, GRPC_STATUS_ALREADY_EXISTS,
+        send_error(cfg, call, req->id, span, GRPC_STATUS_ALREADY_EXISTS,
                    "a request with this id is already in flight on this stream");
         return;
     }
     switch (req->kind_case) {
     case LLMSERVE__V1__CACHE_REQUEST__KIND_STATS:
-        send_stats(cfg, call, req->id);
+        send_stats(cfg, call, req->id, span);
         break;
     case LLMSERVE__V1__CACHE_REQUEST__KIND_LOOKUP:
         if (lookup_skipped(req->lookup)) {
             engine_count_miss(cfg->engine);
-            send_miss(call, req->id);
+            send_miss(cfg, call, req->id, span);
         } else {
-            lookup_fast_or_submit(s, call, req);
+            lookup_fast_or_submit(s, call, req, span);
         }
         break;
     case LLMSERVE__V1__CACHE_REQUEST__KIND_STORE: {
         const char *why = store_refused(req->store);
         if (why)
-            send_store(call, req->id, false, why);
+            send_store(cfg, call, req->id, span, false, why);
         else
-            submit(s, call, req);
+            submit(s, call, req, span);
         break;
     }
     default:
-        submit(s, call, req);
+        submit(s, call, req, span);
         break;
     }
 }

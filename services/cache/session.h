@@ -18,11 +18,13 @@
 #include "engine.h"
 #include "request.h"
 #include "rpc/server.h"
+#include "svc/tracer.h"
 
 typedef struct {
     engine_t *engine;        /* borrowed */
     request_limits_t limits; /* borrowed strings */
     size_t max_in_flight;    /* per stream */
+    svc_tracer_t *tracer;    /* borrowed; NULL: tracing off (op_span.h) */
 } session_config_t;
 
 /* The handler for rpc_server_add_method; method_ctx is a session_config_t that must

@@ -87,7 +87,7 @@ static void store(rig_t *rig, const char *prompt, const char *answer, bool seman
                          .semantic = semantic};
     bool stored = false;
     const char *reason = "";
-    cr_assert_eq(engine_store(rig->eng, rig->mc, &in, &a, &stored, &reason), LS_OK);
+    cr_assert_eq(engine_store(rig->eng, rig->mc, &in, &a, NULL, &stored, &reason), LS_OK);
     cr_assert(stored, "not stored: %s", reason);
 }
 
@@ -95,7 +95,7 @@ static void store(rig_t *rig, const char *prompt, const char *answer, bool seman
 static bool lookup(rig_t *rig, const char *prompt, bool semantic, engine_hit_t *h)
 {
     cache_key_input_t in = key_of(prompt);
-    cr_assert_eq(engine_lookup(rig->eng, rig->mc, &in, semantic, 0.5f, h), LS_OK);
+    cr_assert_eq(engine_lookup(rig->eng, rig->mc, &in, semantic, 0.5f, NULL, h), LS_OK);
     bool hit = h->hit;
     return hit;
 }
