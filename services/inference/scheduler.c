@@ -20,6 +20,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "report.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <grpc/status.h>
@@ -59,6 +60,7 @@ struct inf_sched {
     bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
     inf_report_t rep; /* the load gauges in it: scheduler thread only */
+    inf_trace_t trace; /* model and backend owned (scheduler thread only) */
 
     /* scheduler thread only */
     inf_request_t **running; /* admission order */
@@ -188,6 +190,12 @@ static void finish_done(inf_request_t *r, Llmserve__V1__FinishReason reason, int
                  r->id, reason_name(reason), r->n_prompt, r->n_generated,
                  (unsigned long long)tm.inference_queue_us, (unsigned long long)tm.ttft_us,
                  (unsigned long long)tm.total_us);
+    bool cancelled = reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+    inf_trace_end_t end = {.code = cancelled ? GRPC_STATUS_CANCELLED : GRPC_STATUS_OK,
+                           .message = cancelled ? "request cancelled" : NULL,
+                           .finish_reason = inf_trace_finish_reason(reason),
+                           .at_us = now};
+    inf_trace_request(&r->sched->trace, r, &end);
     r->sink->release(r);
 }
 
@@ -202,6 +210,8 @@ static void finish_error(inf_request_t *r, grpc_status_code code, const char *ms
     ev.error = &st;
     emit(r, &ev);
     LS_LOG_DEBUG("sched", "request failed id=%s code=%d msg=\"%s\"", r->id, (int)code, msg);
+    inf_trace_end_t end = {.code = (int)code, .message = msg, .finish_reason = "error"};
+    inf_trace_request(&r->sched->trace, r, &end);
     r->sink->release(r);
 }
 
@@ -285,6 +295,7 @@ static int do_admit(inf_sched_t *s, int64_t now, inf_request_t **out)
         r->seq = seq;
         r->admit_us = now;
         s->running[s->n_running++] = r;
+        r->batch_size = s->n_running;
         s->admitted[n] = r;
         s->admitted_batch[n] = s->n_running;
         n++;
@@ -632,6 +643,8 @@ static void free_buffers(inf_sched_t *s)
     free(s->text.utf8);
     free(s->evtext);
     inf_report_free(&s->rep);
+    free((char *)s->trace.model);
+    free((char *)s->trace.backend);
 }
 
 inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_config_t *cfg,
@@ -652,6 +665,9 @@ inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_co
     s->drain_deadline_us = INT64_MAX;
     inf_report_init(&s->rep, cfg->reporter, cfg->pool, cfg->model);
     inf_report_limits(&s->rep, cfg->max_queue, fc->kv_budget_tokens / FORWARD_KV_BLOCK);
+    s->trace.tracer = cfg->tracer;
+    s->trace.model = ls_xstrdup(cfg->model ? cfg->model : "");
+    s->trace.backend = ls_xstrdup(forward_backend_name(f));
     size_t nb = (size_t)s->max_batch;
     s->running = calloc(nb, sizeof(*s->running));
     s->admitted = calloc(nb, sizeof(*s->admitted));
