@@ -62,10 +62,12 @@ def drain(stream):
         pass
 
 
-def start(argv, procs, timeout=60, ports=None):
+def start(argv, procs, timeout=60, ports=None, env=None):
     """Starts a service, appends it to procs, waits until it serves; returns its port
-    (other ports it prints go into ports, see read_serving)."""
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
+    (other ports it prints go into ports, see read_serving).  env: its whole
+    environment (None: this process's)."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0,
+                         env=env)
     procs.append(p)
     port = read_serving(p, timeout, ports)
     threading.Thread(target=drain, args=(p.stdout,), daemon=True).start()
