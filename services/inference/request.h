@@ -102,7 +102,8 @@ struct inf_request {
     int end;           /* why it must leave the queue (scheduler.c's own codes) */
     bool sink_dead;    /* an emit failed: no further events */
     int64_t admit_us, first_token_us, last_token_us;
-    int batch_size; /* sequences in the batch once it was admitted, itself included */
+    int batch_size; /* sequences in the batch once it was admitted, itself included (for its
+                       started event and its span) */
 };
 
 /* Checks a request id (see the rules above).  Returns LS_OK or LS_ERR_INVALID with a
