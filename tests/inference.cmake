@@ -1,6 +1,6 @@
 # Inference service: unit tests of its parts (the scheduler over a real tiny model), and
 # the real llmserve-inference binary on a model made at test time by llmserve-modelmaker.
-foreach(t stop chat request scheduler)
+foreach(t stop chat request scheduler trace)
   llmserve_test(test_inference_${t} unit/inference/test_${t}.c llmserve_inference)
 endforeach()
 

@@ -25,24 +25,28 @@ endif()
 
 # The cache service's spans (tests/python/test_cache_traces.py): real llmserve-cache
 # processes and memcached exporting to the strict receiver, checked span by span.
-set(CACHE_PYGEN ${CMAKE_BINARY_DIR}/gen-python-cache)
-add_custom_command(
-  OUTPUT ${CACHE_PYGEN}/llmserve/v1/cache_pb2.py ${CACHE_PYGEN}/llmserve/v1/common_pb2.py
-  COMMAND ${CMAKE_COMMAND} -E make_directory ${CACHE_PYGEN}
-  COMMAND ${PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${CACHE_PYGEN}
-          llmserve/v1/common.proto llmserve/v1/cache.proto
-  DEPENDS ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/common.proto
-          ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/cache.proto
-  COMMENT "protoc python modules for llmserve.v1.Cache")
-add_custom_target(llmserve_cache_python_modules ALL
-  DEPENDS ${CACHE_PYGEN}/llmserve/v1/cache_pb2.py)
 if(PYTHON3_SYSTEM)
   add_test(NAME test_python_cache_traces
            COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_cache_traces.py)
   set_tests_properties(test_python_cache_traces PROPERTIES
-    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${CACHE_PYGEN}" TIMEOUT 60
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 60
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
   set_property(TEST test_python_cache_traces APPEND PROPERTY ENVIRONMENT
                "LLMSERVE_CACHE_BIN=$<TARGET_FILE:llmserve-cache>"
                "LLMSERVE_MEMCACHED=/usr/bin/memcached")
+endif()
+
+# The inference service's spans, exported to the stand-in receiver and checked against
+# what Inference.Generate answered (tests/python/test_inference_traces.py); also an
+# instance with no OTEL_* environment (tracing off).
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_inference_traces
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_inference_traces.py)
+  set_tests_properties(test_python_inference_traces PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 120
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_inference_traces APPEND PROPERTY ENVIRONMENT
+    "LLMSERVE_INFERENCE_BIN=$<TARGET_FILE:llmserve-inference>"
+    "LLMSERVE_ROUTER_MODELS=${ROUTER_MODELS}")
 endif()

@@ -45,17 +45,22 @@ add_dependencies(test_router_dynamic llmserve-inference llmserve-modelmaker)
 set_property(TEST test_router_dynamic APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_dynamic PROPERTIES FIXTURES_REQUIRED router_models)
 
-# The router from Python: stubs for llmserve.v1 generated into the build tree.
+# The router from Python: modules for llmserve.v1 generated into the build tree (also used
+# by the tracing tests, which call the cache and inference services directly).
 set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)
 add_custom_command(
   OUTPUT ${ROUTER_PYGEN}/llmserve/v1/router_pb2.py ${ROUTER_PYGEN}/llmserve/v1/common_pb2.py
+         ${ROUTER_PYGEN}/llmserve/v1/cache_pb2.py ${ROUTER_PYGEN}/llmserve/v1/inference_pb2.py
   COMMAND ${CMAKE_COMMAND} -E make_directory ${ROUTER_PYGEN}
   COMMAND ${PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${ROUTER_PYGEN}
-          llmserve/v1/common.proto llmserve/v1/router.proto
+          llmserve/v1/common.proto llmserve/v1/router.proto llmserve/v1/cache.proto
+          llmserve/v1/inference.proto
   DEPENDS ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/common.proto
           ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/router.proto
-  COMMENT "protoc python stubs for llmserve.v1")
-add_custom_target(llmserve_router_python_stubs ALL
+          ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/cache.proto
+          ${CMAKE_SOURCE_DIR}/proto/llmserve/v1/inference.proto
+  COMMENT "protoc python modules for llmserve.v1")
+add_custom_target(llmserve_python_modules ALL
   DEPENDS ${ROUTER_PYGEN}/llmserve/v1/router_pb2.py)
 if(PYTHON3_SYSTEM)
   add_test(NAME test_python_router

@@ -122,6 +122,7 @@ static int inf_create(svc_t *svc, void *ud, char *err, size_t err_len)
         .max_tokens_limit = (int)cfg->max_tokens_limit,
         .max_queue = (int)cfg->max_queue,
         .reporter = svc_reporter(svc),
+        .tracer = svc_tracer(svc),
     };
     cfg->svc = inf_service_create(svc_server(svc), &icfg);
     if (!cfg->svc) {
@@ -179,7 +180,8 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
                               .on_fatal_ud = cfg,
                               .reporter = svc_reporter(svc),
                               .pool = cfg->pool,
-                              .model = model};
+                              .model = model,
+                              .tracer = svc_tracer(svc)};
     cfg->sched = inf_sched_create(cfg->fwd, cfg->tok, &sch, why, sizeof(why));
     if (!cfg->sched) {
         ls_set_err(err, err_len, "cannot start the scheduler: %s", why);

@@ -244,6 +244,9 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     if (top_k > lim->vocab_size)
         top_k = lim->vocab_size;
     uint64_t seed = sp && sp->has_seed ? sp->seed : draw_seed();
+    r->chat = sub->n_messages > 0;
+    r->has_seed = sp && sp->has_seed;
+    r->seed = seed;
     sampler_init(&r->sampler, temperature, top_p, top_k, seed);
     *out = r;
     return LS_OK;

@@ -32,6 +32,7 @@
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "stop.h"
+#include "svc/tracer.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -79,6 +80,11 @@ struct inf_request {
     int64_t arrival_us;  /* ls_now_us() when it arrived */
     int64_t deadline_us; /* ls_now_us() clock; INT64_MAX = none */
     atomic_bool cancel;  /* set by the client's cancel, the stream ending, or a failed emit */
+    bool chat;           /* the submit had messages (a chat, not a text completion) */
+    bool has_seed;       /* the client gave seed */
+    uint64_t seed;       /* the sampler's seed, given or drawn */
+    svc_trace_ctx_t trace_parent; /* the submit's traceparent, when has_trace_parent */
+    bool has_trace_parent;        /* set by the owner, and only with tracing on (trace.h) */
 
     /* owner (service.c) */
     const inf_sink_t *sink;
@@ -96,6 +102,8 @@ struct inf_request {
     int end;           /* why it must leave the queue (scheduler.c's own codes) */
     bool sink_dead;    /* an emit failed: no further events */
     int64_t admit_us, first_token_us, last_token_us;
+    int batch_size; /* sequences in the batch once it was admitted, itself included (for its
+                       started event and its span) */
 };
 
 /* Checks a request id (see the rules above).  Returns LS_OK or LS_ERR_INVALID with a

@@ -20,6 +20,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "report.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <grpc/status.h>
@@ -59,12 +60,12 @@ struct inf_sched {
     bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
     inf_report_t rep; /* the load gauges in it: scheduler thread only */
+    inf_trace_t trace; /* model and backend owned (scheduler thread only) */
 
     /* scheduler thread only */
     inf_request_t **running; /* admission order */
     int n_running;
     inf_request_t **admitted; /* joined in this round, for their started events */
-    int *admitted_batch;
     forward_item_t *items;
     inf_request_t **item_req;
     int *item_prev;   /* token before the picked one, for tok_piece */
@@ -113,12 +114,12 @@ static void emit(inf_request_t *r, Llmserve__V1__InferenceEvent *ev)
     }
 }
 
-static void emit_started(inf_request_t *r, int batch_size)
+static void emit_started(inf_request_t *r)
 {
     Llmserve__V1__InferenceStarted st = LLMSERVE__V1__INFERENCE_STARTED__INIT;
     st.queue_us = (uint64_t)(r->admit_us - r->arrival_us);
     st.prompt_tokens = (uint32_t)r->n_prompt;
-    st.batch_size = (uint32_t)batch_size;
+    st.batch_size = (uint32_t)r->batch_size;
     Llmserve__V1__InferenceEvent ev = LLMSERVE__V1__INFERENCE_EVENT__INIT;
     ev.kind_case = LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED;
     ev.started = &st;
@@ -188,6 +189,14 @@ static void finish_done(inf_request_t *r, Llmserve__V1__FinishReason reason, int
                  r->id, reason_name(reason), r->n_prompt, r->n_generated,
                  (unsigned long long)tm.inference_queue_us, (unsigned long long)tm.ttft_us,
                  (unsigned long long)tm.total_us);
+    if (r->sched->trace.tracer) {
+        bool cancelled = reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+        inf_trace_end_t end = {.code = cancelled ? GRPC_STATUS_CANCELLED : GRPC_STATUS_OK,
+                               .message = cancelled ? "request cancelled" : NULL,
+                               .finish_reason = inf_trace_finish_reason(reason),
+                               .at_us = now};
+        inf_trace_request(&r->sched->trace, r, &end);
+    }
     r->sink->release(r);
 }
 
@@ -202,6 +211,10 @@ static void finish_error(inf_request_t *r, grpc_status_code code, const char *ms
     ev.error = &st;
     emit(r, &ev);
     LS_LOG_DEBUG("sched", "request failed id=%s code=%d msg=\"%s\"", r->id, (int)code, msg);
+    if (r->sched->trace.tracer) {
+        inf_trace_end_t end = {.code = (int)code, .message = msg, .finish_reason = "error"};
+        inf_trace_request(&r->sched->trace, r, &end);
+    }
     r->sink->release(r);
 }
 
@@ -285,8 +298,8 @@ static int do_admit(inf_sched_t *s, int64_t now, inf_request_t **out)
         r->seq = seq;
         r->admit_us = now;
         s->running[s->n_running++] = r;
+        r->batch_size = s->n_running;
         s->admitted[n] = r;
-        s->admitted_batch[n] = s->n_running;
         n++;
     }
     return n;
@@ -605,7 +618,7 @@ static void *sched_main(void *arg)
         for (int i = 0; i < n_admitted; i++) {
             inf_request_t *r = s->admitted[i];
             inf_report_seconds(&s->rep, M_INF_QUEUE, r->admit_us - r->arrival_us);
-            emit_started(r, s->admitted_batch[i]);
+            emit_started(r);
         }
         sweep_running(s, ls_now_us(), drain_deadline_us);
         run_step(s);
@@ -623,7 +636,6 @@ static void free_buffers(inf_sched_t *s)
 {
     free(s->running);
     free(s->admitted);
-    free(s->admitted_batch);
     free(s->items);
     free(s->item_req);
     free(s->item_prev);
@@ -632,6 +644,8 @@ static void free_buffers(inf_sched_t *s)
     free(s->text.utf8);
     free(s->evtext);
     inf_report_free(&s->rep);
+    free((char *)s->trace.model);
+    free((char *)s->trace.backend);
 }
 
 inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_config_t *cfg,
@@ -652,10 +666,12 @@ inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_co
     s->drain_deadline_us = INT64_MAX;
     inf_report_init(&s->rep, cfg->reporter, cfg->pool, cfg->model);
     inf_report_limits(&s->rep, cfg->max_queue, fc->kv_budget_tokens / FORWARD_KV_BLOCK);
+    s->trace.tracer = cfg->tracer;
+    s->trace.model = ls_xstrdup(cfg->model ? cfg->model : "");
+    s->trace.backend = ls_xstrdup(forward_backend_name(f));
     size_t nb = (size_t)s->max_batch;
     s->running = calloc(nb, sizeof(*s->running));
     s->admitted = calloc(nb, sizeof(*s->admitted));
-    s->admitted_batch = calloc(nb, sizeof(*s->admitted_batch));
     s->items = calloc(nb, sizeof(*s->items));
     s->item_req = calloc(nb, sizeof(*s->item_req));
     s->item_prev = calloc(nb, sizeof(*s->item_prev));
@@ -667,8 +683,8 @@ inf_sched_t *inf_sched_create(forward_t *f, const tok_t *tok, const inf_sched_co
     /* A token event carries a push and, on the last token, a flush. */
     s->evtext_cap = INF_TEXT_PUSH_NEED(piece) + INF_TEXT_FLUSH_NEED + 1;
     s->evtext = malloc(s->evtext_cap);
-    if (!s->running || !s->admitted || !s->admitted_batch || !s->items || !s->item_req ||
-        !s->item_prev || !s->item_picks || !s->out_tokens || !s->text.utf8 || !s->evtext) {
+    if (!s->running || !s->admitted || !s->items || !s->item_req || !s->item_prev ||
+        !s->item_picks || !s->out_tokens || !s->text.utf8 || !s->evtext) {
         snprintf(err, err_len, "out of memory for a batch of %d", s->max_batch);
         goto out_free;
     }

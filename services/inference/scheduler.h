@@ -13,6 +13,9 @@
  * empty and fewer than max_batch requests wait, the scheduler waits up to
  * max_queue_delay_us after the oldest arrival for more, so a burst starts together.
  *
+ * With a tracer, a request's spans (trace.h) are made on the scheduler thread right after
+ * its terminal event, before the sink's release.
+ *
  * Events go out through each request's sink from the scheduler thread, as each step
  * finishes: started when a request joins, a token per step, and exactly one terminal
  * event (done, or an error) followed by the sink's release.  How requests end:
@@ -38,6 +41,7 @@
 #include "model/tokenizer.h"
 #include "request.h"
 #include "svc/reporter.h"
+#include "svc/tracer.h"
 
 #include <stdint.h>
 
@@ -58,6 +62,7 @@ typedef struct {
     void *on_fatal_ud;
     svc_reporter_t *reporter;   /* metrics (report.h), borrowed; NULL = none */
     const char *pool, *model;   /* their labels, copied; NULL = "" */
+    svc_tracer_t *tracer;       /* each request's spans (trace.h), borrowed; NULL = none */
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the

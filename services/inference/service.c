@@ -19,6 +19,7 @@
 #include "llmserve/v1/inference.pb-c.h"
 #include "report.h"
 #include "request.h"
+#include "trace.h"
 #include "base/utf8.h"
 
 #include <pthread.h>
@@ -55,6 +56,7 @@ struct inf_service {
     int max_batch;
     int64_t kv_budget_tokens;
     inf_report_t rep; /* set by attach, before ready */
+    inf_trace_t trace; /* tracer from cfg; model and backend (svc's strings) set by attach */
 };
 
 struct gen_stream {
@@ -291,28 +293,42 @@ static int64_t effective_deadline(const gen_stream_t *st, const inf_request_t *r
     return call_deadline < r->deadline_us ? call_deadline : r->deadline_us;
 }
 
+/* A submit refused before the scheduler: its error event, and its span. */
+static void refuse(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub,
+                   const inf_trace_t *tr, const svc_trace_ctx_t *parent, int64_t arrival_us,
+                   grpc_status_code code, const char *msg)
+{
+    send_error(st, sub->request_id ? sub->request_id : "", code, msg);
+    inf_trace_refused(tr, sub, parent, arrival_us, (int)code, msg);
+}
+
 static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
 {
     inf_service_t *svc = st->svc;
     int64_t now = ls_now_us();
     const char *id = sub->request_id ? sub->request_id : "";
     char err[256];
-    if (inf_request_check_id(id, err, sizeof(err)) != LS_OK) {
-        send_error(st, id, GRPC_STATUS_INVALID_ARGUMENT, err);
-        return;
-    }
-
+    /* trace.model and .backend are written once, by attach, under svc->mu. */
     pthread_mutex_lock(&svc->mu);
     bool ready = svc->ready, closing = svc->closing;
     inf_limits_t limits = svc->limits;
     const tok_t *tok = svc->tok;
     inf_sched_t *sched = svc->sched;
+    inf_trace_t tr = svc->trace;
     pthread_mutex_unlock(&svc->mu);
+    svc_trace_ctx_t parent;
+    bool has_parent = inf_trace_parent(&tr, sub->traceparent, &parent);
+    const svc_trace_ctx_t *pp = has_parent ? &parent : NULL;
+
+    if (inf_request_check_id(id, err, sizeof(err)) != LS_OK) {
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
     if (closing && ready)
         inf_report_refused(&svc->rep, INF_REFUSED_DRAINING);
     if (closing || !ready) {
-        send_error(st, id, GRPC_STATUS_UNAVAILABLE,
-                   closing ? "server shutting down" : "model is loading");
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_UNAVAILABLE,
+               closing ? "server shutting down" : "model is loading");
         return;
     }
 
@@ -321,7 +337,7 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
     pthread_mutex_unlock(&st->mu);
     if (dup) {
         snprintf(err, sizeof(err), "request_id \"%s\" is already in flight on this stream", id);
-        send_error(st, id, GRPC_STATUS_ALREADY_EXISTS, err);
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_ALREADY_EXISTS, err);
         return;
     }
 
@@ -329,16 +345,20 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
     int rc = inf_request_create(sub, tok, &limits, now, &r, err, sizeof(err));
     if (rc == LS_ERR_FULL) {
         inf_report_refused(&svc->rep, INF_REFUSED_TOO_LONG);
-        send_error(st, id, GRPC_STATUS_INVALID_ARGUMENT, err);
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
     }
     if (rc != LS_OK) {
-        send_error(st, id, (grpc_status_code)ls_err_to_grpc(rc), err);
+        refuse(st, sub, &tr, pp, now, (grpc_status_code)ls_err_to_grpc(rc), err);
         return;
     }
     r->sink = &svc->sink.base;
     r->owner = st;
     r->deadline_us = effective_deadline(st, r, now);
+    if (has_parent) {
+        r->trace_parent = parent;
+        r->has_trace_parent = true;
+    }
 
     /* Linked before submitting, so the scheduler's release always finds it; the lock
      * is held across the submit so a failed submit can be undone unseen. */
@@ -362,11 +382,11 @@ static void submit(gen_stream_t *st, const Llmserve__V1__InferenceSubmit *sub)
     inf_request_destroy(r);
     if (rc == LS_ERR_FULL) {
         snprintf(err, sizeof(err), "admission queue is full (max_queue=%d)", svc->cfg.max_queue);
-        send_error(st, id, GRPC_STATUS_RESOURCE_EXHAUSTED, err);
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_RESOURCE_EXHAUSTED, err);
     } else if (rc == LS_ERR_DEVICE) {
-        send_error(st, id, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_UNAVAILABLE, INF_SCHED_DEVICE_FAILED_MSG);
     } else {
-        send_error(st, id, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+        refuse(st, sub, &tr, pp, now, GRPC_STATUS_UNAVAILABLE, "server shutting down");
     }
 }
 
@@ -510,6 +530,8 @@ inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t 
     svc->cfg.model_name = svc->model_name;
     svc->cfg.model_version = svc->model_version;
     svc->cfg.pool = svc->pool;
+    svc->trace.tracer = cfg->tracer;
+    svc->trace.model = svc->model_name;
     pthread_mutex_init(&svc->mu, NULL);
 
     rpc_handler_t gen = {.on_start = gen_on_start,
@@ -555,6 +577,8 @@ void inf_service_attach(inf_service_t *svc, const ckpt_t *ck, const tok_t *tok, 
     svc->kv_budget_tokens = fc->kv_budget_tokens;
     inf_report_init(&svc->rep, svc->cfg.reporter, svc->pool,
                     svc->model_name[0] ? svc->model_name : ck->name);
+    svc->trace.model = svc->model_name[0] ? svc->model_name : ck->name;
+    svc->trace.backend = svc->backend;
     svc->ready = true;
     pthread_mutex_unlock(&svc->mu);
     inf_service_set_serving(svc, true);

@@ -43,6 +43,8 @@ typedef struct {
     int max_queue;             /* reported by Info (the scheduler enforces it) */
     svc_reporter_t *reporter;  /* for the submits the service refuses itself (report.h),
                                   borrowed; NULL = none */
+    svc_tracer_t *tracer;      /* for the submits the service refuses itself (trace.h), and
+                                  to read each submit's traceparent; borrowed; NULL = none */
 } inf_service_config_t;
 
 /* Registers Generate and Info on srv (before rpc_server_start).  cfg's strings are
