@@ -58,7 +58,8 @@ i_on=$(bench_start inf-on on inf m small)
 suite() { # on|off: starts a whole suite, prints its router's port
     local mode=$1 mc
     mc=$(bench_free_port)
-    memcached -l 127.0.0.1 -p "$mc" -U 0 -u "$(id -un)" -m 64 &
+    # (its output away from the command substitution, which would wait for it to close)
+    memcached -l 127.0.0.1 -p "$mc" -U 0 -u "$(id -un)" -m 64 >/dev/null 2>&1 &
     echo $! >>"$run/pids"
     local c s l
     c=$(bench_start "cache-$mode" "$mode" "$B/services/cache/llmserve-cache" --listen 127.0.0.1:0 \
