@@ -6,10 +6,14 @@
 #              directly (llmbench --router none --direct), alternating; and, as a
 #              control, a third instance without tracing against the second (the noise
 #              floor the on / off ratio must be read against);
-#   suite      two whole suites on tiny models (router, cache with its own memcached, a
+#   router     two whole suites on tiny models (router, cache with its own memcached, a
 #              small and a large instance), one with the OTEL_* environment set in every
-#              process, one without, driven alternately by llmbench's mixed run (cache
-#              lookups, stores and hits, both pools): the cost a user sees.
+#              process, one without, driven alternately through their routers with the
+#              cache bypassed and the small pool hinted (every request runs the model);
+#   suite      the same two suites under llmbench's mixed run (lookups, stores, both
+#              pools; its prompts repeat from one run to the next, so after the first
+#              round nearly every request is a cache hit: the cheapest requests, where
+#              tracing weighs most).
 #
 # The spans go to the stand-in receiver (tests/otlp/receiver.py --discard: read and
 # answered, not decoded, so that it takes little of the two cores the services share).
@@ -55,7 +59,7 @@ i_ctl=$(bench_start inf-control off inf m small)
 i_off=$(bench_start inf-off off inf m small)
 i_on=$(bench_start inf-on on inf m small)
 
-suite() { # on|off: starts a whole suite, prints its router's port
+suite() { # on|off: starts a whole suite, prints its router's port and its small instance's
     local mode=$1 mc
     mc=$(bench_free_port)
     # (its output away from the command substitution, which would wait for it to close)
@@ -66,16 +70,19 @@ suite() { # on|off: starts a whole suite, prints its router's port
         --memcached "--SERVER=127.0.0.1:$mc" "${rep[@]}")
     s=$(bench_start "small-$mode" "$mode" inf m small)
     l=$(bench_start "large-$mode" "$mode" inf l large)
-    bench_start "router-$mode" "$mode" "$B/services/router/llmserve-router" --listen 127.0.0.1:0 \
-        --pool "small=127.0.0.1:$s" --pool "large=127.0.0.1:$l" --cache "127.0.0.1:$c" "${rep[@]}"
+    local r
+    r=$(bench_start "router-$mode" "$mode" "$B/services/router/llmserve-router" --listen 127.0.0.1:0 \
+        --pool "small=127.0.0.1:$s" --pool "large=127.0.0.1:$l" --cache "127.0.0.1:$c" "${rep[@]}")
+    echo "$r $s"
 }
-r_on=$(suite on)
-r_off=$(suite off)
+read -r r_on s_on <<<"$(suite on)"
+read -r r_off s_off <<<"$(suite off)"
 
 echo "== tracing on (every request sampled) / off, $ROUNDS rounds of $REQUESTS requests, $STREAMS streams, $MAX_TOKENS tokens"
 W="tracing on / off"
 bench_rounds inference "$W" none "$i_on" none "$i_off" "called directly"
 bench_rounds "control (both off)" "$W" none "$i_ctl" none "$i_off" "called directly"
+bench_rounds router "$W" "$r_on" "$s_on" "$r_off" "$s_off" "through the router"
 bench_rounds suite "$W" "$r_on" - "$r_off" - "mixed load"
 
 sleep 6 # the exporters' last batches (OTEL_BSP_SCHEDULE_DELAY 5 s) and the last reports

@@ -47,24 +47,28 @@
 
 /* ---- spans ------------------------------------------------------------------------- */
 
+/* A span keeps its text (name, keys, string values, event names, the status message) in
+ * one buffer of its own, inline while it fits: making a span is one allocation, and
+ * setting an attribute a copy into that buffer, never a malloc of its own. */
+#define SPAN_TEXT_INLINE 768
+
 typedef enum { ATTR_STR, ATTR_INT, ATTR_DOUBLE, ATTR_STRS } attr_type_t;
 
 typedef struct {
-    char *key;
+    uint32_t key;  /* offset of its NUL-terminated key in the span's text */
+    uint32_t hash; /* of the key (key_hash): most keys set again are told apart by it */
     attr_type_t type;
     union {
-        char *s;
         int64_t i;
         double d;
         struct {
-            char **v;
-            size_t n;
-        } a;
+            uint32_t off, n; /* ATTR_STR: one string at off; ATTR_STRS: n, one after another */
+        } s;
     } v;
 } attr_t;
 
 typedef struct {
-    char *name;
+    uint32_t name; /* offset in the span's text */
     uint64_t time_ns;
 } event_t;
 
@@ -73,17 +77,18 @@ typedef struct otlp_span {
     struct otlp_span *next;
     uint8_t trace_id[16], span_id[8], parent_id[8];
     bool has_parent;
+    bool oom; /* text could not grow: later strings are dropped (counted as attributes) */
     svc_span_kind_t kind;
-    char *name;
+    uint32_t name;
     uint64_t start_ns, end_ns;
+    uint32_t n_attrs, dropped_attrs, n_events, dropped_events;
+    int status;          /* 0 unset, 1 ok, 2 error */
+    int64_t status_msg;  /* offset in text; -1: none */
     attr_t attrs[SVC_OTLP_MAX_ATTRS + 1]; /* the last for rpc.grpc.status_code alone */
-    size_t n_attrs;
-    uint32_t dropped_attrs;
     event_t events[SVC_OTLP_MAX_EVENTS];
-    size_t n_events;
-    uint32_t dropped_events;
-    int status; /* 0 unset, 1 ok, 2 error */
-    char *status_msg;
+    char *text; /* text_inline, or a heap copy once it outgrew it */
+    uint32_t text_len, text_cap;
+    char text_inline[SPAN_TEXT_INLINE];
 } otlp_span_t;
 
 typedef struct {
@@ -145,20 +150,31 @@ static bool all_zero(const uint8_t *b, size_t n)
     return true;
 }
 
-/* n random bytes, never all zero (an invalid id).  getrandom(2) does not fail for so few
- * bytes once the pool is ready; should it, a seeded generator stands in. */
-static void random_id(otlp_tracer_t *t, uint8_t *out, size_t n)
+/* splitmix64: each thread's id generator, seeded once from getrandom(2) (W3C Trace Context
+ * level 2 asks for random trace ids; a generator seeded so is, and costs no system call
+ * per id). */
+static uint64_t splitmix(uint64_t *s)
 {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* n (8 or 16) random bytes, never all zero (an invalid id). */
+static void random_id(uint8_t *out, size_t n)
+{
+    static _Thread_local uint64_t state;
+    static _Thread_local bool seeded;
+    if (!seeded) {
+        if (getrandom(&state, sizeof(state), GRND_NONBLOCK) != (ssize_t)sizeof(state))
+            state = now_unix_ns() ^ ((uint64_t)pthread_self() << 17) ^ (uint64_t)(uintptr_t)&state;
+        seeded = true;
+    }
     do {
-        ssize_t k;
-        do
-            k = getrandom(out, n, 0);
-        while (k < 0 && errno == EINTR);
-        if (k != (ssize_t)n) {
-            pthread_mutex_lock(&t->mu);
-            for (size_t i = 0; i < n; i++)
-                out[i] = (uint8_t)(xorshift(&t->rng) >> 24);
-            pthread_mutex_unlock(&t->mu);
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t z = splitmix(&state);
+            memcpy(out + i, &z, n - i < 8 ? n - i : 8);
         }
     } while (all_zero(out, n));
 }
@@ -195,6 +211,47 @@ static bool should_sample(const otlp_tracer_t *t, const svc_trace_ctx_t *parent,
     return false;
 }
 
+/* Copies n bytes of s and a NUL into the span's text; returns their offset, or -1 when
+ * the text cannot grow (the span is then marked oom and the caller drops what it set). */
+static int64_t text_add(otlp_span_t *s, const char *str, size_t n)
+{
+    if (s->oom)
+        return -1;
+    if (n >= UINT32_MAX / 2 || s->text_len + n + 1 > s->text_cap) {
+        size_t cap = s->text_cap * 2;
+        while (cap < s->text_len + n + 1)
+            cap *= 2;
+        if (n >= UINT32_MAX / 2 || cap > UINT32_MAX) {
+            s->oom = true;
+            return -1;
+        }
+        char *t = s->text == s->text_inline ? malloc(cap) : realloc(s->text, cap);
+        if (!t) {
+            s->oom = true;
+            return -1;
+        }
+        if (s->text == s->text_inline)
+            memcpy(t, s->text_inline, s->text_len);
+        s->text = t;
+        s->text_cap = (uint32_t)cap;
+    }
+    uint32_t off = s->text_len;
+    memcpy(s->text + off, str, n);
+    s->text[off + n] = '\0';
+    s->text_len += (uint32_t)n + 1;
+    return off;
+}
+
+static int64_t text_str(otlp_span_t *s, const char *str)
+{
+    return text_add(s, str ? str : "", str ? strlen(str) : 0);
+}
+
+static const char *text_at(const otlp_span_t *s, uint32_t off)
+{
+    return s->text + off;
+}
+
 static svc_span_t *t_start(svc_tracer_t *tr, const char *name, svc_span_kind_t kind,
                            const svc_trace_ctx_t *parent, int64_t at_us)
 {
@@ -203,30 +260,35 @@ static svc_span_t *t_start(svc_tracer_t *tr, const char *name, svc_span_kind_t k
     if (parent)
         memcpy(trace_id, parent->trace_id, sizeof(trace_id));
     else
-        random_id(t, trace_id, sizeof(trace_id));
+        random_id(trace_id, sizeof(trace_id));
     bool sampled = should_sample(t, parent, trace_id);
     atomic_fetch_add_explicit(&t->started, 1, memory_order_relaxed);
     if (sampled)
         atomic_fetch_add_explicit(&t->sampled, 1, memory_order_relaxed);
     if (!sampled)
         return NULL;
-    otlp_span_t *s = calloc(1, sizeof(*s));
-    char *nm = strdup(name ? name : "");
-    if (!s || !nm) { /* a span is not worth failing a request for */
-        free(s);
-        free(nm);
+    otlp_span_t *s = malloc(sizeof(*s));
+    if (!s) /* a span is not worth failing a request for */
         return NULL;
-    }
     s->base.tracer = tr;
+    s->next = NULL;
     memcpy(s->trace_id, trace_id, sizeof(trace_id));
-    random_id(t, s->span_id, sizeof(s->span_id));
-    if (parent) {
+    random_id(s->span_id, sizeof(s->span_id));
+    s->has_parent = parent != NULL;
+    if (parent)
         memcpy(s->parent_id, parent->span_id, sizeof(s->parent_id));
-        s->has_parent = true;
-    }
+    s->oom = false;
     s->kind = kind;
-    s->name = nm;
     s->start_ns = at_unix_ns(at_us);
+    s->end_ns = 0;
+    s->n_attrs = s->dropped_attrs = s->n_events = s->dropped_events = 0;
+    s->status = 0;
+    s->status_msg = -1;
+    s->text = s->text_inline;
+    s->text_len = 0;
+    s->text_cap = SPAN_TEXT_INLINE;
+    int64_t off = text_str(s, name);
+    s->name = off < 0 ? 0 : (uint32_t)off; /* the inline text always has room for a name */
     return &s->base;
 }
 
@@ -239,51 +301,69 @@ static void count_spans(const otlp_tracer_t *t, const char *name, const char *re
     svc_metric_add(t->cfg.reporter, name, reason ? &l : NULL, reason ? 1 : 0, (double)n);
 }
 
-static void attr_clear(attr_t *a)
+/* FNV-1a of key; *len gets its length. */
+static uint32_t key_hash(const char *key, size_t *len)
 {
-    if (a->type == ATTR_STR)
-        free(a->v.s);
-    if (a->type == ATTR_STRS) {
-        for (size_t i = 0; i < a->v.a.n; i++)
-            free(a->v.a.v[i]);
-        free(a->v.a.v);
-    }
-    a->type = ATTR_INT;
+    uint32_t h = 2166136261u;
+    const char *p = key;
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    *len = (size_t)(p - key);
+    return h;
 }
 
-/* The slot for key: its own when set before, else a new one; NULL when the span has no
- * room (counted) or memory ran out. */
+/* The attribute set under key, or NULL. */
+static attr_t *attr_find(otlp_span_t *s, const char *key, uint32_t hash)
+{
+    for (uint32_t i = 0; i < s->n_attrs; i++)
+        if (s->attrs[i].hash == hash && strcmp(text_at(s, s->attrs[i].key), key) == 0)
+            return &s->attrs[i];
+    return NULL;
+}
+
+/* The slot for key: its own when set before, else a new one with the key copied; NULL
+ * when the span has no room (counted).  reserved: the slot kept for rpc.grpc.status_code. */
 static attr_t *attr_slot(otlp_span_t *s, const char *key, bool reserved)
 {
     if (!key)
         return NULL;
-    for (size_t i = 0; i < s->n_attrs; i++)
-        if (strcmp(s->attrs[i].key, key) == 0) {
-            attr_clear(&s->attrs[i]);
-            return &s->attrs[i];
-        }
+    size_t len;
+    uint32_t hash = key_hash(key, &len);
+    attr_t *found = attr_find(s, key, hash);
+    if (found)
+        return found;
     if (s->n_attrs >= SVC_OTLP_MAX_ATTRS + (reserved ? 1u : 0u)) {
         s->dropped_attrs++;
         return NULL;
     }
-    attr_t *a = &s->attrs[s->n_attrs];
-    a->key = strdup(key);
-    if (!a->key)
+    int64_t off = text_add(s, key, len);
+    if (off < 0) {
+        s->dropped_attrs++;
         return NULL;
+    }
+    attr_t *a = &s->attrs[s->n_attrs++];
+    a->key = (uint32_t)off;
+    a->hash = hash;
     a->type = ATTR_INT;
-    s->n_attrs++;
+    a->v.i = 0;
     return a;
 }
 
 static void t_set_str(svc_span_t *sp, const char *key, const char *value)
 {
-    attr_t *a = attr_slot((otlp_span_t *)sp, key, false);
+    otlp_span_t *s = (otlp_span_t *)sp;
+    attr_t *a = attr_slot(s, key, false);
     if (!a)
         return;
-    a->v.s = strdup(value ? value : "");
-    a->type = a->v.s ? ATTR_STR : ATTR_INT;
-    if (!a->v.s)
+    int64_t off = text_str(s, value);
+    if (off < 0) { /* memory ran out: the attribute keeps an empty value */
+        a->type = ATTR_INT;
         a->v.i = 0;
+        return;
+    }
+    a->type = ATTR_STR;
+    a->v.s.off = (uint32_t)off;
+    a->v.s.n = 1;
 }
 
 static void t_set_int(svc_span_t *sp, const char *key, int64_t value)
@@ -306,25 +386,20 @@ static void t_set_double(svc_span_t *sp, const char *key, double value)
 
 static void t_set_strs(svc_span_t *sp, const char *key, const char *const *values, size_t n)
 {
-    attr_t *a = attr_slot((otlp_span_t *)sp, key, false);
+    otlp_span_t *s = (otlp_span_t *)sp;
+    attr_t *a = attr_slot(s, key, false);
     if (!a)
         return;
-    a->v.i = 0;
-    char **v = n ? calloc(n, sizeof(*v)) : NULL;
-    if (n && !v)
-        return; /* left as int 0: memory ran out */
-    for (size_t i = 0; i < n; i++) {
-        v[i] = strdup(values[i] ? values[i] : "");
-        if (!v[i]) {
-            while (i--)
-                free(v[i]);
-            free(v);
+    uint32_t first = s->text_len;
+    for (size_t i = 0; i < n; i++)
+        if (text_str(s, values[i]) < 0) { /* memory ran out */
+            a->type = ATTR_INT;
+            a->v.i = 0;
             return;
         }
-    }
     a->type = ATTR_STRS;
-    a->v.a.v = v;
-    a->v.a.n = n;
+    a->v.s.off = first;
+    a->v.s.n = (uint32_t)n;
 }
 
 static void t_event(svc_span_t *sp, const char *name, int64_t at_us)
@@ -334,12 +409,14 @@ static void t_event(svc_span_t *sp, const char *name, int64_t at_us)
         s->dropped_events++;
         return;
     }
-    event_t *e = &s->events[s->n_events];
-    e->name = strdup(name ? name : "");
-    if (!e->name)
+    int64_t off = text_str(s, name);
+    if (off < 0) {
+        s->dropped_events++;
         return;
+    }
+    event_t *e = &s->events[s->n_events++];
+    e->name = (uint32_t)off;
     e->time_ns = at_unix_ns(at_us);
-    s->n_events++;
 }
 
 static void t_context(const svc_span_t *sp, svc_trace_ctx_t *out)
@@ -352,14 +429,8 @@ static void t_context(const svc_span_t *sp, svc_trace_ctx_t *out)
 
 static void span_free(otlp_span_t *s)
 {
-    for (size_t i = 0; i < s->n_attrs; i++) {
-        attr_clear(&s->attrs[i]);
-        free(s->attrs[i].key);
-    }
-    for (size_t i = 0; i < s->n_events; i++)
-        free(s->events[i].name);
-    free(s->name);
-    free(s->status_msg);
+    if (s->text != s->text_inline)
+        free(s->text);
     free(s);
 }
 
@@ -370,6 +441,14 @@ static void spans_free(otlp_span_t *s)
         span_free(s);
         s = next;
     }
+}
+
+/* True when the span describes a gRPC call (it carries rpc.system): only those get
+ * rpc.grpc.status_code. */
+static bool is_rpc_span(otlp_span_t *s)
+{
+    size_t len;
+    return attr_find(s, "rpc.system", key_hash("rpc.system", &len)) != NULL;
 }
 
 /* The gRPC semantic conventions v1.37.0: which codes make a server span an error. */
@@ -395,15 +474,17 @@ static void t_end(svc_span_t *sp, int grpc_code, const char *message, int64_t at
     s->end_ns = at_unix_ns(at_us);
     if (s->end_ns < s->start_ns) /* the wall clock stepped back */
         s->end_ns = s->start_ns;
-    attr_t *a = attr_slot(s, "rpc.grpc.status_code", true); /* set always */
-    if (a) {
-        a->type = ATTR_INT;
-        a->v.i = grpc_code;
+    if (is_rpc_span(s)) {
+        attr_t *a = attr_slot(s, "rpc.grpc.status_code", true);
+        if (a) {
+            a->type = ATTR_INT;
+            a->v.i = grpc_code;
+        }
     }
     bool error = s->kind == SVC_SPAN_SERVER ? server_error(grpc_code) : grpc_code != 0;
     if (error) {
         s->status = 2;
-        s->status_msg = message && *message ? strdup(message) : NULL;
+        s->status_msg = message && *message ? text_str(s, message) : -1;
     }
 
     pthread_mutex_lock(&t->mu);
@@ -423,95 +504,201 @@ static void t_end(svc_span_t *sp, int grpc_code, const char *message, int64_t at
 
 /* ---- JSON -------------------------------------------------------------------------- */
 
-static void hex(char *out, const uint8_t *b, size_t n)
+/* The request body, written straight into one growing buffer (OTLP/JSON: ids as hex,
+ * 64-bit integers as decimal strings, enums as numbers). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} jbuf_t;
+
+/* Room for n more bytes and a NUL; false (oom set) when memory ran out. */
+static bool jb_grow(jbuf_t *b, size_t n)
+{
+    if (b->oom)
+        return false;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static inline void jb_raw(jbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && !jb_grow(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* lit: a string literal (sizeof gives its length), never an expression. */
+#define JB_LIT(b, lit) jb_raw((b), "" lit, sizeof(lit) - 1)
+
+/* A JSON string.  JSON must be UTF-8 (a receiver refuses the whole batch otherwise): text
+ * that is not has its bytes above ASCII replaced by '?'. */
+static void jb_str(jbuf_t *b, const char *s)
 {
     static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
+    size_t n = 0;
+    bool plain = true, high = false; /* plain: nothing to escape; high: bytes >= 0x80 */
+    for (; s[n]; n++) {
+        unsigned char c = (unsigned char)s[n];
+        plain &= c >= 0x20 && c != '"' && c != '\\' && c < 0x80;
+        high |= c >= 0x80;
     }
-    out[2 * n] = '\0';
+    if (plain) { /* the common case: ASCII with nothing to escape, copied at once */
+        if (b->len + n + 3 > b->cap && !jb_grow(b, n + 2))
+            return;
+        b->p[b->len] = '"';
+        memcpy(b->p + b->len + 1, s, n);
+        b->p[b->len + 1 + n] = '"';
+        b->len += n + 2;
+        b->p[b->len] = '\0';
+        return;
+    }
+    bool ascii_only = high && !ls_utf8_valid(s, n);
+    JB_LIT(b, "\"");
+    size_t run = 0; /* bytes copied as they are, pending */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        size_t en = 0;
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            en = 2;
+        } else if (c < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = digits[c >> 4];
+            esc[5] = digits[c & 15];
+            en = 6;
+        } else if (c >= 0x80 && ascii_only) {
+            esc[0] = '?';
+            en = 1;
+        } else {
+            run++;
+            continue;
+        }
+        jb_raw(b, s + i - run, run);
+        run = 0;
+        jb_raw(b, esc, en);
+    }
+    jb_raw(b, s + n - run, run);
+    JB_LIT(b, "\"");
 }
 
-/* JSON strings must be UTF-8: a receiver rejects the whole batch otherwise, so text that
- * is not has its bytes above ASCII replaced. */
-static cJSON *add_text(cJSON *obj, const char *key, const char *s)
+static void jb_u64(jbuf_t *b, uint64_t v) /* as a JSON string, as OTLP/JSON wants */
 {
-    if (ls_utf8_valid(s, strlen(s)))
-        return cJSON_AddStringToObject(obj, key, s);
-    char *c = strdup(s);
-    if (!c)
-        return NULL;
-    for (char *p = c; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    cJSON *r = cJSON_AddStringToObject(obj, key, c);
-    free(c);
-    return r;
+    char buf[24], *p = buf + sizeof(buf);
+    *--p = '"';
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    *--p = '"';
+    jb_raw(b, p, (size_t)(buf + sizeof(buf) - p));
 }
 
-static bool add_u64(cJSON *obj, const char *key, uint64_t v)
+static void jb_i64(jbuf_t *b, int64_t v)
+{
+    if (v >= 0) {
+        jb_u64(b, (uint64_t)v);
+        return;
+    }
+    char buf[24];
+    int n = snprintf(buf, sizeof(buf), "\"%" PRId64 "\"", v);
+    jb_raw(b, buf, (size_t)n);
+}
+
+static void jb_int(jbuf_t *b, long v) /* a plain JSON number (enums, 32-bit counts) */
 {
     char buf[24];
-    snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    return cJSON_AddStringToObject(obj, key, buf) != NULL;
+    int n = snprintf(buf, sizeof(buf), "%ld", v);
+    jb_raw(b, buf, (size_t)n);
 }
 
-/* {key, value: {...}} appended to arr; the value object is returned to be filled. */
-static cJSON *add_kv(cJSON *arr, const char *key)
+static void jb_double(jbuf_t *b, double d)
 {
-    cJSON *kv = cJSON_CreateObject();
-    if (!kv)
-        return NULL;
-    cJSON_AddItemToArray(arr, kv);
-    if (!add_text(kv, "key", key))
-        return NULL;
-    return cJSON_AddObjectToObject(kv, "value");
+    if (!isfinite(d)) { /* JSON has no NaN or infinity; the mapping spells them */
+        if (isnan(d))
+            JB_LIT(b, "\"NaN\"");
+        else if (d > 0)
+            JB_LIT(b, "\"Infinity\"");
+        else
+            JB_LIT(b, "\"-Infinity\"");
+        return;
+    }
+    char buf[40];
+    int n = snprintf(buf, sizeof(buf), "%.15g", d); /* 0.7, not 0.69999999999999996 */
+    if (strtod(buf, NULL) != d)                      /* unless that does not read back */
+        n = snprintf(buf, sizeof(buf), "%.17g", d);
+    jb_raw(b, buf, (size_t)n);
 }
 
-static bool add_str_attr(cJSON *arr, const char *key, const char *value)
+static void jb_hex(jbuf_t *b, const uint8_t *id, size_t n)
 {
-    cJSON *v = add_kv(arr, key);
-    return v && add_text(v, "stringValue", value);
+    static const char digits[] = "0123456789abcdef";
+    char buf[34];
+    buf[0] = '"';
+    for (size_t i = 0; i < n; i++) {
+        buf[1 + 2 * i] = digits[id[i] >> 4];
+        buf[2 + 2 * i] = digits[id[i] & 15];
+    }
+    buf[1 + 2 * n] = '"';
+    jb_raw(b, buf, 2 * n + 2);
 }
 
-static bool add_attr(cJSON *arr, const attr_t *a)
+/* {"key":K,"value":{"stringValue":V}} */
+static void jb_str_kv(jbuf_t *b, const char *key, const char *value)
 {
-    cJSON *v = add_kv(arr, a->key);
-    if (!v)
-        return false;
+    JB_LIT(b, "{\"key\":");
+    jb_str(b, key);
+    JB_LIT(b, ",\"value\":{\"stringValue\":");
+    jb_str(b, value);
+    JB_LIT(b, "}}");
+}
+
+static void jb_attr(jbuf_t *b, const otlp_span_t *s, const attr_t *a)
+{
+    JB_LIT(b, "{\"key\":");
+    jb_str(b, text_at(s, a->key));
+    JB_LIT(b, ",\"value\":{");
     switch (a->type) {
     case ATTR_STR:
-        return add_text(v, "stringValue", a->v.s) != NULL;
-    case ATTR_INT: {
-        char buf[24];
-        snprintf(buf, sizeof(buf), "%" PRId64, a->v.i);
-        return cJSON_AddStringToObject(v, "intValue", buf) != NULL;
-    }
+        JB_LIT(b, "\"stringValue\":");
+        jb_str(b, text_at(s, a->v.s.off));
+        break;
+    case ATTR_INT:
+        JB_LIT(b, "\"intValue\":");
+        jb_i64(b, a->v.i);
+        break;
     case ATTR_DOUBLE:
-        if (!isfinite(a->v.d)) /* JSON has no NaN or infinity; the mapping spells them */
-            return cJSON_AddStringToObject(v, "doubleValue",
-                                           isnan(a->v.d) ? "NaN"
-                                           : a->v.d > 0  ? "Infinity"
-                                                         : "-Infinity") != NULL;
-        return cJSON_AddNumberToObject(v, "doubleValue", a->v.d) != NULL;
+        JB_LIT(b, "\"doubleValue\":");
+        jb_double(b, a->v.d);
+        break;
     case ATTR_STRS: {
-        cJSON *av = cJSON_AddObjectToObject(v, "arrayValue");
-        cJSON *vals = av ? cJSON_AddArrayToObject(av, "values") : NULL;
-        if (!vals)
-            return false;
-        for (size_t i = 0; i < a->v.a.n; i++) {
-            cJSON *e = cJSON_CreateObject();
-            if (!e)
-                return false;
-            cJSON_AddItemToArray(vals, e);
-            if (!add_text(e, "stringValue", a->v.a.v[i]))
-                return false;
+        JB_LIT(b, "\"arrayValue\":{\"values\":[");
+        const char *v = text_at(s, a->v.s.off);
+        for (uint32_t i = 0; i < a->v.s.n; i++) {
+            if (i)
+                JB_LIT(b, ",");
+            JB_LIT(b, "{\"stringValue\":");
+            jb_str(b, v);
+            JB_LIT(b, "}");
+            v += strlen(v) + 1;
         }
-        return true;
+        JB_LIT(b, "]}");
+        break;
     }
     }
-    return false;
+    JB_LIT(b, "}}");
 }
 
 static bool has_resource_key(const svc_otlp_config_t *cfg, const char *key)
@@ -522,104 +709,111 @@ static bool has_resource_key(const svc_otlp_config_t *cfg, const char *key)
     return false;
 }
 
-static bool add_resource(cJSON *rs, const otlp_tracer_t *t, const char *instance)
+static void jb_resource(jbuf_t *b, const otlp_tracer_t *t, const char *instance)
 {
     const svc_otlp_config_t *cfg = &t->cfg;
-    cJSON *res = cJSON_AddObjectToObject(rs, "resource");
-    cJSON *attrs = res ? cJSON_AddArrayToObject(res, "attributes") : NULL;
-    if (!attrs || !add_str_attr(attrs, "service.name", cfg->service_name))
-        return false;
-    if (instance && !has_resource_key(cfg, "service.instance.id") &&
-        !add_str_attr(attrs, "service.instance.id", instance))
-        return false;
-    if (!has_resource_key(cfg, "service.version") &&
-        !add_str_attr(attrs, "service.version", LLMSERVE_VERSION))
-        return false;
-    if (!add_str_attr(attrs, "telemetry.sdk.name", "llmserve") ||
-        !add_str_attr(attrs, "telemetry.sdk.language", "c") ||
-        !add_str_attr(attrs, "telemetry.sdk.version", LLMSERVE_VERSION))
-        return false;
+    JB_LIT(b, "\"resource\":{\"attributes\":[");
+    jb_str_kv(b, "service.name", cfg->service_name);
+    if (instance && !has_resource_key(cfg, "service.instance.id")) {
+        JB_LIT(b, ",");
+        jb_str_kv(b, "service.instance.id", instance);
+    }
+    if (!has_resource_key(cfg, "service.version")) {
+        JB_LIT(b, ",");
+        jb_str_kv(b, "service.version", LLMSERVE_VERSION);
+    }
+    JB_LIT(b, ",");
+    jb_str_kv(b, "telemetry.sdk.name", "llmserve");
+    JB_LIT(b, ",");
+    jb_str_kv(b, "telemetry.sdk.language", "c");
+    JB_LIT(b, ",");
+    jb_str_kv(b, "telemetry.sdk.version", LLMSERVE_VERSION);
     for (size_t i = 0; i < cfg->n_resource; i++) {
         const svc_otlp_kv_t *kv = &cfg->resource[i];
         if (strncmp(kv->key, "telemetry.sdk.", 14) == 0) /* they describe this code */
             continue;
-        if (!add_str_attr(attrs, kv->key, kv->value))
-            return false;
+        JB_LIT(b, ",");
+        jb_str_kv(b, kv->key, kv->value);
     }
-    return true;
+    JB_LIT(b, "]}");
 }
 
-static bool add_span(cJSON *arr, const otlp_span_t *s)
+static void jb_span(jbuf_t *b, const otlp_span_t *s)
 {
     static const int kinds[] = {1, 2, 3}; /* SVC_SPAN_INTERNAL, _SERVER, _CLIENT */
-    char id[33];
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return false;
-    cJSON_AddItemToArray(arr, o);
-    hex(id, s->trace_id, 16);
-    bool ok = cJSON_AddStringToObject(o, "traceId", id) != NULL;
-    hex(id, s->span_id, 8);
-    ok = ok && cJSON_AddStringToObject(o, "spanId", id);
+    JB_LIT(b, "{\"traceId\":");
+    jb_hex(b, s->trace_id, 16);
+    JB_LIT(b, ",\"spanId\":");
+    jb_hex(b, s->span_id, 8);
     if (s->has_parent) {
-        hex(id, s->parent_id, 8);
-        ok = ok && cJSON_AddStringToObject(o, "parentSpanId", id);
+        JB_LIT(b, ",\"parentSpanId\":");
+        jb_hex(b, s->parent_id, 8);
     }
-    ok = ok && add_text(o, "name", s->name);
-    ok = ok && cJSON_AddNumberToObject(o, "kind", (unsigned)s->kind < 3 ? kinds[s->kind] : 1);
-    ok = ok && add_u64(o, "startTimeUnixNano", s->start_ns);
-    ok = ok && add_u64(o, "endTimeUnixNano", s->end_ns);
-    cJSON *attrs = ok ? cJSON_AddArrayToObject(o, "attributes") : NULL;
-    ok = attrs != NULL;
-    for (size_t i = 0; ok && i < s->n_attrs; i++)
-        ok = add_attr(attrs, &s->attrs[i]);
-    if (ok && s->dropped_attrs)
-        ok = cJSON_AddNumberToObject(o, "droppedAttributesCount", s->dropped_attrs) != NULL;
-    cJSON *events = ok ? cJSON_AddArrayToObject(o, "events") : NULL;
-    ok = events != NULL;
-    for (size_t i = 0; ok && i < s->n_events; i++) {
-        cJSON *e = cJSON_CreateObject();
-        ok = e != NULL;
-        if (ok) {
-            cJSON_AddItemToArray(events, e);
-            ok = add_u64(e, "timeUnixNano", s->events[i].time_ns) &&
-                 add_text(e, "name", s->events[i].name);
-        }
+    JB_LIT(b, ",\"name\":");
+    jb_str(b, text_at(s, s->name));
+    JB_LIT(b, ",\"kind\":");
+    jb_int(b, (unsigned)s->kind < 3 ? kinds[s->kind] : 1);
+    JB_LIT(b, ",\"startTimeUnixNano\":");
+    jb_u64(b, s->start_ns);
+    JB_LIT(b, ",\"endTimeUnixNano\":");
+    jb_u64(b, s->end_ns);
+    JB_LIT(b, ",\"attributes\":[");
+    for (uint32_t i = 0; i < s->n_attrs; i++) {
+        if (i)
+            JB_LIT(b, ",");
+        jb_attr(b, s, &s->attrs[i]);
     }
-    if (ok && s->dropped_events)
-        ok = cJSON_AddNumberToObject(o, "droppedEventsCount", s->dropped_events) != NULL;
-    cJSON *st = ok ? cJSON_AddObjectToObject(o, "status") : NULL;
-    ok = st && cJSON_AddNumberToObject(st, "code", s->status);
-    if (ok && s->status_msg)
-        ok = add_text(st, "message", s->status_msg) != NULL;
-    return ok;
+    JB_LIT(b, "]");
+    if (s->dropped_attrs) {
+        JB_LIT(b, ",\"droppedAttributesCount\":");
+        jb_int(b, (long)s->dropped_attrs);
+    }
+    JB_LIT(b, ",\"events\":[");
+    for (uint32_t i = 0; i < s->n_events; i++) {
+        if (i)
+            JB_LIT(b, ",");
+        JB_LIT(b, "{\"timeUnixNano\":");
+        jb_u64(b, s->events[i].time_ns);
+        JB_LIT(b, ",\"name\":");
+        jb_str(b, text_at(s, s->events[i].name));
+        JB_LIT(b, "}");
+    }
+    JB_LIT(b, "]");
+    if (s->dropped_events) {
+        JB_LIT(b, ",\"droppedEventsCount\":");
+        jb_int(b, (long)s->dropped_events);
+    }
+    JB_LIT(b, ",\"status\":{\"code\":");
+    jb_int(b, s->status);
+    if (s->status_msg >= 0) {
+        JB_LIT(b, ",\"message\":");
+        jb_str(b, text_at(s, (uint32_t)s->status_msg));
+    }
+    JB_LIT(b, "}}");
 }
 
 /* The request body for the batch; NULL when memory ran out.  Caller frees it. */
 static char *batch_json(const otlp_tracer_t *t, const otlp_span_t *batch, const char *instance)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *rss = root ? cJSON_AddArrayToObject(root, "resourceSpans") : NULL;
-    cJSON *rs = rss ? cJSON_CreateObject() : NULL;
-    bool ok = rs != NULL;
-    if (ok)
-        cJSON_AddItemToArray(rss, rs);
-    ok = ok && add_resource(rs, t, instance);
-    cJSON *sss = ok ? cJSON_AddArrayToObject(rs, "scopeSpans") : NULL;
-    cJSON *ss = sss ? cJSON_CreateObject() : NULL;
-    ok = ss != NULL;
-    if (ok)
-        cJSON_AddItemToArray(sss, ss);
-    cJSON *scope = ok ? cJSON_AddObjectToObject(ss, "scope") : NULL;
-    ok = scope && cJSON_AddStringToObject(scope, "name", SCOPE_NAME) &&
-         cJSON_AddStringToObject(scope, "version", LLMSERVE_VERSION);
-    cJSON *spans = ok ? cJSON_AddArrayToObject(ss, "spans") : NULL;
-    ok = spans != NULL;
-    for (const otlp_span_t *s = batch; ok && s; s = s->next)
-        ok = add_span(spans, s);
-    char *out = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return out;
+    jbuf_t b = {0};
+    JB_LIT(&b, "{\"resourceSpans\":[{");
+    jb_resource(&b, t, instance);
+    JB_LIT(&b, ",\"scopeSpans\":[{\"scope\":{\"name\":");
+    jb_str(&b, SCOPE_NAME);
+    JB_LIT(&b, ",\"version\":");
+    jb_str(&b, LLMSERVE_VERSION);
+    JB_LIT(&b, "},\"spans\":[");
+    for (const otlp_span_t *s = batch; s; s = s->next) {
+        if (s != batch)
+            JB_LIT(&b, ",");
+        jb_span(&b, s);
+    }
+    JB_LIT(&b, "]}]}]}");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }
 
 /* ---- export ------------------------------------------------------------------------ */

@@ -7,11 +7,14 @@
  * With no endpoint set, or OTEL_SDK_DISABLED=true, tracing is off: the service gets no
  * tracer, and tracer.h's NULL tracer costs one pointer test per call.
  *
- * Spans: ids from getrandom(2); times in Unix nanoseconds (CLOCK_REALTIME).  A span keeps
- * at most SVC_OTLP_MAX_ATTRS attributes (setting a key again replaces its value; more keys
+ * Spans: ids from a generator per thread seeded from getrandom(2); times in Unix
+ * nanoseconds (CLOCK_REALTIME).  A span keeps at most SVC_OTLP_MAX_ATTRS attributes (setting a key again replaces its value; more keys
  * are dropped and counted in droppedAttributesCount) and SVC_OTLP_MAX_EVENTS events
- * (likewise, droppedEventsCount).  Ending a span sets the int attribute
- * rpc.grpc.status_code and its status per the gRPC semantic conventions v1.37.0: a server
+ * (likewise, droppedEventsCount); its strings are copied into one buffer of its own, so
+ * that making a span is one allocation (more only past about 700 bytes of text).  Ending
+ * a span sets its status per the gRPC semantic conventions v1.37.0, and on a span that
+ * describes a gRPC call (one with an rpc.system attribute) the int attribute
+ * rpc.grpc.status_code: a server
  * span is Error only for UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE
  * and DATA_LOSS; a client or internal span for any code but OK; otherwise the status stays
  * unset.  The message goes with an Error only.
@@ -39,7 +42,7 @@
  * and the recovery once.
  *
  * Threads: the tracer is thread-safe as tracer.h says.  The span functions never wait on
- * the network: start draws ids (getrandom) and allocates, and takes no lock; end takes
+ * the network: start draws ids and allocates once, and takes no lock; end takes
  * one short lock (a list append, a signal).  svc_otlp_tracer_set_instance and
  * svc_otlp_tracer_stats may be called from any thread; create and destroy from one.
  */

@@ -284,7 +284,7 @@ class InferenceTraces(unittest.TestCase):
                              done.usage.prompt_tokens)
             self.assertEqual(stages["decode"]["attributes"]["llmserve.tokens"], max_tokens)
             for c in stages.values():
-                self.assertEqual(c["attributes"]["rpc.grpc.status_code"], OK)
+                self.assertNotIn("rpc.grpc.status_code", c["attributes"])  # not a call
                 self.assertEqual(c["status"]["code"], STATUS_UNSET)
             first = [e for e in server["events"] if e["name"] == "first_token"]
             self.assertEqual(len(first), 1, server["events"])
@@ -348,8 +348,6 @@ class InferenceTraces(unittest.TestCase):
         self.assertNotIn("llmserve.batch_size", server["attributes"])
         self.assertEqual(server["events"], [])
         stages = self.check_stages(server, [s for s in spans if s is not server], ["queue"])
-        self.assertEqual(stages["queue"]["attributes"]["rpc.grpc.status_code"],
-                         DEADLINE_EXCEEDED)
         self.assertEqual(stages["queue"]["status"]["code"], STATUS_ERROR)
         self.assertLessEqual(abs(stages["queue"]["end"] - server["end"]), TOL_NS)
 
@@ -368,7 +366,7 @@ class InferenceTraces(unittest.TestCase):
         self.check_rpc(server, "gone-1", CANCELLED, STATUS_UNSET)
         self.assertEqual(server["attributes"]["gen_ai.response.finish_reasons"], ["cancelled"])
         stages = self.check_stages(server, [s for s in spans if s is not server], ["queue"])
-        self.assertEqual(stages["queue"]["attributes"]["rpc.grpc.status_code"], CANCELLED)
+        self.assertEqual(stages["queue"]["status"]["code"], STATUS_ERROR)  # ended CANCELLED
 
     def test_06_sampled_off_parent(self):
         off, on, parent = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(8)

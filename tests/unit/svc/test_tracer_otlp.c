@@ -481,6 +481,7 @@ Test(otlp, json_parent_children_attributes_events)
     svc_span_t *a = svc_span_start(t, "child-a", SVC_SPAN_CLIENT, &pctx);
     svc_span_t *b = svc_span_start(t, "child-b", SVC_SPAN_CLIENT, &pctx);
     cr_assert(a && b);
+    svc_span_set_str(b, "rpc.system", "grpc");
     svc_span_t *in = svc_span_start(t, "internal", SVC_SPAN_INTERNAL, &pctx);
     ls_sleep_us(2000);
     svc_span_end(a, 0, NULL);
@@ -556,6 +557,9 @@ Test(otlp, json_parent_children_attributes_events)
     cr_assert_str_eq(item(item(cb, "status"), "message")->valuestring, "cache down");
     cr_assert_str_eq(
         item(attr(item(cb, "attributes"), "rpc.grpc.status_code"), "intValue")->valuestring, "14");
+    /* not a gRPC call (no rpc.system): no rpc.grpc.status_code */
+    cr_assert_null(attr(item(ca, "attributes"), "rpc.grpc.status_code"));
+    cr_assert_null(attr(item(ci, "attributes"), "rpc.grpc.status_code"));
     cJSON_Delete(root);
 }
 
@@ -567,9 +571,13 @@ Test(otlp, status_per_kind_follows_grpc_conventions)
     char name[32];
     for (int code = 0; code <= 16; code++) {
         snprintf(name, sizeof(name), "server-%d", code);
-        svc_span_end(svc_span_start(t, name, SVC_SPAN_SERVER, NULL), code, "why");
+        svc_span_t *s = svc_span_start(t, name, SVC_SPAN_SERVER, NULL);
+        svc_span_set_str(s, "rpc.system", "grpc");
+        svc_span_end(s, code, "why");
         snprintf(name, sizeof(name), "client-%d", code);
-        svc_span_end(svc_span_start(t, name, SVC_SPAN_CLIENT, NULL), code, "why");
+        s = svc_span_start(t, name, SVC_SPAN_CLIENT, NULL);
+        svc_span_set_str(s, "rpc.system", "grpc");
+        svc_span_end(s, code, "why");
     }
     svc_tracer_destroy(t);
     cr_assert_eq(responder_count(g_resp), 1);
@@ -603,8 +611,9 @@ Test(otlp, attribute_and_event_bounds)
     start_responder();
     svc_tracer_t *t = tracer_to_responder(60000);
     svc_span_t *s = svc_span_start(t, "busy", SVC_SPAN_SERVER, NULL);
+    svc_span_set_str(s, "rpc.system", "grpc");
     char key[32];
-    for (int i = 0; i < SVC_OTLP_MAX_ATTRS + 6; i++) {
+    for (int i = 1; i < SVC_OTLP_MAX_ATTRS + 6; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         svc_span_set_int(s, key, i);
     }
@@ -1276,4 +1285,38 @@ Test(otlp, drops_and_exports_are_reported)
     svc_tracer_destroy(t);
     cr_assert_eq(rep2.export_failed, 5);
     cr_assert_eq(rep2.exported, 0);
+}
+
+Test(otlp, json_strings_escaped_and_utf8_kept_valid)
+{
+    start_responder();
+    svc_tracer_t *t = tracer_to_responder(60000);
+    svc_span_t *s = svc_span_start(t, "q\"b\\n\nt\tc\x01", SVC_SPAN_INTERNAL, NULL);
+    svc_span_set_str(s, "utf8", "caf\xc3\xa9 \xe2\x82\xac");         /* valid: kept */
+    svc_span_set_str(s, "latin1", "caf\xe9 \"x\"");                    /* not UTF-8 */
+    svc_span_set_str(s, "k\"ey", "");
+    svc_span_set_double(s, "short", 0.7);
+    svc_span_set_double(s, "sum", 0.1 + 0.2);                          /* needs 17 digits */
+    svc_span_set_double(s, "nan", 0.0 / 0.0);
+    svc_span_set_int(s, "min", INT64_MIN);
+    const char *const arr[] = {"a\"", "\xff"};
+    svc_span_set_strs(s, "arr", arr, 2);
+    svc_span_end(s, 0, NULL);
+    svc_tracer_destroy(t);
+    const responder_request_t *q = responder_request(g_resp, 0);
+    cr_assert_not_null(q);
+    cr_assert(strstr(q->body, "\"doubleValue\":0.7}"), "%s", q->body);
+    cJSON *root = body_of(0);
+    cJSON *sp = find_span(spans_of(root), "q\"b\\n\nt\tc\x01");
+    cJSON *attrs = item(sp, "attributes");
+    cr_assert_str_eq(attr_str(attrs, "utf8"), "caf\xc3\xa9 \xe2\x82\xac");
+    cr_assert_str_eq(attr_str(attrs, "latin1"), "caf? \"x\"");
+    cr_assert_str_eq(attr_str(attrs, "k\"ey"), "");
+    cr_assert_eq(item(attr(attrs, "sum"), "doubleValue")->valuedouble, 0.1 + 0.2);
+    cr_assert_str_eq(item(attr(attrs, "nan"), "doubleValue")->valuestring, "NaN");
+    cr_assert_str_eq(item(attr(attrs, "min"), "intValue")->valuestring, "-9223372036854775808");
+    cJSON *vals = item(item(attr(attrs, "arr"), "arrayValue"), "values");
+    cr_assert_str_eq(item(cJSON_GetArrayItem(vals, 0), "stringValue")->valuestring, "a\"");
+    cr_assert_str_eq(item(cJSON_GetArrayItem(vals, 1), "stringValue")->valuestring, "?");
+    cJSON_Delete(root);
 }
