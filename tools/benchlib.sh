@@ -57,10 +57,13 @@ print("  %s median: requests/s x%.3f, TTFT p50 x%.3f (%s)"
       % (label, statistics.median(rps), statistics.median(ttft), what))' "$1" "$2"
 }
 
-# LABEL WHAT ON-ROUTER ON-INSTANCE OFF-ROUTER OFF-INSTANCE SECTION: ROUNDS alternating
-# rounds (on first in odd rounds, off first in even ones), then their ratios.
+# LABEL WHAT ON-ROUTER ON-INSTANCE OFF-ROUTER OFF-INSTANCE SECTION: a warm-up run of each
+# (not counted: first runs are slower, whichever side goes first), then ROUNDS
+# alternating rounds (on first in odd rounds, off first in even ones), then their ratios.
 bench_rounds() {
     local label=$1 what=$2 on_r=$3 on_i=$4 off_r=$5 off_i=$6 section=$7 on off
+    bench_run "$on_r" "$on_i" "$section" >/dev/null
+    bench_run "$off_r" "$off_i" "$section" >/dev/null
     for r in $(seq 1 "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then
             on=$(bench_run "$on_r" "$on_i" "$section"); off=$(bench_run "$off_r" "$off_i" "$section")

@@ -15,8 +15,9 @@
 #              round nearly every request is a cache hit: the cheapest requests, where
 #              tracing weighs most).
 #
-# The spans go to the stand-in receiver (tests/otlp/receiver.py --discard: read and
-# answered, not decoded, so that it takes little of the two cores the services share).
+# The spans go to llmserve-spanbench --sink, which reads each export and answers 200 {}
+# without decoding it, so that the receiver takes little of the two cores the services
+# share (a Jaeger would run elsewhere).
 # Prints each round's ratio (on / off) of requests/s and TTFT p50, and the medians, then
 # what the exporters did (spans exported and dropped, from their metrics on a collector).
 # Environment: ROUNDS (3), REQUESTS (300), STREAMS (8), MAX_TOKENS (16).
@@ -32,7 +33,7 @@ BENCH=tracebench
 "$B/tools/modelmaker/llmserve-modelmaker" --preset tiny --seed 1 --out "$run/m.bin" \
     --tokenizer-out "$run/tok.bin" >/dev/null 2>&1
 "$B/tools/modelmaker/llmserve-modelmaker" --preset tiny --seed 2 --out "$run/l.bin" >/dev/null 2>&1
-rx=$(bench_start receiver python3 tests/otlp/receiver.py --discard)
+rx=$(bench_start receiver "$B/tools/spanbench/llmserve-spanbench" --sink)
 col=$(bench_start collector "$B/services/metrics/llmserve-metrics" --listen 127.0.0.1:0 \
     --http-listen 127.0.0.1:0)
 col_http=$(sed -n 's/^HTTP port=//p' "$run/collector.log")

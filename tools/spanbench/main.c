@@ -9,6 +9,13 @@
  * rounds, each round waiting until the queue has room: nothing is dropped.
  *
  *   llmserve-spanbench [--spans N] [--threads T] [--batch N]
+ *   llmserve-spanbench --sink [--listen-port P]
+ *
+ * --sink runs that receiver alone (a process per connection), for benchmarks of the
+ * services (tools/tracebench.sh): an OTLP/HTTP endpoint that reads every export and
+ * answers 200 {} at little cost, as a Jaeger on a machine of its own would cost the
+ * services nothing.  It prints "LISTENING port=N" and "SERVING" like the services, and
+ * stops on SIGTERM.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -72,27 +79,56 @@ static void serve_conn(int fd)
     }
 }
 
-static pid_t start_receiver(int *port)
+/* A listening socket on 127.0.0.1:port (0: any); *port gets the one bound. */
+static int listen_on(int *port)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)*port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(s, 16) != 0 ||
-        getsockname(s, (struct sockaddr *)&a, &len) != 0)
+    int one = 1;
+    if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(s, 64) != 0 ||
+        getsockname(s, (struct sockaddr *)&a, &len) != 0) {
+        if (s >= 0)
+            close(s);
         return -1;
+    }
     *port = ntohs(a.sin_port);
+    return s;
+}
+
+/* Accepts for ever, a child process per connection (exporters keep theirs open). */
+static void sink_loop(int s)
+{
+    signal(SIGCHLD, SIG_IGN); /* children are reaped by the kernel */
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0)
+            _exit(0);
+        if (fork() == 0) {
+            close(s);
+            serve_conn(c);
+            _exit(0);
+        }
+        close(c);
+    }
+}
+
+static pid_t start_receiver(int *port)
+{
+    *port = 0;
+    int s = listen_on(port);
+    if (s < 0)
+        return -1;
     pid_t pid = fork();
     if (pid != 0) {
         close(s);
         return pid;
     }
-    for (;;) { /* one connection at a time: the exporter keeps one open */
-        int c = accept(s, NULL, NULL);
-        if (c < 0)
-            _exit(0);
-        serve_conn(c);
-        close(c);
-    }
+    sink_loop(s);
+    return 0;
 }
 
 /* ---- spans -------------------------------------------------------------------------- */
@@ -170,8 +206,12 @@ static double process_cpu_s(void)
 
 int main(int argc, char **argv)
 {
-    int64_t spans = 200000, threads = 2, batch = 512;
+    int64_t spans = 200000, threads = 2, batch = 512, listen_port = 0;
+    bool sink = false;
     const ls_opt_t opts[] = {
+        {"sink", NULL, LS_OPT_BOOL, &sink, "only run the receiver (see the top of main.c)", 0, 0},
+        {"listen-port", NULL, LS_OPT_INT, &listen_port, "--sink's port on 127.0.0.1 (0: any)", 0,
+         65535},
         {"spans", NULL, LS_OPT_INT, &spans, "spans to make, in all", 1, 1e9},
         {"threads", NULL, LS_OPT_INT, &threads, "threads making them", 1, 64},
         {"batch", NULL, LS_OPT_INT, &batch, "spans per export request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
@@ -190,6 +230,18 @@ int main(int argc, char **argv)
         return 2;
     }
     int port;
+    if (sink) {
+        port = (int)listen_port;
+        int s = listen_on(&port);
+        if (s < 0) {
+            fprintf(stderr, "llmserve-spanbench: cannot listen on port %d\n", port);
+            return 1;
+        }
+        printf("LISTENING port=%d\nSERVING\n", port);
+        fflush(stdout);
+        sink_loop(s);
+        return 0;
+    }
     pid_t rx = start_receiver(&port);
     if (rx < 0) {
         fprintf(stderr, "llmserve-spanbench: cannot start the receiver\n");
