@@ -273,7 +273,8 @@ static void do_trace_end(relay_req_t *q, int code, const char *message,
         svc_span_set_str(s, "gen_ai.response.model", q->m_model);
     if (q->m_version[0])
         svc_span_set_str(s, "llmserve.model_version", q->m_version);
-    if (q->inst)
+    bool replayed = strcmp(q->m_cache, "exact") == 0 || strcmp(q->m_cache, "semantic") == 0;
+    if (q->inst && !replayed) /* a hit's pick served nothing */
         svc_span_set_str(s, "llmserve.instance", router_instance_addr(q->inst));
     svc_span_set_int(s, "llmserve.attempts", q->attempt);
     svc_span_set_int(s, "llmserve.retries", q->retries);

@@ -49,7 +49,7 @@ def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LLMSERVE_ROUTER_", "LLMSERVE_CACHE_", "LLMSERVE_INFERENCE_",
                                 "LLMSERVE_METRICS_",
-                                "ROUTER_", "CACHE_", "LLMSERVE_LOG_"))}
+                                "ROUTER_", "CACHE_", "LLMSERVE_LOG_", "OTEL_"))}
     env.update(extra)
     return env
 
@@ -263,6 +263,20 @@ class RouterDiscoveryCommandLine(unittest.TestCase):
             self.assertEqual(rc, 0, name)
             starting = [l for l in lines if l.get("msg") == "starting"]
             self.assertEqual(starting[0]["consul"], "off", name)
+
+    def test_otel_environment_refused_with_the_variable_named(self):
+        # Every service: the OTEL_* variables the runtime's tracer reads (see Traces).
+        for name, path in BIN.items():
+            for var, value in (("OTEL_TRACES_SAMPLER", "sometimes"),
+                               ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector:4318"),
+                               ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+                               ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")):
+                env = clean_env(**{var: value})
+                if var != "OTEL_EXPORTER_OTLP_ENDPOINT":
+                    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:1"
+                rc, _, err = run([path] + required_args(name), env=env)
+                self.assertEqual(rc, 2, "%s %s=%s: %s" % (name, var, value, err))
+                self.assertIn(var, err, "%s %s=%s" % (name, var, value))
 
     def test_consul_unreachable_the_router_serves_with_no_instance(self):
         # auto: no --pool and CONSUL_HTTP_ADDR set.  Nothing answers there: after

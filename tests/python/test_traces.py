@@ -350,6 +350,7 @@ class Traces(unittest.TestCase):
         self.assertEqual(sorted({s["service"] for s in spans2}), [C, R])
         root2 = self.one(spans2, R, "llmserve.v1.Router/Generate")
         self.assertEqual(root2["attributes"]["llmserve.cache.hit_kind"], "exact")
+        self.assertNotIn("llmserve.instance", root2["attributes"])
         self.assertEqual(root2["attributes"]["gen_ai.usage.output_tokens"],
                          done2.usage.completion_tokens)
         hit = self.one(spans2, C, "llmserve.v1.Cache/Session", SERVER)
