@@ -15,6 +15,12 @@
 #                                     the pools, the cache and the collector there.  A plain
 #                                     start with CONSUL_HTTP_ADDR set does the same with that
 #                                     agent.
+#   bash tools/quickstart.sh traces   the same with every service exporting traces: to the
+#                                     endpoint $OTEL_EXPORTER_OTLP_ENDPOINT names (a Jaeger,
+#                                     say), or, when that is not set, to the stand-in OTLP
+#                                     receiver of the tests (tests/otlp/receiver.py) on
+#                                     base+400, and prints one request's trace.  A plain start
+#                                     with OTEL_EXPORTER_OTLP_ENDPOINT set exports there too.
 #   bash tools/quickstart.sh stop     stop everything it started
 #   bash tools/quickstart.sh status   show what is running
 #
@@ -39,7 +45,7 @@ MC_PORT=${LLMSERVE_MEMCACHED_PORT:-11311}
 SMALL_PRESET=${LLMSERVE_SMALL_PRESET:-stories15M}
 LARGE_PRESET=${LLMSERVE_LARGE_PRESET:-stories110M}
 BUILD=${LLMSERVE_BUILD_DIR:-build}
-SERVICES="router inference-large inference-small cache metrics memcached consul-standin"
+SERVICES="router inference-large inference-small cache metrics memcached consul-standin otlp-receiver"
 
 stop_suite() {
   local any=0
@@ -77,15 +83,18 @@ status_suite() {
 SECURE=0
 CONSUL=0
 [ -n "${CONSUL_HTTP_ADDR:-}" ] && CONSUL=1
+TRACES=0
 case "${1:-start}" in
   stop) stop_suite; exit 0 ;;
   status) status_suite; exit 0 ;;
   start) ;;
   secure) SECURE=1 ;;
   consul) CONSUL=1 ;;
-  *) echo "usage: bash tools/quickstart.sh [start|secure|consul|stop|status]" >&2; exit 2 ;;
+  traces) TRACES=1 ;;
+  *) echo "usage: bash tools/quickstart.sh [start|secure|consul|traces|stop|status]" >&2; exit 2 ;;
 esac
 CONSUL_PORT=$((BASE + 300))
+OTLP_PORT=$((BASE + 400))
 
 # make_tls DIR: certificates (tools/make-certs.sh: a CA, one server certificate for every
 # service, the router's client certificate) and two API keys (one for any tenant, one
@@ -183,6 +192,20 @@ if [ "$CONSUL" = 1 ]; then
   # Checks every 2 s, so that the demo's instances pass at once.
   consul_on=(--consul on --consul-check-interval-ms 2000)
 fi
+RECEIVER=0
+if [ "$TRACES" = 1 ]; then
+  if [ -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" ]; then
+    start otlp-receiver /usr/bin/python3 tests/otlp/receiver.py --listen "127.0.0.1:$OTLP_PORT"
+    wait_listening otlp-receiver
+    export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+    RECEIVER=1
+    echo "   traces: the stand-in OTLP receiver at $OTEL_EXPORTER_OTLP_ENDPOINT"
+  fi
+  # Spans leave every 200 ms instead of every 5 s, so that the demo's trace is in at once.
+  export OTEL_BSP_SCHEDULE_DELAY=${OTEL_BSP_SCHEDULE_DELAY:-200}
+fi
+[ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" ] &&
+  echo "   traces: every service exports to ${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-$OTEL_EXPORTER_OTLP_ENDPOINT}"
 mc_user=()
 [ "$(id -u)" = 0 ] && mc_user=(-u root)
 start memcached /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 "${mc_user[@]}"
@@ -227,6 +250,31 @@ echo
 echo "== a harder prompt (code, reasoning): the large pool"
 "$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 24 --temperature 0.9 --seed 7 \
   "Explain step by step why this C loop is slow, prove the bound, and compare it with a fixed version: \`for (i = 0; i < n; i++) { s += a[i] * b[i]; }\`"
+if [ "$TRACES" = 1 ]; then
+  echo
+  echo "== one request's trace: router, cache and inference spans under one trace id"
+  trace_id=$("$ctl" "${ctl_tls[@]}" --router "127.0.0.1:$ROUTER_PORT" --max-tokens 16 --json \
+    "Tell me about the trace of this request" | sed -n 's/.*"trace_id":"\([0-9a-f]*\)".*/\1/p')
+  echo "   trace id $trace_id"
+  if [ "$RECEIVER" = 1 ] && [ -n "$trace_id" ]; then
+    sleep 1 # the services' next batches (every 200 ms)
+    curl -s "http://127.0.0.1:$OTLP_PORT/_receiver/trace/$trace_id" | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+def show(n, depth):
+    a = n["attributes"]
+    ms = (n["end"] - n["start"]) / 1e6
+    keys = ("llmserve.pool", "llmserve.cache.result", "llmserve.cache.tier", "gen_ai.usage.output_tokens")
+    extra = " ".join("%s=%s" % (k.split(".")[-1], a[k]) for k in keys if k in a)
+    print("   %s%-34s %-18s %8.2f ms  %s" % ("  " * depth, n["name"], n["service"], ms, extra))
+    for c in n.get("children", []):
+        show(c, depth + 1)
+for r in d["roots"] + d["orphans"]:
+    show(r, 0)'
+  else
+    echo "   (look it up in Jaeger: http://localhost:16686/trace/$trace_id)"
+  fi
+fi
 if [ "$SECURE" = 1 ]; then
   echo
   echo "== without an API key the router refuses the call (UNAUTHENTICATED), and says so"
