@@ -98,8 +98,10 @@ static void session_unref(session_t *s)
 
 /* ---- responses ---------------------------------------------------------------- */
 
-/* Each send_* answers request id and ends its span (NULL: none) with what it sent. */
-
+/* Each send_* answers request id and ends its span (NULL: none) with what it sends, just
+ * before the answer goes: ended after it, the span could end after the client has read the
+ * answer (a thread preempted between the two) and look longer than the client's span
+ * around it. */
 static void send_error(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span,
                        grpc_status_code code, const char *message)
 {
@@ -111,9 +113,9 @@ static void send_error(const session_config_t *cfg, rpc_call_t *call, uint64_t i
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR;
     resp.error = &st;
-    rpc_call_send(call, &resp.base);
     op_span_result(span, "error");
     op_span_end(span, cfg->engine, code, message);
+    rpc_call_send(call, &resp.base);
 }
 
 static void send_miss(const session_config_t *cfg, rpc_call_t *call, uint64_t id, svc_span_t *span)
@@ -123,9 +125,9 @@ static void send_miss(const session_config_t *cfg, rpc_call_t *call, uint64_t id
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP;
     resp.lookup = &r;
-    rpc_call_send(call, &resp.base);
     op_span_result(span, "miss");
     op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
+    rpc_call_send(call, &resp.base);
 }
 
 static char *dup_text(const char *s, size_t len)
@@ -194,9 +196,9 @@ static void send_hit(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP;
     resp.lookup = &r;
-    rpc_call_send(call, &resp.base);
     op_span_hit(span, h);
     op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
+    rpc_call_send(call, &resp.base);
 out_free:
     free(text);
     free(version);
@@ -221,9 +223,9 @@ static void send_stats(const session_config_t *cfg, rpc_call_t *call, uint64_t i
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_STATS;
     resp.stats = &st;
-    rpc_call_send(call, &resp.base);
     op_span_result(span, "ok");
     op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
+    rpc_call_send(call, &resp.base);
 }
 
 /* reason is "" when every tier took the answer (engine_store). */
@@ -237,9 +239,9 @@ static void send_store(const session_config_t *cfg, rpc_call_t *call, uint64_t i
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_STORE;
     resp.store = &r;
-    rpc_call_send(call, &resp.base);
     op_span_result(span, !stored ? "skipped" : (reason[0] ? "l1_only" : "stored"));
     op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
+    rpc_call_send(call, &resp.base);
 }
 
 static void send_invalidate(const session_config_t *cfg, rpc_call_t *call, uint64_t id,
@@ -251,9 +253,9 @@ static void send_invalidate(const session_config_t *cfg, rpc_call_t *call, uint6
     resp.id = id;
     resp.kind_case = LLMSERVE__V1__CACHE_RESPONSE__KIND_INVALIDATE;
     resp.invalidate = &r;
-    rpc_call_send(call, &resp.base);
     op_span_result(span, "invalidated");
     op_span_end(span, cfg->engine, GRPC_STATUS_OK, NULL);
+    rpc_call_send(call, &resp.base);
 }
 
 /* ---- policies ----------------------------------------------------------------- */
