@@ -193,7 +193,7 @@ static void finish_done(inf_request_t *r, Llmserve__V1__FinishReason reason, int
         bool cancelled = reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
         inf_trace_end_t end = {.code = cancelled ? GRPC_STATUS_CANCELLED : GRPC_STATUS_OK,
                                .message = cancelled ? "request cancelled" : NULL,
-                               .finish_reason = inf_trace_finish_reason(reason),
+                               .finish_reason = svc_finish_reason_name(reason),
                                .at_us = now};
         inf_trace_request(&r->sched->trace, r, &end);
     }

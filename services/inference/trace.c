@@ -15,23 +15,6 @@ bool inf_trace_parent(const inf_trace_t *tr, const char *traceparent, svc_trace_
     return svc_traceparent_parse(traceparent, out);
 }
 
-const char *inf_trace_finish_reason(Llmserve__V1__FinishReason reason)
-{
-    switch (reason) {
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP:
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS:
-        return "stop";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE:
-        return "deadline";
-    default:
-        return "error";
-    }
-}
-
 /* The SERVER span's attributes that do not depend on the request's state. */
 static svc_span_t *start_server(const inf_trace_t *tr, const svc_trace_ctx_t *parent,
                                 int64_t arrival_us, const char *request_id, bool chat)

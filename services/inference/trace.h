@@ -29,6 +29,7 @@
 
 #include "llmserve/v1/inference.pb-c.h"
 #include "request.h"
+#include "svc/finish_reason.h"
 #include "svc/tracer.h"
 
 #include <stdbool.h>
@@ -47,7 +48,8 @@ typedef struct {
 typedef struct {
     int code;                  /* gRPC code (see above) */
     const char *message;       /* the error's message, or why it was cancelled; may be NULL */
-    const char *finish_reason; /* gen_ai.response.finish_reasons' one value */
+    const char *finish_reason; /* gen_ai.response.finish_reasons' one value
+                                  (svc_finish_reason_name) */
     int64_t at_us;             /* when its terminal event went out (ls_now_us); 0 = now */
 } inf_trace_end_t;
 
@@ -55,10 +57,6 @@ typedef struct {
  * untouched, when tracing is off or the value is empty or not valid (the request then
  * starts a new trace). */
 bool inf_trace_parent(const inf_trace_t *tr, const char *traceparent, svc_trace_ctx_t *out);
-
-/* The finish_reasons value for a done event's reason: EOS and a stop string are both
- * "stop", as GenAI's finish reasons have it. */
-const char *inf_trace_finish_reason(Llmserve__V1__FinishReason reason);
 
 /* Records the spans of r, whose terminal event has just been sent (see above); r's
  * trace_parent and timestamps say where and when.  r is borrowed for the call. */

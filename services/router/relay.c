@@ -28,6 +28,7 @@
 #include "router_int.h"
 #include "rpc/codec.h"
 #include "scorer.h"
+#include "svc/finish_reason.h"
 #include "svc/tracer.h"
 #include "upstream_id.h"
 #include "validate.h"
@@ -214,23 +215,6 @@ static svc_span_t *do_child(relay_req_t *q, const char *name, svc_span_kind_t ki
     return svc_span_start_at(q->r->cfg.tracer, name, kind, &c, at_us);
 }
 
-static const char *finish_reason_name(Llmserve__V1__FinishReason r)
-{
-    switch (r) {
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP:
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS:
-        return "stop";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE:
-        return "deadline";
-    default:
-        return "error";
-    }
-}
-
 /* The current try's CLIENT span ends with code (0 = OK). */
 static void do_trace_try_end(relay_req_t *q, int code, const char *message)
 {
@@ -264,7 +248,7 @@ static void do_trace_end(relay_req_t *q, int code, const char *message,
                             : reason == LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE
                                 ? GRPC_STATUS_DEADLINE_EXCEEDED
                                 : GRPC_STATUS_CANCELLED,
-                         code ? message : finish_reason_name(reason));
+                         code ? message : svc_finish_reason_name(reason));
     svc_span_t *s = q->span;
     if (q->pool[0])
         svc_span_set_str(s, "llmserve.pool", q->pool);
@@ -284,7 +268,7 @@ static void do_trace_end(relay_req_t *q, int code, const char *message,
         svc_span_set_int(s, "gen_ai.usage.input_tokens", q->prompt_tokens);
     if (!code) {
         svc_span_set_int(s, "gen_ai.usage.output_tokens", completion_tokens);
-        const char *fr = finish_reason_name(reason);
+        const char *fr = svc_finish_reason_name(reason);
         svc_span_set_strs(s, "gen_ai.response.finish_reasons", &fr, 1);
     } else {
         const char *fr = "error";

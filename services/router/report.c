@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "llmserve/v1/common.pb-c.h"
 #include "policy.h"
+#include "svc/finish_reason.h"
 #include "svc/gauge.h"
 #include "rpc/status.h"
 #include "svc/metric_names.h"
@@ -148,21 +149,7 @@ void router_report_token_gap(router_report_t *rep, const router_report_labels_t 
 /* metric_names.h's finish_reason: EOS is a stop (the answer ended by itself). */
 static const char *finish_name(int code, int reason)
 {
-    if (code != 0)
-        return "error";
-    switch (reason) {
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP:
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS:
-        return "stop";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    case LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE:
-        return "deadline";
-    default:
-        return "error";
-    }
+    return code != 0 ? "error" : svc_finish_reason_name((Llmserve__V1__FinishReason)reason);
 }
 
 void router_report_end(router_report_t *rep, const router_report_labels_t *l, int code,

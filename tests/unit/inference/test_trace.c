@@ -207,7 +207,7 @@ Test(trace, a_finished_request_has_every_stage_at_its_measured_times)
     r->first_token_us = 4500;
     r->last_token_us = 9000;
     inf_trace_end_t end = {
-        0, NULL, inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH), 9000};
+        0, NULL, svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH), 9000};
     inf_trace_request(&g_tr, r, &end);
     cr_assert_eq(g_rec.n_spans, 4);
     rec_span_t *server = span_named(INF_TRACE_SPAN);
@@ -313,7 +313,7 @@ Test(trace, a_chat_without_seed_or_top_k_and_an_unset_end_time)
     r->first_token_us = 2100;
     r->last_token_us = 2200;
     inf_trace_end_t end = {
-        0, NULL, inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS), 0};
+        0, NULL, svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS), 0};
     inf_trace_request(&g_tr, r, &end);
     rec_span_t *server = span_named(INF_TRACE_SPAN);
     cr_assert_not(server->has_parent, "no traceparent: a new trace");
@@ -329,17 +329,17 @@ Test(trace, a_chat_without_seed_or_top_k_and_an_unset_end_time)
 
 Test(trace, finish_reasons)
 {
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP),
                      "stop");
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS),
                      "stop");
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH),
                      "length");
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED),
                      "cancelled");
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE),
                      "deadline");
-    cr_assert_str_eq(inf_trace_finish_reason(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR),
+    cr_assert_str_eq(svc_finish_reason_name(LLMSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR),
                      "error");
 }
 
