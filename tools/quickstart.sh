@@ -117,12 +117,7 @@ make_tls() {
 }
 
 bash tools/install-deps.sh
-cuda=OFF
-[ -x /usr/local/cuda/bin/nvcc ] && cuda=ON
-echo "== build (release, CUDA $cuda)"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMSERVE_CUDA=$cuda >/dev/null
-cmake --build "$BUILD" -j"${LLMSERVE_JOBS:-2}" --target llmserve-router llmserve-cache \
-  llmserve-inference llmserve-metrics llmserve-modelmaker llmctl llmbench
+bash tools/build.sh "$BUILD"
 
 mkdir -p "$RUN"
 [ -n "$(ls "$RUN"/*.pid 2>/dev/null)" ] && { echo "== stopping the previous run"; stop_suite; }
