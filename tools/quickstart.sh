@@ -253,9 +253,9 @@ if [ "$TRACES" = 1 ]; then
   echo "   trace id $trace_id"
   if [ "$RECEIVER" = 1 ] && [ -n "$trace_id" ]; then
     sleep 1 # the services' next batches (every 200 ms)
-    curl -s "http://127.0.0.1:$OTLP_PORT/_receiver/trace/$trace_id" | /usr/bin/python3 -c '
-import json, sys
-d = json.load(sys.stdin)
+    /usr/bin/python3 -c '
+import json, sys, urllib.request
+d = json.load(urllib.request.urlopen(sys.argv[1], timeout=10))
 def show(n, depth):
     a = n["attributes"]
     ms = (n["end"] - n["start"]) / 1e6
@@ -265,7 +265,7 @@ def show(n, depth):
     for c in n.get("children", []):
         show(c, depth + 1)
 for r in d["roots"] + d["orphans"]:
-    show(r, 0)'
+    show(r, 0)' "http://127.0.0.1:$OTLP_PORT/_receiver/trace/$trace_id"
   else
     echo "   (look it up in Jaeger: http://localhost:16686/trace/$trace_id)"
   fi

@@ -88,4 +88,5 @@ bench_rounds suite "$W" "$r_on" - "$r_off" - "mixed load"
 
 sleep 6 # the exporters' last batches (OTEL_BSP_SCHEDULE_DELAY 5 s) and the last reports
 echo "== the exporters (llmserve_trace_spans_* on the collector)"
-curl -s "http://127.0.0.1:$col_http/metrics" | grep '^llmserve_trace_spans' | sed 's/^/  /' || true
+python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+    "http://127.0.0.1:$col_http/metrics" | grep '^llmserve_trace_spans' | sed 's/^/  /' || true

@@ -7,6 +7,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -136,6 +137,35 @@ def stop_suite(owner, must_exit_0=None):
         owner.memcached.wait(10)
     if failures:
         raise AssertionError("; ".join(failures))
+
+
+def watchdog(name, seconds, processes):
+    """Starts a timer that, past seconds, kills every process still in the list processes
+    (read then; None entries are skipped) and exits 1, so that a hung test cannot hang CI."""
+    def fire():
+        sys.stderr.write("%s: watchdog: no result after %.0f s\n" % (name, seconds))
+        for p in processes:
+            if p is not None and p.poll() is None:
+                p.kill()
+        os._exit(1)
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def inference_calls(channel):
+    """Inference.Generate (stream-stream) and Inference.Info (unary) callables on channel;
+    the generated llmserve.v1 Python modules must be on PYTHONPATH."""
+    from llmserve.v1 import inference_pb2
+    generate = channel.stream_stream(
+        "/llmserve.v1.Inference/Generate",
+        request_serializer=inference_pb2.InferenceRequest.SerializeToString,
+        response_deserializer=inference_pb2.InferenceEvent.FromString)
+    info = channel.unary_unary(
+        "/llmserve.v1.Inference/Info",
+        request_serializer=inference_pb2.InfoRequest.SerializeToString,
+        response_deserializer=inference_pb2.InfoResponse.FromString)
+    return generate, info
 
 
 def router_calls(channel):

@@ -142,15 +142,7 @@ class InferenceTraces(unittest.TestCase):
 
     @staticmethod
     def calls(channel):
-        generate = channel.stream_stream(
-            "/llmserve.v1.Inference/Generate",
-            request_serializer=inference_pb2.InferenceRequest.SerializeToString,
-            response_deserializer=inference_pb2.InferenceEvent.FromString)
-        info = channel.unary_unary(
-            "/llmserve.v1.Inference/Info",
-            request_serializer=inference_pb2.InfoRequest.SerializeToString,
-            response_deserializer=inference_pb2.InfoResponse.FromString)
-        return generate, info
+        return procs.inference_calls(channel)
 
     # ---- the receiver ---------------------------------------------------------------
 
@@ -403,16 +395,6 @@ class InferenceTraces(unittest.TestCase):
         self.assertRejectedNone()
 
 
-def _watchdog():
-    sys.stderr.write("test_inference_traces.py: watchdog: no result after %.0f s\n" % WATCHDOG_S)
-    for p in InferenceTraces.processes:
-        if p.poll() is None:
-            p.kill()
-    os._exit(1)
-
-
 if __name__ == "__main__":
-    timer = threading.Timer(WATCHDOG_S, _watchdog)
-    timer.daemon = True
-    timer.start()
+    procs.watchdog("test_inference_traces.py", WATCHDOG_S, InferenceTraces.processes)
     unittest.main(verbosity=2)

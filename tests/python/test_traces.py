@@ -564,16 +564,13 @@ class Traces(unittest.TestCase):
         self.one(spans, "llmserve-router", "llmserve.v1.Inference/Generate", CLIENT)
 
 
-def _watchdog():
-    sys.stderr.write("test_traces.py: watchdog: no result after %.0f s\n" % WATCHDOG_S)
-    for p in Traces.processes + [Traces.receiver]:
-        if p is not None and p.poll() is None:
-            p.kill()
-    os._exit(1)
+class _Receivers:
+    """Traces.processes and the receiver (restarted by some tests), for the watchdog."""
+
+    def __iter__(self):
+        return iter(Traces.processes + [Traces.receiver])
 
 
 if __name__ == "__main__":
-    timer = threading.Timer(WATCHDOG_S, _watchdog)
-    timer.daemon = True
-    timer.start()
+    procs.watchdog("test_traces.py", WATCHDOG_S, _Receivers())
     unittest.main(verbosity=2)
