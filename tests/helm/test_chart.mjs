@@ -626,6 +626,14 @@ for (const [sets_, pattern] of refused) {
   });
 }
 
+check('refused: a router policy naming a pool that is not deployed', () => {
+  const r = template(['--set', 'router.tiers=huge=0.5']);
+  assert.notEqual(r.status, 0, 'helm template accepted router.tiers=huge=0.5');
+  assert.match(r.err, /router: pool "huge" .* is not in inference.pools \(small, large\)/, r.err);
+  const ok = template(['--set', 'router.tiers=huge=0.5', '--set', 'consul.enabled=true,consul.address=c:8500']);
+  assert.equal(ok.status, 0, `with Consul the pools come from the registrations: ${ok.err}`);
+});
+
 // ---- NOTES.txt ------------------------------------------------------------------------------
 // helm template does not render NOTES.txt: render it through tpl in a copy of the chart.
 function notes(args) {
