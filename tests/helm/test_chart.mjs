@@ -634,6 +634,14 @@ check('refused: a router policy naming a pool that is not deployed', () => {
   assert.equal(ok.status, 0, `with Consul the pools come from the registrations: ${ok.err}`);
 });
 
+check('refused: an inference Service name over 63 characters', () => {
+  const r = template(['--set', 'fullnameOverride=a-rather-long-release-name-for-llmserve1',
+    '--set', 'inference.pools[0].name=abcdefghijklmnop', '--set', 'inference.pools[0].versions[0].name=v1234567890abcde',
+    '--set', 'router.defaultPool=abcdefghijklmnop', '--set', 'router.tiers=']);
+  assert.notEqual(r.status, 0, 'accepted');
+  assert.match(r.err, /is longer than 63 characters/, r.err);
+});
+
 // ---- NOTES.txt ------------------------------------------------------------------------------
 // helm template does not render NOTES.txt: render it through tpl in a copy of the chart.
 function notes(args) {
