@@ -240,7 +240,10 @@ function common(objs, values) {
       for (const kind of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
         const p = c[kind];
         assert.ok(p, `${dep.metadata.name}: no ${kind}`);
-        if (values.tls) {
+        if (values.tls && comp === 'metrics') {
+          assert.equal(p.httpGet?.port, 9464, `${dep.metadata.name}: ${kind} with TLS is not HTTP on 9464`);
+          assert.equal(p.httpGet.path, '/healthz');
+        } else if (values.tls) {
           assert.equal(p.tcpSocket?.port, port, `${dep.metadata.name}: ${kind} with TLS is not tcpSocket:${port}`);
           assert.ok(!p.grpc, `${dep.metadata.name}: gRPC probe against a TLS listener`);
         } else {

@@ -142,13 +142,16 @@ Call with (dict "ctx" $ "service" "ROUTER").
 
 {{/*
 The three probes on grpc.health.v1 at the service's port. Kubernetes' gRPC probe speaks
-plaintext only, so a listener with TLS gets tcpSocket probes (the port accepts).
-Call with (dict "ctx" $ "port" 50051 "startupFailures" 30).
+plaintext only, so a listener with TLS gets tcpSocket probes (the port accepts), or, for
+the collector, HTTP /healthz on its plaintext HTTP port.
+Call with (dict "ctx" $ "port" 50051 "startupFailures" 30 "httpHealth" 9464).
 */}}
 {{- define "llmserve.probes" -}}
 {{- $p := .ctx.Values.probes -}}
 {{- $check := "" -}}
-{{- if .ctx.Values.tls.enabled -}}
+{{- if and .ctx.Values.tls.enabled .httpHealth -}}
+{{- $check = printf "httpGet:\n  path: /healthz\n  port: %d" (int .httpHealth) -}}
+{{- else if .ctx.Values.tls.enabled -}}
 {{- $check = printf "tcpSocket:\n  port: %d" (int .port) -}}
 {{- else -}}
 {{- $check = printf "grpc:\n  port: %d\n  service: \"\"" (int .port) -}}

@@ -82,7 +82,7 @@ spec:
           env:
             {{- $env | nindent 12 }}
           {{- end }}
-          {{- include "llmserve.probes" (dict "ctx" $ctx "port" .port "startupFailures" .startupFailures) | nindent 10 }}
+          {{- include "llmserve.probes" (dict "ctx" $ctx "port" .port "startupFailures" .startupFailures "httpHealth" .httpHealth) | nindent 10 }}
           resources:
             {{- $res := deepCopy (default dict $cfg.resources) }}
             {{- if .gpus }}
