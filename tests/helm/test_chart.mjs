@@ -675,5 +675,5 @@ check('NOTES.txt: llmctl and grpcurl from inside and outside the cluster', () =>
   assert.doesNotMatch(t, /<no value>/);
 });
 
-console.log(`helm chart: ${passed} passed, ${failed} failed`);
+console.log(`test_helm_chart: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
