@@ -305,6 +305,31 @@ static void do_trace_start(relay_req_t *q, const char *md_traceparent)
                      q->sub->n_messages ? "chat" : "text_completion");
 }
 
+void router__trace_refused(router_t *r, const Llmserve__V1__GenerateSubmit *submit,
+                           bool generate, const char *md_traceparent, int code,
+                           const char *message)
+{
+    svc_tracer_t *t = r->cfg.tracer;
+    if (!t)
+        return;
+    svc_trace_ctx_t parent;
+    bool has_parent = svc_traceparent_parse(submit->traceparent, &parent) ||
+                      svc_traceparent_parse(md_traceparent, &parent);
+    svc_span_t *s = svc_span_start(
+        t, generate ? "llmserve.v1.Router/Generate" : "llmserve.v1.Router/Complete",
+        SVC_SPAN_SERVER, has_parent ? &parent : NULL);
+    if (!s)
+        return;
+    span_rpc(s, "llmserve.v1.Router", generate ? "Generate" : "Complete");
+    if (submit->request_id[0])
+        svc_span_set_str(s, "llmserve.request_id", submit->request_id);
+    svc_span_set_str(s, "gen_ai.operation.name",
+                     submit->n_messages ? "chat" : "text_completion");
+    const char *fr = "error";
+    svc_span_set_strs(s, "gen_ai.response.finish_reasons", &fr, 1);
+    svc_span_end(s, code, message);
+}
+
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,
                                 int64_t call_left_us, const char *bound_tenant,

@@ -97,6 +97,13 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 int64_t call_left_us, const char *bound_tenant,
                                 const char *md_traceparent);
 
+/* A SERVER span for a submit refused before a request was made of it (a duplicate id, a
+ * stream's limit, the drain), ended at once with code and message; its parent as
+ * router__req_create's.  generate: Router.Generate (else Complete). */
+void router__trace_refused(router_t *r, const Llmserve__V1__GenerateSubmit *submit,
+                           bool generate, const char *md_traceparent, int code,
+                           const char *message);
+
 /* The client's request id (borrowed, fixed for the request's life). */
 const char *router__req_id(const relay_req_t *req);
 

@@ -170,20 +170,28 @@ static void send_error(gen_stream_t *gs, const char *id, int code, const char *m
     rpc_call_send(gs->call, &ev.base);
 }
 
+/* A submit refused before a request is made of it: its span, then its error event. */
+static void refuse(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__GenerateSubmit *s,
+                   int code, const char *message)
+{
+    char tp[CALL_TRACEPARENT_MAX];
+    router__trace_refused(gs->r, s, true, call_traceparent(call, tp), code, message);
+    send_error(gs, s->request_id, code, message);
+}
+
 static void gen_submit(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__GenerateSubmit *s)
 {
     router_t *r = gs->r;
     if (router__draining(r)) {
-        send_error(gs, s->request_id, GRPC_STATUS_UNAVAILABLE,
-                   "the router is shutting down; retry elsewhere");
+        refuse(gs, call, s, GRPC_STATUS_UNAVAILABLE, "the router is shutting down; retry elsewhere");
         return;
     }
     pthread_mutex_lock(&gs->mu);
     if (s->request_id[0] && do_find(gs, s->request_id)) {
         pthread_mutex_unlock(&gs->mu);
         /* The earlier request goes on undisturbed; this submit is dropped. */
-        send_error(gs, s->request_id, GRPC_STATUS_ALREADY_EXISTS,
-                   "request_id is already in flight on this stream");
+        refuse(gs, call, s, GRPC_STATUS_ALREADY_EXISTS,
+               "request_id is already in flight on this stream");
         return;
     }
     if (gs->n >= (size_t)r->cfg.max_in_flight) {
@@ -191,7 +199,7 @@ static void gen_submit(gen_stream_t *gs, rpc_call_t *call, const Llmserve__V1__G
         char msg[96];
         snprintf(msg, sizeof(msg), "more than %" PRId64 " requests in flight on this stream",
                  r->cfg.max_in_flight);
-        send_error(gs, s->request_id, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        refuse(gs, call, s, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
     char tp[CALL_TRACEPARENT_MAX];
@@ -420,6 +428,10 @@ static void complete_on_message(rpc_call_t *call, void *state, const ProtobufCMe
         return;
     }
     if (router__draining(c->r)) {
+        char tp[CALL_TRACEPARENT_MAX];
+        router__trace_refused(c->r, req->request, false, call_traceparent(call, tp),
+                              GRPC_STATUS_UNAVAILABLE,
+                              "the router is shutting down; retry elsewhere");
         rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
                         "the router is shutting down; retry elsewhere");
         return;

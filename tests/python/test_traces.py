@@ -543,6 +543,40 @@ class Traces(unittest.TestCase):
                               ("llmserve-inference", "llmserve.v1.Inference/Generate", SERVER)],
                         timeout=15)
 
+    def test_10_a_refused_submit_has_its_span(self):
+        # Two submits with one id on one stream: the second is refused (ALREADY_EXISTS)
+        # before the router makes a request of it, and still leaves its span.
+        first, second = rand_hex(16), rand_hex(16)
+        s2 = rand_hex(8)
+        rid = "dup-%s" % rand_hex(4)
+        started = threading.Event()
+
+        def reqs():  # the second only once the first has started: it is in flight then
+            yield self.submit("long one %s" % rand_hex(4), rid, max_tokens=200,
+                              traceparent=tp(first, rand_hex(8)),
+                              cache_policy=common_pb2.CACHE_POLICY_BYPASS)
+            started.wait(CALL_TIMEOUT_S)
+            yield self.submit("again %s" % rand_hex(4), rid, traceparent=tp(second, s2))
+
+        evs = []
+        for ev in self.generate(reqs(), timeout=CALL_TIMEOUT_S):
+            evs.append(ev)
+            if ev.WhichOneof("kind") == "started":
+                started.set()
+        errors = [e.error for e in evs if e.WhichOneof("kind") == "error"]
+        self.assertEqual([e.code for e in errors], [grpc.StatusCode.ALREADY_EXISTS.value[0]])
+        spans = self.wait_spans(second, [("llmserve-router", "llmserve.v1.Router/Generate",
+                                          SERVER)])
+        root = self.one(spans, "llmserve-router", "llmserve.v1.Router/Generate")
+        self.assertEqual(root["parentSpanId"], s2)
+        self.assertEqual(root["attributes"]["rpc.grpc.status_code"],
+                         grpc.StatusCode.ALREADY_EXISTS.value[0])
+        self.assertEqual(root["attributes"]["llmserve.request_id"], rid)
+        self.assertEqual(root["attributes"]["gen_ai.response.finish_reasons"], ["error"])
+        # The first went on undisturbed, in its own trace.
+        self.wait_spans(first, [("llmserve-inference", "llmserve.v1.Inference/Generate",
+                                 SERVER)])
+
     def test_09_sigterm_flushes_the_queue(self):
         # A router that would send only after a minute, or at exit.
         e = self.otel_env(OTEL_BSP_SCHEDULE_DELAY="60000")
