@@ -45,6 +45,12 @@ add_dependencies(test_router_dynamic llmserve-inference llmserve-modelmaker)
 set_property(TEST test_router_dynamic APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_dynamic PROPERTIES FIXTURES_REQUIRED router_models)
 
+# DNS discovery: a name whose addresses change, the router in the test's own process.
+llmserve_test(test_router_dns integration/test_router_dns.c llmserve_router_core)
+add_dependencies(test_router_dns llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_dns APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_dns PROPERTIES FIXTURES_REQUIRED router_models)
+
 # The router from Python: modules for llmserve.v1 generated into the build tree (also used
 # by the tracing tests, which call the cache and inference services directly).
 set(ROUTER_PYGEN ${CMAKE_BINARY_DIR}/gen-python-llmserve)
