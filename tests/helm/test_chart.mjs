@@ -387,13 +387,22 @@ function common(objs, values) {
   check(`${values.name}: the router finds the pools and the cache`, () => {
     const router = byName(objs, 'Deployment', 'rel-llmserve-router');
     const env = configOf(objs, router);
+    // Without Consul the inference and cache Services are headless, so that their names
+    // resolve to every ready pod (DNS discovery); with Consul they keep a ClusterIP.
+    for (const s of objs.filter((o) => o.kind === 'Service')) {
+      const comp = s.metadata.labels['app.kubernetes.io/component'];
+      const headless = !values.consul && (comp === 'inference' || comp === 'cache');
+      assert.equal(s.spec.clusterIP, headless ? 'None' : undefined, `${s.metadata.name}: clusterIP`);
+    }
     if (values.consul) {
       assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'consul');
       assert.equal(env.LLMSERVE_ROUTER_POOL, undefined);
       assert.equal(env.LLMSERVE_ROUTER_CACHE, undefined);
+      assert.equal(env.LLMSERVE_ROUTER_DNS_REFRESH_MS, undefined);
       return;
     }
-    assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'static');
+    assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'dns');
+    assert.equal(env.LLMSERVE_ROUTER_DNS_REFRESH_MS, '5000');
     const got = env.LLMSERVE_ROUTER_POOL.split(';').sort();
     const want = [];
     for (const pool of values.pools) for (const v of pool.versions)
