@@ -254,14 +254,17 @@ static void do_resolve_names(dns_source_t *s)
     }
 }
 
-/* The instances the names now give, sorted by address: the caller's (discovery_list_free). */
-static discovery_instance_t *do_instances(dns_source_t *s, size_t *n_out)
+/* The instances the names now give, sorted by address: the caller's (discovery_list_free).
+ * dup gets a description of the first address two entries gave ("" when none), for a
+ * warning when the list is delivered (not every round). */
+static discovery_instance_t *do_instances(dns_source_t *s, size_t *n_out, char *dup, size_t dup_len)
 {
+    dup[0] = '\0';
     size_t cap = 0;
     for (size_t t = 0; t < s->n_pool_targets; t++)
         cap += s->names[s->targets[t].name].n;
     discovery_instance_t *list = ls_xcalloc(cap ? cap : 1, sizeof(*list));
-    size_t n = 0, dup = 0;
+    size_t n = 0;
     for (size_t t = 0; t < s->n_pool_targets; t++) {
         const target_t *tg = &s->targets[t];
         const name_t *nm = &s->names[tg->name];
@@ -271,11 +274,8 @@ static discovery_instance_t *do_instances(dns_source_t *s, size_t *n_out)
             for (size_t j = 0; j < n && !seen; j++)
                 seen = strcmp(list[j].addr, addr) == 0;
             if (seen) {
-                if (dup++ == 0)
-                    LS_LOG_WARN("router",
-                                "dns: an address given by two entries is the instance of the "
-                                "first addr=%s name=%s pool=%s",
-                                addr, nm->host, tg->pool);
+                if (!dup[0])
+                    snprintf(dup, dup_len, "addr=%s name=%s pool=%s", addr, nm->host, tg->pool);
                 free(addr);
                 continue;
             }
@@ -339,7 +339,8 @@ static int round_run(dns_source_t *s, bool force)
     pthread_mutex_lock(&s->round_mu);
     do_resolve_names(s);
     size_t n = 0, nc = 0;
-    discovery_instance_t *list = do_instances(s, &n);
+    char dup[512];
+    discovery_instance_t *list = do_instances(s, &n, dup, sizeof(dup));
     char **caches = do_caches(s, &nc);
     bool inst_changed = force || !same_instances(list, n, s->last, s->n_last);
     bool caches_changed =
@@ -356,6 +357,10 @@ static int round_run(dns_source_t *s, bool force)
     }
     if (!s->stopped && inst_changed) {
         LS_LOG_INFO("router", "dns inference instances entries=%zu used=%zu", s->n_pool_targets, n);
+        if (dup[0])
+            LS_LOG_WARN("router",
+                        "dns: an address two entries give is the instance of the first only %s",
+                        dup);
         s->fn(s->ud, list, n);
         delivered++;
     } else {

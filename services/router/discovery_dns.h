@@ -18,7 +18,7 @@
  * does not resolve keeps its last known addresses (none at start); a warning with the
  * resolver's reason is logged when a name starts failing, or fails for another reason,
  * and an info line when it resolves again.  An address that two entries give is the
- * instance of the first of them (a warning says so, once per list).
+ * instance of the first of them (a warning says so with each list delivered).
  */
 #ifndef ROUTER_DISCOVERY_DNS_H
 #define ROUTER_DISCOVERY_DNS_H

@@ -6,10 +6,10 @@
  * Checked: every address of a name is an instance of its entry, "[v6]:port" for IPv6,
  * with its version's weight whatever the number of addresses; a list is delivered when
  * the set changes (added, removed address) and not when it does not (same set in another
- * order, duplicates); a failing name keeps its last addresses, and one that never
- * resolved gives none (the first list may be empty); cache names give every address;
- * numeric hosts pass through; the thread resolves again every refresh_ms, and stop is
- * prompt while it sleeps.
+ * order, duplicates); an address two entries give is the first one's; a failing name
+ * keeps its last addresses, and one that never resolved gives none (the first list may
+ * be empty); cache names give every address; numeric hosts pass through; the thread
+ * resolves again every refresh_ms, and stop is prompt while it sleeps.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -192,6 +192,16 @@ Test(discovery_dns, a_name_that_never_resolved_gives_none_and_the_first_list_may
     cr_assert_eq(discovery_start(d, on_update, &empty), LS_OK);
     cr_assert_eq(empty.updates, 1, "start delivers a list even when it is empty");
     cr_assert_str_eq(empty.text, "");
+    discovery_destroy(d);
+}
+
+Test(discovery_dns, an_address_two_entries_give_is_the_first_ones)
+{
+    answer(&g_ans, "a", "10.0.0.1,10.0.0.2");
+    answer(&g_ans, "b", "10.0.0.1");
+    discovery_t *d = make("small=a:7001;large=b:7001", NULL, LONG_MS);
+    cr_assert_eq(discovery_start(d, on_update, &g_seen), LS_OK);
+    cr_assert_str_eq(g_seen.text, "small//100/10.0.0.1:7001 small//100/10.0.0.2:7001 ");
     discovery_destroy(d);
 }
 
