@@ -646,6 +646,15 @@ check('refused: a router policy naming a pool that is not deployed', () => {
   assert.equal(ok.status, 0, `with Consul the pools come from the registrations: ${ok.err}`);
 });
 
+check('refused: TLS without Consul and without tls.serverName (the router dials pod addresses)', () => {
+  const tls = ['--set', 'tls.enabled=true,tls.cert=C,tls.key=K,tls.ca=A'];
+  const r = template(tls);
+  assert.notEqual(r.status, 0, 'helm template accepted TLS with no server name');
+  assert.match(r.err, /tls\.serverName: with TLS and without Consul the router dials the pods' addresses/, r.err);
+  const named = template([...tls, '--set', 'tls.serverName=llmserve.internal']);
+  assert.equal(named.status, 0, named.err);
+});
+
 check('refused: an inference Service name over 63 characters', () => {
   const r = template(['--set', 'fullnameOverride=a-rather-long-release-name-for-llmserve1',
     '--set', 'inference.pools[0].name=abcdefghijklmnop', '--set', 'inference.pools[0].versions[0].name=v1234567890abcde',
