@@ -1,6 +1,6 @@
 # Router: unit tests of its parts, end-to-end tests over real processes, the Python client.
 set(ROUTER_UNIT scorer pool discovery policy validate upstream_id answer replay cache_policy
-    caches discovery_consul)
+    caches discovery_consul discovery_dns)
 foreach(t ${ROUTER_UNIT})
   llmserve_test(test_router_${t} unit/router/test_${t}.c llmserve_router_core)
 endforeach()
@@ -44,6 +44,12 @@ llmserve_test(test_router_dynamic integration/test_router_dynamic.c llmserve_rou
 add_dependencies(test_router_dynamic llmserve-inference llmserve-modelmaker)
 set_property(TEST test_router_dynamic APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_dynamic PROPERTIES FIXTURES_REQUIRED router_models)
+
+# DNS discovery: a name whose addresses change, the router in the test's own process.
+llmserve_test(test_router_dns integration/test_router_dns.c llmserve_router_core)
+add_dependencies(test_router_dns llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_dns APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_dns PROPERTIES FIXTURES_REQUIRED router_models)
 
 # The router from Python: modules for llmserve.v1 generated into the build tree (also used
 # by the tracing tests, which call the cache and inference services directly).

@@ -1,8 +1,8 @@
 /*
  * main.c - llmserve-router: its options and its wiring for the service runtime
- * (libs/svc): a discovery source (the static pool list, or Consul configured from
- * Consul's own environment variables), the router object, its methods; start waits
- * (bounded) for the instances and caches to be connected.
+ * (libs/svc): a discovery source (the static pool list, the same list's names resolved by
+ * DNS, or Consul configured from Consul's own environment variables), the router object,
+ * its methods; start waits (bounded) for the instances and caches to be connected.
  */
 #define _GNU_SOURCE
 #include "base/config.h"
@@ -11,6 +11,7 @@
 #include "consul/consul.h"
 #include "discovery.h"
 #include "discovery_consul.h"
+#include "discovery_dns.h"
 #include "router.h"
 #include "rpc/server.h"
 #include "svc/svc.h"
@@ -23,9 +24,10 @@ typedef struct {
     ls_strlist_t pools;
     int64_t ready_timeout_ms;
     router_config_t rc;
-    const char *discovery;            /* "static", "consul" or "auto" */
+    const char *discovery;            /* "static", "consul", "dns" or "auto" */
     discovery_consul_config_t consul; /* service names and waits */
-    bool use_consul;                  /* --discovery as resolved by the check */
+    discovery_dns_config_t dns;       /* refresh period (names: --pool, --cache) */
+    bool use_consul, use_dns;         /* --discovery as resolved by the check */
     consul_config_t consul_env;       /* from Consul's variables, with use_consul */
     bool consul_env_read;
     consul_t *consul_client;
@@ -42,10 +44,11 @@ static int resolve_discovery(main_config_t *mc, char *err, size_t err_len)
     if (strcmp(d, "auto") == 0 || !d[0]) {
         const char *addr = getenv("CONSUL_HTTP_ADDR");
         mc->use_consul = mc->pools.n == 0 && addr && addr[0];
-    } else if (strcmp(d, "consul") == 0 || strcmp(d, "static") == 0) {
+    } else if (strcmp(d, "consul") == 0 || strcmp(d, "static") == 0 || strcmp(d, "dns") == 0) {
         mc->use_consul = strcmp(d, "consul") == 0;
+        mc->use_dns = strcmp(d, "dns") == 0;
     } else {
-        ls_set_err(err, err_len, "--discovery: '%s' is not static, consul or auto", d);
+        ls_set_err(err, err_len, "--discovery: '%s' is not static, consul, dns or auto", d);
         return LS_ERR_INVALID;
     }
     return LS_OK;
@@ -109,6 +112,18 @@ static int router_check_hook(svc_t *svc, void *ud, char *err, size_t err_len)
     if (rc != LS_OK)
         ls_set_err(err, err_len, "--pool: %s", why);
     discovery_list_free(list, n);
+    if (rc == LS_OK && mc->use_dns) {
+        /* The cache names and the period too; nothing is resolved yet. */
+        mc->dns.pools = spec;
+        mc->dns.caches = mc->rc.cache;
+        discovery_t *d = discovery_dns_create(&mc->dns, why, sizeof(why));
+        if (!d) {
+            ls_set_err(err, err_len, "--discovery dns: %s", why);
+            rc = LS_ERR_INVALID;
+        }
+        discovery_destroy(d);
+        mc->dns.pools = NULL;
+    }
     free(spec);
     return rc;
 }
@@ -124,7 +139,18 @@ static int make_discovery(main_config_t *mc, discovery_t **out, char *err, size_
             ls_set_err(err, err_len, "out of memory");
             return LS_ERR_NOMEM;
         }
-        *out = discovery_static_create(mc->pool_spec, why, sizeof(why));
+        if (mc->use_dns) {
+            /* The source resolves the cache names and hands the router their list. */
+            mc->dns.pools = mc->pool_spec;
+            mc->dns.caches = mc->rc.cache;
+            mc->rc.cache = "";
+            LS_LOG_INFO("router", "discovery from dns pools=\"%s\" caches=\"%s\" refresh_ms=%lld",
+                        mc->pool_spec, mc->dns.caches ? mc->dns.caches : "",
+                        (long long)mc->dns.refresh_ms);
+            *out = discovery_dns_create(&mc->dns, why, sizeof(why));
+        } else {
+            *out = discovery_static_create(mc->pool_spec, why, sizeof(why));
+        }
         if (!*out) {
             ls_set_err(err, err_len, "--pool: %s", why);
             return LS_ERR_INVALID;
@@ -213,19 +239,26 @@ int main(int argc, char **argv)
     mc.ready_timeout_ms = 10000;
     mc.discovery = "auto";
     discovery_consul_config_init(&mc.consul);
+    discovery_dns_config_init(&mc.dns);
     router_config_t *rcp = &mc.rc;
     router_config_init(rcp);
     router_scorer_config_t *sc = &rcp->scorer;
     const ls_opt_t opts[] = {
         {"discovery", NULL, LS_OPT_STRING, &mc.discovery,
          "where the inference instances come from: static (--pool), consul (Consul's "
-         "CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... variables), or auto: consul when no --pool "
-         "is given and CONSUL_HTTP_ADDR is set, else static",
+         "CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... variables), dns (--pool and --cache, every "
+         "HOST a name whose addresses are all instances, resolved again every "
+         "--dns-refresh-ms), or auto: consul when no --pool is given and CONSUL_HTTP_ADDR is "
+         "set, else static",
          0, 0},
         {"pool", NULL, LS_OPT_LIST, &mc.pools,
          "inference instances, NAME[@VERSION[:WEIGHT]]=HOST:PORT[,HOST:PORT...]; repeat the "
-         "flag or separate entries with ';' (static discovery)",
+         "flag or separate entries with ';' (static and dns discovery)",
          0, 0},
+        {"dns-refresh-ms", NULL, LS_OPT_INT, &mc.dns.refresh_ms,
+         "ms between resolutions of the names with --discovery dns; a name that fails keeps "
+         "its last addresses",
+         DISCOVERY_DNS_REFRESH_MIN_MS, 86400000},
         {"consul-inference-service", NULL, LS_OPT_STRING, &mc.consul.inference_service,
          "Consul service of the inference instances; each one's Meta pool (required), version "
          "and weight place it",
@@ -255,8 +288,8 @@ int main(int argc, char **argv)
         {"pool-ttft-ms", NULL, LS_OPT_STRING, &rcp->pool_ttft_ms,
          "per-pool TTFT budgets POOL=MS,... overriding --ttft-budget-ms", 0, 0},
         {"cache", NULL, LS_OPT_STRING, &rcp->cache,
-         "cache instances HOST:PORT,... (empty: those of --consul-cache-service with Consul "
-         "discovery, else no cache)",
+         "cache instances HOST:PORT,... (every address of each HOST with dns discovery; empty: "
+         "those of --consul-cache-service with Consul discovery, else no cache)",
          0, 0},
         {"cache-timeout-ms", NULL, LS_OPT_INT, &rcp->cache_timeout_ms,
          "ms a cache lookup may take before it counts as a miss", 1, 60000},

@@ -387,13 +387,22 @@ function common(objs, values) {
   check(`${values.name}: the router finds the pools and the cache`, () => {
     const router = byName(objs, 'Deployment', 'rel-llmserve-router');
     const env = configOf(objs, router);
+    // Without Consul the inference and cache Services are headless, so that their names
+    // resolve to every ready pod (DNS discovery); with Consul they keep a ClusterIP.
+    for (const s of objs.filter((o) => o.kind === 'Service')) {
+      const comp = s.metadata.labels['app.kubernetes.io/component'];
+      const headless = !values.consul && (comp === 'inference' || comp === 'cache');
+      assert.equal(s.spec.clusterIP, headless ? 'None' : undefined, `${s.metadata.name}: clusterIP`);
+    }
     if (values.consul) {
       assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'consul');
       assert.equal(env.LLMSERVE_ROUTER_POOL, undefined);
       assert.equal(env.LLMSERVE_ROUTER_CACHE, undefined);
+      assert.equal(env.LLMSERVE_ROUTER_DNS_REFRESH_MS, undefined);
       return;
     }
-    assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'static');
+    assert.equal(env.LLMSERVE_ROUTER_DISCOVERY, 'dns');
+    assert.equal(env.LLMSERVE_ROUTER_DNS_REFRESH_MS, '5000');
     const got = env.LLMSERVE_ROUTER_POOL.split(';').sort();
     const want = [];
     for (const pool of values.pools) for (const v of pool.versions)
@@ -635,6 +644,15 @@ check('refused: a router policy naming a pool that is not deployed', () => {
   assert.match(r.err, /router: pool "huge" .* is not in inference.pools \(small, large\)/, r.err);
   const ok = template(['--set', 'router.tiers=huge=0.5', '--set', 'consul.enabled=true,consul.address=c:8500']);
   assert.equal(ok.status, 0, `with Consul the pools come from the registrations: ${ok.err}`);
+});
+
+check('refused: TLS without Consul and without tls.serverName (the router dials pod addresses)', () => {
+  const tls = ['--set', 'tls.enabled=true,tls.cert=C,tls.key=K,tls.ca=A'];
+  const r = template(tls);
+  assert.notEqual(r.status, 0, 'helm template accepted TLS with no server name');
+  assert.match(r.err, /tls\.serverName: with TLS and without Consul the router dials the pods' addresses/, r.err);
+  const named = template([...tls, '--set', 'tls.serverName=llmserve.internal']);
+  assert.equal(named.status, 0, named.err);
 });
 
 check('refused: an inference Service name over 63 characters', () => {

@@ -223,7 +223,12 @@ class RouterDiscoveryCommandLine(unittest.TestCase):
                 ([], without_consul(), "no inference instance given"),
                 (["--discovery", "static"], without_consul(CONSUL_HTTP_ADDR="127.0.0.1:1"),
                  "no inference instance given"),
-                (["--discovery", "dns"], without_consul(), "--discovery: 'dns'"),
+                (["--discovery", "bogus"], without_consul(), "--discovery: 'bogus'"),
+                (["--discovery", "dns"], without_consul(), "no inference instance given"),
+                (["--discovery", "dns", "--pool", "small=localhost:1", "--dns-refresh-ms", "99"],
+                 without_consul(), "--dns-refresh-ms"),
+                (["--discovery", "dns", "--pool", "small=localhost:1", "--cache", "nohost"],
+                 without_consul(), "--discovery dns: cache 'nohost'"),
                 (["--discovery", "consul", "--pool", "small=127.0.0.1:1"], without_consul(),
                  "exclude each other"),
                 (["--consul-inference-service", ""],
@@ -237,8 +242,25 @@ class RouterDiscoveryCommandLine(unittest.TestCase):
         self.assertEqual(rc, 0)
         for flag in ("--discovery", "--consul-inference-service", "--consul-cache-service",
                      "--consul-wait-ms", "--consul-wait-first-ms",
-                     "LLMSERVE_ROUTER_CONSUL_WAIT_FIRST_MS"):
+                     "LLMSERVE_ROUTER_CONSUL_WAIT_FIRST_MS", "--dns-refresh-ms",
+                     "LLMSERVE_ROUTER_DNS_REFRESH_MS"):
             self.assertIn(flag, out)
+
+    def test_dns_discovery_resolves_the_pool_names(self):
+        # localhost resolves on any host; the instance it names is not there, so the router
+        # serves with it unconnected (--ready-timeout-ms 0) and stops cleanly.
+        rc, lines = serve_and_stop([BIN["router"], "--listen", "127.0.0.1:0", "--discovery",
+                                    "dns", "--pool", "small=localhost:1", "--tiers", "",
+                                    "--dns-refresh-ms", "100", "--ready-timeout-ms", "0"],
+                                   without_consul(LLMSERVE_LOG_FORMAT="json"))
+        self.assertEqual(rc, 0)
+        self.assertEqual(effective_config(lines)["discovery"], "dns")
+        used = [l for l in lines if l.get("msg") == "discovery from dns"]
+        self.assertEqual(len(used), 1, lines)
+        self.assertEqual(used[0]["refresh_ms"], "100")
+        added = [l for l in lines if l.get("msg") == "instance added"]
+        self.assertTrue(added, lines)
+        self.assertTrue(all(l["addr"] in ("127.0.0.1:1", "[::1]:1") for l in added), added)
 
     def test_runtime_consul_options_refused_with_a_reason(self):
         # Every service: the registration options of the runtime (libs/svc).

@@ -167,6 +167,11 @@ metadata:
   {{- end }}
 spec:
   type: {{ default "ClusterIP" .type }}
+  {{- if .headless }}
+  {{- /* No virtual IP: the name resolves to every ready pod, each one an instance of the
+         router's DNS discovery. */}}
+  clusterIP: None
+  {{- end }}
   selector:
     {{- include "llmserve.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
     {{- with .extraLabels }}
