@@ -570,9 +570,16 @@ check('tracing: OTEL_* environment for every service', () => {
   assert.equal(data.OTEL_TRACES_SAMPLER_ARG, '0.05');
   assert.equal(data.OTEL_RESOURCE_ATTRIBUTES, 'deployment.environment=staging');
   assert.equal(data.OTEL_SDK_DISABLED, undefined);
+  const exportMs = Number(data.OTEL_BSP_EXPORT_TIMEOUT);
+  assert.ok(exportMs > 0 && exportMs <= 10000, `OTEL_BSP_EXPORT_TIMEOUT ${data.OTEL_BSP_EXPORT_TIMEOUT}`);
   for (const dep of podsOf(objs)) {
-    if (dep.metadata.labels['app.kubernetes.io/component'] === 'memcached') continue;
+    const comp = dep.metadata.labels['app.kubernetes.io/component'];
+    if (comp === 'memcached') continue;
     assert.ok(dep.spec.template.spec.containers[0].envFrom.some((e) => e.configMapRef.name === 'rel-llmserve-common'));
+    // The drain, the deregistration and the last export all fit in the pod's grace.
+    const grace = Number(configOf(objs, dep)[`LLMSERVE_${comp.toUpperCase()}_GRACE_MS`]);
+    assert.ok(dep.spec.template.spec.terminationGracePeriodSeconds * 1000 >= grace + 2000 + exportMs,
+      `${dep.metadata.name}: terminationGracePeriodSeconds below grace-ms + 2 s + the export timeout`);
   }
 });
 
