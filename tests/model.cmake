@@ -1,5 +1,8 @@
 # libs/model: checkpoints, tokenizer and sampler.  Included from tests/CMakeLists.txt.
 llmserve_test(test_model_checkpoint unit/model/test_checkpoint.c llmserve_model)
+add_dependencies(test_model_checkpoint llmserve-modelmaker)
+set_property(TEST test_model_checkpoint APPEND PROPERTY ENVIRONMENT
+  "LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")
 llmserve_test(test_model_tokenizer unit/model/test_tokenizer.c llmserve_model)
 # tests/data/tokenizer-llama2c.bin: llama2.c's tokenizer.bin, a compatibility fixture
 target_compile_definitions(test_model_tokenizer PRIVATE

@@ -1,5 +1,6 @@
 /*
- * checkpoint.c - maps llama2.c checkpoints (legacy and "ak42" version 1) read-only.
+ * checkpoint.c - maps llama2.c checkpoints (legacy, "ak42" version 1 fp32 and version 2
+ * Q8_0) read-only.
  *
  * Every size is computed in uint64_t with overflow checks before any pointer is formed,
  * and the file must be exactly as long as its header says: a legacy file has no
@@ -13,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,8 @@ _Static_assert(sizeof(float) == 4, "checkpoints hold IEEE fp32");
 #define CKPT_MAGIC 0x616b3432u   /* "ak42" */
 #define CKPT_V1_HEADER_BYTES 256 /* export.py pads the version-1 header to 256 bytes */
 #define CKPT_LEGACY_HEADER_BYTES 28
+#define CKPT_SHARED_OFFSET 36     /* the shared-classifier byte in the ak42 header */
+#define CKPT_GROUP_SIZE_OFFSET 37 /* version 2: int32 group_size, packed right after it */
 #define CKPT_MAX_BYTES ((uint64_t)INT64_MAX)
 
 /* a * b and a + b in 63 bits; false on overflow. */
@@ -104,6 +108,73 @@ static bool total_floats(const ckpt_sizes_t *s, bool with_rope, uint64_t *out)
     return true;
 }
 
+/* Bytes of one Q8_0 tensor of count values: the int8 values, then count / gs scales. */
+static bool q8_tensor_bytes(uint64_t count, uint64_t gs, uint64_t *out)
+{
+    uint64_t scales;
+    return mul_ok(count / gs, sizeof(float), &scales) && add_ok(count, scales, out);
+}
+
+/* Bytes of a version-2 file, header included; false on overflow.  Matrices are
+ * quantized one layer at a time, so each layer's tensor is counted on its own. */
+static bool q8_total_bytes(const ckpt_config_t *c, const ckpt_sizes_t *s, uint64_t *out)
+{
+    uint64_t gs = (uint64_t)c->group_size, L = (uint64_t)c->n_layers;
+    uint64_t total = CKPT_V1_HEADER_BYTES, t;
+    if (!mul_ok(s->rms_att + s->rms_ffn + s->rms_final, sizeof(float), &t) ||
+        !add_ok(total, t, &total))
+        return false;
+    const uint64_t whole[] = {s->embedding, s->wcls};
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+        if (whole[i] && (!q8_tensor_bytes(whole[i], gs, &t) || !add_ok(total, t, &total)))
+            return false;
+    const uint64_t layered[] = {s->wq, s->wk, s->wv, s->wo, s->w1, s->w2, s->w3};
+    for (size_t i = 0; i < sizeof(layered) / sizeof(layered[0]); i++)
+        if (!q8_tensor_bytes(layered[i] / L, gs, &t) || !mul_ok(t, L, &t) ||
+            !add_ok(total, t, &total))
+            return false;
+    *out = total;
+    return true;
+}
+
+/* The Q8_0 rules of ckpt_config_check, for a shape that passed the others. */
+static int group_size_check(const ckpt_config_t *cfg, const ckpt_sizes_t *s, char *err,
+                            size_t err_len)
+{
+    int gs = cfg->group_size;
+    if (gs < 0) {
+        ls_set_err(err, err_len, "group_size is %d, must be positive", gs);
+        return LS_ERR_INVALID;
+    }
+    if (cfg->dim % gs != 0) {
+        ls_set_err(err, err_len, "group_size %d does not divide dim %d", gs, cfg->dim);
+        return LS_ERR_INVALID;
+    }
+    if (cfg->hidden_dim % gs != 0) {
+        ls_set_err(err, err_len, "group_size %d does not divide hidden_dim %d", gs,
+                   cfg->hidden_dim);
+        return LS_ERR_INVALID;
+    }
+    /* dim and kv_dim are even (even head_dim), so only these two products can be 2 mod 4 */
+    if (((uint64_t)cfg->hidden_dim * (uint64_t)cfg->dim) % 4 != 0 ||
+        ((uint64_t)cfg->vocab_size * (uint64_t)cfg->dim) % 4 != 0) {
+        ls_set_err(err, err_len,
+                   "hidden_dim %d * dim %d or vocab_size %d * dim %d is not a multiple of 4; "
+                   "the fp32 scales after those int8 tensors would be misaligned",
+                   cfg->hidden_dim, cfg->dim, cfg->vocab_size, cfg->dim);
+        return LS_ERR_INVALID;
+    }
+    uint64_t total;
+    if (!q8_total_bytes(cfg, s, &total)) {
+        ls_set_err(err, err_len,
+                   "shape dim=%d hidden_dim=%d n_layers=%d vocab_size=%d "
+                   "group_size=%d is too large",
+                   cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->vocab_size, gs);
+        return LS_ERR_INVALID;
+    }
+    return LS_OK;
+}
+
 int ckpt_config_check(ckpt_config_t *cfg, char *err, size_t err_len)
 {
     const struct {
@@ -144,6 +215,8 @@ int ckpt_config_check(ckpt_config_t *cfg, char *err, size_t err_len)
                 cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->vocab_size, cfg->seq_len);
         return LS_ERR_INVALID;
     }
+    if (cfg->group_size != 0 && group_size_check(cfg, &s, err, err_len) != LS_OK)
+        return LS_ERR_INVALID;
     cfg->head_dim = head_dim;
     cfg->kv_dim = cfg->n_kv_heads * head_dim;
     return LS_OK;
@@ -154,6 +227,17 @@ uint64_t ckpt_float_count(const ckpt_config_t *cfg)
     ckpt_sizes_t s;
     uint64_t total;
     if (!sizes_of(cfg, &s) || !total_floats(&s, true, &total))
+        return 0;
+    return total;
+}
+
+uint64_t ckpt_q8_file_bytes(const ckpt_config_t *cfg)
+{
+    ckpt_config_t c = *cfg;
+    ckpt_sizes_t s;
+    uint64_t total;
+    if (c.group_size <= 0 || ckpt_config_check(&c, NULL, 0) != LS_OK || !sizes_of(&c, &s) ||
+        !q8_total_bytes(&c, &s, &total))
         return 0;
     return total;
 }
@@ -218,6 +302,106 @@ static void place_v1(ckpt_t *ck, const ckpt_sizes_t *s, const float *p)
     w->wcls = ck->cfg.shared_classifier ? w->token_embedding : p;
 }
 
+/* Points one Q8_0 tensor of count values at p and returns the byte after its scales. */
+static const unsigned char *place_q8_tensor(ckpt_q8_t *t, const unsigned char *p, uint64_t count,
+                                            uint64_t gs)
+{
+    t->q = (const int8_t *)p;
+    p += count;
+    t->s = (const float *)p; /* aligned: ckpt_config_check made count a multiple of 4 */
+    return p + count / gs * sizeof(float);
+}
+
+/* export.py version2_export order: the fp32 norms, then the embedding, each matrix kind
+ * layer by layer, and the classifier when unshared, each tensor as values then scales.
+ * Allocates the per-layer arrays; returns false when out of memory. */
+static bool place_q8(ckpt_t *ck, const ckpt_sizes_t *s, const unsigned char *p)
+{
+    const ckpt_config_t *c = &ck->cfg;
+    size_t L = (size_t)c->n_layers;
+    uint64_t gs = (uint64_t)c->group_size;
+    ckpt_q8_t *arrays = calloc(7 * L, sizeof(ckpt_q8_t));
+    if (!arrays)
+        return false;
+    ckpt_weights_t *w = &ck->w;
+    const float *f = (const float *)p;
+    w->rms_att = f;
+    f += s->rms_att;
+    w->rms_ffn = f;
+    f += s->rms_ffn;
+    w->rms_final = f;
+    f += s->rms_final;
+    p = (const unsigned char *)f;
+    ckpt_q8_weights_t *q = &ck->q8;
+    p = place_q8_tensor(&q->token_embedding, p, s->embedding, gs);
+    ckpt_q8_t **kinds[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w1, &q->w2, &q->w3};
+    const uint64_t counts[] = {s->wq, s->wk, s->wv, s->wo, s->w1, s->w2, s->w3};
+    for (size_t k = 0; k < 7; k++) {
+        *kinds[k] = arrays + k * L;
+        for (size_t l = 0; l < L; l++)
+            p = place_q8_tensor(&(*kinds[k])[l], p, counts[k] / L, gs);
+    }
+    if (c->shared_classifier)
+        q->wcls = q->token_embedding;
+    else
+        place_q8_tensor(&q->wcls, p, s->wcls, gs);
+    return true;
+}
+
+/* Every scale must be finite: a NaN or infinity would silently poison every logit. */
+static int check_q8_scales(const ckpt_t *ck, const ckpt_sizes_t *s, char *err, size_t err_len)
+{
+    const ckpt_q8_weights_t *q = &ck->q8;
+    uint64_t gs = (uint64_t)ck->cfg.group_size;
+    int L = ck->cfg.n_layers;
+    const struct {
+        const char *name;
+        const ckpt_q8_t *t; /* [layers] */
+        int layers;
+        uint64_t count; /* values per layer */
+    } tensors[] = {
+        {"token_embedding", &q->token_embedding, 1, s->embedding},
+        {"wq", q->wq, L, s->wq / (uint64_t)L},
+        {"wk", q->wk, L, s->wk / (uint64_t)L},
+        {"wv", q->wv, L, s->wv / (uint64_t)L},
+        {"wo", q->wo, L, s->wo / (uint64_t)L},
+        {"w1", q->w1, L, s->w1 / (uint64_t)L},
+        {"w2", q->w2, L, s->w2 / (uint64_t)L},
+        {"w3", q->w3, L, s->w3 / (uint64_t)L},
+        {"wcls", &q->wcls, ck->cfg.shared_classifier ? 0 : 1, s->wcls},
+    };
+    for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++) {
+        for (int l = 0; l < tensors[i].layers; l++) {
+            const float *sc = tensors[i].t[l].s;
+            for (uint64_t g = 0; g < tensors[i].count / gs; g++) {
+                if (!isfinite(sc[g])) {
+                    ls_set_err(
+                        err, err_len,
+                        "%s: %s layer %d scale %llu (byte %zu) is %g; Q8_0 scales "
+                        "must be finite",
+                        ck->path, tensors[i].name, l, (unsigned long long)g,
+                        (size_t)((const unsigned char *)&sc[g] - (const unsigned char *)ck->map),
+                        (double)sc[g]);
+                    return LS_ERR_FORMAT;
+                }
+            }
+        }
+    }
+    return LS_OK;
+}
+
+static const char *format_name(int version)
+{
+    switch (version) {
+    case 0:
+        return "legacy";
+    case 1:
+        return "ak42 v1";
+    default:
+        return "ak42 v2 (Q8_0)";
+    }
+}
+
 static char *base_name_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -254,16 +438,9 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
         }
         memcpy(h, m + 4, 8 * sizeof(int32_t)); /* version + 7 params */
         int version = h[0];
-        if (version == 2) {
-            ls_set_err(err, err_len,
-                    "%s: unsupported version 2 (int8); export fp32 (version 1 or "
-                    "legacy)",
-                    ck->path);
-            return LS_ERR_FORMAT;
-        }
-        if (version != 1) {
-            ls_set_err(err, err_len, "%s: unsupported ak42 version %d (only 1, fp32)", ck->path,
-                    version);
+        if (version != 1 && version != 2) {
+            ls_set_err(err, err_len, "%s: unsupported ak42 version %d (1: fp32, 2: Q8_0 int8)",
+                       ck->path, version);
             return LS_ERR_FORMAT;
         }
         c->dim = h[1];
@@ -273,14 +450,25 @@ static int parse_header(ckpt_t *ck, const unsigned char *m, size_t n, size_t *da
         c->n_kv_heads = h[5];
         c->vocab_size = h[6];
         c->seq_len = h[7];
-        unsigned char shared = m[36];
+        unsigned char shared = m[CKPT_SHARED_OFFSET];
         if (shared > 1) {
             ls_set_err(err, err_len, "%s: shared_classifier flag is %u, must be 0 or 1", ck->path,
                     shared);
             return LS_ERR_FORMAT;
         }
         c->shared_classifier = shared == 1;
-        ck->format_version = 1;
+        if (version == 2) {
+            /* export.py packs the int32 right after the flag byte, unaligned */
+            int32_t gs;
+            memcpy(&gs, m + CKPT_GROUP_SIZE_OFFSET, sizeof(gs));
+            if (gs <= 0) {
+                ls_set_err(err, err_len, "%s: group_size is %d, must be positive", ck->path,
+                           (int)gs);
+                return LS_ERR_FORMAT;
+            }
+            c->group_size = gs;
+        }
+        ck->format_version = version;
         *data_off = CKPT_V1_HEADER_BYTES;
         *has_rope = false;
         return LS_OK;
@@ -368,35 +556,51 @@ ckpt_t *ckpt_open(const char *path, char *err, size_t err_len)
     }
     ckpt_sizes_t s;
     uint64_t floats, want;
-    /* cannot fail after ckpt_config_check, which checked the larger legacy total */
-    if (!sizes_of(&ck->cfg, &s) || !total_floats(&s, has_rope, &floats) ||
-        !mul_ok(floats, sizeof(float), &want) || !add_ok(want, data_off, &want)) {
+    bool q8 = ck->format_version == 2;
+    /* cannot fail after ckpt_config_check, which checked these totals */
+    if (!sizes_of(&ck->cfg, &s) ||
+        (q8 ? !q8_total_bytes(&ck->cfg, &s, &want)
+            : (!total_floats(&s, has_rope, &floats) || !mul_ok(floats, sizeof(float), &want) ||
+               !add_ok(want, data_off, &want)))) {
         ls_set_err(err, err_len, "%s: bad shape: sizes overflow", path);
         goto out_unmap;
     }
     if ((uint64_t)n != want) {
+        char gs[32] = "";
+        if (q8)
+            snprintf(gs, sizeof(gs), " group_size=%d", ck->cfg.group_size);
         ls_set_err(err, err_len,
-                "%s: %s: file is %zu bytes but a %s checkpoint of dim=%d hidden_dim=%d "
-                "n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d seq_len=%d %s classifier "
-                "is %llu bytes",
-                path, (uint64_t)n < want ? "truncated" : "oversized", n,
-                ck->format_version ? "ak42 v1" : "legacy", ck->cfg.dim, ck->cfg.hidden_dim,
-                ck->cfg.n_layers, ck->cfg.n_heads, ck->cfg.n_kv_heads, ck->cfg.vocab_size,
-                ck->cfg.seq_len, ck->cfg.shared_classifier ? "shared" : "separate",
-                (unsigned long long)want);
+                   "%s: %s: file is %zu bytes but a %s checkpoint of dim=%d hidden_dim=%d "
+                   "n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d seq_len=%d%s %s classifier "
+                   "is %llu bytes",
+                   path, (uint64_t)n < want ? "truncated" : "oversized", n,
+                   format_name(ck->format_version), ck->cfg.dim, ck->cfg.hidden_dim,
+                   ck->cfg.n_layers, ck->cfg.n_heads, ck->cfg.n_kv_heads, ck->cfg.vocab_size,
+                   ck->cfg.seq_len, gs, ck->cfg.shared_classifier ? "shared" : "separate",
+                   (unsigned long long)want);
         goto out_unmap;
     }
-    const float *data = (const float *)((const unsigned char *)m + data_off);
-    if (ck->format_version == 1)
-        place_v1(ck, &s, data);
-    else
-        place_legacy(ck, &s, data);
+    const unsigned char *data = (const unsigned char *)m + data_off;
+    if (q8) {
+        if (!place_q8(ck, &s, data)) {
+            ls_set_err(err, err_len, "%s: out of memory", path);
+            goto out_unmap;
+        }
+        if (check_q8_scales(ck, &s, err, err_len) != LS_OK)
+            goto out_free_q8;
+    } else if (ck->format_version == 1) {
+        place_v1(ck, &s, (const float *)data);
+    } else {
+        place_legacy(ck, &s, (const float *)data);
+    }
     return ck;
 
 out_close_fd:
     if (fd >= 0)
         close(fd);
     goto out_free;
+out_free_q8:
+    free(ck->q8.wq);
 out_unmap:
     munmap((void *)ck->map, ck->map_bytes);
 out_free:
@@ -412,6 +616,7 @@ void ckpt_close(ckpt_t *ck)
         return;
     if (ck->map)
         munmap((void *)ck->map, ck->map_bytes);
+    free(ck->q8.wq); /* the one allocation behind every per-layer array */
     free(ck->name);
     free(ck->path);
     free(ck);

@@ -19,13 +19,20 @@
 typedef enum {
     CKPT_FORMAT_LEGACY = 0, /* llama2.c run.c's format (export.py --version 0) */
     CKPT_FORMAT_V1 = 1,     /* "ak42" version 1, fp32 (export.py --version 1) */
+    CKPT_FORMAT_Q8_0 = 2,   /* "ak42" version 2, int8 matrices (export.py --version 2) */
 } ckpt_format_t;
+
+/* export.py's default Q8_0 group size, used when cfg->group_size is 0 */
+#define CKPT_Q8_DEFAULT_GROUP 64
 
 /* Writes a checkpoint of shape cfg (checked with ckpt_config_check; head_dim and
  * kv_dim are recomputed, cfg is not changed) to path, streaming: memory use does not
- * grow with the model.  The file appears under path only when complete (written to
- * path.tmp, then renamed).  Returns LS_OK, LS_ERR_INVALID for a bad shape or format,
- * or LS_ERR_IO, each with a reason naming the file in err. */
+ * grow with the model.  CKPT_FORMAT_Q8_0 quantizes the same fp32 values the other
+ * formats hold, in groups of cfg->group_size (0: CKPT_Q8_DEFAULT_GROUP) as export.py
+ * does: scale = max|w| / 127, q = round(w / scale); the fp32 formats ignore
+ * group_size.  The file appears under path only when complete (written to path.tmp,
+ * then renamed).  Returns LS_OK, LS_ERR_INVALID for a bad shape, group size or format,
+ * LS_ERR_NOMEM, or LS_ERR_IO, each with a reason naming the file in err. */
 int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_format_t format,
                char *err, size_t err_len);
 

@@ -3,8 +3,8 @@
  * pseudo-random weights and a tokenizer.bin of the same vocabulary size.
  *
  * A preset names a shape (default "tiny"); any size flag overrides its part of the
- * preset.  Exit status: 0 when the files were written, 1 when writing failed, 2 for
- * bad flags.
+ * preset.  --quantize q8_0 writes the int8 format (ak42 version 2) instead of fp32.
+ * Exit status: 0 when the files were written, 1 when writing failed, 2 for bad flags.
  */
 #include "base/config.h"
 #include "base/err.h"
@@ -22,7 +22,9 @@ typedef struct {
     const char *out;           /* checkpoint path; required */
     const char *tokenizer_out; /* tokenizer.bin path; default none */
     const char *preset;        /* shape to start from; default "tiny" */
-    const char *format;        /* "legacy" or "v1"; default "legacy" */
+    const char *format;        /* "legacy" or "v1"; default legacy (fp32) or v2 (q8_0) */
+    const char *quantize;      /* "none" or "q8_0"; default "none" */
+    int64_t group_size;        /* q8_0 values per scale; 0: 64 halved until it fits */
     int64_t dim, hidden_dim, layers, heads, kv_heads, vocab, seq_len; /* 0: from the preset */
     int64_t seed;           /* weight stream seed; default 42 */
     bool shared_classifier; /* classifier is the token embedding; default true */
@@ -32,7 +34,7 @@ static void modelmaker_config_init(modelmaker_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->preset = "tiny";
-    cfg->format = "legacy";
+    cfg->quantize = "none";
     cfg->seed = 42;
     cfg->shared_classifier = true;
 }
@@ -65,7 +67,13 @@ int main(int argc, char **argv)
         {"preset", "LLMSERVE_MODELMAKER_PRESET", LS_OPT_STRING, &cfg.preset,
          "starting shape: tiny, stories15M or stories110M", 0, 0},
         {"format", "LLMSERVE_MODELMAKER_FORMAT", LS_OPT_STRING, &cfg.format,
-         "file format: legacy (llama2.c run.c) or v1 (ak42 version 1, fp32)", 0, 0},
+         "fp32 file format: legacy (llama2.c run.c, the default) or v1 (ak42 version 1)", 0, 0},
+        {"quantize", "LLMSERVE_MODELMAKER_QUANTIZE", LS_OPT_STRING, &cfg.quantize,
+         "none (fp32) or q8_0 (int8 matrices, ak42 version 2 as llama2.c runq.c reads)", 0, 0},
+        {"group-size", "LLMSERVE_MODELMAKER_GROUP_SIZE", LS_OPT_INT, &cfg.group_size,
+         "q8_0 values per scale, divides dim and hidden-dim (0: 64, halved until it does, as "
+         "export.py)",
+         0, 1 << 20},
         {"dim", NULL, LS_OPT_INT, &cfg.dim, "model width (0: from the preset)", 0, 1 << 20},
         {"hidden-dim", NULL, LS_OPT_INT, &cfg.hidden_dim, "feed-forward width (0: from the preset)",
          0, 1 << 22},
@@ -113,12 +121,31 @@ int main(int argc, char **argv)
         return 2;
     }
     ckpt_format_t format;
-    if (strcmp(cfg.format, "legacy") == 0) {
+    const char *format_name;
+    if (strcmp(cfg.quantize, "q8_0") == 0) {
+        if (cfg.format) {
+            fprintf(stderr, "llmserve-modelmaker: --quantize q8_0 writes ak42 version 2; "
+                            "--format names an fp32 format\n");
+            return 2;
+        }
+        format = CKPT_FORMAT_Q8_0;
+        format_name = "v2-q8_0";
+    } else if (strcmp(cfg.quantize, "none") != 0) {
+        fprintf(stderr, "llmserve-modelmaker: unknown quantization \"%s\" (none, q8_0)\n",
+                cfg.quantize);
+        return 2;
+    } else if (!cfg.format || strcmp(cfg.format, "legacy") == 0) {
         format = CKPT_FORMAT_LEGACY;
+        format_name = "legacy";
     } else if (strcmp(cfg.format, "v1") == 0) {
         format = CKPT_FORMAT_V1;
+        format_name = "v1";
     } else {
         fprintf(stderr, "llmserve-modelmaker: unknown format \"%s\" (legacy, v1)\n", cfg.format);
+        return 2;
+    }
+    if (cfg.group_size && format != CKPT_FORMAT_Q8_0) {
+        fprintf(stderr, "llmserve-modelmaker: --group-size applies to --quantize q8_0 only\n");
         return 2;
     }
     ckpt_config_t shape = {
@@ -143,6 +170,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmserve-modelmaker: bad shape: %s\n", err);
         return 2;
     }
+    if (format == CKPT_FORMAT_Q8_0) {
+        if (cfg.group_size) {
+            shape.group_size = (int)cfg.group_size;
+        } else {
+            /* export.py's back-off, also over hidden_dim, which runq.c groups along too */
+            shape.group_size = CKPT_Q8_DEFAULT_GROUP;
+            while (shape.dim % shape.group_size || shape.hidden_dim % shape.group_size)
+                shape.group_size /= 2;
+        }
+        if (ckpt_config_check(&shape, err, sizeof(err)) != LS_OK) {
+            fprintf(stderr, "llmserve-modelmaker: bad shape: %s\n", err);
+            return 2;
+        }
+    }
     ls_config_log(&lc, "modelmaker");
     rc = ckpt_write(cfg.out, &shape, (uint64_t)cfg.seed, format, err, sizeof(err));
     if (rc != LS_OK) {
@@ -150,10 +191,12 @@ int main(int argc, char **argv)
         return 1;
     }
     LS_LOG_INFO("modelmaker",
-                "checkpoint written path=%s format=%s dim=%d hidden_dim=%d n_layers=%d n_heads=%d "
-                "n_kv_heads=%d vocab_size=%d seq_len=%d shared_classifier=%d",
-                cfg.out, cfg.format, shape.dim, shape.hidden_dim, shape.n_layers, shape.n_heads,
-                shape.n_kv_heads, shape.vocab_size, shape.seq_len, shape.shared_classifier);
+                "checkpoint written path=%s format=%s group_size=%d dim=%d hidden_dim=%d "
+                "n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d seq_len=%d "
+                "shared_classifier=%d",
+                cfg.out, format_name, shape.group_size, shape.dim, shape.hidden_dim, shape.n_layers,
+                shape.n_heads, shape.n_kv_heads, shape.vocab_size, shape.seq_len,
+                shape.shared_classifier);
     if (cfg.tokenizer_out && *cfg.tokenizer_out) {
         rc = tok_make(cfg.tokenizer_out, shape.vocab_size, err, sizeof(err));
         if (rc != LS_OK) {

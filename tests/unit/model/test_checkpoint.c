@@ -3,12 +3,15 @@
  * libs/model/checkpoint_write.c).
  *
  * Layout checks compute tensor offsets here, from the file formats, rather than trusting
- * the reader's own arithmetic.
+ * the reader's own arithmetic.  The model maker is run for its --quantize flags
+ * (LLMSERVE_MODELMAKER names the binary).
  */
 #define _GNU_SOURCE
 #include "base/err.h"
 #include "model/checkpoint.h"
 #include "model/checkpoint_write.h"
+#include "model/forward.h"
+#include "support/proc.h"
 #include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
@@ -122,7 +125,7 @@ static size_t off_of(const ckpt_t *ck, const float *p)
 Test(checkpoint, float_count_matches_published_stories15M)
 {
     /* stories15M.bin from llama2.c is 60816028 bytes: a 28-byte header and fp32 */
-    ckpt_config_t c = {288, 768, 6, 6, 6, 32000, 256, true, 0, 0};
+    ckpt_config_t c = {288, 768, 6, 6, 6, 32000, 256, true, 0, 0, 0};
     cr_assert_eq(ckpt_config_check(&c, NULL, 0), LS_OK);
     cr_assert_eq(ckpt_float_count(&c), (60816028u - 28u) / 4u);
     cr_assert_eq(c.head_dim, 48);
@@ -430,14 +433,15 @@ Test(checkpoint, legacy_bad_shapes)
 
 Test(checkpoint, sizes_that_overflow_are_refused)
 {
-    ckpt_config_t c = {1 << 30, 1 << 30, 1 << 30, 1 << 14, 1 << 14, 1 << 30, 1 << 30, true, 0, 0};
+    ckpt_config_t c = {1 << 30, 1 << 30, 1 << 30, 1 << 14, 1 << 14, 1 << 30,
+                       1 << 30, true,    0,       0,       0};
     char err[256] = "";
     cr_assert_eq(ckpt_config_check(&c, err, sizeof(err)), LS_ERR_INVALID);
     cr_assert(strstr(err, "too large") != NULL, "%s", err);
     cr_assert_eq(ckpt_float_count(&c), 0);
     /* every field at its limit one at a time: checked without overflow */
     for (int i = 0; i < 7; i++) {
-        ckpt_config_t d = {64, 172, 2, 4, 2, 300, 32, false, 0, 0};
+        ckpt_config_t d = {64, 172, 2, 4, 2, 300, 32, false, 0, 0, 0};
         int *f[] = {&d.dim,        &d.hidden_dim, &d.n_layers, &d.n_heads,
                     &d.n_kv_heads, &d.vocab_size, &d.seq_len};
         *f[i] = INT32_MAX;
@@ -465,7 +469,8 @@ static const char *v1_with(size_t off, uint32_t v)
 
 Test(checkpoint, v1_bad_versions_and_flags)
 {
-    open_fails(v1_with(4, 2), "unsupported version 2 (int8)");
+    /* a v1 file relabelled version 2 reads zero where the group size would be */
+    open_fails(v1_with(4, 2), "group_size is 0");
     open_fails(v1_with(4, 3), "unsupported ak42 version 3");
     open_fails(v1_with(4, 0), "unsupported ak42 version 0");
     open_fails(v1_with(36, 7), "shared_classifier flag is 7");
@@ -519,4 +524,374 @@ Test(checkpoint, write_refuses_bad_shapes_and_paths)
     struct stat st;
     cr_assert_neq(stat(path_of("x.bin"), &st), 0, "nothing is left behind");
     cr_assert_neq(stat(path_of("x.bin.tmp"), &st), 0, "nothing is left behind");
+}
+
+/* ---- Q8_0: ak42 version 2 (export.py version2_export, runq.c) ---------------------- */
+
+/* tiny with a hidden_dim that 32 divides and 64 does not */
+static ckpt_config_t q8_shape(bool shared, int group_size)
+{
+    ckpt_config_t c = tiny(shared);
+    c.hidden_dim = 160;
+    c.group_size = group_size;
+    return c;
+}
+
+/* Bytes of one Q8_0 tensor of n values in groups of gs. */
+static size_t q8_bytes(size_t n, size_t gs)
+{
+    return n + 4 * (n / gs);
+}
+
+static size_t off_of_q8(const ckpt_t *ck, const void *p)
+{
+    return (size_t)((const char *)p - (const char *)ck->map);
+}
+
+Test(checkpoint, q8_layout_follows_export_py_version2)
+{
+    for (int shared = 0; shared < 2; shared++) {
+        const char *p = path_of("q8.bin");
+        write_ok(p, q8_shape(shared, 32), 7, CKPT_FORMAT_Q8_0);
+        size_t n;
+        unsigned char *b = slurp(p, &n);
+        int32_t h[8], gs;
+        memcpy(h, b + 4, sizeof(h));
+        memcpy(&gs, b + 37, 4);
+        cr_assert_eq(memcmp(b, "24ka", 4), 0);
+        cr_assert_eq(h[0], 2);
+        cr_assert_eq(h[2], 160);
+        cr_assert_eq(b[36], shared);
+        cr_assert_eq(gs, 32, "int32 group size packed right after the flag byte");
+        for (size_t i = 41; i < 256; i++)
+            CHECK(b[i] == 0, "padding byte %zu", i);
+        free(b);
+
+        ckpt_t *ck = open_ok(p);
+        cr_assert_eq(ck->format_version, 2);
+        cr_assert_eq(ck->cfg.group_size, 32);
+        cr_assert_eq(ck->cfg.hidden_dim, 160);
+        cr_assert_eq(ck->cfg.kv_dim, 32);
+        cr_assert_eq(ck->cfg.shared_classifier, (bool)shared);
+        cr_assert_null(ck->w.token_embedding);
+        cr_assert_null(ck->w.wq);
+        cr_assert_null(ck->w.w2);
+        cr_assert_null(ck->w.wcls);
+        size_t D = 64, H = 160, L = 2, V = 300, KV = 32, G = 32;
+        size_t o = 256;
+        cr_assert_eq(off_of(ck, ck->w.rms_att), o);
+        o += 4 * L * D;
+        cr_assert_eq(off_of(ck, ck->w.rms_ffn), o);
+        o += 4 * L * D;
+        cr_assert_eq(off_of(ck, ck->w.rms_final), o);
+        o += 4 * D;
+        cr_assert_eq(off_of_q8(ck, ck->q8.token_embedding.q), o);
+        cr_assert_eq(off_of_q8(ck, ck->q8.token_embedding.s), o + V * D);
+        o += q8_bytes(V * D, G);
+        const ckpt_q8_t *kinds[] = {ck->q8.wq, ck->q8.wk, ck->q8.wv, ck->q8.wo,
+                                    ck->q8.w1, ck->q8.w2, ck->q8.w3};
+        const size_t counts[] = {D * D, KV * D, KV * D, D * D, H * D, D * H, H * D};
+        for (size_t k = 0; k < 7; k++) {
+            for (size_t l = 0; l < L; l++) {
+                cr_assert_eq(off_of_q8(ck, kinds[k][l].q), o, "kind %zu layer %zu", k, l);
+                cr_assert_eq(off_of_q8(ck, kinds[k][l].s), o + counts[k], "kind %zu layer %zu", k,
+                             l);
+                o += q8_bytes(counts[k], G);
+            }
+        }
+        if (shared) {
+            cr_assert_eq(ck->q8.wcls.q, ck->q8.token_embedding.q);
+            cr_assert_eq(ck->q8.wcls.s, ck->q8.token_embedding.s);
+        } else {
+            cr_assert_eq(off_of_q8(ck, ck->q8.wcls.q), o);
+            cr_assert_eq(off_of_q8(ck, ck->q8.wcls.s), o + V * D);
+            o += q8_bytes(V * D, G);
+        }
+        cr_assert_eq(o, ck->map_bytes);
+        cr_assert_eq(ck->map_bytes, ckpt_q8_file_bytes(&ck->cfg));
+        ckpt_close(ck);
+    }
+}
+
+/* Every group of the Q8_0 file against the same seed's fp32 file: the scale is
+ * max|w| / 127 of the fp32 group and every value is within half a scale. */
+static void assert_quantized_from(const ckpt_t *f, const ckpt_t *q)
+{
+    const ckpt_config_t *c = &f->cfg;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t KV = (size_t)c->kv_dim, gs = (size_t)q->cfg.group_size;
+    int L = c->n_layers;
+    const struct {
+        const char *name;
+        const float *f;
+        const ckpt_q8_t *q;
+        int layers;
+        size_t n;
+    } t[] = {
+        {"token_embedding", f->w.token_embedding, &q->q8.token_embedding, 1, V * D},
+        {"wq", f->w.wq, q->q8.wq, L, D * D},
+        {"wk", f->w.wk, q->q8.wk, L, KV * D},
+        {"wv", f->w.wv, q->q8.wv, L, KV * D},
+        {"wo", f->w.wo, q->q8.wo, L, D * D},
+        {"w1", f->w.w1, q->q8.w1, L, H * D},
+        {"w2", f->w.w2, q->q8.w2, L, D * H},
+        {"w3", f->w.w3, q->q8.w3, L, H * D},
+        {"wcls", f->w.wcls, &q->q8.wcls, 1, V * D},
+    };
+    double worst = 0; /* largest error in scales */
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        for (int l = 0; l < t[i].layers; l++) {
+            const float *w = t[i].f + (size_t)l * t[i].n;
+            const ckpt_q8_t *m = &t[i].q[l];
+            for (size_t g = 0; g < t[i].n / gs; g++) {
+                float wmax = 0.0f;
+                for (size_t j = g * gs; j < (g + 1) * gs; j++)
+                    wmax = fabsf(w[j]) > wmax ? fabsf(w[j]) : wmax;
+                float s = m->s[g];
+                CHECK(s == wmax / 127.0f, "%s layer %d group %zu: scale %g, max|w| / 127 %g",
+                      t[i].name, l, g, s, wmax / 127.0f);
+                bool hit_max = false;
+                for (size_t j = g * gs; j < (g + 1) * gs; j++) {
+                    float e = fabsf((float)m->q[j] * s - w[j]);
+                    CHECK(m->q[j] >= -127 && e <= 0.5001f * s,
+                          "%s layer %d [%zu]: q %d scale %g w %g", t[i].name, l, j, m->q[j], s,
+                          w[j]);
+                    hit_max |= m->q[j] == 127 || m->q[j] == -127;
+                    worst = e / s > worst ? e / s : worst;
+                }
+                CHECK(hit_max, "%s layer %d group %zu: the largest value is not +-127", t[i].name,
+                      l, g);
+            }
+        }
+    }
+    cr_assert_lt(worst, 0.5001);
+    const struct {
+        const float *a, *b;
+        size_t n;
+    } norms[] = {{f->w.rms_att, q->w.rms_att, (size_t)L * D},
+                 {f->w.rms_ffn, q->w.rms_ffn, (size_t)L * D},
+                 {f->w.rms_final, q->w.rms_final, D}};
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(memcmp(norms[i].a, norms[i].b, norms[i].n * sizeof(float)), 0,
+                     "norms stay fp32");
+}
+
+Test(checkpoint, q8_values_are_the_fp32_model_quantized)
+{
+    const int sizes[] = {4, 32};
+    for (int shared = 0; shared < 2; shared++) {
+        for (size_t i = 0; i < 2; i++) {
+            const char *a = path_of("f.bin"), *b = path_of("q.bin");
+            write_ok(a, q8_shape(shared, sizes[i]), 11, CKPT_FORMAT_V1);
+            write_ok(b, q8_shape(shared, sizes[i]), 11, CKPT_FORMAT_Q8_0);
+            ckpt_t *f = open_ok(a), *q = open_ok(b);
+            cr_assert_eq(f->cfg.group_size, 0, "fp32 formats ignore the group size");
+            cr_assert_eq(q->cfg.group_size, sizes[i]);
+            assert_quantized_from(f, q);
+            ckpt_close(f);
+            ckpt_close(q);
+        }
+    }
+}
+
+Test(checkpoint, q8_truncated_or_oversized)
+{
+    for (int shared = 0; shared < 2; shared++) {
+        const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+        write_ok(p, q8_shape(shared, 32), 3, CKPT_FORMAT_Q8_0);
+        size_t n;
+        unsigned char *b = slurp(p, &n);
+        spit(q, b, n - 1);
+        open_fails(q, "truncated");
+        b = realloc(b, n + 4);
+        memset(b + n, 0, 4);
+        spit(q, b, n + 1);
+        open_fails(q, "oversized");
+        spit(q, b, n + 4); /* one more (zero) scale */
+        open_fails(q, "oversized");
+        spit(q, b, n - 4); /* the last scale short */
+        open_fails(q, "truncated");
+        spit(q, b, 256);
+        open_fails(q, "truncated");
+        free(b);
+    }
+}
+
+/* Writes a good Q8_0 file (q8_shape, group size 32), then overwrites 4 bytes at off. */
+static const char *q8_with(size_t off, uint32_t v)
+{
+    const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+    write_ok(p, q8_shape(false, 32), 3, CKPT_FORMAT_Q8_0);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    memcpy(b + off, &v, 4);
+    spit(q, b, n);
+    free(b);
+    return q;
+}
+
+Test(checkpoint, q8_bad_headers)
+{
+    open_fails(q8_with(37, 0), "group_size is 0");
+    open_fails(q8_with(37, (uint32_t)-32), "group_size is -32");
+    open_fails(q8_with(37, 48), "group_size 48 does not divide dim 64");
+    open_fails(q8_with(37, 64), "group_size 64 does not divide hidden_dim 160");
+    open_fails(q8_with(37, 128), "group_size 128 does not divide dim 64");
+    open_fails(q8_with(37, 16), "truncated"); /* twice the scales */
+    open_fails(q8_with(37, 16), "group_size=16");
+    open_fails(q8_with(4, 3), "unsupported ak42 version 3");
+    open_fails(q8_with(4, 1), "truncated"); /* read as fp32 version 1 */
+    open_fails(q8_with(36, 7), "shared_classifier flag is 7");
+    /* flag 1 (shared), group size 32 kept: the file holds a wcls it does not expect */
+    open_fails(q8_with(36, 1u | 32u << 8), "oversized");
+    open_fails(q8_with(8, (uint32_t)-64), "dim is -64");
+    open_fails(q8_with(24, 3), "n_heads 4 is not a multiple of n_kv_heads 3");
+    open_fails(q8_with(12, 192), "truncated"); /* hidden_dim 192: larger, 32 divides it */
+}
+
+/* The offset of scale g of layer l of wq in a q8_shape(false, 32) file. */
+static size_t wq_scale_offset(int l, size_t g)
+{
+    size_t D = 64, L = 2, V = 300, G = 32;
+    return 256 + 4 * (2 * L * D + D) + q8_bytes(V * D, G) + (size_t)l * q8_bytes(D * D, G) + D * D +
+           4 * g;
+}
+
+Test(checkpoint, q8_non_finite_scales_are_refused)
+{
+    open_fails(q8_with(wq_scale_offset(1, 3), 0x7fc00000u), "wq layer 1 scale 3");
+    open_fails(q8_with(wq_scale_offset(0, 0), 0x7f800000u), "must be finite");     /* +inf */
+    open_fails(q8_with(wq_scale_offset(1, 0), 0xff800000u), "wq layer 1 scale 0"); /* -inf */
+    /* the last scale of the file is wcls's */
+    const char *p = path_of("good.bin"), *q = path_of("bad.bin");
+    write_ok(p, q8_shape(false, 32), 3, CKPT_FORMAT_Q8_0);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    uint32_t nan = 0x7fc00001u;
+    memcpy(b + n - 4, &nan, 4);
+    spit(q, b, n);
+    free(b);
+    open_fails(q, "wcls layer 0 scale 599");
+}
+
+Test(checkpoint, q8_group_size_rules)
+{
+    char err[256] = "";
+    ckpt_config_t c = q8_shape(true, 48);
+    cr_assert_eq(ckpt_write(path_of("x.bin"), &c, 1, CKPT_FORMAT_Q8_0, err, sizeof(err)),
+                 LS_ERR_INVALID);
+    cr_assert(strstr(err, "x.bin") != NULL && strstr(err, "does not divide dim 64"), "%s", err);
+    struct stat st;
+    cr_assert_neq(stat(path_of("x.bin"), &st), 0, "nothing is left behind");
+    cr_assert_neq(stat(path_of("x.bin.tmp"), &st), 0, "nothing is left behind");
+
+    c = q8_shape(true, -1);
+    cr_assert_eq(ckpt_config_check(&c, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert(strstr(err, "group_size is -1") != NULL, "%s", err);
+    cr_assert_eq(ckpt_q8_file_bytes(&c), 0);
+    c = q8_shape(true, 0);
+    cr_assert_eq(ckpt_config_check(&c, err, sizeof(err)), LS_OK, "0: an fp32 shape");
+    cr_assert_eq(ckpt_q8_file_bytes(&c), 0);
+
+    /* dim 18 (one head of 18) and hidden_dim 27: 9 divides both, but 27 * 18 int8 values
+     * would leave w1's scales at an odd address */
+    ckpt_config_t odd = {.dim = 18,
+                         .hidden_dim = 27,
+                         .n_layers = 1,
+                         .n_heads = 1,
+                         .n_kv_heads = 1,
+                         .vocab_size = 300,
+                         .seq_len = 8,
+                         .shared_classifier = true,
+                         .group_size = 9};
+    cr_assert_eq(ckpt_config_check(&odd, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert(strstr(err, "misaligned") != NULL, "%s", err);
+    odd.hidden_dim = 36;
+    cr_assert_eq(ckpt_config_check(&odd, err, sizeof(err)), LS_OK, "%s", err);
+
+    /* group_size 0: export.py's default of 64 */
+    c = tiny(true);
+    c.dim = 128;
+    c.hidden_dim = 256;
+    const char *p = path_of("default.bin");
+    write_ok(p, c, 1, CKPT_FORMAT_Q8_0);
+    ckpt_t *ck = open_ok(p);
+    cr_assert_eq(ck->cfg.group_size, CKPT_Q8_DEFAULT_GROUP);
+    cr_assert_eq(CKPT_Q8_DEFAULT_GROUP, 64);
+    ckpt_close(ck);
+}
+
+Test(checkpoint, q8_forward_pass_refuses_cleanly)
+{
+    const char *p = path_of("q8.bin");
+    write_ok(p, q8_shape(true, 32), 1, CKPT_FORMAT_Q8_0);
+    ckpt_t *ck = open_ok(p);
+    forward_config_t fc;
+    forward_config_init(&fc);
+    fc.backend = FORWARD_CPU;
+    fc.threads = 1;
+    fc.max_batch = 1;
+    char err[512] = "";
+    cr_assert_null(forward_create(ck, &fc, err, sizeof(err)));
+    cr_assert(strstr(err, "int8 (Q8_0) checkpoints load but the forward pass does not run them "
+                          "yet") != NULL,
+              "%s", err);
+    cr_assert(strstr(err, p) != NULL, "%s", err);
+    fc.backend = FORWARD_AUTO;
+    cr_assert_null(forward_create(ck, &fc, err, sizeof(err)));
+    ckpt_close(ck);
+}
+
+/* Runs the model maker with args (NULL-terminated) and --out out; its exit status. */
+static int modelmaker(const char *out, const char *const *args)
+{
+    char *argv[24];
+    int n = 0;
+    argv[n++] = (char *)test_env_path("LLMSERVE_MODELMAKER");
+    argv[n++] = "--out";
+    argv[n++] = (char *)out;
+    for (; *args && n < 22; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    return test_run(argv, 60000);
+}
+
+Test(checkpoint, q8_modelmaker_flags)
+{
+    const char *p = path_of("mm.bin");
+    /* tiny's hidden_dim 172: 64 halves to 4, as export.py backs off */
+    const char *const tiny_q8[] = {"--quantize", "q8_0", NULL};
+    cr_assert_eq(modelmaker(p, tiny_q8), 0);
+    ckpt_t *ck = open_ok(p);
+    cr_assert_eq(ck->format_version, 2);
+    cr_assert_eq(ck->cfg.group_size, 4);
+    cr_assert_eq(ck->cfg.hidden_dim, 172);
+    ckpt_close(ck);
+
+    const char *const wide[] = {
+        "--quantize", "q8_0", "--dim", "128", "--hidden-dim", "256", "--no-shared-classifier",
+        NULL};
+    cr_assert_eq(modelmaker(p, wide), 0);
+    ck = open_ok(p);
+    cr_assert_eq(ck->cfg.group_size, 64);
+    cr_assert_not(ck->cfg.shared_classifier);
+    ckpt_close(ck);
+
+    const char *const explicit_gs[] = {"--quantize", "q8_0", "--group-size", "2", NULL};
+    cr_assert_eq(modelmaker(p, explicit_gs), 0);
+    ck = open_ok(p);
+    cr_assert_eq(ck->cfg.group_size, 2);
+    ckpt_close(ck);
+
+    const char *q = path_of("refused.bin");
+    const char *const bad_gs[] = {"--quantize", "q8_0", "--group-size", "64", NULL};
+    const char *const both[] = {"--quantize", "q8_0", "--format", "v1", NULL};
+    const char *const unknown[] = {"--quantize", "q4_0", NULL};
+    const char *const gs_alone[] = {"--group-size", "4", NULL};
+    cr_assert_eq(modelmaker(q, bad_gs), 2, "64 does not divide hidden_dim 172");
+    cr_assert_eq(modelmaker(q, both), 2);
+    cr_assert_eq(modelmaker(q, unknown), 2);
+    cr_assert_eq(modelmaker(q, gs_alone), 2);
+    struct stat st;
+    cr_assert_neq(stat(q, &st), 0);
 }
