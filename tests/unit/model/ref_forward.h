@@ -4,6 +4,12 @@
  * Straight loops in the order of llama2.c's run.c (RMSNorm, RoPE on pairs (2i, 2i+1),
  * grouped-query attention over a contiguous KV cache, SwiGLU, classifier), with no
  * batching, blocking, paging or threads: slow, and easy to read against the paper.
+ *
+ * An int8 (Q8_0, format_version 2) checkpoint runs as llama2.c's runq.c runs it: the
+ * embedding row is dequantized, and before every matrix product the activation vector
+ * is quantized to int8 in groups of group_size (scale max|x| / 127), each group's
+ * int8 dot product is summed in int32 and multiplied by both scales.  Everything else
+ * (norms, RoPE, attention, KV cache, SwiGLU) stays fp32, as there.
  */
 #ifndef TESTS_MODEL_REF_FORWARD_H
 #define TESTS_MODEL_REF_FORWARD_H
