@@ -43,8 +43,8 @@ static void answer(answers_t *a, const char *host, const char *addrs)
     pthread_mutex_unlock(&a->mu);
 }
 
-static int fake_resolve(void *ud, const char *host, char ***addrs, size_t *n, char *err,
-                        size_t err_len)
+static int scripted_resolve(void *ud, const char *host, char ***addrs, size_t *n, char *err,
+                            size_t err_len)
 {
     answers_t *a = ud;
     *addrs = NULL;
@@ -115,7 +115,7 @@ static discovery_t *make(const char *pools, const char *caches, int64_t refresh_
     cfg.pools = pools;
     cfg.caches = caches;
     cfg.refresh_ms = refresh_ms;
-    cfg.resolve = fake_resolve;
+    cfg.resolve = scripted_resolve;
     cfg.resolve_ud = &g_ans;
     char err[256] = "";
     discovery_t *d = discovery_dns_create(&cfg, err, sizeof(err));
