@@ -153,7 +153,8 @@ typedef struct {
     void *ud;
     /* Optional, borrowed: seams a caller (a test) provides.  NULL: none, at no cost,
      * except the reporter, which the runtime makes from --metrics when set
-     * (report_client.h). */
+     * (report_client.h), the tracer, which it makes from the OTEL_* environment when
+     * that names an endpoint (tracer_otlp.h), and the registrar, made for Consul. */
     svc_reporter_t *reporter;
     svc_tracer_t *tracer;
     svc_registrar_t *registrar;
@@ -181,8 +182,9 @@ int svc_port(svc_t *svc);
 svc_keys_t *svc_keys(svc_t *svc);
 
 /* The seams (NULL when not configured: the svc_metric_*, svc_span_* and
- * svc_registrar_* calls then do nothing).  The reporter is set from hooks.create on and
- * lives until after hooks.destroy. */
+ * svc_registrar_* calls then do nothing).  The reporter and the tracer are set from
+ * hooks.create on and live until after hooks.destroy (the tracer's last flush runs
+ * then, before the reporter's, which counts its dropped spans). */
 svc_reporter_t *svc_reporter(svc_t *svc);
 svc_tracer_t *svc_tracer(svc_t *svc);
 
