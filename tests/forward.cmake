@@ -9,3 +9,11 @@ foreach(kernels avx2 generic)
     ENVIRONMENT "${LLMSERVE_TEST_ENV};LLMSERVE_CPU_KERNELS=${kernels}" TIMEOUT 600
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
 endforeach()
+# The int8 (Q8_0) matmul and quantizer to rounding error, on each kernel family.
+llmserve_test(test_forward_q8_kernels unit/model/test_forward_q8_kernels.c llmserve_model)
+foreach(kernels avx2 generic)
+  add_test(NAME test_forward_q8_kernels_${kernels} COMMAND test_forward_q8_kernels --jobs=2)
+  set_tests_properties(test_forward_q8_kernels_${kernels} PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};LLMSERVE_CPU_KERNELS=${kernels}" TIMEOUT 600
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
+endforeach()

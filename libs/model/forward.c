@@ -159,20 +159,19 @@ forward_t *forward_create(const ckpt_t *ck, const forward_config_t *cfg, char *e
         snprintf(err, err_len, "no checkpoint or no config");
         return NULL;
     }
-    /* Neither backend reads ck->q8 yet; their fp32 matrix pointers are NULL there. */
-    if (ck->format_version == 2) {
-        snprintf(err, err_len,
-                 "%s: int8 (Q8_0) checkpoints load but the forward pass does not run them yet; "
-                 "use an fp32 checkpoint (legacy or ak42 version 1)",
-                 ck->path ? ck->path : "checkpoint");
-        return NULL;
-    }
     forward_config_t c = *cfg;
     if (config_resolve(ck, &c, err, err_len) != LS_OK)
         return NULL;
     const forward__backend_t *be = backend_pick(c.backend, err, err_len);
     if (!be)
         return NULL;
+    if (ck->format_version == 2 && be != &forward__cpu) {
+        snprintf(err, err_len,
+                 "%s: the %s backend does not run int8 (Q8_0) checkpoints yet; use the CPU "
+                 "backend or an fp32 checkpoint",
+                 ck->path ? ck->path : "checkpoint", be->name);
+        return NULL;
+    }
 
     forward_t *f = calloc(1, sizeof(*f));
     if (!f) {

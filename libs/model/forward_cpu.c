@@ -27,6 +27,12 @@
  * KV storage: block b holds, for each layer, FORWARD_KV_BLOCK key rows then
  * FORWARD_KV_BLOCK value rows of kv_dim floats.  The weights are not copied: they are
  * read in place from the checkpoint's read-only mapping, which processes share.
+ *
+ * Int8 (Q8_0) checkpoints take the same phases with forward_cpu_q8.h's matmul: a
+ * thread quantizes a phase's input rows into its own buffer at its first chunk (where
+ * the fp32 kernels may transpose them), embedding rows are dequantized as they are
+ * copied, and everything between the matmuls (norms, RoPE, attention, KV, SwiGLU,
+ * sampling) stays fp32, as in llama2.c's runq.c.
  * All buffers are sized at create time for max_step_tokens and max_batch.
  */
 #define _GNU_SOURCE
@@ -35,6 +41,7 @@
 #include "model/forward_backend.h"
 #include "model/forward_cpu_matmul.h"
 #include "model/forward_cpu_pool.h"
+#include "model/forward_cpu_q8.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -53,7 +60,13 @@ typedef struct {
     int n_threads;
     int max_tok; /* max_step_tokens */
     int max_batch;
-    char device[96];
+    char device[128];
+
+    /* Q8_0 weights (ck->format_version 2). */
+    bool q8;
+    forward_q8_kernel_t q8k;
+    forward_q8mat_t *qm; /* [n_layers][CPU_MATS] then the classifier */
+    int32_t *q8_bias;    /* the VNNI kernel's per-block sums of every matrix */
 
     float *kv;           /* [n_blocks][n_layers][2][FORWARD_KV_BLOCK][kv_dim] */
     size_t block_floats; /* floats per block */
@@ -64,7 +77,8 @@ typedef struct {
     /* Step scratch, rows of the concatenated tokens. */
     float *x;  /* [max_tok][dim] residual stream */
     float *xb; /* [n_threads][max_tok][dim] normed input of a matmul, per thread */
-    float *xt; /* [n_threads][xt_floats] a phase's input rows in the kernel's layout */
+    float *xt; /* [n_threads][xt_floats] a phase's input rows in the kernel's layout
+                  (Q8_0: quantized) */
     size_t xt_floats;
     float *q;             /* [max_tok][dim] */
     float *k;             /* [max_tok][kv_dim] */
@@ -100,6 +114,15 @@ typedef struct {
 /* Phases: five per layer, then the classifier and sampling. */
 enum { PH_QKV, PH_ATT, PH_WO, PH_FFN, PH_W2, CPU_PHASES_PER_LAYER };
 
+/* The matrices of a layer, and the classifier after the last layer's. */
+enum { M_Q, M_K, M_V, M_O, M_1, M_2, M_3, CPU_MATS, M_CLS = CPU_MATS };
+
+/* A phase's input rows, in the form the weights' kernels read. */
+typedef struct {
+    forward_rows_t f;   /* fp32 weights */
+    forward_q8rows_t q; /* Q8_0 weights */
+} cpu_rows_t;
+
 /* Chunks per thread and matrix: enough that a thread slowed down by another process
  * sheds work to the others, few enough that claiming stays a small cost. */
 #define CPU_CHUNKS_PER_THREAD 4
@@ -123,6 +146,54 @@ static void chunk_range(int n, int rows, int c, int *lo, int *hi)
 {
     *lo = c * rows;
     *hi = *lo + rows < n ? *lo + rows : n;
+}
+
+/* Prepares rows x ([n_tok][k_dim]) for the matmuls of a phase, in thread buffer buf. */
+static void rows_make(const cpu_t *cp, cpu_rows_t *in, const float *x, int n_tok, int k_dim,
+                      float *buf)
+{
+    if (cp->q8)
+        forward__q8rows_make(&in->q, cp->q8k, x, k_dim, n_tok, k_dim, cp->c.group_size, buf);
+    else
+        forward__rows_make(&in->f, x, k_dim, n_tok, k_dim, buf);
+}
+
+/* Layer l's fp32 matrix m (M_CLS: the classifier). */
+static const float *f32_matrix(const cpu_t *cp, int m, int l)
+{
+    const ckpt_weights_t *w = &cp->ck->w;
+    size_t dim = (size_t)cp->c.dim, kvd = (size_t)cp->c.kv_dim, hid = (size_t)cp->c.hidden_dim;
+    switch (m) {
+    case M_Q:
+        return w->wq + (size_t)l * dim * dim;
+    case M_K:
+        return w->wk + (size_t)l * kvd * dim;
+    case M_V:
+        return w->wv + (size_t)l * kvd * dim;
+    case M_O:
+        return w->wo + (size_t)l * dim * dim;
+    case M_1:
+        return w->w1 + (size_t)l * hid * dim;
+    case M_2:
+        return w->w2 + (size_t)l * dim * hid;
+    case M_3:
+        return w->w3 + (size_t)l * hid * dim;
+    default:
+        return w->wcls;
+    }
+}
+
+/* y rows [lo, hi) = (or += when accumulate) layer l's matrix m times the rows in. */
+static void mm(const cpu_t *cp, int m, int l, int lo, int hi, const cpu_rows_t *in, float *y,
+               int ldy, bool accumulate)
+{
+    if (cp->q8) {
+        const forward_q8mat_t *qm = &cp->qm[m == M_CLS ? cp->c.n_layers * CPU_MATS
+                                                       : l * CPU_MATS + m];
+        forward__matmul_q8(qm, lo, hi, &in->q, y, ldy, accumulate);
+        return;
+    }
+    forward__matmul_rows(f32_matrix(cp, m, l), lo, hi, &in->f, y, ldy, accumulate);
 }
 
 static void rmsnorm(float *o, const float *x, const float *w, int n)
@@ -190,21 +261,20 @@ static float *norm_rows(cpu_t *cp, const float *weight, int t)
 }
 
 /* Phase 1, chunk c: rows of q (c < q_chunks) or of k and v, for every token. */
-static void chunk_qkv(cpu_t *cp, int layer, int c, const forward_rows_t *xb)
+static void chunk_qkv(cpu_t *cp, int layer, int c, const cpu_rows_t *xb)
 {
-    const ckpt_weights_t *w = &cp->ck->w;
     int dim = cp->c.dim, kvd = cp->c.kv_dim, n = cp->n_tok;
     int lo, hi;
     if (c < cp->q_chunks) {
         chunk_range(dim, cp->q_rows, c, &lo, &hi);
-        forward__matmul_rows(w->wq + (size_t)layer * dim * dim, lo, hi, xb, cp->q, dim, false);
+        mm(cp, M_Q, layer, lo, hi, xb, cp->q, dim, false);
         for (int r = 0; r < n; r++)
             rope(cp, cp->q + (size_t)r * dim, lo, hi, cp->row_pos[r]);
         return;
     }
     chunk_range(kvd, cp->kv_rows, c - cp->q_chunks, &lo, &hi);
-    forward__matmul_rows(w->wk + (size_t)layer * kvd * dim, lo, hi, xb, cp->k, kvd, false);
-    forward__matmul_rows(w->wv + (size_t)layer * kvd * dim, lo, hi, xb, cp->v, kvd, false);
+    mm(cp, M_K, layer, lo, hi, xb, cp->k, kvd, false);
+    mm(cp, M_V, layer, lo, hi, xb, cp->v, kvd, false);
     for (int r = 0; r < n; r++) {
         int pos = cp->row_pos[r];
         const int *table = cp->tables[cp->row_item[r]];
@@ -247,14 +317,13 @@ static void attend(cpu_t *cp, int layer, int item, int head, float *scores)
 }
 
 /* Phase 4, chunk c: hidden rows of w1 and w3, then SwiGLU on them. */
-static void chunk_ffn_up(cpu_t *cp, int layer, int c, const forward_rows_t *xb)
+static void chunk_ffn_up(cpu_t *cp, int layer, int c, const cpu_rows_t *xb)
 {
-    const ckpt_weights_t *w = &cp->ck->w;
-    int dim = cp->c.dim, hid = cp->c.hidden_dim, n = cp->n_tok;
+    int hid = cp->c.hidden_dim, n = cp->n_tok;
     int lo, hi;
     chunk_range(hid, cp->h_rows, c, &lo, &hi);
-    forward__matmul_rows(w->w1 + (size_t)layer * hid * dim, lo, hi, xb, cp->hb, hid, false);
-    forward__matmul_rows(w->w3 + (size_t)layer * hid * dim, lo, hi, xb, cp->hb2, hid, false);
+    mm(cp, M_1, layer, lo, hi, xb, cp->hb, hid, false);
+    mm(cp, M_3, layer, lo, hi, xb, cp->hb2, hid, false);
     for (int r = 0; r < n; r++) {
         float *h1 = cp->hb + (size_t)r * hid;
         const float *h3 = cp->hb2 + (size_t)r * hid;
@@ -298,23 +367,23 @@ static void run_phase(cpu_t *cp, int t, int phase)
     bool last_two = layer == cp->c.n_layers;
     /* This thread's input rows of the phase's matmuls (normed where the phase norms),
      * made at its first chunk, in the layout the kernels want. */
-    forward_rows_t in;
+    cpu_rows_t in;
     bool have_in = false;
     float *xt = cp->xt + (size_t)t * cp->xt_floats;
     int c, lo, hi;
     while ((c = forward__pool_claim(cp->pool, t, phase)) >= 0) {
         if (last_two && kind == 0) {
             if (!have_in)
-                forward__rows_make(&in, final_rows(cp, t), dim, cp->n_items, dim, xt);
+                rows_make(cp, &in, final_rows(cp, t), cp->n_items, dim, xt);
             have_in = true;
             chunk_range(cp->c.vocab_size, cp->v_rows, c, &lo, &hi);
-            forward__matmul_rows(w->wcls, lo, hi, &in, cp->logits, cp->c.vocab_size, false);
+            mm(cp, M_CLS, 0, lo, hi, &in, cp->logits, cp->c.vocab_size, false);
         } else if (last_two) {
             chunk_sample(cp, c, t);
         } else if (kind == PH_QKV) {
             if (!have_in)
-                forward__rows_make(&in, norm_rows(cp, w->rms_att + (size_t)layer * dim, t), dim,
-                                   cp->n_tok, dim, xt);
+                rows_make(cp, &in, norm_rows(cp, w->rms_att + (size_t)layer * dim, t), cp->n_tok,
+                          dim, xt);
             have_in = true;
             chunk_qkv(cp, layer, c, &in);
         } else if (kind == PH_ATT) {
@@ -322,22 +391,22 @@ static void run_phase(cpu_t *cp, int t, int phase)
                    cp->scores + (size_t)t * (size_t)cp->c.seq_len);
         } else if (kind == PH_WO) {
             if (!have_in)
-                forward__rows_make(&in, cp->att, dim, cp->n_tok, dim, xt);
+                rows_make(cp, &in, cp->att, cp->n_tok, dim, xt);
             have_in = true;
             chunk_range(dim, cp->d_rows, c, &lo, &hi);
-            forward__matmul_rows(w->wo + (size_t)layer * dim * dim, lo, hi, &in, cp->x, dim, true);
+            mm(cp, M_O, layer, lo, hi, &in, cp->x, dim, true);
         } else if (kind == PH_FFN) {
             if (!have_in)
-                forward__rows_make(&in, norm_rows(cp, w->rms_ffn + (size_t)layer * dim, t), dim,
-                                   cp->n_tok, dim, xt);
+                rows_make(cp, &in, norm_rows(cp, w->rms_ffn + (size_t)layer * dim, t), cp->n_tok,
+                          dim, xt);
             have_in = true;
             chunk_ffn_up(cp, layer, c, &in);
         } else {
             if (!have_in)
-                forward__rows_make(&in, cp->hb, hid, cp->n_tok, hid, xt);
+                rows_make(cp, &in, cp->hb, cp->n_tok, hid, xt);
             have_in = true;
             chunk_range(dim, cp->d_rows, c, &lo, &hi);
-            forward__matmul_rows(w->w2 + (size_t)layer * dim * hid, lo, hi, &in, cp->x, dim, true);
+            mm(cp, M_2, layer, lo, hi, &in, cp->x, dim, true);
         }
         forward__pool_done(cp->pool, t, phase);
     }
@@ -372,9 +441,13 @@ static int cpu_step(void *impl, const forward_item_t *items, int n, const int *c
             LS_ASSERT(row < cp->max_tok);
             cp->row_item[row] = i;
             cp->row_pos[row] = items[i].pos + j;
-            memcpy(cp->x + (size_t)row * dim,
-                   cp->ck->w.token_embedding + (size_t)items[i].tokens[j] * dim,
-                   (size_t)dim * sizeof(float));
+            float *xr = cp->x + (size_t)row * dim;
+            if (cp->q8)
+                forward__q8_row(&cp->ck->q8.token_embedding, dim, cp->c.group_size,
+                                items[i].tokens[j], xr);
+            else
+                memcpy(xr, cp->ck->w.token_embedding + (size_t)items[i].tokens[j] * dim,
+                       (size_t)dim * sizeof(float));
             row++;
         }
     }
@@ -414,7 +487,71 @@ static void cpu_destroy(void *impl)
     free(cp->row_pos);
     free(cp->item_row);
     free(cp->phase_chunks);
+    free(cp->qm);
+    free(cp->q8_bias);
     free(cp);
+}
+
+/* Layer l's Q8_0 matrix m (M_CLS: the classifier) and its shape. */
+static const ckpt_q8_t *q8_matrix(const cpu_t *cp, int m, int l, int *rows, int *cols)
+{
+    const ckpt_q8_weights_t *q8 = &cp->ck->q8;
+    int dim = cp->c.dim, kvd = cp->c.kv_dim, hid = cp->c.hidden_dim;
+    *cols = m == M_2 ? hid : dim;
+    *rows = m == M_K || m == M_V ? kvd : m == M_1 || m == M_3 ? hid : m == M_CLS ? cp->c.vocab_size
+                                                                                 : dim;
+    switch (m) {
+    case M_Q:
+        return &q8->wq[l];
+    case M_K:
+        return &q8->wk[l];
+    case M_V:
+        return &q8->wv[l];
+    case M_O:
+        return &q8->wo[l];
+    case M_1:
+        return &q8->w1[l];
+    case M_2:
+        return &q8->w2[l];
+    case M_3:
+        return &q8->w3[l];
+    default:
+        return &q8->wcls;
+    }
+}
+
+/* The Q8_0 matrices of every layer and the classifier, with the per-block sums the
+ * VNNI kernel starts from (computed here once: one pass over the int8 weights). */
+static int q8_setup(cpu_t *cp, char *err, size_t err_len)
+{
+    int n = cp->c.n_layers * CPU_MATS + 1, rows, cols;
+    cp->qm = calloc((size_t)n, sizeof(*cp->qm));
+    size_t bias_total = 0;
+    for (int i = 0; i < n; i++) {
+        q8_matrix(cp, i == n - 1 ? M_CLS : i % CPU_MATS, i / CPU_MATS, &rows, &cols);
+        bias_total += forward__q8_bias_count(rows, cols, cp->c.group_size);
+    }
+    if (bias_total)
+        cp->q8_bias = malloc(bias_total * sizeof(int32_t));
+    if (!cp->qm || (bias_total && !cp->q8_bias)) {
+        snprintf(err, err_len, "out of memory for the int8 kernels' tables (%zu MiB)",
+                 bias_total * sizeof(int32_t) >> 20);
+        return LS_ERR_NOMEM;
+    }
+    int32_t *bias = cp->q8_bias;
+    for (int i = 0; i < n; i++) {
+        const ckpt_q8_t *m =
+            q8_matrix(cp, i == n - 1 ? M_CLS : i % CPU_MATS, i / CPU_MATS, &rows, &cols);
+        cp->qm[i].q = m->q;
+        cp->qm[i].s = m->s;
+        size_t count = forward__q8_bias_count(rows, cols, cp->c.group_size);
+        if (count) {
+            forward__q8_bias_make(cp->q8k, m, rows, cols, cp->c.group_size, bias);
+            cp->qm[i].bias = bias;
+            bias += count;
+        }
+    }
+    return LS_OK;
 }
 
 static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blocks, char *err,
@@ -446,7 +583,16 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
     cp->x = alloc_floats(T * dim);
     size_t nt = (size_t)cfg->threads;
     cp->xb = alloc_floats(nt * T * dim);
-    cp->xt_floats = forward__rows_floats((int)T, (int)(hid > dim ? hid : dim));
+    int widest = (int)(hid > dim ? hid : dim);
+    cp->q8 = ck->format_version == 2;
+    if (cp->q8) {
+        cp->q8k = forward__q8_kernel(c->group_size);
+        /* bytes as floats, each thread's share a whole number of cache lines */
+        size_t bytes = forward__q8rows_bytes((int)T, widest, c->group_size);
+        cp->xt_floats = (bytes + 63) / 64 * 16;
+    } else {
+        cp->xt_floats = forward__rows_floats((int)T, widest);
+    }
     cp->xt = alloc_floats(nt * cp->xt_floats);
     cp->q = alloc_floats(T * dim);
     cp->k = alloc_floats(T * kvd);
@@ -471,6 +617,8 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
                  n_blocks, (size_t)n_blocks * cp->block_floats * sizeof(float) >> 20);
         goto out_destroy;
     }
+    if (cp->q8 && q8_setup(cp, err, err_len) != LS_OK)
+        goto out_destroy;
     int per = CPU_CHUNKS_PER_THREAD * cp->n_threads;
     cp->q_rows = chunk_rows(c->dim, per);
     cp->q_chunks = (c->dim + cp->q_rows - 1) / cp->q_rows;
@@ -498,8 +646,12 @@ static void *cpu_create(const ckpt_t *ck, const forward_config_t *cfg, int n_blo
     cp->pool = forward__pool_create(cp->n_threads, cp->n_phases, step_body, cp, err, err_len);
     if (!cp->pool)
         goto out_destroy;
-    snprintf(cp->device, sizeof(cp->device), "%d threads, %s kernels", cp->n_threads,
-             forward__kernels_name());
+    if (cp->q8)
+        snprintf(cp->device, sizeof(cp->device), "%d threads, int8 %s kernels (Q8_0, group %d)",
+                 cp->n_threads, forward__q8_kernel_name(cp->q8k), c->group_size);
+    else
+        snprintf(cp->device, sizeof(cp->device), "%d threads, %s kernels", cp->n_threads,
+                 forward__kernels_name());
     return cp;
 
 out_destroy:

@@ -26,18 +26,13 @@
  * with the backend's pool for the same cores.
  */
 #include "model/forward_cpu_matmul.h"
+#include "model/forward_cpu_simd.h"
 
 #include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define MM_HAVE_X86 1
-#else
-#define MM_HAVE_X86 0
-#endif
 
 /* Token rows per pass over a weight slice: 64 rows of the widest input (hidden_dim
  * 2048 floats) are 512 KiB, which stays in a 1 MiB L2. */
@@ -54,6 +49,7 @@
 
 static bool g_avx2;
 static bool g_avx512;
+static bool g_vnni; /* AVX-512 VNNI and BW, for the int8 kernels */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void kernels_pick(void)
@@ -66,12 +62,19 @@ static void kernels_pick(void)
     bool allow_512 = !cap || strcmp(cap, "avx512") == 0;
     g_avx2 = allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     g_avx512 = allow_512 && g_avx2 && __builtin_cpu_supports("avx512f");
+    g_vnni = g_avx512 && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni");
 #endif
 }
 
 void forward__kernels_init(void)
 {
     pthread_once(&g_once, kernels_pick);
+}
+
+forward_kernels_level_t forward__kernels_level(void)
+{
+    return g_vnni ? FWD_K_AVX512_VNNI : g_avx512 ? FWD_K_AVX512 : g_avx2 ? FWD_K_AVX2 : FWD_K_GENERIC;
 }
 
 const char *forward__kernels_name(void)
@@ -112,16 +115,6 @@ static void matmul_c(const float *w, int k_dim, int o0, int o1, const float *x, 
 
 /* ---- AVX2 + FMA ------------------------------------------------------------------- */
 #if MM_HAVE_X86
-#define MM_AVX2 __attribute__((target("avx2,fma")))
-#define MM_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
-
-static MM_AVX2_INLINE float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* One ROWS x COLS tile: ROWS weight rows (stride k_dim) against COLS token rows
  * (stride ldx).  ROWS and COLS are compile-time constants at every call, so the loops
@@ -243,22 +236,6 @@ static MM_AVX2 void matmul_avx2(const float *w, int k_dim, int o0, int o1, const
 
 /* ---- AVX-512F: 32 vector registers allow a 4 x 6 tile, so up to six token rows go
  * past a weight block in one pass (one read of the weights from memory) ---------- */
-#define MM_512 __attribute__((target("avx512f")))
-#define MM_512_INLINE __attribute__((target("avx512f"), always_inline)) inline
-
-/* [sum(a), sum(b), sum(c), sum(d)]. */
-static MM_512_INLINE __m128 reduce4_512(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    /* Per 128-bit lane: (a0+a2, b0+b2, a1+a3, b1+b3), the same for c and d, then
-     * (a, b, c, d) partial sums; the four lanes are added last. */
-    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
 
 static MM_512_INLINE void tile_512(const float *w, size_t k_dim, const float *x, size_t ldx,
                                    float *y, size_t ldy, bool accumulate, const int ROWS,

@@ -19,6 +19,16 @@
  * once per process).  Safe to call more than once, from any thread. */
 void forward__kernels_init(void);
 
+/* What forward__kernels_init found usable (after the LLMSERVE_CPU_KERNELS cap). */
+typedef enum {
+    FWD_K_GENERIC = 0,
+    FWD_K_AVX2 = 1,       /* AVX2 + FMA */
+    FWD_K_AVX512 = 2,     /* and AVX-512F */
+    FWD_K_AVX512_VNNI = 3 /* and AVX-512 BW and VNNI (the int8 kernels) */
+} forward_kernels_level_t;
+
+forward_kernels_level_t forward__kernels_level(void);
+
 /* "avx512f", "avx2+fma" or "generic": the kernels forward__kernels_init picked. */
 const char *forward__kernels_name(void);
 

@@ -821,7 +821,9 @@ Test(checkpoint, q8_group_size_rules)
     ckpt_close(ck);
 }
 
-Test(checkpoint, q8_forward_pass_refuses_cleanly)
+/* A Q8_0 file opened from disk runs through the forward pass (the int8 CPU kernels;
+ * test_forward_cpu checks their logits against the reference). */
+Test(checkpoint, q8_file_runs_through_the_forward_pass)
 {
     const char *p = path_of("q8.bin");
     write_ok(p, q8_shape(true, 32), 1, CKPT_FORMAT_Q8_0);
@@ -832,13 +834,18 @@ Test(checkpoint, q8_forward_pass_refuses_cleanly)
     fc.threads = 1;
     fc.max_batch = 1;
     char err[512] = "";
-    cr_assert_null(forward_create(ck, &fc, err, sizeof(err)));
-    cr_assert(strstr(err, "int8 (Q8_0) checkpoints load but the forward pass does not run them "
-                          "yet") != NULL,
-              "%s", err);
-    cr_assert(strstr(err, p) != NULL, "%s", err);
-    fc.backend = FORWARD_AUTO;
-    cr_assert_null(forward_create(ck, &fc, err, sizeof(err)));
+    forward_t *f = forward_create(ck, &fc, err, sizeof(err));
+    cr_assert_not_null(f, "%s", err);
+    cr_assert(strstr(forward_device_name(f), "int8") != NULL, "%s", forward_device_name(f));
+    int seq = forward_seq_open(f, 4);
+    cr_assert_geq(seq, 0);
+    sampler_t s;
+    sampler_init(&s, 0.0f, 1.0f, 0, 1);
+    int prompt[3] = {1, 5, 9}, out = -1;
+    forward_item_t it = {.seq = seq, .tokens = prompt, .n_tokens = 3, .pos = 0, .sampler = &s};
+    cr_assert_eq(forward_step(f, &it, 1, &out, NULL), LS_OK);
+    cr_assert(out >= 0 && out < ck->cfg.vocab_size, "token %d", out);
+    forward_destroy(f);
     ckpt_close(ck);
 }
 

@@ -1,0 +1,652 @@
+/*
+ * forward_cpu_q8.c - the int8 (Q8_0) matmul of the CPU backend (forward_cpu_q8.h).
+ *
+ * The kernels are tiled as the fp32 ones are (forward_cpu_matmul.c): a tile of ROWS
+ * weight rows by COLS token rows keeps ROWS * COLS float accumulators; rows are the
+ * outer loop so a tile's weight rows stay in L1 while every token row goes past them,
+ * and the weights stream from memory once per step.  Per block of 64 (VNNI) or 32
+ * (AVX2) bytes a tile does one integer dot product per (row, token), converts it to
+ * float and adds it in times the block's two scales; the integer sums of one block are
+ * exact, so the result differs from runq.c's (one int32 per group, then floats) only in
+ * the order the floats are added.
+ */
+#include "model/forward_cpu_q8.h"
+#include "model/forward_cpu_matmul.h"
+#include "model/forward_cpu_simd.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+/* Token rows per pass over a weight slice, as for fp32: a chunk stays in L2. */
+#define Q8_TOKEN_CHUNK 64
+
+/* Weight rows prefetched ahead of a single-token pass: int8 rows are a quarter of
+ * fp32 ones, so twice as many rows as the fp32 kernel's are still half the bytes. */
+#define Q8_PREFETCH_ROWS_1 32
+#define Q8_PREFETCH_ROWS_N 16
+
+forward_q8_kernel_t forward__q8_kernel(int group_size)
+{
+    forward__kernels_init();
+    forward_kernels_level_t l = forward__kernels_level();
+    if (l >= FWD_K_AVX512_VNNI && group_size % 64 == 0)
+        return Q8K_VNNI;
+    if (l >= FWD_K_AVX2 && group_size % 32 == 0)
+        return Q8K_AVX2;
+    return Q8K_GENERIC;
+}
+
+const char *forward__q8_kernel_name(forward_q8_kernel_t k)
+{
+    return k == Q8K_VNNI ? "avx512-vnni" : k == Q8K_AVX2 ? "avx2" : "generic";
+}
+
+size_t forward__q8_bias_count(int rows, int cols, int group_size)
+{
+    if (forward__q8_kernel(group_size) != Q8K_VNNI)
+        return 0;
+    return (size_t)rows * (size_t)(cols / group_size);
+}
+
+void forward__q8_bias_make(forward_q8_kernel_t k, const ckpt_q8_t *m, int rows, int cols,
+                           int group_size, int32_t *bias)
+{
+    if (k != Q8K_VNNI)
+        return;
+    /* vpdpbusd adds (x + 128) * w; each group's 128 * sum(w) is taken back out through
+     * the accumulators' starting values: -8 * sum in each of the 16 int32 lanes when
+     * the lanes share one dot product, 16 times that when each lane is a token. */
+    size_t groups = (size_t)rows * (size_t)(cols / group_size);
+    for (size_t g = 0; g < groups; g++) {
+        const int8_t *q = m->q + g * (size_t)group_size;
+        int32_t sum = 0;
+        for (int i = 0; i < group_size; i++)
+            sum += q[i];
+        bias[g] = -8 * sum;
+    }
+}
+
+void forward__q8_row(const ckpt_q8_t *m, int cols, int group_size, int r, float *out)
+{
+    const int8_t *q = m->q + (size_t)r * (size_t)cols;
+    const float *s = m->s + (size_t)r * (size_t)(cols / group_size);
+    for (int i = 0; i < cols; i++)
+        out[i] = (float)q[i] * s[i / group_size];
+}
+
+/* ---- token rows ------------------------------------------------------------------- */
+
+static size_t round64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+/* Rows rounded up to whole blocks of 16 for the transposed copy. */
+static size_t rows16(int n_tok)
+{
+    return ((size_t)n_tok + 15) & ~(size_t)15;
+}
+
+size_t forward__q8rows_bytes(int n_tok, int k_dim, int group_size)
+{
+    size_t ng = (size_t)(k_dim / group_size);
+    size_t rows = round64((size_t)n_tok * (size_t)k_dim) + round64((size_t)n_tok * ng * 4);
+    size_t transposed = round64(rows16(n_tok) * (size_t)k_dim) + rows16(n_tok) * ng * 4;
+    return rows + transposed;
+}
+
+/* The broadcast form's copy of r's rows (see forward_q8rows_t). */
+static void q8rows_transpose(const forward_q8rows_t *r, int8_t *qt, float *st)
+{
+    size_t k4 = (size_t)r->k_dim / 4, ng = (size_t)(r->k_dim / r->group_size);
+    size_t blocks = rows16(r->n_tok) / 16;
+    int32_t *dst = (int32_t *)(void *)qt;
+    for (size_t b = 0; b < blocks; b++)
+        for (int lane = 0; lane < 16; lane++) {
+            size_t t = b * 16 + (size_t)lane;
+            int32_t *d = dst + b * k4 * 16 + (size_t)lane;
+            float *ds = st + b * ng * 16 + (size_t)lane;
+            if (t >= (size_t)r->n_tok) {
+                for (size_t k = 0; k < k4; k++)
+                    d[k * 16] = 0;
+                for (size_t g = 0; g < ng; g++)
+                    ds[g * 16] = 0.0f;
+                continue;
+            }
+            const int8_t *src = r->q + t * (size_t)r->k_dim;
+            for (size_t k = 0; k < k4; k++)
+                memcpy(&d[k * 16], src + k * 4, 4);
+            for (size_t g = 0; g < ng; g++)
+                ds[g * 16] = r->s[t * ng + g];
+        }
+}
+
+/* One row of n values in groups of gs, as runq.c's quantize (scale = max|x| / 127),
+ * plus 128 when offset. */
+static void quantize_c(int8_t *q, float *s, const float *x, int n, int gs, bool offset)
+{
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * (size_t)gs;
+        float amax = 0.0f;
+        for (int i = 0; i < gs; i++)
+            amax = fmaxf(amax, fabsf(xg[i]));
+        float scale = amax / 127.0f;
+        float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        s[g] = scale;
+        for (int i = 0; i < gs; i++) {
+            int v = (int)roundf(xg[i] * inv);
+            v = v > 127 ? 127 : v < -127 ? -127 : v;
+            q[(size_t)g * gs + i] = (int8_t)(offset ? (uint8_t)(v + 128) : (uint8_t)v);
+        }
+    }
+}
+
+#if MM_HAVE_X86
+/* quantize_c with 16 floats per vector (gs a multiple of 16); rounds half to even
+ * where roundf rounds away from zero, which only a value exactly between two steps
+ * can tell apart. */
+static MM_512 void quantize_512(int8_t *q, float *s, const float *x, int n, int gs, bool offset)
+{
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * (size_t)gs;
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < gs; i += 16)
+            m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
+        float scale = _mm512_reduce_max_ps(m) / 127.0f;
+        __m512 inv = _mm512_set1_ps(scale > 0.0f ? 1.0f / scale : 0.0f);
+        s[g] = scale;
+        for (int i = 0; i < gs; i += 16) {
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), inv));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(127)),
+                                 _mm512_set1_epi32(-127));
+            __m128i b = _mm512_cvtepi32_epi8(v);
+            if (offset)
+                b = _mm_xor_si128(b, flip);
+            _mm_storeu_si128((__m128i *)(q + (size_t)g * gs + i), b);
+        }
+    }
+}
+#endif
+
+void forward__q8rows_make(forward_q8rows_t *r, forward_q8_kernel_t k, const float *x, int ldx,
+                          int n_tok, int k_dim, int group_size, void *buf)
+{
+    int8_t *q = buf;
+    float *s = (float *)((char *)buf + round64((size_t)n_tok * (size_t)k_dim));
+    int ng = k_dim / group_size;
+    char *tbuf = (char *)s + round64((size_t)n_tok * (size_t)ng * 4);
+    bool offset = k == Q8K_VNNI;
+    for (int t = 0; t < n_tok; t++) {
+        int8_t *qt = q + (size_t)t * (size_t)k_dim;
+        float *st = s + (size_t)t * (size_t)ng;
+        const float *xt = x + (size_t)t * (size_t)ldx;
+#if MM_HAVE_X86
+        if (forward__kernels_level() >= FWD_K_AVX512 && group_size % 16 == 0) {
+            quantize_512(qt, st, xt, k_dim, group_size, offset);
+            continue;
+        }
+#endif
+        quantize_c(qt, st, xt, k_dim, group_size, offset);
+    }
+    r->q = q;
+    r->s = s;
+    r->n_tok = n_tok;
+    r->k_dim = k_dim;
+    r->group_size = group_size;
+    r->kernel = k;
+    r->qt = NULL;
+    r->st = NULL;
+    if (k == Q8K_VNNI && n_tok >= Q8_BCAST_MIN_TOKENS) {
+        int8_t *qt = (int8_t *)tbuf;
+        float *st = (float *)(tbuf + round64(rows16(n_tok) * (size_t)k_dim));
+        q8rows_transpose(r, qt, st);
+        r->qt = qt;
+        r->st = st;
+    }
+}
+
+static inline void prefetch_bytes(const void *from, size_t bytes)
+{
+    const char *p = from, *end = p + bytes;
+    for (; p < end; p += 64)
+        __builtin_prefetch(p, 0, 2);
+}
+
+/* Asks for rows [o, o + rows) of w (clamped to o_end) to be brought into the caches:
+ * their values and, from their own arrays, their scales and VNNI sums, which the
+ * hardware prefetcher, following the values, would not fetch early enough. */
+static inline void prefetch_q8_rows(const forward_q8mat_t *w, size_t k_dim, size_t ng, int o,
+                                    int rows, int o_end)
+{
+    if (o >= o_end)
+        return;
+    if (o + rows > o_end)
+        rows = o_end - o;
+    prefetch_bytes(w->q + (size_t)o * k_dim, (size_t)rows * k_dim);
+    prefetch_bytes(w->s + (size_t)o * ng, (size_t)rows * ng * sizeof(float));
+    if (w->bias)
+        prefetch_bytes(w->bias + (size_t)o * ng, (size_t)rows * ng * sizeof(int32_t));
+}
+
+/* ---- plain C ---------------------------------------------------------------------- */
+
+static void matmul_q8_c(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
+                        float *y, int ldy, bool accumulate)
+{
+    int kd = x->k_dim, gs = x->group_size, ng = kd / gs;
+    for (int o = o0; o < o1; o++) {
+        const int8_t *wr = w->q + (size_t)o * (size_t)kd;
+        const float *ws = w->s + (size_t)o * (size_t)ng;
+        for (int t = 0; t < x->n_tok; t++) {
+            const int8_t *xr = x->q + (size_t)t * (size_t)kd;
+            const float *xs = x->s + (size_t)t * (size_t)ng;
+            float val = 0.0f;
+            for (int g = 0; g < ng; g++) {
+                int32_t iv = 0;
+                for (int i = g * gs; i < (g + 1) * gs; i++)
+                    iv += (int32_t)wr[i] * (int32_t)xr[i];
+                val += (float)iv * ws[g] * xs[g];
+            }
+            float *yo = y + (size_t)t * (size_t)ldy + o;
+            *yo = accumulate ? *yo + val : val;
+        }
+    }
+}
+
+#if MM_HAVE_X86
+/* ---- AVX2: 32-byte blocks, |w| times x with w's sign ------------------------------ */
+
+static MM_AVX2_INLINE void tile_q8_avx2(const int8_t *w, const float *ws, size_t kd, size_t ng,
+                                        int bpg, const int8_t *x, const float *xs, float *y,
+                                        size_t ldy, bool accumulate, const int ROWS,
+                                        const int COLS)
+{
+    __m256 acc[4][3];
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++)
+            acc[r][c] = _mm256_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        __m256 sx[3];
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++)
+            sx[c] = _mm256_set1_ps(xs[c * ng + g]);
+        for (int b = 0; b < bpg; b++) {
+            size_t k = (g * (size_t)bpg + (size_t)b) * 32;
+            __m256i xv[3];
+#pragma GCC unroll 4
+            for (int c = 0; c < COLS; c++)
+                xv[c] = _mm256_loadu_si256((const __m256i *)(x + c * kd + k));
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; r++) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(w + r * kd + k));
+                __m256i aw = _mm256_sign_epi8(wv, wv);
+                __m256 sw = _mm256_set1_ps(ws[r * ng + g]);
+#pragma GCC unroll 4
+                for (int c = 0; c < COLS; c++) {
+                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv[c], wv));
+                    __m256 d = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                    acc[r][c] = _mm256_fmadd_ps(d, _mm256_mul_ps(sw, sx[c]), acc[r][c]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++) {
+            float s = hsum8(acc[r][c]);
+            float *yo = y + c * ldy + r;
+            *yo = accumulate ? *yo + s : s;
+        }
+}
+
+typedef void (*q8_tile_fn_t)(const int8_t *, const float *, size_t, size_t, int, const int8_t *,
+                             const float *, float *, size_t, bool);
+
+#define Q8_TILE_AVX2(R, C)                                                                         \
+    static MM_AVX2 void tile_q8_avx2_##R##x##C(const int8_t *w, const float *ws, size_t kd,        \
+                                               size_t ng, int bpg, const int8_t *x,                \
+                                               const float *xs, float *y, size_t ldy, bool acc)    \
+    {                                                                                              \
+        tile_q8_avx2(w, ws, kd, ng, bpg, x, xs, y, ldy, acc, R, C);                                \
+    }
+Q8_TILE_AVX2(4, 1)
+Q8_TILE_AVX2(4, 2)
+Q8_TILE_AVX2(4, 3)
+Q8_TILE_AVX2(2, 1)
+Q8_TILE_AVX2(2, 2)
+Q8_TILE_AVX2(2, 3)
+Q8_TILE_AVX2(1, 1)
+Q8_TILE_AVX2(1, 2)
+Q8_TILE_AVX2(1, 3)
+
+/* [rows 1, 2, 4 -> 0, 1, 2][cols - 1] */
+static const q8_tile_fn_t g_q8_avx2[3][3] = {
+    {tile_q8_avx2_1x1, tile_q8_avx2_1x2, tile_q8_avx2_1x3},
+    {tile_q8_avx2_2x1, tile_q8_avx2_2x2, tile_q8_avx2_2x3},
+    {tile_q8_avx2_4x1, tile_q8_avx2_4x2, tile_q8_avx2_4x3},
+};
+
+/* ---- AVX-512 VNNI: 64-byte blocks, (x + 128) times w ------------------------------ */
+#define Q8_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define Q8_VNNI_INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline
+
+static Q8_VNNI_INLINE void tile_q8_vnni(const int8_t *w, const float *ws, const int32_t *wb,
+                                        size_t kd, size_t ng, int bpg, const int8_t *x,
+                                        const float *xs, float *y, size_t ldy, bool accumulate,
+                                        const int ROWS, const int COLS)
+{
+    __m512 acc[8][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        __m512 sx[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++)
+            sx[c] = _mm512_set1_ps(xs[c * ng + g]);
+        for (int b = 0; b < bpg; b++) {
+            size_t k = (g * (size_t)bpg + (size_t)b) * 64;
+            __m512i xv[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < COLS; c++)
+                xv[c] = _mm512_loadu_si512((const void *)(x + c * kd + k));
+#pragma GCC unroll 8
+            for (int r = 0; r < ROWS; r++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(w + r * kd + k));
+                /* the group's -128 * sum(w) over 16 lanes, with its first block */
+                __m512i bias = b == 0 ? _mm512_set1_epi32(wb[r * ng + g])
+                                      : _mm512_setzero_si512();
+                __m512 sw = _mm512_set1_ps(ws[r * ng + g]);
+#pragma GCC unroll 4
+                for (int c = 0; c < COLS; c++) {
+                    __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(bias, xv[c], wv));
+                    acc[r][c] = _mm512_fmadd_ps(d, _mm512_mul_ps(sw, sx[c]), acc[r][c]);
+                }
+            }
+        }
+    }
+    if (ROWS % 4 == 0) {
+#pragma GCC unroll 8
+        for (int r = 0; r < ROWS; r += 4)
+#pragma GCC unroll 4
+            for (int c = 0; c < COLS; c++) {
+                __m128 s = reduce4_512(acc[r][c], acc[r + 1][c], acc[r + 2][c], acc[r + 3][c]);
+                float *yo = y + c * ldy + r;
+                if (accumulate)
+                    s = _mm_add_ps(s, _mm_loadu_ps(yo));
+                _mm_storeu_ps(yo, s);
+            }
+        return;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < COLS; c++) {
+            float s = _mm512_reduce_add_ps(acc[r][c]);
+            float *yo = y + c * ldy + r;
+            *yo = accumulate ? *yo + s : s;
+        }
+}
+
+typedef void (*q8_vtile_fn_t)(const int8_t *, const float *, const int32_t *, size_t, size_t, int,
+                              const int8_t *, const float *, float *, size_t, bool);
+
+#define Q8_TILE_VNNI(R, C)                                                                         \
+    static Q8_VNNI void tile_q8_vnni_##R##x##C(const int8_t *w, const float *ws,                   \
+                                               const int32_t *wb, size_t kd, size_t ng, int bpg,   \
+                                               const int8_t *x, const float *xs, float *y,         \
+                                               size_t ldy, bool acc)                               \
+    {                                                                                              \
+        tile_q8_vnni(w, ws, wb, kd, ng, bpg, x, xs, y, ldy, acc, R, C);                            \
+    }
+Q8_TILE_VNNI(8, 1)
+Q8_TILE_VNNI(4, 1)
+Q8_TILE_VNNI(4, 2)
+Q8_TILE_VNNI(4, 3)
+Q8_TILE_VNNI(4, 4)
+Q8_TILE_VNNI(2, 1)
+Q8_TILE_VNNI(2, 2)
+Q8_TILE_VNNI(2, 3)
+Q8_TILE_VNNI(2, 4)
+Q8_TILE_VNNI(1, 1)
+Q8_TILE_VNNI(1, 2)
+Q8_TILE_VNNI(1, 3)
+Q8_TILE_VNNI(1, 4)
+
+/* [rows 1, 2, 4 -> 0, 1, 2][cols - 1] */
+static const q8_vtile_fn_t g_q8_vnni[3][4] = {
+    {tile_q8_vnni_1x1, tile_q8_vnni_1x2, tile_q8_vnni_1x3, tile_q8_vnni_1x4},
+    {tile_q8_vnni_2x1, tile_q8_vnni_2x2, tile_q8_vnni_2x3, tile_q8_vnni_2x4},
+    {tile_q8_vnni_4x1, tile_q8_vnni_4x2, tile_q8_vnni_4x3, tile_q8_vnni_4x4},
+};
+
+/* Broadcast form: 16 token rows per vector, one int32 lane each.  Per 4 values of k a
+ * tile broadcasts each weight row's 4 bytes against V vectors of transposed token
+ * rows, so a group's dot products accumulate in int32 lanes with no reduction, and
+ * are converted and scaled once per group: 16 vpdpbusd (group size 64) for about 4
+ * other instructions, where the dot-product form needs 3 others for every one. */
+static Q8_VNNI_INLINE void btile_q8_vnni(const int8_t *w, const float *ws, const int32_t *wb,
+                                         size_t kd, size_t ng, int gs, const int8_t *xt,
+                                         const float *st, float *y, size_t ldy, int n_tok,
+                                         bool accumulate, const int R, const int V, const int GS)
+{
+    /* GS: the group size as a constant (0: gs), so the common one unrolls fully */
+    const int qn = (GS ? GS : gs) / 4;
+    __m512 acc[4][2];
+    size_t k4 = kd / 4;
+    const int32_t *xt32 = (const int32_t *)(const void *)xt;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        __m512i dp[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512i b = _mm512_set1_epi32(wb[r * ng + g] * 16);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++)
+                dp[r][v] = b;
+        }
+        size_t q0 = g * (size_t)qn;
+#pragma GCC unroll 16
+        for (int qi = 0; qi < qn; qi++) {
+            size_t q = q0 + (size_t)qi;
+            __m512i xv[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++)
+                xv[v] = _mm512_load_si512((const void *)(xt32 + ((size_t)v * k4 + q) * 16));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t w4;
+                memcpy(&w4, w + r * kd + q * 4, 4);
+                __m512i wv = _mm512_set1_epi32(w4);
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++)
+                    dp[r][v] = _mm512_dpbusd_epi32(dp[r][v], xv[v], wv);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512 sw = _mm512_set1_ps(ws[r * ng + g]);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++) {
+                __m512 sx = _mm512_load_ps(st + ((size_t)v * ng + g) * 16);
+                acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp[r][v]), _mm512_mul_ps(sw, sx),
+                                            acc[r][v]);
+            }
+        }
+    }
+    /* out to y's columns: R adjacent outputs of each token */
+    float out[4][16];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            _mm512_storeu_ps(out[r], acc[r][v]);
+        int n = n_tok - v * 16 < 16 ? n_tok - v * 16 : 16;
+        float *yv = y + (size_t)v * 16 * ldy;
+        if (accumulate) {
+            for (int i = 0; i < n; i++)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    yv[(size_t)i * ldy + r] += out[r][i];
+        } else {
+            for (int i = 0; i < n; i++)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    yv[(size_t)i * ldy + r] = out[r][i];
+        }
+    }
+}
+
+typedef void (*q8_btile_fn_t)(const int8_t *, const float *, const int32_t *, size_t, size_t, int,
+                              const int8_t *, const float *, float *, size_t, int, bool);
+
+#define Q8_BTILE_VNNI(R, V)                                                                        \
+    static Q8_VNNI void btile_q8_vnni_##R##x##V(const int8_t *w, const float *ws,                  \
+                                                const int32_t *wb, size_t kd, size_t ng, int gs,   \
+                                                const int8_t *xt, const float *st, float *y,       \
+                                                size_t ldy, int n_tok, bool acc)                   \
+    {                                                                                              \
+        if (gs == 64)                                                                              \
+            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, 64);            \
+        else                                                                                       \
+            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, 0);             \
+    }
+Q8_BTILE_VNNI(4, 1)
+Q8_BTILE_VNNI(4, 2)
+Q8_BTILE_VNNI(2, 1)
+Q8_BTILE_VNNI(2, 2)
+Q8_BTILE_VNNI(1, 1)
+Q8_BTILE_VNNI(1, 2)
+
+/* [rows 1, 2, 4 -> 0, 1, 2][vectors - 1] */
+static const q8_btile_fn_t g_q8_bvnni[3][2] = {
+    {btile_q8_vnni_1x1, btile_q8_vnni_1x2},
+    {btile_q8_vnni_2x1, btile_q8_vnni_2x2},
+    {btile_q8_vnni_4x1, btile_q8_vnni_4x2},
+};
+
+static void matmul_q8_vnni_bcast(const forward_q8mat_t *w, int o0, int o1,
+                                 const forward_q8rows_t *x, float *y, int ldy, bool accumulate)
+{
+    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
+    int blocks = (x->n_tok + 15) / 16;
+    for (int o = o0; o < o1;) {
+        int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
+        int ri = rows == 4 ? 2 : rows - 1;
+        prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_N, rows, o1);
+        const int8_t *wr = w->q + o * kd;
+        const float *ws = w->s + o * ng;
+        const int32_t *wb = w->bias + o * ng;
+        /* a tile's rows (4 x kd bytes) stay in L1 while every block of tokens goes by */
+        for (int b = 0; b < blocks;) {
+            int v = blocks - b >= 2 ? 2 : 1;
+            int t = b * 16;
+            g_q8_bvnni[ri][v - 1](wr, ws, wb, kd, ng, x->group_size, x->qt + (size_t)b * 16 * kd,
+                                  x->st + (size_t)b * 16 * ng, y + t * ly + o, ly, x->n_tok - t,
+                                  accumulate);
+            b += v;
+        }
+        o += rows;
+    }
+}
+
+static void matmul_q8_vnni(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
+                           float *y, int ldy, bool accumulate)
+{
+    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
+    int bpg = x->group_size / 64;
+    if (x->qt) {
+        matmul_q8_vnni_bcast(w, o0, o1, x, y, ldy, accumulate);
+        return;
+    }
+    if (x->n_tok == 1) {
+        /* Decode of one sequence: eight rows at a time for eight independent chains. */
+        int o = o0;
+        for (; o + 8 <= o1; o += 8) {
+            prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_1, 8, o1);
+            tile_q8_vnni_8x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
+                             x->s, y + o, ly, accumulate);
+        }
+        for (; o + 4 <= o1; o += 4)
+            tile_q8_vnni_4x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
+                             x->s, y + o, ly, accumulate);
+        for (; o < o1; o++)
+            tile_q8_vnni_1x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
+                             x->s, y + o, ly, accumulate);
+        return;
+    }
+    for (int t0 = 0; t0 < x->n_tok; t0 += Q8_TOKEN_CHUNK) {
+        int t1 = x->n_tok - t0 < Q8_TOKEN_CHUNK ? x->n_tok : t0 + Q8_TOKEN_CHUNK;
+        for (int o = o0; o < o1;) {
+            int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
+            int ri = rows == 4 ? 2 : rows - 1;
+            prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_N, rows, o1);
+            const int8_t *wr = w->q + o * kd;
+            const float *ws = w->s + o * ng;
+            const int32_t *wb = w->bias + o * ng;
+            for (int t = t0; t < t1;) {
+                int cols = t1 - t >= 4 ? 4 : t1 - t;
+                g_q8_vnni[ri][cols - 1](wr, ws, wb, kd, ng, bpg, x->q + t * kd, x->s + t * ng,
+                                        y + t * ly + o, ly, accumulate);
+                t += cols;
+            }
+            o += rows;
+        }
+    }
+}
+
+static void matmul_q8_avx2(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
+                           float *y, int ldy, bool accumulate)
+{
+    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
+    int bpg = x->group_size / 32;
+    int prefetch = x->n_tok == 1 ? Q8_PREFETCH_ROWS_1 : Q8_PREFETCH_ROWS_N;
+    for (int t0 = 0; t0 < x->n_tok; t0 += Q8_TOKEN_CHUNK) {
+        int t1 = x->n_tok - t0 < Q8_TOKEN_CHUNK ? x->n_tok : t0 + Q8_TOKEN_CHUNK;
+        for (int o = o0; o < o1;) {
+            int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
+            int ri = rows == 4 ? 2 : rows - 1;
+            prefetch_q8_rows(w, kd, ng, o + prefetch, rows, o1);
+            const int8_t *wr = w->q + o * kd;
+            const float *ws = w->s + o * ng;
+            for (int t = t0; t < t1;) {
+                int cols = t1 - t >= 3 ? 3 : t1 - t;
+                g_q8_avx2[ri][cols - 1](wr, ws, kd, ng, bpg, x->q + t * kd, x->s + t * ng,
+                                        y + t * ly + o, ly, accumulate);
+                t += cols;
+            }
+            o += rows;
+        }
+    }
+}
+#endif
+
+void forward__matmul_q8(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
+                        float *y, int ldy, bool accumulate)
+{
+    if (o1 <= o0 || x->n_tok <= 0)
+        return;
+#if MM_HAVE_X86
+    if (x->kernel == Q8K_VNNI) {
+        matmul_q8_vnni(w, o0, o1, x, y, ldy, accumulate);
+        return;
+    }
+    if (x->kernel == Q8K_AVX2) {
+        matmul_q8_avx2(w, o0, o1, x, y, ldy, accumulate);
+        return;
+    }
+#endif
+    matmul_q8_c(w, o0, o1, x, y, ldy, accumulate);
+}
