@@ -159,20 +159,21 @@ forward_t *forward_create(const ckpt_t *ck, const forward_config_t *cfg, char *e
         snprintf(err, err_len, "no checkpoint or no config");
         return NULL;
     }
-    /* Neither backend reads ck->q8 yet; their fp32 matrix pointers are NULL there. */
-    if (ck->format_version == 2) {
-        snprintf(err, err_len,
-                 "%s: int8 (Q8_0) checkpoints load but the forward pass does not run them yet; "
-                 "use an fp32 checkpoint (legacy or ak42 version 1)",
-                 ck->path ? ck->path : "checkpoint");
-        return NULL;
-    }
     forward_config_t c = *cfg;
     if (config_resolve(ck, &c, err, err_len) != LS_OK)
         return NULL;
     const forward__backend_t *be = backend_pick(c.backend, err, err_len);
     if (!be)
         return NULL;
+    /* The CUDA backend reads ck->q8; the CPU backend does not yet, and its fp32 matrix
+     * pointers are NULL there. */
+    if (ck->format_version == 2 && be != forward__cuda()) {
+        snprintf(err, err_len,
+                 "%s: int8 (Q8_0) checkpoints run on the cuda backend only, not on %s; "
+                 "use an fp32 checkpoint (legacy or ak42 version 1)",
+                 ck->path ? ck->path : "checkpoint", be->name);
+        return NULL;
+    }
 
     forward_t *f = calloc(1, sizeof(*f));
     if (!f) {

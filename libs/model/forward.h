@@ -69,7 +69,8 @@ void forward_config_init(forward_config_t *cfg);
 /* Builds a forward pass for ck (borrowed; must outlive the result) on the backend cfg
  * asks for.  Returns a new forward_t (free with forward_destroy) or NULL with a reason
  * in err (no device, out of device memory, budget smaller than one sequence, an int8
- * (Q8_0, format_version 2) checkpoint, which no backend runs yet, ...). */
+ * (Q8_0, format_version 2) checkpoint on a backend that does not run it: the CUDA
+ * backend runs it, the CPU backend not yet, ...). */
 forward_t *forward_create(const ckpt_t *ck, const forward_config_t *cfg, char *err,
                           size_t err_len);
 
