@@ -2,6 +2,9 @@
 # CUDA; every test that needs a device skips cleanly on a machine without one.
 if(LLMSERVE_HAVE_CUDA)
   llmserve_test(test_forward_cuda unit/model/test_forward_cuda.c llmserve_model)
+  # int8 (Q8_0) checkpoints are checked against the reference pass (runq.c's arithmetic)
+  target_sources(test_forward_cuda PRIVATE unit/model/ref_forward.c)
+  target_include_directories(test_forward_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit/model)
 endif()
 
 # tools/gpu-check.sh without a GPU: a fast, plain failure for the GPU steps, and every

@@ -11,7 +11,8 @@
 #                   backend (LLMSERVE_TEST_BACKEND=cuda)
 #   3 modelbench    stories15M and stories110M shapes made on the spot, CUDA and CPU
 #                   in the same run, each beside the bound from the memory bandwidth
-#                   measured in the same run (the GPU's by a read kernel)
+#                   measured in the same run (the GPU's by a read kernel); and
+#                   stories15M as int8 (Q8_0) on CUDA
 #   4 llmbench      llmserve-inference on CUDA, then on the CPU, each driven by
 #                   llmbench --direct at 1, 8 and 32 streams (TTFT, ITL, tokens/s)
 #
@@ -212,6 +213,31 @@ shapes=(stories15M stories110M)
 [ "$quick" = 1 ] && shapes=(stories15M)
 : >"$out/bench.log"
 : >"$out/modelbench.jsonl"
+bench() { # label model backend: one modelbench run, recorded under label
+    local label=$1 model=$2 be=$3
+    local args=(--model "$model" --backend "$be" --json)
+    if [ "$quick" = 1 ]; then
+        args+=(--repeats 1 --batches 1,4 --decode-tokens 16 --prefill-tokens 32 --batch-steps 4 --bw-mib 64)
+    elif [ "$be" = cuda ]; then
+        args+=(--repeats 5 --batches 1,8,32,64 --bw-mib 2048)
+    else
+        args+=(--repeats 3 --batches 1,8,32 --decode-tokens 64 --batch-steps 16)
+    fi
+    echo "==== modelbench $label $be: ${args[*]}" >>"$out/bench.log"
+    if timeout 300 "${bin[llmserve-modelbench]}" "${args[@]}" >"$work/mb.json" 2>>"$out/bench.log"; then
+        cat "$work/mb.json" >>"$out/modelbench.jsonl"
+        record modelbench "$label $be" ok "$(python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+b = {x["batch"]: x["tok_s"] for x in j["batches"]}
+big = max(b)
+print("decode %.0f tok/s (%.2f of the %s bound %.0f), B=%d %.0f tok/s, prefill %.0f tok/s" % (
+    j["decode_tok_s"], j["decode_tok_s"] / j["bound_tok_s"] if j["bound_tok_s"] > 0 else 0,
+    j["bandwidth_of"], j["bound_tok_s"], big, b[big], j["prefill_tok_s"]))' "$work/mb.json")"
+    else
+        record modelbench "$label $be" FAIL "bench.log"
+    fi
+}
 for shape in "${shapes[@]}"; do
     if ! "${bin[llmserve-modelmaker]}" --preset "$shape" --seed 7 --out "$work/$shape.bin" \
         --tokenizer-out "$work/$shape.tok" >>"$out/bench.log" 2>&1; then
@@ -221,30 +247,18 @@ for shape in "${shapes[@]}"; do
     backends=(cuda cpu)
     [ "$cpu_only" = 1 ] && backends=(cpu)
     for be in "${backends[@]}"; do
-        args=(--model "$work/$shape.bin" --backend "$be" --json)
-        if [ "$quick" = 1 ]; then
-            args+=(--repeats 1 --batches 1,4 --decode-tokens 16 --prefill-tokens 32 --batch-steps 4 --bw-mib 64)
-        elif [ "$be" = cuda ]; then
-            args+=(--repeats 5 --batches 1,8,32,64 --bw-mib 2048)
-        else
-            args+=(--repeats 3 --batches 1,8,32 --decode-tokens 64 --batch-steps 16)
-        fi
-        echo "==== modelbench $shape $be: ${args[*]}" >>"$out/bench.log"
-        if timeout 300 "${bin[llmserve-modelbench]}" "${args[@]}" >"$work/mb.json" 2>>"$out/bench.log"; then
-            cat "$work/mb.json" >>"$out/modelbench.jsonl"
-            record modelbench "$shape $be" ok "$(python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))
-b = {x["batch"]: x["tok_s"] for x in j["batches"]}
-big = max(b)
-print("decode %.0f tok/s (%.2f of the %s bound %.0f), B=%d %.0f tok/s, prefill %.0f tok/s" % (
-    j["decode_tok_s"], j["decode_tok_s"] / j["bound_tok_s"] if j["bound_tok_s"] > 0 else 0,
-    j["bandwidth_of"], j["bound_tok_s"], big, b[big], j["prefill_tok_s"]))' "$work/mb.json")"
-        else
-            record modelbench "$shape $be" FAIL "bench.log"
-        fi
+        bench "$shape" "$work/$shape.bin" "$be"
     done
 done
+# the int8 (Q8_0) file of the smallest shape, on the CUDA backend
+if [ "$cpu_only" = 0 ]; then
+    if "${bin[llmserve-modelmaker]}" --preset stories15M --seed 7 --quantize q8_0 \
+        --out "$work/stories15M-q8.bin" >>"$out/bench.log" 2>&1; then
+        bench stories15M-q8_0 "$work/stories15M-q8.bin" cuda
+    else
+        record modelbench "stories15M-q8_0: make the model" FAIL "bench.log"
+    fi
+fi
 
 # ---- 4: the inference service under llmbench --direct ------------------------------------
 say "4/4 llmserve-inference under llmbench --direct"

@@ -165,13 +165,6 @@ forward_t *forward_create(const ckpt_t *ck, const forward_config_t *cfg, char *e
     const forward__backend_t *be = backend_pick(c.backend, err, err_len);
     if (!be)
         return NULL;
-    if (ck->format_version == 2 && be != &forward__cpu) {
-        snprintf(err, err_len,
-                 "%s: the %s backend does not run int8 (Q8_0) checkpoints yet; use the CPU "
-                 "backend or an fp32 checkpoint",
-                 ck->path ? ck->path : "checkpoint", be->name);
-        return NULL;
-    }
 
     forward_t *f = calloc(1, sizeof(*f));
     if (!f) {

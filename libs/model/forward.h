@@ -69,8 +69,8 @@ void forward_config_init(forward_config_t *cfg);
 /* Builds a forward pass for ck (borrowed; must outlive the result) on the backend cfg
  * asks for.  Returns a new forward_t (free with forward_destroy) or NULL with a reason
  * in err (no device, out of device memory, budget smaller than one sequence, ...).
- * Int8 (Q8_0, format_version 2) checkpoints run on the CPU backend with int8 kernels
- * (forward_cpu_q8.h), with runq.c's arithmetic. */
+ * Int8 (Q8_0, format_version 2) checkpoints run on both backends with runq.c's
+ * arithmetic: the CPU's int8 kernels (forward_cpu_q8.h) and the CUDA backend's. */
 forward_t *forward_create(const ckpt_t *ck, const forward_config_t *cfg, char *err,
                           size_t err_len);
 

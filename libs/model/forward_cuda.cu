@@ -1,13 +1,13 @@
 /*
  * forward_cuda.cu - the CUDA backend of the batched forward pass.
  *
- * create copies the weights to the device once (fp32), allocates the paged KV cache
- * and every scratch buffer for the largest step (max_step_tokens tokens over
- * max_batch items), pinned host staging for a step's inputs and outputs, and a cuBLAS
- * workspace; then it runs one small warm-up step so the kernels and cuBLAS are loaded
- * before the first real step.  step allocates nothing: it packs the items into the
- * pinned buffer, sends it with one copy, enqueues the whole pass on one stream and
- * waits once for the picked tokens.
+ * create copies the weights to the device once (fp32, or int8 for Q8_0 checkpoints:
+ * see below), allocates the paged KV cache and every scratch buffer for the largest
+ * step (max_step_tokens tokens over max_batch items), pinned host staging for a step's
+ * inputs and outputs, and a cuBLAS workspace; then it runs one small warm-up step so
+ * the kernels and cuBLAS are loaded before the first real step.  step allocates
+ * nothing: it packs the items into the pinned buffer, sends it with one copy, enqueues
+ * the whole pass on one stream and waits once for the picked tokens.
  *
  * A step treats the tokens of all its items as one matrix of T rows (prefill chunks
  * and decode tokens alike), so every weight matrix is read once per step by one
@@ -22,6 +22,16 @@
  * fp16/bf16 weights (GemmEx, half the memory and bandwidth) are the next step for
  * speed; they need a looser tolerance in tests/unit/model/test_forward_cuda.c, so they
  * would come with their own switch.
+ *
+ * int8 (Q8_0, ak42 version 2) checkpoints keep their matrices int8 on the device (a
+ * quarter of the fp32 bytes plus one fp32 scale per group) in the same fused layouts,
+ * and run llama2.c runq.c's arithmetic rather than cuBLAS: each matmul's input rows
+ * are quantized per group on the device (q8_quantize_kernel), and q8_matmul_kernel
+ * sums each group's int8 products in int32 with __dp4a and adds them in fp32 times
+ * both scales.  The embedding row of each token is dequantized when the step starts.
+ * Everything else (norms, RoPE, attention, KV cache, SwiGLU, sampling) is the fp32
+ * path's.  Logits follow ref_forward.c's Q8_0 pass up to summation order, which can
+ * move an activation to the neighbouring int8 value (the test allows for it).
  *
  * Threads: as forward.h says, one thread at a time uses a forward_t; step selects
  * the device itself, so that thread need not be the one that created it.
@@ -325,6 +335,145 @@ __global__ void swiglu_kernel(float *out, const float *gu, int hidden, size_t n)
         float g = gu[t * 2 * hidden + i];
         float u = gu[t * 2 * hidden + hidden + i];
         out[e] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+/* ---- int8 (Q8_0) matrices ------------------------------------------------------- */
+
+/* x[t] = the dequantized row tok[t] of a Q8_0 embedding (q * its group's scale), the
+ * values runq.c's table holds after it dequantizes at load; one block per token. */
+__global__ void embed_q8_kernel(float *x, const int8_t *q, const float *s, const int *tok, int dim,
+                                int gs)
+{
+    size_t row = (size_t)tok[blockIdx.x] * dim;
+    float *out = x + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[i] = (float)q[row + i] * s[(row + i) / gs];
+}
+
+/* Row blockIdx.x of x ([rows][k]) to int8 in groups of gs as runq.c's quantize does:
+ * scale = max|x| / 127, q = roundf(x / scale), zeros for an all-zero group.  One warp
+ * per group; the maximum does not depend on order and the division is IEEE (no fast
+ * math in this build), so the values are the host's bit for bit. */
+__global__ void q8_quantize_kernel(int8_t *xq, float *xs, const float *x, int k, int gs)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    int n_groups = k / gs;
+    const float *xr = x + (size_t)blockIdx.x * k;
+    int8_t *qr = xq + (size_t)blockIdx.x * k;
+    for (int g = warp; g < n_groups; g += n_warps) {
+        const float *xg = xr + (size_t)g * gs;
+        float wmax = 0.0f;
+        for (int j = lane; j < gs; j += 32)
+            wmax = fmaxf(wmax, fabsf(xg[j]));
+        wmax = warp_max(wmax);
+        float scale = wmax / 127.0f;
+        if (lane == 0)
+            xs[(size_t)blockIdx.x * n_groups + g] = scale;
+        int8_t *qg = qr + (size_t)g * gs;
+        for (int j = lane; j < gs; j += 32)
+            qg[j] = scale > 0.0f ? (int8_t)roundf(xg[j] / scale) : (int8_t)0;
+    }
+}
+
+#define Q8_THREADS 128 /* four warps, one output row each */
+#define Q8_TOK_TILE 8  /* token rows that share each load of weights */
+
+/* The int32 dot products of one group of one weight row with the same group of up to
+ * Q8_TOK_TILE activation rows (nt of them, k apart).  VEC is how many bytes one load
+ * takes: 16 (gs % 16 == 0: int4 loads, four __dp4a each), 4 (gs % 4 == 0: one
+ * __dp4a) or 1 (any other group size: byte products).  The row and group offsets are
+ * multiples of gs and k (a multiple of gs), so the wide loads are aligned. */
+template <int VEC>
+__device__ void q8_group_dots(int *dot, const int8_t *wg, const int8_t *xg, size_t k, int gs,
+                              int nt)
+{
+    if (VEC == 16) {
+        for (int j = 0; j < gs; j += 16) {
+            int4 w = *(const int4 *)(wg + j);
+#pragma unroll
+            for (int t = 0; t < Q8_TOK_TILE; t++) {
+                if (t < nt) {
+                    int4 a = *(const int4 *)(xg + (size_t)t * k + j);
+                    dot[t] = __dp4a(w.x, a.x, dot[t]);
+                    dot[t] = __dp4a(w.y, a.y, dot[t]);
+                    dot[t] = __dp4a(w.z, a.z, dot[t]);
+                    dot[t] = __dp4a(w.w, a.w, dot[t]);
+                }
+            }
+        }
+    } else if (VEC == 4) {
+        for (int j = 0; j < gs; j += 4) {
+            int w = *(const int *)(wg + j);
+#pragma unroll
+            for (int t = 0; t < Q8_TOK_TILE; t++)
+                if (t < nt)
+                    dot[t] = __dp4a(w, *(const int *)(xg + (size_t)t * k + j), dot[t]);
+        }
+    } else {
+        for (int j = 0; j < gs; j++) {
+            int w = wg[j];
+#pragma unroll
+            for (int t = 0; t < Q8_TOK_TILE; t++)
+                if (t < nt)
+                    dot[t] += w * (int)xg[(size_t)t * k + j];
+        }
+    }
+}
+
+/*
+ * y[t][i] = sum over groups g of dot(w[i] group g, xq[t] group g) * ws[i][g] * xs[t][g]
+ * (+ y[t][i] when accumulate): runq.c's matmul over rows activation rows at once, with
+ * w [m][k] and xq [rows][k] int8 and their scales [m][k / gs] and [rows][k / gs].
+ *
+ * One warp per weight row i; its lanes take the groups in turn (lane, lane + 32, ...)
+ * and each keeps a float sum per token, so the groups are added in another order than
+ * runq.c's left-to-right one (the tests allow for it).  Each weight group loaded serves
+ * a tile of Q8_TOK_TILE tokens; the tiles of a prefill step reread the matrix from L2.
+ * A kernel that stages weight tiles in shared memory for many tokens (or int8 tensor
+ * cores through cuBLASLt) is the next step for long prefill chunks.
+ */
+template <int VEC>
+__global__ void __launch_bounds__(Q8_THREADS)
+    q8_matmul_kernel(float *y, const int8_t *w, const float *ws, const int8_t *xq, const float *xs,
+                     int rows, int m, int k, int gs, bool accumulate)
+{
+    int lane = threadIdx.x & 31;
+    int i = blockIdx.x * (Q8_THREADS / 32) + (threadIdx.x >> 5);
+    if (i >= m) /* the whole warp leaves; nothing below synchronizes the block */
+        return;
+    int n_groups = k / gs, n_tiles = (rows + Q8_TOK_TILE - 1) / Q8_TOK_TILE;
+    const int8_t *wrow = w + (size_t)i * k;
+    const float *wsrow = ws + (size_t)i * n_groups;
+    for (int tile = blockIdx.y; tile < n_tiles; tile += gridDim.y) {
+        int t0 = tile * Q8_TOK_TILE;
+        int nt = min(Q8_TOK_TILE, rows - t0);
+        const int8_t *xt = xq + (size_t)t0 * k;
+        const float *st = xs + (size_t)t0 * n_groups;
+        float acc[Q8_TOK_TILE];
+#pragma unroll
+        for (int t = 0; t < Q8_TOK_TILE; t++)
+            acc[t] = 0.0f;
+        for (int g = lane; g < n_groups; g += 32) {
+            int dot[Q8_TOK_TILE];
+#pragma unroll
+            for (int t = 0; t < Q8_TOK_TILE; t++)
+                dot[t] = 0;
+            q8_group_dots<VEC>(dot, wrow + (size_t)g * gs, xt + (size_t)g * gs, (size_t)k, gs, nt);
+            float wsc = wsrow[g];
+#pragma unroll
+            for (int t = 0; t < Q8_TOK_TILE; t++)
+                if (t < nt)
+                    acc[t] += (float)dot[t] * wsc * st[(size_t)t * n_groups + g];
+        }
+#pragma unroll
+        for (int t = 0; t < Q8_TOK_TILE; t++) {
+            float v = warp_sum(acc[t]);
+            if (lane == 0 && t < nt) {
+                float *out = y + (size_t)(t0 + t) * m + i;
+                *out = accumulate ? *out + v : v;
+            }
+        }
     }
 }
 
@@ -695,6 +844,14 @@ typedef struct {
     float *rope_sin;
     float *wcls;      /* [vocab][dim]; == emb when shared */
 
+    /* Q8_0 checkpoints (format_version 2): the matrices above as int8 values (_q) with
+     * one fp32 scale per group_size values along each row (_s), in the same layouts
+     * (fused wq/wk/wv and w1/w3 included: no group spans two rows, so stacking rows
+     * stacks their scales); the fp32 matrix pointers are then NULL. */
+    bool q8;
+    int8_t *emb_q, *wqkv_q, *wo_q, *w13_q, *w2_q, *wcls_q; /* wcls_q == emb_q when shared */
+    float *emb_s, *wqkv_s, *wo_s, *w13_s, *w2_s, *wcls_s;
+
     float *k_cache, *v_cache; /* [layers][n_blocks][KVB][kv_dim] */
 
     /* scratch for max_step_tokens rows (T) or max_batch items (B) */
@@ -708,6 +865,8 @@ typedef struct {
     float *logits; /* [B][vocab] */
     float *probs;  /* [B][vocab] */
     int *out_tok;  /* [B] */
+    int8_t *xq;    /* Q8_0 only: [T][max(dim, hidden)] a matmul's input quantized */
+    float *xs;     /* Q8_0 only: [T][max(dim, hidden) / group_size] its scales */
 
     /* step inputs: host (pinned) and device copies of the same layout */
     size_t in_words; /* capacity in 4-byte words */
@@ -761,15 +920,20 @@ static void cuda_destroy(void *impl)
         (void)cudaStreamSynchronize(f->stream);
     if (f->blas)
         (void)cublasDestroy(f->blas);
-    void *dev[] = {f->blas_ws,  f->emb,      f->rms_att,   f->wqkv,    f->wo,
-                   f->rms_ffn,  f->w13,      f->w2,        f->rms_final, f->rope_cos,
-                   f->rope_sin, f->k_cache,  f->v_cache,   f->x,       f->xb,
-                   f->qkv,      f->att,      f->gu,        f->hb,      f->xl,
-                   f->logits,   f->probs,    f->out_tok,   f->d_in};
+    void *dev[] = {f->blas_ws, f->emb,   f->rms_att,   f->wqkv,     f->wo,       f->rms_ffn,
+                   f->w13,     f->w2,    f->rms_final, f->rope_cos, f->rope_sin, f->k_cache,
+                   f->v_cache, f->x,     f->xb,        f->qkv,      f->att,      f->gu,
+                   f->hb,      f->xl,    f->logits,    f->probs,    f->out_tok,  f->d_in,
+                   f->emb_q,   f->emb_s, f->wqkv_q,    f->wqkv_s,   f->wo_q,     f->wo_s,
+                   f->w13_q,   f->w13_s, f->w2_q,      f->w2_s,     f->xq,       f->xs};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
         (void)cudaFree(dev[i]);
     if (f->wcls != f->emb)
         (void)cudaFree(f->wcls);
+    if (f->wcls_q != f->emb_q) {
+        (void)cudaFree(f->wcls_q);
+        (void)cudaFree(f->wcls_s);
+    }
     (void)cudaFreeHost(f->h_in);
     (void)cudaFreeHost(f->h_out_tok);
     if (f->stream)
@@ -778,7 +942,8 @@ static void cuda_destroy(void *impl)
     free(f);
 }
 
-static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_len)
+/* The fp32 matrices, wq/wk/wv and w1/w3 fused per layer. */
+static bool upload_matrices_f32(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_len)
 {
     const ckpt_config_t *c = &f->c;
     const ckpt_weights_t *w = &ck->w;
@@ -786,13 +951,10 @@ static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t er
     size_t vocab = c->vocab_size, qkv_rows = dim + 2 * kv;
 
     if (!dev_alloc((void **)&f->emb, vocab * dim * 4, "token embedding", err, err_len) ||
-        !dev_alloc((void **)&f->rms_att, L * dim * 4, "attention norms", err, err_len) ||
         !dev_alloc((void **)&f->wqkv, L * qkv_rows * dim * 4, "wq/wk/wv", err, err_len) ||
         !dev_alloc((void **)&f->wo, L * dim * dim * 4, "wo", err, err_len) ||
-        !dev_alloc((void **)&f->rms_ffn, L * dim * 4, "feed-forward norms", err, err_len) ||
         !dev_alloc((void **)&f->w13, L * 2 * hid * dim * 4, "w1/w3", err, err_len) ||
-        !dev_alloc((void **)&f->w2, L * dim * hid * 4, "w2", err, err_len) ||
-        !dev_alloc((void **)&f->rms_final, dim * 4, "final norm", err, err_len))
+        !dev_alloc((void **)&f->w2, L * dim * hid * 4, "w2", err, err_len))
         return false;
     if (c->shared_classifier || w->wcls == w->token_embedding)
         f->wcls = f->emb;
@@ -800,13 +962,113 @@ static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t er
         return false;
 
     if (!upload(f->emb, w->token_embedding, vocab * dim, "token embedding", err, err_len) ||
-        !upload(f->rms_att, w->rms_att, L * dim, "attention norms", err, err_len) ||
         !upload(f->wo, w->wo, L * dim * dim, "wo", err, err_len) ||
-        !upload(f->rms_ffn, w->rms_ffn, L * dim, "feed-forward norms", err, err_len) ||
-        !upload(f->w2, w->w2, L * dim * hid, "w2", err, err_len) ||
-        !upload(f->rms_final, w->rms_final, dim, "final norm", err, err_len))
+        !upload(f->w2, w->w2, L * dim * hid, "w2", err, err_len))
         return false;
     if (f->wcls != f->emb && !upload(f->wcls, w->wcls, vocab * dim, "classifier", err, err_len))
+        return false;
+    for (size_t l = 0; l < L; l++) {
+        float *qkv = f->wqkv + l * qkv_rows * dim;
+        float *w13 = f->w13 + l * 2 * hid * dim;
+        if (!upload(qkv, w->wq + l * dim * dim, dim * dim, "wq", err, err_len) ||
+            !upload(qkv + dim * dim, w->wk + l * kv * dim, kv * dim, "wk", err, err_len) ||
+            !upload(qkv + (dim + kv) * dim, w->wv + l * kv * dim, kv * dim, "wv", err, err_len) ||
+            !upload(w13, w->w1 + l * hid * dim, hid * dim, "w1", err, err_len) ||
+            !upload(w13 + hid * dim, w->w3 + l * hid * dim, hid * dim, "w3", err, err_len))
+            return false;
+    }
+    return true;
+}
+
+/* Room for a Q8_0 matrix (or rows of them) of n values: n int8 and n / gs scales. */
+static bool dev_alloc_q8(int8_t **q, float **s, size_t n, size_t gs, const char *what, char *err,
+                         size_t err_len)
+{
+    return dev_alloc((void **)q, n, what, err, err_len) &&
+           dev_alloc((void **)s, n / gs * 4, what, err, err_len);
+}
+
+/* Copies the n values of src to q and their n / gs scales to s. */
+static bool upload_q8(int8_t *q, float *s, const ckpt_q8_t *src, size_t n, size_t gs,
+                      const char *what, char *err, size_t err_len)
+{
+    cudaError_t e = cudaMemcpy(q, src->q, n, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(s, src->s, n / gs * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        set_err(err, err_len, "cuda: copying %s to the device: %s", what, e);
+        return false;
+    }
+    return true;
+}
+
+/* The Q8_0 matrices in the fp32 path's layouts.  Row r of a matrix with k columns
+ * starts at value r * k and scale r * k / gs in every layout, fused or not. */
+static bool upload_matrices_q8(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_len)
+{
+    const ckpt_config_t *c = &f->c;
+    const ckpt_q8_weights_t *w = &ck->q8;
+    size_t dim = c->dim, kv = c->kv_dim, hid = c->hidden_dim, L = c->n_layers;
+    size_t vocab = c->vocab_size, qkv_rows = dim + 2 * kv, gs = c->group_size;
+
+    if (!dev_alloc_q8(&f->emb_q, &f->emb_s, vocab * dim, gs, "token embedding", err, err_len) ||
+        !dev_alloc_q8(&f->wqkv_q, &f->wqkv_s, L * qkv_rows * dim, gs, "wq/wk/wv", err, err_len) ||
+        !dev_alloc_q8(&f->wo_q, &f->wo_s, L * dim * dim, gs, "wo", err, err_len) ||
+        !dev_alloc_q8(&f->w13_q, &f->w13_s, L * 2 * hid * dim, gs, "w1/w3", err, err_len) ||
+        !dev_alloc_q8(&f->w2_q, &f->w2_s, L * dim * hid, gs, "w2", err, err_len))
+        return false;
+    if (c->shared_classifier || w->wcls.q == w->token_embedding.q) {
+        f->wcls_q = f->emb_q;
+        f->wcls_s = f->emb_s;
+    } else if (!dev_alloc_q8(&f->wcls_q, &f->wcls_s, vocab * dim, gs, "classifier", err, err_len)) {
+        return false;
+    }
+
+    if (!upload_q8(f->emb_q, f->emb_s, &w->token_embedding, vocab * dim, gs, "token embedding", err,
+                   err_len))
+        return false;
+    if (f->wcls_q != f->emb_q &&
+        !upload_q8(f->wcls_q, f->wcls_s, &w->wcls, vocab * dim, gs, "classifier", err, err_len))
+        return false;
+    for (size_t l = 0; l < L; l++) {
+        size_t qkv = l * qkv_rows * dim, w13 = l * 2 * hid * dim, o = l * dim * dim;
+        size_t w2 = l * dim * hid, k_at = qkv + dim * dim, v_at = qkv + (dim + kv) * dim;
+        size_t w3_at = w13 + hid * dim;
+        if (!upload_q8(f->wqkv_q + qkv, f->wqkv_s + qkv / gs, &w->wq[l], dim * dim, gs, "wq", err,
+                       err_len) ||
+            !upload_q8(f->wqkv_q + k_at, f->wqkv_s + k_at / gs, &w->wk[l], kv * dim, gs, "wk", err,
+                       err_len) ||
+            !upload_q8(f->wqkv_q + v_at, f->wqkv_s + v_at / gs, &w->wv[l], kv * dim, gs, "wv", err,
+                       err_len) ||
+            !upload_q8(f->wo_q + o, f->wo_s + o / gs, &w->wo[l], dim * dim, gs, "wo", err,
+                       err_len) ||
+            !upload_q8(f->w13_q + w13, f->w13_s + w13 / gs, &w->w1[l], hid * dim, gs, "w1", err,
+                       err_len) ||
+            !upload_q8(f->w13_q + w3_at, f->w13_s + w3_at / gs, &w->w3[l], hid * dim, gs, "w3", err,
+                       err_len) ||
+            !upload_q8(f->w2_q + w2, f->w2_s + w2 / gs, &w->w2[l], dim * hid, gs, "w2", err,
+                       err_len))
+            return false;
+    }
+    return true;
+}
+
+static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_len)
+{
+    const ckpt_config_t *c = &f->c;
+    const ckpt_weights_t *w = &ck->w;
+    size_t dim = c->dim, L = c->n_layers;
+
+    if (!dev_alloc((void **)&f->rms_att, L * dim * 4, "attention norms", err, err_len) ||
+        !dev_alloc((void **)&f->rms_ffn, L * dim * 4, "feed-forward norms", err, err_len) ||
+        !dev_alloc((void **)&f->rms_final, dim * 4, "final norm", err, err_len))
+        return false;
+    if (!upload(f->rms_att, w->rms_att, L * dim, "attention norms", err, err_len) ||
+        !upload(f->rms_ffn, w->rms_ffn, L * dim, "feed-forward norms", err, err_len) ||
+        !upload(f->rms_final, w->rms_final, dim, "final norm", err, err_len))
+        return false;
+    if (!(f->q8 ? upload_matrices_q8(f, ck, err, err_len)
+                : upload_matrices_f32(f, ck, err, err_len)))
         return false;
     size_t rope_n = (size_t)c->seq_len * (c->head_dim / 2);
     float *tab = (float *)malloc(2 * rope_n * sizeof(float));
@@ -820,31 +1082,15 @@ static bool upload_weights(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t er
               dev_alloc((void **)&f->rope_sin, rope_n * 4, "rotary table", err, err_len) &&
               upload(f->rope_cos, tab, rope_n, "rotary table", err, err_len) &&
               upload(f->rope_sin, tab + rope_n, rope_n, "rotary table", err, err_len);
-    /* the copies are synchronous for pageable memory only up to staging: wait below
-     * before freeing the source */
+    /* A copy from pageable memory may return before its DMA lands, and the step stream
+     * does not wait for the legacy default stream: wait for every copy above (the
+     * weights' too) before freeing the table and before the first step. */
     cudaError_t se = cudaDeviceSynchronize();
     free(tab);
     if (!ok)
         return false;
     if (se != cudaSuccess) {
-        set_err(err, err_len, "cuda: %s: %s", "uploading the rotary table", se);
-        return false;
-    }
-    for (size_t l = 0; l < L; l++) {
-        float *qkv = f->wqkv + l * qkv_rows * dim;
-        float *w13 = f->w13 + l * 2 * hid * dim;
-        if (!upload(qkv, w->wq + l * dim * dim, dim * dim, "wq", err, err_len) ||
-            !upload(qkv + dim * dim, w->wk + l * kv * dim, kv * dim, "wk", err, err_len) ||
-            !upload(qkv + (dim + kv) * dim, w->wv + l * kv * dim, kv * dim, "wv", err, err_len) ||
-            !upload(w13, w->w1 + l * hid * dim, hid * dim, "w1", err, err_len) ||
-            !upload(w13 + hid * dim, w->w3 + l * hid * dim, hid * dim, "w3", err, err_len))
-            return false;
-    }
-    /* a copy from pageable memory may return before its DMA lands, and the step stream
-     * does not wait for the legacy default stream */
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) {
-        set_err(err, err_len, "cuda: %s: %s", "uploading the weights", e);
+        set_err(err, err_len, "cuda: %s: %s", "uploading the weights", se);
         return false;
     }
     return true;
@@ -871,6 +1117,12 @@ static bool alloc_buffers(cuda_fwd_t *f, char *err, size_t err_len)
         !dev_alloc((void **)&f->out_tok, B * 4, "sampled tokens", err, err_len) ||
         !dev_alloc(&f->blas_ws, CUBLAS_WORKSPACE_BYTES, "cuBLAS workspace", err, err_len))
         return false;
+    if (f->q8) {
+        size_t widest = dim > hid ? dim : hid;
+        if (!dev_alloc_q8(&f->xq, &f->xs, T * widest, (size_t)c->group_size,
+                          "quantized activations", err, err_len))
+            return false;
+    }
 
     /* step input layout, in 4-byte words */
     size_t o = 0;
@@ -980,6 +1232,40 @@ static cublasStatus_t gemm(cuda_fwd_t *f, const float *w, int m, int k, const fl
                        m);
 }
 
+/* y[rows][m] = x[rows][k] . w[m][k]^T (+ y when beta is 1) for the matrix that starts
+ * at value off of its layout: w32 for an fp32 checkpoint (cuBLAS), wq and ws for a
+ * Q8_0 one (x quantized per group, then q8_matmul_kernel).  Only the pointers of the
+ * checkpoint's format are offset: the others are NULL.  Returns LS_OK or what
+ * step_fail returns. */
+static int matmul(cuda_fwd_t *f, const float *w32, const int8_t *wq, const float *ws, size_t off,
+                  int m, int k, const float *x, int rows, float *y, float beta)
+{
+    if (!f->q8) {
+        BLAS_STEP(gemm(f, w32 + off, m, k, x, rows, y, beta));
+        return LS_OK;
+    }
+    int gs = f->c.group_size;
+    q8_quantize_kernel<<<rows, NORM_THREADS, 0, f->stream>>>(f->xq, f->xs, x, k, gs);
+    CUDA_STEP(cudaGetLastError());
+    int rows_per_block = Q8_THREADS / 32, n_tiles = (rows + Q8_TOK_TILE - 1) / Q8_TOK_TILE;
+    dim3 grid((unsigned)((m + rows_per_block - 1) / rows_per_block),
+              (unsigned)(n_tiles < 65535 ? n_tiles : 65535));
+    const int8_t *w = wq + off;
+    const float *s = ws + off / (size_t)gs;
+    bool acc = beta != 0.0f;
+    if (gs % 16 == 0)
+        q8_matmul_kernel<16>
+            <<<grid, Q8_THREADS, 0, f->stream>>>(y, w, s, f->xq, f->xs, rows, m, k, gs, acc);
+    else if (gs % 4 == 0)
+        q8_matmul_kernel<4>
+            <<<grid, Q8_THREADS, 0, f->stream>>>(y, w, s, f->xq, f->xs, rows, m, k, gs, acc);
+    else
+        q8_matmul_kernel<1>
+            <<<grid, Q8_THREADS, 0, f->stream>>>(y, w, s, f->xq, f->xs, rows, m, k, gs, acc);
+    CUDA_STEP(cudaGetLastError());
+    return LS_OK;
+}
+
 static int cuda_step(void *impl, const forward_item_t *items, int n, const int *const *block_tables,
                      int *out_tokens, float *logits)
 {
@@ -1030,14 +1316,20 @@ static int cuda_step(void *impl, const forward_item_t *items, int n, const int *
     size_t qkv_rows = (size_t)dim + 2 * kv;
     size_t layer_kv = (size_t)f->n_blocks * KVB * kv;
 
-    embed_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->x, f->emb, in.tok, dim);
+    int rc;
+    if (f->q8)
+        embed_q8_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->x, f->emb_q, f->emb_s, in.tok, dim,
+                                                           c->group_size);
+    else
+        embed_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->x, f->emb, in.tok, dim);
     CUDA_STEP(cudaGetLastError());
     for (int l = 0; l < c->n_layers; l++) {
         rmsnorm_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->xb, f->x, f->rms_att + (size_t)l * dim,
                                                           dim, NULL);
         CUDA_STEP(cudaGetLastError());
-        BLAS_STEP(
-            gemm(f, f->wqkv + l * qkv_rows * dim, (int)qkv_rows, dim, f->xb, T, f->qkv, 0.0f));
+        if ((rc = matmul(f, f->wqkv, f->wqkv_q, f->wqkv_s, l * qkv_rows * dim, (int)qkv_rows, dim,
+                         f->xb, T, f->qkv, 0.0f)) != LS_OK)
+            return rc;
         float *kc = f->k_cache + l * layer_kv, *vc = f->v_cache + l * layer_kv;
         rope_kv_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->qkv, kc, vc, in, dim, kv, c->head_dim,
                                                           f->rope_cos, f->rope_sin);
@@ -1045,21 +1337,29 @@ static int cuda_step(void *impl, const forward_item_t *items, int n, const int *
         attention_kernel<<<T * c->n_heads, ATT_THREADS, f->att_smem, f->stream>>>(
             f->att, f->qkv, kc, vc, in, c->n_heads, c->n_kv_heads, c->head_dim, dim, kv);
         CUDA_STEP(cudaGetLastError());
-        BLAS_STEP(gemm(f, f->wo + (size_t)l * dim * dim, dim, dim, f->att, T, f->x, 1.0f));
+        if ((rc = matmul(f, f->wo, f->wo_q, f->wo_s, (size_t)l * dim * dim, dim, dim, f->att, T,
+                         f->x, 1.0f)) != LS_OK)
+            return rc;
 
         rmsnorm_kernel<<<T, NORM_THREADS, 0, f->stream>>>(f->xb, f->x, f->rms_ffn + (size_t)l * dim,
                                                           dim, NULL);
         CUDA_STEP(cudaGetLastError());
-        BLAS_STEP(gemm(f, f->w13 + (size_t)l * 2 * hid * dim, 2 * hid, dim, f->xb, T, f->gu, 0.0f));
+        if ((rc = matmul(f, f->w13, f->w13_q, f->w13_s, (size_t)l * 2 * hid * dim, 2 * hid, dim,
+                         f->xb, T, f->gu, 0.0f)) != LS_OK)
+            return rc;
         size_t n_h = (size_t)T * hid;
         int grid = (int)((n_h + NORM_THREADS - 1) / NORM_THREADS);
         swiglu_kernel<<<grid, NORM_THREADS, 0, f->stream>>>(f->hb, f->gu, hid, n_h);
         CUDA_STEP(cudaGetLastError());
-        BLAS_STEP(gemm(f, f->w2 + (size_t)l * dim * hid, dim, hid, f->hb, T, f->x, 1.0f));
+        if ((rc = matmul(f, f->w2, f->w2_q, f->w2_s, (size_t)l * dim * hid, dim, hid, f->hb, T,
+                         f->x, 1.0f)) != LS_OK)
+            return rc;
     }
     rmsnorm_kernel<<<n, NORM_THREADS, 0, f->stream>>>(f->xl, f->x, f->rms_final, dim, in.item_last);
     CUDA_STEP(cudaGetLastError());
-    BLAS_STEP(gemm(f, f->wcls, vocab, dim, f->xl, n, f->logits, 0.0f));
+    if ((rc = matmul(f, f->wcls, f->wcls_q, f->wcls_s, 0, vocab, dim, f->xl, n, f->logits, 0.0f)) !=
+        LS_OK)
+        return rc;
     if (logits)
         CUDA_STEP(cudaMemcpyAsync(logits, f->logits, (size_t)n * vocab * 4, cudaMemcpyDeviceToHost,
                                   f->stream));
@@ -1138,12 +1438,18 @@ static bool cuda_setup(cuda_fwd_t *f, const ckpt_t *ck, char *err, size_t err_le
     const ckpt_config_t *c = &f->c;
     size_t dim = c->dim, kv = c->kv_dim, hid = c->hidden_dim, L = c->n_layers;
     size_t vocab = c->vocab_size, T = f->max_step_tokens, B = f->max_batch;
-    size_t w_bytes = 4 * (vocab * dim * (ck->cfg.shared_classifier ? 1 : 2) +
-                          L * (2 * dim + (dim + 2 * kv) * dim + dim * dim + 3 * hid * dim) + dim +
-                          (size_t)c->seq_len * c->head_dim);
+    /* matrix values; Q8_0 holds one int8 per value plus a 4-byte scale per group */
+    size_t mat_n = vocab * dim * (ck->cfg.shared_classifier ? 1 : 2) +
+                   L * ((dim + 2 * kv) * dim + dim * dim + 3 * hid * dim);
+    size_t mat_bytes = f->q8 ? mat_n + mat_n / c->group_size * 4 : 4 * mat_n;
+    size_t w_bytes = mat_bytes + 4 * (L * 2 * dim + dim + (size_t)c->seq_len * c->head_dim);
     size_t kv_bytes = 2 * 4 * L * (size_t)f->n_blocks * KVB * kv;
     size_t s_bytes =
         4 * (T * (4 * dim + 2 * kv + 3 * hid) + B * (dim + 2 * vocab)) + CUBLAS_WORKSPACE_BYTES;
+    if (f->q8) {
+        size_t widest = dim > hid ? dim : hid;
+        s_bytes += T * widest + T * widest / c->group_size * 4;
+    }
     size_t free_b = 0, total_b = 0;
     if ((e = cudaMemGetInfo(&free_b, &total_b)) != cudaSuccess) {
         set_err(err, err_len, "cuda: %s: %s", "reading free device memory", e);
@@ -1243,13 +1549,18 @@ static void *cuda_create(const ckpt_t *ck, const forward_config_t *cfg, int n_bl
     f->max_step_tokens = cfg->max_step_tokens;
     f->n_blocks = n_blocks;
     f->max_seq_blocks = (ck->cfg.seq_len + KVB - 1) / KVB;
+    f->q8 = ck->format_version == 2;
+    LS_ASSERT(!f->q8 || f->c.group_size > 0); /* ckpt_open checked it */
     if (!cuda_setup(f, ck, err, err_len) || !upload_weights(f, ck, err, err_len) ||
         !warm_up(f, err, err_len)) {
         cuda_destroy(f);
         return NULL;
     }
-    LS_LOG_INFO(MOD, "device ready device=\"%s\" kv_blocks=%d max_batch=%d max_step_tokens=%d",
-                f->device_name, n_blocks, f->max_batch, f->max_step_tokens);
+    LS_LOG_INFO(MOD,
+                "device ready device=\"%s\" weights=%s kv_blocks=%d max_batch=%d "
+                "max_step_tokens=%d",
+                f->device_name, f->q8 ? "q8_0" : "fp32", n_blocks, f->max_batch,
+                f->max_step_tokens);
     return f;
 }
 

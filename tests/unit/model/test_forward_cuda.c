@@ -2,7 +2,9 @@
  * test_forward_cuda.c - the CUDA backend (libs/model/forward_cuda.cu) against the CPU
  * backend on the same checkpoints and items: logits within LOGIT_RTOL, the same greedy
  * tokens, sampling on the device equal to sampler_pick on the host for the same logits
- * and coin, and KV paging over many non-contiguous blocks.
+ * and coin, and KV paging over many non-contiguous blocks.  int8 (Q8_0) checkpoints run
+ * against the reference pass instead (ref_forward.c: llama2.c runq.c's arithmetic,
+ * which defines what a Q8_0 result is).
  *
  * Every test that needs a device skips with a message when there is none (CI builds
  * with CUDA and runs without a GPU), unless LLMSERVE_REQUIRE_CUDA=1 makes that a
@@ -16,6 +18,7 @@
 #include "model/forward.h"
 #include "model/forward_backend.h"
 #include "model/sampler.h"
+#include "ref_forward.h"
 #include "support/tmpdir.h"
 
 #include <criterion/criterion.h>
@@ -753,5 +756,217 @@ Test(forward_cuda, sticky_device_error_is_reported_as_lost)
     rc = forward_step(f, &it, 1, &out, NULL);
     cr_assert_eq(rc, LS_ERR_DEVICE, "a later step returned %s", ls_strerror(rc));
     forward_destroy(f); /* frees what it can on a poisoned context, without crashing */
+    model_close(&m);
+}
+
+/* ---- int8 (Q8_0) checkpoints ------------------------------------------------------ */
+
+/*
+ * The CUDA backend against ref_forward.c's Q8_0 pass (llama2.c runq.c's arithmetic).
+ * Both quantize each matmul input to int8 the same way, but the device sums in another
+ * order (groups across lanes, norms and attention in trees, FMA), and an activation
+ * whose x / scale lands within rounding of a half step then rounds to the neighbouring
+ * int8 value; that moves a logit by up to about 1e-2 of max(1, |logit|) after a few
+ * dozen positions (measured on the host by summing the reference's groups in the
+ * device's order, with 4e-6 relative noise on every product: 1.1e-2 at worst over 20
+ * seeds of the shapes below).  A wrong scale, group or layout moves logits by their
+ * own size.
+ */
+#define Q8_LOGIT_RTOL 5e-2f
+#define Q8_MAX_SEQS 8
+
+static const ckpt_t *model_open_q8(model_t *m, ckpt_config_t c, int group_size, uint64_t seed)
+{
+    char err[256];
+    c.group_size = group_size;
+    cr_assert_eq(test_tmpdir_make(&m->dir, "llmserve-cuda-q8"), 0, "mkdtemp failed");
+    test_tmpdir_file(&m->dir, "model-q8.bin", m->path, sizeof(m->path));
+    cr_assert_eq(ckpt_write(m->path, &c, seed, CKPT_FORMAT_Q8_0, err, sizeof(err)), LS_OK,
+                 "ckpt_write: %s", err);
+    m->ck = ckpt_open(m->path, err, sizeof(err));
+    cr_assert_not_null(m->ck, "ckpt_open: %s", err);
+    cr_assert_eq(m->ck->format_version, 2);
+    cr_assert_eq(m->ck->cfg.group_size, group_size);
+    return m->ck;
+}
+
+/* The device and one reference pass per sequence id, fed the same tokens. */
+typedef struct {
+    const ckpt_t *ck;
+    forward_t *gpu;
+    ref_forward_t *ref[Q8_MAX_SEQS]; /* by sequence id */
+    int vocab;
+    float *logits; /* [max_batch][vocab] */
+    int *tok;      /* [max_batch] the device's picks */
+    int *ref_tok;  /* [max_batch] greedy picks of the reference's logits */
+    float worst;   /* largest |device - reference| / max(1, max |reference|) seen */
+} q8_pair_t;
+
+static void q8_pair_create(q8_pair_t *p, const ckpt_t *ck, int max_batch, int max_step)
+{
+    cr_assert_leq(max_batch, Q8_MAX_SEQS);
+    memset(p, 0, sizeof(*p));
+    p->ck = ck;
+    p->gpu = create(ck, FORWARD_CUDA, max_batch, max_step, 0);
+    cr_assert_str_eq(forward_backend_name(p->gpu), "cuda");
+    p->vocab = ck->cfg.vocab_size;
+    p->logits = calloc((size_t)max_batch * p->vocab, sizeof(float));
+    p->tok = calloc((size_t)max_batch, sizeof(int));
+    p->ref_tok = calloc((size_t)max_batch, sizeof(int));
+    cr_assert(p->logits && p->tok && p->ref_tok);
+}
+
+static void q8_pair_destroy(q8_pair_t *p)
+{
+    forward_destroy(p->gpu);
+    for (int s = 0; s < Q8_MAX_SEQS; s++)
+        ref_forward_destroy(p->ref[s]);
+    free(p->logits);
+    free(p->tok);
+    free(p->ref_tok);
+}
+
+static int q8_open(q8_pair_t *p, int reserve)
+{
+    int s = forward_seq_open(p->gpu, reserve);
+    cr_assert(s >= 0 && s < Q8_MAX_SEQS, "forward_seq_open(%d) = %d", reserve, s);
+    if (!p->ref[s])
+        p->ref[s] = ref_forward_create(p->ck); /* positions are rewritten from 0 */
+    return s;
+}
+
+/* Runs the items on the device and every token of theirs through the references;
+ * checks each item's logits and its greedy pick (which may differ only on a near tie
+ * of the reference's logits). */
+static void q8_step(q8_pair_t *p, const forward_item_t *items, int n, const char *what)
+{
+    cr_assert_eq(forward_step(p->gpu, items, n, p->tok, p->logits), LS_OK, "%s: cuda step", what);
+    for (int i = 0; i < n; i++) {
+        const forward_item_t *it = &items[i];
+        const float *r = NULL;
+        for (int j = 0; j < it->n_tokens; j++)
+            r = ref_forward_token(p->ref[it->seq], it->tokens[j], it->pos + j);
+        const float *g = p->logits + (size_t)i * p->vocab;
+        float max_abs = 0.0f, max_diff = 0.0f;
+        int worst = 0, best = 0;
+        for (int v = 0; v < p->vocab; v++) {
+            cr_assert(isfinite(g[v]), "%s: item %d logit %d is %g on cuda", what, i, v, g[v]);
+            max_abs = fmaxf(max_abs, fabsf(r[v]));
+            if (fabsf(r[v] - g[v]) > max_diff) {
+                max_diff = fabsf(r[v] - g[v]);
+                worst = v;
+            }
+            if (r[v] > r[best])
+                best = v;
+        }
+        float tol = Q8_LOGIT_RTOL * fmaxf(1.0f, max_abs);
+        p->worst = fmaxf(p->worst, max_diff / fmaxf(1.0f, max_abs));
+        cr_assert_leq(max_diff, tol,
+                      "%s: item %d (seq %d pos %d n_tokens %d) logit %d: reference %g cuda %g",
+                      what, i, it->seq, it->pos, it->n_tokens, worst, r[worst], g[worst]);
+        p->ref_tok[i] = best;
+        if (p->tok[i] != best)
+            cr_assert_leq(fabsf(r[best] - r[p->tok[i]]), 2.0f * tol,
+                          "%s: item %d greedy token reference %d (%g) cuda %d (%g)", what, i, best,
+                          r[best], p->tok[i], r[p->tok[i]]);
+    }
+}
+
+/*
+ * One schedule for every Q8_0 shape: n_seqs sequences start with prefill chunks of
+ * several lengths (some longer than the matmul's 8-token tile) in one step; the first
+ * continues its prompt with a second chunk while the others decode; a late sequence
+ * joins mid-way with a chunk of 17; then all decode greedily, every sequence reading
+ * the reference's picks.  seq_len must be at least 64.
+ */
+static void q8_schedule(const ckpt_t *ck, int n_seqs, const char *name)
+{
+    q8_pair_t p;
+    q8_pair_create(&p, ck, n_seqs + 1, 96);
+    sampler_t greedy;
+    sampler_init(&greedy, 0.0f, 1.0f, 0, 1);
+    int vocab = ck->cfg.vocab_size;
+    static int prompt[Q8_MAX_SEQS][40];
+    for (int s = 0; s < n_seqs + 1; s++)
+        fill_tokens(prompt[s], 40, vocab, (uint32_t)(s + 101));
+    int seq[Q8_MAX_SEQS], pos[Q8_MAX_SEQS], next[Q8_MAX_SEQS];
+    forward_item_t it[Q8_MAX_SEQS];
+    for (int s = 0; s < n_seqs; s++) {
+        seq[s] = q8_open(&p, 64);
+        int len = 1 + (s * 5) % 11; /* 1, 6, 11, 5, 10, ... */
+        it[s] = item(seq[s], prompt[s], len, 0, &greedy, 0.5f);
+        pos[s] = len;
+    }
+    q8_step(&p, it, n_seqs, "first prefill");
+    for (int s = 0; s < n_seqs; s++)
+        next[s] = p.ref_tok[s];
+
+    int late = n_seqs, n_live = n_seqs;
+    for (int step = 0; step < 14; step++) {
+        char what[80];
+        snprintf(what, sizeof(what), "%s step %d", name, step);
+        if (step == 5) {
+            seq[late] = q8_open(&p, 64);
+            pos[late] = 0;
+            n_live++;
+        }
+        for (int s = 0; s < n_live; s++) { /* item s is sequence s */
+            if (step == 0 && s == 0)       /* the rest of the first prompt */
+                it[s] = item(seq[s], prompt[s] + pos[s], 9, pos[s], &greedy, 0.5f);
+            else if (step == 5 && s == late)
+                it[s] = item(seq[s], prompt[s], 17, 0, &greedy, 0.5f);
+            else
+                it[s] = item(seq[s], &next[s], 1, pos[s], &greedy, 0.5f);
+        }
+        q8_step(&p, it, n_live, what);
+        for (int s = 0; s < n_live; s++) {
+            pos[s] += it[s].n_tokens;
+            next[s] = p.ref_tok[s];
+        }
+    }
+    fprintf(stderr, "q8 %s: largest logit difference %.3g of max(1, |logit|) (bound %.0e)\n", name,
+            (double)p.worst, (double)Q8_LOGIT_RTOL);
+    q8_pair_destroy(&p);
+}
+
+/* Grouped-query attention (6 query heads over 2 KV heads), an unshared classifier and
+ * group size 12: whole 4-byte words per group (__dp4a on int32 loads). */
+Test(forward_cuda, q8_gqa_group12_matches_reference)
+{
+    need_cuda();
+    model_t m;
+    const ckpt_t *ck = model_open_q8(&m, shape(96, 288, 2, 6, 2, 300, 64, false), 12, 51);
+    q8_schedule(ck, 3, "gqa-g12");
+    model_close(&m);
+}
+
+/* Group size 64 (int4 loads, four __dp4a each), a shared classifier (the embedding's
+ * int8 rows serve both), multi-head attention and a batch of six sequences. */
+Test(forward_cuda, q8_group64_batch_matches_reference)
+{
+    need_cuda();
+    model_t m;
+    const ckpt_t *ck = model_open_q8(&m, shape(128, 384, 2, 8, 8, 512, 64, true), 64, 52);
+    q8_schedule(ck, 6, "mha-g64");
+    model_close(&m);
+}
+
+/* Group size 8 and one KV head for four query heads (multi-query), three layers. */
+Test(forward_cuda, q8_mqa_group8_matches_reference)
+{
+    need_cuda();
+    model_t m;
+    const ckpt_t *ck = model_open_q8(&m, shape(64, 160, 3, 4, 1, 256, 64, true), 8, 53);
+    q8_schedule(ck, 2, "mqa-g8");
+    model_close(&m);
+}
+
+/* Group size 6: not a multiple of 4 bytes, so the byte-by-byte path. */
+Test(forward_cuda, q8_group6_matches_reference)
+{
+    need_cuda();
+    model_t m;
+    const ckpt_t *ck = model_open_q8(&m, shape(48, 96, 2, 4, 2, 200, 64, false), 6, 54);
+    q8_schedule(ck, 3, "gqa-g6");
     model_close(&m);
 }
