@@ -24,6 +24,8 @@
 #   bash tools/quickstart.sh stop     stop everything it started
 #   bash tools/quickstart.sh status   show what is running
 #
+# Models: LLMSERVE_SMALL_PRESET (default stories15M, fp32) and LLMSERVE_LARGE_PRESET
+# (default stories110M, int8 Q8_0 unless LLMSERVE_LARGE_QUANTIZE=none).
 # Everything lives under $LLMSERVE_RUN_DIR (default /tmp/llmserve-quickstart): models,
 # logs, pid files.  Ports (loopback only): router 7000, inference small 7001 / large 7002,
 # cache 7100, metrics collector 7200 (gRPC) and 9464 (HTTP: status page, /metrics),
@@ -44,6 +46,9 @@ METRICS_HTTP_PORT=${LLMSERVE_METRICS_HTTP_PORT:-9464}
 MC_PORT=${LLMSERVE_MEMCACHED_PORT:-11311}
 SMALL_PRESET=${LLMSERVE_SMALL_PRESET:-stories15M}
 LARGE_PRESET=${LLMSERVE_LARGE_PRESET:-stories110M}
+# The large model is int8 (Q8_0) by default: on the CPU it decodes 2-3x faster than fp32
+# and takes a quarter of the memory.  LLMSERVE_LARGE_QUANTIZE=none makes it fp32.
+LARGE_QUANTIZE=${LLMSERVE_LARGE_QUANTIZE:-q8_0}
 BUILD=${LLMSERVE_BUILD_DIR:-build}
 SERVICES="router inference-large inference-small cache metrics memcached consul-standin otlp-receiver"
 
@@ -126,9 +131,14 @@ echo "== demo models (random weights: the text is noise, the serving path is rea
 mm="$BUILD/tools/modelmaker/llmserve-modelmaker"
 [ "$RUN/small.bin" -nt "$mm" ] || "$mm" --preset "$SMALL_PRESET" --seed 1 --out "$RUN/small.bin" \
   --tokenizer-out "$RUN/tok.bin" 2>>"$RUN/modelmaker.log"
-[ "$RUN/large.bin" -nt "$mm" ] || "$mm" --preset "$LARGE_PRESET" --seed 2 --out "$RUN/large.bin" \
-  2>>"$RUN/modelmaker.log"
-ls -l "$RUN"/small.bin "$RUN"/large.bin | awk '{print "   " $5 " bytes  " $9}'
+case "$LARGE_QUANTIZE" in
+  none | q8_0) ;;
+  *) echo "LLMSERVE_LARGE_QUANTIZE must be none or q8_0, not '$LARGE_QUANTIZE'" >&2; exit 2 ;;
+esac
+large="$RUN/large-$LARGE_QUANTIZE.bin"
+[ "$large" -nt "$mm" ] || "$mm" --preset "$LARGE_PRESET" --seed 2 --quantize "$LARGE_QUANTIZE" \
+  --out "$large" 2>>"$RUN/modelmaker.log"
+ls -l "$RUN"/small.bin "$large" | awk '{print "   " $5 " bytes  " $9}'
 
 # start NAME COMMAND...: runs it detached (it outlives this script), logs to $RUN/NAME.log.
 start() {
@@ -218,7 +228,7 @@ start inference-small "$BUILD/services/inference/llmserve-inference" \
   --pool small --model-name "$SMALL_PRESET-demo" --model-version v1 "${server_tls[@]}" \
   "${up_tls[@]}" "${report[@]}"
 start inference-large "$BUILD/services/inference/llmserve-inference" \
-  --listen "127.0.0.1:$LARGE_PORT" --model "$RUN/large.bin" --tokenizer "$RUN/tok.bin" \
+  --listen "127.0.0.1:$LARGE_PORT" --model "$large" --tokenizer "$RUN/tok.bin" \
   --pool large --model-name "$LARGE_PRESET-demo" --model-version v1 "${server_tls[@]}" \
   "${up_tls[@]}" "${report[@]}"
 wait_listening cache

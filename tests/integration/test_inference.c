@@ -468,6 +468,75 @@ Test(inference, bad_inputs_each_get_invalid_argument_and_the_stream_goes_on)
     inference_stream_destroy(g);
 }
 
+/* ---- tests: an int8 (Q8_0) model ------------------------------------------------------ */
+
+/* Group size 64, so a machine with AVX-512 VNNI runs its VNNI kernels. */
+static const char *const Q8[] = {"--preset",       "tiny", "--dim",        "128",
+                                 "--hidden-dim",   "384",  "--quantize",   "q8_0",
+                                 "--group-size",   "64",   NULL};
+
+static void start_q8(void)
+{
+    static const char *const extra[] = {"--max-batch", "8", "--max-queue", "64", NULL};
+    start_with(Q8, extra);
+}
+
+TestSuite(int8, .init = start_q8, .fini = stop_all, .timeout = 240);
+
+Test(int8, serves_concurrent_streams_and_greedy_repeats_exactly)
+{
+    Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_call_opts_t opts = {.timeout_us = 5000000, .wait_for_ready = true};
+    cr_assert_eq(rpc_channel_unary(g_ch, "/llmserve.v1.Inference/Info", &req.base,
+                                   &llmserve__v1__info_response__descriptor, &opts, &resp, &st),
+                 LS_OK);
+    cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
+    Llmserve__V1__InfoResponse *info = (Llmserve__V1__InfoResponse *)resp;
+    cr_assert_eq(info->dim, 128);
+    if (strcmp(test_backend(), "cpu") == 0)
+        cr_assert(strstr(info->device, "int8") != NULL, "device: %s", info->device);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    enum { N = 12 };
+    inference_stream_t *gens[N];
+    for (int i = 0; i < N; i++) {
+        gens[i] = gen_open();
+        inference_stream_req_t p = {.prompt = i % 2 ? "the old tree" : "once upon a time",
+                                    .max_tokens = 20 + i,
+                                    .ignore_eos = true,
+                                    .temperature = i % 3 ? 0.8f : 0.0f};
+        inference_stream_submit(gens[i], "only", &p);
+        cr_assert_eq(inference_stream_close_send(gens[i]), LS_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        inference_stream_rec_t r = inference_stream_wait(gens[i], "only", 0, 120000);
+        cr_assert(inference_stream_wait_end(gens[i], 10000), "stream %d did not end", i);
+        cr_assert_eq(inference_stream_status(gens[i]).code, GRPC_STATUS_OK);
+        cr_assert(r.order_ok, "stream %d: events out of order", i);
+        cr_assert_eq(r.terminal, 1);
+        cr_assert_eq(r.error, 0, "stream %d: %d %s", i, r.error, r.msg);
+        cr_assert_eq(r.tokens, 20 + i, "stream %d: %d tokens", i, r.tokens);
+        inference_stream_destroy(gens[i]);
+    }
+
+    /* Greedy decoding of one prompt, alone, twice: the same tokens. */
+    inference_stream_req_t p = {.prompt = "a small red hen", .max_tokens = 40, .ignore_eos = true};
+    inference_stream_t *g = gen_open();
+    inference_stream_submit(g, "a", &p);
+    inference_stream_rec_t a = inference_stream_wait(g, "a", 0, 60000);
+    inference_stream_submit(g, "b", &p);
+    inference_stream_rec_t b = inference_stream_wait(g, "b", 0, 60000);
+    cr_assert_eq(a.tokens, 40);
+    cr_assert_eq(b.tokens, 40);
+    cr_assert_eq(memcmp(a.ids, b.ids, 40 * sizeof(int)), 0, "greedy tokens differ between runs");
+    cr_assert_str_eq(a.text, b.text);
+    cr_assert_eq(inference_stream_close_send(g), LS_OK);
+    cr_assert(inference_stream_wait_end(g, 60000));
+    inference_stream_destroy(g);
+}
+
 /* ---- tests: the slow model ------------------------------------------------------------ */
 
 TestSuite(slow, .fini = stop_all, .timeout = 240);

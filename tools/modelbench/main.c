@@ -121,12 +121,16 @@ static bool parse_backend(const char *name, forward_backend_t *out)
 
 /* Bytes of weights a decode step reads: every matrix once, the classifier once, the
  * norms; one embedding row (negligible) is left out, and so is the KV cache, which at
- * these context lengths is under a few percent of the weights. */
+ * these context lengths is under a few percent of the weights.  Int8 (Q8_0) matrices
+ * are one byte per value plus a 4-byte scale per group (the CPU's VNNI kernels also
+ * read a 4-byte sum per group, left out: 1/16 of the values at group size 64). */
 static double weight_bytes_per_step(const ckpt_config_t *c)
 {
     double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, L = c->n_layers;
-    double per_layer = 2 * d * d + 2 * kv * d + 3 * d * h + 2 * d;
-    return 4.0 * (L * per_layer + (double)c->vocab_size * d + d);
+    double matrix = L * (2 * d * d + 2 * kv * d + 3 * d * h) + (double)c->vocab_size * d;
+    double norms = L * 2 * d + d;
+    double per_value = c->group_size > 0 ? 1.0 + 4.0 / c->group_size : 4.0;
+    return per_value * matrix + 4.0 * norms;
 }
 
 int main(int argc, char **argv)
@@ -135,7 +139,7 @@ int main(int argc, char **argv)
     modelbench_config_init(&cfg);
     const ls_opt_t opts[] = {
         {"model", "LLMSERVE_MODELBENCH_MODEL", LS_OPT_STRING, &cfg.model,
-         "checkpoint to run (llama2.c legacy or ak42 v1; required)", 0, 0},
+         "checkpoint to run (llama2.c legacy, ak42 v1 fp32 or v2 Q8_0; required)", 0, 0},
         {"backend", "LLMSERVE_MODELBENCH_BACKEND", LS_OPT_STRING, &cfg.backend,
          "forward backend: auto, cpu or cuda", 0, 0},
         {"threads", "LLMSERVE_MODELBENCH_THREADS", LS_OPT_INT, &cfg.threads,
