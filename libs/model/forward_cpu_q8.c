@@ -23,8 +23,12 @@
 
 /* Weight rows prefetched ahead of a single-token pass: int8 rows are a quarter of
  * fp32 ones, so twice as many rows as the fp32 kernel's are still half the bytes. */
+#ifndef Q8_PREFETCH_ROWS_1
 #define Q8_PREFETCH_ROWS_1 32
+#endif
+#ifndef Q8_PREFETCH_ROWS_N
 #define Q8_PREFETCH_ROWS_N 16
+#endif
 
 forward_q8_kernel_t forward__q8_kernel(int group_size)
 {
@@ -92,33 +96,43 @@ size_t forward__q8rows_bytes(int n_tok, int k_dim, int group_size)
 {
     size_t ng = (size_t)(k_dim / group_size);
     size_t rows = round64((size_t)n_tok * (size_t)k_dim) + round64((size_t)n_tok * ng * 4);
-    size_t transposed = round64(rows16(n_tok) * (size_t)k_dim) + rows16(n_tok) * ng * 4;
+    /* blocks of 2, 4, 8 or 16 rows: at most rows16 rows of values, and scales for
+     * 16 lanes of every block (two blocks of 8 for 12 rows: 32 lanes) */
+    size_t transposed =
+        round64(rows16(n_tok) * (size_t)k_dim) + (rows16(n_tok) + 32) * ng * sizeof(float);
     return rows + transposed;
 }
 
-/* The broadcast form's copy of r's rows (see forward_q8rows_t). */
-static void q8rows_transpose(const forward_q8rows_t *r, int8_t *qt, float *st)
+/* Token rows per block of the broadcast form for n_tok rows: a block fills the 64
+ * bytes of a vector with 64 / T bytes of each of its T rows, so fewer rows take
+ * fewer, wider slices rather than leaving lanes idle. */
+static int bcast_rows_per_block(int n_tok)
 {
-    size_t k4 = (size_t)r->k_dim / 4, ng = (size_t)(r->k_dim / r->group_size);
-    size_t blocks = rows16(r->n_tok) / 16;
-    int32_t *dst = (int32_t *)(void *)qt;
+    return n_tok <= 2 ? 2 : n_tok <= 4 ? 4 : n_tok <= 12 ? 8 : 16;
+}
+
+/* The broadcast form's copy of r's rows (see forward_q8rows_t). */
+static void q8rows_transpose(forward_q8rows_t *r, int8_t *qt, float *st)
+{
+    int T = r->block_rows, C = 64 / T, lanes = 16 / T; /* int32 lanes per row */
+    size_t nq = (size_t)r->k_dim / (size_t)C, ng = (size_t)(r->k_dim / r->group_size);
+    size_t blocks = ((size_t)r->n_tok + (size_t)T - 1) / (size_t)T;
     for (size_t b = 0; b < blocks; b++)
-        for (int lane = 0; lane < 16; lane++) {
-            size_t t = b * 16 + (size_t)lane;
-            int32_t *d = dst + b * k4 * 16 + (size_t)lane;
-            float *ds = st + b * ng * 16 + (size_t)lane;
-            if (t >= (size_t)r->n_tok) {
-                for (size_t k = 0; k < k4; k++)
-                    d[k * 16] = 0;
-                for (size_t g = 0; g < ng; g++)
-                    ds[g * 16] = 0.0f;
-                continue;
-            }
+        for (int i = 0; i < T; i++) {
+            size_t t = b * (size_t)T + (size_t)i;
+            int8_t *d = qt + b * nq * 64 + (size_t)i * (size_t)C;
+            float *ds = st + b * ng * 16 + (size_t)i * (size_t)lanes;
+            bool real = t < (size_t)r->n_tok;
             const int8_t *src = r->q + t * (size_t)r->k_dim;
-            for (size_t k = 0; k < k4; k++)
-                memcpy(&d[k * 16], src + k * 4, 4);
+            for (size_t q = 0; q < nq; q++) {
+                if (real)
+                    memcpy(d + q * 64, src + q * (size_t)C, (size_t)C);
+                else
+                    memset(d + q * 64, 0, (size_t)C);
+            }
             for (size_t g = 0; g < ng; g++)
-                ds[g * 16] = r->s[t * ng + g];
+                for (int l = 0; l < lanes; l++)
+                    ds[g * 16 + (size_t)l] = real ? r->s[t * ng + g] : 0.0f;
         }
 }
 
@@ -198,7 +212,9 @@ void forward__q8rows_make(forward_q8rows_t *r, forward_q8_kernel_t k, const floa
     r->kernel = k;
     r->qt = NULL;
     r->st = NULL;
-    if (k == Q8K_VNNI && n_tok >= Q8_BCAST_MIN_TOKENS) {
+    r->block_rows = 0;
+    if (k == Q8K_VNNI && n_tok >= 2) {
+        r->block_rows = bcast_rows_per_block(n_tok);
         int8_t *qt = (int8_t *)tbuf;
         float *st = (float *)(tbuf + round64(rows16(n_tok) * (size_t)k_dim));
         q8rows_transpose(r, qt, st);
@@ -396,8 +412,6 @@ static Q8_VNNI_INLINE void tile_q8_vnni(const int8_t *w, const float *ws, const 
         }
 }
 
-typedef void (*q8_vtile_fn_t)(const int8_t *, const float *, const int32_t *, size_t, size_t, int,
-                              const int8_t *, const float *, float *, size_t, bool);
 
 #define Q8_TILE_VNNI(R, C)                                                                         \
     static Q8_VNNI void tile_q8_vnni_##R##x##C(const int8_t *w, const float *ws,                   \
@@ -409,40 +423,41 @@ typedef void (*q8_vtile_fn_t)(const int8_t *, const float *, const int32_t *, si
     }
 Q8_TILE_VNNI(8, 1)
 Q8_TILE_VNNI(4, 1)
-Q8_TILE_VNNI(4, 2)
-Q8_TILE_VNNI(4, 3)
-Q8_TILE_VNNI(4, 4)
-Q8_TILE_VNNI(2, 1)
-Q8_TILE_VNNI(2, 2)
-Q8_TILE_VNNI(2, 3)
-Q8_TILE_VNNI(2, 4)
 Q8_TILE_VNNI(1, 1)
-Q8_TILE_VNNI(1, 2)
-Q8_TILE_VNNI(1, 3)
-Q8_TILE_VNNI(1, 4)
 
-/* [rows 1, 2, 4 -> 0, 1, 2][cols - 1] */
-static const q8_vtile_fn_t g_q8_vnni[3][4] = {
-    {tile_q8_vnni_1x1, tile_q8_vnni_1x2, tile_q8_vnni_1x3, tile_q8_vnni_1x4},
-    {tile_q8_vnni_2x1, tile_q8_vnni_2x2, tile_q8_vnni_2x3, tile_q8_vnni_2x4},
-    {tile_q8_vnni_4x1, tile_q8_vnni_4x2, tile_q8_vnni_4x3, tile_q8_vnni_4x4},
-};
+/* Broadcast form: T token rows per vector, each in 16 / T int32 lanes.  Per C = 64 / T
+ * values of k a tile broadcasts each weight row's C bytes against V vectors of token
+ * rows transposed that way, so a group's dot products accumulate in int32 lanes with
+ * no reduction, and are converted and scaled once per group: with T = 16 and group
+ * size 64, 16 vpdpbusd for about 4 other instructions, where the dot-product form
+ * needs 3 others for every one.  The lanes of one token row are added at the end. */
+static Q8_VNNI_INLINE __m512i bcast_w(const int8_t *p, const int T)
+{
+    if (T == 16) {
+        int32_t v;
+        memcpy(&v, p, 4);
+        return _mm512_set1_epi32(v);
+    }
+    if (T == 8) {
+        long long v;
+        memcpy(&v, p, 8);
+        return _mm512_set1_epi64(v);
+    }
+    if (T == 4)
+        return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
 
-/* Broadcast form: 16 token rows per vector, one int32 lane each.  Per 4 values of k a
- * tile broadcasts each weight row's 4 bytes against V vectors of transposed token
- * rows, so a group's dot products accumulate in int32 lanes with no reduction, and
- * are converted and scaled once per group: 16 vpdpbusd (group size 64) for about 4
- * other instructions, where the dot-product form needs 3 others for every one. */
 static Q8_VNNI_INLINE void btile_q8_vnni(const int8_t *w, const float *ws, const int32_t *wb,
                                          size_t kd, size_t ng, int gs, const int8_t *xt,
                                          const float *st, float *y, size_t ldy, int n_tok,
-                                         bool accumulate, const int R, const int V, const int GS)
+                                         bool accumulate, const int R, const int V, const int T,
+                                         const int GS)
 {
     /* GS: the group size as a constant (0: gs), so the common one unrolls fully */
-    const int qn = (GS ? GS : gs) / 4;
+    const int C = 64 / T, L = 16 / T, qn = (GS ? GS : gs) / C;
+    size_t nq = kd / (size_t)C;
     __m512 acc[4][2];
-    size_t k4 = kd / 4;
-    const int32_t *xt32 = (const int32_t *)(const void *)xt;
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
@@ -452,7 +467,8 @@ static Q8_VNNI_INLINE void btile_q8_vnni(const int8_t *w, const float *ws, const
         __m512i dp[4][2];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            __m512i b = _mm512_set1_epi32(wb[r * ng + g] * 16);
+            /* the group's -128 * sum(w) spread over the L lanes of each token row */
+            __m512i b = _mm512_set1_epi32(wb[r * ng + g] * T);
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++)
                 dp[r][v] = b;
@@ -464,12 +480,10 @@ static Q8_VNNI_INLINE void btile_q8_vnni(const int8_t *w, const float *ws, const
             __m512i xv[2];
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++)
-                xv[v] = _mm512_load_si512((const void *)(xt32 + ((size_t)v * k4 + q) * 16));
+                xv[v] = _mm512_load_si512((const void *)(xt + ((size_t)v * nq + q) * 64));
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                int32_t w4;
-                memcpy(&w4, w + r * kd + q * 4, 4);
-                __m512i wv = _mm512_set1_epi32(w4);
+                __m512i wv = bcast_w(w + r * kd + q * (size_t)C, T);
 #pragma GCC unroll 2
                 for (int v = 0; v < V; v++)
                     dp[r][v] = _mm512_dpbusd_epi32(dp[r][v], xv[v], wv);
@@ -486,62 +500,71 @@ static Q8_VNNI_INLINE void btile_q8_vnni(const int8_t *w, const float *ws, const
             }
         }
     }
-    /* out to y's columns: R adjacent outputs of each token */
+    /* out to y's columns: R adjacent outputs of each token row */
     float out[4][16];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             _mm512_storeu_ps(out[r], acc[r][v]);
-        int n = n_tok - v * 16 < 16 ? n_tok - v * 16 : 16;
-        float *yv = y + (size_t)v * 16 * ldy;
-        if (accumulate) {
-            for (int i = 0; i < n; i++)
+        int n = n_tok - v * T < T ? n_tok - v * T : T;
+        float *yv = y + (size_t)v * (size_t)T * ldy;
+        for (int i = 0; i < n; i++)
 #pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
-                    yv[(size_t)i * ldy + r] += out[r][i];
-        } else {
-            for (int i = 0; i < n; i++)
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
-                    yv[(size_t)i * ldy + r] = out[r][i];
-        }
+            for (int r = 0; r < R; r++) {
+                float sum = 0.0f;
+#pragma GCC unroll 8
+                for (int l = 0; l < L; l++)
+                    sum += out[r][i * L + l];
+                float *yo = yv + (size_t)i * ldy + r;
+                *yo = accumulate ? *yo + sum : sum;
+            }
     }
 }
 
 typedef void (*q8_btile_fn_t)(const int8_t *, const float *, const int32_t *, size_t, size_t, int,
                               const int8_t *, const float *, float *, size_t, int, bool);
 
-#define Q8_BTILE_VNNI(R, V)                                                                        \
-    static Q8_VNNI void btile_q8_vnni_##R##x##V(const int8_t *w, const float *ws,                  \
-                                                const int32_t *wb, size_t kd, size_t ng, int gs,   \
-                                                const int8_t *xt, const float *st, float *y,       \
-                                                size_t ldy, int n_tok, bool acc)                   \
+#define Q8_BTILE_VNNI(R, V, T)                                                                     \
+    static Q8_VNNI void btile_q8_vnni_##R##x##V##_##T(                                             \
+        const int8_t *w, const float *ws, const int32_t *wb, size_t kd, size_t ng, int gs,         \
+        const int8_t *xt, const float *st, float *y, size_t ldy, int n_tok, bool acc)              \
     {                                                                                              \
         if (gs == 64)                                                                              \
-            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, 64);            \
+            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, T, 64);         \
         else                                                                                       \
-            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, 0);             \
+            btile_q8_vnni(w, ws, wb, kd, ng, gs, xt, st, y, ldy, n_tok, acc, R, V, T, 0);          \
     }
-Q8_BTILE_VNNI(4, 1)
-Q8_BTILE_VNNI(4, 2)
-Q8_BTILE_VNNI(2, 1)
-Q8_BTILE_VNNI(2, 2)
-Q8_BTILE_VNNI(1, 1)
-Q8_BTILE_VNNI(1, 2)
+#define Q8_BTILES_VNNI(T)                                                                          \
+    Q8_BTILE_VNNI(4, 1, T)                                                                         \
+    Q8_BTILE_VNNI(4, 2, T)                                                                         \
+    Q8_BTILE_VNNI(2, 1, T)                                                                         \
+    Q8_BTILE_VNNI(2, 2, T)                                                                         \
+    Q8_BTILE_VNNI(1, 1, T)                                                                         \
+    Q8_BTILE_VNNI(1, 2, T)
+Q8_BTILES_VNNI(2)
+Q8_BTILES_VNNI(4)
+Q8_BTILES_VNNI(8)
+Q8_BTILES_VNNI(16)
 
-/* [rows 1, 2, 4 -> 0, 1, 2][vectors - 1] */
-static const q8_btile_fn_t g_q8_bvnni[3][2] = {
-    {btile_q8_vnni_1x1, btile_q8_vnni_1x2},
-    {btile_q8_vnni_2x1, btile_q8_vnni_2x2},
-    {btile_q8_vnni_4x1, btile_q8_vnni_4x2},
-};
+/* [T 2, 4, 8, 16 -> 0..3][rows 1, 2, 4 -> 0, 1, 2][vectors - 1] */
+#define Q8_BTILE_ROW(T)                                                                            \
+    {                                                                                              \
+        {btile_q8_vnni_1x1_##T, btile_q8_vnni_1x2_##T},                                            \
+            {btile_q8_vnni_2x1_##T, btile_q8_vnni_2x2_##T},                                        \
+        {                                                                                          \
+            btile_q8_vnni_4x1_##T, btile_q8_vnni_4x2_##T                                           \
+        }                                                                                          \
+    }
+static const q8_btile_fn_t g_q8_bvnni[4][3][2] = {Q8_BTILE_ROW(2), Q8_BTILE_ROW(4),
+                                                  Q8_BTILE_ROW(8), Q8_BTILE_ROW(16)};
 
 static void matmul_q8_vnni_bcast(const forward_q8mat_t *w, int o0, int o1,
                                  const forward_q8rows_t *x, float *y, int ldy, bool accumulate)
 {
     size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
-    int blocks = (x->n_tok + 15) / 16;
+    int T = x->block_rows, ti = T == 2 ? 0 : T == 4 ? 1 : T == 8 ? 2 : 3;
+    int blocks = (x->n_tok + T - 1) / T;
     for (int o = o0; o < o1;) {
         int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
         int ri = rows == 4 ? 2 : rows - 1;
@@ -552,10 +575,10 @@ static void matmul_q8_vnni_bcast(const forward_q8mat_t *w, int o0, int o1,
         /* a tile's rows (4 x kd bytes) stay in L1 while every block of tokens goes by */
         for (int b = 0; b < blocks;) {
             int v = blocks - b >= 2 ? 2 : 1;
-            int t = b * 16;
-            g_q8_bvnni[ri][v - 1](wr, ws, wb, kd, ng, x->group_size, x->qt + (size_t)b * 16 * kd,
-                                  x->st + (size_t)b * 16 * ng, y + t * ly + o, ly, x->n_tok - t,
-                                  accumulate);
+            int t = b * T;
+            g_q8_bvnni[ti][ri][v - 1](wr, ws, wb, kd, ng, x->group_size, x->qt + (size_t)b * 64 * (kd / (size_t)(64 / T)),
+                                      x->st + (size_t)b * 16 * ng, y + t * ly + o, ly, x->n_tok - t,
+                                      accumulate);
             b += v;
         }
         o += rows;
@@ -565,45 +588,32 @@ static void matmul_q8_vnni_bcast(const forward_q8mat_t *w, int o0, int o1,
 static void matmul_q8_vnni(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
                            float *y, int ldy, bool accumulate)
 {
-    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
-    int bpg = x->group_size / 64;
     if (x->qt) {
         matmul_q8_vnni_bcast(w, o0, o1, x, y, ldy, accumulate);
         return;
     }
-    if (x->n_tok == 1) {
-        /* Decode of one sequence: eight rows at a time for eight independent chains. */
+    /* One token row (decode of one sequence): dot-product form, eight weight rows at a
+     * time for eight independent chains.  The first rows are asked for at once, rather
+     * than met one miss at a time. */
+    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
+    int bpg = x->group_size / 64;
+    prefetch_q8_rows(w, kd, ng, o0, Q8_PREFETCH_ROWS_1, o1);
+    for (int t = 0; t < x->n_tok; t++) {
+        const int8_t *xq = x->q + (size_t)t * kd;
+        const float *xs = x->s + (size_t)t * ng;
+        float *yt = y + (size_t)t * ly;
         int o = o0;
         for (; o + 8 <= o1; o += 8) {
             prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_1, 8, o1);
-            tile_q8_vnni_8x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
-                             x->s, y + o, ly, accumulate);
+            tile_q8_vnni_8x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
+                             yt + o, ly, accumulate);
         }
         for (; o + 4 <= o1; o += 4)
-            tile_q8_vnni_4x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
-                             x->s, y + o, ly, accumulate);
+            tile_q8_vnni_4x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
+                             yt + o, ly, accumulate);
         for (; o < o1; o++)
-            tile_q8_vnni_1x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, x->q,
-                             x->s, y + o, ly, accumulate);
-        return;
-    }
-    for (int t0 = 0; t0 < x->n_tok; t0 += Q8_TOKEN_CHUNK) {
-        int t1 = x->n_tok - t0 < Q8_TOKEN_CHUNK ? x->n_tok : t0 + Q8_TOKEN_CHUNK;
-        for (int o = o0; o < o1;) {
-            int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
-            int ri = rows == 4 ? 2 : rows - 1;
-            prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_N, rows, o1);
-            const int8_t *wr = w->q + o * kd;
-            const float *ws = w->s + o * ng;
-            const int32_t *wb = w->bias + o * ng;
-            for (int t = t0; t < t1;) {
-                int cols = t1 - t >= 4 ? 4 : t1 - t;
-                g_q8_vnni[ri][cols - 1](wr, ws, wb, kd, ng, bpg, x->q + t * kd, x->s + t * ng,
-                                        y + t * ly + o, ly, accumulate);
-                t += cols;
-            }
-            o += rows;
-        }
+            tile_q8_vnni_1x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
+                             yt + o, ly, accumulate);
     }
 }
 

@@ -53,18 +53,16 @@ void forward__q8_bias_make(forward_q8_kernel_t k, const ckpt_q8_t *m, int rows, 
 typedef struct {
     const int8_t *q; /* [n_tok][k_dim] (VNNI: the bytes are value + 128, read unsigned) */
     const float *s;  /* [n_tok][k_dim / group_size] */
-    /* VNNI with Q8_BCAST_MIN_TOKENS or more rows: the same values transposed for the
-     * broadcast-form kernel, in blocks of 16 rows: qt[block][k / 4][16 rows][4 bytes],
-     * st[block][group][16 rows] (rows past n_tok hold zeros); NULL otherwise. */
+    /* VNNI with 2 or more rows: the same values transposed for the broadcast-form
+     * kernel, in blocks of block_rows (T = 2, 4, 8 or 16) rows, C = 64 / T bytes of
+     * each: qt[block][k / C][T rows][C bytes]; st[block][group][16 lanes], each row's
+     * scale in its 16 / T lanes.  Rows past n_tok hold zeros.  NULL otherwise. */
     const int8_t *qt;
     const float *st;
+    int block_rows;
     int n_tok, k_dim, group_size;
     forward_q8_kernel_t kernel;
 } forward_q8rows_t;
-
-/* Rows from which the VNNI kernel works in broadcast form (16 rows per vector lane
- * set) rather than in dot-product form. */
-#define Q8_BCAST_MIN_TOKENS 8
 
 /* Bytes forward__q8rows_make may write into its buffer for n_tok rows of k_dim. */
 size_t forward__q8rows_bytes(int n_tok, int k_dim, int group_size);
