@@ -38,14 +38,6 @@
  * 2048 floats) are 512 KiB, which stays in a 1 MiB L2. */
 #define MM_TOKEN_CHUNK 64
 
-/* How far ahead (in weight rows) the next rows are prefetched, for one token row and
- * for several. */
-#ifndef MM_PREFETCH_ROWS_1
-#define MM_PREFETCH_ROWS_1 16
-#endif
-#ifndef MM_PREFETCH_ROWS_N
-#define MM_PREFETCH_ROWS_N 8
-#endif
 
 static bool g_avx2;
 static bool g_avx512;
@@ -174,21 +166,6 @@ MM_TILE(2, 2)
 MM_TILE(1, 3)
 MM_TILE(1, 2)
 
-/* Asks for rows [o, o + rows) of w (clamped to o_end) to be brought into L2.  The
- * hardware prefetcher follows each row's stream but does not start the next rows
- * early enough: without this, a weight matrix larger than the caches arrived at
- * 10-25 GB/s instead of the ~33 GB/s one core can read. */
-static inline void prefetch_rows(const float *w, size_t k_dim, int o, int rows, int o_end)
-{
-    if (o >= o_end)
-        return;
-    if (o + rows > o_end)
-        rows = o_end - o;
-    const char *p = (const char *)(w + (size_t)o * k_dim);
-    const char *end = (const char *)(w + (size_t)(o + rows) * k_dim);
-    for (; p < end; p += 64)
-        __builtin_prefetch(p, 0, 2);
-}
 
 typedef void (*tile_fn_t)(const float *, size_t, const float *, size_t, float *, size_t, bool);
 
@@ -207,7 +184,6 @@ static MM_AVX2 void matmul_avx2(const float *w, int k_dim, int o0, int o1, const
         /* Decode of one sequence: eight rows at a time for eight independent chains. */
         int o = o0;
         for (; o + 8 <= o1; o += 8) {
-            prefetch_rows(w, kd, o + MM_PREFETCH_ROWS_1, 8, o1);
             tile_avx2_8x1(w + o * kd, kd, x, lx, y + o, ly, accumulate);
         }
         for (; o + 4 <= o1; o += 4)
@@ -223,7 +199,6 @@ static MM_AVX2 void matmul_avx2(const float *w, int k_dim, int o0, int o1, const
             int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
             int ri = rows == 4 ? 2 : rows - 1;
             const float *wr = w + o * kd;
-            prefetch_rows(w, kd, o + MM_PREFETCH_ROWS_N, rows, o1);
             int t = t0;
             for (; t + 3 <= t1; t += 3)
                 g_tiles[ri][2](wr, kd, x + t * lx, lx, y + t * ly + o, ly, accumulate);
@@ -324,6 +299,24 @@ static const tile_fn_t g_tiles512[3][6] = {
     {tile_512_2x1, tile_512_2x2, tile_512_2x3, tile_512_2x4, tile_512_2x5, tile_512_2x6},
     {tile_512_4x1, tile_512_4x2, tile_512_4x3, tile_512_4x4, tile_512_4x5, tile_512_4x6},
 };
+
+/* Asks for the next tile's rows [o, o + rows) of w (clamped to o_end) to be brought into
+ * L2, for the broadcast form below.  The dot-product tiles no longer prefetch: measured
+ * on stories110M (2026-12-06, same sitting, three alternating rounds), dropping their
+ * prefetch of 8-16 rows ahead raised one stream from 89-95 to 101-109 tok/s and B=4 from
+ * 254-260 to 261-274; the prefetch instructions themselves stalled, a third of the
+ * single-stream matmul's samples in perf, while the hardware prefetcher keeps up. */
+static inline void prefetch_rows(const float *w, size_t k_dim, int o, int rows, int o_end)
+{
+    if (o >= o_end)
+        return;
+    if (o + rows > o_end)
+        rows = o_end - o;
+    const char *p = (const char *)(w + (size_t)o * k_dim);
+    const char *end = (const char *)(w + (size_t)(o + rows) * k_dim);
+    for (; p < end; p += 64)
+        __builtin_prefetch(p, 0, 2);
+}
 
 /* ---- AVX-512F, many token rows: broadcast form ---------------------------------
  * With 16 or more token rows the dot-product tiles above spend as much time on
@@ -489,7 +482,6 @@ static MM_512 void matmul_512(const float *w, int k_dim, int o0, int o1, const f
     if (n_tok == 1) {
         int o = o0;
         for (; o + 8 <= o1; o += 8) {
-            prefetch_rows(w, kd, o + MM_PREFETCH_ROWS_1, 8, o1);
             tile_512_8x1(w + o * kd, kd, x, lx, y + o, ly, accumulate);
         }
         for (; o + 4 <= o1; o += 4)
@@ -509,7 +501,6 @@ static MM_512 void matmul_512(const float *w, int k_dim, int o0, int o1, const f
             int rows = o1 - o >= 4 ? 4 : o1 - o >= 2 ? 2 : 1;
             int ri = rows == 4 ? 2 : rows - 1;
             const float *wr = w + o * kd;
-            prefetch_rows(w, kd, o + MM_PREFETCH_ROWS_N, rows, o1);
             /* Six tokens a tile; a remainder of 7 or 8 goes as 4 + 3 or 4 + 4 rather than
              * 6 + 1 or 6 + 2, whose narrow tile reloads the weights for little work. */
             for (int t = t0; t < t1;) {
