@@ -427,6 +427,8 @@ for fmt in ["fp32", "q8_0"]:
             if engine != "llmserve" and ratios:
                 row["llmserve_over_peer"] = statistics.median(ratios)
                 row["ratio_rounds"] = len(ratios)
+                # the two disagree when one side had a bad round: read both
+                row["llmserve_over_peer_of_medians"] = statistics.median(base.values()) / row["tok_s"]
             if batch == 1 and bw:
                 wb = weight_bytes(engine, fmt)
                 row["weight_bytes_per_step"] = wb
@@ -449,13 +451,17 @@ else:
           % (meta["preset"], dim, hidden, layers, vocab, meta["seed"], meta["threads"],
              meta["rounds"], meta["warmup"]))
     print("decode tokens/s (B=1: one stream, %s tokens; B>1: aggregate over %s steps after "
-          "%s-token prompts); median [min-max]; llmserve/peer: median of per-round ratios"
+          "%s-token prompts); median [min-max]; llmserve/peer: median of the per-round "
+          "ratios (and ratio of the medians)"
           % (meta["decode_tokens"], meta["batch_steps"], meta["batch_prompt"]))
-    print("%-10s %-6s %4s %10s %21s %14s" % ("engine", "format", "B", "tok/s", "[min-max]",
+    print("%-10s %-6s %4s %10s %21s %20s" % ("engine", "format", "B", "tok/s", "[min-max]",
                                             "llmserve/peer"))
     for row in rows:
-        ratio = "%.2f" % row["llmserve_over_peer"] if "llmserve_over_peer" in row else "-"
-        print("%-10s %-6s %4d %10.1f %21s %14s" % (row["engine"], row["format"], row["batch"],
+        ratio = "-"
+        if "llmserve_over_peer" in row:
+            ratio = "%.2f (%.2f)" % (row["llmserve_over_peer"],
+                                     row["llmserve_over_peer_of_medians"])
+        print("%-10s %-6s %4d %10.1f %21s %20s" % (row["engine"], row["format"], row["batch"],
               row["tok_s"], "[%.1f-%.1f]" % (row["min"], row["max"]), ratio))
     if bw:
         print("read bandwidth measured by llmserve-modelbench: %.1f GB/s (median of %d runs, "
