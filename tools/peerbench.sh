@@ -49,6 +49,7 @@ engine, format and batch size, with llmserve / peer ratios.
   --decode-tokens N        single-stream decode tokens (default 128)
   --batch-prompt N         prompt tokens of each sequence of a batched run (default 16)
   --batch-steps N          decode steps of a batched run (default 32)
+  --bw-mib N               modelbench's read-bandwidth buffer (MiB; default modelbench's own)
   --llama-bench PATH       llama.cpp's llama-bench (B=1)
   --llama-batched-bench PATH  llama.cpp's llama-batched-bench (B>1)
   --llama2c-convert PATH   llama.cpp's llama-convert-llama2c-to-ggml (needed for llama.cpp)
@@ -75,7 +76,7 @@ say() { echo "peerbench: $*" >&2; }
 build=build
 modelbench='' modelmaker=''
 preset=stories110M seed=42 formats=fp32,q8_0 rounds=3 warmup=1 threads=
-batches=1,4,16,32 decode_tokens=128 batch_prompt=16 batch_steps=32
+batches=1,4,16,32 decode_tokens=128 batch_prompt=16 batch_steps=32 bw_mib=''
 llama_bench='' llama_batched='' llama_convert='' llama_quantize='' run_bin='' runq_bin=''
 work='' json=0
 # --quick sets defaults first, so flags given anywhere on the line still win
@@ -91,9 +92,9 @@ while [ $# -gt 0 ]; do
     --quick) shift; continue ;;
     --json) json=1; shift; continue ;;
     --build | --modelbench | --modelmaker | --preset | --seed | --formats | --rounds | --warmup | \
-        --threads | --batches | --decode-tokens | --batch-prompt | --batch-steps | --llama-bench | \
-        --llama-batched-bench | --llama2c-convert | --llama-quantize | --llama-cpp | --run | \
-        --runq | --llama2c | --work) ;;
+        --threads | --batches | --decode-tokens | --batch-prompt | --batch-steps | --bw-mib | \
+        --llama-bench | --llama-batched-bench | --llama2c-convert | --llama-quantize | \
+        --llama-cpp | --run | --runq | --llama2c | --work) ;;
     *) die "unknown option $opt (see --help)" ;;
     esac
     [ $# -ge 2 ] || die "$opt needs a value (see --help)"
@@ -112,6 +113,7 @@ while [ $# -gt 0 ]; do
     --decode-tokens) decode_tokens=$val ;;
     --batch-prompt) batch_prompt=$val ;;
     --batch-steps) batch_steps=$val ;;
+    --bw-mib) bw_mib=$val ;;
     --llama-bench) llama_bench=$val ;;
     --llama-batched-bench) llama_batched=$val ;;
     --llama2c-convert) llama_convert=$val ;;
@@ -136,6 +138,7 @@ posint --rounds "$rounds"
 posint --decode-tokens "$decode_tokens"
 posint --batch-prompt "$batch_prompt"
 posint --batch-steps "$batch_steps"
+[ -z "$bw_mib" ] || posint --bw-mib "$bw_mib"
 [ -z "$threads" ] && threads=$(nproc)
 posint --threads "$threads"
 [[ $batches =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--batches wants sizes like 1,4,16,32"
@@ -248,7 +251,8 @@ job_llmserve() { # ROUND FORMAT
     local log=$work/modelbench-$2-r$1
     if ! timeout "$job_timeout" "$modelbench" --model "$work/model-$2.bin" --threads "$threads" \
         --repeats 1 --json --batches "$batches" --decode-tokens "$decode_tokens" \
-        --batch-prompt "$batch_prompt" --batch-steps "$batch_steps" >"$log.json" 2>"$log.err"; then
+        --batch-prompt "$batch_prompt" --batch-steps "$batch_steps" ${bw_mib:+--bw-mib "$bw_mib"} \
+        >"$log.json" 2>"$log.err"; then
         cat "$log.json" >>"$log.err"
         fail_note llmserve "$2" "$log.err" "llmserve-modelbench"
         return 1

@@ -67,7 +67,7 @@ EOF
 printf '#!/bin/sh\necho "achieved tok/s: 50.0" >&2\n' >"$p/run"
 printf '#!/bin/sh\necho "segfault" >&2\nexit 139\n' >"$p/runq"
 chmod +x "$p"/*
-bash "$repo/tools/peerbench.sh" --quick --preset tiny --build "$build" --batches 1,4 \
+bash "$repo/tools/peerbench.sh" --quick --preset tiny --build "$build" --batches 1,4 --bw-mib 64 \
     --llama-bench "$p/llama-bench" --llama-batched-bench "$p/llama-batched-bench" \
     --llama2c-convert "$p/llama-convert-llama2c-to-ggml" --llama-quantize "$p/llama-quantize" \
     --llama2c "$p" --json >"$tmp/peers.json" 2>"$tmp/peers.err" ||
