@@ -22,8 +22,8 @@
 # bandwidth / weight bytes per decode step, and each engine's single-stream decode is
 # shown as a fraction of it.
 #
-# An engine that fails (a peer that cannot read the file, or modelbench before the CPU
-# backend runs Q8_0) is reported with its error and left out of later rounds; the others
+# An engine that fails (a peer that cannot read the file, a modelbench whose backend
+# does not run Q8_0) is reported with its error and left out of later rounds; the others
 # go on.  Exit status: 0 when the fp32 llmserve figures were measured, 1 otherwise, 2 for
 # bad flags.
 set -euo pipefail
