@@ -1,11 +1,13 @@
 /*
- * checkpoint_write.c - streams a pseudo-random model to disk in any of the file formats.
+ * checkpoint_write.c - streams a pseudo-random model, or the weights of an fp32
+ * checkpoint, to disk in any of the file formats.
  *
- * Each tensor of each layer draws from its own xorshift64* stream seeded from (seed,
- * tensor, layer), so the formats, which order tensors differently, hold the same
- * values and a tensor's contents never depend on the shape of the ones before it.
- * A Q8_0 tensor is its int8 values followed by its scales, so its stream is drawn
- * twice, once for each, rather than held in memory.
+ * Each tensor of each layer draws from its own stream: for a random model, an
+ * xorshift64* generator seeded from (seed, tensor, layer), so the formats, which order
+ * tensors differently, hold the same values and a tensor's contents never depend on
+ * the shape of the ones before it; for a conversion, the source's values of that
+ * tensor and layer in order.  A Q8_0 tensor is its int8 values followed by its scales,
+ * so its stream is drawn twice, once for each, rather than held in memory.
  */
 #define _GNU_SOURCE
 #include "model/checkpoint_write.h"
@@ -42,6 +44,7 @@ typedef struct {
     const char *path; /* the final path, for messages */
     const ckpt_config_t *cfg;
     uint64_t seed;
+    const ckpt_t *src; /* a conversion's fp32 source; NULL for a random model */
     int group_size; /* Q8_0 values per scale; 0 writes fp32 matrices */
     float *group;   /* [group_size] one group's fp32 values */
     float buf[WRITE_CHUNK_FLOATS];
@@ -50,10 +53,12 @@ typedef struct {
     size_t err_len;
 } writer_t;
 
-/* One tensor of one layer: uniform values in center +- half. */
+/* One tensor of one layer: uniform values in center +- half, or the source's values
+ * from p on. */
 typedef struct {
     uint64_t s;
     float center, half;
+    const float *p;
 } stream_t;
 
 static uint64_t splitmix64(uint64_t x)
@@ -81,11 +86,47 @@ static int put(writer_t *w, const void *p, size_t n)
     return LS_OK;
 }
 
+/* The source's values of tensor kind, layer layer. */
+static const float *source_of(const ckpt_t *src, tensor_kind_t kind, int layer)
+{
+    const ckpt_config_t *c = &src->cfg;
+    const ckpt_weights_t *sw = &src->w;
+    size_t l = (size_t)layer, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    size_t kv = (size_t)c->kv_dim;
+    switch (kind) {
+    case T_EMBEDDING:
+        return sw->token_embedding;
+    case T_RMS_ATT:
+        return sw->rms_att + l * dim;
+    case T_WQ:
+        return sw->wq + l * dim * dim;
+    case T_WK:
+        return sw->wk + l * kv * dim;
+    case T_WV:
+        return sw->wv + l * kv * dim;
+    case T_WO:
+        return sw->wo + l * dim * dim;
+    case T_RMS_FFN:
+        return sw->rms_ffn + l * dim;
+    case T_W1:
+        return sw->w1 + l * hid * dim;
+    case T_W2:
+        return sw->w2 + l * dim * hid;
+    case T_W3:
+        return sw->w3 + l * hid * dim;
+    case T_RMS_FINAL:
+        return sw->rms_final;
+    case T_WCLS:
+    default:
+        return sw->wcls;
+    }
+}
+
 static stream_t stream_of(const writer_t *w, tensor_kind_t kind, int layer, float center,
                           float half)
 {
     stream_t st = {splitmix64(w->seed ^ splitmix64(((uint64_t)kind << 32) | (uint32_t)layer)),
-                   center, half};
+                   center, half, w->src ? source_of(w->src, kind, layer) : NULL};
     if (st.s == 0)
         st.s = 1;
     return st;
@@ -93,6 +134,8 @@ static stream_t stream_of(const writer_t *w, tensor_kind_t kind, int layer, floa
 
 static float stream_next(stream_t *st)
 {
+    if (st->p)
+        return *st->p++;
     /* 24 high bits: exactly representable, in [0, 1) */
     float u = (float)(xorshift64s(&st->s) >> 40) * (1.0f / 16777216.0f);
     return st->center + st->half * (2.0f * u - 1.0f);
@@ -300,8 +343,9 @@ static int put_ak42(writer_t *w, int32_t version)
     return rc;
 }
 
-int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_format_t format,
-               char *err, size_t err_len)
+/* Writes shape cfg in format to path: the seed's random values, or src's. */
+static int write_file(const char *path, const ckpt_config_t *cfg, uint64_t seed,
+                      const ckpt_t *src, ckpt_format_t format, char *err, size_t err_len)
 {
     if (format != CKPT_FORMAT_LEGACY && format != CKPT_FORMAT_V1 && format != CKPT_FORMAT_Q8_0) {
         ls_set_err(err, err_len, "%s: unknown checkpoint format %d", path, (int)format);
@@ -344,6 +388,7 @@ int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_f
     w->path = path;
     w->cfg = &c;
     w->seed = seed;
+    w->src = src;
     w->err = err;
     w->err_len = err_len;
     rc = format == CKPT_FORMAT_LEGACY ? put_legacy(w)
@@ -364,4 +409,30 @@ out_free:
     free(w);
     free(tmp);
     return rc;
+}
+
+int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_format_t format,
+               char *err, size_t err_len)
+{
+    return write_file(path, cfg, seed, NULL, format, err, err_len);
+}
+
+int ckpt_convert(const char *path, const ckpt_t *src, ckpt_format_t format, int group_size,
+                 char *err, size_t err_len)
+{
+    if (src->format_version == 2) {
+        ls_set_err(err, err_len,
+                   "%s: is int8 (Q8_0) already; conversion reads fp32 checkpoints (legacy or "
+                   "ak42 version 1)",
+                   src->path ? src->path : "source");
+        return LS_ERR_INVALID;
+    }
+    if (src->path && strcmp(src->path, path) == 0) {
+        ls_set_err(err, err_len, "%s: the output would replace the checkpoint it is read from",
+                   path);
+        return LS_ERR_INVALID;
+    }
+    ckpt_config_t c = src->cfg;
+    c.group_size = group_size;
+    return write_file(path, &c, 0, src, format, err, err_len);
 }

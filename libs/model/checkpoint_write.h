@@ -1,6 +1,7 @@
 /*
  * checkpoint_write.h - writes llama2.c checkpoints with deterministic pseudo-random
- * weights, for tests, benchmarks and demos that need a model of a given shape.
+ * weights, for tests, benchmarks and demos that need a model of a given shape, and
+ * converts fp32 checkpoints to the other formats (int8 Q8_0 among them).
  *
  * Weights depend only on the seed, the tensor and the position in it, so the same
  * seed gives the same model in either format.  Scales keep activations near one
@@ -35,5 +36,15 @@ typedef enum {
  * LS_ERR_NOMEM, or LS_ERR_IO, each with a reason naming the file in err. */
 int ckpt_write(const char *path, const ckpt_config_t *cfg, uint64_t seed, ckpt_format_t format,
                char *err, size_t err_len);
+
+/* Writes the weights of src (an fp32 checkpoint: legacy or ak42 version 1) to path in
+ * format, as ckpt_write writes its own values: the same layout, Q8_0 in groups of
+ * group_size (0: CKPT_Q8_DEFAULT_GROUP; ignored for the fp32 formats) quantized the
+ * same way.  So converting a model-maker file gives, byte for byte, the file the model
+ * maker writes in that format from the same seed.  Same results as ckpt_write, and
+ * LS_ERR_INVALID for a Q8_0 source, a group size that does not fit the shape, or path
+ * naming the source itself. */
+int ckpt_convert(const char *path, const ckpt_t *src, ckpt_format_t format, int group_size,
+                 char *err, size_t err_len);
 
 #endif

@@ -4,6 +4,7 @@
  *
  * A preset names a shape (default "tiny"); any size flag overrides its part of the
  * preset.  --quantize q8_0 writes the int8 format (ak42 version 2) instead of fp32.
+ * --from FILE converts an fp32 checkpoint (its shape and weights) instead, e.g. to Q8_0.
  * Exit status: 0 when the files were written, 1 when writing failed, 2 for bad flags.
  */
 #include "base/config.h"
@@ -20,6 +21,7 @@
 
 typedef struct {
     const char *out;           /* checkpoint path; required */
+    const char *from;          /* fp32 checkpoint to convert instead; default none */
     const char *tokenizer_out; /* tokenizer.bin path; default none */
     const char *preset;        /* shape to start from; default "tiny" */
     const char *format;        /* "legacy" or "v1"; default legacy (fp32) or v2 (q8_0) */
@@ -50,6 +52,52 @@ static const preset_t presets[] = {
     {"stories110M", 768, 2048, 12, 12, 12, 32000, 1024},
 };
 
+/* export.py's group-size back-off, also over hidden_dim, which runq.c groups along too. */
+static int default_group(const ckpt_config_t *shape)
+{
+    int gs = CKPT_Q8_DEFAULT_GROUP;
+    while (shape->dim % gs || shape->hidden_dim % gs)
+        gs /= 2;
+    return gs;
+}
+
+/* --from: the source's shape and values in the format asked for.  Exit status as main's. */
+static int convert(const modelmaker_config_t *cfg, ckpt_format_t format, const char *format_name)
+{
+    if (cfg->dim || cfg->hidden_dim || cfg->layers || cfg->heads || cfg->kv_heads || cfg->vocab ||
+        cfg->seq_len || strcmp(cfg->preset, "tiny") != 0 || cfg->seed != 42 ||
+        !cfg->shared_classifier || (cfg->tokenizer_out && *cfg->tokenizer_out)) {
+        fprintf(stderr, "llmserve-modelmaker: --from takes the shape and the weights from the "
+                        "file (and the model keeps its own tokenizer); drop --preset, the size "
+                        "flags, --seed, --no-shared-classifier and --tokenizer-out\n");
+        return 2;
+    }
+    char err[512];
+    ckpt_t *src = ckpt_open(cfg->from, err, sizeof(err));
+    if (!src) {
+        fprintf(stderr, "llmserve-modelmaker: %s\n", err);
+        return 1;
+    }
+    int gs = 0;
+    if (format == CKPT_FORMAT_Q8_0)
+        gs = cfg->group_size ? (int)cfg->group_size : default_group(&src->cfg);
+    int rc = ckpt_convert(cfg->out, src, format, gs, err, sizeof(err));
+    if (rc != LS_OK) {
+        fprintf(stderr, "llmserve-modelmaker: %s\n", err);
+        ckpt_close(src);
+        return rc == LS_ERR_INVALID ? 2 : 1;
+    }
+    const ckpt_config_t *c = &src->cfg;
+    LS_LOG_INFO("modelmaker",
+                "checkpoint converted from=%s path=%s format=%s group_size=%d dim=%d "
+                "hidden_dim=%d n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d seq_len=%d "
+                "shared_classifier=%d",
+                cfg->from, cfg->out, format_name, gs, c->dim, c->hidden_dim, c->n_layers,
+                c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len, c->shared_classifier);
+    ckpt_close(src);
+    return 0;
+}
+
 static int pick(int64_t flag, int preset_value)
 {
     return flag ? (int)flag : preset_value;
@@ -62,6 +110,11 @@ int main(int argc, char **argv)
     const ls_opt_t opts[] = {
         {"out", "LLMSERVE_MODELMAKER_OUT", LS_OPT_STRING, &cfg.out,
          "checkpoint file to write (required)", 0, 0},
+        {"from", "LLMSERVE_MODELMAKER_FROM", LS_OPT_STRING, &cfg.from,
+         "convert this fp32 checkpoint (legacy or ak42 v1, e.g. llama2.c's stories110M.bin) "
+         "instead of making random weights: its shape and values, written as --format or "
+         "--quantize say",
+         0, 0},
         {"tokenizer-out", "LLMSERVE_MODELMAKER_TOKENIZER_OUT", LS_OPT_STRING, &cfg.tokenizer_out,
          "tokenizer.bin to write with the same vocabulary size (optional)", 0, 0},
         {"preset", "LLMSERVE_MODELMAKER_PRESET", LS_OPT_STRING, &cfg.preset,
@@ -93,7 +146,8 @@ int main(int argc, char **argv)
     };
     const ls_config_t lc = {
         .program = "llmserve-modelmaker",
-        .summary = "writes a llama2.c checkpoint with pseudo-random weights and a tokenizer",
+        .summary = "writes a llama2.c checkpoint with pseudo-random weights and a tokenizer, "
+                   "or converts an fp32 checkpoint (to int8 Q8_0, say)",
         .opts = opts,
         .n_opts = sizeof(opts) / sizeof(opts[0]),
     };
@@ -148,6 +202,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmserve-modelmaker: --group-size applies to --quantize q8_0 only\n");
         return 2;
     }
+    if (cfg.from && *cfg.from)
+        return convert(&cfg, format, format_name);
     ckpt_config_t shape = {
         .dim = pick(cfg.dim, p->dim),
         .hidden_dim = pick(cfg.hidden_dim, p->hidden_dim),
@@ -174,10 +230,7 @@ int main(int argc, char **argv)
         if (cfg.group_size) {
             shape.group_size = (int)cfg.group_size;
         } else {
-            /* export.py's back-off, also over hidden_dim, which runq.c groups along too */
-            shape.group_size = CKPT_Q8_DEFAULT_GROUP;
-            while (shape.dim % shape.group_size || shape.hidden_dim % shape.group_size)
-                shape.group_size /= 2;
+            shape.group_size = default_group(&shape);
         }
         if (ckpt_config_check(&shape, err, sizeof(err)) != LS_OK) {
             fprintf(stderr, "llmserve-modelmaker: bad shape: %s\n", err);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Asserts only on failure: ctest runs criterion with --full-stats, which reports every
  * passing assertion, and the loops over weights make tens of thousands of checks. */
@@ -901,4 +902,97 @@ Test(checkpoint, q8_modelmaker_flags)
     cr_assert_eq(modelmaker(q, gs_alone), 2);
     struct stat st;
     cr_assert_neq(stat(q, &st), 0);
+}
+
+/* ---- conversion of fp32 checkpoints (ckpt_convert, llmserve-modelmaker --from) ---- */
+
+static void assert_same_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    cr_assert_eq(na, nb, "%s is %zu bytes, %s %zu", a, na, b, nb);
+    cr_assert(memcmp(x, y, na) == 0, "%s and %s differ", a, b);
+    free(x);
+    free(y);
+}
+
+/* Converting a model-maker file gives the file the model maker writes in the target
+ * format from the same seed, byte for byte: the same values, layout and quantization. */
+Test(checkpoint, convert_gives_the_model_makers_file_in_every_format)
+{
+    for (int shared = 0; shared < 2; shared++) {
+        ckpt_config_t c = q8_shape(shared, 32);
+        const char *legacy = path_of("src-legacy.bin");
+        write_ok(legacy, c, 77, CKPT_FORMAT_LEGACY);
+        ckpt_t *src = open_ok(legacy);
+        char err[512] = "";
+
+        const char *want = path_of("want.bin"), *got = path_of("got.bin");
+        write_ok(want, c, 77, CKPT_FORMAT_Q8_0);
+        cr_assert_eq(ckpt_convert(got, src, CKPT_FORMAT_Q8_0, 32, err, sizeof(err)), LS_OK, "%s",
+                     err);
+        assert_same_bytes(want, got);
+
+        write_ok(want, c, 77, CKPT_FORMAT_V1);
+        cr_assert_eq(ckpt_convert(got, src, CKPT_FORMAT_V1, 0, err, sizeof(err)), LS_OK, "%s",
+                     err);
+        assert_same_bytes(want, got);
+        ckpt_close(src);
+
+        /* and from version 1 back to the legacy format */
+        src = open_ok(got);
+        const char *back = path_of("back.bin");
+        cr_assert_eq(ckpt_convert(back, src, CKPT_FORMAT_LEGACY, 0, err, sizeof(err)), LS_OK,
+                     "%s", err);
+        assert_same_bytes(legacy, back);
+        ckpt_close(src);
+    }
+}
+
+Test(checkpoint, convert_refuses_q8_sources_bad_groups_and_its_own_path)
+{
+    ckpt_config_t c = q8_shape(true, 32);
+    const char *fp = path_of("fp.bin"), *q8 = path_of("q8.bin"), *out = path_of("out.bin");
+    write_ok(fp, c, 3, CKPT_FORMAT_V1);
+    write_ok(q8, c, 3, CKPT_FORMAT_Q8_0);
+    char err[512] = "";
+    ckpt_t *q = open_ok(q8);
+    cr_assert_eq(ckpt_convert(out, q, CKPT_FORMAT_Q8_0, 32, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert(strstr(err, "int8 (Q8_0) already") != NULL, "%s", err);
+    ckpt_close(q);
+    ckpt_t *f = open_ok(fp);
+    cr_assert_eq(ckpt_convert(out, f, CKPT_FORMAT_Q8_0, 48, err, sizeof(err)), LS_ERR_INVALID,
+                 "48 does not divide dim 64");
+    cr_assert_eq(ckpt_convert(fp, f, CKPT_FORMAT_Q8_0, 32, err, sizeof(err)), LS_ERR_INVALID);
+    cr_assert(strstr(err, "would replace") != NULL, "%s", err);
+    cr_assert_neq(access(out, F_OK), 0, "nothing written on refusal");
+    ckpt_close(f);
+}
+
+Test(checkpoint, modelmaker_from_converts_and_refuses_shape_flags)
+{
+    const char *src = path_of("stories.bin"), *out = path_of("stories-q8.bin");
+    const char *want = path_of("want-q8.bin");
+    const char *const make[] = {"--dim", "128", "--hidden-dim", "256", "--seed", "9", NULL};
+    cr_assert_eq(modelmaker(src, make), 0);
+    const char *const make_q8[] = {"--dim",  "128", "--hidden-dim", "256", "--seed",
+                                   "9",      "--quantize", "q8_0", NULL};
+    cr_assert_eq(modelmaker(want, make_q8), 0);
+    const char *const from[] = {"--from", src, "--quantize", "q8_0", NULL};
+    cr_assert_eq(modelmaker(out, from), 0);
+    assert_same_bytes(want, out);
+    ckpt_t *ck = open_ok(out);
+    cr_assert_eq(ck->cfg.group_size, 64, "export.py's default group");
+    ckpt_close(ck);
+
+    const char *q = path_of("refused.bin");
+    const char *const with_dim[] = {"--from", src, "--quantize", "q8_0", "--dim", "64", NULL};
+    const char *const with_seed[] = {"--from", src, "--seed", "3", NULL};
+    const char *const from_q8[] = {"--from", out, "--quantize", "q8_0", NULL};
+    const char *const missing[] = {"--from", "/nonexistent/model.bin", NULL};
+    cr_assert_eq(modelmaker(q, with_dim), 2);
+    cr_assert_eq(modelmaker(q, with_seed), 2);
+    cr_assert_eq(modelmaker(q, from_q8), 2);
+    cr_assert_eq(modelmaker(q, missing), 1);
+    cr_assert_neq(access(q, F_OK), 0, "nothing written on refusal");
 }
