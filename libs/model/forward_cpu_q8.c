@@ -352,78 +352,62 @@ static const q8_tile_fn_t g_q8_avx2[3][3] = {
 #define Q8_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #define Q8_VNNI_INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline
 
-static Q8_VNNI_INLINE void tile_q8_vnni(const int8_t *w, const float *ws, const int32_t *wb,
-                                        size_t kd, size_t ng, int bpg, const int8_t *x,
-                                        const float *xs, float *y, size_t ldy, bool accumulate,
-                                        const int ROWS, const int COLS)
+/* One token row against ROWS weight rows taken one after another, so the weights are
+ * read in address order (rather than down several rows at once); two
+ * accumulators per row alternate between groups. */
+static Q8_VNNI_INLINE void tile_q8_vnni_seq(const int8_t *w, const float *ws, const int32_t *wb,
+                                            size_t kd, size_t ng, int bpg, const int8_t *x,
+                                            const float *xs, float *y, bool accumulate,
+                                            const int ROWS)
 {
-    __m512 acc[8][4];
-#pragma GCC unroll 8
-    for (int r = 0; r < ROWS; r++)
+    __m512 acc[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < COLS; c++)
-            acc[r][c] = _mm512_setzero_ps();
-    for (size_t g = 0; g < ng; g++) {
-        __m512 sx[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < COLS; c++)
-            sx[c] = _mm512_set1_ps(xs[c * ng + g]);
-        for (int b = 0; b < bpg; b++) {
-            size_t k = (g * (size_t)bpg + (size_t)b) * 64;
-            __m512i xv[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < COLS; c++)
-                xv[c] = _mm512_loadu_si512((const void *)(x + c * kd + k));
-#pragma GCC unroll 8
-            for (int r = 0; r < ROWS; r++) {
-                __m512i wv = _mm512_loadu_si512((const void *)(w + r * kd + k));
-                /* the group's -128 * sum(w) over 16 lanes, with its first block */
-                __m512i bias = b == 0 ? _mm512_set1_epi32(wb[r * ng + g])
-                                      : _mm512_setzero_si512();
-                __m512 sw = _mm512_set1_ps(ws[r * ng + g]);
-#pragma GCC unroll 4
-                for (int c = 0; c < COLS; c++) {
-                    __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(bias, xv[c], wv));
-                    acc[r][c] = _mm512_fmadd_ps(d, _mm512_mul_ps(sw, sx[c]), acc[r][c]);
-                }
+    for (int r = 0; r < ROWS; r++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        const int8_t *wr = w + r * kd;
+        for (size_t g = 0; g < ng; g++) {
+            __m512 sc = _mm512_set1_ps(ws[r * ng + g] * xs[g]);
+            __m512i dp = _mm512_set1_epi32(wb[r * ng + g]);
+            for (int b = 0; b < bpg; b++) {
+                size_t k = (g * (size_t)bpg + (size_t)b) * 64;
+                dp = _mm512_dpbusd_epi32(dp, _mm512_loadu_si512((const void *)(x + k)),
+                                         _mm512_loadu_si512((const void *)(wr + k)));
             }
+            if (g & 1)
+                a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), sc, a1);
+            else
+                a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), sc, a0);
         }
+        acc[r] = _mm512_add_ps(a0, a1);
     }
-    if (ROWS % 4 == 0) {
-#pragma GCC unroll 8
-        for (int r = 0; r < ROWS; r += 4)
-#pragma GCC unroll 4
-            for (int c = 0; c < COLS; c++) {
-                __m128 s = reduce4_512(acc[r][c], acc[r + 1][c], acc[r + 2][c], acc[r + 3][c]);
-                float *yo = y + c * ldy + r;
-                if (accumulate)
-                    s = _mm_add_ps(s, _mm_loadu_ps(yo));
-                _mm_storeu_ps(yo, s);
-            }
+    if (ROWS == 4) {
+        __m128 s = reduce4_512(acc[0], acc[1], acc[2], acc[3]);
+        if (accumulate)
+            s = _mm_add_ps(s, _mm_loadu_ps(y));
+        _mm_storeu_ps(y, s);
         return;
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < ROWS; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < COLS; c++) {
-            float s = _mm512_reduce_add_ps(acc[r][c]);
-            float *yo = y + c * ldy + r;
-            *yo = accumulate ? *yo + s : s;
-        }
+    for (int r = 0; r < ROWS; r++) {
+        float v = _mm512_reduce_add_ps(acc[r]);
+        y[r] = accumulate ? y[r] + v : v;
+    }
 }
 
+static Q8_VNNI void tile_q8_vnni_seq_4(const int8_t *w, const float *ws, const int32_t *wb,
+                                       size_t kd, size_t ng, int bpg, const int8_t *x,
+                                       const float *xs, float *y, bool acc)
+{
+    tile_q8_vnni_seq(w, ws, wb, kd, ng, bpg, x, xs, y, acc, 4);
+}
 
-#define Q8_TILE_VNNI(R, C)                                                                         \
-    static Q8_VNNI void tile_q8_vnni_##R##x##C(const int8_t *w, const float *ws,                   \
-                                               const int32_t *wb, size_t kd, size_t ng, int bpg,   \
-                                               const int8_t *x, const float *xs, float *y,         \
-                                               size_t ldy, bool acc)                               \
-    {                                                                                              \
-        tile_q8_vnni(w, ws, wb, kd, ng, bpg, x, xs, y, ldy, acc, R, C);                            \
-    }
-Q8_TILE_VNNI(8, 1)
-Q8_TILE_VNNI(4, 1)
-Q8_TILE_VNNI(1, 1)
+static Q8_VNNI void tile_q8_vnni_seq_1(const int8_t *w, const float *ws, const int32_t *wb,
+                                       size_t kd, size_t ng, int bpg, const int8_t *x,
+                                       const float *xs, float *y, bool acc)
+{
+    tile_q8_vnni_seq(w, ws, wb, kd, ng, bpg, x, xs, y, acc, 1);
+}
+
 
 /* Broadcast form: T token rows per vector, each in 16 / T int32 lanes.  Per C = 64 / T
  * values of k a tile broadcasts each weight row's C bytes against V vectors of token
@@ -592,28 +576,25 @@ static void matmul_q8_vnni(const forward_q8mat_t *w, int o0, int o1, const forwa
         matmul_q8_vnni_bcast(w, o0, o1, x, y, ldy, accumulate);
         return;
     }
-    /* One token row (decode of one sequence): dot-product form, eight weight rows at a
-     * time for eight independent chains.  The first rows are asked for at once, rather
-     * than met one miss at a time. */
-    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size, ly = (size_t)ldy;
+    /* One token row (decode of one sequence): four weight rows at a time, each read in
+     * address order.  The first rows are asked for at once, rather than met one miss at
+     * a time. */
+    size_t kd = (size_t)x->k_dim, ng = kd / (size_t)x->group_size;
     int bpg = x->group_size / 64;
     prefetch_q8_rows(w, kd, ng, o0, Q8_PREFETCH_ROWS_1, o1);
     for (int t = 0; t < x->n_tok; t++) {
         const int8_t *xq = x->q + (size_t)t * kd;
         const float *xs = x->s + (size_t)t * ng;
-        float *yt = y + (size_t)t * ly;
+        float *yt = y + (size_t)t * (size_t)ldy;
         int o = o0;
-        for (; o + 8 <= o1; o += 8) {
-            prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_1, 8, o1);
-            tile_q8_vnni_8x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
-                             yt + o, ly, accumulate);
+        for (; o + 4 <= o1; o += 4) {
+            prefetch_q8_rows(w, kd, ng, o + Q8_PREFETCH_ROWS_1, 4, o1);
+            tile_q8_vnni_seq_4(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
+                               yt + o, accumulate);
         }
-        for (; o + 4 <= o1; o += 4)
-            tile_q8_vnni_4x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
-                             yt + o, ly, accumulate);
         for (; o < o1; o++)
-            tile_q8_vnni_1x1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
-                             yt + o, ly, accumulate);
+            tile_q8_vnni_seq_1(w->q + o * kd, w->s + o * ng, w->bias + o * ng, kd, ng, bpg, xq, xs,
+                               yt + o, accumulate);
     }
 }
 
