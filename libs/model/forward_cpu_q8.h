@@ -8,10 +8,12 @@
  * rows against every token row of a step, so weights stream from memory once per step.
  *
  * Kernels, picked at run time (LLMSERVE_CPU_KERNELS caps them as for fp32):
- *   - "avx512-vnni": group_size a multiple of 64 and a CPU with AVX-512 VNNI and BW.
+ *   - "avx512-vnni": group_size a multiple of 4 and a CPU with AVX-512 VNNI and BW.
  *     vpdpbusd multiplies unsigned by signed bytes, so token values are stored plus
  *     128 (1..255) and each weight group's 128 * sum(q) is taken back out through the
- *     accumulator's starting value (forward_q8mat_t.bias);
+ *     accumulator's starting value (forward_q8mat_t.bias).  A single token row whose
+ *     group size is a multiple of 32 but not of 64 takes the AVX2 kernel instead
+ *     (forward__q8rows_make decides; the weights serve both);
  *   - "avx2": group_size a multiple of 32 and AVX2: |w| times x with w's sign
  *     (vpmaddubsw cannot saturate: both magnitudes are at most 127);
  *   - "generic": any group size, plain C.
