@@ -24,6 +24,8 @@
 typedef struct {
     cache_digest_t exact;
     int64_t expires_us;
+    bool guarded; /* sig holds the stored prompt's guard signature */
+    cache_guard_sig_t sig;
 } slot_t;
 
 typedef struct scope {
@@ -135,6 +137,14 @@ int cache_semantic_add(cache_semantic_t *idx, const cache_digest_t *scope, uint6
                        const float *vec, const cache_digest_t *exact, int64_t expires_us,
                        int64_t now_us)
 {
+    return cache_semantic_add_guarded(idx, scope, model_tag, vec, NULL, exact, expires_us,
+                                      now_us);
+}
+
+int cache_semantic_add_guarded(cache_semantic_t *idx, const cache_digest_t *scope,
+                               uint64_t model_tag, const float *vec, const cache_guard_sig_t *sig,
+                               const cache_digest_t *exact, int64_t expires_us, int64_t now_us)
+{
     int rc = LS_OK;
     pthread_rwlock_wrlock(&idx->lock);
     scope_t *s = do_find(idx, scope);
@@ -190,6 +200,9 @@ int cache_semantic_add(cache_semantic_t *idx, const cache_digest_t *scope, uint6
     }
     s->slots[s->n].exact = *exact;
     s->slots[s->n].expires_us = expires_us;
+    s->slots[s->n].guarded = sig != NULL;
+    if (sig)
+        s->slots[s->n].sig = *sig;
     memcpy(s->vecs + s->n * idx->dim, vec, idx->dim * sizeof(float));
     s->n++;
     idx->n_entries++;
@@ -202,29 +215,54 @@ bool cache_semantic_search(cache_semantic_t *idx, const cache_digest_t *scope, c
                            float min_similarity, int64_t now_us, cache_digest_t *exact,
                            float *similarity)
 {
+    return cache_semantic_search_guarded(idx, scope, vec, NULL, min_similarity, now_us, exact,
+                                         similarity, NULL);
+}
+
+bool cache_semantic_search_guarded(cache_semantic_t *idx, const cache_digest_t *scope,
+                                   const float *vec, const cache_guard_sig_t *sig,
+                                   float min_similarity, int64_t now_us, cache_digest_t *exact,
+                                   float *similarity, cache_guard_reason_t *veto)
+{
     bool found = false;
+    cache_guard_reason_t vetoed = CACHE_GUARD_OK;
     pthread_rwlock_rdlock(&idx->lock);
     scope_t *s = do_find(idx, scope);
     if (s) {
         atomic_store(&s->used_us, atomic_fetch_add(&idx->clock, 1));
-        float best = -2.0f;
+        float best = -2.0f, best_vetoed = -2.0f;
         size_t best_i = 0;
         for (size_t i = 0; i < s->n; i++) {
             if (s->slots[i].expires_us <= now_us)
                 continue;
             float sim = cache_embed_cosine(vec, s->vecs + i * idx->dim, idx->dim);
-            if (sim > best) {
-                best = sim;
-                best_i = i;
+            if (sim <= best)
+                continue;
+            /* the guards run only on entries that would win: few per search */
+            if (sig && sim >= min_similarity && s->slots[i].guarded) {
+                cache_guard_reason_t r = cache_guard_check(&s->slots[i].sig, sig);
+                if (r != CACHE_GUARD_OK) {
+                    if (sim > best_vetoed) {
+                        best_vetoed = sim;
+                        vetoed = r;
+                    }
+                    continue;
+                }
             }
+            best = sim;
+            best_i = i;
         }
         if (best >= min_similarity) {
             *exact = s->slots[best_i].exact;
             *similarity = best > 1.0f ? 1.0f : best;
             found = true;
         }
+        if (best_vetoed <= best)
+            vetoed = CACHE_GUARD_OK; /* a veto that changed nothing is not one */
     }
     pthread_rwlock_unlock(&idx->lock);
+    if (veto)
+        *veto = vetoed;
     return found;
 }
 

@@ -17,11 +17,16 @@
 #ifndef CACHE_SEMANTIC_H
 #define CACHE_SEMANTIC_H
 
+#include "cache/cache_guard.h"
 #include "cache/cache_key.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The least cosine similarity for a semantic hit unless configured otherwise (the cache
+ * service's --semantic-threshold default; llmserve-semcachebench's). */
+#define CACHE_SEMANTIC_DEFAULT_THRESHOLD 0.85f
 
 typedef struct cache_semantic cache_semantic_t;
 
@@ -45,6 +50,22 @@ int cache_semantic_add(cache_semantic_t *idx, const cache_digest_t *scope, uint6
 bool cache_semantic_search(cache_semantic_t *idx, const cache_digest_t *scope, const float *vec,
                            float min_similarity, int64_t now_us, cache_digest_t *exact,
                            float *similarity);
+
+/* cache_semantic_add with the stored prompt's guard signature (copied), which
+ * cache_semantic_search_guarded checks before the entry may answer a query. */
+int cache_semantic_add_guarded(cache_semantic_t *idx, const cache_digest_t *scope,
+                               uint64_t model_tag, const float *vec, const cache_guard_sig_t *sig,
+                               const cache_digest_t *exact, int64_t expires_us, int64_t now_us);
+
+/* cache_semantic_search where an entry stored with a guard signature can answer only if
+ * cache_guard_check(its signature, sig) passes: the result is the most similar entry at
+ * or above min_similarity that the guards let through.  *veto (NULL: not wanted) is
+ * the reason the guards turned down an entry more similar than the result (or than
+ * min_similarity when there is none), else CACHE_GUARD_OK.  sig NULL: no guards. */
+bool cache_semantic_search_guarded(cache_semantic_t *idx, const cache_digest_t *scope,
+                                   const float *vec, const cache_guard_sig_t *sig,
+                                   float min_similarity, int64_t now_us, cache_digest_t *exact,
+                                   float *similarity, cache_guard_reason_t *veto);
 
 /* Removes the entry for exact key `exact` in scope; returns true when there was one. */
 bool cache_semantic_remove(cache_semantic_t *idx, const cache_digest_t *scope,
