@@ -108,6 +108,9 @@
  * details in services/cache/engine.h) */
 #define M_CACHE_LOOKUPS "llmserve_cache_lookups_total"
 #define M_CACHE_HITS "llmserve_cache_hits_total"
+/* counter {reason}: semantic hits the guards turned down (reason number|unit|negation|
+ * entity|order, libs/cache/cache_guard.h): the most similar entry differed in that */
+#define M_CACHE_VETOES "llmserve_cache_semantic_vetoes_total"
 /* counter {}: answers stored; entries the L1 evicted */
 #define M_CACHE_STORES "llmserve_cache_stores_total"
 #define M_CACHE_EVICTIONS "llmserve_cache_evictions_total"

@@ -41,6 +41,7 @@ struct engine {
     char (*probe_keys)[48]; /* one key per server that hashes to it */
     pthread_mutex_t idle_mu;
     _Atomic uint64_t hits, misses, l1_hits, semantic_hits, stores, errors;
+    _Atomic uint64_t vetoes[CACHE_GUARD_REASONS];
     svc_reporter_t *rep;                /* cfg.reporter */
     svc_gauge_t breaker_open, degraded; /* servers open; reported as flags */
 };
@@ -49,6 +50,10 @@ static const svc_label_t TIER_L1[] = {{"tier", "l1"}};
 static const svc_label_t TIER_MC[] = {{"tier", "memcached"}};
 static const svc_label_t TIER_SEM[] = {{"tier", "semantic"}};
 static const svc_label_t OP_GET[] = {{"op", "get"}};
+static const svc_label_t VETO_LABELS[CACHE_GUARD_REASONS][1] = {
+    {{"reason", "ok"}},       {{"reason", "number"}}, {{"reason", "unit"}},
+    {{"reason", "negation"}}, {{"reason", "entity"}}, {{"reason", "order"}},
+};
 static const svc_label_t OP_SET[] = {{"op", "set"}};
 
 void engine_config_init(engine_config_t *cfg)
@@ -59,6 +64,7 @@ void engine_config_init(engine_config_t *cfg)
     cfg->max_value_bytes = 512u << 10; /* 512 KiB, under memcached's 1 MiB item limit */
     cfg->semantic = true;
     cfg->semantic_threshold = ENGINE_DEFAULT_THRESHOLD;
+    cfg->semantic_guards = true;
     cfg->semantic_max_per_scope = 2048;
     cfg->semantic_max_scopes = 4096;
     cfg->embed_dim = 512;
@@ -354,6 +360,15 @@ int engine_lookup_fast(engine_t *eng, const cache_key_input_t *in, engine_hit_t 
     return LS_OK;
 }
 
+/* The guard signature of the text the semantic cache compares. */
+static void guard_sig(const cache_key_input_t *in, cache_guard_sig_t *sig)
+{
+    const char *text;
+    size_t len;
+    cache_key_semantic_text(in, &text, &len);
+    cache_guard_sig(text, len, sig);
+}
+
 /* Embeds the text the semantic cache compares; returns a new vector or NULL. */
 static float *embed(engine_t *eng, const cache_key_input_t *in)
 {
@@ -396,8 +411,18 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
         float *vec = embed(eng, in);
         cache_digest_t cand;
         float sim = 0;
-        if (vec &&
-            cache_semantic_search(eng->sem, &k.scope, vec, threshold, ls_now_us(), &cand, &sim)) {
+        cache_guard_sig_t sig;
+        if (eng->cfg.semantic_guards)
+            guard_sig(in, &sig);
+        cache_guard_reason_t veto = CACHE_GUARD_OK;
+        bool found = vec && cache_semantic_search_guarded(
+                                eng->sem, &k.scope, vec, eng->cfg.semantic_guards ? &sig : NULL,
+                                threshold, ls_now_us(), &cand, &sim, &veto);
+        if (veto != CACHE_GUARD_OK) {
+            atomic_fetch_add(&eng->vetoes[veto], 1);
+            svc_metric_add(eng->rep, M_CACHE_VETOES, VETO_LABELS[veto], 1, 1);
+        }
+        if (found) {
             f = fetch_answer(eng, mc, span, &cand, k.model_tag, out, NULL);
             if (f == FETCH_FOUND) {
                 out->semantic = true;
@@ -488,8 +513,13 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
         svc_metric_add(eng->rep, M_CACHE_STORES, NULL, 0, 1);
         if (a->semantic && eng->sem) {
             float *vec = embed(eng, in);
+            cache_guard_sig_t sig;
+            if (eng->cfg.semantic_guards)
+                guard_sig(in, &sig);
             if (vec)
-                cache_semantic_add(eng->sem, &k.scope, k.model_tag, vec, &k.exact, expires_us, now);
+                cache_semantic_add_guarded(eng->sem, &k.scope, k.model_tag, vec,
+                                           eng->cfg.semantic_guards ? &sig : NULL, &k.exact,
+                                           expires_us, now);
             free(vec);
         }
     }
@@ -540,6 +570,8 @@ void engine_stats(engine_t *eng, engine_stats_t *out)
     out->misses = atomic_load(&eng->misses);
     out->l1_hits = atomic_load(&eng->l1_hits);
     out->semantic_hits = atomic_load(&eng->semantic_hits);
+    for (int r = 0; r < CACHE_GUARD_REASONS; r++)
+        out->vetoes[r] = atomic_load(&eng->vetoes[r]);
     out->stores = atomic_load(&eng->stores);
     out->errors = atomic_load(&eng->errors);
     out->degraded = cache_breaker_degraded(eng->brk);

@@ -25,6 +25,7 @@
 #include "cache/cache_entry.h"
 #include "cache/cache_key.h"
 #include "cache/cache_pool.h"
+#include "cache/cache_semantic.h"
 #include "svc/reporter.h"
 #include "svc/tracer.h"
 
@@ -41,6 +42,8 @@ typedef struct {
     size_t max_value_bytes;        /* largest encoded answer stored */
     bool semantic;                 /* semantic cache on */
     float semantic_threshold;      /* least cosine similarity for a semantic hit */
+    bool semantic_guards;          /* veto semantic hits whose numbers, units, negation,
+                                      names or direction differ (cache_guard.h) */
     size_t semantic_max_per_scope; /* entries per scope */
     size_t semantic_max_scopes;    /* scopes held */
     size_t embed_dim;              /* n-gram embedding size (power of two) */
@@ -52,12 +55,12 @@ typedef struct {
 } engine_config_t;
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at
- * ENGINE_DEFAULT_THRESHOLD with 2048 entries per scope and 4096 scopes, 512-float
+ * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, 512-float
  * embeddings, generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
  * 4 workers, memcached on 127.0.0.1:11211 with 50 ms timeouts. */
 void engine_config_init(engine_config_t *cfg);
 
-#define ENGINE_DEFAULT_THRESHOLD 0.85f
+#define ENGINE_DEFAULT_THRESHOLD CACHE_SEMANTIC_DEFAULT_THRESHOLD
 
 /* Creates the engine and starts its workers.  Returns NULL (with a logged reason) when
  * the memcached configuration is invalid or threads cannot start. */
@@ -134,6 +137,8 @@ int engine_invalidate_model(engine_t *eng, cache_mc_t *mc, const char *model, sv
 
 typedef struct {
     uint64_t hits, misses, l1_hits, semantic_hits, stores, errors;
+    uint64_t vetoes[CACHE_GUARD_REASONS]; /* semantic hits the guards turned down, by
+                                             reason ([CACHE_GUARD_OK] unused) */
     bool degraded;
     uint64_t entries;
 } engine_stats_t;

@@ -30,6 +30,7 @@ typedef struct {
     const char *models;
     bool semantic;
     double semantic_threshold;
+    bool semantic_guards;
     int64_t semantic_max_entries;
     int64_t semantic_max_scopes;
     int64_t embed_dim;
@@ -61,6 +62,7 @@ static void cache_config_init(cache_config_t *cfg)
     cfg->models = "";                                              /* empty: any model */
     cfg->semantic = e.semantic;                                    /* on */
     cfg->semantic_threshold = e.semantic_threshold;                /* cosine similarity */
+    cfg->semantic_guards = e.semantic_guards;
     cfg->semantic_max_entries = (int64_t)e.semantic_max_per_scope; /* 2048 per scope */
     cfg->semantic_max_scopes = (int64_t)e.semantic_max_scopes;     /* 4096 scopes */
     cfg->embed_dim = (int64_t)e.embed_dim;                         /* 512 floats */
@@ -123,6 +125,7 @@ static int cache_create(svc_t *svc, void *ud, char *err, size_t err_len)
     ec.max_value_bytes = (size_t)cfg->max_value_bytes;
     ec.semantic = cfg->semantic;
     ec.semantic_threshold = (float)cfg->semantic_threshold;
+    ec.semantic_guards = cfg->semantic_guards;
     ec.semantic_max_per_scope = (size_t)cfg->semantic_max_entries;
     ec.semantic_max_scopes = (size_t)cfg->semantic_max_scopes;
     ec.embed_dim = (size_t)cfg->embed_dim;
@@ -206,6 +209,10 @@ int main(int argc, char **argv)
          0, 0},
         {"semantic-threshold", NULL, LS_OPT_DOUBLE, &cfg.semantic_threshold,
          "least cosine similarity for a semantic hit, (0, 1]", 0.01, 1},
+        {"semantic-guards", NULL, LS_OPT_BOOL, &cfg.semantic_guards,
+         "turn down a semantic hit whose prompt differs in a number, unit, negation, name or "
+         "direction (--no-semantic-guards: similarity alone)",
+         0, 0},
         {"semantic-max-entries", NULL, LS_OPT_INT, &cfg.semantic_max_entries,
          "semantic entries per (tenant, model, params) scope", 1, 1e6},
         {"semantic-max-scopes", NULL, LS_OPT_INT, &cfg.semantic_max_scopes,

@@ -47,6 +47,8 @@ static const struct {
     {M_INF_REFUSED, "Inference: requests refused at admission, by reason (queue_full, too_long, "
                     "draining, device_lost)."},
     {M_CACHE_LOOKUPS, "Cache: lookups that reached the tier."},
+    {M_CACHE_VETOES, "Cache: semantic hits turned down because the prompts differ in a "
+                     "number, unit, negation, name or direction."},
     {M_CACHE_HITS, "Cache: lookups the tier answered."},
     {M_CACHE_STORES, "Cache: answers stored."},
     {M_CACHE_EVICTIONS, "Cache: entries the L1 evicted."},

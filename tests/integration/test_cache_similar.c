@@ -169,3 +169,31 @@ Test(similar_off, semantic_disabled_means_exact_only, .init = start_off, .fini =
     cr_assert_not(look_hit("", "small", PARA, 0.01f));
     cr_assert(look_hit("", "small", Q, 0));
 }
+
+/* The guards: a conversion asked the other way round scores far above the threshold
+ * but is turned down; the same stores and lookups with --no-semantic-guards hit. */
+static const char *CONV = "Convert 26 miles to kilometers.";
+static const char *CONV_BACK = "Convert 26 kilometers to miles.";
+static const char *CONV_SAME = "Please convert 26 miles to kilometers";
+
+Test(similar, guards_turn_down_a_reversed_conversion)
+{
+    tc_do_store(&g_s, "", "small", CONV, "41.8 km", true);
+    cr_assert_not(look_hit("", "small", CONV_BACK, 0.5f), "the reversed question must not hit");
+    cr_assert(look_hit("", "small", CONV_SAME, 0.5f), "the same question reworded hits");
+}
+
+static const char *const k_no_guards[] = {"--no-semantic-guards", NULL};
+
+static void start_no_guards(void)
+{
+    start_with(k_no_guards);
+}
+
+Test(similar_no_guards, similarity_alone_answers_the_reversed_conversion,
+     .init = start_no_guards, .fini = stop_all, .timeout = 60)
+{
+    tc_do_store(&g_s, "", "small", CONV, "41.8 km", true);
+    cr_assert(look_hit("", "small", CONV_BACK, 0.5f),
+              "without guards the reversed question hits: what the guards are for");
+}
