@@ -8,6 +8,7 @@ llmserve_test(test_cache_lru unit/cache/test_lru.c llmserve_cache)
 llmserve_test(test_cache_embed unit/cache/test_embed.c llmserve_cache)
 target_compile_definitions(test_cache_embed PRIVATE CACHE_PARAPHRASES="${CACHE_PARAPHRASES}")
 llmserve_test(test_cache_semantic unit/cache/test_semantic.c llmserve_cache)
+llmserve_test(test_cache_guard unit/cache/test_guard.c llmserve_cache)
 llmserve_test(test_cache_gen unit/cache/test_gen.c llmserve_cache)
 llmserve_test(test_cache_breaker unit/cache/test_breaker.c llmserve_cache)
 
@@ -27,3 +28,9 @@ llmserve_test(test_cache_mc unit/cache/test_mc.c llmserve_cache llmserve_test_ca
 llmserve_test(test_cache_request unit/cache/test_request.c llmserve_cache_service)
 # The engine's reports through the metrics seam, against a real memcached.
 llmserve_test(test_cache_engine unit/cache/test_engine.c llmserve_cache_service)
+# llmserve-semcachebench on the tuning set: its table, JSON, vetoes and errors.
+add_test(NAME test_semcachebench
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_semcachebench.sh
+                 ${CMAKE_BINARY_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/data)
+set_tests_properties(test_semcachebench PROPERTIES ENVIRONMENT "${LLMSERVE_TEST_ENV}" TIMEOUT 120
+                     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
