@@ -68,7 +68,7 @@ static void free_model(ckpt_t *ck)
     if (ck && ck->format_version == 2)
         ckpt_close(ck);
     else
-        free_model(ck);
+        rand_ckpt_free(ck);
 }
 
 /* GQA: 6 query heads over 2 KV heads, head_dim 12, hidden 100, vocab 301. */
