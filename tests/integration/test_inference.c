@@ -136,7 +136,8 @@ static void start_tiny(void)
 
 TestSuite(inference, .init = start_tiny, .fini = stop_all, .timeout = 240);
 
-Test(inference, info_reports_shape_backend_and_limits)
+/* Inference.Info of the server under test (free with protobuf_c_message_free_unpacked). */
+static Llmserve__V1__InfoResponse *info_call(void)
 {
     Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
@@ -146,7 +147,12 @@ Test(inference, info_reports_shape_backend_and_limits)
                                    &llmserve__v1__info_response__descriptor, &opts, &resp, &st),
                  LS_OK);
     cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
-    Llmserve__V1__InfoResponse *info = (Llmserve__V1__InfoResponse *)resp;
+    return (Llmserve__V1__InfoResponse *)resp;
+}
+
+Test(inference, info_reports_shape_backend_and_limits)
+{
+    Llmserve__V1__InfoResponse *info = info_call();
     cr_assert_str_eq(info->model, "model", "checkpoint file name without extension");
     cr_assert_str_eq(info->model_version, "v7");
     cr_assert_str_eq(info->pool, "small");
@@ -162,7 +168,7 @@ Test(inference, info_reports_shape_backend_and_limits)
     cr_assert_eq(info->max_batch, 8);
     cr_assert_eq(info->max_queue, 64);
     cr_assert_eq(info->kv_budget_tokens, 8 * 256, "default budget: max_batch * seq_len");
-    protobuf_c_message_free_unpacked(resp, NULL);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
 }
 
 static int health(const char *service)
@@ -485,19 +491,11 @@ TestSuite(int8, .init = start_q8, .fini = stop_all, .timeout = 240);
 
 Test(int8, serves_concurrent_streams_and_greedy_repeats_exactly)
 {
-    Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    rpc_status_t st;
-    rpc_call_opts_t opts = {.timeout_us = 5000000, .wait_for_ready = true};
-    cr_assert_eq(rpc_channel_unary(g_ch, "/llmserve.v1.Inference/Info", &req.base,
-                                   &llmserve__v1__info_response__descriptor, &opts, &resp, &st),
-                 LS_OK);
-    cr_assert_eq(st.code, GRPC_STATUS_OK, "%s", st.details);
-    Llmserve__V1__InfoResponse *info = (Llmserve__V1__InfoResponse *)resp;
+    Llmserve__V1__InfoResponse *info = info_call();
     cr_assert_eq(info->dim, 128);
     if (strcmp(test_backend(), "cpu") == 0)
         cr_assert(strstr(info->device, "int8") != NULL, "device: %s", info->device);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
 
     enum { N = 12 };
     inference_stream_t *gens[N];

@@ -98,46 +98,65 @@ Test(guard, reason_names)
     cr_expect_str_eq(cache_guard_reason_name(CACHE_GUARD_ORDER), "order");
 }
 
-/* The index skips a vetoed entry for the next one the guards let through, says why,
- * and searches without a signature as before. */
-Test(guard, guarded_search_of_the_index)
+/* A prompt as the cache holds it: its embedding and its guard signature. */
+typedef struct {
+    float vec[512];
+    cache_guard_sig_t sig;
+} prompt_t;
+
+static void prompt_of(const cache_embedder_t *e, const char *text, prompt_t *p)
 {
-    cache_embedder_t *e = cache_embed_ngram_create(512);
+    cr_assert_eq(e->embed(e, text, strlen(text), p->vec), LS_OK);
+    cache_guard_sig(text, strlen(text), &p->sig);
+}
+
+/* An index of one scope holding s1 (digest of 1s) and s2 (digest of 2s). */
+static cache_semantic_t *index_of(const cache_embedder_t *e, const char *s1, const char *s2)
+{
     cache_semantic_t *idx = cache_semantic_create(512, 16, 4);
-    cache_digest_t scope, d1, d2, got;
+    cache_digest_t scope, d1, d2;
     memset(&scope, 0, sizeof(scope));
     memset(&d1, 1, sizeof(d1));
     memset(&d2, 2, sizeof(d2));
-    const char *s1 = "How many kilometers are in 5 miles?";
-    const char *s2 = "How many kilometers are in five miles exactly?";
-    const char *q = "How many kilometers are in 50 miles?";
-    float v1[512], v2[512], vq[512], sim;
-    cache_guard_sig_t g1, g2, gq;
-    cr_assert_eq(e->embed(e, s1, strlen(s1), v1), LS_OK);
-    cr_assert_eq(e->embed(e, s2, strlen(s2), v2), LS_OK);
-    cr_assert_eq(e->embed(e, q, strlen(q), vq), LS_OK);
-    cache_guard_sig(s1, strlen(s1), &g1);
-    cache_guard_sig(s2, strlen(s2), &g2);
-    cache_guard_sig(q, strlen(q), &gq);
-    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, v1, &g1, &d1, 1000000, 0), LS_OK);
-    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, v2, &g2, &d2, 1000000, 0), LS_OK);
+    prompt_t p1, p2;
+    prompt_of(e, s1, &p1);
+    prompt_of(e, s2, &p2);
+    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, p1.vec, &p1.sig, &d1, 1000000, 0),
+                 LS_OK);
+    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, p2.vec, &p2.sig, &d2, 1000000, 0),
+                 LS_OK);
+    return idx;
+}
 
-    /* unguarded: the nearest, the 5-mile question */
-    cr_assert(cache_semantic_search(idx, &scope, vq, 0.3f, 1, &got, &sim));
-    cr_expect(memcmp(&got, &d1, sizeof(got)) == 0);
-    /* guarded: both differ in the number, nothing answers, and the veto says why */
-    cache_guard_reason_t veto = CACHE_GUARD_OK;
-    cr_expect_not(cache_semantic_search_guarded(idx, &scope, vq, &gq, 0.3f, 1, &got, &sim, &veto));
+/* Which entry answers q (1 or 2; 0 for none) at min_similarity, guarded or not. */
+static int answer(cache_semantic_t *idx, const cache_embedder_t *e, const char *q, bool guarded,
+                  float min_similarity, float *sim, cache_guard_reason_t *veto)
+{
+    cache_digest_t scope, got;
+    memset(&scope, 0, sizeof(scope));
+    prompt_t p;
+    prompt_of(e, q, &p);
+    *veto = CACHE_GUARD_OK;
+    bool found = guarded ? cache_semantic_search_guarded(idx, &scope, p.vec, &p.sig,
+                                                         min_similarity, 1, &got, sim, veto)
+                         : cache_semantic_search(idx, &scope, p.vec, min_similarity, 1, &got, sim);
+    return found ? got.b[0] : 0;
+}
+
+/* The index says why it turned entries down, lets through what the guards pass, and
+ * searches without a signature as before. */
+Test(guard, guarded_search_of_the_index)
+{
+    cache_embedder_t *e = cache_embed_ngram_create(512);
+    cache_semantic_t *idx = index_of(e, "How many kilometers are in 5 miles?",
+                                     "How many kilometers are in five miles exactly?");
+    float sim;
+    cache_guard_reason_t veto;
+    const char *q = "How many kilometers are in 50 miles?";
+    cr_expect_eq(answer(idx, e, q, false, 0.3f, &sim, &veto), 1, "unguarded: the nearest");
+    cr_expect_eq(answer(idx, e, q, true, 0.3f, &sim, &veto), 0, "both differ in the number");
     cr_expect_eq(veto, CACHE_GUARD_NUMBER);
-    /* a later prompt the guards let through finds its entry, no veto */
-    const char *q2 = "how many km are in 5 miles";
-    cache_guard_sig_t gq2;
-    float vq2[512];
-    cr_assert_eq(e->embed(e, q2, strlen(q2), vq2), LS_OK);
-    cache_guard_sig(q2, strlen(q2), &gq2);
-    veto = CACHE_GUARD_NUMBER;
-    cr_expect(cache_semantic_search_guarded(idx, &scope, vq2, &gq2, 0.3f, 1, &got, &sim, &veto));
-    cr_expect(memcmp(&got, &d1, sizeof(got)) == 0);
+    cr_expect_eq(answer(idx, e, "how many km are in 5 miles", true, 0.3f, &sim, &veto), 1);
     cr_expect_eq(veto, CACHE_GUARD_OK);
     cache_semantic_destroy(idx);
     cache_embedder_destroy(e);
@@ -148,34 +167,19 @@ Test(guard, guarded_search_of_the_index)
 Test(guard, guarded_search_takes_the_next_entry)
 {
     cache_embedder_t *e = cache_embed_ngram_create(512);
-    cache_semantic_t *idx = cache_semantic_create(512, 16, 4);
-    cache_digest_t scope, d1, d2, got;
-    memset(&scope, 0, sizeof(scope));
-    memset(&d1, 1, sizeof(d1));
-    memset(&d2, 2, sizeof(d2));
-    const char *s1 = "Convert 5 miles to km";
-    const char *s2 = "Please help me convert 5 km into miles for a trip";
+    cache_semantic_t *idx = index_of(e, "Convert 5 miles to km",
+                                     "Please help me convert 5 km into miles for a trip");
     const char *q = "Convert 5 km to miles";
-    float v1[512], v2[512], vq[512], sim, sim_unguarded;
-    cache_guard_sig_t g1, g2, gq;
-    cr_assert_eq(e->embed(e, s1, strlen(s1), v1), LS_OK);
-    cr_assert_eq(e->embed(e, s2, strlen(s2), v2), LS_OK);
-    cr_assert_eq(e->embed(e, q, strlen(q), vq), LS_OK);
-    cache_guard_sig(s1, strlen(s1), &g1);
-    cache_guard_sig(s2, strlen(s2), &g2);
-    cache_guard_sig(q, strlen(q), &gq);
-    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, v1, &g1, &d1, 1000000, 0), LS_OK);
-    cr_assert_eq(cache_semantic_add_guarded(idx, &scope, 1, v2, &g2, &d2, 1000000, 0), LS_OK);
-    cr_assert(cache_semantic_search(idx, &scope, vq, 0.1f, 1, &got, &sim_unguarded));
-    cr_assert(memcmp(&got, &d1, sizeof(got)) == 0, "the reversed conversion is the nearest");
-    cache_guard_reason_t veto = CACHE_GUARD_OK;
-    cr_assert(cache_semantic_search_guarded(idx, &scope, vq, &gq, 0.1f, 1, &got, &sim, &veto));
-    cr_expect(memcmp(&got, &d2, sizeof(got)) == 0, "the same direction answers");
+    float sim, sim_unguarded;
+    cache_guard_reason_t veto;
+    cr_assert_eq(answer(idx, e, q, false, 0.1f, &sim_unguarded, &veto), 1,
+                 "the reversed conversion is the nearest");
+    cr_expect_eq(answer(idx, e, q, true, 0.1f, &sim, &veto), 2, "the same direction answers");
     cr_expect_lt(sim, sim_unguarded);
     cr_expect_eq(veto, CACHE_GUARD_ORDER);
     /* at a threshold only the vetoed entry reaches, nothing answers */
-    cr_expect_not(cache_semantic_search_guarded(idx, &scope, vq, &gq, sim + 0.01f, 1, &got, &sim,
-                                                &veto));
+    float above = sim + 0.01f;
+    cr_expect_eq(answer(idx, e, q, true, above, &sim, &veto), 0);
     cr_expect_eq(veto, CACHE_GUARD_ORDER);
     cache_semantic_destroy(idx);
     cache_embedder_destroy(e);
