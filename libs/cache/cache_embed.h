@@ -27,7 +27,8 @@ struct cache_embedder {
 };
 
 /* Hashed character and word n-grams: lowercased ASCII letters and digits form words
- * (bytes of 0x80 and above count as letters, so UTF-8 text works); the features are
+ * (bytes of 0x80 and above count as letters, so UTF-8 text works; a contraction is
+ * its two words: "don't" is "do not", "what's" is "what is"); the features are
  * each word (weight 1, function words 0.25), each word pair in order (0.5) and each
  * character trigram of " word " (0.35), hashed with a sign into dim buckets, then
  * L2-normalized.  dim must be a power of two from 64 to 65536; returns NULL otherwise. */

@@ -4,6 +4,8 @@
  * absorb inflection and small spelling changes ("capital"/"capitals"), and ordered word
  * pairs reward the same phrasing.  Function words are down-weighted because paraphrases
  * change them freely and unrelated questions share them ("what is the ...").
+ * Contractions are spelled out first, so "don't" and "do not" give the same features
+ * (measured on tests/data/semcache_tune.tsv: typo paraphrases 10 -> 14 of 37 found).
  */
 #include "base/err.h"
 #include "base/log.h"
@@ -67,42 +69,105 @@ static bool word_byte(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+/* Contractions as their two words, so "don't" and "do not" give the same features. */
+static const char *const k_contractions[][3] = {
+    {"dont", "do", "not"},       {"doesnt", "does", "not"},   {"didnt", "did", "not"},
+    {"cant", "can", "not"},      {"cannot", "can", "not"},    {"couldnt", "could", "not"},
+    {"wont", "will", "not"},     {"wouldnt", "would", "not"}, {"shouldnt", "should", "not"},
+    {"isnt", "is", "not"},       {"arent", "are", "not"},     {"wasnt", "was", "not"},
+    {"werent", "were", "not"},   {"hasnt", "has", "not"},     {"havent", "have", "not"},
+    {"hadnt", "had", "not"},     {"im", "i", "am"},           {"ive", "i", "have"},
+    {"youre", "you", "are"},     {"youve", "you", "have"},    {"theyre", "they", "are"},
+    {"weve", "we", "have"},      {"whats", "what", "is"},     {"hows", "how", "is"},
+    {"wheres", "where", "is"},   {"whos", "who", "is"},       {"thats", "that", "is"},
+    {"theres", "there", "is"},   {"lets", "let", "us"},       {"id", "i", "would"},
+    {"ill", "i", "will"},        {"itll", "it", "will"},      {"youll", "you", "will"},
+    {"its", "it", "is"},         {"hes", "he", "is"},         {"shes", "she", "is"},
+    {"heres", "here", "is"},     {"whens", "when", "is"},     {"whys", "why", "is"},
+};
+
+/* Words whose "'s" is "is". */
+static bool takes_is(const char *w, size_t wl)
+{
+    static const char *const k[] = {"what",  "how",   "where", "who", "that", "there",
+                                    "it",    "he",    "she",   "here", "when", "why"};
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
+        if (strlen(k[i]) == wl && memcmp(k[i], w, wl) == 0)
+            return true;
+    return false;
+}
+
+typedef struct {
+    size_t dim;
+    float *out;
+    char prev[WORD_MAX];
+    size_t prev_len;
+    bool have_prev;
+} feat_t;
+
+/* The features of one lowercased word. */
+static void add_word(feat_t *f, const char *word, size_t word_len)
+{
+    char w[WORD_MAX + 2];
+    if (word_len > WORD_MAX)
+        word_len = WORD_MAX;
+    w[0] = ' ';
+    memcpy(w + 1, word, word_len);
+    w[word_len + 1] = ' ';
+    size_t wl = word_len + 2;
+    bool stop = is_stop(word, word_len);
+    add(f->out, f->dim, hash_feature('w', word, word_len, NULL, 0), stop ? W_STOP : W_WORD);
+    if (stop)
+        return;
+    for (size_t k = 0; k + 3 <= wl; k++)
+        add(f->out, f->dim, hash_feature('t', w + k, 3, NULL, 0), W_TRIGRAM);
+    if (f->have_prev)
+        add(f->out, f->dim, hash_feature('p', f->prev, f->prev_len, word, word_len), W_PAIR);
+    memcpy(f->prev, word, word_len);
+    f->prev_len = word_len;
+    f->have_prev = true;
+}
+
 static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, float *out)
 {
     size_t dim = e->dim;
     memset(out, 0, dim * sizeof(float));
-    char prev[WORD_MAX];
-    size_t prev_len = 0;
-    bool have_prev = false;
+    feat_t f = {.dim = dim, .out = out, .prev_len = 0, .have_prev = false};
     size_t i = 0;
     while (i < len) {
         while (i < len && !word_byte((unsigned char)text[i]))
             i++;
         if (i >= len)
             break;
-        char w[WORD_MAX + 2];
+        char w[WORD_MAX];
         size_t wl = 0;
-        w[wl++] = ' ';
-        while (i < len && word_byte((unsigned char)text[i])) {
-            unsigned char c = (unsigned char)text[i++];
-            if (c >= 'A' && c <= 'Z')
-                c = (unsigned char)(c - 'A' + 'a');
-            if (wl <= WORD_MAX)
-                w[wl++] = (char)c;
+        for (;;) {
+            while (i < len && word_byte((unsigned char)text[i])) {
+                unsigned char c = (unsigned char)text[i++];
+                if (c >= 'A' && c <= 'Z')
+                    c = (unsigned char)(c - 'A' + 'a');
+                if (wl < WORD_MAX)
+                    w[wl++] = (char)c;
+            }
+            /* an apostrophe before t, re, ve, ll, m or d joins a contraction ("don't");
+             * before s only after a word that "is" follows ("what's"): elsewhere it is a
+             * possessive ("dog's" stays "dog" and "s") */
+            if (i + 1 < len && text[i] == '\'' && word_byte((unsigned char)text[i + 1]) &&
+                ((text[i + 1] != 's' && text[i + 1] != 'S') || takes_is(w, wl))) {
+                i++;
+                continue;
+            }
+            break;
         }
-        w[wl++] = ' ';
-        const char *word = w + 1;
-        size_t word_len = wl - 2;
-        bool stop = is_stop(word, word_len);
-        add(out, dim, hash_feature('w', word, word_len, NULL, 0), stop ? W_STOP : W_WORD);
-        if (!stop) {
-            for (size_t k = 0; k + 3 <= wl; k++)
-                add(out, dim, hash_feature('t', w + k, 3, NULL, 0), W_TRIGRAM);
-            if (have_prev)
-                add(out, dim, hash_feature('p', prev, prev_len, word, word_len), W_PAIR);
-            memcpy(prev, word, word_len);
-            prev_len = word_len;
-            have_prev = true;
+        size_t c = 0, nc = sizeof(k_contractions) / sizeof(k_contractions[0]);
+        while (c < nc && !(strlen(k_contractions[c][0]) == wl &&
+                           memcmp(k_contractions[c][0], w, wl) == 0))
+            c++;
+        if (c < nc) {
+            add_word(&f, k_contractions[c][1], strlen(k_contractions[c][1]));
+            add_word(&f, k_contractions[c][2], strlen(k_contractions[c][2]));
+        } else {
+            add_word(&f, w, wl);
         }
     }
     double norm = 0;

@@ -59,6 +59,18 @@ Test(embed, case_punctuation_and_spacing_do_not_matter)
     cr_assert_float_eq(sim("reverse   a list!", "reverse a list"), 1.0f, 1e-5);
 }
 
+/* A contraction embeds as its two words; a possessive stays a word and an "s". */
+Test(embed, contractions_are_their_words)
+{
+    cr_assert_float_eq(sim("Why don't cats like water?", "why do not cats like water"), 1.0f,
+                       1e-5);
+    cr_assert_float_eq(sim("I'm sure it isn't here", "I am sure it is not here"), 1.0f, 1e-5);
+    cr_assert_float_eq(sim("whats the time", "what's the time"), 1.0f, 1e-5);
+    cr_assert_float_eq(sim("the dog's bowl", "the dog s bowl"), 1.0f, 1e-5);
+    cr_assert_lt(sim("Can I freeze rice?", "Can't I freeze rice?"), 0.99f,
+                 "the negation still counts");
+}
+
 Test(embed, text_without_words_is_refused)
 {
     float v[DIM];
