@@ -76,7 +76,7 @@ void forward__q8rows_make(forward_q8rows_t *r, forward_q8_kernel_t k, const floa
 
 /* For rows o in [o0, o1) of w and every token row t of x:
  *   y[t * ldy + o] = sum over groups (accumulate false), += (accumulate true).
- * w and x must have been prepared for the same kernel. */
+ * x's kernel runs; w must hold the sums (bias) when that is the VNNI one. */
 void forward__matmul_q8(const forward_q8mat_t *w, int o0, int o1, const forward_q8rows_t *x,
                         float *y, int ldy, bool accumulate);
 
