@@ -12,7 +12,8 @@
  * exact key: a completion-queue lookup counts it only when it hits, since on a miss the
  * worker checks L1 again and counts then.  memcached counts the gets that went out
  * (not those its breaker answered at once); semantic counts the searches of the index
- * after an exact miss, and its hits whatever tier held the answer it pointed to.  Also
+ * after an exact miss, and its hits whatever tier held the answer it pointed to; the
+ * guards' vetoes by reason count each search whose answer a veto changed.  Also
  * stores, L1 evictions, each memcached call's time (op get: answers, generations,
  * probes; op set: answers and generations), and the breaker-open and degraded gauges
  * (both 1 while any server's breaker is open: that is what degraded means here).
