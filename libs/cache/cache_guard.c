@@ -46,7 +46,14 @@ static bool word_byte(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
-/* Splits text into at most max words; returns the count. */
+/* text[i] is the s of a possessive or "is" ("dog's", "what's"): s ends the word. */
+static bool possessive(const char *text, size_t len, size_t i)
+{
+    return (text[i] == 's' || text[i] == 'S') && (i + 1 >= len || !word_byte((unsigned char)text[i + 1]));
+}
+
+/* Splits text into at most max words ("'s" is dropped: possession or "is"); returns the
+ * count. */
 static size_t tokenize(const char *text, size_t len, guard_tok_t *t, size_t max)
 {
     size_t n = 0, i = 0;
@@ -72,6 +79,10 @@ static size_t tokenize(const char *text, size_t len, guard_tok_t *t, size_t max)
                 if (c == 0xE2 && i + 2 < len && (unsigned char)text[i + 1] == 0x80 &&
                     (unsigned char)text[i + 2] == 0x99 && i + 3 < len &&
                     word_byte((unsigned char)text[i + 3])) {
+                    if (k->len > 0 && possessive(text, len, i + 3)) {
+                        i += 4;
+                        break;
+                    }
                     i += 3;
                     continue;
                 }
@@ -89,6 +100,10 @@ static size_t tokenize(const char *text, size_t len, guard_tok_t *t, size_t max)
             /* an apostrophe between letters, a point or comma between digits */
             if (i + 1 < len && word_byte((unsigned char)text[i + 1]) && k->len > 0) {
                 if (c == '\'') {
+                    if (possessive(text, len, i + 1)) { /* "dog's" is "dog" */
+                        i += 2;
+                        break;
+                    }
                     i++;
                     continue;
                 }
@@ -383,6 +398,11 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
             out->directed = true;
         if (i == 0 && in_list(k->w, k_yesno)) /* "Is every square a rectangle?" */
             out->directed = true;
+        /* "Who beat Foreman?" asks for the winner, "Who did Foreman beat?" the loser */
+        if (i == 0 && (eq(k, "who") || eq(k, "whom")))
+            out->who = true;
+        if (i == 1 && out->who && (eq(k, "do") || eq(k, "does") || eq(k, "did")))
+            out->who_object = true;
         bool entity = (k->upper || k->all_caps) && !k->initial && !is_num && !unit &&
                       !in_list(k->w, k_not_entities);
         if (entity) {
@@ -475,6 +495,9 @@ cache_guard_reason_t cache_guard_check(const cache_guard_sig_t *stored,
      * ("convert a list to a string", "Is every square a rectangle?") */
     if ((stored->directed || query->directed) &&
         !same_order(stored->content, stored->n_content, query->content, query->n_content))
+        return CACHE_GUARD_ORDER;
+    /* a question about the subject against one about the object */
+    if (stored->who && query->who && stored->who_object != query->who_object)
         return CACHE_GUARD_ORDER;
     return CACHE_GUARD_OK;
 }

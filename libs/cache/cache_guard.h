@@ -23,7 +23,8 @@
  *     carry meaning ("convert a list to a string", "Is every square a rectangle?").
  *     The price: a question asked with its names or terms the other way round ("the
  *     distance between Rome and Paris") is missed, a miss being better than a wrong
- *     answer.
+ *     answer.  A question about the subject and one about the object ("Who beat
+ *     Foreman?", "Who did Foreman beat?") differ too.
  * No model and no word list beyond the small tables in cache_guard.c.  Thread-safe
  * (pure functions).
  */
@@ -61,6 +62,7 @@ typedef struct {
                                               it, and the word */
     uint8_t n_numbers, n_units, n_entities, n_anchors, n_content, n_prefixed;
     bool negated, directed;
+    bool who, who_object; /* starts with who or whom; followed by do, does or did */
     bool overflow; /* more than CACHE_GUARD_MAX of a kind: the excess is not compared */
 } cache_guard_sig_t;
 

@@ -88,6 +88,22 @@ Test(guard, order_of_names_and_of_directed_terms)
     VETO(CACHE_GUARD_ORDER, "distance between Paris and Rome", "distance between Rome and Paris");
 }
 
+Test(guard, possessives_and_questions_about_subject_or_object)
+{
+    /* "'s" ends the word, so the owners keep their places in the order */
+    VETO(CACHE_GUARD_ORDER, "Can I give my dog's medicine to my cat?",
+         "Can I give my cat's medicine to my dog?");
+    VETO(CACHE_GUARD_ORDER, "Can I give my dog\xe2\x80\x99s food to my cat?",
+         "Can I give my cat\xe2\x80\x99s food to my dog?");
+    VETO(CACHE_GUARD_OK, "Can I give my dog's medicine to my cat?",
+         "can i give my dogs medicine to my cat");
+    /* the winner against the loser */
+    VETO(CACHE_GUARD_ORDER, "Who beat George Foreman in 1974?", "Who did George Foreman beat in 1974?");
+    VETO(CACHE_GUARD_ORDER, "who did Queen Victoria succeed", "Who succeeded Queen Victoria?");
+    VETO(CACHE_GUARD_OK, "Who invented the telephone?", "who came up with the telephone");
+    VETO(CACHE_GUARD_OK, "Who did Foreman fight in 1974?", "who did Foreman box in 1974");
+}
+
 Test(guard, reason_names)
 {
     cr_expect_str_eq(cache_guard_reason_name(CACHE_GUARD_OK), "ok");
