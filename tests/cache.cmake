@@ -9,6 +9,7 @@ llmserve_test(test_cache_embed unit/cache/test_embed.c llmserve_cache)
 target_compile_definitions(test_cache_embed PRIVATE CACHE_PARAPHRASES="${CACHE_PARAPHRASES}")
 llmserve_test(test_cache_semantic unit/cache/test_semantic.c llmserve_cache)
 llmserve_test(test_cache_guard unit/cache/test_guard.c llmserve_cache)
+llmserve_test(test_cache_lexicon unit/cache/test_lexicon.c llmserve_cache)
 llmserve_test(test_cache_gen unit/cache/test_gen.c llmserve_cache)
 llmserve_test(test_cache_breaker unit/cache/test_breaker.c llmserve_cache)
 

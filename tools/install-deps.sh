@@ -14,7 +14,7 @@ build_packages=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   libcriterion-dev python3
   libmemcached-dev libopenblas-dev libcurl4-openssl-dev libcjson-dev
-  libssl-dev libmicrohttpd-dev
+  libssl-dev libmicrohttpd-dev libstemmer-dev
 )
 
 # The Helm chart's test (tests/helm/test_chart.mjs) runs helm and validates the objects with
@@ -33,7 +33,7 @@ case "${1:-}" in
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
       libcriterion-dev python3 python3-grpcio python3-protobuf
       memcached libmemcached-dev libopenblas-dev libcurl4-openssl-dev libcjson-dev
-      libssl-dev valgrind
+      libssl-dev valgrind libstemmer-dev wordnet-base
       libmicrohttpd-dev prometheus chromium
       nodejs unzip yamllint
     )

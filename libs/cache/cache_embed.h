@@ -11,6 +11,7 @@
 #ifndef CACHE_EMBED_H
 #define CACHE_EMBED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct cache_embedder cache_embedder_t;
@@ -33,6 +34,23 @@ struct cache_embedder {
  * character trigram of " word " (0.35), hashed with a sign into dim buckets, then
  * L2-normalized.  dim must be a power of two from 64 to 65536; returns NULL otherwise. */
 cache_embedder_t *cache_embed_ngram_create(size_t dim);
+
+/* The n-gram embedder's options: cache_embed_ngram_create is this with lex NULL and
+ * stem false. */
+typedef struct cache_lexicon cache_lexicon_t;
+typedef struct {
+    size_t dim;           /* as above; default 512 */
+    cache_lexicon_t *lex; /* content words first go through the lexicon (lemma, spelling,
+                             synonym: cache_lexicon.h); taken, freed with the embedder or
+                             at once when the embedder is refused; default NULL */
+    bool stem;            /* then through the Snowball English stemmer; default false */
+} cache_embed_ngram_config_t;
+
+/* Fills cfg with the defaults above. */
+void cache_embed_ngram_config_init(cache_embed_ngram_config_t *cfg);
+
+/* The n-gram embedder with options; NULL when dim is refused (as above). */
+cache_embedder_t *cache_embed_ngram_create_cfg(const cache_embed_ngram_config_t *cfg);
 
 /* Calls e->destroy; NULL is a no-op. */
 void cache_embedder_destroy(cache_embedder_t *e);

@@ -10,8 +10,12 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "cache/cache_embed.h"
+#include "cache/cache_lexicon.h"
 
+#include <libstemmer.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +27,21 @@
 #define W_PAIR 0.5f
 #define W_TRIGRAM 0.35f
 
+/* Snowball stemmers are not thread-safe, so each call borrows one of a few, each with
+ * its own lock (a free one when there is one). */
+#define STEMMERS 8
+
+typedef struct {
+    pthread_mutex_t mu;
+    struct sb_stemmer *st;
+} stemmer_t;
+
 typedef struct {
     cache_embedder_t base;
+    cache_lexicon_t *lex; /* NULL: words as written */
+    bool stem;
+    stemmer_t stemmers[STEMMERS];
+    _Atomic unsigned next_stemmer;
 } ngram_t;
 
 static const char *const k_stop[] = {
@@ -35,12 +52,31 @@ static const char *const k_stop[] = {
     "tell",  "give",   "with",  "about", "s",       "some",     "as",   "at",    "by",
     "from",  "there",  "which", "who",   "explain", "describe", "show", "write", "let"};
 
-static bool is_stop(const char *w, size_t len)
+/* Greetings, thanks and hedges: they say nothing about the question, so they give no
+ * feature at all (a short question keeps its meaning when someone says hi first). */
+static const char *const k_filler[] = {"hi",    "hello", "hey",   "thanks", "thank",   "thx",
+                                       "ty",    "pls",   "plz",   "kindly", "sorry",   "um",
+                                       "umm",   "uh",    "hmm",   "cheers", "advance", "dear",
+                                       "just",  "wondering", "curious", "mind", "bother",
+                                       "question", "remind", "know",
+                                       "want",  "u",     "r",     "any",    "tips",    "help"};
+
+static bool in_list(const char *const *list, size_t n, const char *w, size_t len)
 {
-    for (size_t i = 0; i < sizeof(k_stop) / sizeof(k_stop[0]); i++)
-        if (strlen(k_stop[i]) == len && memcmp(k_stop[i], w, len) == 0)
+    for (size_t i = 0; i < n; i++)
+        if (strlen(list[i]) == len && memcmp(list[i], w, len) == 0)
             return true;
     return false;
+}
+
+static bool is_stop(const char *w, size_t len)
+{
+    return in_list(k_stop, sizeof(k_stop) / sizeof(k_stop[0]), w, len);
+}
+
+static bool is_filler(const char *w, size_t len)
+{
+    return in_list(k_filler, sizeof(k_filler) / sizeof(k_filler[0]), w, len);
 }
 
 /* FNV-1a over a tag byte and the bytes, then a 64-bit finalizer so low bits mix well. */
@@ -98,12 +134,39 @@ static bool takes_is(const char *w, size_t wl)
 }
 
 typedef struct {
+    ngram_t *n;
+    const cache_lexicon_t *lex;
     size_t dim;
     float *out;
     char prev[WORD_MAX];
     size_t prev_len;
     bool have_prev;
 } feat_t;
+
+/* The Snowball English stem of w[0..len) into out (WORD_MAX bytes); returns its length
+ * (len, with w copied, when the stemmer gives nothing usable). */
+static size_t stem_word(ngram_t *n, const char *w, size_t len, char *out)
+{
+    unsigned start = atomic_fetch_add(&n->next_stemmer, 1u) % STEMMERS;
+    stemmer_t *s = NULL;
+    for (unsigned k = 0; k < STEMMERS && !s; k++)
+        if (pthread_mutex_trylock(&n->stemmers[(start + k) % STEMMERS].mu) == 0)
+            s = &n->stemmers[(start + k) % STEMMERS];
+    if (!s) {
+        s = &n->stemmers[start];
+        pthread_mutex_lock(&s->mu);
+    }
+    const sb_symbol *r = sb_stemmer_stem(s->st, (const sb_symbol *)w, (int)len);
+    int rl = r ? sb_stemmer_length(s->st) : 0;
+    if (rl > 0 && rl <= WORD_MAX) {
+        memcpy(out, r, (size_t)rl);
+        len = (size_t)rl;
+    } else {
+        memcpy(out, w, len);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return len;
+}
 
 /* The features of one lowercased word. */
 static void add_word(feat_t *f, const char *word, size_t word_len)
@@ -114,8 +177,27 @@ static void add_word(feat_t *f, const char *word, size_t word_len)
     w[0] = ' ';
     memcpy(w + 1, word, word_len);
     w[word_len + 1] = ' ';
-    size_t wl = word_len + 2;
+    if (is_filler(word, word_len))
+        return;
     bool stop = is_stop(word, word_len);
+    if (!stop && f->lex) {
+        size_t nl = 0;
+        const char *norm = cache_lexicon_normalize(f->lex, word, word_len, &nl);
+        if (norm && nl <= WORD_MAX && !is_stop(norm, nl)) {
+            word = norm;
+            word_len = nl;
+            memcpy(w + 1, word, word_len);
+            w[word_len + 1] = ' ';
+        }
+    }
+    char stemmed[WORD_MAX];
+    if (!stop && f->n->stem) {
+        word_len = stem_word(f->n, word, word_len, stemmed);
+        word = stemmed;
+        memcpy(w + 1, word, word_len);
+        w[word_len + 1] = ' ';
+    }
+    size_t wl = word_len + 2;
     add(f->out, f->dim, hash_feature('w', word, word_len, NULL, 0), stop ? W_STOP : W_WORD);
     if (stop)
         return;
@@ -132,7 +214,13 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
 {
     size_t dim = e->dim;
     memset(out, 0, dim * sizeof(float));
-    feat_t f = {.dim = dim, .out = out, .prev_len = 0, .have_prev = false};
+    ngram_t *n = (ngram_t *)e;
+    feat_t f = {.n = n,
+                .lex = n->lex,
+                .dim = dim,
+                .out = out,
+                .prev_len = 0,
+                .have_prev = false};
     size_t i = 0;
     while (i < len) {
         while (i < len && !word_byte((unsigned char)text[i]))
@@ -185,14 +273,49 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
 
 static void ngram_destroy(cache_embedder_t *e)
 {
-    free(e);
+    ngram_t *n = (ngram_t *)e;
+    cache_lexicon_destroy(n->lex);
+    for (int i = 0; i < STEMMERS; i++)
+        if (n->stem) {
+            sb_stemmer_delete(n->stemmers[i].st);
+            pthread_mutex_destroy(&n->stemmers[i].mu);
+        }
+    free(n);
+}
+
+void cache_embed_ngram_config_init(cache_embed_ngram_config_t *cfg)
+{
+    cfg->dim = 512;
+    cfg->lex = NULL;
+    cfg->stem = false;
 }
 
 cache_embedder_t *cache_embed_ngram_create(size_t dim)
 {
-    if (dim < 64 || dim > 65536 || (dim & (dim - 1)) != 0)
+    cache_embed_ngram_config_t cfg;
+    cache_embed_ngram_config_init(&cfg);
+    cfg.dim = dim;
+    return cache_embed_ngram_create_cfg(&cfg);
+}
+
+cache_embedder_t *cache_embed_ngram_create_cfg(const cache_embed_ngram_config_t *cfg)
+{
+    size_t dim = cfg->dim;
+    if (dim < 64 || dim > 65536 || (dim & (dim - 1)) != 0) {
+        cache_lexicon_destroy(cfg->lex);
         return NULL;
+    }
     ngram_t *n = ls_xcalloc(1, sizeof(*n));
+    n->lex = cfg->lex;
+    n->stem = cfg->stem;
+    for (int i = 0; i < STEMMERS && n->stem; i++) {
+        pthread_mutex_init(&n->stemmers[i].mu, NULL);
+        n->stemmers[i].st = sb_stemmer_new("english", NULL);
+        if (!n->stemmers[i].st) {
+            LS_LOG_ERROR("cache", "out of memory creating a Snowball stemmer");
+            abort();
+        }
+    }
     n->base.name = "ngram";
     n->base.dim = dim;
     n->base.embed = ngram_embed;

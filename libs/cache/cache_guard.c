@@ -350,6 +350,7 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
     size_t n = tokenize(text, len, t, GUARD_TOKENS);
     bool prev_anchor = false; /* the word before was a number or a unit */
     bool prev_number = false;
+    uint64_t pending_prep = 0; /* a direction word waiting for its object */
     for (size_t i = 0; i < n; i++) {
         const guard_tok_t *k = &t[i];
         uint64_t wh = fnv('w', k->w, k->len);
@@ -396,8 +397,9 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
         }
         if (in_list(k->w, k_direction) || (eq(k, "in") && prev_anchor))
             out->directed = true;
+        bool prep = in_list(k->w, k_direction) || eq(k, "in");
         if (i == 0 && in_list(k->w, k_yesno)) /* "Is every square a rectangle?" */
-            out->directed = true;
+            out->yesno = true;
         /* "Who beat Foreman?" asks for the winner, "Who did Foreman beat?" the loser */
         if (i == 0 && (eq(k, "who") || eq(k, "whom")))
             out->who = true;
@@ -415,11 +417,22 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
         }
         /* content words are anchors too: cache_guard_check compares their order only
          * when a prompt holds a direction word */
-        if (!is_num && !unit && !entity && k->len >= 3 && !in_list(k->w, k_function) &&
-            !in_list(k->w, k_negations) && !in_list(k->w, k_direction)) {
-            if (out->n_content < CACHE_GUARD_ANCHORS)
-                out->content[out->n_content++] = wh;
+        bool content = !is_num && !unit && !entity && k->len >= 3 &&
+                       !in_list(k->w, k_function) && !in_list(k->w, k_negations) &&
+                       !in_list(k->w, k_direction);
+        if (content && out->n_content < CACHE_GUARD_ANCHORS)
+            out->content[out->n_content++] = wh;
+        /* the first word that carries meaning after a direction word is its object */
+        if (pending_prep && (content || is_num || unit || entity)) {
+            if (out->n_preps < CACHE_GUARD_MAX) {
+                out->preps[out->n_preps][0] = pending_prep;
+                out->preps[out->n_preps][1] = unit ? fnv('u', unit, strlen(unit)) : wh;
+                out->n_preps++;
+            }
+            pending_prep = 0;
         }
+        if (prep)
+            pending_prep = wh;
         prev_number = is_num;
         prev_anchor = is_num || unit;
     }
@@ -471,6 +484,35 @@ static bool same_order(const uint64_t *a, size_t na, const uint64_t *b, size_t n
     return same_set(x, nx, y, ny);
 }
 
+/* The direction words (and "in") both prompts hold: -1 when one of them points at
+ * other words in each prompt, else how many there are. */
+static int prep_objects_agree(const cache_guard_sig_t *a, const cache_guard_sig_t *b)
+{
+    int shared = 0;
+    for (size_t i = 0; i < a->n_preps; i++) {
+        bool in_b = false, match = false;
+        for (size_t j = 0; j < b->n_preps; j++)
+            if (b->preps[j][0] == a->preps[i][0]) {
+                in_b = true;
+                match = match || b->preps[j][1] == a->preps[i][1];
+            }
+        if (in_b && !match)
+            return -1;
+        shared += in_b;
+    }
+    for (size_t j = 0; j < b->n_preps; j++) {
+        bool in_a = false, match = false;
+        for (size_t i = 0; i < a->n_preps; i++)
+            if (a->preps[i][0] == b->preps[j][0]) {
+                in_a = true;
+                match = match || a->preps[i][1] == b->preps[j][1];
+            }
+        if (in_a && !match)
+            return -1;
+    }
+    return shared;
+}
+
 cache_guard_reason_t cache_guard_check(const cache_guard_sig_t *stored,
                                        const cache_guard_sig_t *query)
 {
@@ -491,11 +533,22 @@ cache_guard_reason_t cache_guard_check(const cache_guard_sig_t *stored,
     /* names, numbers and units in another order ("Is Seattle north of Portland?") */
     if (!same_order(stored->anchors, stored->n_anchors, query->anchors, query->n_anchors))
         return CACHE_GUARD_ORDER;
-    /* with a direction word or as a yes/no question, the other words in another order
-     * ("convert a list to a string", "Is every square a rectangle?") */
-    if ((stored->directed || query->directed) &&
+    /* a yes/no question: the order of the words that carry meaning ("Is every square a
+     * rectangle?") */
+    if ((stored->yesno || query->yesno) &&
         !same_order(stored->content, stored->n_content, query->content, query->n_content))
         return CACHE_GUARD_ORDER;
+    /* with a direction word: what a direction word both prompts hold points at ("convert
+     * a list to a string" / "convert a string to a list"; "from carpet, how do I remove a
+     * stain" is the same question), else the order of the words that carry meaning */
+    if (stored->directed || query->directed) {
+        int shared = prep_objects_agree(stored, query);
+        if (shared < 0)
+            return CACHE_GUARD_ORDER;
+        if (shared == 0 &&
+            !same_order(stored->content, stored->n_content, query->content, query->n_content))
+            return CACHE_GUARD_ORDER;
+    }
     /* a question about the subject against one about the object */
     if (stored->who && query->who && stored->who_object != query->who_object)
         return CACHE_GUARD_ORDER;

@@ -60,8 +60,10 @@ typedef struct {
                                           only let a hit through, are rare for prompts) */
     uint64_t prefixed[CACHE_GUARD_MAX][2]; /* words negated by a prefix: the word without
                                               it, and the word */
-    uint8_t n_numbers, n_units, n_entities, n_anchors, n_content, n_prefixed;
-    bool negated, directed;
+    uint64_t preps[CACHE_GUARD_MAX][2]; /* a direction word (or "in") and the first word
+                                           after it that carries meaning */
+    uint8_t n_numbers, n_units, n_entities, n_anchors, n_content, n_prefixed, n_preps;
+    bool negated, directed, yesno;
     bool who, who_object; /* starts with who or whom; followed by do, does or did */
     bool overflow; /* more than CACHE_GUARD_MAX of a kind: the excess is not compared */
 } cache_guard_sig_t;

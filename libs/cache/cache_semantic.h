@@ -26,7 +26,7 @@
 
 /* The least cosine similarity for a semantic hit unless configured otherwise (the cache
  * service's --semantic-threshold default; llmserve-semcachebench's). */
-#define CACHE_SEMANTIC_DEFAULT_THRESHOLD 0.85f
+#define CACHE_SEMANTIC_DEFAULT_THRESHOLD 0.80f
 
 typedef struct cache_semantic cache_semantic_t;
 

@@ -14,6 +14,7 @@
 #include "cache/cache_breaker.h"
 #include "cache/cache_embed.h"
 #include "cache/cache_gen.h"
+#include "cache/cache_lexicon.h"
 #include "cache/cache_lru.h"
 #include "cache/cache_semantic.h"
 #include "svc/gauge.h"
@@ -56,6 +57,26 @@ static const svc_label_t VETO_LABELS[CACHE_GUARD_REASONS][1] = {
 };
 static const svc_label_t OP_SET[] = {{"op", "set"}};
 
+/* The lexicon `wordnet` names (engine_config_t.wordnet) into *out (NULL for none). */
+static int load_lexicon(const char *wordnet, cache_lexicon_t **out)
+{
+    char err[512];
+    int64_t t0 = ls_now_us();
+    if (cache_lexicon_open(wordnet, NULL, out, err, sizeof(err)) != LS_OK) {
+        LS_LOG_ERROR("cache", "cannot load the WordNet dictionary reason=\"%s\"", err);
+        return LS_ERR_INVALID;
+    }
+    if (*out)
+        LS_LOG_INFO("cache", "WordNet loaded lemmas=%zu ms=%lld", cache_lexicon_size(*out),
+                    (long long)((ls_now_us() - t0) / 1000));
+    else if (err[0])
+        LS_LOG_WARN("cache",
+                    "semantic keys without WordNet lemmas, spelling and synonyms (install "
+                    "wordnet-base or pass --wordnet DIR) reason=\"%s\"",
+                    err);
+    return LS_OK;
+}
+
 void engine_config_init(engine_config_t *cfg)
 {
     cfg->l1_bytes = 64u << 20;         /* 64 MiB */
@@ -68,6 +89,8 @@ void engine_config_init(engine_config_t *cfg)
     cfg->semantic_max_per_scope = 2048;
     cfg->semantic_max_scopes = 4096;
     cfg->embed_dim = 512;
+    cfg->wordnet = "auto";
+    cfg->stem = true;
     cfg->gen_refresh_us = 1000000;   /* 1 s */
     cfg->breaker_threshold = 2;      /* failures in a row */
     cfg->probe_interval_us = 500000; /* 500 ms */
@@ -665,7 +688,13 @@ engine_t *engine_create(const engine_config_t *cfg)
     eng->gen = cache_gen_create(MAX_MODELS);
     eng->brk = cache_breaker_create(eng->n_servers, cfg->breaker_threshold, cfg->probe_interval_us);
     if (cfg->semantic) {
-        eng->emb = cache_embed_ngram_create(cfg->embed_dim);
+        cache_embed_ngram_config_t ec;
+        cache_embed_ngram_config_init(&ec);
+        ec.dim = cfg->embed_dim;
+        ec.stem = cfg->stem;
+        if (load_lexicon(cfg->wordnet, &ec.lex) != LS_OK)
+            goto out_free;
+        eng->emb = cache_embed_ngram_create_cfg(&ec);
         if (!eng->emb) {
             LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
                          cfg->embed_dim);

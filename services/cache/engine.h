@@ -48,6 +48,12 @@ typedef struct {
     size_t semantic_max_per_scope; /* entries per scope */
     size_t semantic_max_scopes;    /* scopes held */
     size_t embed_dim;              /* n-gram embedding size (power of two) */
+    const char *wordnet;           /* WordNet dictionary directory for the n-gram embedder's
+                                      lemmas, spelling and synonyms (cache_lexicon.h),
+                                      borrowed; "auto": /usr/share/wordnet when it is there,
+                                      else none (logged); "none" or "": none; a directory
+                                      that cannot be loaded fails engine_create */
+    bool stem;                     /* Snowball stems of content words */
     int64_t gen_refresh_us;        /* how long a model generation read is trusted */
     int breaker_threshold;         /* failures in a row that mark a server down */
     int64_t probe_interval_us;     /* how often a down server is tried */
@@ -57,7 +63,7 @@ typedef struct {
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at
  * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, 512-float
- * embeddings, generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
+ * embeddings with WordNet "auto" and stems, generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
  * 4 workers, memcached on 127.0.0.1:11211 with 50 ms timeouts. */
 void engine_config_init(engine_config_t *cfg);
 

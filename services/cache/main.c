@@ -34,6 +34,8 @@ typedef struct {
     int64_t semantic_max_entries;
     int64_t semantic_max_scopes;
     int64_t embed_dim;
+    const char *wordnet;
+    bool stem;
     int64_t generation_refresh_ms;
     int64_t breaker_failures;
     int64_t probe_interval_ms;
@@ -66,6 +68,8 @@ static void cache_config_init(cache_config_t *cfg)
     cfg->semantic_max_entries = (int64_t)e.semantic_max_per_scope; /* 2048 per scope */
     cfg->semantic_max_scopes = (int64_t)e.semantic_max_scopes;     /* 4096 scopes */
     cfg->embed_dim = (int64_t)e.embed_dim;                         /* 512 floats */
+    cfg->wordnet = e.wordnet;                                      /* auto */
+    cfg->stem = e.stem;                                            /* on */
     cfg->generation_refresh_ms = e.gen_refresh_us / 1000;          /* 1000 ms */
     cfg->breaker_failures = e.breaker_threshold;                   /* 2 in a row */
     cfg->probe_interval_ms = e.probe_interval_us / 1000;           /* 500 ms */
@@ -129,6 +133,8 @@ static int cache_create(svc_t *svc, void *ud, char *err, size_t err_len)
     ec.semantic_max_per_scope = (size_t)cfg->semantic_max_entries;
     ec.semantic_max_scopes = (size_t)cfg->semantic_max_scopes;
     ec.embed_dim = (size_t)cfg->embed_dim;
+    ec.wordnet = cfg->wordnet;
+    ec.stem = cfg->stem;
     ec.gen_refresh_us = cfg->generation_refresh_ms * 1000;
     ec.breaker_threshold = (int)cfg->breaker_failures;
     ec.probe_interval_us = cfg->probe_interval_ms * 1000;
@@ -219,6 +225,12 @@ int main(int argc, char **argv)
          "semantic scopes held (least recently used go)", 1, 1e7},
         {"embed-dim", NULL, LS_OPT_INT, &cfg.embed_dim, "n-gram embedding size, a power of two", 64,
          65536},
+        {"wordnet", NULL, LS_OPT_STRING, &cfg.wordnet,
+         "WordNet dictionary directory for the semantic keys' lemmas, spelling and synonyms: "
+         "auto (/usr/share/wordnet when present), none, or a directory",
+         0, 0},
+        {"stem", NULL, LS_OPT_BOOL, &cfg.stem,
+         "Snowball English stems in the semantic keys (--no-stem: words as written)", 0, 0},
         {"generation-refresh-ms", NULL, LS_OPT_INT, &cfg.generation_refresh_ms,
          "how long a model's key generation is trusted before re-reading memcached, ms", 1, 3.6e6},
         {"breaker-failures", NULL, LS_OPT_INT, &cfg.breaker_failures,

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "cache/cache_embed.h"
+#include "cache/cache_lexicon.h"
 #include "cache/cache_key.h"
 #include "cache/cache_semantic.h"
 
@@ -49,6 +50,11 @@ typedef struct {
     bool list;
     int64_t latency;
     bool json;
+    const char *wordnet;
+    int64_t senses;
+    bool spelling;
+    bool stem;
+    bool have_lexicon; /* the WordNet lexicon loaded (set by main) */
 } sb_config_t;
 
 typedef struct {
@@ -254,8 +260,9 @@ static void print_table(const sb_config_t *cfg, const cache_embedder_t *e, const
     double lo, hi;
     if (cfg->json) {
         printf("{\"data\":\"%s\",\"embedder\":\"%s\",\"dim\":%zu,\"threshold\":%.4f,"
-               "\"guards\":%s,\"categories\":[",
-               cfg->data, e->name, e->dim, cfg->threshold, cfg->guards ? "true" : "false");
+               "\"guards\":%s,\"wordnet\":%s,\"stem\":%s,\"categories\":[",
+               cfg->data, e->name, e->dim, cfg->threshold, cfg->guards ? "true" : "false",
+               cfg->have_lexicon ? "true" : "false", cfg->stem ? "true" : "false");
         for (size_t c = 0; c < nc; c++) {
             wilson(cats[c].hits, cats[c].n, &lo, &hi);
             printf("%s{\"kind\":\"%c\",\"category\":\"%s\",\"pairs\":%d,\"hits\":%d,"
@@ -268,8 +275,10 @@ static void print_table(const sb_config_t *cfg, const cache_embedder_t *e, const
                ph, pn, p_wrong, nh, nn);
         return;
     }
-    printf("semantic cache: %s embedder (dim %zu), threshold %.2f, guards %s, data %s\n",
-           e->name, e->dim, cfg->threshold, cfg->guards ? "on" : "off", cfg->data);
+    printf("semantic cache: %s embedder (dim %zu, WordNet %s, stems %s), threshold %.2f, guards "
+           "%s, data %s\n",
+           e->name, e->dim, cfg->have_lexicon ? "on" : "off", cfg->stem ? "on" : "off",
+           cfg->threshold, cfg->guards ? "on" : "off", cfg->data);
     printf("P: paraphrase hits (higher is better); N: false hits on hard negatives (0 is the "
            "target)\n");
     printf("%-4s %-10s %6s %6s %7s  %s\n", "kind", "category", "pairs", "hits", "rate", "95% CI");
@@ -367,13 +376,18 @@ static int run_latency(const cache_embedder_t *e, const sb_pair_t *p, size_t n, 
 
 int main(int argc, char **argv)
 {
+
     sb_config_t cfg = {.data = NULL,
                        .threshold = CACHE_SEMANTIC_DEFAULT_THRESHOLD,
                        .dim = 512,
                        .sweep = false,
                        .guards = true,
                        .latency = 0,
-                       .json = false};
+                       .json = false,
+                       .wordnet = "auto",
+                       .senses = 1,
+                       .spelling = true,
+                       .stem = true};
     const ls_opt_t opts[] = {
         {"data", NULL, LS_OPT_STRING, &cfg.data,
          "pairs to evaluate (tests/data/semcache_heldout.tsv to report, semcache_tune.tsv to "
@@ -386,7 +400,8 @@ int main(int argc, char **argv)
         {"sweep", NULL, LS_OPT_BOOL, &cfg.sweep,
          "print the rates at every threshold from 0.50 to 0.99 instead of one table", 0, 0},
         {"list", NULL, LS_OPT_BOOL, &cfg.list,
-         "also list every false hit and every paraphrase missed (for work on the tuning set)",
+         "also list every false hit and every paraphrase missed, with the pair's similarity "
+         "and guard verdict (for work on the tuning set)",
          0, 0},
         {"guards", NULL, LS_OPT_BOOL, &cfg.guards,
          "apply the cache's guards (numbers, units, negation, names, direction) as the service "
@@ -395,6 +410,16 @@ int main(int argc, char **argv)
         {"latency", NULL, LS_OPT_INT, &cfg.latency,
          "also time embed + search with this many entries in one scope (0: no)", 0, 1000000},
         {"json", NULL, LS_OPT_BOOL, &cfg.json, "one JSON object instead of the table", 0, 0},
+        {"wordnet", NULL, LS_OPT_STRING, &cfg.wordnet,
+         "WordNet dictionary for lemmas, spelling and synonyms, as the cache service's "
+         "--wordnet: auto (the default), none, or a directory",
+         0, 0},
+        {"senses", NULL, LS_OPT_INT, &cfg.senses,
+         "senses per word that may make a synonym (0: no synonyms)", 0, 64},
+        {"spelling", NULL, LS_OPT_BOOL, &cfg.spelling,
+         "correct words WordNet does not know (--no-spelling: keep them)", 0, 0},
+        {"stem", NULL, LS_OPT_BOOL, &cfg.stem,
+         "Snowball English stems of content words, as the service (--no-stem: none)", 0, 0},
     };
     const ls_config_t lc = {
         .program = "llmserve-semcachebench",
@@ -414,7 +439,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmserve-semcachebench: --data FILE is required\n");
         return 2;
     }
-    cache_embedder_t *e = cache_embed_ngram_create((size_t)cfg.dim);
+    cache_lexicon_config_t lc_cfg;
+    cache_lexicon_config_init(&lc_cfg);
+    lc_cfg.senses = (int)cfg.senses;
+    lc_cfg.spelling = cfg.spelling;
+    cache_lexicon_t *lex = NULL;
+    if (cache_lexicon_open(cfg.wordnet, &lc_cfg, &lex, err, sizeof(err)) != LS_OK) {
+        fprintf(stderr, "llmserve-semcachebench: --wordnet: %s\n", err);
+        return 1;
+    }
+    if (!lex && err[0])
+        fprintf(stderr, "llmserve-semcachebench: without WordNet: %s\n", err);
+    cfg.have_lexicon = lex != NULL;
+    cache_embed_ngram_config_t ec;
+    cache_embed_ngram_config_init(&ec);
+    ec.dim = (size_t)cfg.dim;
+    ec.lex = lex;
+    ec.stem = cfg.stem;
+    cache_embedder_t *e = cache_embed_ngram_create_cfg(&ec);
     if (!e) {
         fprintf(stderr, "llmserve-semcachebench: --dim must be a power of two from 64 to 65536\n");
         return 2;
@@ -471,9 +513,17 @@ int main(int argc, char **argv)
         for (size_t i = 0; cfg.list && i < n; i++) {
             bool hit = id[i] >= 0 && sim[i] >= (float)cfg.threshold;
             bool own = hit && id[i] == p[i].stored_id;
-            if (p[i].kind == 'N' ? hit : !own)
-                printf("%s %-9s %.3f  %s  |  %s\n", p[i].kind == 'N' ? "false hit" : "missed   ",
-                       p[i].category, sim[i], p[i].stored, p[i].later);
+            if (!(p[i].kind == 'N' ? hit : !own))
+                continue;
+            /* the pair's own similarity and what the guards say about the pair */
+            size_t s = (size_t)p[i].stored_id;
+            float pair = v.later_ok[i] ? cache_embed_cosine(v.later_vec + i * dim,
+                                                            v.stored_vec + s * dim, dim)
+                                       : 0.0f;
+            cache_guard_reason_t g =
+                v.stored_sig ? cache_guard_check(&v.stored_sig[s], &v.later_sig[i]) : CACHE_GUARD_OK;
+            printf("%s %-9s %.3f %-8s  %s  |  %s\n", p[i].kind == 'N' ? "false hit" : "missed   ",
+                   p[i].category, pair, cache_guard_reason_name(g), p[i].stored, p[i].later);
         }
     }
     if (cfg.latency > 0)

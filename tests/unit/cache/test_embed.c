@@ -13,7 +13,7 @@
 #include <string.h>
 
 #define DIM 512
-#define DEFAULT_THRESHOLD 0.85f /* must equal ENGINE_DEFAULT_THRESHOLD */
+#define DEFAULT_THRESHOLD 0.80f /* must equal ENGINE_DEFAULT_THRESHOLD */
 
 static cache_embedder_t *g_e;
 
