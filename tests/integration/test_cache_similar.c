@@ -1,6 +1,7 @@
 /*
  * test_cache_similar.c - llmserve-cache's semantic cache end to end: paraphrase hits,
- * unrelated misses, the threshold edge, scope isolation, expiry and invalidation.
+ * unrelated misses, the threshold edge, scope isolation, expiry and invalidation, the
+ * guards, word normalization (WordNet, stems) and a WordNet directory refused at start.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -196,4 +197,54 @@ Test(similar_no_guards, similarity_alone_answers_the_reversed_conversion,
     tc_do_store(&g_s, "", "small", CONV, "41.8 km", true);
     cr_assert(look_hit("", "small", CONV_BACK, 0.5f),
               "without guards the reversed question hits: what the guards are for");
+}
+
+/* Word normalization in the service (WordNet "auto" and stems by default): a typo and a
+ * change of inflection find the stored prompt; a service started with --wordnet none
+ * --no-stem misses the same lookups, which is what the normalization is for. */
+static const char *POP = "What is the population of Japan?";
+static const char *POP_TYPO = "what is the populaton of japan";
+static const char *PLANTS = "Which plants grow in shady gardens?";
+static const char *PLANTS_ONE = "Which plant grows in a shady garden?";
+
+Test(similar, normalized_words_find_the_stored_prompt)
+{
+    tc_do_store(&g_s, "", "small", POP, "about 124 million", true);
+    tc_do_store(&g_s, "", "small", PLANTS, "hostas and ferns", true);
+    cr_assert(look_hit("", "small", POP_TYPO, 0), "a misspelled word should still hit");
+    cr_assert(look_hit("", "small", PLANTS_ONE, 0), "singular for plural should still hit");
+    cr_assert_not(look_hit("", "small", "What is the population of China?", 0),
+                  "another country must not hit");
+}
+
+static const char *const k_plain[] = {"--wordnet", "none", "--no-stem", NULL};
+
+static void start_plain(void)
+{
+    start_with(k_plain);
+}
+
+Test(similar_plain, words_as_written_miss_them, .init = start_plain, .fini = stop_all,
+     .timeout = 60)
+{
+    tc_do_store(&g_s, "", "small", POP, "about 124 million", true);
+    tc_do_store(&g_s, "", "small", PLANTS, "hostas and ferns", true);
+    cr_assert_not(look_hit("", "small", POP_TYPO, 0));
+    cr_assert_not(look_hit("", "small", PLANTS_ONE, 0));
+    cr_assert(look_hit("", "small", POP, 0));
+}
+
+/* A WordNet directory that cannot be loaded stops the service at start. */
+Test(similar_start, a_missing_wordnet_directory_is_refused, .timeout = 60)
+{
+    char *argv[] = {(char *)test_env_path("LLMSERVE_CACHE_SERVER"),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--memcached",
+                    "--SERVER=127.0.0.1:1",
+                    "--wordnet",
+                    "/nonexistent-wordnet",
+                    NULL};
+    int st = test_run(argv, 20000);
+    cr_assert(st > 0 && st < 128, "llmserve-cache exit status %d, want a refusal", st);
 }

@@ -2,7 +2,8 @@
 # tests/integration/test_semcachebench.sh BUILD_DIR DATA_DIR - llmserve-semcachebench on the
 # semantic-cache tuning set: the per-category table with intervals, JSON, the vetoes by
 # reason, that the guards turn down hard negatives (fewer false hits than similarity
-# alone, no paraphrase found for another prompt), and bad input refused with exit 1 or 2.
+# alone, no paraphrase found for another prompt), that word normalization finds more
+# paraphrases, and bad input refused with exit 1 or 2.
 set -uo pipefail
 bench="${1:?usage: test_semcachebench.sh BUILD_DIR DATA_DIR}/tools/semcachebench/llmserve-semcachebench"
 data="${2:?usage: test_semcachebench.sh BUILD_DIR DATA_DIR}/semcache_tune.tsv"
@@ -35,7 +36,22 @@ done
 "$bench" --data "$data" --json >"$tmp/on.json" || fail "--json: exit $?"
 /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["guards"] is True and len(d["categories"]) == 10 and d["false_hits"] >= 0' "$tmp/on.json" ||
     fail "--json is not the expected object"
-"$bench" --data "$data" --sweep | grep -Eq "^ +0\.85 +[0-9]+/" || fail "--sweep has no 0.85 row"
+"$bench" --data "$data" --sweep | grep -Eq "^ +0\.80 +[0-9]+/" || fail "--sweep has no 0.80 row"
+
+# word normalization (WordNet and stems, on by default as in the service) finds more
+# paraphrases than the words as written, with no more false hits
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["wordnet"] is True and d["stem"] is True' "$tmp/on.json" ||
+    fail "--json should say WordNet and stems are on (is wordnet-base installed?)"
+"$bench" --data "$data" --wordnet none --no-stem >"$tmp/plain.txt" || fail "--wordnet none: exit $?"
+hits_on=$(awk '$1 == "P" && $2 == "all" {print $4}' "$tmp/on.txt")
+hits_plain=$(awk '$1 == "P" && $2 == "all" {print $4}' "$tmp/plain.txt")
+false_plain=$(awk '$1 == "N" && $2 == "all" {print $4}' "$tmp/plain.txt")
+[ "$hits_on" -gt "$hits_plain" ] || fail "normalization found no more paraphrases ($hits_on vs $hits_plain)"
+[ "$false_on" -le "$false_plain" ] || fail "normalization added false hits ($false_on vs $false_plain)"
+grep -q "WordNet off, stems off" "$tmp/plain.txt" || fail "the header should say WordNet and stems are off"
+"$bench" --data "$data" --wordnet /nonexistent-wordnet >/dev/null 2>"$tmp/wn.err"
+[ $? = 1 ] || fail "a missing WordNet directory should exit 1"
+grep -q "/nonexistent-wordnet/index.noun" "$tmp/wn.err" || fail "the error should name the file"
 
 printf 'P\treorder\tonly three fields\n' >"$tmp/bad.tsv"
 "$bench" --data "$tmp/bad.tsv" >/dev/null 2>"$tmp/bad.err"
