@@ -283,7 +283,8 @@ static void link_synonyms(cache_lexicon_t *lex, senses_t *senses)
     int32_t *rep = ls_xcalloc(lex->n_ents, sizeof(int32_t));
     for (size_t i = 0; i < lex->n_ents; i++)
         rep[i] = (int32_t)i;
-    qsort(senses->v, senses->n, sizeof(sense_t), cmp_sense);
+    if (senses->n)
+        qsort(senses->v, senses->n, sizeof(sense_t), cmp_sense);
     for (size_t a = 0; a < senses->n;) {
         size_t b = a;
         int32_t best = senses->v[a].word;
