@@ -9,3 +9,11 @@ add_dependencies(test_inference llmserve-inference llmserve-modelmaker)
 set_property(TEST test_inference APPEND PROPERTY ENVIRONMENT
   "LLMSERVE_INFERENCE=$<TARGET_FILE:llmserve-inference>"
   "LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")
+
+# Inference.Embed on the real binary: fp32 and Q8_0 models, checked against the files.
+llmserve_test(test_inference_embed integration/test_inference_embed.c llmserve_rpc llmserve_proto
+              llmserve_model)
+add_dependencies(test_inference_embed llmserve-inference llmserve-modelmaker)
+set_property(TEST test_inference_embed APPEND PROPERTY ENVIRONMENT
+  "LLMSERVE_INFERENCE=$<TARGET_FILE:llmserve-inference>"
+  "LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")
