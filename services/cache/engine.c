@@ -68,6 +68,11 @@ void engine_config_init(engine_config_t *cfg)
     cfg->semantic_max_per_scope = 2048;
     cfg->semantic_max_scopes = 4096;
     cfg->embed_dim = 512;
+    cfg->embedder = ENGINE_EMBED_NGRAM;
+    cfg->embed_model = (cache_embed_model_config_t){.target = NULL,
+                                                    .model = "",     /* the one served */
+                                                    .timeout_ms = 2000, /* per call */
+                                                    .channel = NULL}; /* plaintext */
     cfg->gen_refresh_us = 1000000;   /* 1 s */
     cfg->breaker_threshold = 2;      /* failures in a row */
     cfg->probe_interval_us = 500000; /* 500 ms */
@@ -629,6 +634,23 @@ static void on_idle(void *arg, cache_mc_t *mc)
 
 /* ---- life ---------------------------------------------------------------------- */
 
+/* The configured embedder, or NULL with the reason logged. */
+static cache_embedder_t *create_embedder(const engine_config_t *cfg)
+{
+    if (cfg->embedder == ENGINE_EMBED_MODEL) {
+        char err[512];
+        cache_embedder_t *e = cache_embed_model_create(&cfg->embed_model, err, sizeof(err));
+        if (!e)
+            LS_LOG_ERROR("cache", "cannot create the model embedder reason=\"%s\"", err);
+        return e;
+    }
+    cache_embedder_t *e = cache_embed_ngram_create(cfg->embed_dim);
+    if (!e)
+        LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
+                     cfg->embed_dim);
+    return e;
+}
+
 engine_t *engine_create(const engine_config_t *cfg)
 {
     cache_mc_t *mc = cache_mc_create(&cfg->pool.mc);
@@ -665,12 +687,9 @@ engine_t *engine_create(const engine_config_t *cfg)
     eng->gen = cache_gen_create(MAX_MODELS);
     eng->brk = cache_breaker_create(eng->n_servers, cfg->breaker_threshold, cfg->probe_interval_us);
     if (cfg->semantic) {
-        eng->emb = cache_embed_ngram_create(cfg->embed_dim);
-        if (!eng->emb) {
-            LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
-                         cfg->embed_dim);
+        eng->emb = create_embedder(cfg);
+        if (!eng->emb)
             goto out_free;
-        }
         eng->sem = cache_semantic_create(eng->emb->dim, cfg->semantic_max_per_scope,
                                          cfg->semantic_max_scopes);
     }

@@ -31,7 +31,7 @@ static rpc_channel_t *g_ch;
 static void start_shape(const char *const *shape)
 {
     cr_assert_eq(test_inference_make(&g_inf, shape), 0, "modelmaker failed");
-    cr_assert_eq(test_inference_start(&g_inf, NULL), 0, "inference server did not start");
+    cr_assert_eq(test_inference_start(&g_inf, 0, NULL), 0, "inference server did not start");
     g_client = rpc_client_create(1);
     g_ch = test_channel_to(g_client, g_inf.proc.port, NULL);
     cr_assert_not_null(g_ch);

@@ -1,6 +1,7 @@
 #include "support/inference_proc.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 
 int test_inference_make(test_inference_t *t, const char *const *shape)
@@ -27,14 +28,16 @@ int test_inference_make(test_inference_t *t, const char *const *shape)
     return 0;
 }
 
-int test_inference_start(test_inference_t *t, const char *const *extra)
+int test_inference_start(test_inference_t *t, int port, const char *const *extra)
 {
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     char *argv[48];
     int n = 0;
     argv[n++] = (char *)test_env_path("LLMSERVE_INFERENCE");
-    const char *base[] = {"--listen",      "127.0.0.1:0", "--model", t->model,        "--tokenizer",
-                          t->tokenizer,    "--backend",   "cpu",     "--cpu-threads", "1",
-                          "--rpc-threads", "2",           NULL};
+    const char *base[] = {"--listen",      listen,      "--model", t->model,        "--tokenizer",
+                          t->tokenizer,    "--backend", "cpu",     "--cpu-threads", "1",
+                          "--rpc-threads", "2",         NULL};
     for (const char *const *a = base; *a; a++)
         argv[n++] = (char *)*a;
     for (; extra && *extra && n < 46; extra++)
@@ -47,9 +50,7 @@ int test_inference_stop(test_inference_t *t)
 {
     if (t->proc.pid <= 0)
         return 0;
-    int status = test_proc_stop(&t->proc, SIGTERM, 30000);
-    t->proc.pid = 0;
-    return status;
+    return test_proc_stop(&t->proc, SIGTERM, 30000);
 }
 
 int test_inference_destroy(test_inference_t *t)

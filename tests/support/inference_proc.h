@@ -22,10 +22,11 @@ typedef struct {
  * "tiny", NULL}) into a fresh directory.  Returns 0, or -1 (nothing left behind). */
 int test_inference_make(test_inference_t *t, const char *const *shape);
 
-/* Starts llmserve-inference on 127.0.0.1:0 over the model made by test_inference_make,
- * on the CPU with one forward thread, with the extra flags (NULL-terminated, may be
- * NULL).  Waits until it serves (30 s at most).  Returns 0 with t->proc filled, or -1. */
-int test_inference_start(test_inference_t *t, const char *const *extra);
+/* Starts llmserve-inference on 127.0.0.1:port (0 = any free port; a port it had before,
+ * to restart it where clients know it) over the model made by test_inference_make, on
+ * the CPU with one forward thread, with the extra flags (NULL-terminated, may be NULL).
+ * Waits until it serves (30 s at most).  Returns 0 with t->proc filled, or -1. */
+int test_inference_start(test_inference_t *t, int port, const char *const *extra);
 
 /* Stops the process with SIGTERM (if running) and returns its exit status as
  * test_proc_stop does; 0 when it was not running. */
