@@ -68,16 +68,17 @@ void engine_config_init(engine_config_t *cfg)
     cfg->semantic_max_per_scope = 2048;
     cfg->semantic_max_scopes = 4096;
     cfg->embed_dim = 512;
-    cfg->embedder = ENGINE_EMBED_NGRAM;
-    cfg->embed_model = (cache_embed_model_config_t){.target = NULL,
-                                                    .model = "",     /* the one served */
-                                                    .timeout_ms = 2000, /* per call */
-                                                    .channel = NULL}; /* plaintext */
     cfg->gen_refresh_us = 1000000;   /* 1 s */
     cfg->breaker_threshold = 2;      /* failures in a row */
     cfg->probe_interval_us = 500000; /* 500 ms */
     cache_pool_config_init(&cfg->pool);
     cfg->reporter = NULL; /* no metrics */
+
+    cfg->embedder = ENGINE_EMBED_NGRAM;
+    cfg->embed_model.target = NULL;     /* ENGINE_EMBED_MODEL needs one */
+    cfg->embed_model.model = "";        /* the one served */
+    cfg->embed_model.timeout_ms = 2000; /* per Embed call */
+    cfg->embed_model.channel = NULL;    /* plaintext */
 }
 
 /* ---- reports ------------------------------------------------------------------------ */

@@ -56,8 +56,8 @@ typedef struct {
     size_t semantic_max_scopes;    /* scopes held */
     size_t embed_dim;              /* n-gram embedding size (power of two) */
     engine_embedder_t embedder;    /* the semantic index's embedder; its dim sizes the index */
-    cache_embed_model_config_t embed_model; /* for ENGINE_EMBED_MODEL (strings borrowed for
-                                               engine_create) */
+    /* For ENGINE_EMBED_MODEL; strings borrowed for engine_create. */
+    cache_embed_model_config_t embed_model;
     int64_t gen_refresh_us;        /* how long a model generation read is trusted */
     int breaker_threshold;         /* failures in a row that mark a server down */
     int64_t probe_interval_us;     /* how often a down server is tried */
