@@ -558,7 +558,8 @@ static void embed_on_message(rpc_call_t *call, void *state, const ProtobufCMessa
         return;
     }
     if (req->n_texts == 0) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "texts is empty (send 1 to 256)");
+        snprintf(err, sizeof(err), "texts is empty (send 1 to %d)", INF_EMBED_MAX_TEXTS);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
     }
     if (req->n_texts > INF_EMBED_MAX_TEXTS) {
