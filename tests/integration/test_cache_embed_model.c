@@ -263,5 +263,8 @@ Test(cache_model_down, start_fails_when_the_target_is_unreachable)
     char *no_target[] = {argv[0], "--embedder", "model", NULL};
     status = test_run(no_target, 20000);
     cr_assert_eq(status, 2, "--embedder model without --embed-target: exit status %d", status);
+    char *unknown[] = {argv[0], "--embedder", "bert", NULL};
+    status = test_run(unknown, 20000);
+    cr_assert_eq(status, 2, "--embedder bert: exit status %d", status);
     test_memcached_stop(&g_mc, SIGTERM);
 }
