@@ -17,3 +17,13 @@ add_dependencies(test_inference_embed llmserve-inference llmserve-modelmaker)
 set_property(TEST test_inference_embed APPEND PROPERTY ENVIRONMENT
   "LLMSERVE_INFERENCE=$<TARGET_FILE:llmserve-inference>"
   "LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")
+if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_inference_embed
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_inference_embed.py)
+  set_tests_properties(test_python_inference_embed PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 300
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
+  set_property(TEST test_python_inference_embed APPEND PROPERTY ENVIRONMENT
+    "LLMSERVE_INFERENCE_BIN=$<TARGET_FILE:llmserve-inference>"
+    "LLMSERVE_MODELMAKER_BIN=$<TARGET_FILE:llmserve-modelmaker>")
+endif()
