@@ -160,7 +160,12 @@ static void start_all(void)
     start_inference();
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    const char *extra[] = {"--embedder", "model", "--embed-target", g_target, NULL};
+    /* A memcached timeout far above the default 50 ms: a generation read that times out
+     * on a loaded machine leaves the store and a later lookup in different scopes (the
+     * engine falls back to the generation it knew), a semantic miss this test would
+     * blame on the embedder (seen with three test processes on two cores). */
+    const char *extra[] = {
+        "--embedder", "model", "--embed-target", g_target, "--memcached-timeout-ms", "1000", NULL};
     tc_cache_start(&g_svc, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
     g_client = rpc_client_create(1);
     g_ch = test_channel_to(g_client, g_svc.port, NULL);
