@@ -3,6 +3,8 @@
 foreach(t stop chat request scheduler trace)
   llmserve_test(test_inference_${t} unit/inference/test_${t}.c llmserve_inference)
 endforeach()
+# embed.c (test_inference_embed is the Embed call on the real binary, below).
+llmserve_test(test_inference_embed_text unit/inference/test_embed.c llmserve_inference)
 
 llmserve_test(test_inference integration/test_inference.c llmserve_rpc llmserve_proto)
 add_dependencies(test_inference llmserve-inference llmserve-modelmaker)
