@@ -23,6 +23,7 @@
 
 #define EMBED_METHOD "/llmserve.v1.Inference/Embed"
 #define DEFAULT_TIMEOUT_MS 2000
+#define CACHE_EMBED_MODEL_MAX_DIM 65536 /* as the n-gram embedder's largest */
 #define UNIT_TOLERANCE 1e-3 /* |norm - 1| allowed in a reply (floats of a unit vector) */
 
 typedef struct {
@@ -96,11 +97,13 @@ static int check_reply(const Llmserve__V1__EmbedResponse *r, const char *model, 
         return LS_ERR_INVALID;
     }
     if (model && strcmp(r->model ? r->model : "", model) != 0) {
-        snprintf(err, err_len, "reply from model \"%.64s\", not \"%.64s\"", r->model, model);
+        snprintf(err, err_len, "reply from model \"%.64s\", not \"%.64s\"",
+                 r->model ? r->model : "", model);
         return LS_ERR_INVALID;
     }
     size_t want = dim ? dim : r->dim;
-    if (r->dim != want || r->embeddings[0]->n_values != want || want == 0) {
+    if (r->dim != want || r->embeddings[0]->n_values != want || want == 0 ||
+        want > CACHE_EMBED_MODEL_MAX_DIM) {
         snprintf(err, err_len, "dim %u with %zu values, the embedder's dim is %zu", r->dim,
                  r->embeddings[0]->n_values, want);
         return LS_ERR_INVALID;

@@ -38,7 +38,8 @@ typedef struct {
  * CACHE_EMBED_MODEL_PROBE, which waits for the connection up to timeout_ms.  Returns
  * the embedder (free with cache_embedder_destroy; its name is "model:<name>") or NULL
  * with a one-line reason in err when the channel cannot be made, the call fails (the
- * service unreachable, UNAVAILABLE, NOT_FOUND ...) or the reply is malformed.
+ * service unreachable, UNAVAILABLE, NOT_FOUND ...) or the reply is malformed (a dim of
+ * 0 or above 65536 among the ways).
  *
  * Its embed returns LS_OK; LS_ERR_INVALID when the service refused the text
  * (INVALID_ARGUMENT: nothing to embed, too long) or the reply does not match the
