@@ -35,3 +35,10 @@ add_test(NAME test_semcachebench
                  ${CMAKE_BINARY_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/data)
 set_tests_properties(test_semcachebench PROPERTIES ENVIRONMENT "${LLMSERVE_TEST_ENV}" TIMEOUT 120
                      FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
+
+# The model embedder against a real llmserve-inference, alone and inside llmserve-cache.
+llmserve_test(test_cache_embed_model integration/test_cache_embed_model.c
+              llmserve_test_cache_support llmserve_cache_model)
+add_dependencies(test_cache_embed_model llmserve-cache llmserve-inference llmserve-modelmaker)
+set_tests_properties(test_cache_embed_model PROPERTIES ENVIRONMENT
+  "${LLMSERVE_TEST_ENV};LLMSERVE_CACHE_SERVER=$<TARGET_FILE:llmserve-cache>;LLMSERVE_INFERENCE=$<TARGET_FILE:llmserve-inference>;LLMSERVE_MODELMAKER=$<TARGET_FILE:llmserve-modelmaker>")

@@ -96,6 +96,12 @@ void engine_config_init(engine_config_t *cfg)
     cfg->probe_interval_us = 500000; /* 500 ms */
     cache_pool_config_init(&cfg->pool);
     cfg->reporter = NULL; /* no metrics */
+
+    cfg->embedder = ENGINE_EMBED_NGRAM;
+    cfg->embed_model.target = NULL;     /* ENGINE_EMBED_MODEL needs one */
+    cfg->embed_model.model = "";        /* the one served */
+    cfg->embed_model.timeout_ms = 2000; /* per Embed call */
+    cfg->embed_model.channel = NULL;    /* plaintext */
 }
 
 /* ---- reports ------------------------------------------------------------------------ */
@@ -652,6 +658,29 @@ static void on_idle(void *arg, cache_mc_t *mc)
 
 /* ---- life ---------------------------------------------------------------------- */
 
+/* The configured embedder, or NULL with the reason logged. */
+static cache_embedder_t *create_embedder(const engine_config_t *cfg)
+{
+    if (cfg->embedder == ENGINE_EMBED_MODEL) {
+        char err[512];
+        cache_embedder_t *e = cache_embed_model_create(&cfg->embed_model, err, sizeof(err));
+        if (!e)
+            LS_LOG_ERROR("cache", "cannot create the model embedder reason=\"%s\"", err);
+        return e;
+    }
+    cache_embed_ngram_config_t ec;
+    cache_embed_ngram_config_init(&ec);
+    ec.dim = cfg->embed_dim;
+    ec.stem = cfg->stem;
+    if (load_lexicon(cfg->wordnet, &ec.lex) != LS_OK)
+        return NULL;
+    cache_embedder_t *e = cache_embed_ngram_create_cfg(&ec);
+    if (!e)
+        LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
+                     cfg->embed_dim);
+    return e;
+}
+
 engine_t *engine_create(const engine_config_t *cfg)
 {
     cache_mc_t *mc = cache_mc_create(&cfg->pool.mc);
@@ -688,18 +717,9 @@ engine_t *engine_create(const engine_config_t *cfg)
     eng->gen = cache_gen_create(MAX_MODELS);
     eng->brk = cache_breaker_create(eng->n_servers, cfg->breaker_threshold, cfg->probe_interval_us);
     if (cfg->semantic) {
-        cache_embed_ngram_config_t ec;
-        cache_embed_ngram_config_init(&ec);
-        ec.dim = cfg->embed_dim;
-        ec.stem = cfg->stem;
-        if (load_lexicon(cfg->wordnet, &ec.lex) != LS_OK)
+        eng->emb = create_embedder(cfg);
+        if (!eng->emb)
             goto out_free;
-        eng->emb = cache_embed_ngram_create_cfg(&ec);
-        if (!eng->emb) {
-            LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
-                         cfg->embed_dim);
-            goto out_free;
-        }
         eng->sem = cache_semantic_create(eng->emb->dim, cfg->semantic_max_per_scope,
                                          cfg->semantic_max_scopes);
     }

@@ -23,6 +23,7 @@
 #ifndef CACHE_ENGINE_H
 #define CACHE_ENGINE_H
 
+#include "cache/cache_embed_model.h"
 #include "cache/cache_entry.h"
 #include "cache/cache_key.h"
 #include "cache/cache_pool.h"
@@ -35,6 +36,12 @@
 #include <stdint.h>
 
 typedef struct engine engine_t;
+
+/* Where the semantic index's vectors come from. */
+typedef enum {
+    ENGINE_EMBED_NGRAM, /* hashed n-grams of embed_dim floats (cache_embed.h) */
+    ENGINE_EMBED_MODEL, /* a served model's Inference.Embed (cache_embed_model.h) */
+} engine_embedder_t;
 
 typedef struct {
     size_t l1_bytes;               /* L1 size in bytes; 0 disables it */
@@ -54,6 +61,9 @@ typedef struct {
                                       else none (logged); "none" or "": none; a directory
                                       that cannot be loaded fails engine_create */
     bool stem;                     /* Snowball stems of content words */
+    engine_embedder_t embedder;    /* the semantic index's embedder; its dim sizes the index */
+    /* For ENGINE_EMBED_MODEL; strings borrowed for engine_create. */
+    cache_embed_model_config_t embed_model;
     int64_t gen_refresh_us;        /* how long a model generation read is trusted */
     int breaker_threshold;         /* failures in a row that mark a server down */
     int64_t probe_interval_us;     /* how often a down server is tried */
@@ -63,14 +73,18 @@ typedef struct {
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at
  * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, 512-float
- * embeddings with WordNet "auto" and stems, generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
- * 4 workers, memcached on 127.0.0.1:11211 with 50 ms timeouts. */
+ * n-gram embeddings with WordNet "auto" and stems (the model embedder: no target, the
+ * served model, 2000 ms calls, plaintext), generations trusted 1 s, 2 failures open a
+ * breaker, probes every 500 ms, 4 workers, memcached on 127.0.0.1:11211 with 50 ms
+ * timeouts. */
 void engine_config_init(engine_config_t *cfg);
 
 #define ENGINE_DEFAULT_THRESHOLD CACHE_SEMANTIC_DEFAULT_THRESHOLD
 
 /* Creates the engine and starts its workers.  Returns NULL (with a logged reason) when
- * the memcached configuration is invalid or threads cannot start. */
+ * the memcached configuration is invalid, the embedder cannot be made (for the model
+ * embedder: its inference instance did not answer the probe) or threads cannot start.
+ * With the model embedder, blocks for the probe (up to embed_model.timeout_ms). */
 engine_t *engine_create(const engine_config_t *cfg);
 
 /* Stops the workers after the jobs queued have run.  Idempotent. */

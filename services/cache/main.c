@@ -36,6 +36,10 @@ typedef struct {
     int64_t embed_dim;
     const char *wordnet;
     bool stem;
+    const char *embedder;
+    const char *embed_target;
+    const char *embed_model;
+    int64_t embed_timeout_ms;
     int64_t generation_refresh_ms;
     int64_t breaker_failures;
     int64_t probe_interval_ms;
@@ -70,6 +74,10 @@ static void cache_config_init(cache_config_t *cfg)
     cfg->embed_dim = (int64_t)e.embed_dim;                         /* 512 floats */
     cfg->wordnet = e.wordnet;                                      /* auto */
     cfg->stem = e.stem;                                            /* on */
+    cfg->embedder = "ngram";                                       /* or "model" */
+    cfg->embed_target = "";                                        /* inference HOST:PORT */
+    cfg->embed_model = "";                                         /* "": the one served */
+    cfg->embed_timeout_ms = e.embed_model.timeout_ms;              /* 2000 ms per Embed */
     cfg->generation_refresh_ms = e.gen_refresh_us / 1000;          /* 1000 ms */
     cfg->breaker_failures = e.breaker_threshold;                   /* 2 in a row */
     cfg->probe_interval_ms = e.probe_interval_us / 1000;           /* 500 ms */
@@ -113,6 +121,14 @@ static int cache_check(svc_t *svc, void *ud, char *err, size_t err_len)
                    (long long)cfg->embed_dim);
         return LS_ERR_INVALID;
     }
+    if (strcmp(cfg->embedder, "ngram") != 0 && strcmp(cfg->embedder, "model") != 0) {
+        ls_set_err(err, err_len, "--embedder: \"%s\" is neither ngram nor model", cfg->embedder);
+        return LS_ERR_INVALID;
+    }
+    if (strcmp(cfg->embedder, "model") == 0 && cfg->semantic && !cfg->embed_target[0]) {
+        ls_set_err(err, err_len, "--embedder model needs --embed-target HOST:PORT");
+        return LS_ERR_INVALID;
+    }
     return LS_OK;
 }
 
@@ -135,6 +151,13 @@ static int cache_create(svc_t *svc, void *ud, char *err, size_t err_len)
     ec.embed_dim = (size_t)cfg->embed_dim;
     ec.wordnet = cfg->wordnet;
     ec.stem = cfg->stem;
+    if (strcmp(cfg->embedder, "model") == 0) {
+        ec.embedder = ENGINE_EMBED_MODEL;
+        ec.embed_model.target = cfg->embed_target;
+        ec.embed_model.model = cfg->embed_model;
+        ec.embed_model.timeout_ms = cfg->embed_timeout_ms;
+        ec.embed_model.channel = svc_upstream_channel(svc); /* --upstream-tls-* */
+    }
     ec.gen_refresh_us = cfg->generation_refresh_ms * 1000;
     ec.breaker_threshold = (int)cfg->breaker_failures;
     ec.probe_interval_us = cfg->probe_interval_ms * 1000;
@@ -226,11 +249,27 @@ int main(int argc, char **argv)
         {"embed-dim", NULL, LS_OPT_INT, &cfg.embed_dim, "n-gram embedding size, a power of two", 64,
          65536},
         {"wordnet", NULL, LS_OPT_STRING, &cfg.wordnet,
-         "WordNet dictionary directory for the semantic keys' lemmas, spelling and synonyms: "
-         "auto (/usr/share/wordnet when present), none, or a directory",
+         "WordNet dictionary for the n-gram semantic keys' lemmas, spelling and synonyms: auto "
+         "(/usr/share/wordnet when present), none, or a directory",
          0, 0},
         {"stem", NULL, LS_OPT_BOOL, &cfg.stem,
-         "Snowball English stems in the semantic keys (--no-stem: words as written)", 0, 0},
+         "Snowball English stems in the n-gram semantic keys (--no-stem: words as written)", 0,
+         0},
+        {"embedder", NULL, LS_OPT_STRING, &cfg.embedder,
+         "semantic embeddings: ngram (hashed word and character n-grams, no model) or model "
+         "(Inference.Embed of --embed-target: the served model's token embedding table; the "
+         "index takes its dim)",
+         0, 0},
+        {"embed-target", NULL, LS_OPT_STRING, &cfg.embed_target,
+         "llmserve-inference HOST:PORT for --embedder model (TLS as --upstream-tls-*); it must "
+         "answer at start",
+         0, 0},
+        {"embed-model", NULL, LS_OPT_STRING, &cfg.embed_model,
+         "model --embedder model asks for; empty = whatever --embed-target serves at start "
+         "(then pinned)",
+         0, 0},
+        {"embed-timeout-ms", NULL, LS_OPT_INT, &cfg.embed_timeout_ms,
+         "deadline of each Embed call, ms (and how long start waits for the target)", 1, 600000},
         {"generation-refresh-ms", NULL, LS_OPT_INT, &cfg.generation_refresh_ms,
          "how long a model's key generation is trusted before re-reading memcached, ms", 1, 3.6e6},
         {"breaker-failures", NULL, LS_OPT_INT, &cfg.breaker_failures,

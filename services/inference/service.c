@@ -1,5 +1,5 @@
 /*
- * service.c - Inference.Generate and Inference.Info handlers.
+ * service.c - Inference.Generate, Info and Embed handlers.
  *
  * Lock rules:
  * - svc->mu guards the list of open streams, `closing` and the attached model
@@ -16,6 +16,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "embed.h"
 #include "llmserve/v1/inference.pb-c.h"
 #include "report.h"
 #include "request.h"
@@ -477,7 +478,7 @@ static void gen_on_done(rpc_call_t *call, void *state)
 
 /* ---- Info ------------------------------------------------------------------------------ */
 
-static void *info_on_start(rpc_call_t *call, void *ctx)
+static void *unary_on_start(rpc_call_t *call, void *ctx)
 {
     (void)call;
     return ctx;
@@ -515,6 +516,102 @@ static void info_on_message(rpc_call_t *call, void *state, const ProtobufCMessag
     rpc_call_reply(call, &resp.base);
 }
 
+/* ---- Embed ----------------------------------------------------------------------------- */
+
+/* The model this instance serves, as Info names it.  svc->mu held, ready. */
+static const char *do_served_name(const inf_service_t *svc)
+{
+    return svc->model_name[0] ? svc->model_name : svc->ck->name;
+}
+
+/* Embeds every text of req into one reply, or fails the whole call.  Runs on the rpc
+ * thread: the work is bounded by INF_EMBED_MAX_TEXTS * seq_len table rows of dim
+ * floats, with no forward pass (embed.h says why). */
+static void embed_on_message(rpc_call_t *call, void *state, const ProtobufCMessage *msg)
+{
+    inf_service_t *svc = state;
+    const Llmserve__V1__EmbedRequest *req = (const Llmserve__V1__EmbedRequest *)msg;
+    pthread_mutex_lock(&svc->mu);
+    bool ready = svc->ready, closing = svc->closing;
+    const ckpt_t *ck = svc->ck;
+    const tok_t *tok = svc->tok;
+    size_t max_bytes = svc->limits.max_prompt_bytes;
+    const char *served = ready ? do_served_name(svc) : ""; /* lives as long as svc */
+    pthread_mutex_unlock(&svc->mu);
+    if (closing || !ready) {
+        rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+                        closing ? "server shutting down" : "model is loading");
+        return;
+    }
+
+    char err[320];
+    const char *model = req->model ? req->model : "";
+    if (model[0] && strcmp(model, served) != 0) {
+        if (ls_utf8_valid(model, strlen(model)) && strlen(model) <= 128)
+            snprintf(err, sizeof(err),
+                     "model \"%s\" is not served here (this instance serves \"%s\")", model,
+                     served);
+        else
+            snprintf(err, sizeof(err), "model is not served here (this instance serves \"%s\")",
+                     served);
+        rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err);
+        return;
+    }
+    if (req->n_texts == 0) {
+        snprintf(err, sizeof(err), "texts is empty (send 1 to %d)", INF_EMBED_MAX_TEXTS);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    if (req->n_texts > INF_EMBED_MAX_TEXTS) {
+        snprintf(err, sizeof(err), "%zu texts (at most %d per call)", req->n_texts,
+                 INF_EMBED_MAX_TEXTS);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+
+    size_t n = req->n_texts, dim = (size_t)ck->cfg.dim;
+    inf_embed_scratch_t sc;
+    Llmserve__V1__Embedding *embs = calloc(n, sizeof(*embs));
+    Llmserve__V1__Embedding **ptrs = calloc(n, sizeof(*ptrs));
+    float *values = malloc(n * dim * sizeof(float));
+    if (!embs || !ptrs || !values || inf_embed_scratch_init(&sc, ck) != LS_OK) {
+        rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out_free;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *text = req->texts[i] ? req->texts[i] : "";
+        char why[256];
+        int n_tokens = 0;
+        int rc = inf_embed_text(ck, tok, text, strlen(text), max_bytes, &sc, values + i * dim,
+                                &n_tokens, why, sizeof(why));
+        if (rc != LS_OK) {
+            snprintf(err, sizeof(err), "texts[%zu] %s", i, why);
+            rpc_call_finish(call,
+                            rc == LS_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                               : GRPC_STATUS_INVALID_ARGUMENT,
+                            err);
+            goto out_scratch;
+        }
+        llmserve__v1__embedding__init(&embs[i]);
+        embs[i].values = values + i * dim;
+        embs[i].n_values = dim;
+        embs[i].tokens = (uint32_t)n_tokens;
+        ptrs[i] = &embs[i];
+    }
+    Llmserve__V1__EmbedResponse resp = LLMSERVE__V1__EMBED_RESPONSE__INIT;
+    resp.model = (char *)served;
+    resp.dim = (uint32_t)dim;
+    resp.embeddings = ptrs;
+    resp.n_embeddings = n;
+    rpc_call_reply(call, &resp.base); /* packed at once: the buffers may go */
+out_scratch:
+    inf_embed_scratch_free(&sc);
+out_free:
+    free(values);
+    free(ptrs);
+    free(embs);
+}
+
 /* ---- life ------------------------------------------------------------------------------ */
 
 inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t *cfg)
@@ -539,11 +636,14 @@ inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t 
                          .on_half_close = gen_on_half_close,
                          .on_cancel = gen_on_cancel,
                          .on_done = gen_on_done};
-    rpc_handler_t info = {.on_start = info_on_start, .on_message = info_on_message};
+    rpc_handler_t info = {.on_start = unary_on_start, .on_message = info_on_message};
+    rpc_handler_t embed = {.on_start = unary_on_start, .on_message = embed_on_message};
     if (rpc_server_add_method(srv, "/" INF_SERVICE_NAME "/Generate", RPC_STREAM,
                               &llmserve__v1__inference_request__descriptor, &gen, svc) != LS_OK ||
         rpc_server_add_method(srv, "/" INF_SERVICE_NAME "/Info", RPC_UNARY,
-                              &llmserve__v1__info_request__descriptor, &info, svc) != LS_OK) {
+                              &llmserve__v1__info_request__descriptor, &info, svc) != LS_OK ||
+        rpc_server_add_method(srv, "/" INF_SERVICE_NAME "/Embed", RPC_UNARY,
+                              &llmserve__v1__embed_request__descriptor, &embed, svc) != LS_OK) {
         LS_LOG_ERROR("inference", "cannot register the Inference methods");
         inf_service_destroy(svc);
         return NULL;

@@ -1,6 +1,6 @@
 /*
  * service.h - the llmserve.v1.Inference methods: Generate (a bidirectional stream
- * multiplexing many requests) and Info (unary).
+ * multiplexing many requests), Info and Embed (unary).
  *
  * Generate handlers run on completion-queue threads and only validate, tokenize and
  * queue: the model runs on the scheduler thread, which sends each request's events
@@ -11,9 +11,12 @@
  * when the call is cancelled or breaks (including the transport cancelling a slow
  * reader with RESOURCE_EXHAUSTED) every request on it is cancelled and its KV freed.
  *
- * Until inf_service_attach, submits get UNAVAILABLE ("model is loading") and Info
- * fails with UNAVAILABLE; health says NOT_SERVING until then and again from
- * inf_service_drain on.  Once the scheduler's device failed for good, submits get
+ * Embed (embed.h) runs on the rpc thread that received it, beside the scheduler: it
+ * reads the checkpoint's token embedding table and never joins the batch.
+ *
+ * Until inf_service_attach, submits get UNAVAILABLE ("model is loading") and Info and
+ * Embed fail with UNAVAILABLE (Embed also from inf_service_drain on); health says
+ * NOT_SERVING until then and again from inf_service_drain on.  Once the scheduler's device failed for good, submits get
  * UNAVAILABLE (INF_SCHED_DEVICE_FAILED_MSG); health is main's (svc_fail) to turn.
  *
  * Threads: create, attach, drain and destroy are called by main; the handlers run on
@@ -47,7 +50,7 @@ typedef struct {
                                   to read each submit's traceparent; borrowed; NULL = none */
 } inf_service_config_t;
 
-/* Registers Generate and Info on srv (before rpc_server_start).  cfg's strings are
+/* Registers Generate, Info and Embed on srv (before rpc_server_start).  cfg's strings are
  * copied.  Returns the service or NULL when a method cannot be registered. */
 inf_service_t *inf_service_create(rpc_server_t *srv, const inf_service_config_t *cfg);
 
