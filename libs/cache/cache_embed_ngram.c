@@ -27,6 +27,13 @@ typedef struct {
     cache_embedder_t base;
 } ngram_t;
 
+/* One emitted feature, for the sparse output. */
+typedef struct {
+    uint32_t bucket;
+    uint32_t seq; /* emission order: equal buckets are summed in it, as the dense sum is */
+    float w;      /* signed weight */
+} feature_t;
+
 static const char *const k_stop[] = {
     "a",     "an",     "the",   "is",    "are",     "was",      "were", "be",    "to",
     "of",    "in",     "on",    "for",   "and",     "or",       "it",   "its",   "this",
@@ -59,9 +66,34 @@ static uint64_t hash_feature(char tag, const char *s, size_t len, const char *s2
     return h;
 }
 
-static void add(float *v, size_t dim, uint64_t h, float w)
+/* Where features go: added into a dense vector, or listed for a sparse one. */
+typedef struct {
+    float *dense;  /* dim floats, or NULL: list the features */
+    feature_t *list;
+    size_t n, cap;
+    bool nomem; /* the list could not grow: the embedding fails */
+} sink_t;
+
+static void add(sink_t *s, size_t dim, uint64_t h, float w)
 {
-    v[h & (dim - 1)] += (h >> 63) ? -w : w;
+    uint32_t bucket = (uint32_t)(h & (dim - 1));
+    float signed_w = (h >> 63) ? -w : w;
+    if (s->dense) {
+        s->dense[bucket] += signed_w;
+        return;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        feature_t *list = realloc(s->list, cap * sizeof(*list));
+        if (!list) {
+            s->nomem = true;
+            return;
+        }
+        s->list = list;
+        s->cap = cap;
+    }
+    s->list[s->n] = (feature_t){bucket, (uint32_t)s->n, signed_w};
+    s->n++;
 }
 
 static bool word_byte(unsigned char c)
@@ -99,7 +131,7 @@ static bool takes_is(const char *w, size_t wl)
 
 typedef struct {
     size_t dim;
-    float *out;
+    sink_t *out;
     char prev[WORD_MAX];
     size_t prev_len;
     bool have_prev;
@@ -128,10 +160,9 @@ static void add_word(feat_t *f, const char *word, size_t word_len)
     f->have_prev = true;
 }
 
-static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, float *out)
+/* Emits every feature of text[0..len) into out. */
+static void emit_features(sink_t *out, size_t dim, const char *text, size_t len)
 {
-    size_t dim = e->dim;
-    memset(out, 0, dim * sizeof(float));
     feat_t f = {.dim = dim, .out = out, .prev_len = 0, .have_prev = false};
     size_t i = 0;
     while (i < len) {
@@ -170,6 +201,14 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
             add_word(&f, w, wl);
         }
     }
+}
+
+static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, float *out)
+{
+    size_t dim = e->dim;
+    memset(out, 0, dim * sizeof(float));
+    sink_t sink = {.dense = out};
+    emit_features(&sink, dim, text, len);
     double norm = 0;
     for (size_t k = 0; k < dim; k++)
         norm += (double)out[k] * out[k];
@@ -183,6 +222,60 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
     return LS_OK;
 }
 
+static int by_bucket_then_seq(const void *pa, const void *pb)
+{
+    const feature_t *a = pa, *b = pb;
+    if (a->bucket != b->bucket)
+        return a->bucket < b->bucket ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* The dense vector's non-zero buckets, computed the same way: each bucket sums its
+ * features in emission order and the norm sums the buckets in index order, so the values
+ * equal the dense embedding's bit for bit (tests/unit/cache/test_embed.c checks it). */
+static int ngram_embed_sparse(const cache_embedder_t *e, const char *text, size_t len,
+                              cache_sparse_t *out)
+{
+    out->n = 0;
+    sink_t sink = {.dense = NULL};
+    emit_features(&sink, e->dim, text, len);
+    int rc = LS_OK;
+    if (sink.nomem) {
+        rc = LS_ERR_NOMEM;
+        goto out_free_list;
+    }
+    qsort(sink.list, sink.n, sizeof(*sink.list), by_bucket_then_seq);
+    /* at most one pair per feature; reserving them all first leaves nothing to fail */
+    if (cache_sparse_reserve(out, sink.n) != LS_OK) {
+        rc = LS_ERR_NOMEM;
+        goto out_free_list;
+    }
+    double norm = 0;
+    for (size_t i = 0; i < sink.n;) {
+        uint32_t bucket = sink.list[i].bucket;
+        float v = 0;
+        for (; i < sink.n && sink.list[i].bucket == bucket; i++)
+            v += sink.list[i].w;
+        if (v == 0)
+            continue; /* cancelled out, as a zero bucket of the dense vector */
+        out->index[out->n] = bucket;
+        out->value[out->n] = v;
+        out->n++;
+        norm += (double)v * v;
+    }
+    if (norm <= 0) {
+        out->n = 0;
+        rc = LS_ERR_INVALID;
+        goto out_free_list;
+    }
+    float inv = (float)(1.0 / sqrt(norm));
+    for (size_t i = 0; i < out->n; i++)
+        out->value[i] *= inv;
+out_free_list:
+    free(sink.list);
+    return rc;
+}
+
 static void ngram_destroy(cache_embedder_t *e)
 {
     free(e);
@@ -190,13 +283,14 @@ static void ngram_destroy(cache_embedder_t *e)
 
 cache_embedder_t *cache_embed_ngram_create(size_t dim)
 {
-    if (dim < 64 || dim > 65536 || (dim & (dim - 1)) != 0)
+    if (dim < 64 || dim > CACHE_EMBED_NGRAM_MAX_DIM || (dim & (dim - 1)) != 0)
         return NULL;
     ngram_t *n = ls_xcalloc(1, sizeof(*n));
     n->base.name = "ngram";
     n->base.dim = dim;
     n->base.embed = ngram_embed;
     n->base.destroy = ngram_destroy;
+    n->base.embed_sparse = ngram_embed_sparse;
     return &n->base;
 }
 
