@@ -47,7 +47,8 @@ typedef struct {
                                       names or direction differ (cache_guard.h) */
     size_t semantic_max_per_scope; /* entries per scope */
     size_t semantic_max_scopes;    /* scopes held */
-    size_t embed_dim;              /* n-gram embedding size (power of two) */
+    size_t embed_dim;              /* n-gram hash space, buckets (power of two); the
+                                      vectors are sparse in it (cache_embed.h) */
     int64_t gen_refresh_us;        /* how long a model generation read is trusted */
     int breaker_threshold;         /* failures in a row that mark a server down */
     int64_t probe_interval_us;     /* how often a down server is tried */
@@ -56,8 +57,8 @@ typedef struct {
 } engine_config_t;
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at
- * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, 512-float
- * embeddings, generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
+ * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, n-gram
+ * features hashed into 2^20 buckets (sparse), generations trusted 1 s, 2 failures open a breaker, probes every 500 ms,
  * 4 workers, memcached on 127.0.0.1:11211 with 50 ms timeouts. */
 void engine_config_init(engine_config_t *cfg);
 
