@@ -5,9 +5,12 @@
  * the threshold are "skipped": a vector found in none of the other lists scores below
  * the threshold, so the other lists yield every candidate.  The longest lists are
  * skipped first (common trigrams and function words, which the embedder weighs little),
- * which is where the postings are.  A candidate whose partial sum plus the skipped ub
- * sum cannot reach the threshold is dropped; the rest are scored in full with
- * cache_sparse_dot, so a similarity never depends on which lists were skipped.
+ * which is where the postings are.  A candidate's bound is then its partial sum plus
+ * the skipped ub sum; the skipped features are looked up in its vector one by one,
+ * biggest ub first, each replacing its ub by its true share, until the bound falls
+ * below the threshold or MAX_LOOKUPS were made (most candidates go after a lookup or
+ * two: the greedy skip leaves little slack, so the partial sums alone drop few).  The survivors are scored in full
+ * with cache_sparse_dot, so a similarity never depends on which lists were skipped.
  *
  * Sums of floats round: every bound is compared with PRUNE_MARGIN to spare, far more
  * than the rounding of a sum of a few hundred products of unit-vector entries.
@@ -29,6 +32,10 @@
 #include <string.h>
 
 #define PRUNE_MARGIN 1e-4f
+/* Skipped features looked up in a candidate's vector before it is scored in full: a
+ * candidate still alive after the biggest few is likely a hit, and one merge of the two
+ * vectors costs less than looking up every other skipped feature. */
+#define MAX_LOOKUPS 6
 #define TABLE_MIN 64
 
 typedef struct {
@@ -276,8 +283,9 @@ size_t cache_postings_bytes(const cache_postings_t *p)
 /* ---- search ---------------------------------------------------------------------- */
 
 typedef struct {
-    const plist_t *list;
-    float q;  /* the query's value for the list's feature */
+    const plist_t *list; /* NULL once skipped */
+    uint32_t feature;
+    float q;  /* the query's value for the feature */
     float ub; /* |q| * the list's bound: the most it adds to a score */
 } term_t;
 
@@ -361,6 +369,26 @@ static int by_length_desc(const void *pa, const void *pb)
     return a->list->n < b->list->n ? 1 : a->list->n > b->list->n ? -1 : 0;
 }
 
+static int by_ub_desc(const void *pa, const void *pb)
+{
+    const term_t *a = pa, *b = pb;
+    return a->ub < b->ub ? 1 : a->ub > b->ub ? -1 : 0;
+}
+
+/* v's value at index `feature`, 0 when it has none. */
+static float value_at(const cache_sparse_t *v, uint32_t feature)
+{
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v->index[mid] < feature)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < v->n && v->index[lo] == feature ? v->value[lo] : 0.0f;
+}
+
 size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
                              float min_similarity, cache_postings_hit_t **hits)
 {
@@ -386,7 +414,8 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
     for (size_t i = 0; i < q->n; i++) {
         const plist_t *l = find_list(p, q->index[i]);
         if (l && l->n)
-            s->terms[n_terms++] = (term_t){l, q->value[i], fabsf(q->value[i]) * l->bound};
+            s->terms[n_terms++] =
+                (term_t){l, q->index[i], q->value[i], fabsf(q->value[i]) * l->bound};
     }
     qsort(s->terms, n_terms, sizeof(*s->terms), by_length_desc);
     float skipped = 0; /* the ub sum of the skipped lists */
@@ -396,16 +425,23 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
             s->terms[i].list = NULL;
         }
     }
+    /* the skipped terms first, biggest ub first, for the candidates' lookups */
+    size_t n_skipped = 0;
+    for (size_t i = 0; i < n_terms; i++)
+        if (!s->terms[i].list) {
+            term_t t = s->terms[i];
+            s->terms[i] = s->terms[n_skipped];
+            s->terms[n_skipped++] = t;
+        }
+    qsort(s->terms, n_skipped, sizeof(*s->terms), by_ub_desc);
 
     if (++s->epoch == 0) { /* wrapped: stamps of 4 billion searches ago would match */
         memset(s->stamp, 0, s->slots_cap * sizeof(*s->stamp));
         s->epoch = 1;
     }
     size_t n_touched = 0;
-    for (size_t i = 0; i < n_terms; i++) {
+    for (size_t i = n_skipped; i < n_terms; i++) {
         const plist_t *l = s->terms[i].list;
-        if (!l)
-            continue;
         float qv = s->terms[i].q;
         for (uint32_t k = 0; k < l->n; k++) {
             uint32_t slot = l->p[k].slot;
@@ -419,9 +455,14 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
     }
     for (size_t i = 0; i < n_touched; i++) {
         uint32_t slot = s->touched[i];
-        if (s->acc[slot] + skipped < min_similarity - PRUNE_MARGIN)
+        const cache_sparse_t *v = &p->vecs[slot];
+        float bound = s->acc[slot] + skipped;
+        size_t looks = n_skipped < MAX_LOOKUPS ? n_skipped : MAX_LOOKUPS;
+        for (size_t k = 0; k < looks && bound >= min_similarity - PRUNE_MARGIN; k++)
+            bound += s->terms[k].q * value_at(v, s->terms[k].feature) - s->terms[k].ub;
+        if (bound < min_similarity - PRUNE_MARGIN)
             continue;
-        float sim = cache_sparse_dot(q, &p->vecs[slot]);
+        float sim = cache_sparse_dot(q, v);
         if (sim >= min_similarity)
             s->hits[n_hits++] = (cache_postings_hit_t){slot, sim};
     }
