@@ -244,7 +244,8 @@ static int ngram_embed_sparse(const cache_embedder_t *e, const char *text, size_
         rc = LS_ERR_NOMEM;
         goto out_free_list;
     }
-    qsort(sink.list, sink.n, sizeof(*sink.list), by_bucket_then_seq);
+    if (sink.n > 1) /* qsort wants a non-NULL array even for none */
+        qsort(sink.list, sink.n, sizeof(*sink.list), by_bucket_then_seq);
     /* at most one pair per feature; reserving them all first leaves nothing to fail */
     if (cache_sparse_reserve(out, sink.n) != LS_OK) {
         rc = LS_ERR_NOMEM;

@@ -417,7 +417,8 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
             s->terms[n_terms++] =
                 (term_t){l, q->index[i], q->value[i], fabsf(q->value[i]) * l->bound};
     }
-    qsort(s->terms, n_terms, sizeof(*s->terms), by_length_desc);
+    if (n_terms > 1) /* qsort wants a non-NULL array even for none */
+        qsort(s->terms, n_terms, sizeof(*s->terms), by_length_desc);
     float skipped = 0; /* the ub sum of the skipped lists */
     for (size_t i = 0; i < n_terms; i++) {
         if (skipped + s->terms[i].ub <= min_similarity - PRUNE_MARGIN) {
@@ -433,10 +434,12 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
             s->terms[i] = s->terms[n_skipped];
             s->terms[n_skipped++] = t;
         }
-    qsort(s->terms, n_skipped, sizeof(*s->terms), by_ub_desc);
+    if (n_skipped > 1)
+        qsort(s->terms, n_skipped, sizeof(*s->terms), by_ub_desc);
 
     if (++s->epoch == 0) { /* wrapped: stamps of 4 billion searches ago would match */
-        memset(s->stamp, 0, s->slots_cap * sizeof(*s->stamp));
+        if (s->slots_cap)
+            memset(s->stamp, 0, s->slots_cap * sizeof(*s->stamp));
         s->epoch = 1;
     }
     size_t n_touched = 0;
