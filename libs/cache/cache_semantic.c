@@ -302,6 +302,8 @@ int cache_semantic_add_sparse(cache_semantic_t *idx, const cache_digest_t *scope
     LS_ASSERT(idx->sparse);
     if (vec->n == 0)
         return LS_ERR_INVALID;
+    if (vec->n > CACHE_SEMANTIC_MAX_PAIRS)
+        return LS_ERR_FULL;
     for (size_t i = 0; i < vec->n; i++)
         if (vec->index[i] >= idx->dim || (i && vec->index[i] <= vec->index[i - 1]))
             return LS_ERR_INVALID;

@@ -83,9 +83,16 @@ bool cache_semantic_search_guarded(cache_semantic_t *idx, const cache_digest_t *
                                    float min_similarity, int64_t now_us, cache_digest_t *exact,
                                    float *similarity, cache_guard_reason_t *veto);
 
+/* The most (index, value) pairs a sparse entry may have: its memory grows with them (16
+ * bytes a pair, against 2 KiB for a 512-float dense entry), and the prompt comes from the
+ * network.  A prompt of several hundred words reaches it. */
+#define CACHE_SEMANTIC_MAX_PAIRS 4096
+
 /* cache_semantic_add_guarded for a sparse index: vec (copied) must have ascending
- * indexes below the index's dim and at least one entry, else LS_ERR_INVALID.  Returns
- * LS_OK, LS_ERR_INVALID or LS_ERR_NOMEM (the new entry is then not added). */
+ * indexes below the index's dim and at least one entry, else LS_ERR_INVALID, and at
+ * most CACHE_SEMANTIC_MAX_PAIRS, else LS_ERR_FULL.  Returns LS_OK, LS_ERR_INVALID,
+ * LS_ERR_FULL or LS_ERR_NOMEM (the new entry is then not added; the index is
+ * unchanged but for LS_ERR_NOMEM, after which expired entries may have been swept). */
 int cache_semantic_add_sparse(cache_semantic_t *idx, const cache_digest_t *scope,
                               uint64_t model_tag, const cache_sparse_t *vec,
                               const cache_guard_sig_t *sig, const cache_digest_t *exact,

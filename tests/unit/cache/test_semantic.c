@@ -219,6 +219,23 @@ Test(semantic_sparse, bad_vectors_are_refused)
     cr_assert_eq(cache_semantic_add_sparse(idx, &scope, 1, &unsorted, NULL, &a, 1000, 0),
                  LS_ERR_INVALID, "an index outside the space");
     cr_assert_eq(cache_semantic_count(idx), 0);
+    cache_sparse_t big = CACHE_SPARSE_INIT;
+    cr_assert_eq(cache_sparse_reserve(&big, CACHE_SEMANTIC_MAX_PAIRS + 1), LS_OK);
+    for (uint32_t i = 0; i <= CACHE_SEMANTIC_MAX_PAIRS; i++) {
+        big.index[i] = i;
+        big.value[i] = 0.015f;
+    }
+    big.n = CACHE_SEMANTIC_MAX_PAIRS + 1;
+    cache_semantic_t *wide = cache_semantic_create_sparse(SPACE, 16, 16);
+    cr_assert_eq(cache_semantic_add_sparse(wide, &scope, 1, &big, NULL, &a, 1000, 0), LS_ERR_FULL,
+                 "an entry's memory is bounded");
+    big.n = CACHE_SEMANTIC_MAX_PAIRS;
+    cr_assert_eq(cache_semantic_add_sparse(wide, &scope, 1, &big, NULL, &a, 1000, 0), LS_OK);
+    cache_digest_t found;
+    float sim;
+    cr_assert(ssearch(wide, &scope, &big, 0.5f, 0, &found, &sim));
+    cache_sparse_free(&big);
+    cache_semantic_destroy(wide);
     cache_semantic_destroy(idx);
 }
 
