@@ -98,10 +98,10 @@ int cache_semantic_add_sparse(cache_semantic_t *idx, const cache_digest_t *scope
                               const cache_guard_sig_t *sig, const cache_digest_t *exact,
                               int64_t expires_us, int64_t now_us);
 
-/* cache_semantic_search_guarded for a sparse index, with the same answer and veto (of
- * entries equally similar, the one in the lowest slot wins, where the dense search takes
- * the first it reads).  Borrows vec for the call.  Out of memory for the search's
- * scratch space is a miss. */
+/* cache_semantic_search_guarded for a sparse index, with the answer and veto a dense
+ * index holding the same vectors gives (of entries equally similar, both take the one
+ * added into the lowest free slot).  Borrows vec for the call.  Out of memory for the
+ * search's scratch space (a per-thread buffer) is a miss. */
 bool cache_semantic_search_sparse(cache_semantic_t *idx, const cache_digest_t *scope,
                                   const cache_sparse_t *vec, const cache_guard_sig_t *sig,
                                   float min_similarity, int64_t now_us, cache_digest_t *exact,
