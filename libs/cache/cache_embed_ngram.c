@@ -68,7 +68,7 @@ static uint64_t hash_feature(char tag, const char *s, size_t len, const char *s2
 
 /* Where features go: added into a dense vector, or listed for a sparse one. */
 typedef struct {
-    float *dense;  /* dim floats, or NULL: list the features */
+    float *dense; /* dim floats, or NULL: list the features */
     feature_t *list;
     size_t n, cap;
     bool nomem; /* the list could not grow: the embedding fails */

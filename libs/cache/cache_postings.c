@@ -9,8 +9,8 @@
  * the skipped ub sum; the skipped features are looked up in its vector one by one,
  * biggest ub first, each replacing its ub by its true share, until the bound falls
  * below the threshold or MAX_LOOKUPS were made (most candidates go after a lookup or
- * two: the greedy skip leaves little slack, so the partial sums alone drop few).  The survivors are scored in full
- * with cache_sparse_dot, so a similarity never depends on which lists were skipped.
+ * two: the greedy skip leaves little slack, so the partial sums alone drop few).  The survivors are
+ * scored in full with cache_sparse_dot, so a similarity never depends on which lists were skipped.
  *
  * Sums of floats round: every bound is compared with PRUNE_MARGIN to spare, far more
  * than the rounding of a sum of a few hundred products of unit-vector entries.
@@ -55,7 +55,7 @@ struct cache_postings {
     size_t table_cap;
     plist_t *lists;
     size_t n_lists, lists_cap;
-    size_t n_empty; /* lists with no postings, dropped by compact() */
+    size_t n_empty;       /* lists with no postings, dropped by compact() */
     cache_sparse_t *vecs; /* by slot; n == 0: no vector */
     size_t vecs_cap;
     size_t count;

@@ -48,8 +48,8 @@ typedef struct scope {
     cache_guard_sig_t *sigs; /* by slot */
     uint32_t *free_slots;    /* a stack of free slot numbers below used */
     size_t n_free;
-    float *vecs;             /* dense scopes: cap * dim */
-    cache_postings_t *post;  /* sparse scopes */
+    float *vecs;            /* dense scopes: cap * dim */
+    cache_postings_t *post; /* sparse scopes */
 } scope_t;
 
 struct cache_semantic {
@@ -99,8 +99,7 @@ cache_semantic_t *cache_semantic_create(size_t dim, size_t max_per_scope, size_t
     return create(dim, max_per_scope, max_scopes, false);
 }
 
-cache_semantic_t *cache_semantic_create_sparse(size_t dim, size_t max_per_scope,
-                                               size_t max_scopes)
+cache_semantic_t *cache_semantic_create_sparse(size_t dim, size_t max_per_scope, size_t max_scopes)
 {
     return create(dim, max_per_scope, max_scopes, true);
 }
@@ -236,8 +235,8 @@ static int add(cache_semantic_t *idx, const cache_digest_t *scope, uint64_t mode
 
     /* Replace an entry for the same answer; sweep expired ones on the way. */
     for (size_t i = 0; i < s->used; i++)
-        if (s->slots[i].live && (cache_digest_equal(&s->slots[i].exact, exact) ||
-                                 s->slots[i].expires_us <= now_us))
+        if (s->slots[i].live &&
+            (cache_digest_equal(&s->slots[i].exact, exact) || s->slots[i].expires_us <= now_us))
             do_remove_slot(idx, s, i);
     if (s->n >= idx->max_per_scope) {
         size_t victim = SIZE_MAX;
@@ -282,8 +281,7 @@ int cache_semantic_add(cache_semantic_t *idx, const cache_digest_t *scope, uint6
                        const float *vec, const cache_digest_t *exact, int64_t expires_us,
                        int64_t now_us)
 {
-    return cache_semantic_add_guarded(idx, scope, model_tag, vec, NULL, exact, expires_us,
-                                      now_us);
+    return cache_semantic_add_guarded(idx, scope, model_tag, vec, NULL, exact, expires_us, now_us);
 }
 
 int cache_semantic_add_guarded(cache_semantic_t *idx, const cache_digest_t *scope,

@@ -44,8 +44,7 @@ cache_semantic_t *cache_semantic_create(size_t dim, size_t max_per_scope, size_t
 
 /* Creates an index of sparse unit vectors with indexes below dim.  Returns the index
  * (aborts when out of memory: a control structure). */
-cache_semantic_t *cache_semantic_create_sparse(size_t dim, size_t max_per_scope,
-                                               size_t max_scopes);
+cache_semantic_t *cache_semantic_create_sparse(size_t dim, size_t max_per_scope, size_t max_scopes);
 
 /* Whether idx was made by cache_semantic_create_sparse. */
 bool cache_semantic_is_sparse(const cache_semantic_t *idx);

@@ -23,7 +23,10 @@ typedef struct {
 } cache_sparse_t;
 
 /* An empty vector with no memory: the state cache_sparse_free leaves. */
-#define CACHE_SPARSE_INIT {NULL, NULL, 0, 0}
+#define CACHE_SPARSE_INIT                                                                          \
+    {                                                                                              \
+        NULL, NULL, 0, 0                                                                           \
+    }
 
 /* Makes room for n pairs (keeping those held).  Returns LS_OK, or LS_ERR_NOMEM with v
  * as it was. */

@@ -449,9 +449,9 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
         if (eng->cfg.semantic_guards)
             guard_sig(in, &sig);
         cache_guard_reason_t veto = CACHE_GUARD_OK;
-        bool found = embedded && sem_search(eng, &k.scope, &vec,
-                                            eng->cfg.semantic_guards ? &sig : NULL, threshold,
-                                            &cand, &sim, &veto);
+        bool found =
+            embedded && sem_search(eng, &k.scope, &vec, eng->cfg.semantic_guards ? &sig : NULL,
+                                   threshold, &cand, &sim, &veto);
         if (veto != CACHE_GUARD_OK) {
             atomic_fetch_add(&eng->vetoes[veto], 1);
             svc_metric_add(eng->rep, M_CACHE_VETOES, VETO_LABELS[veto], 1, 1);

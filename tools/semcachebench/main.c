@@ -173,7 +173,7 @@ typedef struct {
     float *stored_vec, *later_vec;
     /* sparse index (the service's): [n] by stored id, likewise */
     cache_sparse_t *stored_sv, *later_sv;
-    bool *later_ok; /* later prompt had something to embed */
+    bool *later_ok;                            /* later prompt had something to embed */
     cache_guard_sig_t *stored_sig, *later_sig; /* NULL: no guards */
 } sb_vecs_t;
 
@@ -414,12 +414,11 @@ static void lat_lookup(sb_lat_t *l, const char *q, bool guards, float thr, int64
     cache_guard_reason_t veto;
     bool hit = false;
     if (ok)
-        hit = l->sparse ? cache_semantic_search_sparse(l->idx, &scope, &l->sv,
-                                                       guards ? &sig : NULL, thr, now, &d, &sim,
-                                                       &veto)
-                        : cache_semantic_search_guarded(l->idx, &scope, l->vec,
-                                                        guards ? &sig : NULL, thr, now, &d, &sim,
-                                                        &veto);
+        hit = l->sparse
+                  ? cache_semantic_search_sparse(l->idx, &scope, &l->sv, guards ? &sig : NULL, thr,
+                                                 now, &d, &sim, &veto)
+                  : cache_semantic_search_guarded(l->idx, &scope, l->vec, guards ? &sig : NULL, thr,
+                                                  now, &d, &sim, &veto);
     int64_t t2 = now_ns();
     if (slot < 0)
         return;
@@ -443,8 +442,8 @@ static void lat_report(sb_lat_t *l, int lookups, size_t entries, double *p50, do
     printf("  %-34s p50 %8.1f us  p99 %8.1f us  max %8.1f us  (search alone: p50 %8.1f us, "
            "p99 %8.1f us)  %zu bytes/entry, %d hits\n",
            l->name, *p50, *p99, l->total_us[lookups - 1], l->search_us[lookups / 2],
-           l->search_us[lookups * 99 / 100],
-           cache_semantic_bytes(l->idx) / (entries ? entries : 1), l->hits);
+           l->search_us[lookups * 99 / 100], cache_semantic_bytes(l->idx) / (entries ? entries : 1),
+           l->hits);
 }
 
 /* Lookup latency with `entries` prompts in one scope: the index this run measures (the
@@ -481,8 +480,8 @@ static int run_latency(const sb_config_t *cfg, const cache_embedder_t *e,
     for (int b = 0; b < LOOKUPS / BLOCK; b++)
         for (int k = 0; k < 2; k++) {
             for (int i = 0; i < REWARM; i++) /* other prompts than the block's */
-                lat_lookup(&l[k], p[(size_t)(b * BLOCK + i + n / 2) % n].later, cfg->guards,
-                           thr, now, -1);
+                lat_lookup(&l[k], p[(size_t)(b * BLOCK + i + n / 2) % n].later, cfg->guards, thr,
+                           now, -1);
             for (int i = b * BLOCK; i < (b + 1) * BLOCK; i++)
                 lat_lookup(&l[k], p[(size_t)i % n].later, cfg->guards, thr, now, i);
         }
@@ -596,8 +595,8 @@ int main(int argc, char **argv)
     float *sim = calloc(n, sizeof(float));
     int *id = calloc(n, sizeof(int));
     cache_guard_reason_t *veto = calloc(n, sizeof(*veto));
-    if ((cfg.dense ? !v.stored_vec || !v.later_vec : !v.stored_sv || !v.later_sv) ||
-        !v.later_ok || !sim || !id || !veto || (cfg.guards && (!v.stored_sig || !v.later_sig))) {
+    if ((cfg.dense ? !v.stored_vec || !v.later_vec : !v.stored_sv || !v.later_sv) || !v.later_ok ||
+        !sim || !id || !veto || (cfg.guards && (!v.stored_sig || !v.later_sig))) {
         fprintf(stderr, "llmserve-semcachebench: out of memory\n");
         return 1;
     }

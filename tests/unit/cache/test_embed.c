@@ -261,8 +261,8 @@ Test(embed, sparse_output_is_the_dense_vector)
             size_t nonzero = 0;
             for (size_t k = 0; k < dims[d]; k++)
                 nonzero += v[k] != 0;
-            cr_assert_eq(sv.n, nonzero, "dim %zu \"%s\": %zu pairs, %zu non-zero", dims[d],
-                         text, sv.n, nonzero);
+            cr_assert_eq(sv.n, nonzero, "dim %zu \"%s\": %zu pairs, %zu non-zero", dims[d], text,
+                         sv.n, nonzero);
             for (size_t i = 0; i < sv.n; i++) {
                 cr_assert_lt(sv.index[i], dims[d]);
                 if (i)

@@ -83,8 +83,7 @@ Test(postings, threshold_search_equals_a_full_scan)
             held--;
         } else if (!vecs[slot].n) {
             uint32_t like = (uint32_t)(unit(&seed) * SLOTS);
-            random_vec(&seed, vecs[like].n && unit(&seed) < 0.5 ? &vecs[like] : NULL,
-                       &vecs[slot]);
+            random_vec(&seed, vecs[like].n && unit(&seed) < 0.5 ? &vecs[like] : NULL, &vecs[slot]);
             cr_assert_eq(cache_postings_add(p, slot, &vecs[slot]), LS_OK);
             held++;
         }
@@ -104,12 +103,12 @@ Test(postings, threshold_search_equals_a_full_scan)
         }
         cache_postings_hit_t *got;
         size_t n_got = cache_postings_search(p, &q, thr, &got);
-        cr_assert_eq(n_got, n_want, "round %d threshold %.4f: %zu hits, the scan finds %zu",
-                     round, thr, n_got, n_want);
+        cr_assert_eq(n_got, n_want, "round %d threshold %.4f: %zu hits, the scan finds %zu", round,
+                     thr, n_got, n_want);
         qsort(got, n_got, sizeof(*got), by_slot);
         for (size_t i = 0; i < n_got; i++) {
-            cr_assert_eq(got[i].slot, want[i].slot, "round %d: slot %u vs %u", round,
-                         got[i].slot, want[i].slot);
+            cr_assert_eq(got[i].slot, want[i].slot, "round %d: slot %u vs %u", round, got[i].slot,
+                         want[i].slot);
             cr_assert_eq(memcmp(&got[i].similarity, &want[i].similarity, sizeof(float)), 0,
                          "round %d slot %u: %g vs %g", round, got[i].slot, got[i].similarity,
                          want[i].similarity);

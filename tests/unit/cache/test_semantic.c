@@ -427,10 +427,10 @@ Test(semantic_sparse, guarded_answers_equal_the_dense_index)
             cache_digest_t fd = {{0}}, fs = {{0}};
             float simd = 0, sims = 0;
             cache_guard_reason_t vd, vs;
-            bool okd = cache_semantic_search_guarded(dense, &scope, dv, g, thr[k], now, &fd, &simd,
-                                                     &vd);
-            bool oks = cache_semantic_search_sparse(sparse, &scope, &sv, g, thr[k], now, &fs,
-                                                    &sims, &vs);
+            bool okd =
+                cache_semantic_search_guarded(dense, &scope, dv, g, thr[k], now, &fd, &simd, &vd);
+            bool oks =
+                cache_semantic_search_sparse(sparse, &scope, &sv, g, thr[k], now, &fs, &sims, &vs);
             cr_assert_eq(okd, oks, "\"%s\" at %.2f: dense %d sparse %d", t, thr[k], okd, oks);
             cr_assert_eq(vd, vs, "\"%s\" at %.2f: veto %d vs %d", t, thr[k], vd, vs);
             if (okd) {
@@ -487,8 +487,7 @@ Test(semantic_sparse, searches_while_adding_and_removing)
     cache_digest_t scope = digest(100), keep = {{0xee, 0xee, 0xee, 0xee, 0xee}};
     cache_sparse_t kv = CACHE_SPARSE_INIT, v = CACHE_SPARSE_INIT;
     svec("What is the boiling point of water at sea level?", &kv);
-    cr_assert_eq(cache_semantic_add_sparse(idx, &scope, 1, &kv, NULL, &keep, INT64_MAX, 0),
-                 LS_OK);
+    cr_assert_eq(cache_semantic_add_sparse(idx, &scope, 1, &kv, NULL, &keep, INT64_MAX, 0), LS_OK);
     race_t r = {.idx = idx, .keep = &kv};
     pthread_t t[3];
     for (int i = 0; i < 3; i++)
