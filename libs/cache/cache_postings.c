@@ -55,8 +55,14 @@ typedef struct {
     posting_t *p;
 } plist_t;
 
+/* A table cell holds the feature too, so a probe reads only the table. */
+typedef struct {
+    uint32_t feature;
+    uint32_t list; /* list number + 1, 0 for an empty cell */
+} cell_t;
+
 struct cache_postings {
-    uint32_t *table; /* open addressing by feature: list number + 1, 0 for none */
+    cell_t *table; /* open addressing by feature */
     size_t table_cap;
     plist_t *lists;
     size_t n_lists, lists_cap;
@@ -102,27 +108,27 @@ static plist_t *find_list(const cache_postings_t *p, uint32_t feature)
 {
     size_t mask = p->table_cap - 1;
     for (size_t i = mix(feature) & mask;; i = (i + 1) & mask) {
-        uint32_t l = p->table[i];
-        if (!l)
+        const cell_t *c = &p->table[i];
+        if (!c->list)
             return NULL;
-        if (p->lists[l - 1].feature == feature)
-            return &p->lists[l - 1];
+        if (c->feature == feature)
+            return &p->lists[c->list - 1];
     }
 }
 
-static void table_put(uint32_t *table, size_t cap, uint32_t feature, uint32_t list_no)
+static void table_put(cell_t *table, size_t cap, uint32_t feature, uint32_t list_no)
 {
     size_t mask = cap - 1;
     size_t i = mix(feature) & mask;
-    while (table[i])
+    while (table[i].list)
         i = (i + 1) & mask;
-    table[i] = list_no + 1;
+    table[i] = (cell_t){feature, list_no + 1};
 }
 
 /* Rebuilds the table for the lists held into `cap` cells.  LS_ERR_NOMEM: unchanged. */
 static int rebuild_table(cache_postings_t *p, size_t cap)
 {
-    uint32_t *table = calloc(cap, sizeof(*table));
+    cell_t *table = calloc(cap, sizeof(*table));
     if (!table)
         return LS_ERR_NOMEM;
     for (size_t i = 0; i < p->n_lists; i++)
@@ -415,13 +421,29 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
         return n_hits;
     }
 
+    /* On a big scope each step below is a cache miss per feature or candidate (table
+     * cell, list head, postings; a candidate's vector and its arrays): each step is
+     * asked for, for all of them, before the next reads any, so the misses overlap. */
+    size_t mask = p->table_cap - 1;
+    for (size_t i = 0; i < q->n; i++)
+        __builtin_prefetch(&p->table[mix(q->index[i]) & mask]);
     size_t n_terms = 0;
     for (size_t i = 0; i < q->n; i++) {
         const plist_t *l = find_list(p, q->index[i]);
-        if (l && l->n)
-            s->terms[n_terms++] =
-                (term_t){l, q->index[i], q->value[i], fabsf(q->value[i]) * l->bound};
+        if (l) {
+            __builtin_prefetch(l);
+            s->terms[n_terms++] = (term_t){l, q->index[i], q->value[i], 0};
+        }
     }
+    size_t kept = 0;
+    for (size_t i = 0; i < n_terms; i++) {
+        const plist_t *l = s->terms[i].list;
+        if (!l->n)
+            continue;
+        s->terms[i].ub = fabsf(s->terms[i].q) * l->bound;
+        s->terms[kept++] = s->terms[i];
+    }
+    n_terms = kept;
     if (n_terms > 1) /* qsort wants a non-NULL array even for none */
         qsort(s->terms, n_terms, sizeof(*s->terms), by_length_desc);
     float skipped = 0; /* the ub sum of the skipped lists */
@@ -447,6 +469,8 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
             memset(s->stamp, 0, s->slots_cap * sizeof(*s->stamp));
         s->epoch = 1;
     }
+    for (size_t i = n_skipped; i < n_terms; i++)
+        __builtin_prefetch(s->terms[i].list->p);
     size_t n_touched = 0;
     for (size_t i = n_skipped; i < n_terms; i++) {
         const plist_t *l = s->terms[i].list;
@@ -461,7 +485,19 @@ size_t cache_postings_search(const cache_postings_t *p, const cache_sparse_t *q,
             s->acc[slot] += qv * l->p[k].value;
         }
     }
+    size_t n_alive = 0; /* candidates the partial sums alone cannot drop */
     for (size_t i = 0; i < n_touched; i++) {
+        uint32_t slot = s->touched[i];
+        if (s->acc[slot] + skipped >= min_similarity - PRUNE_MARGIN) {
+            __builtin_prefetch(&p->vecs[slot]);
+            s->touched[n_alive++] = slot;
+        }
+    }
+    for (size_t i = 0; i < n_alive; i++) {
+        __builtin_prefetch(p->vecs[s->touched[i]].index);
+        __builtin_prefetch(p->vecs[s->touched[i]].value);
+    }
+    for (size_t i = 0; i < n_alive; i++) {
         uint32_t slot = s->touched[i];
         const cache_sparse_t *v = &p->vecs[slot];
         float bound = s->acc[slot] + skipped;

@@ -390,6 +390,10 @@ bool cache_semantic_search_sparse(cache_semantic_t *idx, const cache_digest_t *s
          * similar one turned down before it: the dense scan's answer. */
         cache_postings_hit_t *hits;
         size_t n = cache_postings_search(s->post, vec, min_similarity, &hits);
+        for (size_t k = 0; k < n; k++) { /* read below, one cache miss or more each */
+            __builtin_prefetch(&s->slots[hits[k].slot]);
+            __builtin_prefetch(&s->sigs[hits[k].slot]);
+        }
         if (n > 1) /* qsort wants a non-NULL array even for none */
             qsort(hits, n, sizeof(*hits), by_similarity_desc);
         bool have_veto = false;
