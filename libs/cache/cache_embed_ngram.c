@@ -44,6 +44,12 @@ typedef struct {
     _Atomic unsigned next_stemmer;
 } ngram_t;
 
+/* One emitted feature, for the sparse output. */
+typedef struct {
+    uint32_t bucket;
+    float w; /* signed weight */
+} feature_t;
+
 static const char *const k_stop[] = {
     "a",     "an",     "the",   "is",    "are",     "was",      "were", "be",    "to",
     "of",    "in",     "on",    "for",   "and",     "or",       "it",   "its",   "this",
@@ -95,9 +101,34 @@ static uint64_t hash_feature(char tag, const char *s, size_t len, const char *s2
     return h;
 }
 
-static void add(float *v, size_t dim, uint64_t h, float w)
+/* Where features go: added into a dense vector, or listed for a sparse one. */
+typedef struct {
+    float *dense; /* dim floats, or NULL: list the features */
+    feature_t *list;
+    size_t n, cap;
+    bool nomem; /* the list could not grow: the embedding fails */
+} sink_t;
+
+static void add(sink_t *s, size_t dim, uint64_t h, float w)
 {
-    v[h & (dim - 1)] += (h >> 63) ? -w : w;
+    uint32_t bucket = (uint32_t)(h & (dim - 1));
+    float signed_w = (h >> 63) ? -w : w;
+    if (s->dense) {
+        s->dense[bucket] += signed_w;
+        return;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        feature_t *list = realloc(s->list, cap * sizeof(*list));
+        if (!list) {
+            s->nomem = true;
+            return;
+        }
+        s->list = list;
+        s->cap = cap;
+    }
+    s->list[s->n] = (feature_t){bucket, signed_w};
+    s->n++;
 }
 
 static bool word_byte(unsigned char c)
@@ -137,7 +168,7 @@ typedef struct {
     ngram_t *n;
     const cache_lexicon_t *lex;
     size_t dim;
-    float *out;
+    sink_t *out;
     char prev[WORD_MAX];
     size_t prev_len;
     bool have_prev;
@@ -210,17 +241,10 @@ static void add_word(feat_t *f, const char *word, size_t word_len)
     f->have_prev = true;
 }
 
-static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, float *out)
+/* Emits every feature of text[0..len) into out. */
+static void emit_features(ngram_t *n, sink_t *out, size_t dim, const char *text, size_t len)
 {
-    size_t dim = e->dim;
-    memset(out, 0, dim * sizeof(float));
-    ngram_t *n = (ngram_t *)e;
-    feat_t f = {.n = n,
-                .lex = n->lex,
-                .dim = dim,
-                .out = out,
-                .prev_len = 0,
-                .have_prev = false};
+    feat_t f = {.n = n, .lex = n->lex, .dim = dim, .out = out, .prev_len = 0, .have_prev = false};
     size_t i = 0;
     while (i < len) {
         while (i < len && !word_byte((unsigned char)text[i]))
@@ -258,6 +282,14 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
             add_word(&f, w, wl);
         }
     }
+}
+
+static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, float *out)
+{
+    size_t dim = e->dim;
+    memset(out, 0, dim * sizeof(float));
+    sink_t sink = {.dense = out};
+    emit_features((ngram_t *)e, &sink, dim, text, len);
     double norm = 0;
     for (size_t k = 0; k < dim; k++)
         norm += (double)out[k] * out[k];
@@ -269,6 +301,79 @@ static int ngram_embed(const cache_embedder_t *e, const char *text, size_t len, 
     for (size_t k = 0; k < dim; k++)
         out[k] *= inv;
     return LS_OK;
+}
+
+/* Sorts s's features by bucket, keeping emission order among equal buckets: an LSD
+ * radix sort, stable, and cheaper than qsort's comparator calls for a few hundred
+ * features.  Returns LS_OK or LS_ERR_NOMEM (s unchanged). */
+static int sort_features(sink_t *s, size_t dim)
+{
+    if (s->n < 2)
+        return LS_OK;
+    feature_t *src = s->list, *dst = malloc(s->n * sizeof(*dst));
+    if (!dst)
+        return LS_ERR_NOMEM;
+    for (unsigned shift = 0; ((size_t)1 << shift) < dim; shift += 8) {
+        size_t start[257] = {0};
+        for (size_t i = 0; i < s->n; i++)
+            start[((src[i].bucket >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            start[b + 1] += start[b];
+        for (size_t i = 0; i < s->n; i++)
+            dst[start[(src[i].bucket >> shift) & 0xff]++] = src[i];
+        feature_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    free(dst);
+    s->list = src;
+    s->cap = s->n; /* the sorted array may be the one sized for n */
+    return LS_OK;
+}
+
+/* The dense vector's non-zero buckets, computed the same way: each bucket sums its
+ * features in emission order and the norm sums the buckets in index order, so the values
+ * equal the dense embedding's bit for bit (tests/unit/cache/test_embed.c checks it). */
+static int ngram_embed_sparse(const cache_embedder_t *e, const char *text, size_t len,
+                              cache_sparse_t *out)
+{
+    out->n = 0;
+    sink_t sink = {.dense = NULL};
+    emit_features((ngram_t *)e, &sink, e->dim, text, len);
+    int rc = LS_OK;
+    if (sink.nomem) {
+        rc = LS_ERR_NOMEM;
+        goto out_free_list;
+    }
+    /* at most one pair per feature; reserving them all first leaves nothing to fail */
+    if (sort_features(&sink, e->dim) != LS_OK || cache_sparse_reserve(out, sink.n) != LS_OK) {
+        rc = LS_ERR_NOMEM;
+        goto out_free_list;
+    }
+    double norm = 0;
+    for (size_t i = 0; i < sink.n;) {
+        uint32_t bucket = sink.list[i].bucket;
+        float v = 0;
+        for (; i < sink.n && sink.list[i].bucket == bucket; i++)
+            v += sink.list[i].w;
+        if (v == 0)
+            continue; /* cancelled out, as a zero bucket of the dense vector */
+        out->index[out->n] = bucket;
+        out->value[out->n] = v;
+        out->n++;
+        norm += (double)v * v;
+    }
+    if (norm <= 0) {
+        out->n = 0;
+        rc = LS_ERR_INVALID;
+        goto out_free_list;
+    }
+    float inv = (float)(1.0 / sqrt(norm));
+    for (size_t i = 0; i < out->n; i++)
+        out->value[i] *= inv;
+out_free_list:
+    free(sink.list);
+    return rc;
 }
 
 static void ngram_destroy(cache_embedder_t *e)
@@ -301,7 +406,7 @@ cache_embedder_t *cache_embed_ngram_create(size_t dim)
 cache_embedder_t *cache_embed_ngram_create_cfg(const cache_embed_ngram_config_t *cfg)
 {
     size_t dim = cfg->dim;
-    if (dim < 64 || dim > 65536 || (dim & (dim - 1)) != 0) {
+    if (dim < 64 || dim > CACHE_EMBED_NGRAM_MAX_DIM || (dim & (dim - 1)) != 0) {
         cache_lexicon_destroy(cfg->lex);
         return NULL;
     }
@@ -320,6 +425,7 @@ cache_embedder_t *cache_embed_ngram_create_cfg(const cache_embed_ngram_config_t 
     n->base.dim = dim;
     n->base.embed = ngram_embed;
     n->base.destroy = ngram_destroy;
+    n->base.embed_sparse = ngram_embed_sparse;
     return &n->base;
 }
 

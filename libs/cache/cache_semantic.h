@@ -12,6 +12,13 @@
  * Entries expire with their answer's TTL (expires_us, monotonic) and are skipped, then
  * swept, once expired.
  *
+ * An index holds dense vectors (cache_semantic_create; the _add, _add_guarded, _search
+ * and _search_guarded calls) or sparse ones (cache_semantic_create_sparse; the _sparse
+ * calls), as its embedder gives them (cache_embed.h); calling the other kind's functions
+ * is a programming error and aborts.  Both search exactly: the answer is the one a
+ * comparison with every entry gives.  A dense search reads every entry of the scope; a
+ * sparse one reads only the inverted-index postings that can reach the threshold.
+ *
  * Thread-safe: a read-write lock; searches share it, changes take it alone.
  */
 #ifndef CACHE_SEMANTIC_H
@@ -19,6 +26,7 @@
 
 #include "cache/cache_guard.h"
 #include "cache/cache_key.h"
+#include "cache/cache_sparse.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +41,13 @@ typedef struct cache_semantic cache_semantic_t;
 /* Creates an index of dim-float vectors.  Returns the index (aborts when out of memory:
  * a control structure). */
 cache_semantic_t *cache_semantic_create(size_t dim, size_t max_per_scope, size_t max_scopes);
+
+/* Creates an index of sparse unit vectors with indexes below dim.  Returns the index
+ * (aborts when out of memory: a control structure). */
+cache_semantic_t *cache_semantic_create_sparse(size_t dim, size_t max_per_scope, size_t max_scopes);
+
+/* Whether idx was made by cache_semantic_create_sparse. */
+bool cache_semantic_is_sparse(const cache_semantic_t *idx);
 
 /* Frees everything.  NULL is a no-op. */
 void cache_semantic_destroy(cache_semantic_t *idx);
@@ -67,6 +82,30 @@ bool cache_semantic_search_guarded(cache_semantic_t *idx, const cache_digest_t *
                                    float min_similarity, int64_t now_us, cache_digest_t *exact,
                                    float *similarity, cache_guard_reason_t *veto);
 
+/* The most (index, value) pairs a sparse entry may have: its memory grows with them (16
+ * bytes a pair, against 2 KiB for a 512-float dense entry), and the prompt comes from the
+ * network.  A prompt of several hundred words reaches it. */
+#define CACHE_SEMANTIC_MAX_PAIRS 4096
+
+/* cache_semantic_add_guarded for a sparse index: vec (copied) must have ascending
+ * indexes below the index's dim and at least one entry, else LS_ERR_INVALID, and at
+ * most CACHE_SEMANTIC_MAX_PAIRS, else LS_ERR_FULL.  Returns LS_OK, LS_ERR_INVALID,
+ * LS_ERR_FULL or LS_ERR_NOMEM (the new entry is then not added; the index is
+ * unchanged but for LS_ERR_NOMEM, after which expired entries may have been swept). */
+int cache_semantic_add_sparse(cache_semantic_t *idx, const cache_digest_t *scope,
+                              uint64_t model_tag, const cache_sparse_t *vec,
+                              const cache_guard_sig_t *sig, const cache_digest_t *exact,
+                              int64_t expires_us, int64_t now_us);
+
+/* cache_semantic_search_guarded for a sparse index, with the answer and veto a dense
+ * index holding the same vectors gives (of entries equally similar, both take the one
+ * added into the lowest free slot).  Borrows vec for the call.  Out of memory for the
+ * search's scratch space (a per-thread buffer) is a miss. */
+bool cache_semantic_search_sparse(cache_semantic_t *idx, const cache_digest_t *scope,
+                                  const cache_sparse_t *vec, const cache_guard_sig_t *sig,
+                                  float min_similarity, int64_t now_us, cache_digest_t *exact,
+                                  float *similarity, cache_guard_reason_t *veto);
+
 /* Removes the entry for exact key `exact` in scope; returns true when there was one. */
 bool cache_semantic_remove(cache_semantic_t *idx, const cache_digest_t *scope,
                            const cache_digest_t *exact);
@@ -79,5 +118,9 @@ size_t cache_semantic_count(cache_semantic_t *idx);
 
 /* Scopes held. */
 size_t cache_semantic_scopes(cache_semantic_t *idx);
+
+/* Bytes the index holds for its scopes and entries (vectors, postings, guard
+ * signatures), allocator overhead aside. */
+size_t cache_semantic_bytes(cache_semantic_t *idx);
 
 #endif

@@ -88,7 +88,7 @@ void engine_config_init(engine_config_t *cfg)
     cfg->semantic_guards = true;
     cfg->semantic_max_per_scope = 2048;
     cfg->semantic_max_scopes = 4096;
-    cfg->embed_dim = 512;
+    cfg->embed_dim = CACHE_EMBED_NGRAM_SPACE;
     cfg->wordnet = "auto";
     cfg->stem = true;
     cfg->gen_refresh_us = 1000000;   /* 1 s */
@@ -398,20 +398,53 @@ static void guard_sig(const cache_key_input_t *in, cache_guard_sig_t *sig)
     cache_guard_sig(text, len, sig);
 }
 
-/* Embeds the text the semantic cache compares; returns a new vector or NULL. */
-static float *embed(engine_t *eng, const cache_key_input_t *in)
+/* A prompt's embedding: sparse when the embedder offers it (the index is then sparse,
+ * see engine_create), else dense. */
+typedef struct {
+    float *dense;
+    cache_sparse_t sparse;
+} emb_vec_t;
+
+/* Embeds the text the semantic cache compares into *v.  Returns false when there is
+ * nothing to embed or no memory; free *v with emb_vec_free either way. */
+static bool embed(engine_t *eng, const cache_key_input_t *in, emb_vec_t *v)
 {
     const char *text;
     size_t len;
     cache_key_semantic_text(in, &text, &len);
-    float *vec = malloc(eng->emb->dim * sizeof(float));
-    if (!vec)
-        return NULL;
-    if (eng->emb->embed(eng->emb, text, len, vec) != LS_OK) {
-        free(vec);
-        return NULL;
-    }
-    return vec;
+    *v = (emb_vec_t){.dense = NULL, .sparse = CACHE_SPARSE_INIT};
+    if (eng->emb->embed_sparse)
+        return eng->emb->embed_sparse(eng->emb, text, len, &v->sparse) == LS_OK;
+    v->dense = malloc(eng->emb->dim * sizeof(float));
+    return v->dense && eng->emb->embed(eng->emb, text, len, v->dense) == LS_OK;
+}
+
+static void emb_vec_free(emb_vec_t *v)
+{
+    free(v->dense);
+    cache_sparse_free(&v->sparse);
+}
+
+static bool sem_search(engine_t *eng, const cache_digest_t *scope, const emb_vec_t *v,
+                       const cache_guard_sig_t *sig, float threshold, cache_digest_t *exact,
+                       float *sim, cache_guard_reason_t *veto)
+{
+    if (!v->dense)
+        return cache_semantic_search_sparse(eng->sem, scope, &v->sparse, sig, threshold,
+                                            ls_now_us(), exact, sim, veto);
+    return cache_semantic_search_guarded(eng->sem, scope, v->dense, sig, threshold, ls_now_us(),
+                                         exact, sim, veto);
+}
+
+static void sem_add(engine_t *eng, const cache_key_t *k, const emb_vec_t *v,
+                    const cache_guard_sig_t *sig, int64_t expires_us, int64_t now)
+{
+    if (!v->dense)
+        cache_semantic_add_sparse(eng->sem, &k->scope, k->model_tag, &v->sparse, sig, &k->exact,
+                                  expires_us, now);
+    else
+        cache_semantic_add_guarded(eng->sem, &k->scope, k->model_tag, v->dense, sig, &k->exact,
+                                   expires_us, now);
 }
 
 int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bool semantic,
@@ -437,16 +470,17 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
     if (semantic && eng->sem) {
         count_tier(eng, M_CACHE_LOOKUPS, TIER_SEM);
         float threshold = min_similarity > 0 ? min_similarity : eng->cfg.semantic_threshold;
-        float *vec = embed(eng, in);
+        emb_vec_t vec;
+        bool embedded = embed(eng, in, &vec);
         cache_digest_t cand;
         float sim = 0;
         cache_guard_sig_t sig;
         if (eng->cfg.semantic_guards)
             guard_sig(in, &sig);
         cache_guard_reason_t veto = CACHE_GUARD_OK;
-        bool found = vec && cache_semantic_search_guarded(
-                                eng->sem, &k.scope, vec, eng->cfg.semantic_guards ? &sig : NULL,
-                                threshold, ls_now_us(), &cand, &sim, &veto);
+        bool found =
+            embedded && sem_search(eng, &k.scope, &vec, eng->cfg.semantic_guards ? &sig : NULL,
+                                   threshold, &cand, &sim, &veto);
         if (veto != CACHE_GUARD_OK) {
             atomic_fetch_add(&eng->vetoes[veto], 1);
             svc_metric_add(eng->rep, M_CACHE_VETOES, VETO_LABELS[veto], 1, 1);
@@ -458,13 +492,13 @@ int engine_lookup(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in, bo
                 out->similarity = sim;
                 count_hit(eng, out);
                 count_tier(eng, M_CACHE_HITS, TIER_SEM);
-                free(vec);
+                emb_vec_free(&vec);
                 return LS_OK;
             }
             if (f == FETCH_MISSING) /* evicted or invalidated elsewhere: drop the pointer */
                 cache_semantic_remove(eng->sem, &k.scope, &cand);
         }
-        free(vec);
+        emb_vec_free(&vec);
     }
     memset(out, 0, sizeof(*out));
     atomic_fetch_add(&eng->misses, 1);
@@ -541,15 +575,13 @@ int engine_store(engine_t *eng, cache_mc_t *mc, const cache_key_input_t *in,
         atomic_fetch_add(&eng->stores, 1);
         svc_metric_add(eng->rep, M_CACHE_STORES, NULL, 0, 1);
         if (a->semantic && eng->sem) {
-            float *vec = embed(eng, in);
+            emb_vec_t vec;
             cache_guard_sig_t sig;
             if (eng->cfg.semantic_guards)
                 guard_sig(in, &sig);
-            if (vec)
-                cache_semantic_add_guarded(eng->sem, &k.scope, k.model_tag, vec,
-                                           eng->cfg.semantic_guards ? &sig : NULL, &k.exact,
-                                           expires_us, now);
-            free(vec);
+            if (embed(eng, in, &vec))
+                sem_add(eng, &k, &vec, eng->cfg.semantic_guards ? &sig : NULL, expires_us, now);
+            emb_vec_free(&vec);
         }
     }
     return LS_OK;
@@ -676,7 +708,7 @@ static cache_embedder_t *create_embedder(const engine_config_t *cfg)
         return NULL;
     cache_embedder_t *e = cache_embed_ngram_create_cfg(&ec);
     if (!e)
-        LS_LOG_ERROR("cache", "embedding size must be a power of two from 64 to 65536 dim=%zu",
+        LS_LOG_ERROR("cache", "n-gram hash space must be a power of two from 64 to 16777216 dim=%zu",
                      cfg->embed_dim);
     return e;
 }
@@ -720,8 +752,12 @@ engine_t *engine_create(const engine_config_t *cfg)
         eng->emb = create_embedder(cfg);
         if (!eng->emb)
             goto out_free;
-        eng->sem = cache_semantic_create(eng->emb->dim, cfg->semantic_max_per_scope,
-                                         cfg->semantic_max_scopes);
+        /* an embedder with sparse vectors gets the inverted index (cache_semantic.h) */
+        eng->sem = eng->emb->embed_sparse
+                       ? cache_semantic_create_sparse(eng->emb->dim, cfg->semantic_max_per_scope,
+                                                      cfg->semantic_max_scopes)
+                       : cache_semantic_create(eng->emb->dim, cfg->semantic_max_per_scope,
+                                               cfg->semantic_max_scopes);
     }
     cache_pool_config_t pc = cfg->pool;
     pc.on_idle = on_idle;

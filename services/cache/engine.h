@@ -54,7 +54,8 @@ typedef struct {
                                       names or direction differ (cache_guard.h) */
     size_t semantic_max_per_scope; /* entries per scope */
     size_t semantic_max_scopes;    /* scopes held */
-    size_t embed_dim;              /* n-gram embedding size (power of two) */
+    size_t embed_dim;              /* n-gram hash space, buckets (power of two); the
+                                      vectors are sparse in it (cache_embed.h) */
     const char *wordnet;           /* WordNet dictionary directory for the n-gram embedder's
                                       lemmas, spelling and synonyms (cache_lexicon.h),
                                       borrowed; "auto": /usr/share/wordnet when it is there,
@@ -72,11 +73,11 @@ typedef struct {
 } engine_config_t;
 
 /* Defaults: 64 MiB L1, TTL 3600 s (max 86400 s), 512 KiB values, semantic on at
- * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, 512-float
- * n-gram embeddings with WordNet "auto" and stems (the model embedder: no target, the
- * served model, 2000 ms calls, plaintext), generations trusted 1 s, 2 failures open a
- * breaker, probes every 500 ms, 4 workers, memcached on 127.0.0.1:11211 with 50 ms
- * timeouts. */
+ * ENGINE_DEFAULT_THRESHOLD with guards, 2048 entries per scope and 4096 scopes, n-gram
+ * features hashed into 2^20 buckets (sparse) with WordNet "auto" and stems (the model
+ * embedder: no target, the served model, 2000 ms calls, plaintext), generations trusted
+ * 1 s, 2 failures open a breaker, probes every 500 ms, 4 workers, memcached on
+ * 127.0.0.1:11211 with 50 ms timeouts. */
 void engine_config_init(engine_config_t *cfg);
 
 #define ENGINE_DEFAULT_THRESHOLD CACHE_SEMANTIC_DEFAULT_THRESHOLD

@@ -71,7 +71,7 @@ static void cache_config_init(cache_config_t *cfg)
     cfg->semantic_guards = e.semantic_guards;
     cfg->semantic_max_entries = (int64_t)e.semantic_max_per_scope; /* 2048 per scope */
     cfg->semantic_max_scopes = (int64_t)e.semantic_max_scopes;     /* 4096 scopes */
-    cfg->embed_dim = (int64_t)e.embed_dim;                         /* 512 floats */
+    cfg->embed_dim = (int64_t)e.embed_dim;                         /* 2^20 buckets */
     cfg->wordnet = e.wordnet;                                      /* auto */
     cfg->stem = e.stem;                                            /* on */
     cfg->embedder = "ngram";                                       /* or "model" */
@@ -246,8 +246,11 @@ int main(int argc, char **argv)
          "semantic entries per (tenant, model, params) scope", 1, 1e6},
         {"semantic-max-scopes", NULL, LS_OPT_INT, &cfg.semantic_max_scopes,
          "semantic scopes held (least recently used go)", 1, 1e7},
-        {"embed-dim", NULL, LS_OPT_INT, &cfg.embed_dim, "n-gram embedding size, a power of two", 64,
-         65536},
+        {"embed-dim", NULL, LS_OPT_INT, &cfg.embed_dim,
+         "n-gram hash space: buckets the prompt features are hashed into, a power of two "
+         "(vectors are kept sparse, so a big space costs no memory; a small one makes "
+         "features collide)",
+         64, 16777216},
         {"wordnet", NULL, LS_OPT_STRING, &cfg.wordnet,
          "WordNet dictionary for the n-gram semantic keys' lemmas, spelling and synonyms: auto "
          "(/usr/share/wordnet when present), none, or a directory",

@@ -48,10 +48,25 @@ hits_plain=$(awk '$1 == "P" && $2 == "all" {print $4}' "$tmp/plain.txt")
 false_plain=$(awk '$1 == "N" && $2 == "all" {print $4}' "$tmp/plain.txt")
 [ "$hits_on" -gt "$hits_plain" ] || fail "normalization found no more paraphrases ($hits_on vs $hits_plain)"
 [ "$false_on" -le "$false_plain" ] || fail "normalization added false hits ($false_on vs $false_plain)"
-grep -q "WordNet off, stems off" "$tmp/plain.txt" || fail "the header should say WordNet and stems are off"
+grep -q "WordNet off, stems off)" "$tmp/plain.txt" || fail "the header should say WordNet and stems are off"
 "$bench" --data "$data" --wordnet /nonexistent-wordnet >/dev/null 2>"$tmp/wn.err"
 [ $? = 1 ] || fail "a missing WordNet directory should exit 1"
 grep -q "/nonexistent-wordnet/index.noun" "$tmp/wn.err" || fail "the error should name the file"
+# the dense index of the same space answers as the sparse one (tested bit for bit in
+# test_cache_semantic); the old service's dense 512-float index still runs
+"$bench" --data "$data" --dim 4096 --json >"$tmp/s4096.json" || fail "--dim 4096: exit $?"
+"$bench" --data "$data" --dim 4096 --dense --json >"$tmp/d4096.json" || fail "--dense: exit $?"
+/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2])); assert s["index"] == "sparse" and d["index"] == "dense"; del s["index"], d["index"]; assert s == d, (s, d)' "$tmp/s4096.json" "$tmp/d4096.json" ||
+    fail "sparse and dense indexes of one space disagree"
+"$bench" --data "$data" --dense --dim 512 | grep -q "dim 512, dense index, WordNet on, stems on" || fail "--dense --dim 512"
+"$bench" --data "$data" --dense --dim 1048576 >/dev/null 2>&1
+[ $? = 2 ] || fail "--dense with a 2^20 space should exit 2"
+"$bench" --data "$data" --latency 300 >"$tmp/lat.txt" || fail "--latency: exit $?"
+grep -Eq "^  sparse index \(dim 1048576\): +p50 +[0-9.]+ us  p99 +[0-9.]+ us" "$tmp/lat.txt" ||
+    fail "--latency has no sparse row"
+grep -Eq "^  dense baseline \(dim 512\): +p50 " "$tmp/lat.txt" || fail "--latency has no baseline row"
+grep -Eq "^  dense baseline / sparse index: p50 [0-9.]+x, p99 [0-9.]+x$" "$tmp/lat.txt" ||
+    fail "--latency has no ratio"
 
 printf 'P\treorder\tonly three fields\n' >"$tmp/bad.tsv"
 "$bench" --data "$tmp/bad.tsv" >/dev/null 2>"$tmp/bad.err"

@@ -6,14 +6,18 @@
  * report on): lines "kind<TAB>category<TAB>stored prompt<TAB>later prompt", kind P (a
  * paraphrase: a hit is right) or N (a hard negative: any hit is a false hit); '#'
  * starts a comment.  As the cache does it: every distinct stored prompt is embedded
- * into one scope of the semantic index (cache_semantic.c, the service's own code);
+ * into one scope of the semantic index (cache_semantic.c, the service's own code:
+ * sparse n-gram vectors in a 2^20-bucket space unless --dim or --dense say otherwise);
  * each later prompt is embedded and looks for its nearest entry at or above the
  * threshold.  A paraphrase is a hit when it finds its own stored prompt (finding
  * another is counted as a false hit too); a hard negative that finds anything is a
  * false hit.  Rates come with Wilson 95 % intervals.
  *
  * --sweep prints the rates at every threshold from 0.50 to 0.99 (use it on the tuning
- * set); --latency N times embed + search with N entries in one scope.
+ * set); --dense runs the dense index instead (with --dim 512: the cache before its
+ * index went sparse); --latency N times a lookup as the service makes it (embed, guard
+ * signature, guarded search) with N entries in one scope, for the service's index and,
+ * in the same run, for the dense index of --baseline-dim floats that it replaced.
  * Exit status: 0, 1 when the data cannot be read, 2 for bad flags.
  */
 #define _GNU_SOURCE
@@ -45,6 +49,8 @@ typedef struct {
     const char *data;
     double threshold;
     int64_t dim;
+    bool dense;
+    int64_t baseline_dim;
     bool sweep;
     bool guards;
     bool list;
@@ -169,9 +175,11 @@ static void wilson(int k, int n, double *lo, double *hi)
 }
 
 typedef struct {
-    float *stored_vec; /* [n][dim] by stored id (rows of ids that repeat stay unused) */
-    float *later_vec;  /* [n][dim] */
-    bool *later_ok;    /* later prompt had something to embed */
+    /* dense index: [n][dim] by stored id (rows of ids that repeat stay unused) */
+    float *stored_vec, *later_vec;
+    /* sparse index (the service's): [n] by stored id, likewise */
+    cache_sparse_t *stored_sv, *later_sv;
+    bool *later_ok;                            /* later prompt had something to embed */
     cache_guard_sig_t *stored_sig, *later_sig; /* NULL: no guards */
 } sb_vecs_t;
 
@@ -181,16 +189,22 @@ typedef struct {
 static void search_all(const sb_pair_t *p, size_t n, const sb_vecs_t *v, size_t dim, float thr,
                        float *best_sim, int *best_id, cache_guard_reason_t *veto)
 {
-    cache_semantic_t *idx = cache_semantic_create(dim, n + 16, 4);
+    bool sparse = v->stored_sv != NULL;
+    cache_semantic_t *idx = sparse ? cache_semantic_create_sparse(dim, n + 16, 4)
+                                   : cache_semantic_create(dim, n + 16, 4);
     cache_digest_t scope;
     memset(&scope, 0, sizeof(scope));
     int64_t now = ls_now_us();
     for (size_t i = 0; i < n; i++)
         if (p[i].stored_id == (int)i) {
             cache_digest_t d = id_digest((int)i);
-            cache_semantic_add_guarded(idx, &scope, 1, v->stored_vec + i * dim,
-                                       v->stored_sig ? &v->stored_sig[i] : NULL, &d,
-                                       now + 3600000000LL, now);
+            const cache_guard_sig_t *sig = v->stored_sig ? &v->stored_sig[i] : NULL;
+            if (sparse)
+                cache_semantic_add_sparse(idx, &scope, 1, &v->stored_sv[i], sig, &d,
+                                          now + 3600000000LL, now);
+            else
+                cache_semantic_add_guarded(idx, &scope, 1, v->stored_vec + i * dim, sig, &d,
+                                           now + 3600000000LL, now);
         }
     for (size_t i = 0; i < n; i++) {
         best_sim[i] = -2.0f;
@@ -200,9 +214,11 @@ static void search_all(const sb_pair_t *p, size_t n, const sb_vecs_t *v, size_t 
             continue;
         cache_digest_t d;
         float sim;
-        if (cache_semantic_search_guarded(idx, &scope, v->later_vec + i * dim,
-                                          v->later_sig ? &v->later_sig[i] : NULL, thr, now, &d,
-                                          &sim, &veto[i])) {
+        const cache_guard_sig_t *sig = v->later_sig ? &v->later_sig[i] : NULL;
+        if (sparse ? cache_semantic_search_sparse(idx, &scope, &v->later_sv[i], sig, thr, now, &d,
+                                                  &sim, &veto[i])
+                   : cache_semantic_search_guarded(idx, &scope, v->later_vec + i * dim, sig, thr,
+                                                   now, &d, &sim, &veto[i])) {
             best_sim[i] = sim;
             best_id[i] = digest_id(&d);
         }
@@ -259,10 +275,11 @@ static void print_table(const sb_config_t *cfg, const cache_embedder_t *e, const
     totals(cats, nc, 'N', &nn, &nh);
     double lo, hi;
     if (cfg->json) {
-        printf("{\"data\":\"%s\",\"embedder\":\"%s\",\"dim\":%zu,\"threshold\":%.4f,"
-               "\"guards\":%s,\"wordnet\":%s,\"stem\":%s,\"categories\":[",
-               cfg->data, e->name, e->dim, cfg->threshold, cfg->guards ? "true" : "false",
-               cfg->have_lexicon ? "true" : "false", cfg->stem ? "true" : "false");
+        printf("{\"data\":\"%s\",\"embedder\":\"%s\",\"dim\":%zu,\"index\":\"%s\","
+               "\"threshold\":%.4f,\"guards\":%s,\"wordnet\":%s,\"stem\":%s,\"categories\":[",
+               cfg->data, e->name, e->dim, cfg->dense ? "dense" : "sparse", cfg->threshold,
+               cfg->guards ? "true" : "false", cfg->have_lexicon ? "true" : "false",
+               cfg->stem ? "true" : "false");
         for (size_t c = 0; c < nc; c++) {
             wilson(cats[c].hits, cats[c].n, &lo, &hi);
             printf("%s{\"kind\":\"%c\",\"category\":\"%s\",\"pairs\":%d,\"hits\":%d,"
@@ -275,10 +292,10 @@ static void print_table(const sb_config_t *cfg, const cache_embedder_t *e, const
                ph, pn, p_wrong, nh, nn);
         return;
     }
-    printf("semantic cache: %s embedder (dim %zu, WordNet %s, stems %s), threshold %.2f, guards "
-           "%s, data %s\n",
-           e->name, e->dim, cfg->have_lexicon ? "on" : "off", cfg->stem ? "on" : "off",
-           cfg->threshold, cfg->guards ? "on" : "off", cfg->data);
+    printf("semantic cache: %s embedder (dim %zu, %s index, WordNet %s, stems %s), threshold "
+           "%.2f, guards %s, data %s\n",
+           e->name, e->dim, cfg->dense ? "dense" : "sparse", cfg->have_lexicon ? "on" : "off",
+           cfg->stem ? "on" : "off", cfg->threshold, cfg->guards ? "on" : "off", cfg->data);
     printf("P: paraphrase hits (higher is better); N: false hits on hard negatives (0 is the "
            "target)\n");
     printf("%-4s %-10s %6s %6s %7s  %s\n", "kind", "category", "pairs", "hits", "rate", "95% CI");
@@ -324,53 +341,168 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* embed + search latency with `entries` prompts in one scope. */
-static int run_latency(const cache_embedder_t *e, const sb_pair_t *p, size_t n, int64_t entries)
+/* One index as the service keeps it, with what a lookup needs to search it. */
+typedef struct {
+    const char *name;
+    const cache_embedder_t *e;
+    cache_semantic_t *idx;
+    bool sparse;
+    float *vec; /* dense query */
+    cache_sparse_t sv;
+    double *total_us, *search_us; /* per measured lookup */
+    int hits;
+} sb_lat_t;
+
+static void lat_init(sb_lat_t *l, const char *name, const cache_embedder_t *e, bool sparse,
+                     size_t entries, int lookups)
 {
-    size_t dim = e->dim;
-    cache_semantic_t *idx = cache_semantic_create(dim, (size_t)entries + 16, 4);
-    cache_digest_t scope;
+    l->name = name;
+    l->e = e;
+    l->sparse = sparse;
+    l->idx = sparse ? cache_semantic_create_sparse(e->dim, entries + 16, 4)
+                    : cache_semantic_create(e->dim, entries + 16, 4);
+    l->vec = sparse ? NULL : malloc(e->dim * sizeof(float));
+    l->sv = (cache_sparse_t)CACHE_SPARSE_INIT;
+    l->total_us = malloc((size_t)lookups * sizeof(double));
+    l->search_us = malloc((size_t)lookups * sizeof(double));
+    l->hits = 0;
+    if ((!sparse && !l->vec) || !l->total_us || !l->search_us) {
+        fprintf(stderr, "llmserve-semcachebench: out of memory\n");
+        exit(1);
+    }
+}
+
+static void lat_free(sb_lat_t *l)
+{
+    cache_semantic_destroy(l->idx);
+    free(l->vec);
+    cache_sparse_free(&l->sv);
+    free(l->total_us);
+    free(l->search_us);
+}
+
+static bool lat_embed(sb_lat_t *l, const char *text)
+{
+    size_t len = strlen(text);
+    if (l->sparse)
+        return l->e->embed_sparse(l->e, text, len, &l->sv) == LS_OK;
+    return l->e->embed(l->e, text, len, l->vec) == LS_OK;
+}
+
+static void lat_add(sb_lat_t *l, const char *text, bool guards, int id, int64_t now)
+{
+    if (!lat_embed(l, text))
+        return;
+    cache_guard_sig_t sig;
+    if (guards)
+        cache_guard_sig(text, strlen(text), &sig);
+    cache_digest_t scope, d = id_digest(id);
     memset(&scope, 0, sizeof(scope));
-    float *v = malloc(dim * sizeof(float));
+    if (l->sparse)
+        cache_semantic_add_sparse(l->idx, &scope, 1, &l->sv, guards ? &sig : NULL, &d,
+                                  now + 3600000000LL, now);
+    else
+        cache_semantic_add_guarded(l->idx, &scope, 1, l->vec, guards ? &sig : NULL, &d,
+                                   now + 3600000000LL, now);
+}
+
+/* A lookup as engine_lookup makes it after an exact miss: embed, guard signature, guarded
+ * search.  Recorded as lookup `slot` unless slot is negative (warm-up). */
+static void lat_lookup(sb_lat_t *l, const char *q, bool guards, float thr, int64_t now, int slot)
+{
+    int64_t t0 = now_ns();
+    bool ok = lat_embed(l, q);
+    cache_guard_sig_t sig;
+    if (guards)
+        cache_guard_sig(q, strlen(q), &sig);
+    int64_t t1 = now_ns();
+    cache_digest_t scope, d;
+    memset(&scope, 0, sizeof(scope));
+    float sim;
+    cache_guard_reason_t veto;
+    bool hit = false;
+    if (ok)
+        hit = l->sparse
+                  ? cache_semantic_search_sparse(l->idx, &scope, &l->sv, guards ? &sig : NULL, thr,
+                                                 now, &d, &sim, &veto)
+                  : cache_semantic_search_guarded(l->idx, &scope, l->vec, guards ? &sig : NULL, thr,
+                                                  now, &d, &sim, &veto);
+    int64_t t2 = now_ns();
+    if (slot < 0)
+        return;
+    l->total_us[slot] = (double)(t2 - t0) / 1000.0;
+    l->search_us[slot] = (double)(t2 - t1) / 1000.0;
+    l->hits += hit;
+}
+
+static int cmp_double(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return a < b ? -1 : a > b;
+}
+
+static void lat_report(sb_lat_t *l, int lookups, size_t entries, double *p50, double *p99)
+{
+    qsort(l->total_us, (size_t)lookups, sizeof(double), cmp_double);
+    qsort(l->search_us, (size_t)lookups, sizeof(double), cmp_double);
+    *p50 = l->total_us[lookups / 2];
+    *p99 = l->total_us[lookups * 99 / 100];
+    printf("  %-34s p50 %8.1f us  p99 %8.1f us  max %8.1f us  (search alone: p50 %8.1f us, "
+           "p99 %8.1f us)  %zu bytes/entry, %d hits\n",
+           l->name, *p50, *p99, l->total_us[lookups - 1], l->search_us[lookups / 2],
+           l->search_us[lookups * 99 / 100], cache_semantic_bytes(l->idx) / (entries ? entries : 1),
+           l->hits);
+}
+
+/* Lookup latency with `entries` prompts in one scope: the index this run measures (the
+ * service's unless --dense) and the dense baseline, in the same process, filled with the
+ * same prompts, their lookups in alternating blocks so both see the same machine. */
+static int run_latency(const sb_config_t *cfg, const cache_embedder_t *e,
+                       const cache_embedder_t *base_e, const sb_pair_t *p, size_t n,
+                       int64_t entries)
+{
+    enum { LOOKUPS = 5000, WARMUP = 500, BLOCK = 500, REWARM = 50 };
+    char name[2][64];
+    snprintf(name[0], sizeof(name[0]), "%s index (dim %zu):", cfg->dense ? "dense" : "sparse",
+             e->dim);
+    snprintf(name[1], sizeof(name[1]), "dense baseline (dim %zu):", base_e->dim);
+    sb_lat_t l[2];
+    lat_init(&l[0], name[0], e, !cfg->dense, (size_t)entries, LOOKUPS);
+    lat_init(&l[1], name[1], base_e, false, (size_t)entries, LOOKUPS);
     char text[1024];
     int64_t now = ls_now_us();
     /* distinct prompts: the data's stored prompts with a numbered suffix */
     for (int64_t i = 0; i < entries; i++) {
         snprintf(text, sizeof(text), "%s (case %lld)", p[(size_t)i % n].stored, (long long)i);
-        if (e->embed(e, text, strlen(text), v) != LS_OK)
-            continue;
-        cache_digest_t d = id_digest((int)i);
-        cache_semantic_add(idx, &scope, 1, v, &d, now + 3600000000LL, now);
+        for (int k = 0; k < 2; k++)
+            lat_add(&l[k], text, cfg->guards, (int)i, now);
     }
-    enum { LOOKUPS = 2000 };
-    double *us = malloc(LOOKUPS * sizeof(double));
-    for (int i = 0; i < LOOKUPS; i++) {
-        const char *q = p[(size_t)i % n].later;
-        int64_t t0 = now_ns();
-        cache_digest_t d;
-        float sim;
-        if (e->embed(e, q, strlen(q), v) == LS_OK)
-            (void)cache_semantic_search(idx, &scope, v, CACHE_SEMANTIC_DEFAULT_THRESHOLD, now, &d,
-                                            &sim);
-        us[i] = (double)(now_ns() - t0) / 1000.0;
-    }
-    /* sort for percentiles */
-    for (int i = 1; i < LOOKUPS; i++) {
-        double x = us[i];
-        int j = i - 1;
-        while (j >= 0 && us[j] > x) {
-            us[j + 1] = us[j];
-            j--;
+    float thr = (float)cfg->threshold;
+    /* Blocks of lookups, the two indexes taking turns, each block after a few unmeasured
+     * lookups: a dense search streams the whole scope through the caches, so lookups
+     * interleaved one by one would measure the sparse index on caches the baseline has
+     * just flushed, which a service running one index does not see. */
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < WARMUP; i++)
+            lat_lookup(&l[k], p[(size_t)i % n].later, cfg->guards, thr, now, -1);
+    for (int b = 0; b < LOOKUPS / BLOCK; b++)
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < REWARM; i++) /* other prompts than the block's */
+                lat_lookup(&l[k], p[(size_t)(b * BLOCK + i + n / 2) % n].later, cfg->guards, thr,
+                           now, -1);
+            for (int i = b * BLOCK; i < (b + 1) * BLOCK; i++)
+                lat_lookup(&l[k], p[(size_t)i % n].later, cfg->guards, thr, now, i);
         }
-        us[j + 1] = x;
-    }
-    printf("lookup (embed + search) with %lld entries in one scope, %d lookups: p50 %.1f us, "
-           "p99 %.1f us, max %.1f us\n",
-           (long long)entries, LOOKUPS, us[LOOKUPS / 2], us[LOOKUPS * 99 / 100],
-           us[LOOKUPS - 1]);
-    free(us);
-    free(v);
-    cache_semantic_destroy(idx);
+    printf("lookup (embed + guard signature + guarded search) with %lld entries in one scope, "
+           "%d lookups, threshold %.2f, guards %s:\n",
+           (long long)entries, LOOKUPS, thr, cfg->guards ? "on" : "off");
+    double p50[2], p99[2];
+    for (int k = 0; k < 2; k++)
+        lat_report(&l[k], LOOKUPS, (size_t)entries, &p50[k], &p99[k]);
+    printf("  dense baseline / %s index: p50 %.1fx, p99 %.1fx\n", cfg->dense ? "dense" : "sparse",
+           p50[1] / p50[0], p99[1] / p99[0]);
+    for (int k = 0; k < 2; k++)
+        lat_free(&l[k]);
     return 0;
 }
 
@@ -379,7 +511,9 @@ int main(int argc, char **argv)
 
     sb_config_t cfg = {.data = NULL,
                        .threshold = CACHE_SEMANTIC_DEFAULT_THRESHOLD,
-                       .dim = 512,
+                       .dim = (int64_t)CACHE_EMBED_NGRAM_SPACE,
+                       .dense = false,
+                       .baseline_dim = 512,
                        .sweep = false,
                        .guards = true,
                        .latency = 0,
@@ -395,8 +529,15 @@ int main(int argc, char **argv)
          0, 0},
         {"threshold", NULL, LS_OPT_DOUBLE, &cfg.threshold,
          "least cosine similarity for a hit (default: the cache service's)", -1, 1},
-        {"dim", NULL, LS_OPT_INT, &cfg.dim, "embedding size, a power of two (the service's: 512)",
-         64, 65536},
+        {"dim", NULL, LS_OPT_INT, &cfg.dim,
+         "n-gram hash space, a power of two (the service's --embed-dim: 1048576)", 64,
+         (double)CACHE_EMBED_NGRAM_MAX_DIM},
+        {"dense", NULL, LS_OPT_BOOL, &cfg.dense,
+         "search dense vectors of --dim floats by a scan instead of the service's sparse index "
+         "(--dense --dim 512: the cache before its index went sparse; --dim at most 65536)",
+         0, 0},
+        {"baseline-dim", NULL, LS_OPT_INT, &cfg.baseline_dim,
+         "floats per vector of the dense baseline --latency also times", 64, 65536},
         {"sweep", NULL, LS_OPT_BOOL, &cfg.sweep,
          "print the rates at every threshold from 0.50 to 0.99 instead of one table", 0, 0},
         {"list", NULL, LS_OPT_BOOL, &cfg.list,
@@ -408,7 +549,9 @@ int main(int argc, char **argv)
          "does by default (--no-guards: similarity alone)",
          0, 0},
         {"latency", NULL, LS_OPT_INT, &cfg.latency,
-         "also time embed + search with this many entries in one scope (0: no)", 0, 1000000},
+         "also time lookups (embed, guard signature, guarded search) with this many entries in "
+         "one scope, and the dense baseline's in the same run (0: no)",
+         0, 1000000},
         {"json", NULL, LS_OPT_BOOL, &cfg.json, "one JSON object instead of the table", 0, 0},
         {"wordnet", NULL, LS_OPT_STRING, &cfg.wordnet,
          "WordNet dictionary for lemmas, spelling and synonyms, as the cache service's "
@@ -439,37 +582,58 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmserve-semcachebench: --data FILE is required\n");
         return 2;
     }
-    cache_lexicon_config_t lc_cfg;
-    cache_lexicon_config_init(&lc_cfg);
-    lc_cfg.senses = (int)cfg.senses;
-    lc_cfg.spelling = cfg.spelling;
-    cache_lexicon_t *lex = NULL;
-    if (cache_lexicon_open(cfg.wordnet, &lc_cfg, &lex, err, sizeof(err)) != LS_OK) {
-        fprintf(stderr, "llmserve-semcachebench: --wordnet: %s\n", err);
-        return 1;
+    if (cfg.dense && cfg.dim > 65536) {
+        fprintf(stderr, "llmserve-semcachebench: --dense needs --dim of at most 65536\n");
+        return 2;
     }
-    if (!lex && err[0])
-        fprintf(stderr, "llmserve-semcachebench: without WordNet: %s\n", err);
-    cfg.have_lexicon = lex != NULL;
-    cache_embed_ngram_config_t ec;
-    cache_embed_ngram_config_init(&ec);
-    ec.dim = (size_t)cfg.dim;
-    ec.lex = lex;
-    ec.stem = cfg.stem;
-    cache_embedder_t *e = cache_embed_ngram_create_cfg(&ec);
-    if (!e) {
-        fprintf(stderr, "llmserve-semcachebench: --dim must be a power of two from 64 to 65536\n");
+    /* the service's embedder, and the dense baseline's with the same word normalization
+     * (each embedder owns its lexicon) */
+    cache_embedder_t *e = NULL, *base_e = NULL;
+    for (int k = 0; k < 2; k++) {
+        cache_lexicon_config_t lc_cfg;
+        cache_lexicon_config_init(&lc_cfg);
+        lc_cfg.senses = (int)cfg.senses;
+        lc_cfg.spelling = cfg.spelling;
+        cache_lexicon_t *lex = NULL;
+        if (cache_lexicon_open(cfg.wordnet, &lc_cfg, &lex, err, sizeof(err)) != LS_OK) {
+            fprintf(stderr, "llmserve-semcachebench: --wordnet: %s\n", err);
+            cache_embedder_destroy(e);
+            return 1;
+        }
+        if (k == 0 && !lex && err[0])
+            fprintf(stderr, "llmserve-semcachebench: without WordNet: %s\n", err);
+        cfg.have_lexicon = lex != NULL;
+        cache_embed_ngram_config_t ec;
+        cache_embed_ngram_config_init(&ec);
+        ec.dim = (size_t)(k == 0 ? cfg.dim : cfg.baseline_dim);
+        ec.lex = lex;
+        ec.stem = cfg.stem;
+        *(k == 0 ? &e : &base_e) = cache_embed_ngram_create_cfg(&ec);
+    }
+    if (!e || !base_e) {
+        fprintf(stderr, "llmserve-semcachebench: --dim and --baseline-dim must be powers of "
+                        "two\n");
+        cache_embedder_destroy(e);
+        cache_embedder_destroy(base_e);
         return 2;
     }
     size_t n;
     sb_pair_t *p = read_pairs(cfg.data, &n);
     if (!p) {
         cache_embedder_destroy(e);
+        cache_embedder_destroy(base_e);
         return 1;
     }
     size_t dim = e->dim;
-    sb_vecs_t v = {calloc(n * dim, sizeof(float)), calloc(n * dim, sizeof(float)),
-                   calloc(n, sizeof(bool)), NULL, NULL};
+    sb_vecs_t v = {0};
+    if (cfg.dense) {
+        v.stored_vec = calloc(n * dim, sizeof(float));
+        v.later_vec = calloc(n * dim, sizeof(float));
+    } else {
+        v.stored_sv = calloc(n, sizeof(cache_sparse_t));
+        v.later_sv = calloc(n, sizeof(cache_sparse_t));
+    }
+    v.later_ok = calloc(n, sizeof(bool));
     if (cfg.guards) {
         v.stored_sig = calloc(n, sizeof(cache_guard_sig_t));
         v.later_sig = calloc(n, sizeof(cache_guard_sig_t));
@@ -477,15 +641,22 @@ int main(int argc, char **argv)
     float *sim = calloc(n, sizeof(float));
     int *id = calloc(n, sizeof(int));
     cache_guard_reason_t *veto = calloc(n, sizeof(*veto));
-    if (!v.stored_vec || !v.later_vec || !v.later_ok || !sim || !id || !veto ||
-        (cfg.guards && (!v.stored_sig || !v.later_sig))) {
+    if ((cfg.dense ? !v.stored_vec || !v.later_vec : !v.stored_sv || !v.later_sv) || !v.later_ok ||
+        !sim || !id || !veto || (cfg.guards && (!v.stored_sig || !v.later_sig))) {
         fprintf(stderr, "llmserve-semcachebench: out of memory\n");
         return 1;
     }
     for (size_t i = 0; i < n; i++) {
-        if (p[i].stored_id == (int)i)
-            (void)e->embed(e, p[i].stored, strlen(p[i].stored), v.stored_vec + i * dim);
-        v.later_ok[i] = e->embed(e, p[i].later, strlen(p[i].later), v.later_vec + i * dim) == LS_OK;
+        const char *st = p[i].stored, *lt = p[i].later;
+        if (cfg.dense) {
+            if (p[i].stored_id == (int)i)
+                (void)e->embed(e, st, strlen(st), v.stored_vec + i * dim);
+            v.later_ok[i] = e->embed(e, lt, strlen(lt), v.later_vec + i * dim) == LS_OK;
+        } else {
+            if (p[i].stored_id == (int)i)
+                (void)e->embed_sparse(e, st, strlen(st), &v.stored_sv[i]);
+            v.later_ok[i] = e->embed_sparse(e, lt, strlen(lt), &v.later_sv[i]) == LS_OK;
+        }
         if (cfg.guards) {
             cache_guard_sig(p[i].stored, strlen(p[i].stored), &v.stored_sig[i]);
             cache_guard_sig(p[i].later, strlen(p[i].later), &v.later_sig[i]);
@@ -527,7 +698,7 @@ int main(int argc, char **argv)
         }
     }
     if (cfg.latency > 0)
-        run_latency(e, p, n, cfg.latency);
+        run_latency(&cfg, e, base_e, p, n, cfg.latency);
     for (size_t i = 0; i < n; i++) {
         free(p[i].category);
         free(p[i].stored);
@@ -536,6 +707,12 @@ int main(int argc, char **argv)
     free(p);
     free(v.stored_vec);
     free(v.later_vec);
+    for (size_t i = 0; v.stored_sv && i < n; i++) {
+        cache_sparse_free(&v.stored_sv[i]);
+        cache_sparse_free(&v.later_sv[i]);
+    }
+    free(v.stored_sv);
+    free(v.later_sv);
     free(v.later_ok);
     free(v.stored_sig);
     free(v.later_sig);
@@ -543,5 +720,6 @@ int main(int argc, char **argv)
     free(sim);
     free(id);
     cache_embedder_destroy(e);
+    cache_embedder_destroy(base_e);
     return 0;
 }

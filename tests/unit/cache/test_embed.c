@@ -230,3 +230,85 @@ Test(embed, paraphrase_set_at_default_threshold)
     }
     free(p);
 }
+
+/* ---- the sparse output ------------------------------------------------------------- */
+
+static const char *const k_sparse_texts[] = {
+    "How do I reverse a list in Python?",
+    "What's the capital of France? I don't know it",
+    "Convert 26 miles to kilometers, please",
+    "Ünïcödé wörds and plain ASCII words",
+    "a",
+    "the the the of of of to to to", /* function words only */
+    "supercalifragilisticexpialidocious-and-an-even-longer-word-cut-at-the-limit-here",
+};
+
+/* embed_sparse gives the dense vector's non-zero entries, bit for bit, in every space
+ * size, so the sparse and dense indexes compare the same numbers. */
+Test(embed, sparse_output_is_the_dense_vector)
+{
+    size_t dims[] = {64, 512, 4096, 65536};
+    cache_sparse_t sv = CACHE_SPARSE_INIT;
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++) {
+        cache_embedder_t *e = cache_embed_ngram_create(dims[d]);
+        cr_assert_not_null(e);
+        cr_assert_not_null(e->embed_sparse);
+        float *v = malloc(dims[d] * sizeof(float));
+        for (size_t t = 0; t < sizeof(k_sparse_texts) / sizeof(k_sparse_texts[0]); t++) {
+            const char *text = k_sparse_texts[t];
+            cr_assert_eq(e->embed(e, text, strlen(text), v), LS_OK);
+            cr_assert_eq(e->embed_sparse(e, text, strlen(text), &sv), LS_OK);
+            size_t nonzero = 0;
+            for (size_t k = 0; k < dims[d]; k++)
+                nonzero += v[k] != 0;
+            cr_assert_eq(sv.n, nonzero, "dim %zu \"%s\": %zu pairs, %zu non-zero", dims[d], text,
+                         sv.n, nonzero);
+            for (size_t i = 0; i < sv.n; i++) {
+                cr_assert_lt(sv.index[i], dims[d]);
+                if (i)
+                    cr_assert_gt(sv.index[i], sv.index[i - 1], "indexes must ascend");
+                cr_assert_eq(memcmp(&sv.value[i], &v[sv.index[i]], sizeof(float)), 0,
+                             "dim %zu \"%s\" index %u: %g vs %g", dims[d], text, sv.index[i],
+                             sv.value[i], v[sv.index[i]]);
+            }
+        }
+        free(v);
+        cache_embedder_destroy(e);
+    }
+    cache_sparse_free(&sv);
+}
+
+Test(embed, sparse_output_refuses_text_without_words)
+{
+    cache_sparse_t sv = CACHE_SPARSE_INIT;
+    cr_assert_eq(g_e->embed_sparse(g_e, "How are you?", 12, &sv), LS_OK);
+    cr_assert_gt(sv.n, 0);
+    cr_assert_eq(g_e->embed_sparse(g_e, " ?! ...", 7, &sv), LS_ERR_INVALID);
+    cr_assert_eq(sv.n, 0, "a refused text leaves nothing to index");
+    cache_sparse_free(&sv);
+    cache_sparse_free(&sv);
+}
+
+/* The service's space: few collisions, so similarities are those of the features. */
+Test(embed, big_spaces_are_accepted)
+{
+    cache_embedder_t *e = cache_embed_ngram_create(CACHE_EMBED_NGRAM_MAX_DIM);
+    cr_assert_not_null(e);
+    cache_embedder_destroy(e);
+    cr_assert_null(cache_embed_ngram_create(CACHE_EMBED_NGRAM_MAX_DIM * 2));
+    e = cache_embed_ngram_create(CACHE_EMBED_NGRAM_SPACE);
+    cr_assert_not_null(e);
+    cache_sparse_t a = CACHE_SPARSE_INIT, b = CACHE_SPARSE_INIT;
+    const char *t = "How do I reverse a list in Python?";
+    cr_assert_eq(e->embed_sparse(e, t, strlen(t), &a), LS_OK);
+    cr_assert_float_eq(cache_sparse_dot(&a, &a), 1.0f, 1e-5);
+    t = "How can I reverse a Python list?";
+    cr_assert_eq(e->embed_sparse(e, t, strlen(t), &b), LS_OK);
+    float para = cache_sparse_dot(&a, &b);
+    t = "What causes the seasons on Earth?";
+    cr_assert_eq(e->embed_sparse(e, t, strlen(t), &b), LS_OK);
+    cr_assert_gt(para, cache_sparse_dot(&a, &b) + 0.4f);
+    cache_sparse_free(&a);
+    cache_sparse_free(&b);
+    cache_embedder_destroy(e);
+}
