@@ -23,6 +23,8 @@
 #include <string.h>
 
 #define WORD_MAX 40
+#define FILTER_WORDS (1u << 15) /* 2^21 bits, 256 KiB: about 8 % of them set */
+#define FILTER_MASK (FILTER_WORDS - 1)
 
 typedef struct {
     uint32_t off; /* into lex->chars */
@@ -42,6 +44,7 @@ struct cache_lexicon {
     uint32_t *slots; /* entry index + 1; 0 = empty */
     size_t n_slots;
     size_t n_lemmas;
+    uint64_t *filter; /* FILTER_WORDS words: one bit per known form, set once loaded */
 };
 
 /* realloc that aborts like ls_xmalloc: the lexicon is built once, at start. */
@@ -71,8 +74,13 @@ static uint64_t hash_word(const char *w, size_t len)
 
 static int32_t find(const cache_lexicon_t *lex, const char *w, size_t len)
 {
+    uint64_t h = hash_word(w, len);
+    /* most lookups are a spelling search's non-words: the filter turns them away before
+     * the table, whose probes miss the CPU cache */
+    if (lex->filter && !(lex->filter[(h >> 32) & FILTER_MASK] & (1ull << (h >> 58))))
+        return -1;
     size_t mask = lex->n_slots - 1;
-    for (size_t s = hash_word(w, len) & mask;; s = (s + 1) & mask) {
+    for (size_t s = h & mask;; s = (s + 1) & mask) {
         uint32_t v = lex->slots[s];
         if (!v)
             return -1;
@@ -336,6 +344,14 @@ cache_lexicon_t *cache_lexicon_load(const char *dir, const cache_lexicon_config_
     }
     if (rc == LS_OK)
         link_synonyms(lex, &senses);
+    if (rc == LS_OK) {
+        uint64_t *filter = ls_xcalloc(FILTER_WORDS, sizeof(uint64_t));
+        for (size_t i = 0; i < lex->n_ents; i++) {
+            uint64_t h = hash_word(lex->chars + lex->ents[i].off, lex->ents[i].len);
+            filter[(h >> 32) & FILTER_MASK] |= 1ull << (h >> 58);
+        }
+        lex->filter = filter;
+    }
     free(senses.v);
     if (rc != LS_OK) {
         cache_lexicon_destroy(lex);
@@ -364,6 +380,7 @@ void cache_lexicon_destroy(cache_lexicon_t *lex)
     free(lex->chars);
     free(lex->ents);
     free(lex->slots);
+    free(lex->filter);
     free(lex);
 }
 
