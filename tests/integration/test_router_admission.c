@@ -1,0 +1,210 @@
+/*
+ * test_router_admission.c - a saturated pool through the router (issue 18): instances
+ * that hold one request running and one waiting (--max-batch 1 --max-queue 1), many more
+ * requests than that at once.  The router queues what the instances cannot take and
+ * dispatches as they finish; beyond its own queue (--queue-max) it refuses with
+ * RESOURCE_EXHAUSTED and a retry hint (the error's retry_after_ms on Generate, the
+ * grpc-retry-pushback-ms trailer on Complete), never with "no healthy instance"; a
+ * request queued past its deadline, or cancelled there, ends with one terminal event; the
+ * instance stays SERVING throughout.
+ *
+ * Real processes (tests/support/suite.h): the small pool serves the tiny model (fast),
+ * the large one the slow model, whose answers last long enough to hold the pool full
+ * while the test acts.
+ */
+#define _GNU_SOURCE
+#include "grpc/health/v1/health.pb-c.h"
+#include "llmserve/v1/router.pb-c.h"
+#include "rpc/metadata.h"
+#include "support/channel.h"
+#include "support/router_stream.h"
+#include "support/suite.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROMPT "Once upon a time there was a cat"
+
+static suite_t S;
+
+static void stop_suite(void)
+{
+    suite_stop(&S);
+}
+
+static const char *const tight_instance[] = {"--max-batch", "1", "--max-queue", "1", NULL};
+
+/* An instance's health as a probe sees it (SERVING 1, NOT_SERVING 2), or -code. */
+static int instance_health(const test_proc_t *p)
+{
+    rpc_channel_t *ch = test_channel_to(S.client, p->port, NULL);
+    cr_assert_not_null(ch);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = "";
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_call_opts_t o = {.timeout_us = 5000000, .wait_for_ready = true};
+    rpc_channel_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                      &grpc__health__v1__health_check_response__descriptor, &o, &resp, &st);
+    int status = resp ? (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status : -st.code;
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_channel_destroy(ch);
+    return status;
+}
+
+TestSuite(router_admission, .fini = stop_suite, .timeout = 240);
+
+/* The issue's scenario: 8 streams, 40 requests, one instance that holds two. */
+static void start_tight_small(void)
+{
+    static const char *const router[] = {"--tiers", "", NULL};
+    suite_opts_t o = {.n_small = 1, .inference_args = tight_instance, .router_args = router};
+    suite_start(&S, &o);
+}
+
+Test(router_admission, saturated_pool_queues_and_every_request_succeeds,
+     .init = start_tight_small)
+{
+    enum { STREAMS = 8, PER_STREAM = 5 };
+    router_stream_t *g[STREAMS];
+    for (int s = 0; s < STREAMS; s++)
+        g[s] = router_stream_open(S.ch, suite_call_opts(&S));
+    char id[32];
+    for (int i = 0; i < PER_STREAM; i++) {
+        for (int s = 0; s < STREAMS; s++) {
+            snprintf(id, sizeof(id), "s%d-r%d", s, i);
+            router_stream_req_t r = {.id = id, .prompt = PROMPT, .max_tokens = 8};
+            router_stream_submit(g[s], &r);
+        }
+    }
+    int queued_seen = 0;
+    for (int s = 0; s < STREAMS; s++) {
+        for (int i = 0; i < PER_STREAM; i++) {
+            snprintf(id, sizeof(id), "s%d-r%d", s, i);
+            router_stream_rec_t r = router_stream_finish(g[s], id);
+            cr_assert(r.done, "%s: error %d %s", id, r.err_code, r.err_msg);
+            cr_assert_gt(r.tokens, 0, "%s", id);
+            queued_seen += r.router_queue_us > 1000;
+        }
+    }
+    /* Two at a time through the instance: most of the 40 waited in the router. */
+    cr_expect_gt(queued_seen, 0, "no request reports time queued in the router");
+    for (int s = 0; s < STREAMS; s++)
+        router_stream_close(g[s]);
+    cr_assert_eq(instance_health(&S.small[0]), 1, "the instance is not SERVING");
+    suite_end(&S);
+}
+
+/* The slow large pool, no fallback from it, a router queue of 2. */
+static void start_tight_large(void)
+{
+    static const char *const router[] = {"--pool-fallback", "large=none", "--queue-max", "2",
+                                         NULL};
+    suite_opts_t o = {.n_small = 1,
+                      .n_large = 1,
+                      .slow_large = true,
+                      .inference_args = tight_instance,
+                      .router_args = router};
+    suite_start(&S, &o);
+}
+
+static router_stream_req_t long_req(const char *id, uint32_t timeout_ms)
+{
+    router_stream_req_t r = {.id = id,
+                             .prompt = PROMPT,
+                             .hint = "large",
+                             .max_tokens = 1500,
+                             .ignore_eos = true,
+                             .timeout_ms = timeout_ms};
+    return r;
+}
+
+/* One Complete for the large pool; *pushback_ms gets the trailer (-1: none). */
+static rpc_status_t complete_large(long *pushback_ms)
+{
+    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    sp.max_tokens = 4;
+    Llmserve__V1__GenerateSubmit sub = LLMSERVE__V1__GENERATE_SUBMIT__INIT;
+    sub.prompt = PROMPT;
+    sub.model_hint = "large";
+    sub.sampling = &sp;
+    Llmserve__V1__CompleteRequest req = LLMSERVE__V1__COMPLETE_REQUEST__INIT;
+    req.request = &sub;
+    rpc_md_t trailers = {0};
+    rpc_call_opts_t o = *suite_call_opts(&S);
+    o.trailers_out = &trailers;
+    ProtobufCMessage *resp = NULL;
+    rpc_status_t st;
+    rpc_channel_unary(S.ch, "/llmserve.v1.Router/Complete", &req.base,
+                      &llmserve__v1__complete_response__descriptor, &o, &resp, &st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    size_t len = 0;
+    const char *v = rpc_md_get(&trailers, "grpc-retry-pushback-ms", &len);
+    char buf[32] = "";
+    if (v && len < sizeof(buf))
+        memcpy(buf, v, len);
+    *pushback_ms = v ? strtol(buf, NULL, 10) : -1;
+    rpc_md_clear(&trailers);
+    return st;
+}
+
+Test(router_admission, full_router_queue_refuses_with_resource_exhausted_and_a_hint,
+     .init = start_tight_large)
+{
+    router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
+    /* a1 runs, a2 waits in the instance: the instance is full. */
+    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
+    router_stream_submit(g, &a1);
+    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
+    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
+    router_stream_submit(g, &a2);
+    /* q1 waits in the router's queue; q2 too, until its deadline. */
+    router_stream_req_t q1 = long_req("q1", 0), q2 = long_req("q2", 1500);
+    router_stream_submit(g, &q1);
+    router_stream_submit(g, &q2);
+    usleep(200000);
+    /* The router's queue (2) is full: refused at once, with a hint, not as an outage. */
+    router_stream_req_t x = long_req("x", 0);
+    router_stream_submit(g, &x);
+    r = router_stream_finish(g, "x");
+    cr_assert_eq(r.err_code, 8, "x: %d %s", r.err_code, r.err_msg);
+    cr_assert(strstr(r.err_msg, "at capacity") && strstr(r.err_msg, "retry after"), "%s",
+              r.err_msg);
+    cr_assert_null(strstr(r.err_msg, "no healthy"), "%s", r.err_msg);
+    cr_assert_gt(r.retry_after_ms, 0);
+    /* Complete: the status, and the trailer gRPC retry policies read. */
+    long pushback = -1;
+    rpc_status_t st = complete_large(&pushback);
+    cr_assert_eq(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED, "%d %s", st.code, st.details);
+    cr_assert_gt(pushback, 0, "no grpc-retry-pushback-ms trailer");
+    /* q2's deadline passes in the queue: one terminal event, DEADLINE_EXCEEDED. */
+    r = router_stream_finish(g, "q2");
+    cr_assert_eq(r.err_code, 4, "q2: %d %s", r.err_code, r.err_msg);
+    cr_assert(strstr(r.err_msg, "queued in the router"), "%s", r.err_msg);
+    /* Cancel while queued: one terminal event, Done(CANCELLED), nothing after. */
+    router_stream_cancel(g, "q1");
+    r = router_stream_finish(g, "q1");
+    cr_assert(r.done, "q1: %d %s", r.err_code, r.err_msg);
+    cr_assert_eq(r.finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED);
+    cr_assert_eq(r.tokens, 0);
+    /* Room in the queue again: a request queues, and runs once a1 and a2 end. */
+    router_stream_req_t y = {.id = "y", .prompt = PROMPT, .hint = "large", .max_tokens = 4};
+    router_stream_submit(g, &y);
+    usleep(100000);
+    cr_assert_eq(router_stream_wait(g, "y", 0, 0).terminal, 0, "y was not queued");
+    router_stream_cancel(g, "a1");
+    router_stream_cancel(g, "a2");
+    r = router_stream_finish(g, "y");
+    cr_assert(r.done, "y: %d %s", r.err_code, r.err_msg);
+    cr_assert_gt(r.router_queue_us, 0);
+    router_stream_finish(g, "a1");
+    router_stream_finish(g, "a2");
+    router_stream_close(g);
+    cr_assert_eq(instance_health(&S.large[0]), 1, "the instance is not SERVING");
+    suite_end(&S);
+}
