@@ -787,6 +787,7 @@ static uint32_t retry_hint_ms(int64_t oldest_since_us)
 static void do_queued(relay_req_t *q)
 {
     router_t *r = q->r;
+    do_cancel_timer(q, &q->queue_timer);
     router__req_ref(q); /* the queue's */
     q->in_queue = true;
     q->phase = PHASE_QUEUED;

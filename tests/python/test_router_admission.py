@@ -2,7 +2,8 @@
 """A saturated pool through the router, from Python (issue 18).
 
 One llmserve-inference instance serving the slow test model, holding one request running
-and one waiting (--max-batch 1 --max-queue 1), behind llmserve-router with a queue of 2
+and one waiting (--max-batch 1 --max-queue 1) and frozen (SIGSTOP) once it holds two long
+answers, behind llmserve-router with a queue of 2
 for its pool.  Long answers fill the instance and the router's queue; the next request is
 refused with RESOURCE_EXHAUSTED and a retry hint: the error event's retry_after_ms on
 Generate, the grpc-retry-pushback-ms trailer (which gRPC retry policies honour) on
@@ -11,6 +12,7 @@ stays SERVING.  Run through ctest (tests/router.cmake).
 """
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -115,6 +117,10 @@ class AdmissionFromPython(unittest.TestCase):
         for rid in ("a2", "q1", "q2"):
             outbox.put(self.submit(rid))
         time.sleep(0.3)
+        # Frozen, the instance holds a1 and a2 as long as the test needs (its stream stays
+        # open: it stays healthy).
+        inference = self.processes[0]
+        inference.send_signal(signal.SIGSTOP)
         outbox.put(self.submit("x"))
         wait_for(lambda: terminal("x"))
         err = terminal("x")[0]
@@ -139,6 +145,7 @@ class AdmissionFromPython(unittest.TestCase):
         self.assertEqual([e.WhichOneof("kind") for e in events["q1"]], ["done"])
         self.assertEqual(events["q1"][0].done.finish_reason,
                          common_pb2.FINISH_REASON_CANCELLED)
+        inference.send_signal(signal.SIGCONT)
         self.assertEqual(self.instance_health(), 1)  # SERVING
 
         for rid in ("a1", "a2", "q2"):
