@@ -112,11 +112,11 @@ struct relay_req {
 
     /* admission (pool.h): queued while every instance of the pool is at capacity */
     router_waiter_t waiter;
-    bool in_queue;          /* queued, holding the queue's reference */
-    int64_t t_queued_us;    /* when it last joined a queue */
-    int64_t queued_us;      /* time spent queued so far */
-    bool queue_reported;    /* the router queue time was reported */
-    unsigned backoffs;      /* pauses after an instance's refusal (do_instance_full) */
+    bool in_queue;           /* queued, holding the queue's reference */
+    int64_t t_queued_us;     /* when it last joined a queue */
+    int64_t queued_us;       /* time spent queued so far */
+    bool queue_reported;     /* the router queue time was reported */
+    unsigned backoffs;       /* pauses after an instance's refusal (do_instance_full) */
     uint32_t retry_after_ms; /* the hint on a RESOURCE_EXHAUSTED refusal; 0: none */
 
     uint32_t tokens_sent;
@@ -517,8 +517,7 @@ static void do_report_queue(relay_req_t *q)
     if (q->queue_reported)
         return;
     q->queue_reported = true;
-    router_report_queue(q->r->report, q->pool,
-                        (q->t_routed_us - q->t_recv_us) + q->queued_us);
+    router_report_queue(q->r->report, q->pool, (q->t_routed_us - q->t_recv_us) + q->queued_us);
 }
 
 /* q is out of the router's queue: its time there counts, the depth gauge drops, its wait
@@ -889,8 +888,7 @@ static void do_instance_full(relay_req_t *q, const char *why)
         q->n_tried--;
         router_instance_unref(r->pools, inst);
     }
-    LS_LOG_DEBUG("router", "instance full id=%s marked=%d why=\"%s\"", q->id, (int)marked,
-                 why);
+    LS_LOG_DEBUG("router", "instance full id=%s marked=%d why=\"%s\"", q->id, (int)marked, why);
     if (marked) {
         do_dispatch(q); /* queued until a release there, or another instance with room */
         return;
@@ -1203,8 +1201,7 @@ static void on_timer(void *ud, bool fired)
             if (q->tokens_sent == 0) {
                 char msg[160];
                 snprintf(msg, sizeof(msg),
-                         "deadline passed before the first token (%" PRId64
-                         " ms after receipt%s)",
+                         "deadline passed before the first token (%" PRId64 " ms after receipt%s)",
                          (ls_now_us() - q->t_recv_us) / 1000,
                          q->phase == PHASE_QUEUED ? ", queued in the router: pool at capacity"
                                                   : "");

@@ -42,8 +42,8 @@ void router_config_init(router_config_t *cfg)
     cfg->request_timeout_ms = 120000; /* ms */
     cfg->default_max_tokens = 256;    /* tokens */
     cfg->max_retries = 2;
-    cfg->queue_max = 512;       /* requests waiting for room, per pool */
-    cfg->queue_wait_ms = 30000; /* ms */
+    cfg->queue_max = 512;            /* requests waiting for room, per pool */
+    cfg->queue_wait_ms = 30000;      /* ms */
     cfg->max_in_flight = 1024;       /* requests per client stream */
     cfg->max_prompt_bytes = 1 << 20; /* 1 MiB */
     cfg->max_affinity = 100000;      /* conversations */

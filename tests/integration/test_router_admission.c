@@ -67,8 +67,7 @@ static void start_tight_small(void)
     suite_start(&S, &o);
 }
 
-Test(router_admission, saturated_pool_queues_and_every_request_succeeds,
-     .init = start_tight_small)
+Test(router_admission, saturated_pool_queues_and_every_request_succeeds, .init = start_tight_small)
 {
     enum { STREAMS = 8, PER_STREAM = 5 };
     router_stream_t *g[STREAMS];
@@ -99,8 +98,7 @@ Test(router_admission, saturated_pool_queues_and_every_request_succeeds,
 /* The slow large pool, no fallback from it, a router queue of 2. */
 static void start_tight_large(void)
 {
-    static const char *const router[] = {"--pool-fallback", "large=none", "--queue-max", "2",
-                                         NULL};
+    static const char *const router[] = {"--pool-fallback", "large=none", "--queue-max", "2", NULL};
     suite_opts_t o = {.n_small = 1,
                       .n_large = 1,
                       .slow_large = true,
@@ -217,9 +215,15 @@ Test(router_admission, full_router_queue_refuses_with_resource_exhausted_and_a_h
  * not fall back during the test). */
 static void start_tight_large_fallback(void)
 {
-    static const char *const router[] = {"--pool-fallback", "large=small", "--pool-ttft-ms",
-                                         "large=20000", "--queue-wait-ms", "500",
-                                         "--queue-max", "1", NULL};
+    static const char *const router[] = {"--pool-fallback",
+                                         "large=small",
+                                         "--pool-ttft-ms",
+                                         "large=20000",
+                                         "--queue-wait-ms",
+                                         "500",
+                                         "--queue-max",
+                                         "1",
+                                         NULL};
     suite_opts_t o = {.n_small = 1,
                       .n_large = 1,
                       .slow_large = true,

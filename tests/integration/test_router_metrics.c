@@ -345,8 +345,7 @@ Test(router_metrics, the_queue_depth_follows_requests_waiting_for_room)
                  "router queue time once per request, queued or not");
     cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
     static const char *const pool[] = {"pool"};
-    cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_QUEUE_DEPTH, RECORDING_GAUGE, pool, 1),
-                 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_QUEUE_DEPTH, RECORDING_GAUGE, pool, 1), 0);
 
     rpc_channel_destroy(ch);
     rpc_client_destroy(client);
