@@ -315,3 +315,61 @@ Test(router_admission, drain_ends_queued_requests_once, .init = start_tight_larg
     cr_assert_eq(st, 0, "router exit status %d", st);
     suite_end(&S);
 }
+
+/* A second router in front of the same instance, which the first one fills: the second
+ * counts nothing there, so the instance's own RESOURCE_EXHAUSTED is what it learns from.
+ * Not a failure and not an outage: its request pauses and tries again (no release of its
+ * own there would say when room comes) and completes once the first router's requests
+ * end. */
+Test(router_admission, an_instance_filled_by_another_router_is_waited_for,
+     .init = start_tight_large)
+{
+    router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
+    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
+    a1.max_tokens = a2.max_tokens = 2000;
+    router_stream_submit(g, &a1);
+    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
+    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
+    router_stream_submit(g, &a2);
+    usleep(100000);
+
+    char pool[64];
+    snprintf(pool, sizeof(pool), "large=127.0.0.1:%d", S.large[0].port);
+    char *argv[] = {(char *)test_env_path("LLMSERVE_ROUTER_BIN"),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--pool",
+                    pool,
+                    "--default-pool",
+                    "large",
+                    "--tiers",
+                    "",
+                    "--grace-ms",
+                    "500",
+                    NULL};
+    test_proc_t other = {0};
+    cr_assert_eq(test_proc_start(&other, argv, 60000), 0, "the second router did not start");
+    rpc_channel_t *ch = test_channel_to(S.client, other.port, NULL);
+    cr_assert_not_null(ch);
+    router_stream_t *g2 = router_stream_open(ch, suite_call_opts(&S));
+    router_stream_req_t b = {.id = "b", .prompt = PROMPT, .max_tokens = 4};
+    router_stream_submit(g2, &b);
+    usleep(300000);
+    cr_assert_eq(router_stream_wait(g2, "b", 0, 0).terminal, 0, "b: %s",
+                 router_stream_wait(g2, "b", 0, 0).err_msg);
+    router_stream_cancel(g, "a1");
+    router_stream_cancel(g, "a2");
+    r = router_stream_finish(g2, "b");
+    cr_assert(r.done, "b: %d %s", r.err_code, r.err_msg);
+    cr_assert_geq(router_stream_route(g2, "b")->attempt, 2, "b was not refused at first");
+    cr_assert_geq(r.router_queue_us, 200000, "b paused %llu us",
+                  (unsigned long long)r.router_queue_us);
+    router_stream_close(g2);
+    rpc_channel_destroy(ch);
+    cr_assert_eq(test_proc_stop(&other, SIGTERM, 30000), 0, "the second router's exit status");
+    router_stream_finish(g, "a1");
+    router_stream_finish(g, "a2");
+    router_stream_close(g);
+    cr_assert_eq(instance_health(&S.large[0]), 1, "the instance is not SERVING");
+    suite_end(&S);
+}
