@@ -5,8 +5,9 @@
  * Inference.Info said and the removed flag; r->live_mu guards the live request count;
  * the cache set (caches.c) has its own.
  * None is held while calling into another module, except conn->mu around
- * router_instance_set_healthy (the pools' lock is taken after it, never before) and
- * rpc_mux_create (which calls nothing back before it returns).
+ * router_instance_set_healthy and router_instance_set_capacity (the pools' lock is taken
+ * after it, never before; the grants they may make are handed to the admitter thread,
+ * not run there) and rpc_mux_create (which calls nothing back before it returns).
  *
  * Instance churn: a connection is made when discovery adds an instance and destroyed when
  * the instance is freed, after its removal and the release of the last pick or reference
