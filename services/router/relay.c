@@ -22,10 +22,10 @@
  * pool, else DEADLINE_EXCEEDED), or it ends otherwise.  The queue holds a reference to
  * the request while in_queue; whoever takes it out of the queue (the grant, or
  * router_pools_unwait returning true) drops it.  A full queue answers RESOURCE_EXHAUSTED
- * with a retry hint; so does an instance that refuses for want of room (its own
- * RESOURCE_EXHAUSTED) when nothing of ours there would free room: otherwise the request
- * queues again, and the instance counts as full until its next release.  Neither is a
- * health failure or a retry.
+ * with a retry hint.  An instance that refuses for want of room (its own
+ * RESOURCE_EXHAUSTED) counts as full until its next release and the request queues
+ * again; when nothing of ours there would bring that release, the request pauses and
+ * tries again instead (do_instance_full).  Neither is a health failure or a retry.
  *
  * Attempts: each try on an instance has a fresh upstream id.  Any later event for an
  * older id is dropped, which is what keeps tokens from a cancelled try (after a TTFT
@@ -548,6 +548,8 @@ static bool do_unqueue(relay_req_t *q, bool force)
 
 static void do_finish(relay_req_t *q)
 {
+    if (q->phase == PHASE_QUEUED && !q->in_queue) /* ended in a pause (do_instance_full) */
+        q->queued_us += ls_now_us() - q->t_queued_us;
     do_unqueue(q, true);
     if (q->t_routed_us)
         do_report_queue(q);
@@ -585,9 +587,10 @@ static void do_fail(relay_req_t *q, int code, const char *message)
 static void do_timings(relay_req_t *q, Llmserve__V1__Timings *t)
 {
     int64_t now = ls_now_us();
+    int64_t queued_us = q->queued_us + (q->phase == PHASE_QUEUED ? now - q->t_queued_us : 0);
     t->router_queue_us =
         (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0) +
-        (uint64_t)q->queued_us;
+        (uint64_t)queued_us;
     t->cache_lookup_us = q->cache_lookup_us;
     t->inference_queue_us = q->inference_queue_us;
     t->prefill_us = q->prefill_us;
@@ -872,7 +875,8 @@ static void do_dispatch(relay_req_t *q)
 /* The instance refused the current try for want of room (its own RESOURCE_EXHAUSTED,
  * before any token): not a failure of the instance.  It counts as full until a request
  * of ours there ends, and q is routed again (queued, most likely); with nothing of ours
- * there to end, the refusal goes to the client with a retry hint. */
+ * there to end, q pauses (RELAY_BACKOFF_MS, doubling) and is routed again, within
+ * --queue-wait-ms and its deadline. */
 static void do_instance_full(relay_req_t *q, const char *why)
 {
     router_t *r = q->r;

@@ -191,6 +191,8 @@ Test(router_admission, full_router_queue_refuses_with_resource_exhausted_and_a_h
     cr_assert(r.done, "q1: %d %s", r.err_code, r.err_msg);
     cr_assert_eq(r.finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED);
     cr_assert_eq(r.tokens, 0);
+    cr_assert_geq(r.router_queue_us, 100000, "q1's Done counts %llu us queued",
+                  (unsigned long long)r.router_queue_us);
     /* Room in the queue again: a request queues, and runs once a1 and a2 end. */
     router_stream_req_t y = {.id = "y", .prompt = PROMPT, .hint = "large", .max_tokens = 4};
     router_stream_submit(g, &y);
