@@ -32,6 +32,13 @@ add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache l
 set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 
+# A saturated pool: the router's queue, RESOURCE_EXHAUSTED with a retry hint beyond it.
+llmserve_test(test_router_admission integration/test_router_admission.c llmserve_rpc
+              llmserve_proto)
+add_dependencies(test_router_admission llmserve-router llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_admission APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_admission PROPERTIES FIXTURES_REQUIRED router_models)
+
 # Instances added and removed under load, the router in the test's own process.
 llmserve_test(test_router_churn integration/test_router_churn.c llmserve_router_core)
 add_dependencies(test_router_churn llmserve-inference llmserve-modelmaker)
@@ -69,6 +76,13 @@ add_custom_command(
 add_custom_target(llmserve_python_modules ALL
   DEPENDS ${ROUTER_PYGEN}/llmserve/v1/router_pb2.py)
 if(PYTHON3_SYSTEM)
+  add_test(NAME test_python_router_admission
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_router_admission.py)
+  set_tests_properties(test_python_router_admission PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 240
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_router_admission APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
   add_test(NAME test_python_router
            COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_router.py)
   set_tests_properties(test_python_router PROPERTIES

@@ -50,6 +50,11 @@ int rpc_md_add_bytes(rpc_md_t *md, const char *key, const void *value, size_t le
     return LS_OK;
 }
 
+void rpc__md_add_reserved(rpc_md_t *md, const char *key, const char *value)
+{
+    push(md, key, strlen(key), value, strlen(value));
+}
+
 int rpc_md_add(rpc_md_t *md, const char *key, const char *value)
 {
     return rpc_md_add_bytes(md, key, value, value ? strlen(value) : 0);

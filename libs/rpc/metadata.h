@@ -46,4 +46,8 @@ void rpc__md_from_grpc(rpc_md_t *md, const grpc_metadata_array *arr);
  * the batch that sends them).  Returns NULL when md is empty. */
 grpc_metadata *rpc__md_to_grpc(const rpc_md_t *md, size_t *count);
 
+/* Adds a copy of key and value with no check of the key: for the reserved "grpc-" keys
+ * the library itself sends (rpc_call_set_retry_pushback). */
+void rpc__md_add_reserved(rpc_md_t *md, const char *key, const char *value);
+
 #endif

@@ -560,6 +560,20 @@ int rpc_call_add_trailer(rpc_call_t *call, const char *key, const char *value)
     return rc;
 }
 
+int rpc_call_set_retry_pushback(rpc_call_t *call, uint32_t ms)
+{
+    char v[16];
+    snprintf(v, sizeof(v), "%u", ms);
+    pthread_mutex_lock(&call->mu);
+    int rc = LS_ERR_EXISTS;
+    if (!call->finish_requested) {
+        rpc__md_add_reserved(&call->trailers, "grpc-retry-pushback-ms", v);
+        rc = LS_OK;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
 void rpc_call_cancel(rpc_call_t *call, grpc_status_code code, const char *details)
 {
     pthread_mutex_lock(&call->mu);

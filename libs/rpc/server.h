@@ -206,6 +206,12 @@ int rpc_call_finish(rpc_call_t *call, grpc_status_code code, const char *details
  * Returns LS_OK, LS_ERR_INVALID for a bad key, LS_ERR_EXISTS after finishing. */
 int rpc_call_add_trailer(rpc_call_t *call, const char *key, const char *value);
 
+/* Asks the client to wait ms milliseconds before retrying: the `grpc-retry-pushback-ms`
+ * trailer (gRFC A6), which gRPC clients with a retry policy honour, sent with the status
+ * (set it before rpc_call_finish; the one reserved key a server may set).  Returns LS_OK,
+ * LS_ERR_EXISTS after finishing. */
+int rpc_call_set_retry_pushback(rpc_call_t *call, uint32_t ms);
+
 /* Cancels the call with code and details; the client sees that status. */
 void rpc_call_cancel(rpc_call_t *call, grpc_status_code code, const char *details);
 

@@ -51,8 +51,11 @@
 #define M_ITL "llmserve_inter_token_latency_seconds"
 /* histogram {pool, model, version, cache}: request start to its terminal event */
 #define M_E2E "llmserve_request_duration_seconds"
-/* histogram {pool}: time a request waited in the router before it was sent on */
+/* histogram {pool}: time a request waited in the router before it was sent on (routing,
+ * and its wait in the router's queue while every instance of the pool was at capacity) */
 #define M_ROUTER_QUEUE "llmserve_router_queue_seconds"
+/* gauge {pool}: requests waiting in the router's queue for room in the pool */
+#define M_ROUTER_QUEUE_DEPTH "llmserve_router_queue_depth"
 /* histogram {result}: the router's cache lookup (result hit|miss|error|skipped; error
  * includes an answer later than --cache-timeout-ms; skipped: a lookup was planned but
  * no cache stream was up, observed as 0 s or the failed send) */

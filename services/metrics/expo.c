@@ -24,7 +24,8 @@ static const struct {
     {M_TTFT, "Router: request start to first token out, seconds."},
     {M_ITL, "Router: time between consecutive tokens of a request, seconds."},
     {M_E2E, "Router: request start to its terminal event, seconds."},
-    {M_ROUTER_QUEUE, "Router: time a request waited in the router before it was sent on, seconds."},
+    {M_ROUTER_QUEUE, "Router: time a request waited in the router before it was sent on "
+                     "(routing, and its queue while the pool was at capacity), seconds."},
     {M_CACHE_LOOKUP, "Router: the cache lookup, seconds, by result (hit, miss, error, skipped)."},
     {M_REQUESTS, "Router: requests that ended, by pool, model, version, code, finish reason and "
                  "cache."},
@@ -32,6 +33,7 @@ static const struct {
     {M_FALLBACKS, "Router: requests sent to another pool or instance after a failure."},
     {M_RETRIES, "Router: retries before the first token."},
     {M_IN_FLIGHT, "Router: requests in flight."},
+    {M_ROUTER_QUEUE_DEPTH, "Router: requests waiting in the router's queue for room in a pool."},
     {M_INF_QUEUE, "Inference: arrival to admission into the batch, seconds."},
     {M_INF_PREFILL, "Inference: admission to the first token (the prompt's prefill), seconds."},
     {M_INF_DECODE, "Inference: first token to the last, seconds."},

@@ -308,6 +308,15 @@ int main(int argc, char **argv)
          "max_tokens of a request that sets 0 (also in the cache key)", 1, 1 << 20},
         {"max-retries", NULL, LS_OPT_INT, &rcp->max_retries,
          "tries on other instances after a failure, before the first token", 0, 7},
+        {"queue-max", NULL, LS_OPT_INT, &rcp->queue_max,
+         "requests waiting in the router for room, per pool, when every instance of the pool "
+         "is at capacity (Inference.Info's max batch plus max queue); beyond it "
+         "RESOURCE_EXHAUSTED with a retry hint; 0: no queue",
+         0, 1 << 20},
+        {"queue-wait-ms", NULL, LS_OPT_INT, &rcp->queue_wait_ms,
+         "longest wait in that queue, ms; then the pool's fallback, else DEADLINE_EXCEEDED (a "
+         "pool with a fallback waits at most its TTFT budget)",
+         1, 86400000},
         {"max-in-flight", NULL, LS_OPT_INT, &rcp->max_in_flight,
          "requests in flight per client stream", 1, 1 << 20},
         {"max-prompt-bytes", NULL, LS_OPT_INT, &rcp->max_prompt_bytes,

@@ -2,7 +2,13 @@
  * pool.c - pools, instances, least-outstanding picks, affinity and version split.
  *
  * Lock rules: p->mu guards everything in the set, instances included (their counters,
- * flags and reference counts).  Hooks are called with p->mu released.
+ * flags and reference counts), and the waiters' queues and links.  Hooks are called with
+ * p->mu released.
+ *
+ * Waiters: room is granted under p->mu at the moment it appears (the pick is taken for
+ * the oldest waiter there and then), so no room is lost between a release and a waiter
+ * noticing it, and no waiter polls.  Grants collected under the lock are delivered
+ * through on_grant after it is released.
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -19,8 +25,10 @@ struct router_instance {
     char *pool, *version, *addr;
     uint32_t weight;     /* of the instance's version */
     int64_t outstanding; /* picks not yet released */
+    int64_t capacity;    /* requests it holds at once; 0 = unknown, no bound */
     int refs;            /* the set's (while listed) + picks + router_instance_ref */
     bool healthy, removed;
+    bool full; /* refused a request for want of room: none until its next release */
     void *user;
 };
 
@@ -33,8 +41,27 @@ typedef struct aff_node {
     struct aff_node *older, *newer;
 } aff_node_t;
 
+/* A pool's waiters, oldest first. */
+struct router_wait_queue {
+    char *pool;
+    router_waiter_t *head, *tail;
+    size_t n;
+};
+
+typedef struct {
+    router_waiter_t *w;
+    router_instance_t *inst; /* picked for w, or NULL: route again */
+} grant_t;
+
+typedef struct {
+    grant_t *a;
+    size_t n, cap;
+} grants_t;
+
 struct router_pools {
     pthread_mutex_t mu;
+    struct router_wait_queue **queues; /* one per pool that ever had a waiter */
+    size_t n_queues;
     router_pools_hooks_t hooks;
     router_instance_t **inst; /* listed instances */
     size_t n, cap;
@@ -156,6 +183,9 @@ static void aff_set(router_pools_t *p, const char *conv, const char *addr)
 
 /* ---- the set --------------------------------------------------------------------- */
 
+static void do_grant_all(router_pools_t *p, grants_t *g);
+static void deliver(router_pools_t *p, grants_t *g);
+
 router_pools_t *router_pools_create(uint64_t seed, size_t max_affinity,
                                     const router_pools_hooks_t *hooks)
 {
@@ -208,6 +238,12 @@ void router_pools_destroy(router_pools_t *p)
         }
     }
     free(p->buckets);
+    for (size_t i = 0; i < p->n_queues; i++) {
+        LS_ASSERT(p->queues[i]->n == 0);
+        free(p->queues[i]->pool);
+        free(p->queues[i]);
+    }
+    free(p->queues);
     free(p->inst);
     for (size_t i = 0; i < p->n_declared; i++)
         free(p->declared[i]);
@@ -327,7 +363,10 @@ int router_pools_update(router_pools_t *p, const discovery_instance_t *list, siz
         p->inst[p->n++] = inst;
         added[n_added++] = inst;
     }
+    grants_t g = {0};
+    do_grant_all(p, &g); /* the waiters of a pool left with no eligible instance */
     pthread_mutex_unlock(&p->mu);
+    deliver(p, &g);
     for (size_t i = 0; i < n_added; i++) {
         LS_LOG_INFO("router", "instance added pool=%s version=%s weight=%u addr=%s",
                     added[i]->pool, added[i]->version, added[i]->weight, added[i]->addr);
@@ -341,9 +380,12 @@ int router_pools_update(router_pools_t *p, const discovery_instance_t *list, siz
 
 void router_pools_clear(router_pools_t *p)
 {
+    grants_t g = {0};
     pthread_mutex_lock(&p->mu);
     do_remove_unkept(p, NULL);
+    do_grant_all(p, &g);
     pthread_mutex_unlock(&p->mu);
+    deliver(p, &g);
 }
 
 static uint64_t next_rand(router_pools_t *p)
@@ -371,19 +413,30 @@ static bool eligible(const router_instance_t *inst, const char *pool,
            !excluded(inst, ex, n_ex);
 }
 
-/* Chooses a version of pool by weight among versions with an eligible instance; returns
- * one of the instances' version strings (borrowed) or NULL when nothing is eligible. */
+static bool has_room(const router_instance_t *inst)
+{
+    return !inst->full && (inst->capacity == 0 || inst->outstanding < inst->capacity);
+}
+
+static bool usable(const router_instance_t *inst, const char *pool, router_instance_t *const *ex,
+                   size_t n_ex)
+{
+    return eligible(inst, pool, ex, n_ex) && has_room(inst);
+}
+
+/* Chooses a version of pool by weight among versions with a usable instance; returns
+ * one of the instances' version strings (borrowed) or NULL when nothing is usable. */
 static const char *do_pick_version(router_pools_t *p, const char *pool,
                                    router_instance_t *const *ex, size_t n_ex)
 {
-    /* Distinct eligible versions; a pool has a handful, so quadratic is fine. */
+    /* Distinct usable versions; a pool has a handful, so quadratic is fine. */
     const char *versions[64];
     uint64_t weights[64];
     size_t nv = 0;
     uint64_t total = 0;
     for (size_t i = 0; i < p->n && nv < 64; i++) {
         router_instance_t *inst = p->inst[i];
-        if (!eligible(inst, pool, ex, n_ex))
+        if (!usable(inst, pool, ex, n_ex))
             continue;
         size_t v = 0;
         while (v < nv && strcmp(versions[v], inst->version) != 0)
@@ -399,7 +452,7 @@ static const char *do_pick_version(router_pools_t *p, const char *pool,
         return NULL;
     if (nv == 1)
         return versions[0];
-    if (total == 0) /* every eligible version at weight 0: share equally */
+    if (total == 0) /* every usable version at weight 0: share equally */
         return versions[next_rand(p) % nv];
     uint64_t r = next_rand(p) % total;
     for (size_t v = 0; v < nv; v++) {
@@ -410,61 +463,255 @@ static const char *do_pick_version(router_pools_t *p, const char *pool,
     return versions[nv - 1];
 }
 
-int router_pools_pick(router_pools_t *p, const char *pool, const char *conversation_id,
-                      router_instance_t *const *exclude, size_t n_exclude, router_pick_t *out)
+/* The instance a pick takes (affinity, else version split and least outstanding), among
+ * the usable ones; NULL when none is, with *busy set when some are eligible but lack
+ * room. */
+static router_instance_t *do_choose(router_pools_t *p, const char *pool, const char *conv,
+                                    router_instance_t *const *ex, size_t n_ex, bool *affinity,
+                                    bool *busy)
 {
-    out->inst = NULL;
-    out->affinity = false;
-    pthread_mutex_lock(&p->mu);
-    if (!do_known(p, pool)) {
-        pthread_mutex_unlock(&p->mu);
-        return LS_ERR_NOT_FOUND;
-    }
-    bool conv = conversation_id && *conversation_id;
     router_instance_t *chosen = NULL;
+    *affinity = *busy = false;
     if (conv) {
-        aff_node_t *a = aff_find(p, conversation_id, hash_str(conversation_id));
+        aff_node_t *a = aff_find(p, conv, hash_str(conv));
         router_instance_t *prev = a ? find_addr(p, a->addr) : NULL;
-        if (prev && eligible(prev, pool, exclude, n_exclude)) {
+        if (prev && usable(prev, pool, ex, n_ex)) {
             chosen = prev;
-            out->affinity = true;
+            *affinity = true;
         }
     }
     if (!chosen) {
-        const char *version = do_pick_version(p, pool, exclude, n_exclude);
+        const char *version = do_pick_version(p, pool, ex, n_ex);
         if (version) {
             size_t start = (size_t)(p->rotate++ % (p->n ? p->n : 1));
             for (size_t k = 0; k < p->n; k++) {
                 router_instance_t *inst = p->inst[(start + k) % p->n];
-                if (!eligible(inst, pool, exclude, n_exclude) ||
-                    strcmp(inst->version, version) != 0)
+                if (!usable(inst, pool, ex, n_ex) || strcmp(inst->version, version) != 0)
                     continue;
                 if (!chosen || inst->outstanding < chosen->outstanding)
                     chosen = inst;
             }
         }
     }
-    if (!chosen) {
-        pthread_mutex_unlock(&p->mu);
-        return LS_ERR_UNAVAILABLE;
-    }
+    if (!chosen)
+        for (size_t i = 0; i < p->n && !*busy; i++)
+            *busy = eligible(p->inst[i], pool, ex, n_ex);
+    return chosen;
+}
+
+/* inst is picked: one outstanding more, one reference more. */
+static void do_take(router_pools_t *p, router_instance_t *inst, const char *conv)
+{
     if (conv)
-        aff_set(p, conversation_id, chosen->addr);
-    chosen->outstanding++;
-    chosen->refs++;
-    out->inst = chosen;
+        aff_set(p, conv, inst->addr);
+    inst->outstanding++;
+    inst->refs++;
+}
+
+/* ---- waiters ---------------------------------------------------------------------- */
+
+static struct router_wait_queue *do_queue(router_pools_t *p, const char *pool, bool make)
+{
+    for (size_t i = 0; i < p->n_queues; i++)
+        if (strcmp(p->queues[i]->pool, pool) == 0)
+            return p->queues[i];
+    if (!make)
+        return NULL;
+    struct router_wait_queue **a = ls_xcalloc(p->n_queues + 1, sizeof(*a));
+    if (p->n_queues)
+        memcpy(a, p->queues, p->n_queues * sizeof(*a));
+    free(p->queues);
+    p->queues = a;
+    struct router_wait_queue *q = ls_xcalloc(1, sizeof(*q));
+    q->pool = ls_xstrdup(pool);
+    p->queues[p->n_queues++] = q;
+    return q;
+}
+
+static void do_unlink(struct router_wait_queue *q, router_waiter_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->prev = w->next = NULL;
+    w->queue = NULL;
+    q->n--;
+}
+
+static void grants_push(grants_t *g, router_waiter_t *w, router_instance_t *inst)
+{
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 8;
+        grant_t *a = ls_xcalloc(g->cap, sizeof(*a));
+        if (g->n)
+            memcpy(a, g->a, g->n * sizeof(*a));
+        free(g->a);
+        g->a = a;
+    }
+    g->a[g->n].w = w;
+    g->a[g->n].inst = inst;
+    g->n++;
+}
+
+/* Grants the room pool has now to its oldest waiters; when the pool has no eligible
+ * instance left, every waiter is handed back with no pick. */
+static void do_grant(router_pools_t *p, const char *pool, grants_t *g)
+{
+    struct router_wait_queue *q = do_queue(p, pool, false);
+    while (q && q->head) {
+        bool affinity, busy;
+        router_instance_t *inst = do_choose(p, pool, NULL, NULL, 0, &affinity, &busy);
+        if (!inst && busy)
+            break;
+        router_waiter_t *w = q->head;
+        do_unlink(q, w);
+        if (inst)
+            do_take(p, inst, NULL);
+        grants_push(g, w, inst);
+    }
+}
+
+static void do_grant_all(router_pools_t *p, grants_t *g)
+{
+    for (size_t i = 0; i < p->n_queues; i++)
+        do_grant(p, p->queues[i]->pool, g);
+}
+
+/* Hands the grants over, with p->mu released. */
+static void deliver(router_pools_t *p, grants_t *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        p->hooks.on_grant(p->hooks.ud, g->a[i].w, g->a[i].inst);
+    free(g->a);
+}
+
+int router_pools_pick_or_wait(router_pools_t *p, const char *pool, const char *conversation_id,
+                              router_instance_t *const *exclude, size_t n_exclude,
+                              router_waiter_t *w, size_t max_waiting, router_pick_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!p->hooks.on_grant)
+        w = NULL; /* nobody to hand a grant to */
+    grants_t g = {0};
+    int rc = LS_OK;
+    pthread_mutex_lock(&p->mu);
+    if (!do_known(p, pool)) {
+        rc = LS_ERR_NOT_FOUND;
+        goto out;
+    }
+    const char *conv = conversation_id && *conversation_id ? conversation_id : NULL;
+    /* Older waiters take any room first; while some are left a newcomer queues behind
+     * them, if the pool has an eligible instance at all. */
+    do_grant(p, pool, &g);
+    struct router_wait_queue *q = do_queue(p, pool, false);
+    bool busy = false;
+    if (q && q->n) {
+        for (size_t i = 0; i < p->n && !busy; i++)
+            busy = eligible(p->inst[i], pool, exclude, n_exclude);
+    } else {
+        router_instance_t *chosen =
+            do_choose(p, pool, conv, exclude, n_exclude, &out->affinity, &busy);
+        if (chosen) {
+            do_take(p, chosen, conv);
+            out->inst = chosen;
+            goto out;
+        }
+    }
+    if (!busy) {
+        rc = LS_ERR_UNAVAILABLE;
+        goto out;
+    }
+    size_t waiting = q ? q->n : 0;
+    if (!w || waiting >= max_waiting) {
+        out->waiting = waiting;
+        out->oldest_since_us = q && q->head ? q->head->since_us : 0;
+        rc = LS_ERR_FULL;
+        goto out;
+    }
+    q = do_queue(p, pool, true);
+    w->queue = q;
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    q->n++;
+    out->queued = true;
+out:
     pthread_mutex_unlock(&p->mu);
-    return LS_OK;
+    deliver(p, &g);
+    return rc;
+}
+
+int router_pools_pick(router_pools_t *p, const char *pool, const char *conversation_id,
+                      router_instance_t *const *exclude, size_t n_exclude, router_pick_t *out)
+{
+    return router_pools_pick_or_wait(p, pool, conversation_id, exclude, n_exclude, NULL, 0, out);
+}
+
+bool router_pools_unwait(router_pools_t *p, router_waiter_t *w)
+{
+    pthread_mutex_lock(&p->mu);
+    bool queued = w->queue != NULL;
+    if (queued)
+        do_unlink(w->queue, w);
+    pthread_mutex_unlock(&p->mu);
+    return queued;
+}
+
+size_t router_pools_waiting(router_pools_t *p, const char *pool)
+{
+    pthread_mutex_lock(&p->mu);
+    struct router_wait_queue *q = do_queue(p, pool, false);
+    size_t n = q ? q->n : 0;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* Ends a pick; full marks the instance without room until its next release (when
+ * another pick of ours is outstanding there to bring that release).  Returns whether it
+ * was marked. */
+static bool release(router_pools_t *p, router_instance_t *inst, bool full)
+{
+    grants_t g = {0};
+    pthread_mutex_lock(&p->mu);
+    LS_ASSERT(inst->outstanding > 0);
+    inst->outstanding--;
+    inst->full = full && inst->outstanding > 0;
+    bool marked = inst->full;
+    do_grant(p, inst->pool, &g);
+    router_instance_t *dead = do_unref(inst);
+    pthread_mutex_unlock(&p->mu);
+    deliver(p, &g);
+    finish_free(p, dead);
+    return marked;
 }
 
 void router_pools_release(router_pools_t *p, router_instance_t *inst)
 {
+    release(p, inst, false);
+}
+
+bool router_pools_release_full(router_pools_t *p, router_instance_t *inst)
+{
+    return release(p, inst, true);
+}
+
+void router_instance_set_capacity(router_pools_t *p, router_instance_t *inst, int64_t capacity)
+{
+    grants_t g = {0};
     pthread_mutex_lock(&p->mu);
-    LS_ASSERT(inst->outstanding > 0);
-    inst->outstanding--;
-    router_instance_t *dead = do_unref(inst);
+    inst->capacity = capacity > 0 ? capacity : 0;
+    do_grant(p, inst->pool, &g);
     pthread_mutex_unlock(&p->mu);
-    finish_free(p, dead);
+    deliver(p, &g);
 }
 
 bool router_pools_has(router_pools_t *p, const char *pool)
@@ -539,10 +786,15 @@ void router_pools_names(router_pools_t *p, char *buf, size_t len)
 
 void router_instance_set_healthy(router_pools_t *p, router_instance_t *inst, bool healthy)
 {
+    grants_t g = {0};
     pthread_mutex_lock(&p->mu);
     bool changed = inst->healthy != (healthy && !inst->removed);
     inst->healthy = healthy && !inst->removed;
+    if (changed)
+        inst->full = false; /* a new stream: what it refused on the old one is past */
+    do_grant(p, inst->pool, &g);
     pthread_mutex_unlock(&p->mu);
+    deliver(p, &g);
     if (changed)
         LS_LOG_INFO("router", "instance health pool=%s addr=%s healthy=%d", inst->pool,
                     inst->addr, (int)healthy);

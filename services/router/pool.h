@@ -11,6 +11,16 @@
  *   3. C is remembered for the instance picked (the oldest entries go past max_affinity).
  * The pick counts as one outstanding request until router_pools_release.
  *
+ * Capacity: an instance with a capacity (router_instance_set_capacity: what Inference.Info
+ * says it holds, max batch plus max queue) has room while its outstanding requests are
+ * fewer; one that answered a request RESOURCE_EXHAUSTED (router_pools_release_full) has
+ * none until its next release.  Picks take only instances with room.  When a pool's
+ * eligible instances are all without room, router_pools_pick_or_wait queues the request
+ * (a waiter, bounded per pool) instead; as room appears (a release, an instance healthy
+ * again, a capacity raised) the set picks for the oldest waiter itself and hands it the
+ * pick through the on_grant hook.  When the pool has no eligible instance left, its
+ * waiters are handed back with no pick, to be routed again.
+ *
  * A pool exists while it has a listed instance, or for the set's life once declared
  * (router_pools_declare): with a discovery source whose lists change, the pools the
  * routing policy names exist before any instance of theirs is discovered.
@@ -32,16 +42,32 @@
 typedef struct router_pools router_pools_t;
 typedef struct router_instance router_instance_t;
 
+/* A request waiting for room in a pool (router_pools_pick_or_wait).  The caller owns
+ * it (embedded in its request) and fills ud and since_us; the set links it while queued. */
+typedef struct router_waiter {
+    struct router_waiter *prev, *next; /* the set's, while queued */
+    struct router_wait_queue *queue;   /* the set's: the queue it is in, NULL when none */
+    void *ud;                          /* the caller's */
+    int64_t since_us;                  /* when queued (ls_now_us clock), the caller's */
+} router_waiter_t;
+
 /* on_add: an update added inst (attach a connection with router_instance_set_user);
  * on_remove: an update dropped inst (stop sending to it); both run on the updating thread
  * with no lock held.  on_free: the last reference to a removed instance went, user is
  * what was attached (release it); runs on whichever thread released it, with no lock
- * held, so it must not block. */
+ * held, so it must not block.
+ *
+ * on_grant: waiter w left its queue with inst picked for it (counted and referenced as a
+ * pick: end it with router_pools_release), or with inst NULL when its pool has no
+ * eligible instance left (route it again).  Runs with no lock of the set held, on the
+ * thread whose call made the room (a release, a health change, an update), which may
+ * hold its own locks: hand the work to another thread. */
 typedef struct {
     void (*on_add)(void *ud, router_instance_t *inst);
     void (*on_remove)(void *ud, router_instance_t *inst);
     void (*on_free)(void *ud, void *user);
     void *ud;
+    void (*on_grant)(void *ud, router_waiter_t *w, router_instance_t *inst);
 } router_pools_hooks_t;
 
 /* Creates an empty set.  seed drives the version split (same seed, same sequence);
@@ -69,19 +95,52 @@ void router_pools_clear(router_pools_t *p);
 
 /* A pick: inst is referenced and counted as outstanding until router_pools_release. */
 typedef struct {
-    router_instance_t *inst;
-    bool affinity; /* chosen because the conversation was served there before */
+    router_instance_t *inst; /* NULL when the request was queued instead */
+    bool affinity;           /* chosen because the conversation was served there before */
+    bool queued;             /* router_pools_pick_or_wait queued the waiter */
+    size_t waiting;          /* with LS_ERR_FULL: requests queued in the pool */
+    int64_t oldest_since_us; /* with LS_ERR_FULL: since_us of the oldest of them (0: none) */
 } router_pick_t;
 
-/* Picks an instance of pool for conversation_id (NULL or "" = none), never one of
- * exclude[0..n_exclude).  Returns LS_OK; LS_ERR_NOT_FOUND when no pool has that name
+/* Picks an instance of pool with room for conversation_id (NULL or "" = none), never one
+ * of exclude[0..n_exclude).  Returns LS_OK; LS_ERR_NOT_FOUND when no pool has that name
  * (neither declared nor with an instance); LS_ERR_UNAVAILABLE when it has no eligible
- * instance, or none at all (a declared pool). */
+ * instance, or none at all (a declared pool); LS_ERR_FULL when its eligible instances
+ * all lack room. */
 int router_pools_pick(router_pools_t *p, const char *pool, const char *conversation_id,
                       router_instance_t *const *exclude, size_t n_exclude, router_pick_t *out);
 
-/* Ends a pick: one outstanding request less, and the pick's reference dropped. */
+/* As router_pools_pick, but where the eligible instances all lack room, queues w (its ud
+ * and since_us set by the caller; borrowed until it is granted or unwaited) at the back
+ * of the pool's waiters, when fewer than max_waiting are queued: returns LS_OK with
+ * out->inst NULL and out->queued, and w comes back through on_grant.  Returns LS_ERR_FULL
+ * when max_waiting are queued already (out->waiting and oldest_since_us say how long
+ * the queue is), other errors as router_pools_pick.  Thread-safe. */
+int router_pools_pick_or_wait(router_pools_t *p, const char *pool, const char *conversation_id,
+                              router_instance_t *const *exclude, size_t n_exclude,
+                              router_waiter_t *w, size_t max_waiting, router_pick_t *out);
+
+/* Takes w out of its queue.  Returns true when it was still queued (it will not be
+ * granted); false when it was granted already (on_grant runs or ran for it). */
+bool router_pools_unwait(router_pools_t *p, router_waiter_t *w);
+
+/* Requests queued in pool now (0 for an unknown pool). */
+size_t router_pools_waiting(router_pools_t *p, const char *pool);
+
+/* Ends a pick: one outstanding request less, and the pick's reference dropped; a waiter
+ * of the pool may be granted the room. */
 void router_pools_release(router_pools_t *p, router_instance_t *inst);
+
+/* Ends a pick whose request the instance refused for want of room (RESOURCE_EXHAUSTED):
+ * as router_pools_release, and the instance has no room until its next release.  Returns
+ * true when so marked; false when no other pick of this set is outstanding there (no
+ * release would come to clear the mark: its room is taken by requests from elsewhere),
+ * in which case it is released unmarked. */
+bool router_pools_release_full(router_pools_t *p, router_instance_t *inst);
+
+/* Sets how many requests inst holds at once (0 = unknown: no bound); raising it may grant
+ * waiters.  Thread-safe. */
+void router_instance_set_capacity(router_pools_t *p, router_instance_t *inst, int64_t capacity);
 
 /* True when pool exists: declared, or with a listed instance (healthy or not). */
 bool router_pools_has(router_pools_t *p, const char *pool);

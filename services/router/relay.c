@@ -15,6 +15,18 @@
  * how an answer is recorded for the store (answer.c) live apart; this file is the state
  * machine that uses them.
  *
+ * Admission: a pool whose instances are all at capacity (pool.h) queues the request in
+ * the router (PHASE_QUEUED, bounded by --queue-max per pool) until the pools grant it an
+ * instance (router__req_granted, on the admitter thread), its wait runs out
+ * (--queue-wait-ms, or the pool's TTFT budget when it has a fallback: then the fallback
+ * pool, else DEADLINE_EXCEEDED), or it ends otherwise.  The queue holds a reference to
+ * the request while in_queue; whoever takes it out of the queue (the grant, or
+ * router_pools_unwait returning true) drops it.  A full queue answers RESOURCE_EXHAUSTED
+ * with a retry hint.  An instance that refuses for want of room (its own
+ * RESOURCE_EXHAUSTED) counts as full until its next release and the request queues
+ * again; when nothing of ours there would bring that release, the request pauses and
+ * tries again instead (do_instance_full).  Neither is a health failure or a retry.
+ *
  * Attempts: each try on an instance has a fresh upstream id.  Any later event for an
  * older id is dropped, which is what keeps tokens from a cancelled try (after a TTFT
  * fallback, say) out of the answer.  Tries happen only before the first token is sent.
@@ -40,9 +52,19 @@
 
 #define RELAY_MAX_TRIED 8
 
-typedef enum { PHASE_NEW, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
+typedef enum { PHASE_NEW, PHASE_QUEUED, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
 
-typedef enum { TIMER_DEADLINE, TIMER_TTFT, TIMER_CACHE } timer_kind_t;
+typedef enum { TIMER_DEADLINE, TIMER_TTFT, TIMER_CACHE, TIMER_QUEUE } timer_kind_t;
+
+/* Retry hints of a refusal for want of room, ms: the oldest waiter's age (about how long
+ * the queue takes to turn over) within these bounds, or the default with no waiter. */
+#define RELAY_RETRY_MIN_MS 100
+#define RELAY_RETRY_DEFAULT_MS 1000
+#define RELAY_RETRY_MAX_MS 30000
+
+/* First pause before trying an instance again that refused for want of room while no
+ * request of ours there could free it, ms; doubled each time up to 32 times. */
+#define RELAY_BACKOFF_MS 20
 
 typedef struct {
     relay_req_t *q; /* referenced until the callback ran or the timer was cancelled */
@@ -77,6 +99,7 @@ struct relay_req {
     unsigned retries; /* tries after a failure (bounded by max_retries) */
 
     router_instance_t *inst; /* current pick, NULL between tries */
+    bool inst_tried;         /* inst is the last of tried (picked, not granted) */
     router__conn_t *conn;
     uint64_t up_id; /* registered upstream id, 0 when none */
     router_instance_t *tried[RELAY_MAX_TRIED];
@@ -85,7 +108,16 @@ struct relay_req {
 
     router_cache_t *cache; /* held while a lookup waits for its answer */
     uint64_t cache_id;
-    timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer;
+    timer_ctx_t *deadline_timer, *ttft_timer, *cache_timer, *queue_timer;
+
+    /* admission (pool.h): queued while every instance of the pool is at capacity */
+    router_waiter_t waiter;
+    bool in_queue;           /* queued, holding the queue's reference */
+    int64_t t_queued_us;     /* when it last joined a queue */
+    int64_t queued_us;       /* time spent queued so far */
+    bool queue_reported;     /* the router queue time was reported */
+    unsigned backoffs;       /* pauses after an instance's refusal (do_instance_full) */
+    uint32_t retry_after_ms; /* the hint on a RESOURCE_EXHAUSTED refusal; 0: none */
 
     uint32_t tokens_sent;
     int64_t first_token_us;
@@ -427,6 +459,7 @@ static void do_end_attempt(relay_req_t *q, bool cancel_upstream)
         router_pools_release(q->r->pools, q->inst);
         q->inst = NULL;
         q->conn = NULL;
+        q->inst_tried = false;
     }
 }
 
@@ -478,14 +511,55 @@ static void do_end_lookup(relay_req_t *q)
     }
 }
 
+/* Reports the router queue time once: receipt to routing, plus the time queued. */
+static void do_report_queue(relay_req_t *q)
+{
+    if (q->queue_reported)
+        return;
+    q->queue_reported = true;
+    router_report_queue(q->r->report, q->pool, (q->t_routed_us - q->t_recv_us) + q->queued_us);
+}
+
+/* q is out of the router's queue: its time there counts, the depth gauge drops, its wait
+ * timer goes. */
+static void do_left_queue(relay_req_t *q)
+{
+    q->in_queue = false;
+    q->queued_us += ls_now_us() - q->t_queued_us;
+    router_report_queued(q->r->report, q->pool, -1);
+    do_cancel_timer(q, &q->queue_timer);
+}
+
+/* Takes q out of the router's queue.  Returns true when it is out (or was not in);
+ * false when a grant is on its way and force is not set (the grant then goes on with
+ * q).  With force, a grant on its way finds q out of the queue and releases its pick. */
+static bool do_unqueue(relay_req_t *q, bool force)
+{
+    if (!q->in_queue)
+        return true;
+    bool was_queued = router_pools_unwait(q->r->pools, &q->waiter);
+    if (!was_queued && !force)
+        return false;
+    do_left_queue(q);
+    if (was_queued) /* the queue's reference; the caller holds its own */
+        atomic_fetch_sub(&q->refs, 1);
+    return true;
+}
+
 static void do_finish(relay_req_t *q)
 {
+    if (q->phase == PHASE_QUEUED && !q->in_queue) /* ended in a pause (do_instance_full) */
+        q->queued_us += ls_now_us() - q->t_queued_us;
+    do_unqueue(q, true);
+    if (q->t_routed_us)
+        do_report_queue(q);
     q->phase = PHASE_DONE;
     router_report_leave(q->r->report, q->m_flight);
     q->m_flight = NULL;
     do_end_attempt(q, true);
     do_cancel_timer(q, &q->deadline_timer);
     do_cancel_timer(q, &q->cache_timer);
+    do_cancel_timer(q, &q->queue_timer);
     do_end_lookup(q);
     q->sink->ops->finished(q->sink, q);
 }
@@ -497,6 +571,7 @@ static void do_fail(relay_req_t *q, int code, const char *message)
     Llmserve__V1__Status st = LLMSERVE__V1__STATUS__INIT;
     st.code = code;
     st.message = (char *)message;
+    st.retry_after_ms = code == GRPC_STATUS_RESOURCE_EXHAUSTED ? q->retry_after_ms : 0;
     Llmserve__V1__GenerateEvent ev = LLMSERVE__V1__GENERATE_EVENT__INIT;
     ev.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR;
     ev.error = &st;
@@ -512,8 +587,10 @@ static void do_fail(relay_req_t *q, int code, const char *message)
 static void do_timings(relay_req_t *q, Llmserve__V1__Timings *t)
 {
     int64_t now = ls_now_us();
+    int64_t queued_us = q->queued_us + (q->phase == PHASE_QUEUED ? now - q->t_queued_us : 0);
     t->router_queue_us =
-        (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0);
+        (uint64_t)(q->t_routed_us > q->t_recv_us ? q->t_routed_us - q->t_recv_us : 0) +
+        (uint64_t)queued_us;
     t->cache_lookup_us = q->cache_lookup_us;
     t->inference_queue_us = q->inference_queue_us;
     t->prefill_us = q->prefill_us;
@@ -685,8 +762,52 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
     router_caches_release(q->r->caches, c);
 }
 
-/* Picks an instance of q->pool (falling back once when the pool has none) and goes on
- * with the cache lookup or the submit. */
+/* q has an instance: the router queue time is reported, and it goes on with the cache
+ * lookup or the submit. */
+static void do_picked(relay_req_t *q)
+{
+    do_report_queue(q);
+    if (q->lookup)
+        do_cache_lookup(q);
+    else
+        do_submit(q);
+}
+
+/* How long a refused client might wait before trying again, ms: about how long the
+ * oldest waiter has waited (oldest_since_us; 0: no waiter). */
+static uint32_t retry_hint_ms(int64_t oldest_since_us)
+{
+    if (!oldest_since_us)
+        return RELAY_RETRY_DEFAULT_MS;
+    int64_t ms = (ls_now_us() - oldest_since_us) / 1000;
+    return (uint32_t)(ms < RELAY_RETRY_MIN_MS   ? RELAY_RETRY_MIN_MS
+                      : ms > RELAY_RETRY_MAX_MS ? RELAY_RETRY_MAX_MS
+                                                : ms);
+}
+
+/* q waits in the router's queue of its pool (the pools hold its waiter). */
+static void do_queued(relay_req_t *q)
+{
+    router_t *r = q->r;
+    do_cancel_timer(q, &q->queue_timer);
+    router__req_ref(q); /* the queue's */
+    q->in_queue = true;
+    q->phase = PHASE_QUEUED;
+    q->t_queued_us = q->waiter.since_us;
+    router_report_queued(r->report, q->pool, 1);
+    svc_span_event(q->span, "queued");
+    int64_t wait_ms = r->cfg.queue_wait_ms;
+    const char *fb = router_policy_fallback(&r->policy, q->pool);
+    int64_t ttft_ms = router_policy_ttft_ms(&r->policy, q->pool);
+    if (fb && !q->fell_back_once && ttft_ms > 0 && ttft_ms < wait_ms)
+        wait_ms = ttft_ms; /* the TTFT budget runs out first: then the fallback pool */
+    q->queue_timer = do_arm(q, TIMER_QUEUE, q->t_queued_us + wait_ms * 1000);
+    LS_LOG_DEBUG("router", "queued id=%s pool=%s", q->id, q->pool);
+}
+
+/* Picks an instance of q->pool (falling back once when the pool has none, or no room and
+ * a full queue), or queues q when its instances are all at capacity, and goes on with
+ * the cache lookup or the submit. */
 static void do_dispatch(relay_req_t *q)
 {
     router_t *r = q->r;
@@ -696,13 +817,20 @@ static void do_dispatch(relay_req_t *q)
             return;
         }
         router_pick_t pk;
-        int rc = router_pools_pick(r->pools, q->pool, q->sub->conversation_id, q->tried, q->n_tried,
-                                   &pk);
+        q->waiter.ud = q;
+        q->waiter.since_us = ls_now_us();
+        int rc = router_pools_pick_or_wait(r->pools, q->pool, q->sub->conversation_id, q->tried,
+                                           q->n_tried, &q->waiter, (size_t)r->cfg.queue_max, &pk);
+        if (rc == LS_OK && pk.queued) {
+            do_queued(q);
+            return;
+        }
         if (rc == LS_OK) {
             q->inst = pk.inst;
             q->conn = router_instance_user(pk.inst);
             router_instance_ref(r->pools, pk.inst);
             q->tried[q->n_tried++] = pk.inst;
+            q->inst_tried = true;
             q->attempt++;
             if (pk.affinity && !strstr(q->reason, "affinity")) {
                 size_t l = strlen(q->reason);
@@ -712,13 +840,28 @@ static void do_dispatch(relay_req_t *q)
         }
         const char *fb = router_policy_fallback(&r->policy, q->pool);
         if (fb && !q->fell_back_once && router_pools_has(r->pools, fb)) {
-            snprintf(q->fallback_reason, sizeof(q->fallback_reason),
-                     "pool %s unavailable: no healthy instance%s", q->pool,
-                     q->n_tried ? " left" : "");
+            if (rc == LS_ERR_FULL)
+                snprintf(q->fallback_reason, sizeof(q->fallback_reason),
+                         "pool %s at capacity: every instance busy and %zu requests queued",
+                         q->pool, pk.waiting);
+            else
+                snprintf(q->fallback_reason, sizeof(q->fallback_reason),
+                         "pool %s unavailable: no healthy instance%s", q->pool,
+                         q->n_tried ? " left" : "");
             do_fall_back(q, fb);
             continue;
         }
-        char msg[200];
+        char msg[300];
+        if (rc == LS_ERR_FULL) {
+            /* Busy, not down: RESOURCE_EXHAUSTED, which clients retry after the hint. */
+            q->retry_after_ms = retry_hint_ms(pk.oldest_since_us);
+            snprintf(msg, sizeof(msg),
+                     "pool %s is at capacity: every instance is busy and the router's queue "
+                     "holds %zu requests (--queue-max %" PRId64 "); retry after %u ms",
+                     q->pool, pk.waiting, r->cfg.queue_max, q->retry_after_ms);
+            do_fail(q, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+            return;
+        }
         if (router_pools_count(r->pools, q->pool) == 0)
             snprintf(msg, sizeof(msg), "no instance in pool %s (discovery lists none)", q->pool);
         else
@@ -726,10 +869,42 @@ static void do_dispatch(relay_req_t *q)
         do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
         return;
     }
-    if (q->lookup)
-        do_cache_lookup(q);
-    else
-        do_submit(q);
+    do_picked(q);
+}
+
+/* The instance refused the current try for want of room (its own RESOURCE_EXHAUSTED,
+ * before any token): not a failure of the instance.  It counts as full until a request
+ * of ours there ends, and q is routed again (queued, most likely); with nothing of ours
+ * there to end, q pauses (RELAY_BACKOFF_MS, doubling) and is routed again, within
+ * --queue-wait-ms and its deadline. */
+static void do_instance_full(relay_req_t *q, const char *why)
+{
+    router_t *r = q->r;
+    router_instance_t *inst = q->inst;
+    bool tried = q->inst_tried;
+    do_cancel_timer(q, &q->ttft_timer);
+    q->inst = NULL;
+    q->conn = NULL;
+    q->inst_tried = false;
+    bool marked = router_pools_release_full(r->pools, inst);
+    /* Full is not failed: the instance stays a candidate, for the queue to wait on. */
+    if (tried && q->n_tried && q->tried[q->n_tried - 1] == inst) {
+        q->n_tried--;
+        router_instance_unref(r->pools, inst);
+    }
+    LS_LOG_DEBUG("router", "instance full id=%s marked=%d why=\"%s\"", q->id, (int)marked, why);
+    if (marked) {
+        do_dispatch(q); /* queued until a release there, or another instance with room */
+        return;
+    }
+    /* Nothing of ours there will end to say when room comes (requests from elsewhere
+     * hold it, or a cancel it has not acted on yet): try again after a growing pause,
+     * within the queue's wait. */
+    unsigned shift = q->backoffs < 5 ? q->backoffs : 5;
+    q->backoffs++;
+    q->phase = PHASE_QUEUED;
+    q->t_queued_us = ls_now_us();
+    q->queue_timer = do_arm(q, TIMER_QUEUE, q->t_queued_us + (RELAY_BACKOFF_MS << shift) * 1000);
 }
 
 /* The current try failed before any token: try another instance or the fallback. */
@@ -872,7 +1047,9 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
                  ev->error->message);
         do_trace_try_end(q, code, ev->error->message);
-        if (q->tokens_sent == 0 && retryable(code))
+        if (q->tokens_sent == 0 && code == GRPC_STATUS_RESOURCE_EXHAUSTED)
+            do_instance_full(q, why);
+        else if (q->tokens_sent == 0 && retryable(code))
             do_retry(q, code, why);
         else
             do_fail(q, code, why);
@@ -989,6 +1166,28 @@ static const rpc_mux_handler_t cache_handler = {on_cache_message, on_cache_broke
 
 /* ---- timers ----------------------------------------------------------------------- */
 
+/* q waited waited_ms in the router's queue (now out of it) without room: the fallback
+ * pool, else DEADLINE_EXCEEDED. */
+static void do_queue_timeout(relay_req_t *q, int64_t waited_ms)
+{
+    router_t *r = q->r;
+    const char *fb = router_policy_fallback(&r->policy, q->pool);
+    if (fb && !q->fell_back_once && router_pools_has(r->pools, fb)) {
+        snprintf(q->fallback_reason, sizeof(q->fallback_reason),
+                 "pool %s at capacity: no room within %" PRId64 " ms in the router's queue",
+                 q->pool, waited_ms);
+        do_fall_back(q, fb);
+        do_dispatch(q);
+        return;
+    }
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "pool %s at capacity: no room within %" PRId64
+             " ms in the router's queue (--queue-wait-ms %" PRId64 ")",
+             q->pool, waited_ms, r->cfg.queue_wait_ms);
+    do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+}
+
 static void on_timer(void *ud, bool fired)
 {
     timer_ctx_t *t = ud;
@@ -996,6 +1195,7 @@ static void on_timer(void *ud, bool fired)
     pthread_mutex_lock(&q->mu);
     timer_ctx_t **slot = t->kind == TIMER_DEADLINE ? &q->deadline_timer
                          : t->kind == TIMER_TTFT   ? &q->ttft_timer
+                         : t->kind == TIMER_QUEUE  ? &q->queue_timer
                                                    : &q->cache_timer;
     bool current = fired && *slot == t;
     if (*slot == t)
@@ -1003,10 +1203,12 @@ static void on_timer(void *ud, bool fired)
     if (current && q->phase != PHASE_DONE) {
         if (t->kind == TIMER_DEADLINE) {
             if (q->tokens_sent == 0) {
-                char msg[120];
+                char msg[160];
                 snprintf(msg, sizeof(msg),
-                         "deadline passed before the first token (%" PRId64 " ms after receipt)",
-                         (ls_now_us() - q->t_recv_us) / 1000);
+                         "deadline passed before the first token (%" PRId64 " ms after receipt%s)",
+                         (ls_now_us() - q->t_recv_us) / 1000,
+                         q->phase == PHASE_QUEUED ? ", queued in the router: pool at capacity"
+                                                  : "");
                 do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
             } else {
                 do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE, q->tokens_sent);
@@ -1023,6 +1225,17 @@ static void on_timer(void *ud, bool fired)
                 do_end_attempt(q, true);
                 do_dispatch(q);
             }
+        } else if (t->kind == TIMER_QUEUE && q->phase == PHASE_QUEUED && q->in_queue) {
+            int64_t waited_ms = (ls_now_us() - q->t_queued_us) / 1000;
+            if (do_unqueue(q, false))
+                do_queue_timeout(q, waited_ms);
+        } else if (t->kind == TIMER_QUEUE && q->phase == PHASE_QUEUED) {
+            /* the pause after an instance's refusal (do_instance_full) is over */
+            q->queued_us += ls_now_us() - q->t_queued_us;
+            if (q->queued_us >= q->r->cfg.queue_wait_ms * 1000)
+                do_queue_timeout(q, q->queued_us / 1000);
+            else
+                do_dispatch(q);
         } else if (t->kind == TIMER_CACHE && q->phase == PHASE_LOOKUP) {
             do_end_lookup(q);
             /* too slow: answered as a miss */
@@ -1142,7 +1355,6 @@ void router__req_start(relay_req_t *q)
     do_route(q);
     q->t_routed_us = ls_now_us();
     do_trace_route(q);
-    router_report_queue(r->report, q->pool, q->t_routed_us - q->t_recv_us);
     q->m_flight = router_report_enter(r->report, q->pool);
     q->deadline_timer = do_arm(q, TIMER_DEADLINE, q->deadline_us);
     do_dispatch(q);
@@ -1163,4 +1375,26 @@ void router__req_reject(relay_req_t *q, int grpc_code, const char *message)
     pthread_mutex_lock(&q->mu);
     do_fail(q, grpc_code, message);
     pthread_mutex_unlock(&q->mu);
+}
+
+void router__req_granted(router_waiter_t *w, router_instance_t *inst)
+{
+    relay_req_t *q = w->ud;
+    pthread_mutex_lock(&q->mu);
+    if (!q->in_queue) { /* it ended while the grant was on its way */
+        if (inst)
+            router_pools_release(q->r->pools, inst);
+    } else {
+        do_left_queue(q);
+        if (!inst) {
+            do_dispatch(q); /* the pool has no eligible instance now: routed again */
+        } else {
+            q->inst = inst;
+            q->conn = router_instance_user(inst);
+            q->attempt++;
+            do_picked(q);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    router__req_unref(q); /* the queue's */
 }

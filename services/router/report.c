@@ -33,6 +33,7 @@ struct router_report_pool {
     char name[ROUTER_POOL_NAME_MAX + 1];
     svc_label_t label; /* {"pool", name} */
     svc_gauge_t in_flight;
+    svc_gauge_t queued; /* in the router's queue */
 };
 
 struct router_report {
@@ -51,11 +52,13 @@ router_report_t *router_report_create(svc_reporter_t *r)
         atomic_init(&rep->pools[i].state, SLOT_FREE);
         rep->pools[i].label = (svc_label_t){"pool", rep->pools[i].name};
         svc_gauge_init(&rep->pools[i].in_flight, false);
+        svc_gauge_init(&rep->pools[i].queued, false);
     }
     atomic_init(&rep->other.state, SLOT_NAMED);
     snprintf(rep->other.name, sizeof(rep->other.name), "other");
     rep->other.label = (svc_label_t){"pool", rep->other.name};
     svc_gauge_init(&rep->other.in_flight, false);
+    svc_gauge_init(&rep->other.queued, false);
     return rep;
 }
 
@@ -103,6 +106,14 @@ void router_report_leave(router_report_t *rep, router_report_pool_t *p)
 {
     if (rep && p)
         svc_gauge_add(&p->in_flight, rep->r, M_IN_FLIGHT, &p->label, 1, -1);
+}
+
+void router_report_queued(router_report_t *rep, const char *pool, int delta)
+{
+    if (!rep)
+        return;
+    router_report_pool_t *p = pool_slot(rep, pool);
+    svc_gauge_add(&p->queued, rep->r, M_ROUTER_QUEUE_DEPTH, &p->label, 1, delta);
 }
 
 /* ---- per request ---------------------------------------------------------------------- */

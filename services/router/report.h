@@ -3,7 +3,7 @@
  * with the names, kinds and labels of libs/svc/metric_names.h: per request its router
  * queue time, cache lookup, TTFT, gaps between tokens, end to end time, its outcome
  * (exactly one llmserve_requests_total per request, at its terminal event) and tokens;
- * fallbacks and retries; requests in flight per pool.
+ * fallbacks and retries; requests in flight and requests queued per pool.
  *
  * A router made without a reporter has no router_report_t (NULL): every function here
  * is then one pointer test.  Label arrays are built on the stack; the in-flight gauges
@@ -49,7 +49,11 @@ router_report_pool_t *router_report_enter(router_report_t *rep, const char *pool
 /* The request stops counting in flight where router_report_enter put it (NULL: no-op). */
 void router_report_leave(router_report_t *rep, router_report_pool_t *p);
 
-/* Time from receipt to routing, in pool. */
+/* One request more (delta 1) or less (-1) waiting in the router's queue of pool. */
+void router_report_queued(router_report_t *rep, const char *pool, int delta);
+
+/* Time from receipt to leaving the router for an instance (routing, and waiting in the
+ * router's queue), in pool. */
 void router_report_queue(router_report_t *rep, const char *pool, int64_t span_us);
 
 /* A cache lookup that ended with result ("hit", "miss", "error" or "skipped"). */

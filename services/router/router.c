@@ -5,8 +5,9 @@
  * Inference.Info said and the removed flag; r->live_mu guards the live request count;
  * the cache set (caches.c) has its own.
  * None is held while calling into another module, except conn->mu around
- * router_instance_set_healthy (the pools' lock is taken after it, never before) and
- * rpc_mux_create (which calls nothing back before it returns).
+ * router_instance_set_healthy and router_instance_set_capacity (the pools' lock is taken
+ * after it, never before; the grants they may make are handed to the admitter thread,
+ * not run there) and rpc_mux_create (which calls nothing back before it returns).
  *
  * Instance churn: a connection is made when discovery adds an instance and destroyed when
  * the instance is freed, after its removal and the release of the last pick or reference
@@ -42,6 +43,8 @@ void router_config_init(router_config_t *cfg)
     cfg->request_timeout_ms = 120000; /* ms */
     cfg->default_max_tokens = 256;    /* tokens */
     cfg->max_retries = 2;
+    cfg->queue_max = 512;            /* requests waiting for room, per pool */
+    cfg->queue_wait_ms = 30000;      /* ms */
     cfg->max_in_flight = 1024;       /* requests per client stream */
     cfg->max_prompt_bytes = 1 << 20; /* 1 MiB */
     cfg->max_affinity = 100000;      /* conversations */
@@ -91,9 +94,16 @@ static bool probe_info(void *ud, rpc_channel_t *ch, int64_t timeout_ms)
         return false;
     }
     const Llmserve__V1__InfoResponse *info = (const Llmserve__V1__InfoResponse *)resp;
+    /* What the instance holds at once: its batch plus its admission queue; a submit
+     * beyond that is refused with RESOURCE_EXHAUSTED, so the router queues instead. */
+    int64_t capacity = (int64_t)info->max_batch + (int64_t)info->max_queue;
     pthread_mutex_lock(&c->mu);
     snprintf(c->model, sizeof(c->model), "%s", info->model);
     snprintf(c->version, sizeof(c->version), "%s", info->model_version);
+    c->max_batch = info->max_batch;
+    c->max_queue = info->max_queue;
+    if (!c->removed)
+        router_instance_set_capacity(c->r->pools, c->inst, capacity);
     pthread_mutex_unlock(&c->mu);
     if (info->pool[0] && strcmp(info->pool, router_instance_pool(c->inst)) != 0)
         LS_LOG_WARN("router", "instance reports another pool addr=%s configured=%s reported=%s",
@@ -194,6 +204,29 @@ static void on_instance_free(void *ud, void *user)
     }
     pthread_mutex_unlock(&r->conns_mu);
     rpc_defer_add(r->reaper, conn_destroy, c);
+}
+
+/* A waiter was granted room (or handed back): on the admitter thread, since the grant
+ * comes from whichever thread made the room, often one holding a request's lock. */
+typedef struct {
+    router_waiter_t *w;
+    router_instance_t *inst;
+} grant_job_t;
+
+static void grant_job(void *ud)
+{
+    grant_job_t *j = ud;
+    router__req_granted(j->w, j->inst);
+    free(j);
+}
+
+static void on_grant(void *ud, router_waiter_t *w, router_instance_t *inst)
+{
+    router_t *r = ud;
+    grant_job_t *j = ls_xcalloc(1, sizeof(*j));
+    j->w = w;
+    j->inst = inst;
+    rpc_defer_add(r->admitter, grant_job, j);
 }
 
 static void on_discovery_update(void *ud, const discovery_instance_t *list, size_t n)
@@ -301,12 +334,14 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     r->timer = rpc_timer_create();
     r->client = rpc_client_create((int)(cfg->client_threads > 0 ? cfg->client_threads : 1));
     r->reaper = rpc_defer_create();
-    if (!r->timer || !r->client || !r->reaper) {
+    r->admitter = rpc_defer_create();
+    if (!r->timer || !r->client || !r->reaper || !r->admitter) {
         ls_set_err(err, err_len, "cannot start the router's threads");
         goto fail;
     }
     uint64_t seed = cfg->seed ? (uint64_t)cfg->seed : (uint64_t)ls_wall_us();
-    router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r};
+    router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r,
+                                  on_grant};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
     r->caches = router_caches_create(r->client, cfg->upstream, r->reaper);
     /* A source whose lists change may have none of a pool yet: the pool exists anyway,
@@ -457,6 +492,9 @@ void router_destroy(router_t *r)
      * their connections handed to the reaper. */
     if (r->pools)
         router_pools_clear(r->pools);
+    /* Grants still queued end their requests (clearing hands every waiter back: no pool
+     * has an instance now). */
+    rpc_defer_destroy(r->admitter);
     /* Ends every cache stream (the removed ones the reaper holds: below). */
     router_caches_destroy(r->caches);
     rpc_defer_destroy(r->reaper); /* destroys every connection handed to it */

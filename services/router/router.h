@@ -35,6 +35,11 @@ typedef struct {
     int64_t request_timeout_ms;    /* per-request deadline when none is given; default 120000 */
     int64_t default_max_tokens;    /* max_tokens 0 resolves to this; default 256 */
     int64_t max_retries;           /* extra tries before the first token; default 2 */
+    int64_t queue_max;             /* requests waiting in the router for room in a pool whose
+                                      instances are all at capacity, per pool; beyond it
+                                      RESOURCE_EXHAUSTED; 0 = no queue; default 512 */
+    int64_t queue_wait_ms;         /* longest wait in that queue before the fallback pool or
+                                      DEADLINE_EXCEEDED; default 30000 */
     int64_t max_in_flight;         /* requests per client stream; default 1024 */
     int64_t max_prompt_bytes;      /* prompt plus messages; default 1 MiB */
     int64_t max_affinity;          /* remembered conversations; default 100000 */

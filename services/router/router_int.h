@@ -28,9 +28,10 @@ typedef struct {
     router_t *r;
     router_instance_t *inst; /* not referenced: valid while listed, and until on_free */
     rpc_mux_t *mux;
-    pthread_mutex_t mu; /* guards model, version and removed */
+    pthread_mutex_t mu; /* guards model, version, the limits and removed */
     char model[128];
     char version[64];
+    uint32_t max_batch, max_queue; /* as Inference.Info said; 0 until it answered */
     bool removed; /* the instance was removed: mux callbacks leave inst alone */
 } router__conn_t;
 
@@ -46,7 +47,8 @@ struct router {
     pthread_mutex_t conns_mu; /* guards conns */
     router__conn_t **conns;   /* connections whose instance is not freed yet */
     size_t n_conns, cap_conns;
-    rpc_defer_t *reaper; /* destroys connections: rpc_mux_destroy blocks */
+    rpc_defer_t *reaper;   /* destroys connections: rpc_mux_destroy blocks */
+    rpc_defer_t *admitter; /* hands granted room to queued requests (router__req_granted) */
 
     router_caches_t *caches; /* Cache.Session streams, one per cache instance */
 
@@ -117,6 +119,11 @@ void router__req_cancel(relay_req_t *req);
 
 void router__req_ref(relay_req_t *req);
 void router__req_unref(relay_req_t *req);
+
+/* Waiter w (a queued request's) was granted inst, or handed back with inst NULL (its
+ * pool has no eligible instance left): the request goes on, or the pick is released when
+ * the request ended meanwhile.  On the admitter thread, with no lock held. */
+void router__req_granted(router_waiter_t *w, router_instance_t *inst);
 
 /* Ends req at once with an error event (for requests the sink refuses, e.g. a duplicate
  * id, before start).  Calls sink->finished like any terminal. */

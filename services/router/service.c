@@ -368,6 +368,8 @@ static void cs_emit(relay_sink_t *s, relay_req_t *req, const Llmserve__V1__Gener
         break;
     }
     case LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR:
+        if (ev->error->retry_after_ms) /* gRPC retry policies wait that long, then retry */
+            rpc_call_set_retry_pushback(c->call, ev->error->retry_after_ms);
         rpc_call_finish(c->call, (grpc_status_code)ev->error->code, ev->error->message);
         break;
     default:

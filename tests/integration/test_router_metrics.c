@@ -11,7 +11,9 @@
  * Checked: exactly one llmserve_requests_total per request with its labels; TTFT and end
  * to end times once per request; a gap per token after the first of a model's answer and
  * the tokens streamed; cache lookups by result; router queue time per routed request;
- * in flight back to 0; every name with the kind and label keys of metric_names.h.
+ * in flight back to 0; every name with the kind and label keys of metric_names.h.  And,
+ * before an instance of the slow model that holds two requests at once, the depth of the
+ * router's queue as requests wait there and leave it.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -246,6 +248,104 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
     cr_expect_eq(recording_reporter_calls(rr, M_FALLBACKS, NULL, 0), 0);
     cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
     expect_contract(rr);
+
+    rpc_channel_destroy(ch);
+    rpc_client_destroy(client);
+    rpc_server_shutdown(srv, 1000);
+    rpc_server_destroy(srv);
+    router_destroy(r);
+    recording_reporter_destroy(rr);
+}
+
+/* The slow model, one request running and one waiting: two at once. */
+static void start_tight_instance(void)
+{
+    char model[512], tok[512];
+    snprintf(model, sizeof(model), "%s/slow.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    snprintf(tok, sizeof(tok), "%s/tok.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    char *inf[] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
+                   "--listen",
+                   "127.0.0.1:0",
+                   "--model",
+                   model,
+                   "--tokenizer",
+                   tok,
+                   "--pool",
+                   "small",
+                   "--model-name",
+                   "slow",
+                   "--cpu-threads",
+                   "1",
+                   "--kv-budget-tokens",
+                   "8192",
+                   "--max-batch",
+                   "1",
+                   "--max-queue",
+                   "1",
+                   "--grace-ms",
+                   "500",
+                   NULL};
+    cr_assert_eq(test_proc_start(&g_inf, inf, 60000), 0, "inference did not start");
+}
+
+Test(router_metrics, the_queue_depth_follows_requests_waiting_for_room)
+{
+    start_tight_instance();
+    recording_reporter_t *rr = recording_reporter_create();
+    char spec[96], err[256] = "";
+    snprintf(spec, sizeof(spec), "small=127.0.0.1:%d", g_inf.port);
+    discovery_t *disc = discovery_static_create(spec, err, sizeof(err));
+    cr_assert_not_null(disc, "%s", err);
+    router_config_t cfg;
+    router_config_init(&cfg);
+    cfg.tiers = "";
+    cfg.seed = 1;
+    cfg.reporter = recording_reporter_base(rr);
+    router_t *r = router_create(&cfg, disc, err, sizeof(err));
+    cr_assert_not_null(r, "router_create: %s", err);
+    cr_assert(router_wait_ready(r, 30000), "instance not connected");
+    rpc_server_config_t scfg;
+    rpc_server_config_init(&scfg);
+    scfg.threads = 2;
+    scfg.name = "router";
+    rpc_server_t *srv = rpc_server_create(&scfg);
+    cr_assert_not_null(srv);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(router_register(r, srv), LS_OK);
+    cr_assert_eq(rpc_server_start(srv), LS_OK);
+    rpc_client_t *client = rpc_client_create(1);
+    rpc_channel_t *ch = test_channel_to(client, port, NULL);
+    router_stream_t *g = router_stream_open(ch, NULL);
+
+    static const char *const ids[] = {"a1", "a2", "q1", "q2"};
+    for (int i = 0; i < 4; i++) {
+        router_stream_req_t q = req_of(ids[i], "once upon a time");
+        q.max_tokens = 1500;
+        q.policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
+        router_stream_submit(g, &q);
+        if (i == 0)
+            cr_assert_gt(router_stream_wait(g, "a1", 1, 60000).tokens, 0, "a1 did not start");
+    }
+    svc_label_t small = {"pool", "small"};
+    cr_assert(wait_gauge(rr, M_ROUTER_QUEUE_DEPTH, &small, 1, 2, 10000),
+              "q1 and q2 are not counted as queued");
+    router_stream_cancel(g, "q1");
+    router_stream_finish(g, "q1");
+    cr_assert(wait_gauge(rr, M_ROUTER_QUEUE_DEPTH, &small, 1, 1, 10000));
+    for (int i = 0; i < 4; i++)
+        router_stream_cancel(g, ids[i]);
+    for (int i = 1; i < 4; i++)
+        router_stream_finish(g, ids[i]);
+    router_stream_finish(g, "a1");
+    router_stream_close(g);
+    cr_assert(wait_gauge(rr, M_ROUTER_QUEUE_DEPTH, &small, 1, 0, 10000), "still counted queued");
+    cr_assert(wait_gauge(rr, M_IN_FLIGHT, &small, 1, 0, 10000), "requests still in flight");
+    cr_expect_eq(recording_reporter_observations(rr, M_ROUTER_QUEUE, &small, 1, NULL, 0), 4,
+                 "router queue time once per request, queued or not");
+    cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
+    static const char *const pool[] = {"pool"};
+    cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_QUEUE_DEPTH, RECORDING_GAUGE, pool, 1), 0);
 
     rpc_channel_destroy(ch);
     rpc_client_destroy(client);

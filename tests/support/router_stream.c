@@ -89,12 +89,14 @@ static void on_message(gen_recorder_t *g, const ProtobufCMessage *msg)
             r->ttft_us = ev->done->timings->ttft_us;
             r->total_us = ev->done->timings->total_us;
             r->cache_lookup_us = ev->done->timings->cache_lookup_us;
+            r->router_queue_us = ev->done->timings->router_queue_us;
         }
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_ERROR:
         r->terminal++;
         r->err_code = ev->error->code;
         snprintf(r->err_msg, sizeof(r->err_msg), "%s", ev->error->message);
+        r->retry_after_ms = ev->error->retry_after_ms;
         break;
     default:
         break;

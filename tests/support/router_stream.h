@@ -33,6 +33,7 @@ typedef struct {
     int finish;             /* ... with this FinishReason */
     int err_code;           /* the terminal event was Error with this gRPC code (else 0) */
     char err_msg[512];
+    uint32_t retry_after_ms; /* the Error's retry hint (0: none) */
     char text[16384]; /* the tokens' text, in order (cut short if longer) */
     size_t text_len;
     int ids[256];                /* the ids of the first 256 token events */
@@ -41,6 +42,7 @@ typedef struct {
     uint32_t completion_tokens;  /* Done's usage */
     uint64_t ttft_us, total_us;  /* Done's timings */
     uint64_t cache_lookup_us;    /* Done's timings */
+    uint64_t router_queue_us;    /* Done's timings */
     uint32_t first_attempt_seen; /* the first started event's attempt */
     /* The last started event, owned by the stream: NULL in the copies tests get (read it
      * with router_stream_route). */

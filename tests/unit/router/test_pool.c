@@ -1,6 +1,6 @@
 /*
  * test_pool.c - services/router/pool.c: least outstanding, affinity, version split,
- * health, exclusion and reconciliation with discovery lists.
+ * health, exclusion, reconciliation with discovery lists, capacity and waiters.
  */
 #define _GNU_SOURCE
 #include "base/err.h"
@@ -37,7 +37,7 @@ static void on_free(void *ud, void *user)
 static router_pools_t *make(const char *spec)
 {
     added = removed = freed = 0;
-    router_pools_hooks_t hooks = {on_add, on_remove, on_free, NULL};
+    router_pools_hooks_t hooks = {on_add, on_remove, on_free, NULL, NULL};
     router_pools_t *p = router_pools_create(42, 1000, &hooks);
     discovery_instance_t *l;
     size_t n;
@@ -71,7 +71,7 @@ static router_pools_t *make_healthy(const char *spec)
 {
     n_insts = 0;
     added = removed = freed = 0;
-    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL};
+    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL, NULL};
     router_pools_t *p = router_pools_create(7, 1000, &hooks);
     discovery_instance_t *l;
     size_t n;
@@ -211,7 +211,7 @@ Test(pool, affinity_holds_while_healthy)
 Test(pool, affinity_map_is_bounded)
 {
     n_insts = 0;
-    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL};
+    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL, NULL};
     router_pools_t *p = router_pools_create(1, 2, &hooks);
     discovery_instance_t l[2] = {{"small", "", 100, "h:1"}, {"small", "", 100, "h:2"}};
     router_pools_update(p, l, 2);
@@ -293,4 +293,131 @@ Test(pool, update_adds_removes_and_frees_after_release)
     cr_assert_str_eq(names, "small, medium");
     router_pools_destroy(p);
     cr_assert_eq(freed, 4);
+}
+
+/* ---- capacity and waiters ------------------------------------------------------------ */
+
+static router_waiter_t *granted_w[16];
+static router_instance_t *granted_inst[16];
+static int n_granted;
+
+static void on_grant(void *ud, router_waiter_t *w, router_instance_t *inst)
+{
+    (void)ud;
+    granted_w[n_granted] = w;
+    granted_inst[n_granted] = inst;
+    n_granted++;
+}
+
+static router_pools_t *make_waiting(const char *spec, int64_t capacity)
+{
+    n_insts = 0;
+    n_granted = 0;
+    added = removed = freed = 0;
+    router_pools_hooks_t hooks = {on_add_keep, on_remove, on_free, NULL, on_grant};
+    router_pools_t *p = router_pools_create(7, 1000, &hooks);
+    discovery_instance_t *l;
+    size_t n;
+    char err[128];
+    cr_assert_eq(discovery_static_parse(spec, &l, &n, err, sizeof(err)), LS_OK, "%s", err);
+    router_pools_update(p, l, n);
+    discovery_list_free(l, n);
+    for (size_t i = 0; i < n_insts; i++) {
+        router_instance_set_capacity(p, insts[i], capacity);
+        router_instance_set_healthy(p, insts[i], true);
+    }
+    return p;
+}
+
+static int pick_or_wait(router_pools_t *p, router_waiter_t *w, size_t max, router_pick_t *pk)
+{
+    return router_pools_pick_or_wait(p, "small", NULL, NULL, 0, w, max, pk);
+}
+
+Test(pool, full_instances_queue_waiters_and_releases_grant_them_in_order)
+{
+    router_pools_t *p = make_waiting("small=h:1,h:2", 1);
+    router_pick_t pk;
+    router_waiter_t w1 = {.since_us = 1}, w2 = {.since_us = 2}, w3 = {.since_us = 3};
+    cr_assert_eq(pick_or_wait(p, &w1, 2, &pk), LS_OK);
+    router_instance_t *a = pk.inst;
+    cr_assert_eq(pick_or_wait(p, &w1, 2, &pk), LS_OK);
+    router_instance_t *b = pk.inst;
+    cr_assert(a && b && a != b, "least outstanding spreads over both");
+    /* Both full: the next two queue, the third finds the queue full. */
+    cr_assert_eq(pick_or_wait(p, &w1, 2, &pk), LS_OK);
+    cr_assert(pk.queued && !pk.inst);
+    cr_assert_eq(pick_or_wait(p, &w2, 2, &pk), LS_OK);
+    cr_assert(pk.queued);
+    cr_assert_eq(router_pools_waiting(p, "small"), 2);
+    cr_assert_eq(pick_or_wait(p, &w3, 2, &pk), LS_ERR_FULL);
+    cr_assert_eq(pk.waiting, 2);
+    cr_assert_eq(pk.oldest_since_us, 1);
+    cr_assert_eq(router_pools_pick(p, "small", NULL, NULL, 0, &pk), LS_ERR_FULL);
+    /* A release grants the oldest waiter the room, picked for it. */
+    router_pools_release(p, a);
+    cr_assert_eq(n_granted, 1);
+    cr_assert_eq(granted_w[0], &w1);
+    cr_assert_eq(granted_inst[0], a);
+    cr_assert_not(router_pools_unwait(p, &w1), "a granted waiter is no longer queued");
+    /* w2 leaves the queue itself: nothing is granted to it. */
+    cr_assert(router_pools_unwait(p, &w2));
+    cr_assert_eq(router_pools_waiting(p, "small"), 0);
+    router_pools_release(p, b);
+    cr_assert_eq(n_granted, 1);
+    router_pools_release(p, granted_inst[0]);
+    router_pools_destroy(p);
+}
+
+Test(pool, an_instance_that_refused_has_no_room_until_its_next_release)
+{
+    router_pools_t *p = make_waiting("small=h:1", 0); /* capacity unknown: no bound */
+    router_instance_t *a = pick(p, "small", NULL);
+    router_instance_t *b = pick(p, "small", NULL);
+    cr_assert(router_pools_release_full(p, b), "a is still out: marked full");
+    router_pick_t pk;
+    router_waiter_t w = {0};
+    cr_assert_eq(pick_or_wait(p, &w, 4, &pk), LS_OK);
+    cr_assert(pk.queued, "full until a release");
+    router_pools_release(p, a);
+    cr_assert_eq(n_granted, 1);
+    cr_assert_eq(granted_inst[0], insts[0]);
+    /* With nothing of ours out there, a refusal cannot be marked (no release would
+     * clear it). */
+    cr_assert_not(router_pools_release_full(p, granted_inst[0]));
+    cr_assert_eq(router_pools_pick(p, "small", NULL, NULL, 0, &pk), LS_OK);
+    router_pools_release(p, pk.inst);
+    router_pools_destroy(p);
+}
+
+Test(pool, waiters_of_a_pool_left_without_instances_are_handed_back)
+{
+    router_pools_t *p = make_waiting("small=h:1", 1);
+    router_instance_t *a = pick(p, "small", NULL);
+    router_pick_t pk;
+    router_waiter_t w = {0};
+    cr_assert_eq(pick_or_wait(p, &w, 4, &pk), LS_OK);
+    cr_assert(pk.queued);
+    router_instance_set_healthy(p, insts[0], false);
+    cr_assert_eq(n_granted, 1);
+    cr_assert_eq(granted_w[0], &w);
+    cr_assert_null(granted_inst[0], "no instance: routed again");
+    router_pools_release(p, a);
+    router_pools_destroy(p);
+}
+
+Test(pool, raising_capacity_grants_waiters)
+{
+    router_pools_t *p = make_waiting("small=h:1", 1);
+    router_instance_t *a = pick(p, "small", NULL);
+    router_pick_t pk;
+    router_waiter_t w = {0};
+    cr_assert_eq(pick_or_wait(p, &w, 4, &pk), LS_OK);
+    cr_assert(pk.queued);
+    router_instance_set_capacity(p, insts[0], 2);
+    cr_assert_eq(n_granted, 1);
+    cr_assert_eq(granted_inst[0], insts[0]);
+    router_pools_release(p, a);
+    router_pools_release(p, granted_inst[0]);
+    router_pools_destroy(p);
 }
