@@ -137,6 +137,44 @@ static void expect_contract(recording_reporter_t *rr)
     cr_expect_eq(recording_reporter_misfits(rr, M_IN_FLIGHT, RECORDING_GAUGE, pool, 1), 0);
 }
 
+/* A router made from cfg and disc, serving on a loopback port, and a client channel to
+ * it; unserve takes them down. */
+typedef struct {
+    router_t *r;
+    rpc_server_t *srv;
+    rpc_client_t *client;
+    rpc_channel_t *ch;
+} served_t;
+
+static void serve(const router_config_t *cfg, discovery_t *disc, served_t *sv)
+{
+    char err[256] = "";
+    sv->r = router_create(cfg, disc, err, sizeof(err));
+    cr_assert_not_null(sv->r, "router_create: %s", err);
+    cr_assert(router_wait_ready(sv->r, 30000), "instance or cache not connected");
+    rpc_server_config_t scfg;
+    rpc_server_config_init(&scfg);
+    scfg.threads = 2;
+    scfg.name = "router";
+    sv->srv = rpc_server_create(&scfg);
+    cr_assert_not_null(sv->srv);
+    int port = 0;
+    cr_assert_eq(rpc_server_listen(sv->srv, "127.0.0.1:0", NULL, &port), LS_OK);
+    cr_assert_eq(router_register(sv->r, sv->srv), LS_OK);
+    cr_assert_eq(rpc_server_start(sv->srv), LS_OK);
+    sv->client = rpc_client_create(1);
+    sv->ch = test_channel_to(sv->client, port, NULL);
+}
+
+static void unserve(served_t *sv)
+{
+    rpc_channel_destroy(sv->ch);
+    rpc_client_destroy(sv->client);
+    rpc_server_shutdown(sv->srv, 1000);
+    rpc_server_destroy(sv->srv);
+    router_destroy(sv->r);
+}
+
 Test(router_metrics, every_request_is_reported_once_with_its_labels)
 {
     start_processes();
@@ -152,23 +190,9 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
     cfg.cache = cache_addr;
     cfg.seed = 1;
     cfg.reporter = recording_reporter_base(rr);
-    router_t *r = router_create(&cfg, disc, err, sizeof(err));
-    cr_assert_not_null(r, "router_create: %s", err);
-    cr_assert(router_wait_ready(r, 30000), "instance or cache not connected");
-
-    rpc_server_config_t scfg;
-    rpc_server_config_init(&scfg);
-    scfg.threads = 2;
-    scfg.name = "router";
-    rpc_server_t *srv = rpc_server_create(&scfg);
-    cr_assert_not_null(srv);
-    int port = 0;
-    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
-    cr_assert_eq(router_register(r, srv), LS_OK);
-    cr_assert_eq(rpc_server_start(srv), LS_OK);
-    rpc_client_t *client = rpc_client_create(1);
-    rpc_channel_t *ch = test_channel_to(client, port, NULL);
-    router_stream_t *g = router_stream_open(ch, NULL);
+    served_t sv;
+    serve(&cfg, disc, &sv);
+    router_stream_t *g = router_stream_open(sv.ch, NULL);
 
     /* Answers the model runs: looked up, missed, then stored. */
     static const char *const prompts[N_MISS] = {"the little dog ran", "a big red ball",
@@ -249,11 +273,7 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
     cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
     expect_contract(rr);
 
-    rpc_channel_destroy(ch);
-    rpc_client_destroy(client);
-    rpc_server_shutdown(srv, 1000);
-    rpc_server_destroy(srv);
-    router_destroy(r);
+    unserve(&sv);
     recording_reporter_destroy(rr);
 }
 
@@ -301,22 +321,9 @@ Test(router_metrics, the_queue_depth_follows_requests_waiting_for_room)
     cfg.tiers = "";
     cfg.seed = 1;
     cfg.reporter = recording_reporter_base(rr);
-    router_t *r = router_create(&cfg, disc, err, sizeof(err));
-    cr_assert_not_null(r, "router_create: %s", err);
-    cr_assert(router_wait_ready(r, 30000), "instance not connected");
-    rpc_server_config_t scfg;
-    rpc_server_config_init(&scfg);
-    scfg.threads = 2;
-    scfg.name = "router";
-    rpc_server_t *srv = rpc_server_create(&scfg);
-    cr_assert_not_null(srv);
-    int port = 0;
-    cr_assert_eq(rpc_server_listen(srv, "127.0.0.1:0", NULL, &port), LS_OK);
-    cr_assert_eq(router_register(r, srv), LS_OK);
-    cr_assert_eq(rpc_server_start(srv), LS_OK);
-    rpc_client_t *client = rpc_client_create(1);
-    rpc_channel_t *ch = test_channel_to(client, port, NULL);
-    router_stream_t *g = router_stream_open(ch, NULL);
+    served_t sv;
+    serve(&cfg, disc, &sv);
+    router_stream_t *g = router_stream_open(sv.ch, NULL);
 
     static const char *const ids[] = {"a1", "a2", "q1", "q2"};
     for (int i = 0; i < 4; i++) {
@@ -347,10 +354,6 @@ Test(router_metrics, the_queue_depth_follows_requests_waiting_for_room)
     static const char *const pool[] = {"pool"};
     cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_QUEUE_DEPTH, RECORDING_GAUGE, pool, 1), 0);
 
-    rpc_channel_destroy(ch);
-    rpc_client_destroy(client);
-    rpc_server_shutdown(srv, 1000);
-    rpc_server_destroy(srv);
-    router_destroy(r);
+    unserve(&sv);
     recording_reporter_destroy(rr);
 }
