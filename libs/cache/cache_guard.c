@@ -9,6 +9,7 @@
  */
 #include "cache/cache_guard.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,37 +131,22 @@ static bool eq(const guard_tok_t *t, const char *s)
     return strcmp(t->w, s) == 0;
 }
 
-static bool in_list(const char *w, const char *const *list)
-{
-    for (; *list; list++)
-        if (strcmp(w, *list) == 0)
-            return true;
-    return false;
-}
-
-/* Number words and ordinals: "two", "second", "2nd" -> "2"; NULL when not one. */
-static const char *number_word(const char *w)
-{
-    static const char *const words[][2] = {
-        {"zero", "0"},       {"one", "1"},         {"two", "2"},        {"three", "3"},
-        {"four", "4"},       {"five", "5"},        {"six", "6"},        {"seven", "7"},
-        {"eight", "8"},      {"nine", "9"},        {"ten", "10"},       {"eleven", "11"},
-        {"twelve", "12"},    {"thirteen", "13"},   {"fourteen", "14"},  {"fifteen", "15"},
-        {"sixteen", "16"},   {"seventeen", "17"},  {"eighteen", "18"},  {"nineteen", "19"},
-        {"twenty", "20"},    {"thirty", "30"},     {"forty", "40"},     {"fifty", "50"},
-        {"sixty", "60"},     {"seventy", "70"},    {"eighty", "80"},    {"ninety", "90"},
-        {"hundred", "100"},  {"thousand", "1000"}, {"million", "1e6"},  {"billion", "1e9"},
-        {"first", "1"},      {"second", "2"},      {"third", "3"},      {"fourth", "4"},
-        {"fifth", "5"},      {"sixth", "6"},       {"seventh", "7"},    {"eighth", "8"},
-        {"ninth", "9"},      {"tenth", "10"},      {"eleventh", "11"},  {"twelfth", "12"},
-        {"twentieth", "20"}, {"half", "0.5"},      {"quarter", "0.25"}, {"dozen", "12"},
-        {"twice", "2"},      {"double", "2"},      {"triple", "3"},     {"once", "1"},
-    };
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strcmp(w, words[i][0]) == 0)
-            return words[i][1];
-    return NULL;
-}
+/* Number words and ordinals: "two", "second" -> "2". */
+static const char *const k_number_words[][2] = {
+    {"zero", "0"},       {"one", "1"},         {"two", "2"},        {"three", "3"},
+    {"four", "4"},       {"five", "5"},        {"six", "6"},        {"seven", "7"},
+    {"eight", "8"},      {"nine", "9"},        {"ten", "10"},       {"eleven", "11"},
+    {"twelve", "12"},    {"thirteen", "13"},   {"fourteen", "14"},  {"fifteen", "15"},
+    {"sixteen", "16"},   {"seventeen", "17"},  {"eighteen", "18"},  {"nineteen", "19"},
+    {"twenty", "20"},    {"thirty", "30"},     {"forty", "40"},     {"fifty", "50"},
+    {"sixty", "60"},     {"seventy", "70"},    {"eighty", "80"},    {"ninety", "90"},
+    {"hundred", "100"},  {"thousand", "1000"}, {"million", "1e6"},  {"billion", "1e9"},
+    {"first", "1"},      {"second", "2"},      {"third", "3"},      {"fourth", "4"},
+    {"fifth", "5"},      {"sixth", "6"},       {"seventh", "7"},    {"eighth", "8"},
+    {"ninth", "9"},      {"tenth", "10"},      {"eleventh", "11"},  {"twelfth", "12"},
+    {"twentieth", "20"}, {"half", "0.5"},      {"quarter", "0.25"}, {"dozen", "12"},
+    {"twice", "2"},      {"double", "2"},      {"triple", "3"},     {"once", "1"},
+};
 
 /* Roman numerals as written in names ("World War II", "Henry VIII"): uppercase only. */
 static const char *roman(const guard_tok_t *t)
@@ -216,36 +202,6 @@ static const char *const k_letter_units[][2] = {
     {"h", "h"}, {"s", "s"}, {"t", "t"}, {"w", "w"},    {"v", "v"},    {"a", "a"},
 };
 
-/* The canonical unit of w (plural "s"/"es" dropped where that names a unit), or NULL. */
-static const char *unit_of(const char *w, bool after_number)
-{
-    size_t len = strlen(w);
-    if (len == 1) {
-        if (!after_number)
-            return NULL;
-        for (size_t i = 0; i < sizeof(k_letter_units) / sizeof(k_letter_units[0]); i++)
-            if (strcmp(w, k_letter_units[i][0]) == 0)
-                return k_letter_units[i][1];
-        return NULL;
-    }
-    for (int pass = 0; pass < 3; pass++) {
-        char base[GUARD_WORD_MAX];
-        size_t cut = pass == 0 ? 0 : pass == 1 ? 1 : 2;
-        if (len <= cut + 1)
-            break;
-        if (pass == 1 && w[len - 1] != 's')
-            continue;
-        if (pass == 2 && (w[len - 1] != 's' || w[len - 2] != 'e'))
-            continue;
-        memcpy(base, w, len - cut);
-        base[len - cut] = '\0';
-        for (size_t i = 0; i < sizeof(k_units) / sizeof(k_units[0]); i++)
-            if (strcmp(base, k_units[i][0]) == 0)
-                return k_units[i][1];
-    }
-    return NULL;
-}
-
 static const char *const k_negations[] = {
     "not",     "no",      "never",   "none",     "nobody",   "nothing",  "neither",
     "nor",     "without", "cannot",  "cant",     "dont",     "doesnt",   "didnt",
@@ -278,6 +234,112 @@ static const char *const k_function[] = {
 
 /* Words that start with a capital without naming anything. */
 static const char *const k_not_entities[] = {"i", "im", "ive", "id", "ill", "ok", "okay", NULL};
+
+/* ---- one hash table for the word lists -------------------------------------------- */
+
+/* The lists above, looked up per word of every prompt: one probe instead of a strcmp
+ * per list entry (those scans were three quarters of a signature's time). */
+enum { W_NEGATION = 1, W_DIRECTION = 2, W_YESNO = 4, W_NOT_ENTITY = 8, W_FUNCTION = 16 };
+
+typedef struct {
+    const char *word; /* NULL: an empty slot */
+    unsigned classes; /* W_* */
+    const char *number; /* k_number_words' value, or NULL */
+    const char *unit;   /* k_units' canonical unit, or NULL */
+} word_info_t;
+
+#define WORD_SLOTS 1024 /* about 400 words: a third full */
+
+static word_info_t g_words[WORD_SLOTS];
+static pthread_once_t g_words_once = PTHREAD_ONCE_INIT;
+
+static size_t word_slot(const char *w, size_t len)
+{
+    size_t s = (size_t)fnv('g', w, len) & (WORD_SLOTS - 1);
+    while (g_words[s].word && !(strlen(g_words[s].word) == len && memcmp(g_words[s].word, w, len) == 0))
+        s = (s + 1) & (WORD_SLOTS - 1);
+    return s;
+}
+
+static word_info_t *word_add(const char *w)
+{
+    word_info_t *e = &g_words[word_slot(w, strlen(w))];
+    e->word = w;
+    return e;
+}
+
+static void add_class(const char *const *list, unsigned c)
+{
+    for (; *list; list++)
+        word_add(*list)->classes |= c;
+}
+
+static void build_words(void)
+{
+    add_class(k_negations, W_NEGATION);
+    add_class(k_direction, W_DIRECTION);
+    add_class(k_yesno, W_YESNO);
+    add_class(k_not_entities, W_NOT_ENTITY);
+    add_class(k_function, W_FUNCTION);
+    for (size_t i = 0; i < sizeof(k_number_words) / sizeof(k_number_words[0]); i++)
+        word_add(k_number_words[i][0])->number = k_number_words[i][1];
+    for (size_t i = 0; i < sizeof(k_units) / sizeof(k_units[0]); i++) {
+        word_info_t *e = word_add(k_units[i][0]);
+        if (!e->unit)
+            e->unit = k_units[i][1];
+    }
+}
+
+/* What the lists say about w[0..len), or NULL when it is in none. */
+static const word_info_t *word_info(const char *w, size_t len)
+{
+    pthread_once(&g_words_once, build_words);
+    const word_info_t *e = &g_words[word_slot(w, len)];
+    return e->word ? e : NULL;
+}
+
+static bool has_class(const guard_tok_t *k, unsigned c)
+{
+    const word_info_t *e = word_info(k->w, k->len);
+    return e && (e->classes & c);
+}
+
+/* Number words and ordinals: "two", "second" -> "2"; NULL when not one. */
+static const char *number_word(const guard_tok_t *k)
+{
+    const word_info_t *e = word_info(k->w, k->len);
+    return e ? e->number : NULL;
+}
+
+/* The canonical unit of w (plural "s"/"es" dropped where that names a unit), or NULL. */
+static const char *unit_of(const char *w, bool after_number)
+{
+    size_t len = strlen(w);
+    if (len == 1) {
+        if (!after_number)
+            return NULL;
+        for (size_t i = 0; i < sizeof(k_letter_units) / sizeof(k_letter_units[0]); i++)
+            if (strcmp(w, k_letter_units[i][0]) == 0)
+                return k_letter_units[i][1];
+        return NULL;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        char base[GUARD_WORD_MAX];
+        size_t cut = pass == 0 ? 0 : pass == 1 ? 1 : 2;
+        if (len <= cut + 1)
+            break;
+        if (pass == 1 && w[len - 1] != 's')
+            continue;
+        if (pass == 2 && (w[len - 1] != 's' || w[len - 2] != 'e'))
+            continue;
+        memcpy(base, w, len - cut);
+        base[len - cut] = '\0';
+        const word_info_t *wi = word_info(base, len - cut);
+        if (wi && wi->unit)
+            return wi->unit;
+    }
+    return NULL;
+}
 
 static void add_sorted(uint64_t *set, uint8_t *n, uint64_t h, bool unique, bool *overflow)
 {
@@ -357,7 +419,7 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
         bloom_add(out, wh);
         char num[32];
         const char *unit = NULL;
-        const char *nw = number_word(k->w);
+        const char *nw = number_word(k);
         if (!nw)
             nw = roman(k);
         bool is_num = false;
@@ -381,7 +443,7 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
             if (out->n_anchors < CACHE_GUARD_ANCHORS)
                 out->anchors[out->n_anchors++] = h;
         }
-        if (in_list(k->w, k_negations))
+        if (has_class(k, W_NEGATION))
             out->negated = !out->negated; /* parity: "not without" cancels */
         /* a word negated by its prefix ("unpasteurized", "nonmetals"): the word without
          * it, to compare with the other prompt's words */
@@ -395,10 +457,10 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
                 break;
             }
         }
-        if (in_list(k->w, k_direction) || (eq(k, "in") && prev_anchor))
+        if (has_class(k, W_DIRECTION) || (eq(k, "in") && prev_anchor))
             out->directed = true;
-        bool prep = in_list(k->w, k_direction) || eq(k, "in");
-        if (i == 0 && in_list(k->w, k_yesno)) /* "Is every square a rectangle?" */
+        bool prep = has_class(k, W_DIRECTION) || eq(k, "in");
+        if (i == 0 && has_class(k, W_YESNO)) /* "Is every square a rectangle?" */
             out->yesno = true;
         /* "Who beat Foreman?" asks for the winner, "Who did Foreman beat?" the loser */
         if (i == 0 && (eq(k, "who") || eq(k, "whom")))
@@ -406,7 +468,7 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
         if (i == 1 && out->who && (eq(k, "do") || eq(k, "does") || eq(k, "did")))
             out->who_object = true;
         bool entity = (k->upper || k->all_caps) && !k->initial && !is_num && !unit &&
-                      !in_list(k->w, k_not_entities);
+                      !has_class(k, W_NOT_ENTITY);
         if (entity) {
             if (out->n_entities < CACHE_GUARD_MAX)
                 out->entities[out->n_entities++] = wh;
@@ -418,8 +480,8 @@ void cache_guard_sig(const char *text, size_t len, cache_guard_sig_t *out)
         /* content words are anchors too: cache_guard_check compares their order only
          * when a prompt holds a direction word */
         bool content = !is_num && !unit && !entity && k->len >= 3 &&
-                       !in_list(k->w, k_function) && !in_list(k->w, k_negations) &&
-                       !in_list(k->w, k_direction);
+                       !has_class(k, W_FUNCTION) && !has_class(k, W_NEGATION) &&
+                       !has_class(k, W_DIRECTION);
         if (content && out->n_content < CACHE_GUARD_ANCHORS)
             out->content[out->n_content++] = wh;
         /* the first word that carries meaning after a direction word is its object */
