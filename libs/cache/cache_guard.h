@@ -25,8 +25,8 @@
  *     distance between Rome and Paris") is missed, a miss being better than a wrong
  *     answer.  A question about the subject and one about the object ("Who beat
  *     Foreman?", "Who did Foreman beat?") differ too.
- * No model and no word list beyond the small tables in cache_guard.c.  Thread-safe
- * (pure functions).
+ * No model and no word list beyond the small tables in cache_guard.c (looked up through
+ * one hash table, built on first use under pthread_once).  Thread-safe.
  */
 #ifndef CACHE_GUARD_H
 #define CACHE_GUARD_H
