@@ -50,28 +50,38 @@ static void stop_all(void)
 
 TestSuite(router_metrics, .fini = stop_all, .timeout = 300);
 
-static void start_processes(void)
+/* The inference instance of pool small: models/<file> served as name, with extra
+ * flags (NULL-terminated; NULL: none). */
+static void start_inference(const char *file, const char *name, const char *const *extra)
 {
     char model[512], tok[512];
-    snprintf(model, sizeof(model), "%s/small.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
+    snprintf(model, sizeof(model), "%s/%s", test_env_path("LLMSERVE_ROUTER_MODELS"), file);
     snprintf(tok, sizeof(tok), "%s/tok.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
-    char *inf[] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
-                   "--listen",
-                   "127.0.0.1:0",
-                   "--model",
-                   model,
-                   "--tokenizer",
-                   tok,
-                   "--pool",
-                   "small",
-                   "--model-name",
-                   MODEL,
-                   "--cpu-threads",
-                   "1",
-                   "--grace-ms",
-                   "500",
-                   NULL};
+    char *inf[32] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
+                     "--listen",
+                     "127.0.0.1:0",
+                     "--model",
+                     model,
+                     "--tokenizer",
+                     tok,
+                     "--pool",
+                     "small",
+                     "--model-name",
+                     (char *)name,
+                     "--cpu-threads",
+                     "1",
+                     "--grace-ms",
+                     "500"};
+    int n = 15;
+    for (; extra && *extra && n < 31; extra++)
+        inf[n++] = (char *)*extra;
+    inf[n] = NULL;
     cr_assert_eq(test_proc_start(&g_inf, inf, 60000), 0, "inference did not start");
+}
+
+static void start_processes(void)
+{
+    start_inference("small.bin", MODEL, NULL);
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0, "memcached did not start");
     char conf[96];
     test_memcached_config(&g_mc, conf, sizeof(conf));
@@ -280,32 +290,9 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
 /* The slow model, one request running and one waiting: two at once. */
 static void start_tight_instance(void)
 {
-    char model[512], tok[512];
-    snprintf(model, sizeof(model), "%s/slow.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
-    snprintf(tok, sizeof(tok), "%s/tok.bin", test_env_path("LLMSERVE_ROUTER_MODELS"));
-    char *inf[] = {(char *)test_env_path("LLMSERVE_INFERENCE_BIN"),
-                   "--listen",
-                   "127.0.0.1:0",
-                   "--model",
-                   model,
-                   "--tokenizer",
-                   tok,
-                   "--pool",
-                   "small",
-                   "--model-name",
-                   "slow",
-                   "--cpu-threads",
-                   "1",
-                   "--kv-budget-tokens",
-                   "8192",
-                   "--max-batch",
-                   "1",
-                   "--max-queue",
-                   "1",
-                   "--grace-ms",
-                   "500",
-                   NULL};
-    cr_assert_eq(test_proc_start(&g_inf, inf, 60000), 0, "inference did not start");
+    static const char *const tight[] = {"--kv-budget-tokens", "8192", "--max-batch", "1",
+                                        "--max-queue", "1", NULL};
+    start_inference("slow.bin", "slow", tight);
 }
 
 Test(router_metrics, the_queue_depth_follows_requests_waiting_for_room)
