@@ -118,6 +118,22 @@ static router_stream_req_t long_req(const char *id, uint32_t timeout_ms)
     return r;
 }
 
+/* a1 runs and a2 waits in the large instance, which is then full; frozen (freeze), it
+ * holds both for as long as the test needs (the slow model's answers are long, not
+ * endless), and its stream stays open, so it stays healthy. */
+static void fill_large(router_stream_t *g, int max_tokens, bool freeze)
+{
+    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
+    a1.max_tokens = a2.max_tokens = max_tokens;
+    router_stream_submit(g, &a1);
+    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
+    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
+    router_stream_submit(g, &a2);
+    usleep(100000);
+    if (freeze)
+        suite_freeze(&S.large[0]);
+}
+
 /* One Complete for the large pool; *pushback_ms gets the trailer (-1: none). */
 static rpc_status_t complete_large(long *pushback_ms)
 {
@@ -153,15 +169,8 @@ Test(router_admission, full_router_queue_refuses_with_resource_exhausted_and_a_h
 {
     router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
     /* a1 runs, a2 waits in the instance: the instance is full. */
-    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
-    router_stream_submit(g, &a1);
-    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
-    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
-    router_stream_submit(g, &a2);
-    /* Frozen, the instance holds both for as long as the test needs (the slow model's
-     * answers are long, not endless); its stream stays open, so it stays healthy. */
-    usleep(100000);
-    suite_freeze(&S.large[0]);
+    fill_large(g, 1500, true);
+    router_stream_rec_t r;
     /* q1 waits in the router's queue; q2 too, until its deadline. */
     router_stream_req_t q1 = long_req("q1", 0), q2 = long_req("q2", 1500);
     router_stream_submit(g, &q1);
@@ -238,15 +247,8 @@ Test(router_admission, queued_past_its_wait_or_beyond_the_queue_falls_back,
      .init = start_tight_large_fallback)
 {
     router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
-    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
-    router_stream_submit(g, &a1);
-    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
-    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
-    router_stream_submit(g, &a2);
-    /* Frozen, the instance holds both for as long as the test needs (the slow model's
-     * answers are long, not endless); its stream stays open, so it stays healthy. */
-    usleep(100000);
-    suite_freeze(&S.large[0]);
+    fill_large(g, 1500, true);
+    router_stream_rec_t r;
     /* q waits (the queue holds 1) and, past its wait, goes to small; o finds the queue
      * full and goes to small at once. */
     router_stream_req_t q = {.id = "q", .prompt = PROMPT, .hint = "large", .max_tokens = 4};
@@ -293,15 +295,9 @@ static void start_tight_large_drain(void)
 Test(router_admission, drain_ends_queued_requests_once, .init = start_tight_large_drain)
 {
     router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
-    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0), q = long_req("q", 0);
-    router_stream_submit(g, &a1);
-    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
-    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
-    router_stream_submit(g, &a2);
-    /* Frozen, the instance holds both for as long as the test needs (the slow model's
-     * answers are long, not endless); its stream stays open, so it stays healthy. */
-    usleep(100000);
-    suite_freeze(&S.large[0]);
+    router_stream_req_t q = long_req("q", 0);
+    fill_large(g, 1500, true);
+    router_stream_rec_t r;
     router_stream_submit(g, &q);
     usleep(100000);
     cr_assert_eq(router_stream_wait(g, "q", 0, 0).terminal, 0, "q was not queued");
@@ -327,13 +323,8 @@ Test(router_admission, an_instance_filled_by_another_router_is_waited_for,
      .init = start_tight_large)
 {
     router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
-    router_stream_req_t a1 = long_req("a1", 0), a2 = long_req("a2", 0);
-    a1.max_tokens = a2.max_tokens = 2000;
-    router_stream_submit(g, &a1);
-    router_stream_rec_t r = router_stream_wait(g, "a1", 1, 60000);
-    cr_assert_gt(r.tokens, 0, "a1: %d %s", r.err_code, r.err_msg);
-    router_stream_submit(g, &a2);
-    usleep(100000);
+    fill_large(g, 2000, false);
+    router_stream_rec_t r;
 
     char pool[64];
     snprintf(pool, sizeof(pool), "large=127.0.0.1:%d", S.large[0].port);
