@@ -15,10 +15,7 @@
 #include <string.h>
 
 static test_memcached_t g_mc;
-static test_proc_t g_svc;
-static rpc_client_t *g_client;
-static rpc_channel_t *g_ch;
-static tc_session_t g_s;
+static tc_conn_t g_c;
 static char g_mcconf[64];
 
 static rpc_channel_t *channel_to(rpc_client_t *c, int port)
@@ -32,10 +29,7 @@ static void start_with(const char *const *extra)
 {
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0, "memcached did not start");
     test_memcached_config(&g_mc, g_mcconf, sizeof(g_mcconf));
-    tc_cache_start(&g_svc, g_mcconf, extra);
-    g_client = rpc_client_create(1);
-    g_ch = channel_to(g_client, g_svc.port);
-    cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
+    tc_connect(&g_c, g_mcconf, extra);
 }
 
 static const char *const k_small_limits[] = {
@@ -48,18 +42,14 @@ static void start_default(void)
 
 static void stop_all(void)
 {
-    cr_expect_eq(tc_session_close(&g_s), GRPC_STATUS_OK, "session did not end with OK");
-    rpc_channel_destroy(g_ch);
-    rpc_client_destroy(g_client);
-    int st = tc_cache_stop(&g_svc);
-    cr_expect_eq(st, 0, "llmserve-cache exit status %d (leak or crash at shutdown?)", st);
+    tc_disconnect(&g_c);
     test_memcached_stop(&g_mc, SIGTERM);
 }
 
 static void expect_hit(const char *tenant, const char *model, const char *prompt, const char *text,
                        Llmserve__V1__CacheSource source)
 {
-    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_s, tenant, model, prompt, false);
+    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_c.s, tenant, model, prompt, false);
     cr_assert(r->lookup->hit, "expected a hit for \"%s\"", prompt);
     cr_assert_str_eq(r->lookup->text, text);
     cr_assert_eq(r->lookup->kind, LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_EXACT);
@@ -70,7 +60,7 @@ static void expect_hit(const char *tenant, const char *model, const char *prompt
 
 static void expect_miss(const char *tenant, const char *model, const char *prompt)
 {
-    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_s, tenant, model, prompt, false);
+    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_c.s, tenant, model, prompt, false);
     cr_assert_not(r->lookup->hit, "expected a miss for \"%s\", got \"%s\"", prompt,
                   r->lookup->text);
     cr_assert_eq(r->lookup->kind, LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_NONE);
@@ -81,7 +71,7 @@ static void expect_miss(const char *tenant, const char *model, const char *promp
 
 static void expect_error(Llmserve__V1__CacheRequest *req, grpc_status_code code, const char *needle)
 {
-    Llmserve__V1__CacheResponse *r = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *r = tc_call(&g_c.s, req);
     cr_assert_not_null(r, "no answer");
     cr_assert_eq(r->id, req->id);
     cr_assert_eq(r->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR, "kind %d, wanted an error",
@@ -108,13 +98,13 @@ Test(cache, miss_store_hit_with_every_field)
     r.store.token_text_bytes = pieces;
     r.store.n_token_text_bytes = 3;
     r.store.model_version = "small@v7";
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert_not_null(resp);
     cr_assert(resp->store->stored, "%s", resp->store->reason);
     cr_assert_str_eq(resp->store->reason, "");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
-    resp = tc_do_lookup(&g_s, "", "small", "  What is the capital   of France?\n", false);
+    resp = tc_do_lookup(&g_c.s, "", "small", "  What is the capital   of France?\n", false);
     Llmserve__V1__CacheLookupResult *l = resp->lookup;
     cr_assert(l->hit);
     cr_assert_eq(l->kind, LLMSERVE__V1__CACHE_HIT_KIND__CACHE_HIT_KIND_EXACT);
@@ -131,7 +121,7 @@ Test(cache, miss_store_hit_with_every_field)
     cr_assert_str_eq(l->model_version, "small@v7");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
-    resp = tc_do_stats(&g_s);
+    resp = tc_do_stats(&g_c.s);
     cr_assert_geq(resp->stats->hits, 1);
     cr_assert_geq(resp->stats->misses, 1);
     cr_assert_geq(resp->stats->l1_hits, 1);
@@ -143,12 +133,12 @@ Test(cache, miss_store_hit_with_every_field)
 
 Test(cache, answers_are_shared_through_memcached_by_instances)
 {
-    tc_do_store(&g_s, "", "small", "shared question", "shared answer", false);
+    tc_do_store(&g_c.s, "", "small", "shared question", "shared answer", false);
     /* A second instance on the same memcached, with no L1 of its own. */
     static const char *const no_l1[] = {"--l1-bytes", "0", NULL};
     test_proc_t other;
     tc_cache_start(&other, g_mcconf, no_l1);
-    rpc_channel_t *ch = channel_to(g_client, other.port);
+    rpc_channel_t *ch = channel_to(g_c.client, other.port);
     tc_session_t s;
     cr_assert_eq(tc_session_open(&s, ch), 0);
     Llmserve__V1__CacheResponse *r = tc_do_lookup(&s, "", "small", "shared question", false);
@@ -163,7 +153,7 @@ Test(cache, answers_are_shared_through_memcached_by_instances)
 
 Test(cache, tenant_model_and_parameter_isolation)
 {
-    tc_do_store(&g_s, "acme", "small", "Summarize our Q3 plan.", "acme secret plan", false);
+    tc_do_store(&g_c.s, "acme", "small", "Summarize our Q3 plan.", "acme secret plan", false);
     expect_hit("acme", "small", "Summarize our Q3 plan.", "acme secret plan", 0);
     expect_miss("globex", "small", "Summarize our Q3 plan.");
     expect_miss("", "small", "Summarize our Q3 plan.");
@@ -173,14 +163,14 @@ Test(cache, tenant_model_and_parameter_isolation)
     Llmserve__V1__CacheRequest *req =
         tc_lookup(&r, "acme", "small", "Summarize our Q3 plan.", false);
     r.sampling.max_tokens = 17;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->lookup->hit, "other max_tokens must miss");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     /* Greedy decoding ignores the seed: same answer. */
     req = tc_lookup(&r, "acme", "small", "Summarize our Q3 plan.", false);
     r.sampling.has_seed = true;
     r.sampling.seed = 99;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert(resp->lookup->hit);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 }
@@ -198,13 +188,13 @@ Test(cache, chat_messages_are_keys_too)
     Llmserve__V1__CacheRequest *req = tc_store(&r, "", "small", "", "7", false);
     r.key.n_messages = 2;
     r.key.messages = msgs;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert(resp->store->stored, "%s", resp->store->reason);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     req = tc_lookup(&r, "", "small", "", false);
     r.key.n_messages = 2;
     r.key.messages = msgs;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert(resp->lookup->hit);
     cr_assert_str_eq(resp->lookup->text, "7");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
@@ -219,7 +209,7 @@ Test(cache, ttl_expiry)
      * 1 s TTL can run out within milliseconds: 2 s is the shortest that surely holds
      * for the first lookup. */
     r.store.ttl_seconds = 2;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert(resp->store->stored);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     expect_hit("", "small", "short lived", "gone soon", 0);
@@ -229,30 +219,30 @@ Test(cache, ttl_expiry)
 
 Test(cache, invalidate_by_key)
 {
-    tc_do_store(&g_s, "", "small", "to be dropped", "old answer", false);
+    tc_do_store(&g_c.s, "", "small", "to be dropped", "old answer", false);
     tc_req_t r;
     Llmserve__V1__CacheResponse *resp =
-        tc_call(&g_s, tc_invalidate_key(&r, "", "small", "to be dropped"));
+        tc_call(&g_c.s, tc_invalidate_key(&r, "", "small", "to be dropped"));
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_INVALIDATE);
     cr_assert_eq(resp->invalidate->removed, 1);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     expect_miss("", "small", "to be dropped");
-    resp = tc_call(&g_s, tc_invalidate_key(&r, "", "small", "to be dropped"));
+    resp = tc_call(&g_c.s, tc_invalidate_key(&r, "", "small", "to be dropped"));
     cr_assert_eq(resp->invalidate->removed, 0);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 }
 
 Test(cache, invalidate_by_model_across_tenants_and_instances)
 {
-    tc_do_store(&g_s, "t1", "large", "q1", "a1", false);
-    tc_do_store(&g_s, "t2", "large", "q2", "a2", false);
-    tc_do_store(&g_s, "t1", "other", "q1", "kept", false);
+    tc_do_store(&g_c.s, "t1", "large", "q1", "a1", false);
+    tc_do_store(&g_c.s, "t2", "large", "q2", "a2", false);
+    tc_do_store(&g_c.s, "t1", "other", "q1", "kept", false);
     /* A second instance that reads the generation often sees the bump through memcached. */
     static const char *const fast_gen[] = {"--l1-bytes", "0", "--generation-refresh-ms", "100",
                                            NULL};
     test_proc_t other;
     tc_cache_start(&other, g_mcconf, fast_gen);
-    rpc_channel_t *ch = channel_to(g_client, other.port);
+    rpc_channel_t *ch = channel_to(g_c.client, other.port);
     tc_session_t s;
     cr_assert_eq(tc_session_open(&s, ch), 0);
     Llmserve__V1__CacheResponse *resp = tc_do_lookup(&s, "t2", "large", "q2", false);
@@ -260,7 +250,7 @@ Test(cache, invalidate_by_model_across_tenants_and_instances)
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
     tc_req_t r;
-    resp = tc_call(&g_s, tc_invalidate_model(&r, "large"));
+    resp = tc_call(&g_c.s, tc_invalidate_model(&r, "large"));
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_INVALIDATE);
     cr_assert_geq(resp->invalidate->removed, 2, "in-process entries of the model");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
@@ -277,7 +267,7 @@ Test(cache, invalidate_by_model_across_tenants_and_instances)
     cr_assert_eq(tc_cache_stop(&other), 0);
 
     /* New answers for the model work again. */
-    tc_do_store(&g_s, "t1", "large", "q1", "a1 new", false);
+    tc_do_store(&g_c.s, "t1", "large", "q1", "a1 new", false);
     expect_hit("t1", "large", "q1", "a1 new", 0);
 }
 
@@ -288,14 +278,14 @@ Test(cache, value_size_limit)
     big[4999] = '\0';
     tc_req_t r;
     Llmserve__V1__CacheResponse *resp =
-        tc_call(&g_s, tc_store(&r, "", "small", "big answer", big, false));
+        tc_call(&g_c.s, tc_store(&r, "", "small", "big answer", big, false));
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_STORE);
     cr_assert_not(resp->store->stored);
     cr_assert(strstr(resp->store->reason, "max-value-bytes"), "%s", resp->store->reason);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     expect_miss("", "small", "big answer");
     big[3000] = '\0';
-    tc_do_store(&g_s, "", "small", "big answer", big, false);
+    tc_do_store(&g_c.s, "", "small", "big answer", big, false);
     expect_hit("", "small", "big answer", big, 0);
     free(big);
 }
@@ -305,7 +295,7 @@ Test(cache, policies_and_random_sampling)
     tc_req_t r;
     Llmserve__V1__CacheRequest *req = tc_store(&r, "", "small", "tell a joke", "joke", false);
     r.sampling.temperature = 0.8f;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->store->stored, "random sampling stored by default");
     cr_assert(strstr(resp->store->reason, "FORCE"), "%s", resp->store->reason);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
@@ -313,19 +303,19 @@ Test(cache, policies_and_random_sampling)
     req = tc_store(&r, "", "small", "tell a joke", "joke", false);
     r.sampling.temperature = 0.8f;
     r.store.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_FORCE;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert(resp->store->stored, "%s", resp->store->reason);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
     req = tc_lookup(&r, "", "small", "tell a joke", false);
     r.sampling.temperature = 0.8f;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->lookup->hit, "a DEFAULT lookup with random sampling must not look");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     req = tc_lookup(&r, "", "small", "tell a joke", false);
     r.sampling.temperature = 0.8f;
     r.lookup.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_FORCE;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert(resp->lookup->hit);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     /* With a seed the request is deterministic. */
@@ -333,24 +323,24 @@ Test(cache, policies_and_random_sampling)
     r.sampling.temperature = 0.8f;
     r.sampling.has_seed = true;
     r.sampling.seed = 5;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert(resp->store->stored);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
 
-    tc_do_store(&g_s, "", "small", "policy q", "policy a", false);
+    tc_do_store(&g_c.s, "", "small", "policy q", "policy a", false);
     req = tc_lookup(&r, "", "small", "policy q", false);
     r.lookup.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->lookup->hit);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     req = tc_store(&r, "", "small", "policy q", "other", false);
     r.store.cache_policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_READ_ONLY;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->store->stored);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     req = tc_store(&r, "", "small", "policy q", "cut", false);
     r.store.finish_reason = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-    resp = tc_call(&g_s, req);
+    resp = tc_call(&g_c.s, req);
     cr_assert_not(resp->store->stored, "a cancelled answer must not be stored");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     expect_hit("", "small", "policy q", "policy a", 0);
@@ -424,9 +414,9 @@ Test(cache, bad_input_gets_proper_codes_and_the_stream_goes_on)
     expect_error(req, GRPC_STATUS_INVALID_ARGUMENT, "key");
 
     /* The stream still serves. */
-    tc_do_store(&g_s, "", "small", "after errors", "fine", false);
+    tc_do_store(&g_c.s, "", "small", "after errors", "fine", false);
     expect_hit("", "small", "after errors", "fine", 0);
-    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_s);
+    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_c.s);
     cr_assert_geq(st->stats->errors, 14);
     llmserve__v1__cache_response__free_unpacked(st, NULL);
 }
@@ -434,11 +424,11 @@ Test(cache, bad_input_gets_proper_codes_and_the_stream_goes_on)
 Test(cache, undecodable_bytes_end_only_that_stream)
 {
     tc_session_t s;
-    cr_assert_eq(tc_session_open(&s, g_ch), 0);
+    cr_assert_eq(tc_session_open(&s, g_c.ch), 0);
     static const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12};
     cr_assert_eq(rpc_stream_send_raw(s.stream, junk, sizeof(junk)), LS_OK);
     cr_assert_eq(tc_session_close(&s), GRPC_STATUS_INVALID_ARGUMENT);
-    tc_do_store(&g_s, "", "small", "still alive", "yes", false);
+    tc_do_store(&g_c.s, "", "small", "still alive", "yes", false);
 }
 
 /* ---- L1 eviction, on a service with a small L1 ------------------------------------- */
@@ -460,7 +450,7 @@ Test(cache_l1, eviction_falls_back_to_memcached, .init = start_tiny_l1, .fini = 
     for (int i = 0; i < 40; i++) {
         snprintf(prompt, sizeof(prompt), "question %d", i);
         text[0] = (char)('A' + i % 26);
-        tc_do_store(&g_s, "", "small", prompt, text, false);
+        tc_do_store(&g_c.s, "", "small", prompt, text, false);
     }
     /* The newest answers are in L1; the oldest were evicted and come from memcached,
      * after which they are in L1 again. */
@@ -471,7 +461,7 @@ Test(cache_l1, eviction_falls_back_to_memcached, .init = start_tiny_l1, .fini = 
     text[0] = 'A';
     expect_hit("", "small", prompt, text, LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_MEMCACHED);
     expect_hit("", "small", prompt, text, LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_L1);
-    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_s);
+    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_c.s);
     cr_assert_lt(st->stats->entries, 40, "L1 held %llu entries in 8 KiB",
                  (unsigned long long)st->stats->entries);
     llmserve__v1__cache_response__free_unpacked(st, NULL);
@@ -487,11 +477,11 @@ Test(cache_load, sixty_four_concurrent_lookup_streams, .init = start_default, .f
     for (int k = 0; k < KEYS; k++) {
         snprintf(prompt, sizeof(prompt), "load question %d", k);
         snprintf(text, sizeof(text), "load answer %d", k);
-        tc_do_store(&g_s, "", "small", prompt, text, false);
+        tc_do_store(&g_c.s, "", "small", prompt, text, false);
     }
     tc_session_t *s = calloc(STREAMS, sizeof(*s));
     for (int i = 0; i < STREAMS; i++)
-        cr_assert_eq(tc_session_open(&s[i], g_ch), 0);
+        cr_assert_eq(tc_session_open(&s[i], g_c.ch), 0);
     /* Every stream has all its lookups in flight at once; half miss (unknown keys). */
     uint64_t ids[STREAMS][PER];
     for (int j = 0; j < PER; j++) {

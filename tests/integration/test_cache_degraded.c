@@ -16,33 +16,23 @@
 #include <string.h>
 
 static test_memcached_t g_mc, g_mc2;
-static test_proc_t g_svc;
-static rpc_client_t *g_client;
-static rpc_channel_t *g_ch;
-static tc_session_t g_s;
+static tc_conn_t g_c;
 
 static void start(const char *conf, const char *const *extra)
 {
-    tc_cache_start(&g_svc, conf, extra);
-    g_client = rpc_client_create(1);
-    g_ch = test_channel_to(g_client, g_svc.port, NULL);
-    cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
+    tc_connect(&g_c, conf, extra);
 }
 
 static void stop_all(void)
 {
-    cr_expect_eq(tc_session_close(&g_s), GRPC_STATUS_OK);
-    rpc_channel_destroy(g_ch);
-    rpc_client_destroy(g_client);
-    int st = tc_cache_stop(&g_svc);
-    cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
+    tc_disconnect(&g_c);
     test_memcached_stop(&g_mc, SIGKILL);
     test_memcached_stop(&g_mc2, SIGKILL);
 }
 
 static bool degraded(void)
 {
-    Llmserve__V1__CacheResponse *r = tc_do_stats(&g_s);
+    Llmserve__V1__CacheResponse *r = tc_do_stats(&g_c.s);
     bool d = r->stats->degraded;
     llmserve__v1__cache_response__free_unpacked(r, NULL);
     return d;
@@ -55,7 +45,7 @@ static int health(void)
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
     rpc_call_opts_t opts = {.timeout_us = 5000000, .wait_for_ready = true};
-    cr_assert_eq(rpc_channel_unary(g_ch, "/grpc.health.v1.Health/Check", &req.base,
+    cr_assert_eq(rpc_channel_unary(g_c.ch, "/grpc.health.v1.Health/Check", &req.base,
                                    &grpc__health__v1__health_check_response__descriptor, &opts,
                                    &resp, &st),
                  LS_OK);
@@ -69,7 +59,7 @@ static int health(void)
 static bool lookup_hit(const char *prompt, int64_t max_us, Llmserve__V1__CacheSource *source)
 {
     int64_t t0 = ls_now_us();
-    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_s, "", "small", prompt, false);
+    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_c.s, "", "small", prompt, false);
     int64_t took = ls_now_us() - t0;
     cr_assert_leq(took, max_us, "lookup took %lld us", (long long)took);
     bool hit = r->lookup->hit;
@@ -99,7 +89,7 @@ Test(degraded, memcached_killed_then_restarted)
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
     start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_no_l1);
-    tc_do_store(&g_s, "", "small", "before", "stored before", false);
+    tc_do_store(&g_c.s, "", "small", "before", "stored before", false);
     Llmserve__V1__CacheSource src;
     cr_assert(lookup_hit("before", 1000000, &src));
     cr_assert_eq(src, LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_MEMCACHED);
@@ -113,7 +103,7 @@ Test(degraded, memcached_killed_then_restarted)
     /* With no L1 and no memcached a store is dropped, with the reason. */
     tc_req_t r;
     Llmserve__V1__CacheResponse *resp =
-        tc_call(&g_s, tc_store(&r, "", "small", "during", "stored during", false));
+        tc_call(&g_c.s, tc_store(&r, "", "small", "during", "stored during", false));
     cr_assert_not_null(resp);
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_STORE);
     cr_assert_not(resp->store->stored);
@@ -124,10 +114,10 @@ Test(degraded, memcached_killed_then_restarted)
     cr_assert_eq(test_memcached_start(&g_mc, g_mc.port), 0, "memcached did not restart");
     cr_assert(wait_for(degraded, false, 10000), "still degraded after memcached returned");
     cr_assert_not(lookup_hit("before", 1000000, NULL), "memcached lost everything on restart");
-    tc_do_store(&g_s, "", "small", "after", "stored after", false);
+    tc_do_store(&g_c.s, "", "small", "after", "stored after", false);
     cr_assert(lookup_hit("after", 1000000, &src));
     cr_assert_eq(src, LLMSERVE__V1__CACHE_SOURCE__CACHE_SOURCE_MEMCACHED);
-    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_s);
+    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_c.s);
     cr_assert_gt(st->stats->errors, 0, "memcached failures are counted");
     llmserve__v1__cache_response__free_unpacked(st, NULL);
 }
@@ -139,7 +129,7 @@ Test(degraded, l1_keeps_serving_while_memcached_is_down)
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
     start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_with_l1);
-    tc_do_store(&g_s, "", "small", "hot", "hot answer", false);
+    tc_do_store(&g_c.s, "", "small", "hot", "hot answer", false);
     test_memcached_stop(&g_mc, SIGKILL);
     Llmserve__V1__CacheSource src;
     for (int i = 0; i < 5; i++) {
@@ -149,19 +139,19 @@ Test(degraded, l1_keeps_serving_while_memcached_is_down)
     }
     tc_req_t r;
     Llmserve__V1__CacheResponse *resp =
-        tc_call(&g_s, tc_store(&r, "", "small", "new", "kept in L1", false));
+        tc_call(&g_c.s, tc_store(&r, "", "small", "new", "kept in L1", false));
     cr_assert(resp->store->stored);
     cr_assert_str_eq(resp->store->reason, "memcached unavailable: L1 only");
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert(lookup_hit("new", 500000, NULL));
     /* Invalidating a key memcached may still hold is reported, not hidden. */
-    resp = tc_call(&g_s, tc_invalidate_key(&r, "", "small", "hot"));
+    resp = tc_call(&g_c.s, tc_invalidate_key(&r, "", "small", "hot"));
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_ERROR);
     cr_assert_eq(resp->error->code, GRPC_STATUS_UNAVAILABLE);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert_not(lookup_hit("hot", 500000, NULL), "removed from L1 all the same");
     /* Invalidating a model works locally at once. */
-    resp = tc_call(&g_s, tc_invalidate_model(&r, "small"));
+    resp = tc_call(&g_c.s, tc_invalidate_model(&r, "small"));
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_INVALIDATE);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert_not(lookup_hit("new", 500000, NULL));
@@ -172,7 +162,7 @@ Test(degraded, stalled_memcached_times_out_and_recovers)
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
     start(test_memcached_config(&g_mc, conf, sizeof(conf)), k_no_l1);
-    tc_do_store(&g_s, "", "small", "q", "a", false);
+    tc_do_store(&g_c.s, "", "small", "q", "a", false);
     kill(g_mc.pid, SIGSTOP);
     for (int i = 0; i < 6; i++)
         cr_assert_not(lookup_hit("q", 400000, NULL), "a stalled memcached must be a miss");
@@ -185,10 +175,10 @@ Test(degraded, stalled_memcached_times_out_and_recovers)
     Llmserve__V1__CacheRequest *b = tc_lookup(&r2, "", "small", "dup-b", false);
     r1.req.id = r2.req.id = 777777;
     /* A probe may be due: send two in a row so that one of them waits for a timeout. */
-    cr_assert_eq(rpc_stream_send(g_s.stream, &a->base), LS_OK);
-    cr_assert_eq(rpc_stream_send(g_s.stream, &b->base), LS_OK);
-    Llmserve__V1__CacheResponse *x = tc_wait(&g_s, 777777, 5000);
-    Llmserve__V1__CacheResponse *y = tc_wait(&g_s, 777777, 5000);
+    cr_assert_eq(rpc_stream_send(g_c.s.stream, &a->base), LS_OK);
+    cr_assert_eq(rpc_stream_send(g_c.s.stream, &b->base), LS_OK);
+    Llmserve__V1__CacheResponse *x = tc_wait(&g_c.s, 777777, 5000);
+    Llmserve__V1__CacheResponse *y = tc_wait(&g_c.s, 777777, 5000);
     cr_assert_not_null(x);
     cr_assert_not_null(y);
     llmserve__v1__cache_response__free_unpacked(x, NULL);
@@ -215,10 +205,10 @@ Test(degraded, duplicate_id_in_flight_is_already_exists)
     Llmserve__V1__CacheRequest *a = tc_lookup(&r1, "", "small", "dup-a", false);
     Llmserve__V1__CacheRequest *b = tc_lookup(&r2, "", "small", "dup-b", false);
     r1.req.id = r2.req.id = 4242;
-    cr_assert_eq(rpc_stream_send(g_s.stream, &a->base), LS_OK);
-    cr_assert_eq(rpc_stream_send(g_s.stream, &b->base), LS_OK);
-    Llmserve__V1__CacheResponse *first = tc_wait(&g_s, 4242, 5000);
-    Llmserve__V1__CacheResponse *second = tc_wait(&g_s, 4242, 5000);
+    cr_assert_eq(rpc_stream_send(g_c.s.stream, &a->base), LS_OK);
+    cr_assert_eq(rpc_stream_send(g_c.s.stream, &b->base), LS_OK);
+    Llmserve__V1__CacheResponse *first = tc_wait(&g_c.s, 4242, 5000);
+    Llmserve__V1__CacheResponse *second = tc_wait(&g_c.s, 4242, 5000);
     cr_assert_not_null(first);
     cr_assert_not_null(second);
     /* The refusal comes first: it is answered at once, the lookup after its timeout. */
@@ -245,7 +235,7 @@ Test(degraded, two_servers_share_keys_and_one_can_fail)
     char prompt[32];
     for (int i = 0; i < N; i++) {
         snprintf(prompt, sizeof(prompt), "spread %d", i);
-        tc_do_store(&g_s, "", "small", prompt, "x", false);
+        tc_do_store(&g_c.s, "", "small", prompt, "x", false);
     }
     test_memcached_stop(&g_mc2, SIGKILL);
     int hits = 0;

@@ -150,10 +150,7 @@ Test(embed_model, another_dim_behind_the_target_is_refused_then_recovers)
 /* ---- through llmserve-cache ------------------------------------------------------------ */
 
 static test_memcached_t g_mc;
-static test_proc_t g_svc;
-static rpc_client_t *g_client;
-static rpc_channel_t *g_ch;
-static tc_session_t g_s;
+static tc_conn_t g_c;
 
 static void start_all(void)
 {
@@ -166,19 +163,12 @@ static void start_all(void)
      * blame on the embedder (seen with three test processes on two cores). */
     const char *extra[] = {
         "--embedder", "model", "--embed-target", g_target, "--memcached-timeout-ms", "1000", NULL};
-    tc_cache_start(&g_svc, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
-    g_client = rpc_client_create(1);
-    g_ch = test_channel_to(g_client, g_svc.port, NULL);
-    cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
+    tc_connect(&g_c, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
 }
 
 static void stop_all(void)
 {
-    cr_expect_eq(tc_session_close(&g_s), GRPC_STATUS_OK);
-    rpc_channel_destroy(g_ch);
-    rpc_client_destroy(g_client);
-    int st = tc_cache_stop(&g_svc);
-    cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
+    tc_disconnect(&g_c);
     test_memcached_stop(&g_mc, SIGTERM);
     stop_inference();
 }
@@ -186,7 +176,7 @@ static void stop_all(void)
 /* A semantic lookup at the service's threshold; returns the answer (caller frees). */
 static Llmserve__V1__CacheResponse *look(const char *prompt)
 {
-    return tc_do_lookup(&g_s, "", "small", prompt, true);
+    return tc_do_lookup(&g_c.s, "", "small", prompt, true);
 }
 
 static bool look_hit(const char *prompt)
@@ -207,8 +197,8 @@ TestSuite(cache_model, .init = start_all, .fini = stop_all, .timeout = 120);
 
 Test(cache_model, reordered_words_hit_through_the_model_embedder)
 {
-    tc_do_store(&g_s, "", "small", STORED, "colours", true);
-    Llmserve__V1__CacheResponse *e = tc_do_lookup(&g_s, "", "small", REORDERED, false);
+    tc_do_store(&g_c.s, "", "small", STORED, "colours", true);
+    Llmserve__V1__CacheResponse *e = tc_do_lookup(&g_c.s, "", "small", REORDERED, false);
     cr_assert_not(e->lookup->hit, "the exact key keeps word order");
     llmserve__v1__cache_response__free_unpacked(e, NULL);
 
@@ -223,15 +213,15 @@ Test(cache_model, reordered_words_hit_through_the_model_embedder)
 
 Test(cache_model, a_model_of_another_dim_is_refused_without_a_crash)
 {
-    tc_do_store(&g_s, "", "small", STORED, "colours", true);
+    tc_do_store(&g_c.s, "", "small", STORED, "colours", true);
     cr_assert(look_hit(REORDERED));
 
     swap_to(&g_inf, &g_wide);
     /* Embeds are refused: semantic lookups miss, stores still store (not indexed). */
     for (int i = 0; i < 5; i++)
         cr_assert_not(look_hit(REORDERED), "lookup %d", i);
-    tc_do_store(&g_s, "", "small", "one two three", "numbers", true);
-    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_s, "", "small", "one two three", false);
+    tc_do_store(&g_c.s, "", "small", "one two three", "numbers", true);
+    Llmserve__V1__CacheResponse *r = tc_do_lookup(&g_c.s, "", "small", "one two three", false);
     cr_assert(r->lookup->hit, "the exact tiers still work");
     llmserve__v1__cache_response__free_unpacked(r, NULL);
 

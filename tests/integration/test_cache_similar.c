@@ -15,19 +15,13 @@
 #include <string.h>
 
 static test_memcached_t g_mc;
-static test_proc_t g_svc;
-static rpc_client_t *g_client;
-static rpc_channel_t *g_ch;
-static tc_session_t g_s;
+static tc_conn_t g_c;
 
 static void start_with(const char *const *extra)
 {
     cr_assert_eq(test_memcached_start(&g_mc, 0), 0);
     char conf[64];
-    tc_cache_start(&g_svc, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
-    g_client = rpc_client_create(1);
-    g_ch = test_channel_to(g_client, g_svc.port, NULL);
-    cr_assert_eq(tc_session_open(&g_s, g_ch), 0);
+    tc_connect(&g_c, test_memcached_config(&g_mc, conf, sizeof(conf)), extra);
 }
 
 static void start_default(void)
@@ -37,11 +31,7 @@ static void start_default(void)
 
 static void stop_all(void)
 {
-    cr_expect_eq(tc_session_close(&g_s), GRPC_STATUS_OK);
-    rpc_channel_destroy(g_ch);
-    rpc_client_destroy(g_client);
-    int st = tc_cache_stop(&g_svc);
-    cr_expect_eq(st, 0, "llmserve-cache exit status %d", st);
+    tc_disconnect(&g_c);
     test_memcached_stop(&g_mc, SIGTERM);
 }
 
@@ -58,7 +48,7 @@ static Llmserve__V1__CacheResponse *look(const char *tenant, const char *model, 
     r.lookup.min_similarity = min;
     r.sampling.temperature = temperature;
     r.sampling.has_seed = temperature > 0;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert_not_null(resp);
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_LOOKUP, "kind %d",
                  resp->kind_case);
@@ -77,7 +67,7 @@ TestSuite(similar, .init = start_default, .fini = stop_all, .timeout = 60);
 
 Test(similar, paraphrase_hits_unrelated_misses)
 {
-    tc_do_store(&g_s, "", "small", Q, A, true);
+    tc_do_store(&g_c.s, "", "small", Q, A, true);
     Llmserve__V1__CacheResponse *r = look("", "small", PARA, 0, 0);
     Llmserve__V1__CacheLookupResult *l = r->lookup;
     cr_assert(l->hit, "paraphrase missed");
@@ -87,20 +77,20 @@ Test(similar, paraphrase_hits_unrelated_misses)
     cr_assert_lt(l->similarity, 1.0f);
     llmserve__v1__cache_response__free_unpacked(r, NULL);
     /* The same lookup without semantic matching is a miss. */
-    Llmserve__V1__CacheResponse *e = tc_do_lookup(&g_s, "", "small", PARA, false);
+    Llmserve__V1__CacheResponse *e = tc_do_lookup(&g_c.s, "", "small", PARA, false);
     cr_assert_not(e->lookup->hit);
     llmserve__v1__cache_response__free_unpacked(e, NULL);
     cr_assert_not(look_hit("", "small", "How do I install Docker on Windows?", 0),
                   "a near miss must not hit at the default threshold");
     cr_assert_not(look_hit("", "small", "What causes the seasons on Earth?", 0));
-    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_s);
+    Llmserve__V1__CacheResponse *st = tc_do_stats(&g_c.s);
     cr_assert_eq(st->stats->semantic_hits, 1);
     llmserve__v1__cache_response__free_unpacked(st, NULL);
 }
 
 Test(similar, threshold_edge)
 {
-    tc_do_store(&g_s, "", "small", "Explain how photosynthesis works.", "light to sugar", true);
+    tc_do_store(&g_c.s, "", "small", "Explain how photosynthesis works.", "light to sugar", true);
     Llmserve__V1__CacheResponse *r =
         look("", "small", "Can you explain how photosynthesis works?", 0.05f, 0);
     cr_assert(r->lookup->hit);
@@ -114,7 +104,7 @@ Test(similar, threshold_edge)
 
 Test(similar, no_match_across_tenants_models_or_parameters)
 {
-    tc_do_store(&g_s, "acme", "small", Q, "acme answer", true);
+    tc_do_store(&g_c.s, "acme", "small", Q, "acme answer", true);
     /* Identical text at the loosest threshold: still nothing outside the scope. */
     cr_assert(look_hit("acme", "small", PARA, 0.01f));
     cr_assert_not(look_hit("globex", "small", PARA, 0.01f));
@@ -133,7 +123,7 @@ Test(similar, entries_expire_with_their_answer)
      * 1 s TTL can run out within milliseconds; 2 s once ran out before the first
      * lookup on a loaded machine: 3 s. */
     r.store.ttl_seconds = 3;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, req);
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, req);
     cr_assert(resp->store->stored);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert(look_hit("", "small", PARA, 0));
@@ -143,15 +133,15 @@ Test(similar, entries_expire_with_their_answer)
 
 Test(similar, invalidation_reaches_the_index)
 {
-    tc_do_store(&g_s, "", "small", Q, A, true);
-    tc_do_store(&g_s, "", "small", "Why is the sky blue?", "Rayleigh scattering", true);
+    tc_do_store(&g_c.s, "", "small", Q, A, true);
+    tc_do_store(&g_c.s, "", "small", "Why is the sky blue?", "Rayleigh scattering", true);
     tc_req_t r;
-    Llmserve__V1__CacheResponse *resp = tc_call(&g_s, tc_invalidate_key(&r, "", "small", Q));
+    Llmserve__V1__CacheResponse *resp = tc_call(&g_c.s, tc_invalidate_key(&r, "", "small", Q));
     cr_assert_eq(resp->invalidate->removed, 1);
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert_not(look_hit("", "small", PARA, 0));
     cr_assert(look_hit("", "small", "why is the sky blue", 0));
-    resp = tc_call(&g_s, tc_invalidate_model(&r, "small"));
+    resp = tc_call(&g_c.s, tc_invalidate_model(&r, "small"));
     llmserve__v1__cache_response__free_unpacked(resp, NULL);
     cr_assert_not(look_hit("", "small", "why is the sky blue", 0));
 }
@@ -166,7 +156,7 @@ static void start_off(void)
 Test(similar_off, semantic_disabled_means_exact_only, .init = start_off, .fini = stop_all,
      .timeout = 60)
 {
-    tc_do_store(&g_s, "", "small", Q, A, true);
+    tc_do_store(&g_c.s, "", "small", Q, A, true);
     cr_assert_not(look_hit("", "small", PARA, 0.01f));
     cr_assert(look_hit("", "small", Q, 0));
 }
@@ -179,7 +169,7 @@ static const char *CONV_SAME = "Please convert 26 miles to kilometers";
 
 Test(similar, guards_turn_down_a_reversed_conversion)
 {
-    tc_do_store(&g_s, "", "small", CONV, "41.8 km", true);
+    tc_do_store(&g_c.s, "", "small", CONV, "41.8 km", true);
     cr_assert_not(look_hit("", "small", CONV_BACK, 0.5f), "the reversed question must not hit");
     cr_assert(look_hit("", "small", CONV_SAME, 0.5f), "the same question reworded hits");
 }
@@ -194,7 +184,7 @@ static void start_no_guards(void)
 Test(similar_no_guards, similarity_alone_answers_the_reversed_conversion,
      .init = start_no_guards, .fini = stop_all, .timeout = 60)
 {
-    tc_do_store(&g_s, "", "small", CONV, "41.8 km", true);
+    tc_do_store(&g_c.s, "", "small", CONV, "41.8 km", true);
     cr_assert(look_hit("", "small", CONV_BACK, 0.5f),
               "without guards the reversed question hits: what the guards are for");
 }
@@ -209,8 +199,8 @@ static const char *PLANTS_ONE = "Which plant grows in a shady garden?";
 
 Test(similar, normalized_words_find_the_stored_prompt)
 {
-    tc_do_store(&g_s, "", "small", POP, "about 124 million", true);
-    tc_do_store(&g_s, "", "small", PLANTS, "hostas and ferns", true);
+    tc_do_store(&g_c.s, "", "small", POP, "about 124 million", true);
+    tc_do_store(&g_c.s, "", "small", PLANTS, "hostas and ferns", true);
     cr_assert(look_hit("", "small", POP_TYPO, 0), "a misspelled word should still hit");
     cr_assert(look_hit("", "small", PLANTS_ONE, 0), "singular for plural should still hit");
     cr_assert_not(look_hit("", "small", "What is the population of China?", 0),
@@ -227,8 +217,8 @@ static void start_plain(void)
 Test(similar_plain, words_as_written_miss_them, .init = start_plain, .fini = stop_all,
      .timeout = 60)
 {
-    tc_do_store(&g_s, "", "small", POP, "about 124 million", true);
-    tc_do_store(&g_s, "", "small", PLANTS, "hostas and ferns", true);
+    tc_do_store(&g_c.s, "", "small", POP, "about 124 million", true);
+    tc_do_store(&g_c.s, "", "small", PLANTS, "hostas and ferns", true);
     cr_assert_not(look_hit("", "small", POP_TYPO, 0));
     cr_assert_not(look_hit("", "small", PLANTS_ONE, 0));
     cr_assert(look_hit("", "small", POP, 0));

@@ -4,6 +4,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "rpc/codec.h"
+#include "support/channel.h"
 
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -254,4 +255,24 @@ Llmserve__V1__CacheResponse *tc_do_stats(tc_session_t *s)
     cr_assert_not_null(resp);
     cr_assert_eq(resp->kind_case, LLMSERVE__V1__CACHE_RESPONSE__KIND_STATS);
     return resp;
+}
+
+/* ---- a connected service ---------------------------------------------------------- */
+
+void tc_connect(tc_conn_t *c, const char *memcached_config, const char *const *extra)
+{
+    tc_cache_start(&c->svc, memcached_config, extra);
+    c->client = rpc_client_create(1);
+    c->ch = test_channel_to(c->client, c->svc.port, NULL);
+    cr_assert_not_null(c->ch);
+    cr_assert_eq(tc_session_open(&c->s, c->ch), 0);
+}
+
+void tc_disconnect(tc_conn_t *c)
+{
+    cr_expect_eq(tc_session_close(&c->s), GRPC_STATUS_OK, "session did not end with OK");
+    rpc_channel_destroy(c->ch);
+    rpc_client_destroy(c->client);
+    int st = tc_cache_stop(&c->svc);
+    cr_expect_eq(st, 0, "llmserve-cache exit status %d (leak or crash at shutdown?)", st);
 }

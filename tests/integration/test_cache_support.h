@@ -45,6 +45,22 @@ int tc_session_open(tc_session_t *s, rpc_channel_t *ch);
 /* Half-closes, waits for the end, frees what is left.  Returns the final status code. */
 int tc_session_close(tc_session_t *s);
 
+/* A started llmserve-cache with a client, a channel to it and one open session: what
+ * most cache tests hold for their whole run. */
+typedef struct {
+    test_proc_t svc;
+    rpc_client_t *client;
+    rpc_channel_t *ch;
+    tc_session_t s;
+} tc_conn_t;
+
+/* tc_cache_start, then the client, the channel and the session.  Asserts on failure. */
+void tc_connect(tc_conn_t *c, const char *memcached_config, const char *const *extra);
+
+/* Closes the session (expecting OK), the channel and the client, and stops the service
+ * (expecting exit status 0: a leak or crash at shutdown under the sanitizers shows here). */
+void tc_disconnect(tc_conn_t *c);
+
 /* Sends req with a fresh id (written into req->id); returns the id. */
 uint64_t tc_send(tc_session_t *s, Llmserve__V1__CacheRequest *req);
 
