@@ -43,7 +43,8 @@ struct cache_embedder {
 
 /* Hashed character and word n-grams: lowercased ASCII letters and digits form words
  * (bytes of 0x80 and above count as letters, so UTF-8 text works; a contraction is
- * its two words: "don't" is "do not", "what's" is "what is"); the features are
+ * its two words: "don't" is "do not", "what's" is "what is"; greetings, thanks and
+ * hedges such as "hi", "thanks" or "just" give no feature); the features are
  * each word (weight 1, function words 0.25), each word pair in order (0.5) and each
  * character trigram of " word " (0.35), hashed with a sign into dim buckets, then
  * L2-normalized.  Offers embed_sparse: a prompt has a few hundred features, so in a big
