@@ -46,6 +46,7 @@ typedef struct {
     int64_t default_max_tokens;
     int64_t max_tokens_limit;
     int64_t fault_after_steps;
+    int64_t step_delay_us;
     /* built by the hooks */
     svc_t *runtime;
     forward_backend_t backend_kind;
@@ -75,6 +76,7 @@ static void inf_config_init(inf_config_t *cfg)
     cfg->default_max_tokens = 256; /* for max_tokens 0 */
     cfg->max_tokens_limit = 0;     /* 0 = only the context limits max_tokens */
     cfg->fault_after_steps = 0;    /* testing: forward steps before the device fails; 0 = never */
+    cfg->step_delay_us = 0;        /* testing: sleep after each forward step; 0 = none */
 }
 
 static int parse_backend(const char *name, forward_backend_t *out)
@@ -181,7 +183,11 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
                               .reporter = svc_reporter(svc),
                               .pool = cfg->pool,
                               .model = model,
-                              .tracer = svc_tracer(svc)};
+                              .tracer = svc_tracer(svc),
+                              .step_delay_us = cfg->step_delay_us};
+    if (cfg->step_delay_us > 0)
+        LS_LOG_WARN("inference", "testing delay on: every forward step sleeps us=%lld",
+                    (long long)cfg->step_delay_us);
     cfg->sched = inf_sched_create(cfg->fwd, cfg->tok, &sch, why, sizeof(why));
     if (!cfg->sched) {
         ls_set_err(err, err_len, "cannot start the scheduler: %s", why);
@@ -271,6 +277,10 @@ int main(int argc, char **argv)
          "testing: after N forward steps the compute device fails for good (fatal-device "
          "path); 0 = never",
          0, INT32_MAX},
+        {"step-delay-us", NULL, LS_OPT_INT, &cfg.step_delay_us,
+         "testing: sleep this long after every forward step, so a test can act while an "
+         "answer is being generated (kill the instance mid-answer); 0 = never",
+         0, 10000000},
     };
     /* The names before the service runtime: still read, with a warning. */
     static const ls_alias_t aliases[] = {

@@ -578,6 +578,12 @@ static void run_step(inf_sched_t *s)
             take_token(s, r, s->item_prev[k], s->out_tokens[k], now);
     }
     inf_report_step(&s->rep, now - start, n, prompt_tokens, s->step_generated);
+    if (s->cfg.step_delay_us > 0) {
+        flush_round(s); /* what the step produced goes out before the pause */
+        struct timespec ts = {.tv_sec = (time_t)(s->cfg.step_delay_us / 1000000),
+                              .tv_nsec = (long)(s->cfg.step_delay_us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* ---- the thread ---------------------------------------------------------------------- */

@@ -63,6 +63,7 @@ typedef struct {
     svc_reporter_t *reporter;   /* metrics (report.h), borrowed; NULL = none */
     const char *pool, *model;   /* their labels, copied; NULL = "" */
     svc_tracer_t *tracer;       /* each request's spans (trace.h), borrowed; NULL = none */
+    int64_t step_delay_us;      /* testing: sleep after each step (--step-delay-us); 0 = none */
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the
