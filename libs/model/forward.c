@@ -21,9 +21,10 @@
  * descendants (all unused, by the rule above): a child left behind would be
  * unreachable, and worse, keyed by a parent block id that is about to be reused, so a
  * later entry on that block could lead a lookup to KV computed after other tokens.
- * Sequences release their published blocks from the last to the first, so leaves are
- * older in the LRU than their parents and normally go first; the subtree rule is for
- * chains that a later lookup refreshed only in part.
+ * Sequences hold whole chains and release their published blocks from the last to the
+ * first, so an entry reaches the LRU no earlier than any of its children: the oldest
+ * unused entry is a leaf and the subtree is the entry alone.  The walk keeps the rule
+ * by construction rather than by that ordering argument.
  *
  * The 64-bit key hash only picks a bucket: lookups compare the parent id and all the
  * token ids, so a collision can never map the wrong KV.
