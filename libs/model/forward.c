@@ -303,7 +303,9 @@ static int block_take(forward_t *f)
 
 /* Publishes every block of sq that is full and not yet published, in chain order; stops
  * for good at the first one whose equal is already cached (another sequence computed
- * the same block): that block and the ones after it stay private to sq. */
+ * the same block): that block and the ones after it stay private to sq.  Publishing the
+ * later ones under the equal entry would hang them under a block sq does not hold,
+ * breaking the rule that a sequence holds the whole chain above its entries. */
 static void seq_publish_full(forward_t *f, forward_seq_t *sq)
 {
     while (!sq->publish_done && (sq->n_pub + 1) * FORWARD_KV_BLOCK <= sq->len_tokens) {
