@@ -555,12 +555,10 @@ int forward_seq_open_tokens(forward_t *f, const int *tokens, int n_tokens, int r
     sq->len_tokens = hit * FORWARD_KV_BLOCK;
     sq->n_blocks = need;
     sq->n_pub = hit;
-    if (f->entries) {
+    if (f->entries && n_tokens > 0) {
         memcpy(sq->tokens, tokens, (size_t)hit * FORWARD_KV_BLOCK * sizeof(int));
-        if (n_tokens > 0) {
-            f->prefix_lookups++;
-            f->prefix_hit_tokens += (int64_t)hit * FORWARD_KV_BLOCK;
-        }
+        f->prefix_lookups++;
+        f->prefix_hit_tokens += (int64_t)hit * FORWARD_KV_BLOCK;
     }
     free_count_store(f);
     if (cached_tokens)
