@@ -143,19 +143,21 @@ typedef struct {
 /* Fills out with the prefix cache's counters (all zero when it is off).  Owner thread. */
 void forward_prefix_stats(const forward_t *f, forward_prefix_stats_t *out);
 
-/* True when f was built with prefix_cache on. */
+/* True when f was built with prefix_cache on (any thread may call it). */
 bool forward_prefix_cache_on(const forward_t *f);
 
 /* Runs one step over n items (distinct open sequences, n <= max_batch, total tokens
- * <= max_step_tokens, pos + n_tokens <= the sequence's reservation, pos not inside a
- * block the sequence holds published, i.e. not below its first unpublished block).  Writes the
- * picked token of items[i] to out_tokens[i]; when logits is not NULL also writes
- * each item's final-position logits (n * vocab_size floats, before sampling) there.
- * Returns LS_OK, LS_ERR_INVALID for an item that breaks those rules (nothing is
- * changed), LS_ERR_INTERNAL when the step failed but the device still works, or
- * LS_ERR_DEVICE when the device failed for good (a sticky CUDA error such as an
- * illegal address or an uncorrectable ECC error): every later step then returns
- * LS_ERR_DEVICE at once, and the process must end to get the device back. */
+ * <= max_step_tokens, pos + n_tokens <= the sequence's reservation, pos not below the
+ * sequence's first unpublished block: a rewind into a published block, shared or not,
+ * would change cached KV).  With the prefix cache, every block the step fills is
+ * published when it returns LS_OK.  Writes the picked token of items[i] to
+ * out_tokens[i]; when logits is not NULL also writes each item's final-position
+ * logits (n * vocab_size floats, before sampling) there.  Returns LS_OK,
+ * LS_ERR_INVALID for an item that breaks those rules (nothing is changed),
+ * LS_ERR_INTERNAL when the step failed but the device still works, or LS_ERR_DEVICE
+ * when the device failed for good (a sticky CUDA error such as an illegal address or
+ * an uncorrectable ECC error): every later step then returns LS_ERR_DEVICE at once,
+ * and the process must end to get the device back. */
 int forward_step(forward_t *f, const forward_item_t *items, int n, int *out_tokens,
                  float *logits);
 
