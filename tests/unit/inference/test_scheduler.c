@@ -751,11 +751,15 @@ static void expect_contract(recording_reporter_t *rr)
         {M_INF_GEN_TOKENS, RECORDING_COUNTER}, {M_INF_RUNNING, RECORDING_GAUGE},
         {M_INF_WAITING, RECORDING_GAUGE},      {M_INF_KV_USED, RECORDING_GAUGE},
         {M_INF_KV_CAPACITY, RECORDING_GAUGE},     {M_INF_QUEUE_LIMIT, RECORDING_GAUGE},
+        {M_INF_PREFIX_HIT_TOKENS, RECORDING_COUNTER},
     };
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         cr_expect_eq(recording_reporter_misfits(rr, plain[i].name, plain[i].kind, inst, 2), 0,
                      "%s reported with another kind or other labels", plain[i].name);
     cr_expect_eq(recording_reporter_misfits(rr, M_INF_REFUSED, RECORDING_COUNTER, refused, 3), 0);
+    static const char *const by_prio[] = {"pool", "model", "priority"};
+    cr_expect_eq(
+        recording_reporter_misfits(rr, M_INF_PREEMPTIONS, RECORDING_COUNTER, by_prio, 3), 0);
 }
 
 Test(sched, reports_exact_counts_tokens_batches_and_idle_gauges)
@@ -1157,4 +1161,29 @@ Test(sched, preempted_at_the_kv_limit_resumes_without_losing_a_token)
     /* The two batch requests reserve 2 x 63 of the 128 blocks: the interactive one (3
      * blocks) does not fit beside them. */
     preemption_case(4, 2 * SEQ_LEN, 1000);
+}
+
+Test(sched, prefix_hits_are_reported_in_started_done_and_the_metric)
+{
+    recording_reporter_t *rr = recording_reporter_create();
+    rig_t rig = rig_make_reported(4, 64, 0, 16, recording_reporter_base(rr));
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = 259 + (i * 53) % (VOCAB - 259);
+    params_t p = {.tokens = prompt, .n_tokens = 40, .max_tokens = 8, .ignore_eos = true};
+    rec_t a, b;
+    submit_ok(&rig, "a", &p, &a);
+    cr_assert(wait_released(&a, 60000));
+    submit_ok(&rig, "b", &p, &b);
+    cr_assert(wait_released(&b, 60000));
+    cr_assert_eq(a.cached_tokens, 0);
+    cr_assert_eq(b.cached_tokens, 32, "two of the prompt's blocks were cached (%u)",
+                 b.cached_tokens);
+    cr_assert_eq(memcmp(a.ids, b.ids, 8 * sizeof(int)), 0);
+    cr_assert_eq(recording_reporter_sum(rr, M_INF_PREFIX_HIT_TOKENS, INSTANCE), 32);
+    cr_assert_eq(recording_reporter_sum(rr, M_INF_PROMPT_TOKENS, INSTANCE), 40 + 8,
+                 "only what was not cached is prefilled");
+    expect_contract(rr);
+    rig_free(&rig);
+    recording_reporter_destroy(rr);
 }
