@@ -142,7 +142,7 @@ static void setup(void)
                        .n_kv_heads = 2,
                        .vocab_size = VOCAB,
                        .seq_len = SEQ_LEN,
-                       .shared_classifier = true};
+                       .shared_classifier = false};
     char err[256];
     cr_assert_eq(ckpt_write(g_model, &c, 42, CKPT_FORMAT_LEGACY, err, sizeof(err)), LS_OK, "%s",
                  err);
