@@ -32,6 +32,13 @@ add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache l
 set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 
+# Mid-stream failover: an instance killed while it streams, the answer continued on another
+# instance of the same model (needs --step-delay-us of the inference service).
+llmserve_test(test_router_failover integration/test_router_failover.c llmserve_rpc llmserve_proto)
+add_dependencies(test_router_failover llmserve-router llmserve-inference llmserve-modelmaker)
+set_property(TEST test_router_failover APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_failover PROPERTIES FIXTURES_REQUIRED router_models)
+
 # A saturated pool: the router's queue, RESOURCE_EXHAUSTED with a retry hint beyond it.
 llmserve_test(test_router_admission integration/test_router_admission.c llmserve_rpc
               llmserve_proto)

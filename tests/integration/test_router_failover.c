@@ -1,0 +1,257 @@
+/*
+ * test_router_failover.c - mid-stream failover end to end: real llmserve-inference
+ * instances and llmserve-router (tests/support/suite.h), an instance killed with SIGKILL
+ * while it streams an answer, and the answer continued on another instance of the same
+ * model as if nothing had happened.
+ *
+ * Every instance pauses after each forward step (--step-delay-us), so an answer takes
+ * long enough for the test to see its first tokens and kill the instance serving it
+ * however fast this machine decodes.  An uninterrupted run of the same request, made
+ * first in the same test, is what the continued answer must equal: greedy and seeded
+ * answers are deterministic, so the text and every token id must match.
+ */
+#define _GNU_SOURCE
+#include "support/router_stream.h"
+#include "support/suite.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PROMPT "Once upon a time there was a cat"
+#define ANSWER_TOKENS 60
+#define KILL_AFTER 10 /* tokens seen before the kill */
+
+static suite_t S;
+
+static void stop_suite(void)
+{
+    suite_stop(&S);
+}
+
+/* n_small instances of one model (same checkpoint, same name) in pool "small", each
+ * pausing 20 ms after every step; no large pool, no cache. */
+static void start_same_model(int n_small)
+{
+    static const char *const slow_steps[] = {"--step-delay-us", "20000", NULL};
+    suite_opts_t o = {
+        .n_small = n_small, .n_large = 0, .cache = false, .inference_args = slow_steps};
+    suite_start(&S, &o);
+}
+
+static void start_two(void)
+{
+    start_same_model(2);
+}
+
+static void start_three(void)
+{
+    start_same_model(3);
+}
+
+/* "small" (tiny-small) falls back to nothing, "large" (tiny-large, another model) falls
+ * back to "small": one instance each. */
+static void start_two_models(void)
+{
+    static const char *const slow_steps[] = {"--step-delay-us", "20000", NULL};
+    suite_opts_t o = {.n_small = 1, .n_large = 1, .cache = false, .inference_args = slow_steps};
+    suite_start(&S, &o);
+}
+
+TestSuite(failover, .fini = stop_suite, .timeout = 300);
+
+static router_stream_t *gen_open(void)
+{
+    return router_stream_open(S.ch, suite_call_opts(&S));
+}
+
+/* req (its id replaced by id) to completion on its own stream, uninterrupted. */
+static router_stream_rec_t run_whole(router_stream_req_t req, const char *id)
+{
+    req.id = id;
+    router_stream_t *g = gen_open();
+    router_stream_submit(g, &req);
+    router_stream_rec_t r = router_stream_finish(g, id);
+    router_stream_close(g);
+    cr_assert(r.done, "%s: error %d %s", id, r.err_code, r.err_msg);
+    cr_assert_eq(r.tokens, ANSWER_TOKENS, "%s: %d tokens", id, r.tokens);
+    cr_assert_eq(r.failovers, 0);
+    return r;
+}
+
+/* Kills the instance serving id on g once id has `after` tokens; returns its address
+ * (into victim, 64 bytes). */
+static void kill_server_of(router_stream_t *g, const char *id, int after, char *victim)
+{
+    router_stream_rec_t r = router_stream_wait(g, id, after, 60000);
+    cr_assert_geq(r.tokens, after, "%s: %d tokens, error %d %s", id, r.tokens, r.err_code,
+                  r.err_msg);
+    cr_assert_eq(r.terminal, 0, "%s ended before the kill", id);
+    snprintf(victim, 64, "%s", router_stream_route(g, id)->instance);
+    suite_kill(suite_instance(&S, victim));
+}
+
+/* got is the whole answer of want, continued once after the kill of victim. */
+static void expect_continued(router_stream_t *g, const router_stream_rec_t *got,
+                             const router_stream_rec_t *want, const char *victim)
+{
+    cr_assert(got->done, "%s: error %d %s after %d tokens", got->id, got->err_code, got->err_msg,
+              got->tokens);
+    cr_expect_eq(got->finish, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH);
+    cr_expect_eq(got->completion_tokens, ANSWER_TOKENS);
+    cr_expect_eq(got->prompt_tokens, want->prompt_tokens, "prompt tokens %u, uninterrupted %u",
+                 got->prompt_tokens, want->prompt_tokens);
+    cr_expect_eq(got->tokens, ANSWER_TOKENS);
+    cr_expect(got->indexes_ok, "token indexes not 0..%d in order", ANSWER_TOKENS - 1);
+    cr_assert_eq(got->failovers, 1, "%d failover events", got->failovers);
+    cr_expect_eq(got->started, 2);
+    cr_expect_geq(got->tokens_at_failover, KILL_AFTER);
+    cr_expect_eq((int)got->resumed_tokens, got->tokens_at_failover,
+                 "resumed %u tokens, the client had %d", got->resumed_tokens,
+                 got->tokens_at_failover);
+    const Llmserve__V1__GenerateStarted *s = router_stream_route(g, got->id);
+    cr_expect(s->failover);
+    cr_expect_eq(s->attempt, 2);
+    cr_expect_str_neq(s->instance, victim);
+    cr_expect_str_eq(s->pool, "small");
+    cr_expect_str_eq(s->model, "tiny-small");
+    cr_expect(strstr(s->failover_reason, victim), "reason '%s'", s->failover_reason);
+    cr_expect_str_eq(got->text, want->text);
+    cr_expect_arr_eq(got->ids, want->ids, sizeof(int) * ANSWER_TOKENS);
+}
+
+/* The request of a failover test: killed after KILL_AFTER tokens, then compared with the
+ * same request run whole first. */
+static void failover_once(router_stream_req_t req)
+{
+    router_stream_rec_t want = run_whole(req, "whole");
+    router_stream_t *g = gen_open();
+    req.id = "killed";
+    router_stream_submit(g, &req);
+    char victim[64];
+    kill_server_of(g, "killed", KILL_AFTER, victim);
+    router_stream_rec_t got = router_stream_finish(g, "killed");
+    expect_continued(g, &got, &want, victim);
+    router_stream_close(g);
+    suite_end(&S);
+}
+
+Test(failover, greedy_answer_continues_on_the_other_instance_unchanged, .init = start_two)
+{
+    router_stream_req_t req = {
+        .prompt = PROMPT, .hint = "small", .max_tokens = ANSWER_TOKENS, .ignore_eos = true};
+    failover_once(req);
+}
+
+Test(failover, seeded_sampled_answer_continues_unchanged, .init = start_two)
+{
+    router_stream_req_t req = {.prompt = PROMPT,
+                               .hint = "small",
+                               .max_tokens = ANSWER_TOKENS,
+                               .ignore_eos = true,
+                               .temperature = 0.8f,
+                               .top_p = 0.9f,
+                               .has_seed = true,
+                               .seed = 4242};
+    failover_once(req);
+}
+
+#define LOAD_N 30
+
+/* Request i of the load test: greedy (even i) or seeded (odd i), with one of a few
+ * prompts, so answers differ between requests. */
+static router_stream_req_t load_req(int i, char *id, const char *tag)
+{
+    static const char *const prompts[] = {PROMPT, "The little dog ran to the park",
+                                          "A girl found a red ball", "The sun was hot and"};
+    snprintf(id, 32, "%s%d", tag, i);
+    router_stream_req_t r = {.id = id,
+                             .prompt = prompts[i % 4],
+                             .hint = "small",
+                             .max_tokens = ANSWER_TOKENS,
+                             .ignore_eos = true};
+    if (i % 2) {
+        r.temperature = 0.8f;
+        r.top_p = 0.9f;
+        r.has_seed = true;
+        r.seed = (uint64_t)(1000 + i);
+    }
+    return r;
+}
+
+Test(failover, under_load_one_instance_killed_costs_no_request, .init = start_three)
+{
+    static router_stream_rec_t want[LOAD_N];
+    char ids[LOAD_N][32];
+    router_stream_t *g = gen_open();
+    for (int i = 0; i < LOAD_N; i++) {
+        router_stream_req_t r = load_req(i, ids[i], "whole");
+        router_stream_submit(g, &r);
+    }
+    for (int i = 0; i < LOAD_N; i++) {
+        want[i] = router_stream_finish(g, ids[i]);
+        cr_assert(want[i].done, "%s: error %d %s", ids[i], want[i].err_code, want[i].err_msg);
+        cr_assert_eq(want[i].tokens, ANSWER_TOKENS);
+    }
+    router_stream_close(g);
+
+    g = gen_open();
+    for (int i = 0; i < LOAD_N; i++) {
+        router_stream_req_t r = load_req(i, ids[i], "load");
+        router_stream_submit(g, &r);
+    }
+    char victim[64];
+    kill_server_of(g, ids[0], KILL_AFTER, victim);
+    int failed_over = 0;
+    for (int i = 0; i < LOAD_N; i++) {
+        router_stream_rec_t got = router_stream_finish(g, ids[i]);
+        cr_expect(got.done, "%s: error %d %s", ids[i], got.err_code, got.err_msg);
+        if (!got.done)
+            continue;
+        cr_expect_eq(got.tokens, ANSWER_TOKENS, "%s: %d tokens", ids[i], got.tokens);
+        cr_expect_eq(got.completion_tokens, ANSWER_TOKENS, "%s", ids[i]);
+        cr_expect(got.indexes_ok, "%s: token indexes out of order", ids[i]);
+        cr_expect_leq(got.failovers, 1, "%s: %d failovers", ids[i], got.failovers);
+        if (got.failovers) {
+            failed_over++;
+            cr_expect_eq((int)got.resumed_tokens, got.tokens_at_failover, "%s", ids[i]);
+            cr_expect_str_neq(router_stream_route(g, ids[i])->instance, victim);
+        }
+        cr_expect_str_eq(got.text, want[i].text, "%s differs from its uninterrupted answer",
+                         ids[i]);
+        cr_expect_arr_eq(got.ids, want[i].ids, sizeof(int) * ANSWER_TOKENS, "%s", ids[i]);
+    }
+    cr_expect_geq(failed_over, 1, "the killed instance served none of them");
+    router_stream_close(g);
+    suite_end(&S);
+}
+
+Test(failover, no_instance_of_that_model_left_ends_with_unavailable, .init = start_two_models)
+{
+    /* The large pool's only instance dies; its fallback, the small pool, serves another
+     * model (another vocabulary), so nothing can continue the answer. */
+    router_stream_t *g = gen_open();
+    router_stream_req_t req = {.id = "orphan",
+                               .prompt = PROMPT,
+                               .hint = "large",
+                               .max_tokens = ANSWER_TOKENS,
+                               .ignore_eos = true};
+    router_stream_submit(g, &req);
+    char victim[64];
+    kill_server_of(g, "orphan", KILL_AFTER, victim);
+    router_stream_rec_t r = router_stream_finish(g, "orphan");
+    cr_assert_eq(r.err_code, GRPC_STATUS_UNAVAILABLE, "code %d finish %d after %d tokens",
+                 r.err_code, r.finish, r.tokens);
+    cr_expect(strstr(r.err_msg, victim), "message '%s'", r.err_msg);
+    cr_expect(strstr(r.err_msg, "no instance of model tiny-large"), "message '%s'", r.err_msg);
+    cr_expect_geq(r.tokens, KILL_AFTER);
+    cr_expect_lt(r.tokens, ANSWER_TOKENS);
+    cr_expect(r.indexes_ok);
+    cr_expect_eq(r.failovers, 0, "a failover to another model was announced");
+    /* The stream and the other pool are fine. */
+    router_stream_req_t after = {.id = "after", .prompt = PROMPT, .hint = "small", .max_tokens = 4};
+    router_stream_submit(g, &after);
+    cr_expect(router_stream_finish(g, "after").done);
+    router_stream_close(g);
+    suite_end(&S);
+}
