@@ -1262,9 +1262,7 @@ static void on_infer_broken(void *ud, uint64_t id, const char *why)
         if (q->tokens_sent == 0) {
             do_retry(q, GRPC_STATUS_UNAVAILABLE, why);
         } else {
-            char msg[300];
-            snprintf(msg, sizeof(msg), "instance %s: %s", router_instance_addr(q->inst), why);
-            do_failover(q, msg);
+            do_failover(q, why); /* why names the instance */
         }
     }
     pthread_mutex_unlock(&q->mu);
