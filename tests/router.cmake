@@ -35,7 +35,8 @@ set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 # Mid-stream failover: an instance killed while it streams, the answer continued on another
 # instance of the same model (needs --step-delay-us of the inference service).
 llmserve_test(test_router_failover integration/test_router_failover.c llmserve_rpc llmserve_proto)
-add_dependencies(test_router_failover llmserve-router llmserve-inference llmserve-modelmaker)
+add_dependencies(test_router_failover llmserve-router llmserve-inference llmserve-cache
+                 llmserve-modelmaker)
 set_property(TEST test_router_failover APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_failover PROPERTIES FIXTURES_REQUIRED router_models)
 

@@ -15,8 +15,10 @@
 #include "support/suite.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PROMPT "Once upon a time there was a cat"
 #define ANSWER_TOKENS 60
@@ -42,6 +44,14 @@ static void start_same_model(int n_small)
 static void start_two(void)
 {
     start_same_model(2);
+}
+
+/* As start_two, with memcached and the cache service. */
+static void start_two_cached(void)
+{
+    static const char *const slow_steps[] = {"--step-delay-us", "20000", NULL};
+    suite_opts_t o = {.n_small = 2, .n_large = 0, .cache = true, .inference_args = slow_steps};
+    suite_start(&S, &o);
 }
 
 static void start_three(void)
@@ -253,5 +263,119 @@ Test(failover, no_instance_of_that_model_left_ends_with_unavailable, .init = sta
     router_stream_submit(g, &after);
     cr_expect(router_stream_finish(g, "after").done);
     router_stream_close(g);
+    suite_end(&S);
+}
+
+Test(failover, the_cache_stores_the_whole_continued_answer, .init = start_two_cached)
+{
+    router_stream_req_t req = {.prompt = PROMPT,
+                               .hint = "small",
+                               .max_tokens = ANSWER_TOKENS,
+                               .ignore_eos = true,
+                               .policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS};
+    router_stream_rec_t want = run_whole(req, "whole");
+    /* Stored, never looked up: the answer runs, fails over and is stored at its end. */
+    req.policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_WRITE_ONLY;
+    req.id = "killed";
+    router_stream_t *g = gen_open();
+    router_stream_submit(g, &req);
+    char victim[64];
+    kill_server_of(g, "killed", KILL_AFTER, victim);
+    router_stream_rec_t got = router_stream_finish(g, "killed");
+    expect_continued(g, &got, &want, victim);
+    /* Looked up, never stored: the hit is the whole answer.  The store is sent before the
+     * Done, on the one cache stream, but the cache may take a moment to write it. */
+    req.policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_READ_ONLY;
+    bool hit = false;
+    router_stream_rec_t again;
+    for (int i = 0; i < 20 && !hit; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "again%d", i);
+        req.id = id;
+        router_stream_submit(g, &req);
+        again = router_stream_finish(g, id);
+        cr_assert(again.done, "%s: error %d %s", id, again.err_code, again.err_msg);
+        hit = router_stream_route(g, id)->cache_hit;
+        if (!hit)
+            usleep(100000);
+    }
+    cr_assert(hit, "the continued answer was not stored");
+    cr_expect_str_eq(again.text, want.text);
+    cr_expect_eq(again.completion_tokens, ANSWER_TOKENS);
+    cr_expect_eq(again.prompt_tokens, want.prompt_tokens);
+    router_stream_close(g);
+    suite_end(&S);
+}
+
+#define COMPLETE_TOKENS 150
+
+typedef struct {
+    router_stream_req_t req;
+    rpc_status_t st;
+    Llmserve__V1__CompleteResponse *resp; /* NULL unless OK */
+} complete_call_t;
+
+/* Router.Complete of c->req (prompt, hint, conversation, sampling), on its own thread. */
+static void *complete_thread(void *arg)
+{
+    complete_call_t *c = arg;
+    Llmserve__V1__SamplingParams sp = LLMSERVE__V1__SAMPLING_PARAMS__INIT;
+    sp.max_tokens = c->req.max_tokens;
+    sp.ignore_eos = c->req.ignore_eos;
+    Llmserve__V1__GenerateSubmit sub = LLMSERVE__V1__GENERATE_SUBMIT__INIT;
+    sub.request_id = (char *)c->req.id;
+    sub.prompt = (char *)c->req.prompt;
+    sub.model_hint = (char *)c->req.hint;
+    sub.conversation_id = (char *)c->req.conversation;
+    sub.sampling = &sp;
+    Llmserve__V1__CompleteRequest creq = LLMSERVE__V1__COMPLETE_REQUEST__INIT;
+    creq.request = &sub;
+    ProtobufCMessage *resp = NULL;
+    rpc_channel_unary(S.ch, "/llmserve.v1.Router/Complete", &creq.base,
+                      &llmserve__v1__complete_response__descriptor, suite_call_opts(&S), &resp,
+                      &c->st);
+    c->resp = (Llmserve__V1__CompleteResponse *)resp;
+    return NULL;
+}
+
+Test(failover, complete_fails_over_too, .init = start_two)
+{
+    /* The conversation's first request says which instance it stays on (affinity), so
+     * the test knows whom to kill while the Complete runs there. */
+    router_stream_req_t req = {.id = "whole",
+                               .prompt = PROMPT,
+                               .hint = "small",
+                               .conversation = "failover-conv",
+                               .max_tokens = COMPLETE_TOKENS,
+                               .ignore_eos = true};
+    router_stream_t *g = gen_open();
+    router_stream_submit(g, &req);
+    router_stream_rec_t want = router_stream_finish(g, "whole");
+    cr_assert(want.done, "error %d %s", want.err_code, want.err_msg);
+    char victim[64];
+    snprintf(victim, sizeof(victim), "%s", router_stream_route(g, "whole")->instance);
+    router_stream_close(g);
+
+    complete_call_t c = {.req = req};
+    c.req.id = "complete";
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, complete_thread, &c), 0);
+    /* A quarter of the answer's 3 s of steps. */
+    usleep(750000);
+    suite_kill(suite_instance(&S, victim));
+    pthread_join(th, NULL);
+    cr_assert_eq(c.st.code, GRPC_STATUS_OK, "Complete: %d %s", c.st.code, c.st.details);
+    cr_assert_not_null(c.resp);
+    const Llmserve__V1__GenerateStarted *route = c.resp->route;
+    cr_assert_not_null(route);
+    cr_expect(route->failover, "killed before its first token, or not failed over");
+    cr_expect_str_neq(route->instance, victim);
+    cr_expect_gt(route->resumed_tokens, 0);
+    cr_expect_lt(route->resumed_tokens, COMPLETE_TOKENS);
+    cr_expect_eq(c.resp->finish_reason, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH);
+    cr_expect_eq(c.resp->usage->completion_tokens, COMPLETE_TOKENS);
+    cr_expect_eq(c.resp->usage->prompt_tokens, want.prompt_tokens);
+    cr_expect_str_eq(c.resp->text, want.text);
+    protobuf_c_message_free_unpacked(&c.resp->base, NULL);
     suite_end(&S);
 }
