@@ -136,6 +136,7 @@ struct relay_req {
     int64_t first_token_us;
     router_answer_t answer; /* recorded for the cache store when store is set */
     uint32_t prompt_tokens;
+    uint32_t cached_prompt_tokens; /* as the instance that finished the answer found them */
     uint64_t inference_queue_us, prefill_us, decode_us;
     uint64_t cache_lookup_us;
 
@@ -633,6 +634,7 @@ static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t 
     Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
     usage.prompt_tokens = q->prompt_tokens;
     usage.completion_tokens = completion_tokens;
+    usage.cached_prompt_tokens = q->cached_prompt_tokens;
     Llmserve__V1__Timings t = LLMSERVE__V1__TIMINGS__INIT;
     do_timings(q, &t);
     Llmserve__V1__GenerateDone d = LLMSERVE__V1__GENERATE_DONE__INIT;
@@ -1224,6 +1226,8 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         }
         if (d->usage && d->usage->prompt_tokens && !q->resumed)
             q->prompt_tokens = d->usage->prompt_tokens;
+        if (d->usage)
+            q->cached_prompt_tokens = d->usage->cached_prompt_tokens;
         do_trace_try_end(q, GRPC_STATUS_OK, NULL);
         if (q->store && router_cache_policy_storable(d->finish_reason))
             do_cache_store(q, d);
