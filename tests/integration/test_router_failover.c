@@ -8,11 +8,16 @@
  * long enough for the test to see its first tokens and kill the instance serving it
  * however fast this machine decodes.  An uninterrupted run of the same request, made
  * first in the same test, is what the continued answer must equal: greedy and seeded
- * answers are deterministic, so the text and every token id must match.
+ * answers are deterministic, so the text and every token id must match.  Also: under
+ * load (no request lost), with no instance of the model left (UNAVAILABLE, once), the
+ * cache storing the whole continued answer, Router.Complete, and the failover counter the
+ * router reports to a collector of the test's own (support/metrics_sink.h).
  */
 #define _GNU_SOURCE
+#include "support/metrics_sink.h"
 #include "support/router_stream.h"
 #include "support/suite.h"
+#include "svc/metric_names.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -25,10 +30,13 @@
 #define KILL_AFTER 10 /* tokens seen before the kill */
 
 static suite_t S;
+static metrics_sink_t *g_sink; /* the router's collector, in tests that read its metrics */
 
 static void stop_suite(void)
 {
     suite_stop(&S);
+    metrics_sink_destroy(g_sink);
+    g_sink = NULL;
 }
 
 /* n_small instances of one model (same checkpoint, same name) in pool "small", each
@@ -44,6 +52,23 @@ static void start_same_model(int n_small)
 static void start_two(void)
 {
     start_same_model(2);
+}
+
+/* As start_two, the router reporting to a collector of the test's own every 50 ms. */
+static void start_two_metered(void)
+{
+    g_sink = metrics_sink_create(0);
+    cr_assert_not_null(g_sink);
+    static char collector[64];
+    snprintf(collector, sizeof(collector), "127.0.0.1:%d", metrics_sink_port(g_sink));
+    const char *const router_args[] = {"--metrics", collector, "--metrics-interval-ms", "50", NULL};
+    static const char *const slow_steps[] = {"--step-delay-us", "20000", NULL};
+    suite_opts_t o = {.n_small = 2,
+                      .n_large = 0,
+                      .cache = false,
+                      .router_args = router_args,
+                      .inference_args = slow_steps};
+    suite_start(&S, &o);
 }
 
 /* As start_two, with memcached and the cache service. */
@@ -143,14 +168,20 @@ static void failover_once(router_stream_req_t req)
     router_stream_rec_t got = router_stream_finish(g, "killed");
     expect_continued(g, &got, &want, victim);
     router_stream_close(g);
-    suite_end(&S);
 }
 
-Test(failover, greedy_answer_continues_on_the_other_instance_unchanged, .init = start_two)
+Test(failover, greedy_answer_continues_on_the_other_instance_unchanged, .init = start_two_metered)
 {
     router_stream_req_t req = {
         .prompt = PROMPT, .hint = "small", .max_tokens = ANSWER_TOKENS, .ignore_eos = true};
     failover_once(req);
+    /* One failover counted, and it is no retry (the retries are before the first token). */
+    cr_expect(metrics_sink_wait_counter(g_sink, M_FAILOVERS, "pool=small", 1, 10000),
+              "failovers_total{pool=small}: %g",
+              metrics_sink_counter(g_sink, M_FAILOVERS, "pool=small"));
+    cr_expect_eq(metrics_sink_counter(g_sink, M_FAILOVERS, "pool=small"), 1);
+    cr_expect_eq(metrics_sink_counter(g_sink, M_RETRIES, "pool=small"), 0);
+    suite_end(&S);
 }
 
 Test(failover, seeded_sampled_answer_continues_unchanged, .init = start_two)
@@ -164,6 +195,7 @@ Test(failover, seeded_sampled_answer_continues_unchanged, .init = start_two)
                                .has_seed = true,
                                .seed = 4242};
     failover_once(req);
+    suite_end(&S);
 }
 
 #define LOAD_N 30
