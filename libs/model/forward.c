@@ -265,6 +265,16 @@ int forward_seq_open(forward_t *f, int reserve_tokens)
     return id;
 }
 
+int forward_seq_open_tokens(forward_t *f, const int *tokens, int n_tokens, int reserve_tokens,
+                            int *cached_tokens)
+{
+    if (!tokens || n_tokens < 1 || n_tokens > reserve_tokens)
+        return LS_ERR_INVALID;
+    if (cached_tokens)
+        *cached_tokens = 0;
+    return forward_seq_open(f, reserve_tokens);
+}
+
 void forward_seq_close(forward_t *f, int seq)
 {
     if (!f || seq < 0 || seq >= f->cfg.max_batch || !f->seqs[seq].open)

@@ -48,6 +48,7 @@ typedef struct {
                                   for good (CUDA: a kernel makes a real illegal-address
                                   fault; CPU: the step reports LS_ERR_DEVICE).  0 (the
                                   default) = never */
+    bool prefix_cache;         /* keep and share full KV blocks of equal prefixes */
 } forward_config_t;
 
 typedef struct forward forward_t;
@@ -91,6 +92,12 @@ const forward_config_t *forward_config(const forward_t *f);
  * Returns its id (>= 0), LS_ERR_FULL when the KV budget or max_batch sequences are
  * in use, or LS_ERR_INVALID when reserve_tokens is out of range. */
 int forward_seq_open(forward_t *f, int reserve_tokens);
+
+/* Opens a sequence whose first n_tokens positions will be tokens[0..n_tokens), reserving
+ * reserve_tokens positions as forward_seq_open does; *cached_tokens (may be NULL) gets
+ * the positions already held, where its first step must start (0 here). */
+int forward_seq_open_tokens(forward_t *f, const int *tokens, int n_tokens, int reserve_tokens,
+                            int *cached_tokens);
 
 /* Releases the sequence's KV blocks; unknown ids are ignored. */
 void forward_seq_close(forward_t *f, int seq);

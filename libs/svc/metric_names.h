@@ -106,6 +106,12 @@
  * too_long, draining, device_lost); too_long is a prompt the model's context cannot
  * hold (answered INVALID_ARGUMENT) or a KV reservation the budget never could */
 #define M_INF_REFUSED "llmserve_inference_admissions_refused_total"
+/* counter {pool, model}: prompt tokens whose KV the prefix cache held at admission
+ * (not computed; M_INF_PROMPT_TOKENS counts the ones that were) */
+#define M_INF_PREFIX_HIT_TOKENS "llmserve_inference_prefix_cache_hit_tokens_total"
+/* counter {pool, model, priority}: running requests preempted for a better class
+ * (priority interactive|normal|batch: the preempted one's) */
+#define M_INF_PREEMPTIONS "llmserve_inference_preemptions_total"
 
 /* ---- cache -------------------------------------------------------------------------- */
 

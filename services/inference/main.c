@@ -47,6 +47,10 @@ typedef struct {
     int64_t max_tokens_limit;
     int64_t fault_after_steps;
     int64_t step_delay_us;
+    bool prefix_cache;
+    int64_t priority_aging_ms;
+    int64_t max_running[3]; /* by class: interactive, normal, batch; 0 = no cap */
+    int64_t max_preemptions;
     /* built by the hooks */
     svc_t *runtime;
     forward_backend_t backend_kind;
@@ -77,6 +81,9 @@ static void inf_config_init(inf_config_t *cfg)
     cfg->max_tokens_limit = 0;     /* 0 = only the context limits max_tokens */
     cfg->fault_after_steps = 0;    /* testing: forward steps before the device fails; 0 = never */
     cfg->step_delay_us = 0;        /* testing: sleep after each forward step; 0 = none */
+    cfg->prefix_cache = true;      /* share full KV blocks of equal prefixes */
+    cfg->priority_aging_ms = 1000; /* a waiter counts one class better per period waited */
+    cfg->max_preemptions = 2;      /* times one request may be preempted; 0 = never */
 }
 
 static int parse_backend(const char *name, forward_backend_t *out)
@@ -166,6 +173,7 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
         fcfg.kv_budget_tokens = cfg->kv_budget_tokens;
     fcfg.threads = (int)cfg->cpu_threads;
     fcfg.fault_after_steps = (int)cfg->fault_after_steps;
+    fcfg.prefix_cache = cfg->prefix_cache;
     cfg->fwd = forward_create(cfg->ck, &fcfg, why, sizeof(why));
     if (!cfg->fwd) {
         ls_set_err(err, err_len, "cannot create the forward pass: %s", why);
@@ -184,7 +192,12 @@ static int inf_start(svc_t *svc, void *ud, char *err, size_t err_len)
                               .pool = cfg->pool,
                               .model = model,
                               .tracer = svc_tracer(svc),
-                              .step_delay_us = cfg->step_delay_us};
+                              .step_delay_us = cfg->step_delay_us,
+                              .priority_aging_us = cfg->priority_aging_ms * 1000,
+                              .class_max_running = {(int)cfg->max_running[0],
+                                                    (int)cfg->max_running[1],
+                                                    (int)cfg->max_running[2]},
+                              .max_preemptions = (int)cfg->max_preemptions};
     if (cfg->step_delay_us > 0)
         LS_LOG_WARN("inference", "testing delay on: every forward step sleeps us=%lld",
                     (long long)cfg->step_delay_us);
@@ -277,6 +290,24 @@ int main(int argc, char **argv)
          "testing: after N forward steps the compute device fails for good (fatal-device "
          "path); 0 = never",
          0, INT32_MAX},
+        {"prefix-cache", NULL, LS_OPT_BOOL, &cfg.prefix_cache,
+         "keep full KV blocks and share them between requests with the same prefix "
+         "(--no-prefix-cache: every prompt is computed)",
+         0, 0},
+        {"priority-aging-ms", NULL, LS_OPT_INT, &cfg.priority_aging_ms,
+         "a waiting request counts as one class better (batch, normal, interactive) per "
+         "period waited, so low classes progress; 0 = never",
+         0, 3600000},
+        {"max-running-interactive", NULL, LS_OPT_INT, &cfg.max_running[0],
+         "most interactive requests in the batch at once; 0 = no cap", 0, 65536},
+        {"max-running-normal", NULL, LS_OPT_INT, &cfg.max_running[1],
+         "most normal requests in the batch at once; 0 = no cap", 0, 65536},
+        {"max-running-batch", NULL, LS_OPT_INT, &cfg.max_running[2],
+         "most batch requests in the batch at once; 0 = no cap", 0, 65536},
+        {"max-preemptions", NULL, LS_OPT_INT, &cfg.max_preemptions,
+         "times one running request may be preempted for a better class (its KV freed, "
+         "resumed by recompute); 0 = never preempt",
+         0, 1000},
         {"step-delay-us", NULL, LS_OPT_INT, &cfg.step_delay_us,
          "testing: sleep this long after every forward step, so a test can act while an "
          "answer is being generated (kill the instance mid-answer); 0 = never",

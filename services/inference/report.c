@@ -31,6 +31,20 @@ void inf_report_refused(const inf_report_t *rep, const char *reason)
     svc_metric_add(rep->reporter, M_INF_REFUSED, l, 3, 1);
 }
 
+void inf_report_prefix_hit(const inf_report_t *rep, int n)
+{
+    if (rep->reporter && n > 0)
+        svc_metric_add(rep->reporter, M_INF_PREFIX_HIT_TOKENS, rep->labels, 2, n);
+}
+
+void inf_report_preempted(const inf_report_t *rep, const char *prio)
+{
+    if (!rep->reporter)
+        return;
+    svc_label_t l[3] = {rep->labels[0], rep->labels[1], {"priority", prio}};
+    svc_metric_add(rep->reporter, M_INF_PREEMPTIONS, l, 3, 1);
+}
+
 void inf_report_seconds(const inf_report_t *rep, const char *name, int64_t span_us)
 {
     if (!rep->reporter || span_us < 0)

@@ -54,6 +54,12 @@ void inf_report_seconds(const inf_report_t *rep, const char *name, int64_t span_
 void inf_report_step(const inf_report_t *rep, int64_t step_us, int batch, int prompt_tokens,
                      int generated);
 
+/* n prompt tokens of an admitted request found in the prefix cache (0 counts nothing). */
+void inf_report_prefix_hit(const inf_report_t *rep, int n);
+
+/* One running request of class prio ("interactive", ...) preempted. */
+void inf_report_preempted(const inf_report_t *rep, const char *prio);
+
 /* The gauges that never change: the queue's bound and the KV blocks in all.  Sent now
  * and again with every refresh. */
 void inf_report_limits(inf_report_t *rep, int64_t queue_limit, int64_t kv_blocks_total);

@@ -190,6 +190,80 @@ static int build_prompt(inf_request_t *r, const Llmserve__V1__InferenceSubmit *s
     return encode_text(r, tok, prompt, strlen(prompt), lim, err, err_len);
 }
 
+const char *inf_prio_name(int prio)
+{
+    switch (prio) {
+    case INF_PRIO_INTERACTIVE:
+        return "interactive";
+    case INF_PRIO_BATCH:
+        return "batch";
+    default:
+        return "normal";
+    }
+}
+
+/* Checks resume_tokens before anything is built. */
+static int check_resume(const Llmserve__V1__InferenceSubmit *sub, const inf_limits_t *lim,
+                        char *err, size_t err_len)
+{
+    if (sub->n_resume_tokens > (size_t)lim->seq_len) {
+        snprintf(err, err_len, "resume_tokens has %zu ids (the model's context is %d tokens)",
+                 sub->n_resume_tokens, lim->seq_len);
+        return LS_ERR_INVALID;
+    }
+    for (size_t i = 0; i < sub->n_resume_tokens; i++) {
+        int32_t id = sub->resume_tokens[i];
+        if (id < 0 || id >= lim->vocab_size) {
+            snprintf(err, err_len, "resume_tokens[%zu] is %d (vocabulary is [0, %d))", i, (int)id,
+                     lim->vocab_size);
+            return LS_ERR_INVALID;
+        }
+    }
+    return LS_OK;
+}
+
+/* Appends the resume tokens after the prompt and replays them: their text goes through
+ * the UTF-8 and stop-string hold-back (and is dropped: the client has it), the sampler
+ * draws the coins their picks drew, and a token that ended generation sets resume_end. */
+static int take_resume(inf_request_t *r, const Llmserve__V1__InferenceSubmit *sub,
+                       const tok_t *tok, const inf_limits_t *lim)
+{
+    int n = (int)sub->n_resume_tokens;
+    size_t piece = lim->longest_piece ? lim->longest_piece : inf_longest_piece(tok);
+    inf_text_scratch_t sc = {.utf8 = malloc(piece + 8), .utf8_cap = piece + 8};
+    size_t out_cap = INF_TEXT_PUSH_NEED(piece) + INF_TEXT_FLUSH_NEED;
+    char *out = malloc(out_cap);
+    if (!sc.utf8 || !out) {
+        free(sc.utf8);
+        free(out);
+        return LS_ERR_NOMEM;
+    }
+    int kept = 0;
+    for (int i = 0; i < n && r->resume_end == 0; i++) {
+        int token = sub->resume_tokens[i];
+        int prev = i == 0 ? r->prompt[r->n_prompt - 1] : r->prompt[r->n_prompt + i - 1];
+        (void)sampler_coin(&r->sampler);
+        if (inf_request_is_eos(r, token)) {
+            r->resume_end = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS;
+            break;
+        }
+        r->prompt[r->n_prompt + kept++] = token;
+        bool stopped = false;
+        (void)inf_request_push_text(r, tok, prev, token, &sc, out, out_cap, &stopped);
+        if (stopped)
+            r->resume_end = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_STOP;
+        else if (kept >= r->max_tokens)
+            r->resume_end = LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
+    }
+    free(sc.utf8);
+    free(out);
+    r->n_resume = kept;
+    r->n_generated = kept;
+    if (kept > 0)
+        r->last_token = r->prompt[r->n_prompt + kept - 1];
+    return LS_OK;
+}
+
 int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *tok,
                        const inf_limits_t *lim, int64_t now_us, inf_request_t **out, char *err,
                        size_t err_len)
@@ -216,6 +290,15 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     rc = check_sampling(sp, lim, err, err_len);
     if (rc != LS_OK)
         return rc;
+    rc = check_resume(sub, lim, err, err_len);
+    if (rc != LS_OK)
+        return rc;
+    if ((int)sub->priority < LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED ||
+        (int)sub->priority > LLMSERVE__V1__PRIORITY__PRIORITY_BATCH) {
+        snprintf(err, err_len, "priority is %d (must be 0 to 3: unspecified, interactive, "
+                               "normal, batch)", (int)sub->priority);
+        return LS_ERR_INVALID;
+    }
 
     inf_request_t *r = calloc(1, sizeof(*r));
     if (!r)
@@ -223,7 +306,11 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     snprintf(r->id, sizeof(r->id), "%s", sub->request_id);
     atomic_init(&r->cancel, false);
     r->seq = -1;
+    r->prio = sub->priority == LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED
+                  ? INF_PRIO_NORMAL
+                  : (int)sub->priority - 1;
     r->arrival_us = now_us;
+    r->enqueue_us = now_us;
     r->deadline_us = sub->timeout_ms > 0 ? now_us + (int64_t)sub->timeout_ms * 1000 : INT64_MAX;
     tok_stream_init(&r->text);
     rc = init_stop(r, sp, err, err_len);
@@ -237,6 +324,16 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     int max_tokens = sp && sp->max_tokens > 0 ? sp->max_tokens : lim->default_max_tokens;
     r->max_tokens = max_tokens < room ? max_tokens : room;
     r->ignore_eos = sp && sp->ignore_eos;
+    /* Room for the answer after the prompt (resume tokens beyond max_tokens included,
+     * so the replay can see where they end). */
+    int answer_cap = r->max_tokens > (int)sub->n_resume_tokens ? r->max_tokens
+                                                                : (int)sub->n_resume_tokens;
+    int *grown = realloc(r->prompt, (size_t)(r->n_prompt + answer_cap) * sizeof(int));
+    if (!grown) {
+        rc = LS_ERR_NOMEM;
+        goto out_free;
+    }
+    r->prompt = grown;
 
     float temperature = sp ? sp->temperature : 0.0f;
     float top_p = sp && sp->top_p > 0.0f ? sp->top_p : 1.0f;
@@ -248,6 +345,11 @@ int inf_request_create(const Llmserve__V1__InferenceSubmit *sub, const tok_t *to
     r->has_seed = sp && sp->has_seed;
     r->seed = seed;
     sampler_init(&r->sampler, temperature, top_p, top_k, seed);
+    if (sub->n_resume_tokens > 0) {
+        rc = take_resume(r, sub, tok, lim);
+        if (rc != LS_OK)
+            goto out_free;
+    }
     *out = r;
     return LS_OK;
 

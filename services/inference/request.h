@@ -24,6 +24,13 @@
  *   (0 = off; above vocab_size clamped); NaN anywhere is INVALID_ARGUMENT.
  * - seed: used when has_seed, else drawn from getrandom(2) (the clock if that fails).
  * - stop: at most INF_STOP_MAX_STRINGS strings of 1 to INF_STOP_MAX_BYTES bytes of UTF-8.
+ * - resume_tokens (a request another instance began): each id in [0, vocab_size), at
+ *   most seq_len of them.  They follow the prompt in `tokens`, count as generated, their
+ *   text is replayed into the UTF-8 and stop-string hold-back without being sent, and a
+ *   seeded sampler draws one coin per resume token, so the next pick is the one the
+ *   uninterrupted run would make.  One that ends generation (EOS, a completed stop
+ *   string, max_tokens reached) sets resume_end: the scheduler ends the request at once.
+ * - priority: a Priority enum value; UNSPECIFIED is NORMAL, unknown is INVALID_ARGUMENT.
  */
 #ifndef INF_REQUEST_H
 #define INF_REQUEST_H
@@ -67,12 +74,25 @@ typedef struct {
     int default_max_tokens;  /* used when max_tokens is 0 */
     int max_tokens_limit;    /* larger max_tokens is INVALID_ARGUMENT; 0 = no limit */
     size_t max_prompt_bytes; /* longer text is refused before tokenizing; 0 = no limit */
+    size_t longest_piece;    /* inf_longest_piece(tok): sizes the resume replay's buffers;
+                                0 = computed per resumed request */
 } inf_limits_t;
+
+/* Scheduling classes, best first (InferenceSubmit.priority - 1). */
+enum { INF_PRIO_INTERACTIVE = 0, INF_PRIO_NORMAL = 1, INF_PRIO_BATCH = 2, INF_PRIO_COUNT = 3 };
+
+/* "interactive", "normal" or "batch" (static). */
+const char *inf_prio_name(int prio);
 
 struct inf_request {
     char id[INF_REQUEST_ID_MAX + 1];
-    int *prompt; /* n_prompt token ids, BOS included when wanted (owned) */
+    /* The prompt's n_prompt ids (BOS included when wanted), then the answer's ids as
+     * they are generated (resume tokens first): room for n_prompt + max_tokens (owned). */
+    int *prompt;
     int n_prompt;
+    int n_resume;   /* resume tokens (already in prompt[], after the prompt) */
+    int resume_end; /* FinishReason a resume token reached, or 0: go on generating */
+    int prio;       /* INF_PRIO_* */
     int max_tokens; /* resolved: 1 <= max_tokens <= seq_len - n_prompt */
     bool ignore_eos;
     sampler_t sampler;
@@ -95,7 +115,13 @@ struct inf_request {
     struct inf_sched *sched; /* set at submit */
     inf_request_t *queue_next;
     int seq;           /* forward sequence id while admitted; -1 before */
+    int n_fill;        /* tokens of prompt[] to feed before decoding: the prompt and the
+                          tokens generated before this admission (resumed, preempted) */
     int n_fed;         /* tokens in the KV cache: prompt chunks, then generated tokens */
+    int n_cached;      /* of them, found in the prefix cache at the last admission */
+    int preemptions;   /* times it left the batch for a higher class */
+    bool started_sent; /* its started event went out (only the first admission sends one) */
+    int64_t enqueue_us; /* when it last entered the queue (submit, preemption): aging */
     int n_generated;   /* answer tokens so far (EOS not counted) */
     int last_token;    /* the token to feed next once the prompt is in */
     tok_stream_t text; /* holds back split UTF-8 characters */

@@ -39,6 +39,7 @@ enum {
     END_NEVER_FITS, /* the KV budget cannot hold its reservation even when empty */
     END_INTERNAL,   /* forward_seq_open refused the reservation */
     END_DEVICE,     /* the device failed for good */
+    END_RESUMED,    /* a resume token already ended generation (r->resume_end) */
 };
 
 struct inf_sched {
@@ -60,6 +61,7 @@ struct inf_sched {
     bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
     inf_report_t rep; /* the load gauges in it: scheduler thread only */
+    int class_running[INF_PRIO_COUNT]; /* running requests by class (s->mu) */
     inf_trace_t trace; /* model and backend owned (scheduler thread only) */
 
     /* scheduler thread only */
@@ -116,10 +118,12 @@ static void emit(inf_request_t *r, Llmserve__V1__InferenceEvent *ev)
 
 static void emit_started(inf_request_t *r)
 {
+    r->started_sent = true;
     Llmserve__V1__InferenceStarted st = LLMSERVE__V1__INFERENCE_STARTED__INIT;
     st.queue_us = (uint64_t)(r->admit_us - r->arrival_us);
     st.prompt_tokens = (uint32_t)r->n_prompt;
     st.batch_size = (uint32_t)r->batch_size;
+    st.cached_tokens = (uint32_t)r->n_cached;
     Llmserve__V1__InferenceEvent ev = LLMSERVE__V1__INFERENCE_EVENT__INIT;
     ev.kind_case = LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED;
     ev.started = &st;
@@ -167,6 +171,7 @@ static void finish_done(inf_request_t *r, Llmserve__V1__FinishReason reason, int
     Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
     usage.prompt_tokens = (uint32_t)r->n_prompt;
     usage.completion_tokens = (uint32_t)r->n_generated;
+    usage.cached_prompt_tokens = (uint32_t)r->n_cached;
     Llmserve__V1__Timings tm = LLMSERVE__V1__TIMINGS__INIT;
     tm.inference_queue_us = span_us(r->arrival_us, r->admit_us);
     tm.prefill_us = span_us(r->admit_us, r->first_token_us);
@@ -260,15 +265,83 @@ static void do_sweep_queue(inf_sched_t *s, int64_t now, inf_request_t **out)
     }
 }
 
-static inf_request_t *do_pop(inf_sched_t *s)
+/* Takes r (after prev, NULL for the head) off the queue. */
+static void do_unlink(inf_sched_t *s, inf_request_t *r, inf_request_t *prev)
 {
-    inf_request_t *r = s->q_head;
-    s->q_head = r->queue_next;
-    if (!s->q_head)
-        s->q_tail = NULL;
+    if (prev)
+        prev->queue_next = r->queue_next;
+    else
+        s->q_head = r->queue_next;
+    if (s->q_tail == r)
+        s->q_tail = prev;
     r->queue_next = NULL;
     s->n_queued--;
-    return r;
+}
+
+static void do_append(inf_sched_t *s, inf_request_t *r)
+{
+    r->queue_next = NULL;
+    if (s->q_tail)
+        s->q_tail->queue_next = r;
+    else
+        s->q_head = r;
+    s->q_tail = r;
+    s->n_queued++;
+}
+
+/* The class r counts as now: one better per full aging period it has waited. */
+static int do_eff_class(const inf_sched_t *s, const inf_request_t *r, int64_t now)
+{
+    int c = r->prio;
+    if (s->cfg.priority_aging_us > 0 && now > r->enqueue_us) {
+        int64_t up = (now - r->enqueue_us) / s->cfg.priority_aging_us;
+        c = up >= c ? 0 : c - (int)up;
+    }
+    return c;
+}
+
+static bool do_class_full(const inf_sched_t *s, int prio)
+{
+    int limit = s->cfg.class_max_running[prio];
+    return limit > 0 && s->class_running[prio] >= limit;
+}
+
+/* The queued request to admit next: best class as aged, then earliest arrival (a
+ * preempted request keeps its arrival, so it goes before later ones of its class); a
+ * class at its running limit is passed over.  *prev_out = its predecessor. */
+static inf_request_t *do_best(const inf_sched_t *s, int64_t now, inf_request_t **prev_out)
+{
+    inf_request_t *best = NULL, *best_prev = NULL, *prev = NULL;
+    int best_c = INF_PRIO_COUNT;
+    for (inf_request_t *r = s->q_head; r; prev = r, r = r->queue_next) {
+        if (do_class_full(s, r->prio))
+            continue;
+        int c = do_eff_class(s, r, now);
+        if (!best || c < best_c || (c == best_c && r->arrival_us < best->arrival_us)) {
+            best = r;
+            best_c = c;
+            best_prev = prev;
+        }
+    }
+    *prev_out = best_prev;
+    return best;
+}
+
+/* The running request that a waiter of class cls (its own, not as aged: aging orders the
+ * queue but never makes equals preempt each other) may preempt: a worse class, not
+ * admitted in this round, preempted fewer than max_preemptions times; the worst class,
+ * then the latest admitted (the least work to redo).  NULL when there is none. */
+static inf_request_t *do_victim(const inf_sched_t *s, int cls, int64_t now)
+{
+    inf_request_t *v = NULL;
+    for (int i = 0; i < s->n_running; i++) {
+        inf_request_t *q = s->running[i];
+        if (q->prio <= cls || q->preemptions >= s->cfg.max_preemptions || q->admit_us >= now)
+            continue;
+        if (!v || q->prio > v->prio || (q->prio == v->prio && q->admit_us > v->admit_us))
+            v = q;
+    }
+    return v;
 }
 
 /* True while an idle scheduler should wait for more arrivals before starting. */
@@ -278,17 +351,63 @@ static bool do_hold_for_batch(const inf_sched_t *s, int64_t now)
            now < s->q_head->arrival_us + s->cfg.max_queue_delay_us;
 }
 
-/* Admits from the head of the queue while the batch and the KV budget have room.
- * Requests that can never be admitted go onto *out.  Returns how many joined. */
+static void leave_batch(inf_sched_t *s, inf_request_t *r);
+
+/* Takes running v out of the batch for a waiter of a better class: its KV is freed (its
+ * full blocks stay in the prefix cache while the budget allows), everything else is
+ * kept, and it waits again to be resumed by recomputing its tokens. */
+static void do_preempt(inf_sched_t *s, inf_request_t *v, int64_t now)
+{
+    leave_batch(s, v);
+    v->n_fed = 0;
+    v->preemptions++;
+    v->enqueue_us = now;
+    do_append(s, v);
+    inf_report_preempted(&s->rep, inf_prio_name(v->prio));
+    LS_LOG_DEBUG("sched", "preempted id=%s class=%s generated=%d times=%d", v->id,
+                 inf_prio_name(v->prio), v->n_generated, v->preemptions);
+}
+
+/* Admits the best waiters (do_best) while the batch and the KV budget have room,
+ * preempting running requests of a worse class when they do not.  A waiter that does
+ * not fit and may preempt no one waits, and so does everything behind it (nothing
+ * overtakes it).  Requests that can never be admitted, or whose resume tokens already
+ * ended them, go onto *out.  Returns how many joined. */
 static int do_admit(inf_sched_t *s, int64_t now, inf_request_t **out)
 {
     int n = 0;
-    while (s->q_head && s->n_running < s->max_batch) {
-        inf_request_t *r = s->q_head;
-        int seq = forward_seq_open(s->f, r->n_prompt + r->max_tokens);
+    for (;;) {
+        inf_request_t *prev;
+        inf_request_t *r = do_best(s, now, &prev);
+        if (!r)
+            break;
+        if (r->resume_end) {
+            do_unlink(s, r, prev);
+            r->end = END_RESUMED;
+            r->queue_next = *out;
+            *out = r;
+            continue;
+        }
+        int cls = r->prio;
+        int fill = r->n_prompt + r->n_generated;
+        int seq = LS_ERR_FULL, cached = 0;
+        for (;;) {
+            if (s->n_running < s->max_batch) {
+                seq = forward_seq_open_tokens(s->f, r->prompt, fill, r->n_prompt + r->max_tokens,
+                                              &cached);
+                if (seq != LS_ERR_FULL)
+                    break;
+            }
+            inf_request_t *v = s->cfg.max_preemptions > 0 ? do_victim(s, cls, now) : NULL;
+            if (!v)
+                break;
+            do_preempt(s, v, now);
+            /* the victim went to the tail; r's predecessor may have changed */
+            r = do_best(s, now, &prev);
+        }
         if (seq == LS_ERR_FULL && s->n_running > 0)
-            break; /* waits for running requests to free KV; FIFO: nothing overtakes it */
-        r = do_pop(s);
+            break; /* waits for running requests to free room */
+        do_unlink(s, r, prev);
         if (seq < 0) {
             r->end = seq == LS_ERR_FULL ? END_NEVER_FITS : END_INTERNAL;
             r->queue_next = *out;
@@ -297,7 +416,12 @@ static int do_admit(inf_sched_t *s, int64_t now, inf_request_t **out)
         }
         r->seq = seq;
         r->admit_us = now;
+        r->n_fill = fill;
+        r->n_fed = cached;
+        r->n_cached = cached;
+        inf_report_prefix_hit(&s->rep, cached);
         s->running[s->n_running++] = r;
+        s->class_running[r->prio]++;
         r->batch_size = s->n_running;
         s->admitted[n] = r;
         n++;
@@ -349,7 +473,17 @@ static void end_queued(inf_sched_t *s, inf_request_t *r, int64_t now)
         finish_done(r, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED, now);
         return;
     case END_DEADLINE:
-        finish_error(r, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline passed while queued");
+        if (r->n_generated > 0) /* preempted or resumed: the client has tokens */
+            finish_done(r, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE, now);
+        else
+            finish_error(r, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline passed while queued");
+        return;
+    case END_RESUMED:
+        if (!r->started_sent) {
+            r->admit_us = now;
+            emit_started(r);
+        }
+        finish_done(r, (Llmserve__V1__FinishReason)r->resume_end, now);
         return;
     case END_SHUTDOWN:
         finish_error(r, GRPC_STATUS_UNAVAILABLE, "server shutting down");
@@ -377,6 +511,7 @@ static void leave_batch(inf_sched_t *s, inf_request_t *r)
 {
     forward_seq_close(s->f, r->seq);
     r->seq = -1;
+    s->class_running[r->prio]--;
     for (int i = 0; i < s->n_running; i++) {
         if (s->running[i] == r) {
             memmove(&s->running[i], &s->running[i + 1],
@@ -416,7 +551,7 @@ static void sweep_running(inf_sched_t *s, int64_t now, int64_t drain_deadline_us
  * batch, terminal event, released) when it was the last. */
 static void take_token(inf_sched_t *s, inf_request_t *r, int prev, int token, int64_t now)
 {
-    if (r->n_generated == 0) {
+    if (r->first_token_us == 0) { /* the first token this instance made */
         r->first_token_us = now;
         inf_report_seconds(&s->rep, M_INF_PREFILL, now - r->admit_us);
     }
@@ -438,6 +573,7 @@ static void take_token(inf_sched_t *s, inf_request_t *r, int prev, int token, in
         return;
     }
     int index = r->n_generated++;
+    r->prompt[r->n_prompt + index] = token; /* room: index < max_tokens */
     s->step_generated++;
     size_t len = inf_request_push_text(r, s->tok, prev, token, &s->text, s->evtext,
                                        s->evtext_cap - 1, &stopped);
@@ -511,7 +647,7 @@ static void run_step(inf_sched_t *s)
     int n = 0;
     for (int i = 0; i < s->n_running && budget > 0; i++) {
         inf_request_t *r = s->running[i];
-        if (r->n_fed < r->n_prompt)
+        if (r->n_fed < r->n_fill)
             continue;
         forward_item_t *it = &s->items[n];
         it->seq = r->seq;
@@ -529,12 +665,12 @@ static void run_step(inf_sched_t *s)
     int prompt_tokens = 0;
     for (int i = 0; i < s->n_running && budget > 0; i++) {
         inf_request_t *r = s->running[i];
-        if (r->n_fed >= r->n_prompt)
+        if (r->n_fed >= r->n_fill)
             continue;
-        int chunk = r->n_prompt - r->n_fed;
+        int chunk = r->n_fill - r->n_fed;
         if (chunk > budget)
             chunk = budget;
-        bool last = r->n_fed + chunk == r->n_prompt;
+        bool last = r->n_fed + chunk == r->n_fill;
         forward_item_t *it = &s->items[n];
         it->seq = r->seq;
         it->tokens = r->prompt + r->n_fed;
@@ -545,7 +681,7 @@ static void run_step(inf_sched_t *s)
          * chunks keeps a seeded request's tokens independent of how it was chunked. */
         it->coin = last ? sampler_coin(&r->sampler) : 0.0f;
         s->item_req[n] = r;
-        s->item_prev[n] = r->prompt[r->n_prompt - 1];
+        s->item_prev[n] = r->prompt[r->n_fill - 1];
         s->item_picks[n] = last;
         budget -= chunk;
         prompt_tokens += chunk;
@@ -623,6 +759,8 @@ static void *sched_main(void *arg)
         }
         for (int i = 0; i < n_admitted; i++) {
             inf_request_t *r = s->admitted[i];
+            if (r->started_sent)
+                continue; /* back after a preemption: it said started before */
             inf_report_seconds(&s->rep, M_INF_QUEUE, r->admit_us - r->arrival_us);
             emit_started(r);
         }
@@ -731,14 +869,8 @@ int inf_sched_submit(inf_sched_t *s, inf_request_t *r)
         inf_report_refused(&s->rep, INF_REFUSED_QUEUE_FULL);
         return LS_ERR_FULL;
     }
-    r->queue_next = NULL;
     r->end = END_NONE;
-    if (s->q_tail)
-        s->q_tail->queue_next = r;
-    else
-        s->q_head = r;
-    s->q_tail = r;
-    s->n_queued++;
+    do_append(s, r);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
     return LS_OK;

@@ -2,11 +2,17 @@
  * scheduler.h - continuous batching: one thread owns the forward pass and runs every
  * admitted request a step at a time.
  *
- * Requests arrive from rpc threads (inf_sched_submit) into a bounded FIFO admission
- * queue.  Between steps the scheduler admits from the head of the queue while the
- * batch has room (forward max_batch) and the KV budget can reserve prompt +
- * max_tokens positions for the head (forward_seq_open); a head that does not fit
- * waits, and so does everything behind it (FIFO, no overtaking).  Each step carries
+ * Requests arrive from rpc threads (inf_sched_submit) into a bounded admission queue.
+ * Between steps the scheduler admits the best waiter -- its class (interactive, normal,
+ * batch; one class better per priority_aging_us waited), then its arrival -- while the
+ * batch has room (forward max_batch) and the KV budget can reserve prompt + max_tokens
+ * positions for it (forward_seq_open_tokens, which maps the longest cached prefix of
+ * its tokens).  When it does not fit, a running request of a worse class is preempted:
+ * its KV is freed, its state (tokens so far, sampler, text hold-back) kept, and it
+ * waits again, to be resumed by recomputing prompt + tokens (cheap when the prefix
+ * cache still holds them) without losing or repeating a token.  A waiter that does not
+ * fit and may preempt no one waits, and so does everything behind it (no overtaking).
+ * With every request of one class this is the FIFO order of arrival.  Each step carries
  * one decode token for every request past its prompt, then prompt chunks of admitted
  * requests in admission order until max_step_tokens are used, so a long prompt is
  * processed over several steps while the others keep decoding.  When the batch is
@@ -64,6 +70,13 @@ typedef struct {
     const char *pool, *model;   /* their labels, copied; NULL = "" */
     svc_tracer_t *tracer;       /* each request's spans (trace.h), borrowed; NULL = none */
     int64_t step_delay_us;      /* testing: sleep after each step (--step-delay-us); 0 = none */
+    /* Priority classes (request.h INF_PRIO_*).  A waiter counts as one class better per
+     * full priority_aging_us waited (0 = never), so a low class waits a bounded time;
+     * class_max_running[c] caps the running requests of class c (0 = no cap);
+     * max_preemptions is how often one request may be preempted (0 = never preempt). */
+    int64_t priority_aging_us;
+    int class_max_running[INF_PRIO_COUNT];
+    int max_preemptions;
 } inf_sched_config_t;
 
 /* Starts the scheduler thread over f and tok (both borrowed; they must outlive the

@@ -56,6 +56,7 @@ struct inf_service {
     char device[128];
     int max_batch;
     int64_t kv_budget_tokens;
+    bool prefix_cache;
     inf_report_t rep; /* set by attach, before ready */
     inf_trace_t trace; /* tracer from cfg; model and backend (svc's strings) set by attach */
 };
@@ -511,6 +512,7 @@ static void info_on_message(rpc_call_t *call, void *state, const ProtobufCMessag
     resp.max_batch = (uint32_t)svc->max_batch;
     resp.max_queue = (uint32_t)svc->cfg.max_queue;
     resp.kv_budget_tokens = (uint64_t)svc->kv_budget_tokens;
+    resp.prefix_cache = svc->prefix_cache;
     pthread_mutex_unlock(&svc->mu);
     /* The strings point into svc and ck, which live until the server is gone. */
     rpc_call_reply(call, &resp.base);
@@ -670,11 +672,13 @@ void inf_service_attach(inf_service_t *svc, const ckpt_t *ck, const tok_t *tok, 
     svc->limits.seq_len = ck->cfg.seq_len;
     svc->limits.default_max_tokens = svc->cfg.default_max_tokens;
     svc->limits.max_tokens_limit = svc->cfg.max_tokens_limit;
-    svc->limits.max_prompt_bytes = (size_t)ck->cfg.seq_len * inf_longest_piece(tok);
+    svc->limits.longest_piece = inf_longest_piece(tok);
+    svc->limits.max_prompt_bytes = (size_t)ck->cfg.seq_len * svc->limits.longest_piece;
     snprintf(svc->backend, sizeof(svc->backend), "%s", forward_backend_name(f));
     snprintf(svc->device, sizeof(svc->device), "%s", forward_device_name(f));
     svc->max_batch = fc->max_batch;
     svc->kv_budget_tokens = fc->kv_budget_tokens;
+    svc->prefix_cache = fc->prefix_cache;
     inf_report_init(&svc->rep, svc->cfg.reporter, svc->pool,
                     svc->model_name[0] ? svc->model_name : ck->name);
     svc->trace.model = svc->model_name[0] ? svc->model_name : ck->name;

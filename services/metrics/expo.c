@@ -48,6 +48,10 @@ static const struct {
     {M_INF_QUEUE_LIMIT, "Inference: the admission queue's bound (--max-queue)."},
     {M_INF_REFUSED, "Inference: requests refused at admission, by reason (queue_full, too_long, "
                     "draining, device_lost)."},
+    {M_INF_PREFIX_HIT_TOKENS, "Inference: prompt tokens whose KV the prefix cache held "
+                              "(not computed)."},
+    {M_INF_PREEMPTIONS, "Inference: running requests preempted for a better class, by the "
+                        "preempted one's priority."},
     {M_CACHE_LOOKUPS, "Cache: lookups that reached the tier."},
     {M_CACHE_VETOES, "Cache: semantic hits turned down because the prompts differ in a "
                      "number, unit, negation, name or direction."},

@@ -442,3 +442,54 @@ Test(request, split_characters_are_held_until_complete)
     cr_assert_eq(memcmp(buf, "\xef\xbf\xbd", 3), 0);
     inf_request_destroy(r);
 }
+
+Test(request, priority_and_resume_token_rules)
+{
+    submit_t s;
+    submit_init(&s, "r", "hello");
+    inf_request_t *r = create_ok(&s);
+    cr_assert_eq(r->prio, INF_PRIO_NORMAL, "unspecified is normal");
+    inf_request_destroy(r);
+    s.sub.priority = LLMSERVE__V1__PRIORITY__PRIORITY_BATCH;
+    r = create_ok(&s);
+    cr_assert_eq(r->prio, INF_PRIO_BATCH);
+    inf_request_destroy(r);
+    s.sub.priority = (Llmserve__V1__Priority)4;
+    expect_invalid(&s, "priority");
+    s.sub.priority = LLMSERVE__V1__PRIORITY__PRIORITY_INTERACTIVE;
+
+    int32_t bad[] = {300, g_lim.vocab_size};
+    s.sub.resume_tokens = bad;
+    s.sub.n_resume_tokens = 2;
+    expect_invalid(&s, "resume_tokens[1]");
+    int32_t neg[] = {-1};
+    s.sub.resume_tokens = neg;
+    s.sub.n_resume_tokens = 1;
+    expect_invalid(&s, "resume_tokens[0]");
+
+    /* Good ones follow the prompt, count as generated and advance a seeded sampler. */
+    int32_t good[] = {300, 301, 302};
+    s.sub.resume_tokens = good;
+    s.sub.n_resume_tokens = 3;
+    s.sp.has_seed = true;
+    s.sp.seed = 99;
+    s.sp.max_tokens = 10;
+    s.sp.ignore_eos = true;
+    r = create_ok(&s);
+    cr_assert_eq(r->n_resume, 3);
+    cr_assert_eq(r->n_generated, 3);
+    cr_assert_eq(r->resume_end, 0);
+    cr_assert_eq(r->last_token, 302);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(r->prompt[r->n_prompt + i], good[i]);
+    sampler_t fresh;
+    sampler_init(&fresh, 0.0f, 1.0f, 0, 99);
+    for (int i = 0; i < 3; i++)
+        (void)sampler_coin(&fresh);
+    cr_assert_eq(sampler_coin(&fresh), sampler_coin(&r->sampler), "three draws skipped");
+    inf_request_destroy(r);
+    s.sp.max_tokens = 3;
+    r = create_ok(&s);
+    cr_assert_eq(r->resume_end, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH);
+    inf_request_destroy(r);
+}

@@ -40,6 +40,8 @@ typedef struct {
     int ids[MAX_TOK];
     char text[8192];
     size_t text_len;
+    size_t text_at[MAX_TOK]; /* text_len after each token */
+    uint32_t cached_tokens;
     uint32_t batch_size, prompt_tokens;
     uint64_t queue_us;
     int reason; /* FinishReason of done, or 0 */
@@ -71,6 +73,7 @@ static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
         rec->batch_size = ev->started->batch_size;
         rec->prompt_tokens = ev->started->prompt_tokens;
         rec->queue_us = ev->started->queue_us;
+        rec->cached_tokens = ev->started->cached_tokens;
         rec->started_at = ls_now_us();
         break;
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN:
@@ -85,6 +88,8 @@ static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
             rec->text_len += len;
             rec->text[rec->text_len] = '\0';
         }
+        if (rec->tokens - 1 < MAX_TOK)
+            rec->text_at[rec->tokens - 1] = rec->text_len;
         break;
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_DONE:
         rec->terminal++;
@@ -167,7 +172,15 @@ typedef struct {
     char **stop;
     size_t n_stop;
     int64_t deadline_in_us; /* 0 = none */
+    const int32_t *resume;  /* resume_tokens, or NULL */
+    size_t n_resume;
+    int priority; /* Priority enum value; 0 = unspecified */
 } params_t;
+
+/* Priority settings rig_make_full gives every scheduler (a test sets them first). */
+static int64_t g_aging_us;
+static int g_class_max[INF_PRIO_COUNT];
+static int g_max_preemptions;
 
 static inf_request_t *make_req(const char *id, const params_t *p, rec_t *rec)
 {
@@ -178,6 +191,9 @@ static inf_request_t *make_req(const char *id, const params_t *p, rec_t *rec)
     sub.prompt_tokens = (int32_t *)p->tokens;
     sub.n_prompt_tokens = p->n_tokens;
     sub.sampling = &sp;
+    sub.resume_tokens = (int32_t *)p->resume;
+    sub.n_resume_tokens = p->n_resume;
+    sub.priority = (Llmserve__V1__Priority)p->priority;
     sp.max_tokens = p->max_tokens;
     sp.ignore_eos = p->ignore_eos;
     sp.temperature = p->temperature;
@@ -274,7 +290,10 @@ static rig_t rig_make_full(int max_batch, int max_step_tokens, int64_t kv_budget
                              .on_fatal_ud = &g_fatal,
                              .reporter = rep,
                              .pool = "p1",
-                             .model = "m1"};
+                             .model = "m1",
+                             .priority_aging_us = g_aging_us,
+                             .class_max_running = {g_class_max[0], g_class_max[1], g_class_max[2]},
+                             .max_preemptions = g_max_preemptions};
     rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
     cr_assert_not_null(rig.s, "%s", err);
     pthread_mutex_lock(&g_mu);
@@ -830,4 +849,286 @@ Test(sched, reports_refusals_by_reason)
     expect_contract(rr);
     rig_free(&rig);
     recording_reporter_destroy(rr);
+}
+
+/* ---- resume (failover) and priority classes ------------------------------------------- */
+
+/* Submits p resumed after the first n tokens of ref, with rec preset to what a client of
+ * ref had seen by then, so that rec ends up holding the whole answer as seen. */
+static void submit_resumed(rig_t *rig, const char *id, const params_t *p, const rec_t *ref, int n,
+                           rec_t *rec)
+{
+    static int32_t ids[MAX_TOK];
+    for (int i = 0; i < n; i++)
+        ids[i] = ref->ids[i];
+    params_t q = *p;
+    q.resume = ids;
+    q.n_resume = (size_t)n;
+    inf_request_t *r = make_req(id, &q, rec);
+    memcpy(rec->ids, ref->ids, (size_t)n * sizeof(int));
+    memcpy(rec->text_at, ref->text_at, (size_t)n * sizeof(size_t));
+    rec->text_len = n > 0 ? ref->text_at[n - 1] : 0;
+    memcpy(rec->text, ref->text, rec->text_len);
+    rec->text[rec->text_len] = '\0';
+    rec->tokens = n;
+    cr_assert_eq(inf_sched_submit(rig->s, r), LS_OK, "submit %s", id);
+}
+
+static void expect_same_answer(const rec_t *got, const rec_t *ref, const char *what)
+{
+    cr_assert(got->order_ok, "%s: events out of order", what);
+    cr_assert_eq(got->started, 1, "%s: %d started", what, got->started);
+    cr_assert_eq(got->terminal, 1, "%s", what);
+    cr_assert_eq(got->tokens, ref->tokens, "%s: %d tokens, want %d", what, got->tokens,
+                 ref->tokens);
+    cr_assert_eq(memcmp(got->ids, ref->ids, (size_t)ref->tokens * sizeof(int)), 0,
+                 "%s: token ids differ", what);
+    cr_assert_str_eq(got->text, ref->text, "%s", what);
+    cr_assert_eq(got->reason, ref->reason, "%s: reason %d want %d", what, got->reason,
+                 ref->reason);
+    cr_assert_eq(got->completion_tokens, ref->completion_tokens, "%s", what);
+}
+
+Test(sched, resumed_requests_continue_exactly_greedy_and_seeded)
+{
+    rig_t rig = rig_make(4, 64, 0, 16);
+    for (int sampled = 0; sampled < 2; sampled++) {
+        params_t p = {.prompt = "once upon a time there was",
+                      .max_tokens = 60,
+                      .ignore_eos = true,
+                      .temperature = sampled ? 0.9f : 0.0f};
+        rec_t ref;
+        submit_ok(&rig, "ref", &p, &ref);
+        cr_assert(wait_released(&ref, 60000));
+        cr_assert_eq(ref.tokens, 60);
+        static const int at[] = {1, 2, 7, 30, 59};
+        for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+            rec_t got;
+            char what[64];
+            snprintf(what, sizeof(what), "%s resumed at %d", sampled ? "seeded" : "greedy", at[k]);
+            submit_resumed(&rig, "resumed", &p, &ref, at[k], &got);
+            cr_assert(wait_released(&got, 60000), "%s", what);
+            expect_same_answer(&got, &ref, what);
+        }
+    }
+    rig_free(&rig);
+}
+
+Test(sched, resumed_text_keeps_the_stop_string_hold_back)
+{
+    rig_t rig = rig_make(4, 64, 0, 16);
+    params_t p = {.prompt = "the quick brown fox", .max_tokens = 60, .ignore_eos = true};
+    rec_t full;
+    submit_ok(&rig, "full", &p, &full);
+    cr_assert(wait_released(&full, 60000));
+    /* A stop string from the last third of the answer: the tokens before it hold back text
+     * that might start it, which a resumed request must replay, not resend or lose. */
+    size_t at = full.text_len * 2 / 3;
+    while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
+        at--;
+    size_t end = at + 4;
+    while (end < full.text_len && ((unsigned char)full.text[end] & 0xc0) == 0x80)
+        end++;
+    char stop[16];
+    memcpy(stop, full.text + at, end - at);
+    stop[end - at] = '\0';
+    char *stops[] = {stop};
+    params_t q = p;
+    q.stop = stops;
+    q.n_stop = 1;
+    rec_t cut;
+    submit_ok(&rig, "cut", &q, &cut);
+    cr_assert(wait_released(&cut, 60000));
+    cr_assert_eq(cut.reason, DONE(STOP));
+    for (int n = 1; n < cut.tokens; n++) {
+        rec_t got;
+        char what[64];
+        snprintf(what, sizeof(what), "stop \"%s\", resumed at %d of %d", stop, n, cut.tokens);
+        submit_resumed(&rig, "resumed", &q, &cut, n, &got);
+        cr_assert(wait_released(&got, 60000), "%s", what);
+        expect_same_answer(&got, &cut, what);
+    }
+    rig_free(&rig);
+}
+
+Test(sched, resume_tokens_that_already_end_the_answer_end_it_at_once)
+{
+    rig_t rig = rig_make(4, 64, 0, 16);
+    params_t p = {.prompt = "hello there", .max_tokens = 12, .ignore_eos = true};
+    rec_t ref;
+    submit_ok(&rig, "ref", &p, &ref);
+    cr_assert(wait_released(&ref, 60000));
+    rec_t got;
+    submit_resumed(&rig, "all", &p, &ref, 12, &got);
+    cr_assert(wait_released(&got, 60000));
+    cr_assert_eq(got.started, 1);
+    cr_assert_eq(got.terminal, 1);
+    cr_assert_eq(got.tokens, 12, "no token after the last one");
+    cr_assert_eq(got.reason, DONE(LENGTH));
+    cr_assert_eq(got.completion_tokens, 12);
+
+    /* An EOS among them (not ignored) ends it with EOS. */
+    params_t e = {.prompt = "hello there", .max_tokens = 12};
+    int32_t eos[] = {300, 1 /* TOK_BOS ends generation too */, 301};
+    inf_request_t *r;
+    rec_t ended;
+    e.resume = eos;
+    e.n_resume = 3;
+    r = make_req("eos", &e, &ended);
+    cr_assert_eq(inf_sched_submit(rig.s, r), LS_OK);
+    cr_assert(wait_released(&ended, 60000));
+    cr_assert_eq(ended.reason, DONE(EOS), "reason %d", ended.reason);
+    cr_assert_eq(ended.tokens, 0);
+    cr_assert_eq(ended.completion_tokens, 1, "the token before the EOS counts");
+    rig_free(&rig);
+}
+
+static int64_t started_at(rec_t *rec)
+{
+    pthread_mutex_lock(&g_mu);
+    int64_t t = rec->started_at;
+    pthread_mutex_unlock(&g_mu);
+    return t;
+}
+
+Test(sched, waiters_are_admitted_by_class_then_arrival)
+{
+    g_max_preemptions = 0;
+    g_aging_us = 0;
+    rig_t rig = rig_make(1, 64, 0, 16);
+    params_t hold = {.prompt = "hold", .max_tokens = 1000, .ignore_eos = true};
+    rec_t h;
+    inf_request_t *rh = make_req("hold", &hold, &h);
+    cr_assert_eq(inf_sched_submit(rig.s, rh), LS_OK);
+    cr_assert(wait_tokens(&h, 1, 60000));
+    enum { N = 5 };
+    static const int prio[N] = {3, 3, 2, 1, 1}; /* batch, batch, normal, interactive x2 */
+    static const int want[N] = {3, 4, 2, 0, 1}; /* start order: i, i, n, b, b */
+    rec_t w[N];
+    for (int i = 0; i < N; i++) {
+        params_t q = {.prompt = "wait", .max_tokens = 2, .ignore_eos = true, .priority = prio[i]};
+        char id[8];
+        snprintf(id, sizeof(id), "w%d", i);
+        submit_ok(&rig, id, &q, &w[i]);
+        ls_sleep_us(2000);
+    }
+    inf_sched_cancel(rig.s, rh);
+    for (int i = 0; i < N; i++)
+        cr_assert(wait_released(&w[i], 60000));
+    for (int k = 1; k < N; k++)
+        cr_assert_lt(started_at(&w[want[k - 1]]), started_at(&w[want[k]]),
+                     "w%d should start before w%d", want[k - 1], want[k]);
+    rig_free(&rig);
+}
+
+Test(sched, a_long_wait_lifts_a_low_class_ahead_of_later_arrivals)
+{
+    for (int aging = 0; aging < 2; aging++) {
+        g_max_preemptions = 0;
+        g_aging_us = aging ? 40000 : 0;
+        rig_t rig = rig_make(1, 64, 0, 16);
+        params_t hold = {.prompt = "hold", .max_tokens = 1000, .ignore_eos = true};
+        rec_t h, b, i;
+        inf_request_t *rh = make_req("hold", &hold, &h);
+        cr_assert_eq(inf_sched_submit(rig.s, rh), LS_OK);
+        cr_assert(wait_tokens(&h, 1, 60000));
+        params_t pb = {.prompt = "b", .max_tokens = 2, .ignore_eos = true, .priority = 3};
+        params_t pi = {.prompt = "i", .max_tokens = 2, .ignore_eos = true, .priority = 1};
+        submit_ok(&rig, "batch", &pb, &b);
+        ls_sleep_us(150000); /* > 2 aging periods: batch counts as interactive */
+        submit_ok(&rig, "interactive", &pi, &i);
+        inf_sched_cancel(rig.s, rh);
+        cr_assert(wait_released(&b, 60000));
+        cr_assert(wait_released(&i, 60000));
+        if (aging)
+            cr_assert_lt(started_at(&b), started_at(&i), "the aged batch request goes first");
+        else
+            cr_assert_lt(started_at(&i), started_at(&b), "without aging the class decides");
+        rig_free(&rig);
+    }
+}
+
+Test(sched, a_class_cap_leaves_slots_to_the_others)
+{
+    g_class_max[INF_PRIO_BATCH] = 1;
+    rig_t rig = rig_make(3, 64, 0, 16);
+    params_t pb = {.prompt = "b", .max_tokens = 40, .ignore_eos = true, .priority = 3};
+    params_t pn = {.prompt = "n", .max_tokens = 4, .ignore_eos = true};
+    rec_t b1, b2, n;
+    submit_ok(&rig, "b1", &pb, &b1);
+    submit_ok(&rig, "b2", &pb, &b2);
+    cr_assert(wait_tokens(&b1, 1, 60000));
+    submit_ok(&rig, "n", &pn, &n);
+    cr_assert(wait_released(&n, 60000));
+    cr_assert(wait_released(&b1, 60000));
+    cr_assert(wait_released(&b2, 60000));
+    cr_assert_geq(started_at(&b2), b1.ended_at, "two batch requests ran at once");
+    cr_assert_lt(started_at(&n), b1.ended_at, "normal work waited behind batch work");
+    rig_free(&rig);
+}
+
+/* A batch request's answer, alone and undisturbed, for comparing. */
+static void run_alone(const params_t *p, rec_t *rec)
+{
+    rig_t rig = rig_make(2, 64, 0, 16);
+    submit_ok(&rig, "alone", p, rec);
+    cr_assert(wait_released(rec, 60000));
+    rig_free(&rig);
+}
+
+static void preemption_case(int max_batch, int64_t kv_budget, int batch_tokens)
+{
+    params_t pb[2] = {{.prompt = "batch work one", .max_tokens = batch_tokens, .ignore_eos = true,
+                       .priority = 3},
+                      {.prompt = "batch work two", .max_tokens = batch_tokens, .ignore_eos = true,
+                       .priority = 3, .temperature = 0.9f}};
+    rec_t ref[2];
+    for (int k = 0; k < 2; k++)
+        run_alone(&pb[k], &ref[k]);
+
+    g_max_preemptions = 2;
+    g_aging_us = 0;
+    recording_reporter_t *rr = recording_reporter_create();
+    rig_t rig = rig_make_reported(max_batch, 64, kv_budget, 16, recording_reporter_base(rr));
+    rec_t b[2], in;
+    for (int k = 0; k < 2; k++) {
+        char id[8];
+        snprintf(id, sizeof(id), "b%d", k);
+        submit_ok(&rig, id, &pb[k], &b[k]);
+    }
+    cr_assert(wait_tokens(&b[0], 20, 60000));
+    cr_assert(wait_tokens(&b[1], 20, 60000));
+    params_t pi = {.prompt = "a person waits", .max_tokens = 8, .ignore_eos = true,
+                   .priority = 1};
+    submit_ok(&rig, "in", &pi, &in);
+    cr_assert(wait_released(&in, 60000));
+    cr_assert_eq(in.tokens, 8);
+    int before = 0; /* batch requests that were still running when in finished */
+    for (int k = 0; k < 2; k++) {
+        pthread_mutex_lock(&g_mu);
+        before += !b[k].released;
+        pthread_mutex_unlock(&g_mu);
+    }
+    cr_assert_gt(before, 0, "the interactive request should not have waited for batch work");
+    for (int k = 0; k < 2; k++) {
+        cr_assert(wait_released(&b[k], 120000));
+        expect_same_answer(&b[k], &ref[k], k ? "preempted seeded" : "preempted greedy");
+    }
+    svc_label_t by[3] = {g_instance[0], g_instance[1], {"priority", "batch"}};
+    cr_assert_geq(recording_reporter_sum(rr, M_INF_PREEMPTIONS, by, 3), 1, "nothing preempted");
+    cr_assert_eq(forward_kv_free_tokens(rig.f), forward_config(rig.f)->kv_budget_tokens,
+                 "every KV block is back");
+    rig_free(&rig);
+    recording_reporter_destroy(rr);
+}
+
+Test(sched, preempted_at_the_slot_limit_resumes_without_losing_a_token)
+{
+    preemption_case(2, 0, 300);
+}
+
+Test(sched, preempted_at_the_kv_limit_resumes_without_losing_a_token)
+{
+    /* The two batch requests reserve the whole budget (2 x 32 blocks). */
+    preemption_case(4, SEQ_LEN, 500);
 }
