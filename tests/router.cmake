@@ -98,6 +98,13 @@ if(PYTHON3_SYSTEM)
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
     FIXTURES_REQUIRED router_models)
   set_property(TEST test_python_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+  add_test(NAME test_python_router_failover
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_router_failover.py)
+  set_tests_properties(test_python_router_failover PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 240
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_router_failover APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 endif()
 
 # TLS, mutual TLS and API keys across the whole suite (certificates made at test time).
