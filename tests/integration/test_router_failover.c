@@ -71,6 +71,19 @@ static void start_two_metered(void)
     suite_start(&S, &o);
 }
 
+/* As start_two, with no retry (nor failover) allowed: --max-retries 0. */
+static void start_two_no_retries(void)
+{
+    static const char *const no_retries[] = {"--max-retries", "0", NULL};
+    static const char *const slow_steps[] = {"--step-delay-us", "20000", NULL};
+    suite_opts_t o = {.n_small = 2,
+                      .n_large = 0,
+                      .cache = false,
+                      .router_args = no_retries,
+                      .inference_args = slow_steps};
+    suite_start(&S, &o);
+}
+
 /* As start_two, with memcached and the cache service. */
 static void start_two_cached(void)
 {
@@ -409,5 +422,28 @@ Test(failover, complete_fails_over_too, .init = start_two)
     cr_expect_eq(c.resp->usage->prompt_tokens, want.prompt_tokens);
     cr_expect_str_eq(c.resp->text, want.text);
     protobuf_c_message_free_unpacked(&c.resp->base, NULL);
+    suite_end(&S);
+}
+
+Test(failover, the_retry_limit_bounds_failovers_too, .init = start_two_no_retries)
+{
+    /* Another instance of the model is there, but --max-retries 0 allows no second try. */
+    router_stream_t *g = gen_open();
+    router_stream_req_t req = {.id = "limited",
+                               .prompt = PROMPT,
+                               .hint = "small",
+                               .max_tokens = ANSWER_TOKENS,
+                               .ignore_eos = true};
+    router_stream_submit(g, &req);
+    char victim[64];
+    kill_server_of(g, "limited", KILL_AFTER, victim);
+    router_stream_rec_t r = router_stream_finish(g, "limited");
+    cr_assert_eq(r.err_code, GRPC_STATUS_UNAVAILABLE, "code %d finish %d after %d tokens",
+                 r.err_code, r.finish, r.tokens);
+    cr_expect(strstr(r.err_msg, victim), "message '%s'", r.err_msg);
+    cr_expect(strstr(r.err_msg, "--max-retries"), "message '%s'", r.err_msg);
+    cr_expect_eq(r.failovers, 0);
+    cr_expect(r.indexes_ok);
+    router_stream_close(g);
     suite_end(&S);
 }
