@@ -32,6 +32,14 @@ add_dependencies(test_router llmserve-router llmserve-inference llmserve-cache l
 set_property(TEST test_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router PROPERTIES FIXTURES_REQUIRED router_models)
 
+# Mid-stream failover: an instance killed while it streams, the answer continued on another
+# instance of the same model (needs --step-delay-us of the inference service).
+llmserve_test(test_router_failover integration/test_router_failover.c llmserve_rpc llmserve_proto)
+add_dependencies(test_router_failover llmserve-router llmserve-inference llmserve-cache
+                 llmserve-modelmaker)
+set_property(TEST test_router_failover APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_failover PROPERTIES FIXTURES_REQUIRED router_models)
+
 # A saturated pool: the router's queue, RESOURCE_EXHAUSTED with a retry hint beyond it.
 llmserve_test(test_router_admission integration/test_router_admission.c llmserve_rpc
               llmserve_proto)
@@ -90,6 +98,13 @@ if(PYTHON3_SYSTEM)
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
     FIXTURES_REQUIRED router_models)
   set_property(TEST test_python_router APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+  add_test(NAME test_python_router_failover
+           COMMAND ${PYTHON3_SYSTEM} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_router_failover.py)
+  set_tests_properties(test_python_router_failover PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};PYTHONPATH=${ROUTER_PYGEN}" TIMEOUT 240
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}"
+    FIXTURES_REQUIRED router_models)
+  set_property(TEST test_python_router_failover APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 endif()
 
 # TLS, mutual TLS and API keys across the whole suite (certificates made at test time).

@@ -70,6 +70,9 @@
 #define M_FALLBACKS "llmserve_router_fallbacks_total"
 /* counter {pool}: retries before the first token (another try after a failed one) */
 #define M_RETRIES "llmserve_router_retries_total"
+/* counter {pool}: answers continued on another instance of the same model after the one
+ * serving them failed mid-stream (after the first token) */
+#define M_FAILOVERS "llmserve_router_failovers_total"
 /* gauge {pool}: requests in flight in the router, from routing to the terminal event
  * (pools past the first 64 named are counted as pool "other") */
 #define M_IN_FLIGHT "llmserve_requests_in_flight"

@@ -29,7 +29,13 @@
  *
  * Attempts: each try on an instance has a fresh upstream id.  Any later event for an
  * older id is dropped, which is what keeps tokens from a cancelled try (after a TTFT
- * fallback, say) out of the answer.  Tries happen only before the first token is sent.
+ * fallback, say) out of the answer.  Before the first token is sent a failed try is
+ * retried (do_retry); after it, the answer fails over (do_failover): the same submit goes
+ * to another instance of the same model name and version with every token id relayed so
+ * far as InferenceSubmit.resume_tokens, and that instance's tokens continue the answer
+ * from the next index.  Retries and failovers share one limit (--max-retries), the
+ * request's deadline bounds both, and a failed instance is never tried again for the
+ * same request.
  */
 #define _GNU_SOURCE
 #include "base/clock.h"
@@ -51,6 +57,12 @@
 #include <string.h>
 
 #define RELAY_MAX_TRIED 8
+
+/* Token ids that end an answer unless ignore_eos (llama2.c vocabularies: BOS 1, EOS 2, as
+ * libs/model/tokenizer.h has them).  The instance relays its EOS only to carry held-back
+ * text; a request whose last relayed token was one of them is finished, not failed over. */
+#define RELAY_TOKEN_BOS 1
+#define RELAY_TOKEN_EOS 2
 
 typedef enum { PHASE_NEW, PHASE_QUEUED, PHASE_LOOKUP, PHASE_INFER, PHASE_DONE } phase_t;
 
@@ -120,11 +132,24 @@ struct relay_req {
     uint32_t retry_after_ms; /* the hint on a RESOURCE_EXHAUSTED refusal; 0: none */
 
     uint32_t tokens_sent;
+    uint32_t try_tokens; /* of them, relayed from the current try */
     int64_t first_token_us;
     router_answer_t answer; /* recorded for the cache store when store is set */
     uint32_t prompt_tokens;
+    uint32_t cached_prompt_tokens; /* as the instance that finished the answer found them */
     uint64_t inference_queue_us, prefill_us, decode_us;
     uint64_t cache_lookup_us;
+
+    /* failover (do_failover): the id of every token relayed, in order, sent as the resume
+     * tokens of the try that continues the answer.  Kept apart from answer, which records
+     * only answers to be stored and stops past ROUTER_ANSWER_MAX_BYTES. */
+    int32_t *ids; /* tokens_sent of them unless ids_lost; NULL before the first */
+    size_t ids_cap;
+    bool ids_lost; /* out of memory recording them: the answer cannot fail over */
+    bool eos_sent; /* the last token relayed was the model's EOS: the answer is over */
+    unsigned failovers;
+    uint32_t resumed; /* tokens the current try was asked to continue after (0: fresh) */
+    char failover_reason[300];
 
     /* traces (svc/tracer.h): the request's SERVER span, and the CLIENT spans of the lookup
      * and the current try; NULL when tracing is off or the trace is not sampled */
@@ -157,6 +182,7 @@ static void req_free(relay_req_t *q)
     free(q->id);
     free(q->bound_tenant);
     router_answer_free(&q->answer);
+    free(q->ids);
     pthread_mutex_destroy(&q->mu);
     free(q);
     pthread_mutex_lock(&r->live_mu);
@@ -294,6 +320,8 @@ static void do_trace_end(relay_req_t *q, int code, const char *message,
         svc_span_set_str(s, "llmserve.instance", router_instance_addr(q->inst));
     svc_span_set_int(s, "llmserve.attempts", q->attempt);
     svc_span_set_int(s, "llmserve.retries", q->retries);
+    if (q->failovers)
+        svc_span_set_int(s, "llmserve.failovers", q->failovers);
     if (q->fell_back_once)
         svc_span_set_str(s, "llmserve.fallback_reason", q->fallback_reason);
     if (q->prompt_tokens)
@@ -606,6 +634,7 @@ static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t 
     Llmserve__V1__Usage usage = LLMSERVE__V1__USAGE__INIT;
     usage.prompt_tokens = q->prompt_tokens;
     usage.completion_tokens = completion_tokens;
+    usage.cached_prompt_tokens = q->cached_prompt_tokens;
     Llmserve__V1__Timings t = LLMSERVE__V1__TIMINGS__INIT;
     do_timings(q, &t);
     Llmserve__V1__GenerateDone d = LLMSERVE__V1__GENERATE_DONE__INIT;
@@ -621,19 +650,30 @@ static void do_done(relay_req_t *q, Llmserve__V1__FinishReason reason, uint32_t 
     do_finish(q);
 }
 
+/* The model inst serves and its version, as GenerateStarted names them: what
+ * Inference.Info said, the configured version winning (it is what the split chose).
+ * inst NULL: both empty. */
+static void instance_model(router_instance_t *inst, char model[128], char version[64])
+{
+    model[0] = version[0] = '\0';
+    if (!inst)
+        return;
+    router__conn_t *conn = router_instance_user(inst);
+    if (conn) {
+        pthread_mutex_lock(&conn->mu);
+        snprintf(model, 128, "%s", conn->model);
+        snprintf(version, 64, "%s", conn->version);
+        pthread_mutex_unlock(&conn->mu);
+    }
+    if (router_instance_version(inst)[0])
+        snprintf(version, 64, "%s", router_instance_version(inst));
+}
+
 static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__CacheLookupResult *hit)
 {
     Llmserve__V1__GenerateStarted s = LLMSERVE__V1__GENERATE_STARTED__INIT;
-    char model[128] = "", version[64] = "";
-    if (q->conn) {
-        pthread_mutex_lock(&q->conn->mu);
-        snprintf(model, sizeof(model), "%s", q->conn->model);
-        snprintf(version, sizeof(version), "%s", q->conn->version);
-        pthread_mutex_unlock(&q->conn->mu);
-    }
-    /* The configured version wins: it is what the split chose. */
-    if (q->inst && router_instance_version(q->inst)[0])
-        snprintf(version, sizeof(version), "%s", router_instance_version(q->inst));
+    char model[128], version[64];
+    instance_model(q->inst, model, version);
     s.pool = q->pool;
     s.model = model;
     s.model_version = version;
@@ -653,6 +693,10 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
     s.fallback = q->fallback;
     s.fallback_reason = q->fallback ? q->fallback_reason : "";
     s.attempt = q->attempt;
+    /* Tokens already sent: this try continues the answer after them. */
+    s.failover = !cache_hit && q->tokens_sent > 0;
+    s.failover_reason = s.failover ? q->failover_reason : "";
+    s.resumed_tokens = s.failover ? q->tokens_sent : 0;
     char tp[SVC_TRACEPARENT_LEN + 1];
     s.traceparent = q->r->cfg.tracer ? (char *)do_next_hop(q, NULL, tp) : "";
     snprintf(q->m_model, sizeof(q->m_model), "%s", s.model);
@@ -667,6 +711,43 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
 
 static void do_dispatch(relay_req_t *q);
 static void do_submit(relay_req_t *q);
+
+/* No instance can take q (msg says why): it fails with code, or, when tokens were sent
+ * already (a failover found no instance of the model), with UNAVAILABLE naming the
+ * failure it meant to recover from. */
+static void do_no_route(relay_req_t *q, int code, const char *msg)
+{
+    if (q->tokens_sent == 0) {
+        do_fail(q, code, msg);
+        return;
+    }
+    char full[800];
+    snprintf(full, sizeof(full), "%s; no instance of model %s%s%s could continue the answer: %s",
+             q->failover_reason, q->m_model, q->m_version[0] ? " version " : "", q->m_version, msg);
+    do_fail(q, GRPC_STATUS_UNAVAILABLE, full);
+}
+
+/* Adds inst (referenced) to the instances q never tries again, unless it is there already
+ * or the list is full (do_dispatch then gives up anyway). */
+static void do_exclude(relay_req_t *q, router_instance_t *inst)
+{
+    for (size_t i = 0; i < q->n_tried; i++)
+        if (q->tried[i] == inst)
+            return;
+    if (q->n_tried >= RELAY_MAX_TRIED)
+        return;
+    router_instance_ref(q->r->pools, inst);
+    q->tried[q->n_tried++] = inst;
+}
+
+/* True when q's current pick serves the model that began the answer (name and version:
+ * another model has another vocabulary, and another version other weights). */
+static bool do_pick_continues(const relay_req_t *q)
+{
+    char model[128], version[64];
+    instance_model(q->inst, model, version);
+    return strcmp(model, q->m_model) == 0 && strcmp(version, q->m_version) == 0;
+}
 
 /* What q's cache key is made of, for the pool and instance serving it now. */
 static void do_cache_query(relay_req_t *q, router_cache_query_t *cq, const char *traceparent)
@@ -763,10 +844,20 @@ static void do_cache_store(relay_req_t *q, const Llmserve__V1__InferenceDone *d)
 }
 
 /* q has an instance: the router queue time is reported, and it goes on with the cache
- * lookup or the submit. */
+ * lookup or the submit.  A failover's pick of an instance serving another model is not a
+ * try: it is released and excluded, and q is routed again. */
 static void do_picked(relay_req_t *q)
 {
     do_report_queue(q);
+    if (q->tokens_sent > 0 && !do_pick_continues(q)) {
+        LS_LOG_DEBUG("router", "failover skips another model id=%s instance=%s", q->id,
+                     router_instance_addr(q->inst));
+        do_exclude(q, q->inst);
+        q->attempt--;
+        do_end_attempt(q, false);
+        do_dispatch(q);
+        return;
+    }
     if (q->lookup)
         do_cache_lookup(q);
     else
@@ -813,7 +904,7 @@ static void do_dispatch(relay_req_t *q)
     router_t *r = q->r;
     for (;;) {
         if (q->n_tried >= RELAY_MAX_TRIED) {
-            do_fail(q, GRPC_STATUS_UNAVAILABLE, "no instance answered after retries");
+            do_no_route(q, GRPC_STATUS_UNAVAILABLE, "no instance answered after retries");
             return;
         }
         router_pick_t pk;
@@ -859,14 +950,15 @@ static void do_dispatch(relay_req_t *q)
                      "pool %s is at capacity: every instance is busy and the router's queue "
                      "holds %zu requests (--queue-max %" PRId64 "); retry after %u ms",
                      q->pool, pk.waiting, r->cfg.queue_max, q->retry_after_ms);
-            do_fail(q, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+            do_no_route(q, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
             return;
         }
         if (router_pools_count(r->pools, q->pool) == 0)
             snprintf(msg, sizeof(msg), "no instance in pool %s (discovery lists none)", q->pool);
         else
-            snprintf(msg, sizeof(msg), "no healthy instance in pool %s", q->pool);
-        do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+            snprintf(msg, sizeof(msg), "no healthy instance in pool %s%s", q->pool,
+                     q->tokens_sent ? " left" : "");
+        do_no_route(q, GRPC_STATUS_UNAVAILABLE, msg);
         return;
     }
     do_picked(q);
@@ -914,7 +1006,7 @@ static void do_retry(relay_req_t *q, int code, const char *why)
     if (q->retries >= (unsigned)q->r->cfg.max_retries) {
         char msg[400];
         snprintf(msg, sizeof(msg), "%s (after %u tries)", why, q->attempt);
-        do_fail(q, code, msg);
+        do_no_route(q, code, msg);
         return;
     }
     q->retries++;
@@ -924,13 +1016,82 @@ static void do_retry(relay_req_t *q, int code, const char *why)
     do_dispatch(q);
 }
 
+/* The current try failed after tokens were sent (why: its stream broke, or the instance
+ * answered a retryable error): the answer goes on from those tokens on another instance
+ * of the same model (do_picked checks the model), the failed one excluded, within the
+ * retry limit and the deadline.  An answer that is complete already (its EOS relayed,
+ * or max_tokens reached) ends with Done instead. */
+static void do_failover(relay_req_t *q, const char *why)
+{
+    router_instance_t *failed = q->inst;
+    if (q->eos_sent || q->tokens_sent >= (uint32_t)q->sampling.max_tokens) {
+        /* Only the Done was lost.  The EOS carried held-back text but is no answer token. */
+        do_end_attempt(q, false);
+        if (q->eos_sent)
+            do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_EOS, q->tokens_sent - 1);
+        else
+            do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH, q->tokens_sent);
+        return;
+    }
+    snprintf(q->failover_reason, sizeof(q->failover_reason), "%s after %u tokens", why,
+             q->tokens_sent);
+    if (failed)
+        do_exclude(q, failed);
+    do_end_attempt(q, true);
+    if (q->ids_lost) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s (no failover: out of memory keeping its token ids)",
+                 q->failover_reason);
+        do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+        return;
+    }
+    if (q->retries >= (unsigned)q->r->cfg.max_retries) {
+        char msg[500];
+        snprintf(msg, sizeof(msg), "%s (no failover left: %u retries and failovers, --max-retries)",
+                 q->failover_reason, q->retries);
+        do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+        return;
+    }
+    q->retries++;
+    q->failovers++;
+    router_report_failover(q->r->report, q->pool);
+    svc_span_event(q->span, "failover");
+    LS_LOG_INFO("router", "failover id=%s attempt=%u tokens=%u why=\"%s\"", q->id, q->attempt,
+                q->tokens_sent, why);
+    do_dispatch(q);
+}
+
+/* Records id, the token just relayed, for a failover. */
+static void do_keep_id(relay_req_t *q, int32_t id)
+{
+    if (q->ids_lost)
+        return;
+    if (q->tokens_sent >= q->ids_cap) {
+        size_t cap = q->ids_cap ? q->ids_cap * 2 : 64;
+        int32_t *ids = realloc(q->ids, cap * sizeof(*ids));
+        if (!ids) { /* request-sized: the answer goes on, only without a failover */
+            free(q->ids);
+            q->ids = NULL;
+            q->ids_cap = 0;
+            q->ids_lost = true;
+            return;
+        }
+        q->ids = ids;
+        q->ids_cap = cap;
+    }
+    q->ids[q->tokens_sent] = id;
+}
+
 static void do_submit(relay_req_t *q)
 {
     router_t *r = q->r;
     int64_t now = ls_now_us();
     int64_t left_us = q->deadline_us - now;
     if (left_us <= 0) {
-        do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline passed before the first token");
+        if (q->tokens_sent > 0)
+            do_done(q, LLMSERVE__V1__FINISH_REASON__FINISH_REASON_DEADLINE, q->tokens_sent);
+        else
+            do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline passed before the first token");
         return;
     }
     uint64_t up_id = router__next_id(r);
@@ -943,6 +1104,9 @@ static void do_submit(relay_req_t *q)
     s.sampling = &q->sampling;
     int64_t left_ms = (left_us + 999) / 1000;
     s.timeout_ms = left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms;
+    /* A failover: the new instance continues after every token sent. */
+    s.n_resume_tokens = q->tokens_sent;
+    s.resume_tokens = q->tokens_sent ? q->ids : NULL;
     char tp[SVC_TRACEPARENT_LEN + 1];
     if (q->span) {
         q->infer_span = do_child(q, "llmserve.v1.Inference/Generate", SVC_SPAN_CLIENT, now);
@@ -951,6 +1115,8 @@ static void do_submit(relay_req_t *q)
         svc_span_set_str(q->infer_span, "llmserve.pool", q->pool);
         svc_span_set_int(q->infer_span, "llmserve.attempt", q->attempt);
         svc_span_set_str(q->infer_span, "llmserve.upstream_id", s.request_id);
+        if (q->tokens_sent)
+            svc_span_set_int(q->infer_span, "llmserve.resumed_tokens", q->tokens_sent);
     }
     s.traceparent = (char *)do_next_hop(q, q->infer_span, tp);
     Llmserve__V1__InferenceRequest m = LLMSERVE__V1__INFERENCE_REQUEST__INIT;
@@ -965,13 +1131,21 @@ static void do_submit(relay_req_t *q)
         do_trace_try_end(q, rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED
                                               : GRPC_STATUS_UNAVAILABLE,
                          why);
-        do_retry(q, rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
-                 why);
+        if (q->tokens_sent > 0)
+            do_failover(q, why);
+        else
+            do_retry(q,
+                     rc == LS_ERR_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                     why);
         return;
     }
     q->up_id = up_id;
+    q->resumed = q->tokens_sent;
+    q->try_tokens = 0;
     do_started(q, false, NULL);
-    int64_t ttft_ms = q->fell_back_once ? 0 : router_policy_ttft_ms(&r->policy, q->pool);
+    /* The TTFT budget is for the first token; a failover has sent it already. */
+    int64_t ttft_ms =
+        q->fell_back_once || q->tokens_sent ? 0 : router_policy_ttft_ms(&r->policy, q->pool);
     if (ttft_ms > 0)
         q->ttft_timer = do_arm(q, TIMER_TTFT, now + ttft_ms * 1000);
 }
@@ -998,9 +1172,21 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
     switch (ev->kind_case) {
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED:
         q->inference_queue_us = ev->started->queue_us;
-        q->prompt_tokens = ev->started->prompt_tokens;
+        if (!q->resumed) /* after a failover the prompt is still the one first counted */
+            q->prompt_tokens = ev->started->prompt_tokens;
         break;
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_TOKEN: {
+        if (q->resumed && ev->token->index != q->tokens_sent) {
+            /* An instance that ignored the resume tokens would repeat the answer. */
+            char why[300];
+            snprintf(why, sizeof(why),
+                     "instance %s did not continue the answer: token index %u after %u tokens "
+                     "sent",
+                     router_instance_addr(q->inst), ev->token->index, q->tokens_sent);
+            do_trace_try_end(q, GRPC_STATUS_INTERNAL, why);
+            do_fail(q, GRPC_STATUS_UNAVAILABLE, why);
+            break;
+        }
         int64_t now = ls_now_us();
         router_report_labels_t l = do_labels(q);
         if (q->tokens_sent == 0) {
@@ -1016,11 +1202,16 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         Llmserve__V1__GenerateToken t = LLMSERVE__V1__GENERATE_TOKEN__INIT;
         t.text = ev->token->text;
         t.id = ev->token->id;
-        t.index = q->tokens_sent++;
+        t.index = q->tokens_sent;
         Llmserve__V1__GenerateEvent out = LLMSERVE__V1__GENERATE_EVENT__INIT;
         out.kind_case = LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN;
         out.token = &t;
         do_emit(q, &out);
+        do_keep_id(q, ev->token->id);
+        q->tokens_sent++;
+        q->try_tokens++;
+        q->eos_sent = !q->sampling.ignore_eos &&
+                      (ev->token->id == RELAY_TOKEN_EOS || ev->token->id == RELAY_TOKEN_BOS);
         if (q->store)
             router_answer_append(&q->answer, ev->token->text, ev->token->id);
         break;
@@ -1033,8 +1224,10 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
             q->prefill_us = d->timings->prefill_us;
             q->decode_us = d->timings->decode_us;
         }
-        if (d->usage && d->usage->prompt_tokens)
+        if (d->usage && d->usage->prompt_tokens && !q->resumed)
             q->prompt_tokens = d->usage->prompt_tokens;
+        if (d->usage)
+            q->cached_prompt_tokens = d->usage->cached_prompt_tokens;
         do_trace_try_end(q, GRPC_STATUS_OK, NULL);
         if (q->store && router_cache_policy_storable(d->finish_reason))
             do_cache_store(q, d);
@@ -1047,10 +1240,12 @@ static void on_infer_message(void *ud, uint64_t id, const ProtobufCMessage *msg,
         snprintf(why, sizeof(why), "instance %s: %s", router_instance_addr(q->inst),
                  ev->error->message);
         do_trace_try_end(q, code, ev->error->message);
-        if (q->tokens_sent == 0 && code == GRPC_STATUS_RESOURCE_EXHAUSTED)
-            do_instance_full(q, why);
+        if (q->try_tokens == 0 && code == GRPC_STATUS_RESOURCE_EXHAUSTED)
+            do_instance_full(q, why); /* no room there, before this try's first token */
         else if (q->tokens_sent == 0 && retryable(code))
             do_retry(q, code, why);
+        else if (retryable(code))
+            do_failover(q, why);
         else
             do_fail(q, code, why);
         break;
@@ -1071,9 +1266,7 @@ static void on_infer_broken(void *ud, uint64_t id, const char *why)
         if (q->tokens_sent == 0) {
             do_retry(q, GRPC_STATUS_UNAVAILABLE, why);
         } else {
-            char msg[400];
-            snprintf(msg, sizeof(msg), "%s after %u tokens", why, q->tokens_sent);
-            do_fail(q, GRPC_STATUS_UNAVAILABLE, msg);
+            do_failover(q, why); /* why names the instance */
         }
     }
     pthread_mutex_unlock(&q->mu);
@@ -1185,7 +1378,7 @@ static void do_queue_timeout(relay_req_t *q, int64_t waited_ms)
              "pool %s at capacity: no room within %" PRId64
              " ms in the router's queue (--queue-wait-ms %" PRId64 ")",
              q->pool, waited_ms, r->cfg.queue_wait_ms);
-    do_fail(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+    do_no_route(q, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
 }
 
 static void on_timer(void *ud, bool fired)

@@ -195,3 +195,11 @@ void router_report_retry(router_report_t *rep, const char *pool)
     svc_label_t l = {"pool", pool};
     svc_metric_add(rep->r, M_RETRIES, &l, 1, 1);
 }
+
+void router_report_failover(router_report_t *rep, const char *pool)
+{
+    if (!rep)
+        return;
+    svc_label_t l = {"pool", pool};
+    svc_metric_add(rep->r, M_FAILOVERS, &l, 1, 1);
+}

@@ -3,7 +3,7 @@
  * with the names, kinds and labels of libs/svc/metric_names.h: per request its router
  * queue time, cache lookup, TTFT, gaps between tokens, end to end time, its outcome
  * (exactly one llmserve_requests_total per request, at its terminal event) and tokens;
- * fallbacks and retries; requests in flight and requests queued per pool.
+ * fallbacks, retries and failovers; requests in flight and requests queued per pool.
  *
  * A router made without a reporter has no router_report_t (NULL): every function here
  * is then one pointer test.  Label arrays are built on the stack; the in-flight gauges
@@ -75,5 +75,8 @@ void router_report_end(router_report_t *rep, const router_report_labels_t *l, in
 /* The request left pool for its fallback / tries again in pool after a failure. */
 void router_report_fallback(router_report_t *rep, const char *pool);
 void router_report_retry(router_report_t *rep, const char *pool);
+
+/* The request's answer, failed mid-stream in pool, goes on on another instance. */
+void router_report_failover(router_report_t *rep, const char *pool);
 
 #endif

@@ -76,6 +76,11 @@ static void on_message(gen_recorder_t *g, const ProtobufCMessage *msg)
         r->route = (Llmserve__V1__GenerateStarted *)rpc_codec_copy(&ev->started->base);
         if (!r->first_attempt_seen)
             r->first_attempt_seen = ev->started->attempt;
+        if (ev->started->failover) {
+            r->failovers++;
+            r->tokens_at_failover = r->tokens;
+            r->resumed_tokens = ev->started->resumed_tokens;
+        }
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
         do_token(r, ev->token);
@@ -85,6 +90,7 @@ static void on_message(gen_recorder_t *g, const ProtobufCMessage *msg)
         r->done = true;
         r->finish = ev->done->finish_reason;
         r->completion_tokens = ev->done->usage ? ev->done->usage->completion_tokens : 0;
+        r->prompt_tokens = ev->done->usage ? ev->done->usage->prompt_tokens : 0;
         if (ev->done->timings) {
             r->ttft_us = ev->done->timings->ttft_us;
             r->total_us = ev->done->timings->total_us;
@@ -129,6 +135,9 @@ int router_stream_send_submit(router_stream_t *g, const router_stream_req_t *o)
     sp.max_tokens = o->max_tokens;
     sp.ignore_eos = o->ignore_eos;
     sp.temperature = o->temperature;
+    sp.top_p = o->top_p;
+    sp.has_seed = o->has_seed;
+    sp.seed = o->seed;
     Llmserve__V1__ChatMessage m = LLMSERVE__V1__CHAT_MESSAGE__INIT;
     Llmserve__V1__ChatMessage *msgs[1] = {&m};
     Llmserve__V1__GenerateSubmit s = LLMSERVE__V1__GENERATE_SUBMIT__INIT;

@@ -34,16 +34,20 @@ typedef struct {
     int err_code;           /* the terminal event was Error with this gRPC code (else 0) */
     char err_msg[512];
     uint32_t retry_after_ms; /* the Error's retry hint (0: none) */
-    char text[16384]; /* the tokens' text, in order (cut short if longer) */
+    char text[16384];        /* the tokens' text, in order (cut short if longer) */
     size_t text_len;
     int ids[256];                /* the ids of the first 256 token events */
     bool indexes_ok;             /* token indexes came as 0, 1, 2, ... */
     bool token_cache_hit;        /* the last token event said cache_hit */
     uint32_t completion_tokens;  /* Done's usage */
+    uint32_t prompt_tokens;      /* Done's usage */
     uint64_t ttft_us, total_us;  /* Done's timings */
     uint64_t cache_lookup_us;    /* Done's timings */
     uint64_t router_queue_us;    /* Done's timings */
     uint32_t first_attempt_seen; /* the first started event's attempt */
+    int failovers;               /* started events with failover set (after tokens) */
+    int tokens_at_failover;      /* tokens received when the last of them came */
+    uint32_t resumed_tokens;     /* its resumed_tokens */
     /* The last started event, owned by the stream: NULL in the copies tests get (read it
      * with router_stream_route). */
     Llmserve__V1__GenerateStarted *route;
@@ -57,6 +61,9 @@ typedef struct {
     uint32_t timeout_ms; /* the request's deadline; 0 = none */
     Llmserve__V1__CachePolicy policy;
     float temperature;
+    float top_p;
+    bool has_seed; /* seed is set */
+    uint64_t seed;
     bool chat; /* send prompt as one chat message ... */
     int role;  /* ... of this role (0 = USER) */
 } router_stream_req_t;
