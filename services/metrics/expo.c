@@ -32,6 +32,7 @@ static const struct {
     {M_TOKENS, "Router: tokens streamed to clients."},
     {M_FALLBACKS, "Router: requests sent to another pool or instance after a failure."},
     {M_RETRIES, "Router: retries before the first token."},
+    {M_FAILOVERS, "Router: answers continued on another instance after tokens were sent."},
     {M_IN_FLIGHT, "Router: requests in flight."},
     {M_ROUTER_QUEUE_DEPTH, "Router: requests waiting in the router's queue for room in a pool."},
     {M_INF_QUEUE, "Inference: arrival to admission into the batch, seconds."},
