@@ -1,5 +1,5 @@
 # Router: unit tests of its parts, end-to-end tests over real processes, the Python client.
-set(ROUTER_UNIT scorer pool discovery policy validate upstream_id answer replay cache_policy
+set(ROUTER_UNIT scorer pool prefix discovery policy validate upstream_id answer replay cache_policy
     caches discovery_consul discovery_dns)
 foreach(t ${ROUTER_UNIT})
   llmserve_test(test_router_${t} unit/router/test_${t}.c llmserve_router_core)
