@@ -44,6 +44,8 @@ typedef struct {
     uint64_t cache_lookup_us;    /* Done's timings */
     uint64_t router_queue_us;    /* Done's timings */
     uint32_t first_attempt_seen; /* the first started event's attempt */
+    int started_rank;            /* 1 + the requests on the stream started before this one
+                                    (by their first started event); 0: not started */
     /* The last started event, owned by the stream: NULL in the copies tests get (read it
      * with router_stream_route). */
     Llmserve__V1__GenerateStarted *route;
@@ -59,6 +61,7 @@ typedef struct {
     float temperature;
     bool chat; /* send prompt as one chat message ... */
     int role;  /* ... of this role (0 = USER) */
+    int priority; /* GenerateSubmit.priority (0 = unspecified) */
 } router_stream_req_t;
 
 /* Opens Router.Generate on ch.  opts (borrowed during the call, metadata included) NULL
