@@ -499,24 +499,27 @@ static uint64_t mix64(uint64_t x)
 
 /* The eligible instance of version that rendezvous hashing prefers for prefix key: the
  * highest mix of the key and the instance's address.  Room is not asked for, so the
- * preference does not move with load (the caller decides whether load allows it). */
+ * preference does not move with load (the caller decides whether load allows it).
+ * NULL when fewer than two are eligible: with one, the prefix decides nothing. */
 static router_instance_t *do_prefix_preferred(router_pools_t *p, const char *pool,
                                               const char *version, uint64_t key,
                                               router_instance_t *const *ex, size_t n_ex)
 {
     router_instance_t *best = NULL;
     uint64_t best_w = 0;
+    size_t n = 0;
     for (size_t i = 0; i < p->n; i++) {
         router_instance_t *inst = p->inst[i];
         if (!eligible(inst, pool, ex, n_ex) || strcmp(inst->version, version) != 0)
             continue;
+        n++;
         uint64_t w = mix64(key ^ mix64(inst->addr_hash));
         if (!best || w > best_w) {
             best = inst;
             best_w = w;
         }
     }
-    return best;
+    return n >= 2 ? best : NULL;
 }
 
 /* How a pick was decided, beyond the instance. */
@@ -554,15 +557,13 @@ static router_instance_t *do_choose(router_pools_t *p, const char *pool, const c
                     chosen = inst;
             }
         }
-        if (chosen && prefix) {
-            router_instance_t *pref = do_prefix_preferred(p, pool, version, prefix, ex, n_ex);
-            if (pref && has_room(pref) &&
-                pref->outstanding <= chosen->outstanding + p->prefix_slack) {
-                chosen = pref;
-                how->prefix_affinity = true;
-            } else {
-                how->prefix_spilled = pref != NULL;
-            }
+        router_instance_t *pref =
+            chosen && prefix ? do_prefix_preferred(p, pool, version, prefix, ex, n_ex) : NULL;
+        if (pref && has_room(pref) && pref->outstanding <= chosen->outstanding + p->prefix_slack) {
+            chosen = pref;
+            how->prefix_affinity = true;
+        } else if (pref) {
+            how->prefix_spilled = true;
         }
     }
     if (!chosen)

@@ -12,7 +12,8 @@
  *      same K keeps landing on the same instance, different keys spread evenly, and an
  *      instance that comes or goes moves only its own share), provided it has room and
  *      no more than prefix_slack outstanding requests beyond the least loaded one's (the
- *      prefix cache it holds is worth that much queueing, no more);
+ *      prefix cache it holds is worth that much queueing, no more); with a single
+ *      eligible instance of that version the prefix decides nothing (step 4 picks it);
  *   4. otherwise the eligible instance of that version with the fewest outstanding
  *      requests (ties rotate);
  *   5. C is remembered for the instance picked (the oldest entries go past max_affinity).

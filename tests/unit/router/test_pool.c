@@ -582,3 +582,12 @@ Test(pool, conversation_affinity_wins_over_the_prefix)
     router_pools_release(p, pk.inst);
     router_pools_destroy(p);
 }
+
+Test(pool, with_one_instance_the_prefix_decides_nothing)
+{
+    router_pools_t *p = make_healthy("small=h:1");
+    router_pick_t pk = pick_prefix(p, 99);
+    cr_assert_not(pk.prefix_affinity || pk.prefix_spilled);
+    router_pools_release(p, pk.inst);
+    router_pools_destroy(p);
+}
