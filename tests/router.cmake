@@ -117,7 +117,8 @@ set_tests_properties(test_router_metrics PROPERTIES FIXTURES_REQUIRED router_mod
 # Scheduling classes: the order of a full pool's queue, aging, an API key's class.
 llmserve_test(test_router_priority integration/test_router_priority.c llmserve_rpc
               llmserve_proto)
-add_dependencies(test_router_priority llmserve-router llmserve-inference llmserve-modelmaker)
+add_dependencies(test_router_priority llmserve-router llmserve-inference llmserve-cache
+                 llmserve-modelmaker)
 set_property(TEST test_router_priority APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_priority PROPERTIES FIXTURES_REQUIRED router_models)
 

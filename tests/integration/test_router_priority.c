@@ -216,3 +216,52 @@ Test(router_priority, a_keys_class_is_the_default_and_the_ceiling, .init = start
     cr_assert(strstr(r.err_msg, "priority 9 is not a known class"), "%s", r.err_msg);
     suite_end(&S);
 }
+
+/* ---- cache hits ---------------------------------------------------------------------- */
+
+static void start_with_cache(void)
+{
+    static const char *const router[] = {"--tiers", "", NULL};
+    suite_opts_t o = {.n_small = 1, .cache = true, .router_args = router};
+    suite_start(&S, &o);
+}
+
+Test(router_priority, a_cache_hit_reports_the_class_too, .init = start_with_cache)
+{
+    router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
+    router_stream_req_t first = {.id = "miss", .prompt = "The little dog ran to the",
+                                 .max_tokens = 8, .priority = BATCH};
+    router_stream_submit(g, &first);
+    router_stream_rec_t r = router_stream_finish(g, "miss");
+    cr_assert(r.done, "%d %s", r.err_code, r.err_msg);
+    cr_assert_not(router_stream_route(g, "miss")->cache_hit);
+    /* The store reaches the cache around the first answer's Done: ask until it hits. */
+    bool hit = false;
+    char id[32];
+    for (int i = 0; i < 40 && !hit; i++) {
+        snprintf(id, sizeof(id), "hit%d", i);
+        router_stream_req_t again = first;
+        again.id = id;
+        router_stream_submit(g, &again);
+        r = router_stream_finish(g, id);
+        cr_assert(r.done, "%s: %d %s", id, r.err_code, r.err_msg);
+        const Llmserve__V1__GenerateStarted *s = router_stream_route(g, id);
+        hit = s->cache_hit;
+        cr_assert_eq(s->priority, BATCH, "%s (hit %d)", id, (int)hit);
+        if (!hit)
+            usleep(50000);
+    }
+    cr_assert(hit, "the repeated prompt never hit the cache");
+    /* The class is not part of the cache key: unspecified hits the same entry, as
+     * NORMAL. */
+    router_stream_req_t plain = first;
+    plain.id = "plain";
+    plain.priority = 0;
+    router_stream_submit(g, &plain);
+    r = router_stream_finish(g, "plain");
+    cr_assert(r.done, "%d %s", r.err_code, r.err_msg);
+    cr_assert(router_stream_route(g, "plain")->cache_hit);
+    cr_assert_eq(router_stream_route(g, "plain")->priority, NORMAL);
+    router_stream_close(g);
+    suite_end(&S);
+}
