@@ -271,8 +271,8 @@ bool svc_keys_check(svc_keys_t *k, const char *authorization, char *tenant, size
     return svc_keys_check_class(k, authorization, tenant, tenant_len, NULL);
 }
 
-bool svc_keys_check_class(svc_keys_t *k, const char *authorization, char *tenant,
-                          size_t tenant_len, svc_priority_t *priority)
+bool svc_keys_check_class(svc_keys_t *k, const char *authorization, char *tenant, size_t tenant_len,
+                          svc_priority_t *priority)
 {
     if (tenant_len)
         tenant[0] = '\0';
@@ -332,8 +332,7 @@ grpc_status_code svc_keys_authorize(void *ud, const rpc_call_t *call, char *prin
     return GRPC_STATUS_UNAUTHENTICATED;
 }
 
-void svc_keys_principal_format(const char *tenant, svc_priority_t priority, char *buf,
-                               size_t len)
+void svc_keys_principal_format(const char *tenant, svc_priority_t priority, char *buf, size_t len)
 {
     if (len == 0)
         return;

@@ -70,8 +70,8 @@ bool svc_keys_check(svc_keys_t *k, const char *authorization, char *tenant, size
 
 /* As svc_keys_check, and the key's class into *priority (SVC_PRIORITY_NONE for none;
  * priority may be NULL). */
-bool svc_keys_check_class(svc_keys_t *k, const char *authorization, char *tenant,
-                          size_t tenant_len, svc_priority_t *priority);
+bool svc_keys_check_class(svc_keys_t *k, const char *authorization, char *tenant, size_t tenant_len,
+                          svc_priority_t *priority);
 
 /* How many keys are in use. */
 size_t svc_keys_count(svc_keys_t *k);
@@ -87,8 +87,7 @@ grpc_status_code svc_keys_authorize(void *ud, const rpc_call_t *call, char *prin
  * (so a principal of a key without class is its tenant, as before classes), else
  * "TENANT;priority=CLASS" ("acme;priority=batch", ";priority=batch").  Truncates to
  * len bytes, NUL included. */
-void svc_keys_principal_format(const char *tenant, svc_priority_t priority, char *buf,
-                               size_t len);
+void svc_keys_principal_format(const char *tenant, svc_priority_t priority, char *buf, size_t len);
 
 /* Splits a principal svc_keys_principal_format wrote (NULL or "" = no tenant, no class)
  * into tenant (tenant_len >= SVC_TENANT_MAX + 1; "" for none) and *priority

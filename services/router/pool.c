@@ -72,9 +72,9 @@ struct router_pools {
     char **declared; /* pool names that exist with or without instances */
     size_t n_declared;
     uint64_t rng;
-    uint64_t rotate;       /* tie-break among equally loaded instances */
-    int64_t aging_us;      /* a waiter counts one class higher per period waited; 0: never */
-    int64_t prefix_slack;  /* outstanding beyond the least loaded a prefix's instance may have */
+    uint64_t rotate;      /* tie-break among equally loaded instances */
+    int64_t aging_us;     /* a waiter counts one class higher per period waited; 0: never */
+    int64_t prefix_slack; /* outstanding beyond the least loaded a prefix's instance may have */
 
     aff_node_t **buckets;
     size_t n_buckets, n_aff, max_aff;
@@ -720,8 +720,8 @@ int router_pools_pick_or_wait(router_pools_t *p, const char *pool, const char *c
             busy = eligible(p->inst[i], pool, exclude, n_exclude);
     } else {
         choice_t how;
-        router_instance_t *chosen = do_choose(p, pool, conv, prefix, exclude, n_exclude, &how,
-                                              &busy);
+        router_instance_t *chosen =
+            do_choose(p, pool, conv, prefix, exclude, n_exclude, &how, &busy);
         out->affinity = how.affinity;
         out->prefix_affinity = how.prefix_affinity;
         out->prefix_spilled = how.prefix_spilled;

@@ -66,8 +66,8 @@ typedef struct router_waiter {
     struct router_wait_queue *queue;   /* the set's: the queue it is in, NULL when none */
     void *ud;                          /* the caller's */
     int64_t since_us;                  /* when queued (ls_now_us clock), the caller's */
-    int priority;       /* the caller's: llmserve.v1.Priority value, 1 (interactive) to 3
-                           (batch); any other value counts as 2 (normal) */
+    int priority;        /* the caller's: llmserve.v1.Priority value, 1 (interactive) to 3
+                            (batch); any other value counts as 2 (normal) */
     uint64_t prefix_key; /* the caller's: the request's prefix (router_prefix_key); 0: none */
 } router_waiter_t;
 

@@ -100,8 +100,7 @@ Test(router_prefix_affinity, different_prefixes_spread_over_the_instances, .init
         per[instance_index(router_stream_route(g, id)->instance)]++;
     }
     int used = (per[0] > 0) + (per[1] > 0) + (per[2] > 0);
-    cr_assert_geq(used, 2, "24 prefixes on %d instance(s): %d %d %d", used, per[0], per[1],
-                  per[2]);
+    cr_assert_geq(used, 2, "24 prefixes on %d instance(s): %d %d %d", used, per[0], per[1], per[2]);
     router_stream_close(g);
     suite_end(&S);
 }
@@ -126,8 +125,7 @@ Test(router_prefix_affinity, load_beyond_the_slack_spills_to_other_instances,
     for (int i = 0; i < N; i++) {
         snprintf(prompt, sizeof(prompt), "%s Request %d.", prefix, i);
         snprintf(id, sizeof(id), "l%d", i);
-        router_stream_req_t r = {.id = id, .prompt = prompt, .max_tokens = 30,
-                                 .ignore_eos = true};
+        router_stream_req_t r = {.id = id, .prompt = prompt, .max_tokens = 30, .ignore_eos = true};
         router_stream_submit(g, &r);
     }
     int per[3] = {0}, kept = 0;
@@ -143,8 +141,7 @@ Test(router_prefix_affinity, load_beyond_the_slack_spills_to_other_instances,
     most = most > per[2] ? most : per[2];
     /* Slack 1: the prefix's instance takes a request while it has at most one more than
      * the least loaded, so 6 at once end up 3 there (or fewer), the rest elsewhere. */
-    cr_assert_leq(most, 3, "%d of %d on one instance: %d %d %d", most, N, per[0], per[1],
-                  per[2]);
+    cr_assert_leq(most, 3, "%d of %d on one instance: %d %d %d", most, N, per[0], per[1], per[2]);
     cr_assert_geq(kept, 2, "the prefix's instance took only %d", kept);
     cr_assert_lt(kept, N, "nothing spilled");
     router_stream_close(g);

@@ -36,7 +36,7 @@ static void stop_suite(void)
 
 TestSuite(router_priority, .fini = stop_suite, .timeout = 240);
 
-static const char *const slow_tight_instance[] = {"--max-batch", "1", "--max-queue", "1",
+static const char *const slow_tight_instance[] = {"--max-batch",     "1",     "--max-queue", "1",
                                                   "--step-delay-us", "20000", NULL};
 
 static void start_with_aging(const char *aging_ms)
@@ -60,8 +60,7 @@ static void start_fast_aging(void)
  * both are long answers (20 ms a step), ended by cancels. */
 static void fill_instance(router_stream_t *g)
 {
-    router_stream_req_t a1 = {.id = "a1", .prompt = PROMPT, .max_tokens = 1000,
-                              .ignore_eos = true};
+    router_stream_req_t a1 = {.id = "a1", .prompt = PROMPT, .max_tokens = 1000, .ignore_eos = true};
     router_stream_req_t a2 = a1;
     a2.id = "a2";
     router_stream_submit(g, &a1);
@@ -181,8 +180,7 @@ static router_stream_rec_t keyed(const char *key, int priority, int *started)
     rpc_call_opts_t o = *suite_call_opts(&S);
     o.metadata = &md;
     router_stream_t *g = router_stream_open(S.ch, &o);
-    router_stream_req_t req = {.id = "k", .prompt = PROMPT, .max_tokens = 2,
-                               .priority = priority};
+    router_stream_req_t req = {.id = "k", .prompt = PROMPT, .max_tokens = 2, .priority = priority};
     router_stream_submit(g, &req);
     router_stream_rec_t r = router_stream_finish(g, "k");
     *started = r.started ? (int)router_stream_route(g, "k")->priority : -1;
@@ -233,8 +231,8 @@ static void start_with_cache(void)
 Test(router_priority, a_cache_hit_reports_the_class_too, .init = start_with_cache)
 {
     router_stream_t *g = router_stream_open(S.ch, suite_call_opts(&S));
-    router_stream_req_t first = {.id = "miss", .prompt = "The little dog ran to the",
-                                 .max_tokens = 8, .priority = BATCH};
+    router_stream_req_t first = {
+        .id = "miss", .prompt = "The little dog ran to the", .max_tokens = 8, .priority = BATCH};
     router_stream_submit(g, &first);
     router_stream_rec_t r = router_stream_finish(g, "miss");
     cr_assert(r.done, "%d %s", r.err_code, r.err_msg);

@@ -59,8 +59,8 @@ typedef struct {
     uint32_t timeout_ms; /* the request's deadline; 0 = none */
     Llmserve__V1__CachePolicy policy;
     float temperature;
-    bool chat; /* send prompt as one chat message ... */
-    int role;  /* ... of this role (0 = USER) */
+    bool chat;    /* send prompt as one chat message ... */
+    int role;     /* ... of this role (0 = USER) */
     int priority; /* GenerateSubmit.priority (0 = unspecified) */
 } router_stream_req_t;
 
