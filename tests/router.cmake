@@ -1,5 +1,5 @@
 # Router: unit tests of its parts, end-to-end tests over real processes, the Python client.
-set(ROUTER_UNIT scorer pool discovery policy validate upstream_id answer replay cache_policy
+set(ROUTER_UNIT scorer pool prefix discovery policy validate upstream_id answer replay cache_policy
     caches discovery_consul discovery_dns)
 foreach(t ${ROUTER_UNIT})
   llmserve_test(test_router_${t} unit/router/test_${t}.c llmserve_router_core)
@@ -128,3 +128,19 @@ llmserve_test(test_router_metrics integration/test_router_metrics.c llmserve_rou
 add_dependencies(test_router_metrics llmserve-inference llmserve-cache llmserve-modelmaker)
 set_property(TEST test_router_metrics APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
 set_tests_properties(test_router_metrics PROPERTIES FIXTURES_REQUIRED router_models)
+
+# Scheduling classes: the order of a full pool's queue, aging, an API key's class.
+llmserve_test(test_router_priority integration/test_router_priority.c llmserve_rpc
+              llmserve_proto)
+add_dependencies(test_router_priority llmserve-router llmserve-inference llmserve-cache
+                 llmserve-modelmaker)
+set_property(TEST test_router_priority APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_priority PROPERTIES FIXTURES_REQUIRED router_models)
+
+# Prefix affinity: one prefix to one instance while load allows, spills beyond the slack.
+llmserve_test(test_router_prefix_affinity integration/test_router_prefix_affinity.c
+              llmserve_rpc llmserve_proto)
+add_dependencies(test_router_prefix_affinity llmserve-router llmserve-inference
+                 llmserve-modelmaker)
+set_property(TEST test_router_prefix_affinity APPEND PROPERTY ENVIRONMENT ${ROUTER_E2E_ENV})
+set_tests_properties(test_router_prefix_affinity PROPERTIES FIXTURES_REQUIRED router_models)

@@ -29,7 +29,28 @@
 typedef struct {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     char tenant[SVC_TENANT_MAX + 1];
+    svc_priority_t priority;
 } entry_t;
+
+#define PRIORITY_FIELD "priority="
+#define PRINCIPAL_PRIORITY ";priority="
+
+static const char *const priority_names[] = {"unspecified", "interactive", "normal", "batch"};
+
+const char *svc_priority_name(int priority)
+{
+    return priority >= SVC_PRIORITY_INTERACTIVE && priority <= SVC_PRIORITY_BATCH
+               ? priority_names[priority]
+               : priority_names[0];
+}
+
+svc_priority_t svc_priority_parse(const char *name, size_t len)
+{
+    for (int c = SVC_PRIORITY_INTERACTIVE; c <= SVC_PRIORITY_BATCH; c++)
+        if (strlen(priority_names[c]) == len && strncmp(name, priority_names[c], len) == 0)
+            return (svc_priority_t)c;
+    return SVC_PRIORITY_NONE;
+}
 
 struct svc_keys {
     char *path;
@@ -103,10 +124,10 @@ static entry_t *parse(const char *path, char *text, size_t *n_out, char *err, si
         if (nl)
             *nl = '\0';
         line_no++;
-        char *fields[3];
-        size_t lens[3], nf = 0;
+        char *fields[4];
+        size_t lens[4], nf = 0;
         char *p = line;
-        while (*p && nf < 3) {
+        while (*p && nf < 4) {
             while (*p == ' ' || *p == '\t' || *p == '\r')
                 p++;
             if (!*p)
@@ -121,9 +142,25 @@ static entry_t *parse(const char *path, char *text, size_t *n_out, char *err, si
         }
         if (nf == 0)
             continue;
+        /* The last field may name the key's class: KEY [TENANT] [priority=CLASS]. */
+        svc_priority_t priority = SVC_PRIORITY_NONE;
+        size_t plen = strlen(PRIORITY_FIELD);
+        if (nf >= 2 && lens[nf - 1] >= plen && strncmp(fields[nf - 1], PRIORITY_FIELD, plen) == 0) {
+            priority = svc_priority_parse(fields[nf - 1] + plen, lens[nf - 1] - plen);
+            if (priority == SVC_PRIORITY_NONE) {
+                ls_set_err(err, err_len,
+                           "%s line %d: unknown class after priority= (interactive, normal or "
+                           "batch)",
+                           path, line_no);
+                ok = false;
+                break;
+            }
+            nf--;
+        }
         if (nf > 2) {
-            ls_set_err(err, err_len, "%s line %d: expected KEY [TENANT], found more fields", path,
-                       line_no);
+            ls_set_err(err, err_len,
+                       "%s line %d: expected KEY [TENANT] [priority=CLASS], found more fields",
+                       path, line_no);
             ok = false;
             break;
         }
@@ -157,6 +194,7 @@ static entry_t *parse(const char *path, char *text, size_t *n_out, char *err, si
         SHA256((const unsigned char *)fields[0], lens[0], e->digest);
         if (nf == 2)
             memcpy(e->tenant, fields[1], lens[1]);
+        e->priority = priority;
         for (size_t i = 0; i < n; i++) {
             if (CRYPTO_memcmp(out[i].digest, e->digest, sizeof(e->digest)) == 0) {
                 ls_set_err(err, err_len, "%s line %d: a key given twice", path, line_no);
@@ -230,8 +268,16 @@ int svc_keys_reload(svc_keys_t *k, char *err, size_t err_len)
 
 bool svc_keys_check(svc_keys_t *k, const char *authorization, char *tenant, size_t tenant_len)
 {
+    return svc_keys_check_class(k, authorization, tenant, tenant_len, NULL);
+}
+
+bool svc_keys_check_class(svc_keys_t *k, const char *authorization, char *tenant, size_t tenant_len,
+                          svc_priority_t *priority)
+{
     if (tenant_len)
         tenant[0] = '\0';
+    if (priority)
+        *priority = SVC_PRIORITY_NONE;
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
         return false;
     const char *t = authorization + 7;
@@ -255,6 +301,8 @@ bool svc_keys_check(svc_keys_t *k, const char *authorization, char *tenant, size
     bool ok = match < k->n;
     if (ok && tenant_len)
         snprintf(tenant, tenant_len, "%s", k->entries[match].tenant);
+    if (ok && priority)
+        *priority = k->entries[match].priority;
     pthread_rwlock_unlock(&k->mu);
     return ok;
 }
@@ -272,12 +320,45 @@ grpc_status_code svc_keys_authorize(void *ud, const rpc_call_t *call, char *prin
 {
     svc_keys_t *k = ud;
     const char *auth = rpc_md_get(rpc_call_metadata(call), "authorization", NULL);
-    if (svc_keys_check(k, auth, principal, principal_len))
+    char tenant[SVC_TENANT_MAX + 1];
+    svc_priority_t priority;
+    if (svc_keys_check_class(k, auth, tenant, sizeof(tenant), &priority)) {
+        svc_keys_principal_format(tenant, priority, principal, principal_len);
         return GRPC_STATUS_OK;
+    }
     snprintf(why, why_len, "missing or invalid API key (send \"authorization: Bearer <key>\")");
     LS_LOG_DEBUG("auth", "call refused method=%s peer=%s reason=%s", rpc_call_method(call),
                  rpc_call_peer(call), auth ? "unknown-key" : "no-key");
     return GRPC_STATUS_UNAUTHENTICATED;
+}
+
+void svc_keys_principal_format(const char *tenant, svc_priority_t priority, char *buf, size_t len)
+{
+    if (len == 0)
+        return;
+    if (priority == SVC_PRIORITY_NONE)
+        snprintf(buf, len, "%s", tenant);
+    else
+        snprintf(buf, len, "%s" PRINCIPAL_PRIORITY "%s", tenant, svc_priority_name(priority));
+}
+
+void svc_keys_principal_parse(const char *principal, char *tenant, size_t tenant_len,
+                              svc_priority_t *priority)
+{
+    *priority = SVC_PRIORITY_NONE;
+    if (tenant_len)
+        tenant[0] = '\0';
+    if (!principal)
+        return;
+    const char *cls = strstr(principal, PRINCIPAL_PRIORITY);
+    size_t tlen = cls ? (size_t)(cls - principal) : strlen(principal);
+    if (tenant_len)
+        snprintf(tenant, tenant_len, "%.*s", (int)(tlen < tenant_len ? tlen : tenant_len - 1),
+                 principal);
+    if (cls) {
+        cls += strlen(PRINCIPAL_PRIORITY);
+        *priority = svc_priority_parse(cls, strlen(cls));
+    }
 }
 
 void svc_keys_destroy(svc_keys_t *k)

@@ -56,6 +56,13 @@
 #define M_ROUTER_QUEUE "llmserve_router_queue_seconds"
 /* gauge {pool}: requests waiting in the router's queue for room in the pool */
 #define M_ROUTER_QUEUE_DEPTH "llmserve_router_queue_depth"
+/* counter {pool, priority}: requests routed, by their resolved class (priority
+ * interactive|normal|batch), counted once each when routed (pool is the first routed to) */
+#define M_ROUTER_BY_PRIORITY "llmserve_router_requests_by_priority_total"
+/* counter {pool, outcome}: picks where a request's prefix key had a say (outcome kept: the
+ * instance holding the prefix took it; spilled: that instance was beyond the load slack
+ * or full, and the least loaded one took it) */
+#define M_ROUTER_PREFIX "llmserve_router_prefix_affinity_total"
 /* histogram {result}: the router's cache lookup (result hit|miss|error|skipped; error
  * includes an answer later than --cache-timeout-ms; skipped: a lookup was planned but
  * no cache stream was up, observed as 0 s or the failed send) */

@@ -35,6 +35,9 @@ static const struct {
     {M_FAILOVERS, "Router: answers continued on another instance after tokens were sent."},
     {M_IN_FLIGHT, "Router: requests in flight."},
     {M_ROUTER_QUEUE_DEPTH, "Router: requests waiting in the router's queue for room in a pool."},
+    {M_ROUTER_BY_PRIORITY, "Router: requests routed, by scheduling class."},
+    {M_ROUTER_PREFIX, "Router: picks decided by a request's prefix (kept) or away from it "
+                      "for load (spilled)."},
     {M_INF_QUEUE, "Inference: arrival to admission into the batch, seconds."},
     {M_INF_PREFILL, "Inference: admission to the first token (the prompt's prefill), seconds."},
     {M_INF_DECODE, "Inference: first token to the last, seconds."},

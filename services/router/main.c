@@ -323,6 +323,19 @@ int main(int argc, char **argv)
          "bytes of prompt plus messages per request", 1, 64 << 20},
         {"max-affinity", NULL, LS_OPT_INT, &rcp->max_affinity,
          "conversations remembered for instance affinity", 0, 1e9},
+        {"priority-aging-ms", NULL, LS_OPT_INT, &rcp->priority_aging_ms,
+         "a request waiting in the router's queue counts one class higher (batch, normal, "
+         "interactive) per full period of this many ms waited, so lower classes still "
+         "progress; 0: never",
+         0, 86400000},
+        {"prefix-affinity-bytes", NULL, LS_OPT_INT, &rcp->prefix_affinity_bytes,
+         "send requests whose first this many bytes match (a prompt's, or messages' through "
+         "the first user message) to the same instance, for its prefix KV cache; 0: off",
+         0, 1 << 20},
+        {"prefix-affinity-slack", NULL, LS_OPT_INT, &rcp->prefix_affinity_slack,
+         "outstanding requests beyond the least loaded instance's that a prefix's instance "
+         "may have and still get the prefix's requests",
+         0, 1 << 20},
         {"seed", NULL, LS_OPT_INT, &rcp->seed, "seed of the version split (0: from the clock)", 0,
          0},
         {"w-length", NULL, LS_OPT_DOUBLE, &sc->w_length, "scorer weight of prompt length", 0, 100},

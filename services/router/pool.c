@@ -6,15 +6,18 @@
  * p->mu released.
  *
  * Waiters: room is granted under p->mu at the moment it appears (the pick is taken for
- * the oldest waiter there and then), so no room is lost between a release and a waiter
+ * the first waiter there and then), so no room is lost between a release and a waiter
  * noticing it, and no waiter polls.  Grants collected under the lock are delivered
- * through on_grant after it is released.
+ * through on_grant after it is released.  A queue is kept in arrival order and the
+ * first waiter found by a scan at each grant: a waiter's class changes as it ages, so
+ * no order kept at insertion would stay right, and queues are bounded (--queue-max).
  */
 #define _GNU_SOURCE
 #include "pool.h"
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/clock.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 
 struct router_instance {
     char *pool, *version, *addr;
+    uint64_t addr_hash;  /* of addr, for rendezvous hashing of prefix keys */
     uint32_t weight;     /* of the instance's version */
     int64_t outstanding; /* picks not yet released */
     int64_t capacity;    /* requests it holds at once; 0 = unknown, no bound */
@@ -68,7 +72,9 @@ struct router_pools {
     char **declared; /* pool names that exist with or without instances */
     size_t n_declared;
     uint64_t rng;
-    uint64_t rotate; /* tie-break among equally loaded instances */
+    uint64_t rotate;      /* tie-break among equally loaded instances */
+    int64_t aging_us;     /* a waiter counts one class higher per period waited; 0: never */
+    int64_t prefix_slack; /* outstanding beyond the least loaded a prefix's instance may have */
 
     aff_node_t **buckets;
     size_t n_buckets, n_aff, max_aff;
@@ -195,7 +201,23 @@ router_pools_t *router_pools_create(uint64_t seed, size_t max_affinity,
         p->hooks = *hooks;
     p->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
     p->max_aff = max_affinity;
+    p->aging_us = 1000000; /* 1 s */
+    p->prefix_slack = 4;   /* requests */
     return p;
+}
+
+void router_pools_set_aging(router_pools_t *p, int64_t aging_us)
+{
+    pthread_mutex_lock(&p->mu);
+    p->aging_us = aging_us > 0 ? aging_us : 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void router_pools_set_prefix_slack(router_pools_t *p, int64_t slack)
+{
+    pthread_mutex_lock(&p->mu);
+    p->prefix_slack = slack > 0 ? slack : 0;
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void instance_free(router_instance_t *inst)
@@ -350,6 +372,7 @@ int router_pools_update(router_pools_t *p, const discovery_instance_t *list, siz
         inst->pool = ls_xstrdup(list[j].pool);
         inst->version = ls_xstrdup(list[j].version ? list[j].version : "");
         inst->addr = ls_xstrdup(list[j].addr);
+        inst->addr_hash = hash_str(inst->addr);
         inst->weight = list[j].weight;
         inst->refs = 2; /* the set's, and ours until on_add has run */
         if (p->n == p->cap) {
@@ -463,21 +486,63 @@ static const char *do_pick_version(router_pools_t *p, const char *pool,
     return versions[nv - 1];
 }
 
-/* The instance a pick takes (affinity, else version split and least outstanding), among
- * the usable ones; NULL when none is, with *busy set when some are eligible but lack
- * room. */
+/* splitmix64's finalizer: every bit of x moves about half the bits of the result. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* The eligible instance of version that rendezvous hashing prefers for prefix key: the
+ * highest mix of the key and the instance's address.  Room is not asked for, so the
+ * preference does not move with load (the caller decides whether load allows it).
+ * NULL when fewer than two are eligible: with one, the prefix decides nothing. */
+static router_instance_t *do_prefix_preferred(router_pools_t *p, const char *pool,
+                                              const char *version, uint64_t key,
+                                              router_instance_t *const *ex, size_t n_ex)
+{
+    router_instance_t *best = NULL;
+    uint64_t best_w = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        router_instance_t *inst = p->inst[i];
+        if (!eligible(inst, pool, ex, n_ex) || strcmp(inst->version, version) != 0)
+            continue;
+        n++;
+        uint64_t w = mix64(key ^ mix64(inst->addr_hash));
+        if (!best || w > best_w) {
+            best = inst;
+            best_w = w;
+        }
+    }
+    return n >= 2 ? best : NULL;
+}
+
+/* How a pick was decided, beyond the instance. */
+typedef struct {
+    bool affinity, prefix_affinity, prefix_spilled;
+} choice_t;
+
+/* The instance a pick takes (affinity, else version split, prefix affinity when prefix
+ * is not 0 and load allows, and least outstanding), among the usable ones; NULL when
+ * none is, with *busy set when some are eligible but lack room. */
 static router_instance_t *do_choose(router_pools_t *p, const char *pool, const char *conv,
-                                    router_instance_t *const *ex, size_t n_ex, bool *affinity,
-                                    bool *busy)
+                                    uint64_t prefix, router_instance_t *const *ex, size_t n_ex,
+                                    choice_t *how, bool *busy)
 {
     router_instance_t *chosen = NULL;
-    *affinity = *busy = false;
+    memset(how, 0, sizeof(*how));
+    *busy = false;
     if (conv) {
         aff_node_t *a = aff_find(p, conv, hash_str(conv));
         router_instance_t *prev = a ? find_addr(p, a->addr) : NULL;
         if (prev && usable(prev, pool, ex, n_ex)) {
             chosen = prev;
-            *affinity = true;
+            how->affinity = true;
         }
     }
     if (!chosen) {
@@ -491,6 +556,14 @@ static router_instance_t *do_choose(router_pools_t *p, const char *pool, const c
                 if (!chosen || inst->outstanding < chosen->outstanding)
                     chosen = inst;
             }
+        }
+        router_instance_t *pref =
+            chosen && prefix ? do_prefix_preferred(p, pool, version, prefix, ex, n_ex) : NULL;
+        if (pref && has_room(pref) && pref->outstanding <= chosen->outstanding + p->prefix_slack) {
+            chosen = pref;
+            how->prefix_affinity = true;
+        } else if (pref) {
+            how->prefix_spilled = true;
         }
     }
     if (!chosen)
@@ -558,17 +631,48 @@ static void grants_push(grants_t *g, router_waiter_t *w, router_instance_t *inst
     g->n++;
 }
 
-/* Grants the room pool has now to its oldest waiters; when the pool has no eligible
+/* w's class as it counts at now: its own (1 interactive .. 3 batch; others as 2), one
+ * higher per full aging period waited, never above interactive. */
+static int do_class(const router_pools_t *p, const router_waiter_t *w, int64_t now)
+{
+    int c = w->priority >= 1 && w->priority <= 3 ? w->priority : 2;
+    if (p->aging_us > 0 && now > w->since_us) {
+        int64_t periods = (now - w->since_us) / p->aging_us;
+        c = periods >= c - 1 ? 1 : c - (int)periods;
+    }
+    return c;
+}
+
+/* The waiter to serve first: the highest class at now, the earliest arrival among
+ * equals (the queue is in arrival order). */
+static router_waiter_t *do_first(const router_pools_t *p, const struct router_wait_queue *q,
+                                 int64_t now)
+{
+    router_waiter_t *first = NULL;
+    int first_c = 0;
+    for (router_waiter_t *w = q->head; w; w = w->next) {
+        int c = do_class(p, w, now);
+        if (!first || c < first_c) {
+            first = w;
+            first_c = c;
+        }
+    }
+    return first;
+}
+
+/* Grants the room pool has now to its first waiters; when the pool has no eligible
  * instance left, every waiter is handed back with no pick. */
 static void do_grant(router_pools_t *p, const char *pool, grants_t *g)
 {
     struct router_wait_queue *q = do_queue(p, pool, false);
+    int64_t now = q && q->head ? ls_now_us() : 0;
     while (q && q->head) {
-        bool affinity, busy;
-        router_instance_t *inst = do_choose(p, pool, NULL, NULL, 0, &affinity, &busy);
+        bool busy;
+        choice_t how;
+        router_waiter_t *w = do_first(p, q, now);
+        router_instance_t *inst = do_choose(p, pool, NULL, w->prefix_key, NULL, 0, &how, &busy);
         if (!inst && busy)
             break;
-        router_waiter_t *w = q->head;
         do_unlink(q, w);
         if (inst)
             do_take(p, inst, NULL);
@@ -595,6 +699,7 @@ int router_pools_pick_or_wait(router_pools_t *p, const char *pool, const char *c
                               router_waiter_t *w, size_t max_waiting, router_pick_t *out)
 {
     memset(out, 0, sizeof(*out));
+    uint64_t prefix = w ? w->prefix_key : 0;
     if (!p->hooks.on_grant)
         w = NULL; /* nobody to hand a grant to */
     grants_t g = {0};
@@ -614,8 +719,12 @@ int router_pools_pick_or_wait(router_pools_t *p, const char *pool, const char *c
         for (size_t i = 0; i < p->n && !busy; i++)
             busy = eligible(p->inst[i], pool, exclude, n_exclude);
     } else {
+        choice_t how;
         router_instance_t *chosen =
-            do_choose(p, pool, conv, exclude, n_exclude, &out->affinity, &busy);
+            do_choose(p, pool, conv, prefix, exclude, n_exclude, &how, &busy);
+        out->affinity = how.affinity;
+        out->prefix_affinity = how.prefix_affinity;
+        out->prefix_spilled = how.prefix_spilled;
         if (chosen) {
             do_take(p, chosen, conv);
             out->inst = chosen;

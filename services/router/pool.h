@@ -2,13 +2,21 @@
  * pool.h - named pools of inference instances: health, outstanding requests, conversation
  * affinity and the weighted split between model versions.
  *
- * A pick for a request of pool P, conversation C:
+ * A pick for a request of pool P, conversation C, prefix key K:
  *   1. affinity: if C was last served by an instance of P that is healthy and not
  *      excluded, that instance;
  *   2. otherwise a version of P by weighted random choice among the versions that have an
- *      eligible instance (healthy, not excluded), then the eligible instance of that
- *      version with the fewest outstanding requests (ties rotate);
- *   3. C is remembered for the instance picked (the oldest entries go past max_affinity).
+ *      eligible instance (healthy, not excluded), then
+ *   3. prefix affinity, when K is not 0: the eligible instance of that version that
+ *      rendezvous hashing prefers for K (the highest hash of K and its address, so the
+ *      same K keeps landing on the same instance, different keys spread evenly, and an
+ *      instance that comes or goes moves only its own share), provided it has room and
+ *      no more than prefix_slack outstanding requests beyond the least loaded one's (the
+ *      prefix cache it holds is worth that much queueing, no more); with a single
+ *      eligible instance of that version the prefix decides nothing (step 4 picks it);
+ *   4. otherwise the eligible instance of that version with the fewest outstanding
+ *      requests (ties rotate);
+ *   5. C is remembered for the instance picked (the oldest entries go past max_affinity).
  * The pick counts as one outstanding request until router_pools_release.
  *
  * Capacity: an instance with a capacity (router_instance_set_capacity: what Inference.Info
@@ -17,9 +25,17 @@
  * none until its next release.  Picks take only instances with room.  When a pool's
  * eligible instances are all without room, router_pools_pick_or_wait queues the request
  * (a waiter, bounded per pool) instead; as room appears (a release, an instance healthy
- * again, a capacity raised) the set picks for the oldest waiter itself and hands it the
- * pick through the on_grant hook.  When the pool has no eligible instance left, its
- * waiters are handed back with no pick, to be routed again.
+ * again, a capacity raised) the set picks for the first waiter itself (steps 2 to 4,
+ * with the waiter's prefix key) and hands it the pick through the on_grant hook.  When
+ * the pool has no eligible instance left, its waiters are handed back with no pick, to
+ * be routed again.
+ *
+ * Which waiter is first: the one of the highest class (llmserve.v1.Priority: interactive,
+ * then normal, then batch), the earliest arrival among equals.  Aging keeps the lower
+ * classes moving: a waiter counts one class higher for each full aging period it has
+ * waited (router_pools_set_aging), up to interactive, so a batch request waiting behind
+ * a steady stream of interactive ones is served after two periods at most, before the
+ * interactive ones that came after it.
  *
  * A pool exists while it has a listed instance, or for the set's life once declared
  * (router_pools_declare): with a discovery source whose lists change, the pools the
@@ -43,12 +59,16 @@ typedef struct router_pools router_pools_t;
 typedef struct router_instance router_instance_t;
 
 /* A request waiting for room in a pool (router_pools_pick_or_wait).  The caller owns
- * it (embedded in its request) and fills ud and since_us; the set links it while queued. */
+ * it (embedded in its request) and fills ud, since_us, priority and prefix_key; the set
+ * links it while queued. */
 typedef struct router_waiter {
     struct router_waiter *prev, *next; /* the set's, while queued */
     struct router_wait_queue *queue;   /* the set's: the queue it is in, NULL when none */
     void *ud;                          /* the caller's */
     int64_t since_us;                  /* when queued (ls_now_us clock), the caller's */
+    int priority;        /* the caller's: llmserve.v1.Priority value, 1 (interactive) to 3
+                            (batch); any other value counts as 2 (normal) */
+    uint64_t prefix_key; /* the caller's: the request's prefix (router_prefix_key); 0: none */
 } router_waiter_t;
 
 /* on_add: an update added inst (attach a connection with router_instance_set_user);
@@ -75,6 +95,14 @@ typedef struct {
 router_pools_t *router_pools_create(uint64_t seed, size_t max_affinity,
                                     const router_pools_hooks_t *hooks);
 
+/* Sets the aging period of waiters, us: each full period waited counts as one class
+ * higher (0: no aging).  Default 1 s.  Thread-safe. */
+void router_pools_set_aging(router_pools_t *p, int64_t aging_us);
+
+/* Sets how many outstanding requests beyond the least loaded instance's the instance a
+ * prefix key prefers may have and still be picked for it.  Default 4.  Thread-safe. */
+void router_pools_set_prefix_slack(router_pools_t *p, int64_t slack);
+
 /* Frees the set and every instance still held by it.  Picks must all be released.
  * NULL is a no-op. */
 void router_pools_destroy(router_pools_t *p);
@@ -97,6 +125,8 @@ void router_pools_clear(router_pools_t *p);
 typedef struct {
     router_instance_t *inst; /* NULL when the request was queued instead */
     bool affinity;           /* chosen because the conversation was served there before */
+    bool prefix_affinity;    /* chosen because the prefix key prefers it (step 3) */
+    bool prefix_spilled;     /* the prefix key's instance was too loaded: step 4 chose */
     bool queued;             /* router_pools_pick_or_wait queued the waiter */
     size_t waiting;          /* with LS_ERR_FULL: requests queued in the pool */
     int64_t oldest_since_us; /* with LS_ERR_FULL: since_us of the oldest of them (0: none) */
@@ -110,9 +140,11 @@ typedef struct {
 int router_pools_pick(router_pools_t *p, const char *pool, const char *conversation_id,
                       router_instance_t *const *exclude, size_t n_exclude, router_pick_t *out);
 
-/* As router_pools_pick, but where the eligible instances all lack room, queues w (its ud
- * and since_us set by the caller; borrowed until it is granted or unwaited) at the back
- * of the pool's waiters, when fewer than max_waiting are queued: returns LS_OK with
+/* As router_pools_pick, with w's prefix key (w may be NULL: none), but where the eligible
+ * instances all lack room, queues w (its ud, since_us, priority and prefix_key set by the
+ * caller; borrowed until it is granted or unwaited) among the pool's waiters (first
+ * served as the top of this file says), when fewer than max_waiting are queued: returns
+ * LS_OK with
  * out->inst NULL and out->queued, and w comes back through on_grant.  Returns LS_ERR_FULL
  * when max_waiting are queued already (out->waiting and oldest_since_us say how long
  * the queue is), other errors as router_pools_pick.  Thread-safe. */

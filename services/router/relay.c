@@ -42,11 +42,13 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "cache_policy.h"
+#include "prefix.h"
 #include "replay.h"
 #include "router_int.h"
 #include "rpc/codec.h"
 #include "scorer.h"
 #include "svc/finish_reason.h"
+#include "svc/keys.h"
 #include "svc/tracer.h"
 #include "upstream_id.h"
 #include "validate.h"
@@ -93,6 +95,9 @@ struct relay_req {
     char *id;                          /* the client's request id */
     Llmserve__V1__GenerateSubmit *sub; /* our copy */
     char *bound_tenant;                /* the API key's tenant, replacing sub->tenant; NULL: none */
+    int key_priority;                  /* the API key's class (svc/keys.h); 0: none */
+    int priority;                      /* the request's class as resolved (validate.h) */
+    uint64_t prefix_key;               /* prefix.h; 0: none */
     Llmserve__V1__SamplingParams sampling; /* resolved; stop strings borrowed from sub */
     bool id_required;
     int64_t call_left_us; /* of the client's call at receipt; INT64_MAX = no deadline */
@@ -408,8 +413,12 @@ relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
     q->sub = sub;
     q->id_required = id_required;
     q->call_left_us = call_left_us;
-    if (bound_tenant && bound_tenant[0])
-        q->bound_tenant = ls_xstrdup(bound_tenant);
+    char tenant[SVC_TENANT_MAX + 1];
+    svc_priority_t key_priority;
+    svc_keys_principal_parse(bound_tenant, tenant, sizeof(tenant), &key_priority);
+    if (tenant[0])
+        q->bound_tenant = ls_xstrdup(tenant);
+    q->key_priority = (int)key_priority;
     router_answer_init(&q->answer, ROUTER_ANSWER_MAX_BYTES);
     if (!id_required && !sub->request_id[0]) {
         char made[48];
@@ -697,6 +706,7 @@ static void do_started(relay_req_t *q, bool cache_hit, const Llmserve__V1__Cache
     s.failover = !cache_hit && q->tokens_sent > 0;
     s.failover_reason = s.failover ? q->failover_reason : "";
     s.resumed_tokens = s.failover ? q->tokens_sent : 0;
+    s.priority = (Llmserve__V1__Priority)q->priority;
     char tp[SVC_TRACEPARENT_LEN + 1];
     s.traceparent = q->r->cfg.tracer ? (char *)do_next_hop(q, NULL, tp) : "";
     snprintf(q->m_model, sizeof(q->m_model), "%s", s.model);
@@ -910,6 +920,8 @@ static void do_dispatch(relay_req_t *q)
         router_pick_t pk;
         q->waiter.ud = q;
         q->waiter.since_us = ls_now_us();
+        q->waiter.priority = q->priority;
+        q->waiter.prefix_key = q->prefix_key;
         int rc = router_pools_pick_or_wait(r->pools, q->pool, q->sub->conversation_id, q->tried,
                                            q->n_tried, &q->waiter, (size_t)r->cfg.queue_max, &pk);
         if (rc == LS_OK && pk.queued) {
@@ -927,6 +939,12 @@ static void do_dispatch(relay_req_t *q)
                 size_t l = strlen(q->reason);
                 snprintf(q->reason + l, sizeof(q->reason) - l, "; affinity");
             }
+            if (pk.prefix_affinity && !strstr(q->reason, "prefix affinity")) {
+                size_t l = strlen(q->reason);
+                snprintf(q->reason + l, sizeof(q->reason) - l, "; prefix affinity");
+            }
+            if (pk.prefix_affinity || pk.prefix_spilled)
+                router_report_prefix(r->report, q->pool, pk.prefix_affinity);
             break;
         }
         const char *fb = router_policy_fallback(&r->policy, q->pool);
@@ -1107,6 +1125,7 @@ static void do_submit(relay_req_t *q)
     /* A failover: the new instance continues after every token sent. */
     s.n_resume_tokens = q->tokens_sent;
     s.resume_tokens = q->tokens_sent ? q->ids : NULL;
+    s.priority = (Llmserve__V1__Priority)q->priority;
     char tp[SVC_TRACEPARENT_LEN + 1];
     if (q->span) {
         q->infer_span = do_child(q, "llmserve.v1.Inference/Generate", SVC_SPAN_CLIENT, now);
@@ -1528,6 +1547,12 @@ void router__req_start(relay_req_t *q)
         do_fail(q, GRPC_STATUS_INVALID_ARGUMENT, msg);
         goto out;
     }
+    if (router_validate_priority(q->sub->priority, q->key_priority, &q->priority, msg,
+                                 sizeof(msg)) != LS_OK) {
+        do_fail(q, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        goto out;
+    }
+    q->prefix_key = router_prefix_key(q->sub, (size_t)r->cfg.prefix_affinity_bytes);
     if (q->sub->model_hint[0] && !router_pools_has(r->pools, q->sub->model_hint)) {
         char names[128];
         router_pools_names(r->pools, names, sizeof(names));
@@ -1549,6 +1574,7 @@ void router__req_start(relay_req_t *q)
     q->t_routed_us = ls_now_us();
     do_trace_route(q);
     q->m_flight = router_report_enter(r->report, q->pool);
+    router_report_priority(r->report, q->pool, q->priority);
     q->deadline_timer = do_arm(q, TIMER_DEADLINE, q->deadline_us);
     do_dispatch(q);
 out:

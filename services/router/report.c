@@ -17,6 +17,7 @@
 #include "policy.h"
 #include "svc/finish_reason.h"
 #include "svc/gauge.h"
+#include "svc/keys.h"
 #include "rpc/status.h"
 #include "svc/metric_names.h"
 
@@ -178,6 +179,22 @@ void router_report_end(router_report_t *rep, const router_report_labels_t *l, in
     svc_metric_add(rep->r, M_REQUESTS, ls, 6, 1);
     if (tokens > 0)
         svc_metric_add(rep->r, M_TOKENS, ls, 3, tokens);
+}
+
+void router_report_priority(router_report_t *rep, const char *pool, int priority)
+{
+    if (!rep)
+        return;
+    svc_label_t ls[2] = {{"pool", pool}, {"priority", svc_priority_name(priority)}};
+    svc_metric_add(rep->r, M_ROUTER_BY_PRIORITY, ls, 2, 1);
+}
+
+void router_report_prefix(router_report_t *rep, const char *pool, bool kept)
+{
+    if (!rep)
+        return;
+    svc_label_t ls[2] = {{"pool", pool}, {"outcome", kept ? "kept" : "spilled"}};
+    svc_metric_add(rep->r, M_ROUTER_PREFIX, ls, 2, 1);
 }
 
 void router_report_fallback(router_report_t *rep, const char *pool)

@@ -18,6 +18,7 @@
 
 #include "svc/reporter.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Pools with a gauge of their own; requests of further pools are counted as pool
@@ -71,6 +72,13 @@ void router_report_token_gap(router_report_t *rep, const router_report_labels_t 
  * with tokens streamed from an instance (0 for a cache hit's replay). */
 void router_report_end(router_report_t *rep, const router_report_labels_t *l, int code,
                        int finish_reason, int64_t e2e_us, uint32_t tokens);
+
+/* A request of class priority (a llmserve.v1.Priority value) was routed to pool. */
+void router_report_priority(router_report_t *rep, const char *pool, int priority);
+
+/* A pick in pool where the request's prefix key had a say: kept (the prefix's instance
+ * took it) or not (spilled to the least loaded instance). */
+void router_report_prefix(router_report_t *rep, const char *pool, bool kept);
 
 /* The request left pool for its fallback / tries again in pool after a failure. */
 void router_report_fallback(router_report_t *rep, const char *pool);

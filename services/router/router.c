@@ -43,11 +43,14 @@ void router_config_init(router_config_t *cfg)
     cfg->request_timeout_ms = 120000; /* ms */
     cfg->default_max_tokens = 256;    /* tokens */
     cfg->max_retries = 2;
-    cfg->queue_max = 512;            /* requests waiting for room, per pool */
-    cfg->queue_wait_ms = 30000;      /* ms */
-    cfg->max_in_flight = 1024;       /* requests per client stream */
-    cfg->max_prompt_bytes = 1 << 20; /* 1 MiB */
-    cfg->max_affinity = 100000;      /* conversations */
+    cfg->queue_max = 512;             /* requests waiting for room, per pool */
+    cfg->queue_wait_ms = 30000;       /* ms */
+    cfg->max_in_flight = 1024;        /* requests per client stream */
+    cfg->max_prompt_bytes = 1 << 20;  /* 1 MiB */
+    cfg->max_affinity = 100000;       /* conversations */
+    cfg->priority_aging_ms = 1000;    /* ms */
+    cfg->prefix_affinity_bytes = 256; /* bytes */
+    cfg->prefix_affinity_slack = 4;   /* requests */
     cfg->client_threads = 2;
     cfg->seed = 0;
     router_scorer_config_init(&cfg->scorer);
@@ -343,6 +346,8 @@ router_t *router_create(const router_config_t *cfg, discovery_t *disc, char *err
     router_pools_hooks_t hooks = {on_instance_add, on_instance_remove, on_instance_free, r,
                                   on_grant};
     r->pools = router_pools_create(seed, (size_t)cfg->max_affinity, &hooks);
+    router_pools_set_aging(r->pools, cfg->priority_aging_ms * 1000);
+    router_pools_set_prefix_slack(r->pools, cfg->prefix_affinity_slack);
     r->caches = router_caches_create(r->client, cfg->upstream, r->reaper);
     /* A source whose lists change may have none of a pool yet: the pool exists anyway,
      * and answers UNAVAILABLE until an instance comes. */

@@ -43,6 +43,14 @@ typedef struct {
     int64_t max_in_flight;         /* requests per client stream; default 1024 */
     int64_t max_prompt_bytes;      /* prompt plus messages; default 1 MiB */
     int64_t max_affinity;          /* remembered conversations; default 100000 */
+    int64_t priority_aging_ms;     /* a request waiting in the router's queue counts one
+                                      class higher per period waited (pool.h); 0 = never;
+                                      default 1000 */
+    int64_t prefix_affinity_bytes; /* bytes of a request's beginning its prefix key covers
+                                      (prefix.h); 0 = no prefix affinity; default 256 */
+    int64_t prefix_affinity_slack; /* outstanding requests beyond the least loaded
+                                      instance's that the instance holding a prefix may
+                                      have and still get it; default 4 */
     int64_t client_threads;        /* threads driving upstream streams; default 2 */
     const rpc_channel_config_t *upstream; /* channels to caches and instances (TLS); NULL =
                                              plaintext; borrowed for the router's life */

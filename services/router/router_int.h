@@ -89,10 +89,12 @@ struct relay_sink {
 
 /* Creates a request for submit (copied) on sink (referenced).  The caller holds the one
  * reference returned.  id_required: Generate (true) or Complete (false); call_left_us: what
- * is left of the client call's deadline (rpc_call_remaining_us); bound_tenant: the tenant
- * the caller's API key is bound to (rpc_call_principal; "" or NULL: none), which replaces
- * the submit's tenant; md_traceparent: the call's `traceparent` metadata (NUL-terminated;
- * NULL: none), the trace's parent when the submit's own field is empty or malformed.
+ * is left of the client call's deadline (rpc_call_remaining_us); bound_tenant: the
+ * caller's principal (rpc_call_principal, as svc_keys_principal_format wrote it; "" or
+ * NULL: none): the tenant its API key is bound to, which replaces the submit's tenant,
+ * and the key's class (the default and ceiling of the request's priority);
+ * md_traceparent: the call's `traceparent` metadata (NUL-terminated; NULL: none), the
+ * trace's parent when the submit's own field is empty or malformed.
  * Returns NULL when the copy cannot be allocated. */
 relay_req_t *router__req_create(router_t *r, relay_sink_t *sink,
                                 const Llmserve__V1__GenerateSubmit *submit, bool id_required,

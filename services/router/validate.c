@@ -3,6 +3,7 @@
 #include "base/err.h"
 
 #include "base/utf8.h"
+#include "svc/keys.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -87,5 +88,27 @@ int router_validate_submit(const Llmserve__V1__GenerateSubmit *s, bool id_requir
         return REFUSE(msg, len, "conversation_id, tenant or model_hint is not valid UTF-8");
     if ((int)s->cache_policy < 0 || (int)s->cache_policy > 4)
         return REFUSE(msg, len, "cache_policy is %d (want 0 to 4)", (int)s->cache_policy);
+    return LS_OK;
+}
+
+int router_validate_priority(int asked, int key_class, int *resolved, char *msg, size_t len)
+{
+    if (asked < LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED ||
+        asked > LLMSERVE__V1__PRIORITY__PRIORITY_BATCH)
+        return REFUSE(msg, len,
+                      "priority %d is not a known class (0 unspecified, 1 interactive, 2 "
+                      "normal, 3 batch)",
+                      asked);
+    if (asked == LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED) {
+        *resolved = key_class ? key_class : LLMSERVE__V1__PRIORITY__PRIORITY_NORMAL;
+        return LS_OK;
+    }
+    if (key_class && asked < key_class)
+        return REFUSE(msg, len,
+                      "priority %s is above this API key's class %s (ask for %s or lower, or "
+                      "leave it unspecified)",
+                      svc_priority_name(asked), svc_priority_name(key_class),
+                      svc_priority_name(key_class));
+    *resolved = asked;
     return LS_OK;
 }

@@ -28,4 +28,13 @@
 int router_validate_submit(const Llmserve__V1__GenerateSubmit *s, bool id_required,
                            size_t max_prompt_bytes, char *msg, size_t len);
 
+/* Resolves a request's class: asked is GenerateSubmit.priority, key_class the class of
+ * the caller's API key (llmserve.v1.Priority numbers; 0 = the key names none, or no keys
+ * are configured).  Unspecified asks for the key's class, else NORMAL.  A key's class
+ * is a ceiling: a request may ask for it or a lower class (a higher number), never a
+ * higher one.  Returns LS_OK with the class (1 to 3) in *resolved, or LS_ERR_INVALID
+ * with a one-line reason in msg (len bytes) for an INVALID_ARGUMENT status: an unknown
+ * value, or a class above the key's. */
+int router_validate_priority(int asked, int key_class, int *resolved, char *msg, size_t len);
+
 #endif

@@ -147,6 +147,7 @@ Test(router_dns, requests_spread_over_every_address_of_a_name)
     router_config_init(&cfg);
     cfg.tiers = ""; /* one pool */
     cfg.seed = 1;
+    cfg.prefix_affinity_bytes = 0; /* one prompt asked again and again must spread */
     router_t *r = router_create(&cfg, disc, err, sizeof(err));
     cr_assert_not_null(r, "router_create: %s", err);
     cr_assert(router_wait_ready(r, 30000), "the instance of 127.0.0.1 is not connected");

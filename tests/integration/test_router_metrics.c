@@ -145,6 +145,11 @@ static void expect_contract(recording_reporter_t *rr)
     cr_expect_eq(recording_reporter_misfits(rr, M_FALLBACKS, RECORDING_COUNTER, pool, 1), 0);
     cr_expect_eq(recording_reporter_misfits(rr, M_RETRIES, RECORDING_COUNTER, pool, 1), 0);
     cr_expect_eq(recording_reporter_misfits(rr, M_IN_FLIGHT, RECORDING_GAUGE, pool, 1), 0);
+    static const char *const by_class[] = {"pool", "priority"};
+    static const char *const prefix[] = {"pool", "outcome"};
+    cr_expect_eq(
+        recording_reporter_misfits(rr, M_ROUTER_BY_PRIORITY, RECORDING_COUNTER, by_class, 2), 0);
+    cr_expect_eq(recording_reporter_misfits(rr, M_ROUTER_PREFIX, RECORDING_COUNTER, prefix, 2), 0);
 }
 
 /* A router made from cfg and disc, serving on a loopback port, and a client channel to
@@ -240,6 +245,7 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
     /* No cache asked. */
     router_stream_req_t b = req_of("bypass", "something else entirely");
     b.policy = LLMSERVE__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
+    b.priority = LLMSERVE__V1__PRIORITY__PRIORITY_BATCH;
     router_stream_submit(g, &b);
     router_stream_rec_t rb = router_stream_finish(g, "bypass");
     cr_assert(rb.done);
@@ -281,6 +287,13 @@ Test(router_metrics, every_request_is_reported_once_with_its_labels)
                  misses + hits, "no lookup for the bypass nor the refused one");
     cr_expect_eq(recording_reporter_calls(rr, M_FALLBACKS, NULL, 0), 0);
     cr_expect_eq(recording_reporter_calls(rr, M_RETRIES, NULL, 0), 0);
+    svc_label_t by_class[2] = {{"pool", "small"}, {"priority", "batch"}};
+    cr_expect_eq(recording_reporter_sum(rr, M_ROUTER_BY_PRIORITY, by_class, 2), 1);
+    by_class[1].value = "normal";
+    cr_expect_eq(recording_reporter_sum(rr, M_ROUTER_BY_PRIORITY, by_class, 2), total - 2,
+                 "every routed request once, by its class; the refused one not at all");
+    cr_expect_eq(recording_reporter_calls(rr, M_ROUTER_PREFIX, NULL, 0), 0,
+                 "one instance: the prefix decides nothing");
     expect_contract(rr);
 
     unserve(&sv);

@@ -12,6 +12,7 @@
 
 struct router_stream {
     gen_recorder_t *rec;
+    int n_started; /* requests with a started event; under the recorder's lock */
 };
 
 static void init_rec(void *rec, const char *id)
@@ -81,6 +82,10 @@ static void on_message(gen_recorder_t *g, const ProtobufCMessage *msg)
             r->tokens_at_failover = r->tokens;
             r->resumed_tokens = ev->started->resumed_tokens;
         }
+        if (!r->started_rank) {
+            router_stream_t *rs = gen_recorder_ctx(g);
+            r->started_rank = ++rs->n_started;
+        }
         break;
     case LLMSERVE__V1__GENERATE_EVENT__KIND_TOKEN:
         do_token(r, ev->token);
@@ -124,7 +129,7 @@ router_stream_t *router_stream_open(rpc_channel_t *ch, const rpc_call_opts_t *op
     rpc_call_opts_t dflt = {.wait_for_ready = true, .timeout_us = 120000000};
     router_stream_t *g = calloc(1, sizeof(*g));
     cr_assert_not_null(g);
-    g->rec = gen_recorder_open(ch, &kind, NULL, opts ? opts : &dflt);
+    g->rec = gen_recorder_open(ch, &kind, g, opts ? opts : &dflt);
     cr_assert_not_null(g->rec, "cannot open Router.Generate");
     return g;
 }
@@ -156,6 +161,7 @@ int router_stream_send_submit(router_stream_t *g, const router_stream_req_t *o)
     s.tenant = (char *)(o->tenant ? o->tenant : "");
     s.timeout_ms = o->timeout_ms;
     s.cache_policy = o->policy;
+    s.priority = (Llmserve__V1__Priority)o->priority;
     Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
     req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_SUBMIT;
     req.submit = &s;

@@ -48,6 +48,8 @@ typedef struct {
     int failovers;               /* started events with failover set (after tokens) */
     int tokens_at_failover;      /* tokens received when the last of them came */
     uint32_t resumed_tokens;     /* its resumed_tokens */
+    int started_rank;            /* 1 + the requests on the stream started before this one
+                                    (by their first started event); 0: not started */
     /* The last started event, owned by the stream: NULL in the copies tests get (read it
      * with router_stream_route). */
     Llmserve__V1__GenerateStarted *route;
@@ -64,8 +66,9 @@ typedef struct {
     float top_p;
     bool has_seed; /* seed is set */
     uint64_t seed;
-    bool chat; /* send prompt as one chat message ... */
-    int role;  /* ... of this role (0 = USER) */
+    bool chat;    /* send prompt as one chat message ... */
+    int role;     /* ... of this role (0 = USER) */
+    int priority; /* GenerateSubmit.priority (0 = unspecified) */
 } router_stream_req_t;
 
 /* Opens Router.Generate on ch.  opts (borrowed during the call, metadata included) NULL

@@ -1,8 +1,10 @@
 /*
  * test_pool.c - services/router/pool.c: least outstanding, affinity, version split,
- * health, exclusion, reconciliation with discovery lists, capacity and waiters.
+ * health, exclusion, reconciliation with discovery lists, capacity and waiters, classes
+ * and aging of waiters, prefix affinity.
  */
 #define _GNU_SOURCE
+#include "base/clock.h"
 #include "base/err.h"
 #include "pool.h"
 
@@ -419,5 +421,173 @@ Test(pool, raising_capacity_grants_waiters)
     cr_assert_eq(granted_inst[0], insts[0]);
     router_pools_release(p, a);
     router_pools_release(p, granted_inst[0]);
+    router_pools_destroy(p);
+}
+
+/* ---- classes and aging ---------------------------------------------------------------- */
+
+Test(pool, waiters_are_granted_by_class_then_arrival)
+{
+    router_pools_t *p = make_waiting("small=h:1", 1);
+    router_pools_set_aging(p, 3600 * 1000000LL); /* no waiter ages within the test */
+    router_instance_t *a = pick(p, "small", NULL);
+    int64_t now = ls_now_us();
+    router_waiter_t b1 = {.since_us = now - 4, .priority = 3};
+    router_waiter_t b2 = {.since_us = now - 3, .priority = 3};
+    router_waiter_t n1 = {.since_us = now - 2, .priority = 0}; /* unspecified: normal */
+    router_waiter_t i1 = {.since_us = now - 1, .priority = 1};
+    router_waiter_t i2 = {.since_us = now, .priority = 1};
+    router_waiter_t *order[] = {&b1, &b2, &n1, &i1, &i2};
+    router_pick_t pk;
+    for (size_t i = 0; i < 5; i++) {
+        cr_assert_eq(pick_or_wait(p, order[i], 8, &pk), LS_OK);
+        cr_assert(pk.queued);
+    }
+    cr_assert_eq(pk.oldest_since_us, 0, "queued, not refused: no hint");
+    router_waiter_t *want[] = {&i1, &i2, &n1, &b1, &b2};
+    router_instance_t *held = a;
+    for (size_t i = 0; i < 5; i++) {
+        router_pools_release(p, held);
+        cr_assert_eq(n_granted, (int)i + 1);
+        cr_assert_eq(granted_w[i], want[i], "grant %zu went to the wrong waiter", i);
+        held = granted_inst[i];
+    }
+    router_pools_release(p, held);
+    router_pools_destroy(p);
+}
+
+Test(pool, a_waiter_counts_one_class_higher_per_aging_period)
+{
+    router_pools_t *p = make_waiting("small=h:1", 1);
+    int64_t aging = 3600 * 1000000LL;
+    router_pools_set_aging(p, aging);
+    router_instance_t *a = pick(p, "small", NULL);
+    int64_t now = ls_now_us();
+    /* Batch for two periods: interactive now, and first as the earliest arrival. */
+    router_waiter_t old_batch = {.since_us = now - 2 * aging - 5, .priority = 3};
+    /* Batch for one period: normal, behind interactive. */
+    router_waiter_t aged_once = {.since_us = now - aging - 4, .priority = 3};
+    router_waiter_t inter = {.since_us = now - 3, .priority = 1};
+    router_waiter_t normal = {.since_us = now - 2, .priority = 2};
+    router_waiter_t *order[] = {&old_batch, &aged_once, &inter, &normal};
+    router_pick_t pk;
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_eq(pick_or_wait(p, order[i], 8, &pk), LS_OK);
+    router_waiter_t *want[] = {&old_batch, &inter, &aged_once, &normal};
+    router_instance_t *held = a;
+    for (size_t i = 0; i < 4; i++) {
+        router_pools_release(p, held);
+        cr_assert_eq(granted_w[i], want[i], "grant %zu went to the wrong waiter", i);
+        held = granted_inst[i];
+    }
+    router_pools_release(p, held);
+    router_pools_destroy(p);
+}
+
+Test(pool, without_aging_batch_waits_behind_every_interactive)
+{
+    router_pools_t *p = make_waiting("small=h:1", 1);
+    router_pools_set_aging(p, 0);
+    router_instance_t *a = pick(p, "small", NULL);
+    router_waiter_t batch = {.since_us = 1, .priority = 3}; /* waited for ages */
+    router_waiter_t inter = {.since_us = ls_now_us(), .priority = 1};
+    router_pick_t pk;
+    cr_assert_eq(pick_or_wait(p, &batch, 8, &pk), LS_OK);
+    cr_assert_eq(pick_or_wait(p, &inter, 8, &pk), LS_OK);
+    router_pools_release(p, a);
+    cr_assert_eq(granted_w[0], &inter);
+    router_pools_release(p, granted_inst[0]);
+    cr_assert_eq(granted_w[1], &batch);
+    router_pools_release(p, granted_inst[1]);
+    router_pools_destroy(p);
+}
+
+/* ---- prefix affinity ------------------------------------------------------------------- */
+
+static router_pick_t pick_prefix(router_pools_t *p, uint64_t key)
+{
+    router_waiter_t w = {.since_us = ls_now_us(), .prefix_key = key};
+    router_pick_t pk;
+    cr_assert_eq(router_pools_pick_or_wait(p, "small", NULL, NULL, 0, &w, 0, &pk), LS_OK);
+    cr_assert_not_null(pk.inst);
+    return pk;
+}
+
+Test(pool, one_prefix_key_keeps_to_one_instance_while_load_allows)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
+    router_pools_set_prefix_slack(p, 2);
+    router_pick_t first = pick_prefix(p, 0x1234567);
+    cr_assert(first.prefix_affinity);
+    router_instance_t *held[8] = {first.inst};
+    /* Two more on the same instance: within the slack of 2 over the idle others. */
+    for (int i = 1; i < 3; i++) {
+        router_pick_t pk = pick_prefix(p, 0x1234567);
+        cr_assert_eq(pk.inst, first.inst, "pick %d left the prefix's instance", i);
+        cr_assert(pk.prefix_affinity && !pk.prefix_spilled);
+        held[i] = pk.inst;
+    }
+    /* A fourth would put 3 beyond the least loaded: it spills to an idle one. */
+    router_pick_t spill = pick_prefix(p, 0x1234567);
+    cr_assert_neq(spill.inst, first.inst);
+    cr_assert(spill.prefix_spilled && !spill.prefix_affinity);
+    cr_assert_eq(router_instance_outstanding(p, spill.inst), 1);
+    held[3] = spill.inst;
+    for (int i = 0; i < 4; i++)
+        router_pools_release(p, held[i]);
+    /* Unloaded again: back to the same instance. */
+    router_pick_t again = pick_prefix(p, 0x1234567);
+    cr_assert_eq(again.inst, first.inst);
+    router_pools_release(p, again.inst);
+    router_pools_destroy(p);
+}
+
+Test(pool, different_prefix_keys_spread_over_the_instances)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
+    int per[3] = {0};
+    for (uint64_t k = 1; k <= 300; k++) {
+        router_pick_t pk = pick_prefix(p, k * 0x9e3779b97f4a7c15ULL);
+        for (int i = 0; i < 3; i++)
+            per[i] += pk.inst == insts[i];
+        router_pools_release(p, pk.inst);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert(per[i] > 60, "instance %d got %d of 300 keys", i, per[i]);
+    router_pools_destroy(p);
+}
+
+Test(pool, conversation_affinity_wins_over_the_prefix)
+{
+    router_pools_t *p = make_healthy("small=h:1,h:2,h:3");
+    router_pick_t pref = pick_prefix(p, 77);
+    router_pools_release(p, pref.inst);
+    /* The conversation is served by another instance first (no prefix key). */
+    router_pools_set_prefix_slack(p, 0);
+    router_instance_t *hold[2];
+    int n_hold = 0;
+    router_pick_t pk;
+    /* Load the preferred instance so the least loaded pick lands elsewhere. */
+    hold[n_hold++] = pick_prefix(p, 77).inst;
+    cr_assert_eq(router_pools_pick(p, "small", "conv-x", NULL, 0, &pk), LS_OK);
+    cr_assert_neq(pk.inst, pref.inst);
+    hold[n_hold++] = pk.inst;
+    router_instance_t *conv_inst = pk.inst;
+    for (int i = 0; i < n_hold; i++)
+        router_pools_release(p, hold[i]);
+    router_waiter_t w = {.since_us = ls_now_us(), .prefix_key = 77};
+    cr_assert_eq(router_pools_pick_or_wait(p, "small", "conv-x", NULL, 0, &w, 0, &pk), LS_OK);
+    cr_assert_eq(pk.inst, conv_inst);
+    cr_assert(pk.affinity && !pk.prefix_affinity);
+    router_pools_release(p, pk.inst);
+    router_pools_destroy(p);
+}
+
+Test(pool, with_one_instance_the_prefix_decides_nothing)
+{
+    router_pools_t *p = make_healthy("small=h:1");
+    router_pick_t pk = pick_prefix(p, 99);
+    cr_assert_not(pk.prefix_affinity || pk.prefix_spilled);
+    router_pools_release(p, pk.inst);
     router_pools_destroy(p);
 }

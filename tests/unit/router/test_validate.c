@@ -120,3 +120,34 @@ Test(validate, sizes_policy_and_utf8)
     cr_assert_not(ls_utf8_valid("\xC0\xAF", 2), "overlong");
     cr_assert_not(ls_utf8_valid("\xE2\x82", 2), "truncated");
 }
+
+Test(validate, priority_resolves_from_the_request_then_the_key_then_normal)
+{
+    char msg[256] = "";
+    int cls = -1;
+    cr_assert_eq(router_validate_priority(0, 0, &cls, msg, sizeof(msg)), LS_OK);
+    cr_assert_eq(cls, LLMSERVE__V1__PRIORITY__PRIORITY_NORMAL);
+    cr_assert_eq(router_validate_priority(0, 3, &cls, msg, sizeof(msg)), LS_OK);
+    cr_assert_eq(cls, LLMSERVE__V1__PRIORITY__PRIORITY_BATCH, "the key's class by default");
+    cr_assert_eq(router_validate_priority(1, 0, &cls, msg, sizeof(msg)), LS_OK,
+                 "no key class: any class");
+    cr_assert_eq(cls, LLMSERVE__V1__PRIORITY__PRIORITY_INTERACTIVE);
+    cr_assert_eq(router_validate_priority(3, 1, &cls, msg, sizeof(msg)), LS_OK,
+                 "lower than the key's class");
+    cr_assert_eq(cls, LLMSERVE__V1__PRIORITY__PRIORITY_BATCH);
+    cr_assert_eq(router_validate_priority(2, 2, &cls, msg, sizeof(msg)), LS_OK);
+    cr_assert_eq(cls, LLMSERVE__V1__PRIORITY__PRIORITY_NORMAL);
+}
+
+Test(validate, priority_above_the_key_or_unknown_is_refused)
+{
+    char msg[256] = "";
+    int cls = -1;
+    cr_assert_eq(router_validate_priority(1, 3, &cls, msg, sizeof(msg)), LS_ERR_INVALID);
+    cr_assert(strstr(msg, "interactive is above this API key's class batch"), "%s", msg);
+    cr_assert_eq(cls, -1, "nothing resolved on a refusal");
+    cr_assert_eq(router_validate_priority(2, 3, &cls, msg, sizeof(msg)), LS_ERR_INVALID);
+    cr_assert_eq(router_validate_priority(7, 0, &cls, msg, sizeof(msg)), LS_ERR_INVALID);
+    cr_assert(strstr(msg, "priority 7 is not a known class"), "%s", msg);
+    cr_assert_eq(router_validate_priority(-1, 0, &cls, msg, sizeof(msg)), LS_ERR_INVALID);
+}

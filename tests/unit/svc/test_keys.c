@@ -142,3 +142,59 @@ Test(keys, reload_takes_new_keys_and_keeps_old_ones_on_a_bad_file)
     svc_keys_destroy(k);
     svc_keys_destroy(NULL);
 }
+
+Test(keys, a_line_may_name_the_keys_class)
+{
+    write_file(KEY_A " priority=batch\n" KEY_B " acme priority=interactive\n" KEY_C " acme\n");
+    svc_keys_t *k = svc_keys_load(g_path, err, sizeof(err));
+    cr_assert_not_null(k, "%s", err);
+    char tenant[SVC_TENANT_MAX + 1];
+    svc_priority_t cls;
+    cr_assert(svc_keys_check_class(k, "Bearer " KEY_A, tenant, sizeof(tenant), &cls));
+    cr_assert_str_eq(tenant, "");
+    cr_assert_eq(cls, SVC_PRIORITY_BATCH);
+    cr_assert(svc_keys_check_class(k, "Bearer " KEY_B, tenant, sizeof(tenant), &cls));
+    cr_assert_str_eq(tenant, "acme");
+    cr_assert_eq(cls, SVC_PRIORITY_INTERACTIVE);
+    cr_assert(svc_keys_check_class(k, "Bearer " KEY_C, tenant, sizeof(tenant), &cls));
+    cr_assert_str_eq(tenant, "acme");
+    cr_assert_eq(cls, SVC_PRIORITY_NONE);
+    svc_keys_destroy(k);
+}
+
+Test(keys, an_unknown_class_or_a_fourth_field_is_malformed)
+{
+    write_file(KEY_A " acme priority=urgent\n");
+    cr_assert_null(svc_keys_load(g_path, err, sizeof(err)));
+    cr_assert(strstr(err, "line 1") && strstr(err, "unknown class"), "%s", err);
+    write_file(KEY_A " acme priority=batch extra\n");
+    cr_assert_null(svc_keys_load(g_path, err, sizeof(err)));
+    cr_assert(strstr(err, "more fields"), "%s", err);
+    write_file(KEY_A " priority=batch acme\n");
+    cr_assert_null(svc_keys_load(g_path, err, sizeof(err)), "the class comes last");
+}
+
+Test(keys, the_principal_carries_tenant_and_class_and_parses_back)
+{
+    char buf[128], tenant[SVC_TENANT_MAX + 1];
+    svc_priority_t cls;
+    svc_keys_principal_format("acme", SVC_PRIORITY_NONE, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "acme", "without a class the principal is the tenant");
+    svc_keys_principal_parse(buf, tenant, sizeof(tenant), &cls);
+    cr_assert_str_eq(tenant, "acme");
+    cr_assert_eq(cls, SVC_PRIORITY_NONE);
+    svc_keys_principal_format("", SVC_PRIORITY_BATCH, buf, sizeof(buf));
+    svc_keys_principal_parse(buf, tenant, sizeof(tenant), &cls);
+    cr_assert_str_eq(tenant, "");
+    cr_assert_eq(cls, SVC_PRIORITY_BATCH);
+    svc_keys_principal_format("acme", SVC_PRIORITY_INTERACTIVE, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "acme;priority=interactive");
+    svc_keys_principal_parse(buf, tenant, sizeof(tenant), &cls);
+    cr_assert_str_eq(tenant, "acme");
+    cr_assert_eq(cls, SVC_PRIORITY_INTERACTIVE);
+    svc_keys_principal_parse(NULL, tenant, sizeof(tenant), &cls);
+    cr_assert_str_eq(tenant, "");
+    cr_assert_eq(cls, SVC_PRIORITY_NONE);
+    cr_assert_str_eq(svc_priority_name(SVC_PRIORITY_NORMAL), "normal");
+    cr_assert_str_eq(svc_priority_name(9), "unspecified");
+}
