@@ -189,16 +189,17 @@ static void report(prefix_run_t *p)
            "Usage.cached_prompt_tokens; first: each round's warm-up request, round 1's TTFT "
            "cached %.2f ms, uncached %.2f ms)\n",
            (double)p->first_ns[SIDE_CACHED] / 1e6, (double)p->first_ns[SIDE_UNCACHED] / 1e6);
+    printf("\n");
     for (int kind = KIND_SEQUENTIAL; kind < KINDS; kind++) {
         if (kind == KIND_CONCURRENT && cfg->concurrency == 0)
             continue;
         sb_tally_t *c = &p->tally[SIDE_CACHED][kind], *u = &p->tally[SIDE_UNCACHED][kind];
-        printf("\nuncached / cached TTFT (%s): p50 x%.2f  p95 x%.2f\n",
+        printf("uncached / cached TTFT (%s): p50 x%.2f  p95 x%.2f\n",
                kind == KIND_SEQUENTIAL ? "one at a time" : conc,
                ratio(sb_tally_ttft_ms(u, 0.5), sb_tally_ttft_ms(c, 0.5)),
                ratio(sb_tally_ttft_ms(u, 0.95), sb_tally_ttft_ms(c, 0.95)));
     }
-    printf("\noutputs identical: %s (%llu requests compared, %llu differ%s%s)\n",
+    printf("outputs identical: %s (%llu requests compared, %llu differ%s%s)\n",
            p->differ == 0 && p->compared > 0 ? "yes" : "no", (unsigned long long)p->compared,
            (unsigned long long)p->differ, p->differ ? "; " : "", p->first_difference);
     for (int side = 0; side < SIDES; side++) {
@@ -281,6 +282,7 @@ int sb_prefix_run(const sb_prefix_config_t *cfg)
         run_side(&p, first, round);
         run_side(&p, 1 - first, round);
         compare_round(&p, round);
+        fflush(stdout);
         fprintf(stderr, "servebench: prefix round %d of %d done\n", round + 1, cfg->rounds);
     }
     report(&p);

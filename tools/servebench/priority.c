@@ -266,8 +266,8 @@ static double ratio(double a, double b)
 
 static void report(const sb_priority_config_t *cfg, phase_result_t *res)
 {
-    printf("\n  %-14s %10s %9s %9s %9s %13s %14s %7s\n", "phase", "probe TTFT", "p50", "p95",
-           "p99 ms", "probes ok", "batch tok/s", "errors");
+    printf("\n  %-14s %9s %9s %9s %13s %14s %7s\n", "phase", "TTFT p50", "p95", "p99 ms",
+           "probes ok", "batch tok/s", "errors");
     double tps[PHASES];
     for (int ph = 0; ph < PHASES; ph++) {
         phase_result_t *r = &res[ph];
@@ -275,12 +275,12 @@ static void report(const sb_priority_config_t *cfg, phase_result_t *res)
         char ok[32];
         snprintf(ok, sizeof(ok), "%llu/%llu", (unsigned long long)r->probes.ok,
                  (unsigned long long)r->probes_sent);
-        printf("  %-14s %10s %9.2f %9.2f %9.2f %13s %14.0f %7llu\n", phase_names[ph], "",
+        printf("  %-14s %9.2f %9.2f %9.2f %13s %14.0f %7llu\n", phase_names[ph],
                sb_tally_ttft_ms(&r->probes, 0.5), sb_tally_ttft_ms(&r->probes, 0.95),
                sb_tally_ttft_ms(&r->probes, 0.99), ok, tps[ph],
                (unsigned long long)(r->probes.errors + r->batch.errors));
     }
-    printf("  (batch tok/s: batch tokens received during the probing windows, %d s per phase "
+    printf("  (TTFT: the probes'; batch tok/s: batch tokens received during the probing windows, %d s per phase "
            "and round; batch requests done: priorities %llu, no priorities %llu)\n",
            cfg->duration_s, (unsigned long long)res[PHASE_PRIORITIES].batch.ok,
            (unsigned long long)res[PHASE_NONE].batch.ok);
