@@ -38,8 +38,8 @@ struct sb_conn {
 static void do_protocol_error(sb_conn_t *c, const char *what, const char *id)
 {
     if (c->protocol_errors++ == 0)
-        snprintf(c->first_protocol_error, sizeof(c->first_protocol_error), "%s (request %s)",
-                 what, id);
+        snprintf(c->first_protocol_error, sizeof(c->first_protocol_error), "%s (request %s)", what,
+                 id);
 }
 
 /* Ends r with code and message.  Lock held; r has left the map. */
@@ -106,8 +106,7 @@ static void on_message(rpc_stream_t *s, void *ud, const ProtobufCMessage *msg)
     case LLMSERVE__V1__INFERENCE_EVENT__KIND_ERROR:
         rpc_idmap_del(&c->inflight, seq);
         /* a Status with code 0 would be no error at all: count it as one anyway */
-        do_end(c, r, ev->error->code ? ev->error->code : GRPC_STATUS_UNKNOWN,
-               ev->error->message);
+        do_end(c, r, ev->error->code ? ev->error->code : GRPC_STATUS_UNKNOWN, ev->error->message);
         break;
     default:
         break;

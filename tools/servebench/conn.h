@@ -32,17 +32,17 @@ typedef struct {
     int32_t *ids;   /* caller's buffer for the first ids_cap token ids, or NULL */
     size_t ids_cap; /* entries of ids */
     /* written by the connection */
-    uint64_t seq;            /* the request id's number ("r<seq>" on the wire) */
-    int64_t sent_ns;         /* bench_now_ns just before the submit was queued */
-    int64_t first_ns;        /* first token event received; 0 = none */
-    int64_t end_ns;          /* terminal event received (or the stream ended) */
-    bool started;            /* InferenceStarted received */
-    uint32_t cached_tokens;  /* InferenceStarted.cached_tokens */
-    uint32_t prompt_tokens;  /* InferenceStarted.prompt_tokens */
-    uint32_t usage_cached;   /* InferenceDone usage.cached_prompt_tokens */
-    uint32_t n_tokens;       /* token events received */
-    int code;                /* gRPC code of the terminal event: 0 for InferenceDone */
-    char message[200];       /* the error's message, when code is not 0 */
+    uint64_t seq;           /* the request id's number ("r<seq>" on the wire) */
+    int64_t sent_ns;        /* bench_now_ns just before the submit was queued */
+    int64_t first_ns;       /* first token event received; 0 = none */
+    int64_t end_ns;         /* terminal event received (or the stream ended) */
+    bool started;           /* InferenceStarted received */
+    uint32_t cached_tokens; /* InferenceStarted.cached_tokens */
+    uint32_t prompt_tokens; /* InferenceStarted.prompt_tokens */
+    uint32_t usage_cached;  /* InferenceDone usage.cached_prompt_tokens */
+    uint32_t n_tokens;      /* token events received */
+    int code;               /* gRPC code of the terminal event: 0 for InferenceDone */
+    char message[200];      /* the error's message, when code is not 0 */
     bool ended;
 } sb_req_t;
 

@@ -14,12 +14,12 @@ int sb_instance_open(sb_instance_t *in, rpc_client_t *client, const char *addr,
     in->addr = addr;
     in->ch = rpc_channel_create(client, addr, cfg);
     if (!in->ch) {
-        ls_set_err(err, err_len, "%s: cannot create the channel (see --tls-ca, --tls-cert)",
-                   addr);
+        ls_set_err(err, err_len, "%s: cannot create the channel (see --tls-ca, --tls-cert)", addr);
         return LS_ERR_INVALID;
     }
     Llmserve__V1__InfoRequest req = LLMSERVE__V1__INFO_REQUEST__INIT;
-    rpc_call_opts_t opts = {.timeout_us = timeout_ms * 1000, .metadata = md, .wait_for_ready = true};
+    rpc_call_opts_t opts = {
+        .timeout_us = timeout_ms * 1000, .metadata = md, .wait_for_ready = true};
     ProtobufCMessage *resp = NULL;
     rpc_status_t st;
     int rc = rpc_channel_unary(in->ch, "/llmserve.v1.Inference/Info", &req.base,

@@ -29,10 +29,10 @@
 #include <string.h>
 
 typedef struct {
-    const char *mode;     /* "prefix" or "priority"; required */
-    const char *cached;   /* prefix: instance with the prefix cache, host:port */
-    const char *uncached; /* prefix: instance without it, host:port */
-    const char *target;   /* priority: the instance, host:port */
+    const char *mode;           /* "prefix" or "priority"; required */
+    const char *cached;         /* prefix: instance with the prefix cache, host:port */
+    const char *uncached;       /* prefix: instance without it, host:port */
+    const char *target;         /* priority: the instance, host:port */
     int64_t prefix_tokens;      /* shared prompt ids; default 1000 */
     int64_t suffix_tokens;      /* each request's own ids; default 16 */
     int64_t max_tokens;         /* prefix: tokens per answer; default 16 */
@@ -126,18 +126,18 @@ static int run_priority(servebench_config_t *cfg, rpc_client_t *client,
         return 2;
     }
     sb_instance_print(&target, "target");
-    sb_priority_config_t pc = {
-        .target = &target,
-        .md = md,
-        .batch_streams = cfg->batch_streams ? (int)cfg->batch_streams : 2 * (int)target.max_batch,
-        .batch_tokens = (int)cfg->batch_tokens,
-        .interactive_tokens = (int)cfg->interactive_tokens,
-        .prompt_tokens = (int)cfg->prompt_tokens,
-        .interval_ms = (int)cfg->interval_ms,
-        .duration_s = (int)cfg->duration_s,
-        .rounds = cfg->rounds ? (int)cfg->rounds : 2,
-        .seed = (uint64_t)cfg->seed,
-        .timeout_ms = (uint32_t)cfg->timeout_ms};
+    sb_priority_config_t pc = {.target = &target,
+                               .md = md,
+                               .batch_streams = cfg->batch_streams ? (int)cfg->batch_streams
+                                                                   : 2 * (int)target.max_batch,
+                               .batch_tokens = (int)cfg->batch_tokens,
+                               .interactive_tokens = (int)cfg->interactive_tokens,
+                               .prompt_tokens = (int)cfg->prompt_tokens,
+                               .interval_ms = (int)cfg->interval_ms,
+                               .duration_s = (int)cfg->duration_s,
+                               .rounds = cfg->rounds ? (int)cfg->rounds : 2,
+                               .seed = (uint64_t)cfg->seed,
+                               .timeout_ms = (uint32_t)cfg->timeout_ms};
     int status = sb_priority_run(&pc);
     sb_instance_close(&target);
     return status;
@@ -181,8 +181,7 @@ int main(int argc, char **argv)
          "priority: seconds of probing per phase and round", 1, 86400},
         {"seed", NULL, LS_OPT_INT, &cfg.seed, "seed of the prompts' token ids", 0, 1e15},
         {"timeout-ms", NULL, LS_OPT_INT, &cfg.timeout_ms,
-         "each request's deadline at the instance, ms (the client waits 5 s more)", 1,
-         3600000},
+         "each request's deadline at the instance, ms (the client waits 5 s more)", 1, 3600000},
         {"info-timeout-ms", NULL, LS_OPT_INT, &cfg.info_timeout_ms,
          "how long to wait for an instance to answer Info, ms", 1, 3600000},
         SVC_CLIENT_OPTIONS(&cfg.sec),
@@ -222,8 +221,8 @@ int main(int argc, char **argv)
     svc_client_channel(&cfg.sec, &chc);
     rpc_md_t md = RPC_MD_INIT;
     svc_client_metadata(&cfg.sec, &md);
-    int status = prefix ? run_prefix(&cfg, client, &chc, &md)
-                        : run_priority(&cfg, client, &chc, &md);
+    int status =
+        prefix ? run_prefix(&cfg, client, &chc, &md) : run_priority(&cfg, client, &chc, &md);
     rpc_md_clear(&md);
     rpc_client_destroy(client);
     return status;

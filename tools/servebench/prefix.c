@@ -140,8 +140,7 @@ static void compare_round(prefix_run_t *p, int round)
         const sb_req_t *a = &p->reqs[SIDE_CACHED][idx], *b = &p->reqs[SIDE_UNCACHED][idx];
         p->compared++;
         size_t n = a->n_tokens < max ? a->n_tokens : max;
-        bool same = a->n_tokens == b->n_tokens &&
-                    memcmp(a->ids, b->ids, n * sizeof(int32_t)) == 0;
+        bool same = a->n_tokens == b->n_tokens && memcmp(a->ids, b->ids, n * sizeof(int32_t)) == 0;
         if (same)
             continue;
         if (p->differ++ == 0) {
@@ -149,8 +148,8 @@ static void compare_round(prefix_run_t *p, int round)
             while (at < n && at < b->n_tokens && a->ids[at] == b->ids[at])
                 at++;
             snprintf(p->first_difference, sizeof(p->first_difference),
-                     "round %d request %d: %u and %u tokens, first difference at token %zu", round + 1,
-                     idx, a->n_tokens, b->n_tokens, at);
+                     "round %d request %d: %u and %u tokens, first difference at token %zu",
+                     round + 1, idx, a->n_tokens, b->n_tokens, at);
         }
     }
 }
@@ -203,7 +202,7 @@ static void report(prefix_run_t *p)
            p->differ == 0 && p->compared > 0 ? "yes" : "no", (unsigned long long)p->compared,
            (unsigned long long)p->differ, p->differ ? "; " : "", p->first_difference);
     for (int side = 0; side < SIDES; side++) {
-        sb_tally_t all = SB_TALLY_INIT;
+        sb_tally_t all = {0};
         for (int kind = 0; kind < KINDS; kind++)
             sb_tally_merge(&all, &p->tally[side][kind]);
         char prefix[64];

@@ -196,14 +196,13 @@ static void run_phase(const sb_priority_config_t *cfg, int phase, int round,
     phase_t ph = {.cfg = cfg};
     ph.batch_priority = phase == PHASE_PRIORITIES ? LLMSERVE__V1__PRIORITY__PRIORITY_BATCH
                                                   : LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED;
-    int probe_priority = phase == PHASE_PRIORITIES
-                             ? LLMSERVE__V1__PRIORITY__PRIORITY_INTERACTIVE
-                             : LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED;
+    int probe_priority = phase == PHASE_PRIORITIES ? LLMSERVE__V1__PRIORITY__PRIORITY_INTERACTIVE
+                                                   : LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED;
     atomic_init(&ph.stop, false);
     atomic_init(&ph.next_stream, atomic_load(next_stream));
     pthread_mutex_init(&ph.mu, NULL);
     size_t cap = (size_t)cfg->duration_s * 1000 / (size_t)cfg->interval_ms + 1;
-    sb_tally_t probes = SB_TALLY_INIT;
+    sb_tally_t probes = {0};
     sb_req_t *reqs = calloc(cap, sizeof(*reqs));
     loop_t *loops = calloc((size_t)cfg->batch_streams, sizeof(*loops));
     int started = 0;
@@ -280,7 +279,8 @@ static void report(const sb_priority_config_t *cfg, phase_result_t *res)
                sb_tally_ttft_ms(&r->probes, 0.99), ok, tps[ph],
                (unsigned long long)(r->probes.errors + r->batch.errors));
     }
-    printf("  (TTFT: the probes'; batch tok/s: batch tokens received during the probing windows, %d s per phase "
+    printf("  (TTFT: the probes'; batch tok/s: batch tokens received during the probing windows, "
+           "%d s per phase "
            "and round; batch requests done: priorities %llu, no priorities %llu)\n",
            cfg->duration_s, (unsigned long long)res[PHASE_PRIORITIES].batch.ok,
            (unsigned long long)res[PHASE_NONE].batch.ok);
@@ -314,9 +314,9 @@ int sb_priority_run(const sb_priority_config_t *cfg)
         fprintf(stderr, "servebench: a vocabulary of %u tokens is too small\n", in->vocab_size);
         return 2;
     }
-    long need = (long)cfg->prompt_tokens +
-                (cfg->batch_tokens > cfg->interactive_tokens ? cfg->batch_tokens
-                                                             : cfg->interactive_tokens);
+    long need =
+        (long)cfg->prompt_tokens +
+        (cfg->batch_tokens > cfg->interactive_tokens ? cfg->batch_tokens : cfg->interactive_tokens);
     if (need > (long)in->seq_len) {
         fprintf(stderr,
                 "servebench: --prompt-tokens + --batch-tokens (%ld) exceed the model's seq_len "

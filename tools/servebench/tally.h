@@ -15,16 +15,14 @@
 typedef struct {
     int64_t *ttft_ns; /* one per request that got a first token */
     size_t n, cap;
-    uint64_t ok;              /* requests that ended with InferenceDone */
-    uint64_t cached_tokens;   /* sum of InferenceStarted.cached_tokens of the ok ones */
-    uint64_t usage_cached;    /* sum of Usage.cached_prompt_tokens of the ok ones */
-    uint64_t tokens;          /* token events of every request */
-    uint64_t errors;          /* requests that ended with an error */
-    uint64_t by_code[17];     /* errors by gRPC code, 0 to 16 */
-    char first_error[240];    /* "CODE: message" of the first error; "" when none */
+    uint64_t ok;            /* requests that ended with InferenceDone */
+    uint64_t cached_tokens; /* sum of InferenceStarted.cached_tokens of the ok ones */
+    uint64_t usage_cached;  /* sum of Usage.cached_prompt_tokens of the ok ones */
+    uint64_t tokens;        /* token events of every request */
+    uint64_t errors;        /* requests that ended with an error */
+    uint64_t by_code[17];   /* errors by gRPC code, 0 to 16 */
+    char first_error[240];  /* "CODE: message" of the first error; "" when none */
 } sb_tally_t;
-
-#define SB_TALLY_INIT {0}
 
 /* Adds an ended request. */
 void sb_tally_add(sb_tally_t *t, const sb_req_t *r);
