@@ -279,9 +279,9 @@ static void report(const sb_priority_config_t *cfg, phase_result_t *res)
                sb_tally_ttft_ms(&r->probes, 0.99), ok, tps[ph],
                (unsigned long long)(r->probes.errors + r->batch.errors));
     }
-    printf("  (TTFT: the probes'; batch tok/s: batch tokens received during the probing windows, "
-           "%d s per phase "
-           "and round; batch requests done: priorities %llu, no priorities %llu)\n",
+    printf("  (TTFT: the probes'; batch tok/s: batch tokens received during the probing "
+           "windows, %d s per phase and round; batch requests done: priorities %llu, no "
+           "priorities %llu)\n",
            cfg->duration_s, (unsigned long long)res[PHASE_PRIORITIES].batch.ok,
            (unsigned long long)res[PHASE_NONE].batch.ok);
     printf("\nno priorities / priorities: probe TTFT p95 x%.2f  p50 x%.2f;  batch tokens/s x%.2f\n",
