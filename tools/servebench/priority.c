@@ -300,10 +300,10 @@ static void report(const sb_priority_config_t *cfg, phase_result_t *res)
             printf("stream contract broken (%s): %llu events (first: %s)\n", phase_names[ph],
                    (unsigned long long)res[ph].protocol_errors, res[ph].first_protocol_error);
         if (res[ph].unsaturated)
-            printf("note (%s): in %d rounds the batch loops did not fill the instance's batch "
-                   "(%u requests) within %lld s before probing\n",
-                   phase_names[ph], res[ph].unsaturated, cfg->target->max_batch,
-                   (long long)(PRIORITY_SATURATE_US / 1000000));
+            printf("note (%s): the batch loops did not fill the instance's batch (%u requests) "
+                   "within %lld s before probing, in %d of %d rounds\n",
+                   phase_names[ph], cfg->target->max_batch,
+                   (long long)(PRIORITY_SATURATE_US / 1000000), res[ph].unsaturated, cfg->rounds);
     }
 }
 
