@@ -10,11 +10,12 @@
 # done, batch tokens/s, errors, and the no-priorities/priorities ratio of probe p95; fails
 # when a request failed.  About 50 s on two cores.
 #
-# The model: modelmaker's tiny shape with a 2048-token context (MODEL_FLAGS to change it).
+# The model: modelmaker's tiny shape with a 2048-token context and a classifier of its own,
+# as prefixbench.sh's (MODEL_FLAGS to change it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build}
-MODEL_FLAGS=${MODEL_FLAGS:---preset tiny --seq-len 2048}
+MODEL_FLAGS=${MODEL_FLAGS:---preset tiny --seq-len 2048 --no-shared-classifier}
 CPU_THREADS=${CPU_THREADS:-1} MAX_BATCH=${MAX_BATCH:-8}
 ROUNDS=${ROUNDS:-2} DURATION_S=${DURATION_S:-10} INTERVAL_MS=${INTERVAL_MS:-50}
 BATCH_STREAMS=${BATCH_STREAMS:-0} BATCH_TOKENS=${BATCH_TOKENS:-256}
