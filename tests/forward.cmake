@@ -17,3 +17,13 @@ foreach(kernels avx2 generic)
     ENVIRONMENT "${LLMSERVE_TEST_ENV};LLMSERVE_CPU_KERNELS=${kernels}" TIMEOUT 600
     FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
 endforeach()
+# The prefix KV block cache: bit-equal to the cache off, on each kernel family.
+llmserve_test(test_forward_prefix unit/model/test_forward_prefix.c llmserve_model)
+target_sources(test_forward_prefix PRIVATE unit/model/rand_ckpt.c)
+target_include_directories(test_forward_prefix PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/unit/model)
+foreach(kernels avx2 generic)
+  add_test(NAME test_forward_prefix_${kernels} COMMAND test_forward_prefix --jobs=2)
+  set_tests_properties(test_forward_prefix_${kernels} PROPERTIES
+    ENVIRONMENT "${LLMSERVE_TEST_ENV};LLMSERVE_CPU_KERNELS=${kernels}" TIMEOUT 600
+    FAIL_REGULAR_EXPRESSION "${LLMSERVE_SANITIZER_REPORT}")
+endforeach()

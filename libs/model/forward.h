@@ -13,6 +13,17 @@
  * so a step can never run out of KV space mid-generation: when the budget is spent,
  * forward_seq_open fails with LS_ERR_FULL and the caller waits or refuses.
  *
+ * Prefix cache (forward_config_t.prefix_cache): every KV block that a step fills (all
+ * FORWARD_KV_BLOCK positions written) is published under its token ids and the chain
+ * of blocks before it, so a later sequence opened with forward_seq_open_tokens on the
+ * same leading tokens maps those blocks into its table (shared, read-only) instead of
+ * computing them again.  Published blocks are reference counted by the open sequences
+ * holding them; when none holds one it stays cached on an LRU list and counts as free
+ * (forward_kv_free_tokens), to be evicted when an open needs the space.  A forward_t
+ * serves one checkpoint, so its cache is per model by construction: KV is never shared
+ * across models.  A step may not write into a published block (LS_ERR_INVALID), so
+ * shared KV never changes.
+ *
  * Threads: a forward_t is used by one thread (the scheduler that owns it);
  * forward_kv_free_tokens may be read from any thread.
  */
@@ -48,7 +59,9 @@ typedef struct {
                                   for good (CUDA: a kernel makes a real illegal-address
                                   fault; CPU: the step reports LS_ERR_DEVICE).  0 (the
                                   default) = never */
-    bool prefix_cache;         /* keep and share full KV blocks of equal prefixes */
+    bool prefix_cache;         /* share full KV blocks between sequences with the same
+                                  leading tokens (see above); default true.  false:
+                                  every sequence computes all of its KV itself */
 } forward_config_t;
 
 typedef struct forward forward_t;
@@ -88,32 +101,63 @@ const char *forward_device_name(const forward_t *f);
 /* The limits f was built with (after defaults were applied). */
 const forward_config_t *forward_config(const forward_t *f);
 
-/* Opens a sequence that may hold up to reserve_tokens positions (<= seq_len).
- * Returns its id (>= 0), LS_ERR_FULL when the KV budget or max_batch sequences are
- * in use, or LS_ERR_INVALID when reserve_tokens is out of range. */
+/* Opens a sequence that may hold up to reserve_tokens positions (<= seq_len), with no
+ * tokens known in advance (nothing is taken from the prefix cache; its blocks are still
+ * published as steps fill them).  Returns its id (>= 0), LS_ERR_FULL when the KV budget
+ * (after evicting every unused cached block) or max_batch sequences are in use, or
+ * LS_ERR_INVALID when reserve_tokens is out of range. */
 int forward_seq_open(forward_t *f, int reserve_tokens);
 
-/* Opens a sequence whose first n_tokens positions will be tokens[0..n_tokens), reserving
- * reserve_tokens positions as forward_seq_open does; *cached_tokens (may be NULL) gets
- * the positions already held, where its first step must start (0 here). */
+/* Opens a sequence whose first n_tokens positions will be tokens[0..n_tokens) and that may
+ * hold up to reserve_tokens positions (n_tokens <= reserve_tokens <= seq_len).  With the
+ * prefix cache, the longest chain of cached full blocks equal to tokens' leading full blocks
+ * is mapped into the sequence (shared, read-only) -- never all n_tokens: at least one token
+ * is always left to feed, so a prompt that is a whole number of cached blocks reuses all but
+ * its last block.  *cached_tokens (may be NULL) gets the positions already held (a multiple
+ * of FORWARD_KV_BLOCK; 0 without the prefix cache); the sequence's next step must start
+ * there (pos == *cached_tokens).  tokens is borrowed for the call (may be NULL when
+ * n_tokens is 0).  Returns the id, LS_ERR_FULL (no free slot, or the budget cannot give
+ * the blocks beyond the shared ones even after evicting every unused cached block),
+ * LS_ERR_INVALID (bad arguments: a count out of range, a token outside the vocabulary).
+ * On failure nothing changes. */
 int forward_seq_open_tokens(forward_t *f, const int *tokens, int n_tokens, int reserve_tokens,
                             int *cached_tokens);
 
-/* Releases the sequence's KV blocks; unknown ids are ignored. */
+/* Releases the sequence's KV blocks; unknown ids are ignored.  Its private blocks become
+ * free; its published blocks lose one reference each and, when no sequence holds them any
+ * more, stay cached (unused, evictable, counted by forward_kv_free_tokens). */
 void forward_seq_close(forward_t *f, int seq);
 
-/* KV positions not reserved by any open sequence (any thread may read it). */
+/* KV positions an open could get now: free blocks plus cached blocks that no open
+ * sequence holds, times FORWARD_KV_BLOCK (any thread may read it). */
 int64_t forward_kv_free_tokens(const forward_t *f);
 
+typedef struct {
+    int64_t lookups;       /* opens with tokens, prefix cache on (successful opens) */
+    int64_t hit_tokens;    /* positions mapped from the cache, summed */
+    int64_t cached_blocks; /* published blocks now, used or not */
+    int64_t unused_blocks; /* of them, held by no sequence (evictable) */
+    int64_t evictions;     /* cached blocks reused for something else */
+} forward_prefix_stats_t;
+
+/* Fills out with the prefix cache's counters (all zero when it is off).  Owner thread. */
+void forward_prefix_stats(const forward_t *f, forward_prefix_stats_t *out);
+
+/* True when f was built with prefix_cache on (any thread may call it). */
+bool forward_prefix_cache_on(const forward_t *f);
+
 /* Runs one step over n items (distinct open sequences, n <= max_batch, total tokens
- * <= max_step_tokens, pos + n_tokens <= the sequence's reservation).  Writes the
- * picked token of items[i] to out_tokens[i]; when logits is not NULL also writes
- * each item's final-position logits (n * vocab_size floats, before sampling) there.
- * Returns LS_OK, LS_ERR_INVALID for an item that breaks those rules (nothing is
- * changed), LS_ERR_INTERNAL when the step failed but the device still works, or
- * LS_ERR_DEVICE when the device failed for good (a sticky CUDA error such as an
- * illegal address or an uncorrectable ECC error): every later step then returns
- * LS_ERR_DEVICE at once, and the process must end to get the device back. */
+ * <= max_step_tokens, pos + n_tokens <= the sequence's reservation, pos not below the
+ * sequence's first unpublished block: a rewind into a published block, shared or not,
+ * would change cached KV).  With the prefix cache, every block the step fills is
+ * published when it returns LS_OK.  Writes the picked token of items[i] to
+ * out_tokens[i]; when logits is not NULL also writes each item's final-position
+ * logits (n * vocab_size floats, before sampling) there.  Returns LS_OK,
+ * LS_ERR_INVALID for an item that breaks those rules (nothing is changed),
+ * LS_ERR_INTERNAL when the step failed but the device still works, or LS_ERR_DEVICE
+ * when the device failed for good (a sticky CUDA error such as an illegal address or
+ * an uncorrectable ECC error): every later step then returns LS_ERR_DEVICE at once,
+ * and the process must end to get the device back. */
 int forward_step(forward_t *f, const forward_item_t *items, int n, int *out_tokens,
                  float *logits);
 

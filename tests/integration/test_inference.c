@@ -69,9 +69,9 @@ static const char *test_backend(void)
     return b && strcmp(b, "cuda") == 0 ? "cuda" : "cpu";
 }
 
-static void start_with(const char *const *shape, const char *const *extra)
+/* Starts the server on the model run_modelmaker made, with extra flags. */
+static void launch(const char *const *extra)
 {
-    run_modelmaker(shape);
     char *argv[48];
     int n = 0;
     argv[n++] = (char *)test_env_path("LLMSERVE_INFERENCE");
@@ -102,6 +102,24 @@ static void start_with(const char *const *shape, const char *const *extra)
     cr_assert_not_null(g_client);
     g_ch = test_channel_to(g_client, g_server.port, NULL);
     cr_assert_not_null(g_ch);
+}
+
+static void start_with(const char *const *shape, const char *const *extra)
+{
+    run_modelmaker(shape);
+    launch(extra);
+}
+
+/* Stops the server and its client, keeping the model for another launch. */
+static void stop_server(void)
+{
+    rpc_channel_destroy(g_ch);
+    g_ch = NULL;
+    rpc_client_destroy(g_client);
+    g_client = NULL;
+    int status = test_proc_stop(&g_server, SIGTERM, 30000);
+    cr_assert_eq(status, 0, "inference server exit status %d", status);
+    g_server.pid = 0;
 }
 
 /* Stops the server (if still running) and checks it exited 0: leaks and crashes at
@@ -775,4 +793,133 @@ Test(slow, device_failure_ends_each_request_once_goes_not_serving_and_exits_1)
     cr_assert_eq(status, 1, "exit status %d", status);
     for (int i = 0; i < N; i++)
         inference_stream_destroy(gens[i]);
+}
+
+/* ---- tests: the prefix cache ------------------------------------------------------------ */
+
+/* The tiny model with room for long shared prompts. */
+static const char *const LONG[] = {"--preset", "tiny", "--seq-len", "1024", NULL};
+
+enum { PFX = 300, SFX = 10, ANSWER = 20, N_SHARED = 6 };
+
+/* Prompt k of a family: PFX ids shared by the family (seed), then SFX ids of its own. */
+static void family_prompt(int family, int k, int32_t *out)
+{
+    uint32_t x = 2166136261u ^ (uint32_t)family * 16777619u;
+    for (int i = 0; i < PFX + SFX; i++) {
+        if (i == PFX)
+            x ^= (uint32_t)(k + 1) * 2654435761u;
+        x = x * 1103515245u + 12345u;
+        out[i] = 3 + (int32_t)((x >> 8) % 509u);
+    }
+}
+
+typedef struct {
+    int ids[N_SHARED + 1][ANSWER];
+    char text[N_SHARED + 1][4096];
+    uint32_t cached[N_SHARED + 1], usage_cached[N_SHARED + 1];
+} family_run_t;
+
+/* One request of family 0 alone, then N_SHARED others of it at once on one stream. */
+static void run_family(family_run_t *out)
+{
+    inference_stream_t *g = gen_open();
+    static int32_t prompts[N_SHARED + 1][PFX + SFX];
+    for (int k = 0; k <= N_SHARED; k++)
+        family_prompt(0, k, prompts[k]);
+    for (int phase = 0; phase < 2; phase++) {
+        int from = phase == 0 ? 0 : 1, to = phase == 0 ? 1 : N_SHARED + 1;
+        for (int k = from; k < to; k++) {
+            char id[16];
+            snprintf(id, sizeof(id), "f%d", k);
+            inference_stream_req_t req = {.tokens = prompts[k], .n_tokens = PFX + SFX,
+                                          .max_tokens = ANSWER, .ignore_eos = true};
+            inference_stream_submit(g, id, &req);
+        }
+        for (int k = from; k < to; k++) {
+            char id[16];
+            snprintf(id, sizeof(id), "f%d", k);
+            inference_stream_rec_t r = inference_stream_wait(g, id, 0, 60000);
+            cr_assert_eq(r.terminal, 1, "%s", id);
+            cr_assert_eq(r.reason, DONE(LENGTH), "%s: reason %d error %d %s", id, r.reason,
+                         r.error, r.msg);
+            cr_assert_eq(r.tokens, ANSWER);
+            memcpy(out->ids[k], r.ids, sizeof(out->ids[k]));
+            snprintf(out->text[k], sizeof(out->text[k]), "%s", r.text);
+            out->cached[k] = r.cached_tokens;
+            out->usage_cached[k] = r.usage_cached_tokens;
+        }
+    }
+    inference_stream_destroy(g);
+}
+
+TestSuite(prefix, .fini = stop_all, .timeout = 240);
+
+Test(prefix, greedy_answers_are_the_same_with_and_without_it_and_hits_are_reported)
+{
+    run_modelmaker(LONG);
+    static const char *const off[] = {"--no-prefix-cache", "--max-batch", "8", NULL};
+    launch(off);
+    Llmserve__V1__InfoResponse *info = info_call();
+    cr_assert(!info->prefix_cache);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
+    static family_run_t cold, warm;
+    run_family(&cold);
+    stop_server();
+
+    static const char *const on[] = {"--max-batch", "8", NULL};
+    launch(on);
+    info = info_call();
+    cr_assert(info->prefix_cache);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
+    run_family(&warm);
+    for (int k = 0; k <= N_SHARED; k++) {
+        cr_assert_eq(cold.cached[k], 0, "no cache, no hit");
+        cr_assert_eq(memcmp(cold.ids[k], warm.ids[k], sizeof(cold.ids[k])), 0,
+                     "request %d: the prefix cache changed a greedy answer", k);
+        cr_assert_str_eq(cold.text[k], warm.text[k]);
+        cr_assert_eq(warm.usage_cached[k], warm.cached[k], "done reports what started said");
+    }
+    cr_assert_eq(warm.cached[0], 0, "the first request finds nothing");
+    for (int k = 1; k <= N_SHARED; k++)
+        cr_assert_eq(warm.cached[k], PFX / 16 * 16, "request %d hit %u tokens", k,
+                     warm.cached[k]);
+}
+
+Test(prefix, a_full_budget_evicts_the_least_recently_used_and_answers_stay_the_same)
+{
+    run_modelmaker(LONG);
+    /* One context's worth of KV (64 blocks): three 330-token requests leave 63 blocks
+     * cached, so the fourth family evicts the first one's. */
+    static const char *const on[] = {"--max-batch", "2", "--kv-budget-tokens", "1024", NULL};
+    launch(on);
+    inference_stream_t *g = gen_open();
+    static int32_t p[PFX + SFX];
+    int first_ids[ANSWER];
+    uint32_t cached[6];
+    static const int order[6] = {0, 0, 1, 2, 3, 0}; /* families, one request at a time */
+    for (int i = 0; i < 6; i++) {
+        family_prompt(order[i], i, p);
+        char id[16];
+        snprintf(id, sizeof(id), "e%d", i);
+        inference_stream_req_t req = {.tokens = p, .n_tokens = PFX + SFX, .max_tokens = ANSWER,
+                                      .ignore_eos = true};
+        if (i == 5) { /* the first request again, word for word */
+            family_prompt(0, 0, p);
+        }
+        inference_stream_submit(g, id, &req);
+        inference_stream_rec_t r = inference_stream_wait(g, id, 0, 60000);
+        cr_assert_eq(r.reason, DONE(LENGTH), "%s: error %d %s", id, r.error, r.msg);
+        cached[i] = r.cached_tokens;
+        if (i == 0)
+            memcpy(first_ids, r.ids, sizeof(first_ids));
+        if (i == 5)
+            cr_assert_eq(memcmp(first_ids, r.ids, sizeof(first_ids)), 0,
+                         "an evicted prefix, recomputed, gives the same answer");
+    }
+    inference_stream_destroy(g);
+    cr_assert_eq(cached[0], 0);
+    cr_assert_eq(cached[1], PFX / 16 * 16, "same family: prefix hit");
+    cr_assert_eq(cached[2], 0, "another family shares nothing");
+    cr_assert_lt(cached[5], PFX / 16 * 16, "the first family was (at least partly) evicted");
 }

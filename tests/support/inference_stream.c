@@ -60,6 +60,7 @@ static void do_event(gen_recorder_t *g, inference_stream_t *is,
         if (r->started++ || r->tokens)
             r->order_ok = false;
         r->prompt_tokens = ev->started->prompt_tokens;
+        r->cached_tokens = ev->started->cached_tokens;
         r->batch_size = ev->started->batch_size;
         r->started_at = ls_now_us();
         r->queue_us = ev->started->queue_us;
@@ -74,6 +75,7 @@ static void do_event(gen_recorder_t *g, inference_stream_t *is,
         if (ev->done->usage) {
             r->completion_tokens = ev->done->usage->completion_tokens;
             r->usage_prompt_tokens = ev->done->usage->prompt_tokens;
+            r->usage_cached_tokens = ev->done->usage->cached_prompt_tokens;
         }
         if (ev->done->timings) {
             r->ttft_us = ev->done->timings->ttft_us;
@@ -149,6 +151,9 @@ void inference_stream_submit(inference_stream_t *g, const char *id, const infere
     sub.timeout_ms = p->timeout_ms;
     sub.prompt_tokens = (int32_t *)p->tokens;
     sub.n_prompt_tokens = p->n_tokens;
+    sub.resume_tokens = (int32_t *)p->resume;
+    sub.n_resume_tokens = p->n_resume;
+    sub.priority = (Llmserve__V1__Priority)p->priority;
     sub.messages = p->messages;
     sub.n_messages = p->n_messages;
     Llmserve__V1__InferenceRequest req = LLMSERVE__V1__INFERENCE_REQUEST__INIT;

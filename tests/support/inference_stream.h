@@ -35,6 +35,7 @@ typedef struct {
     int error;                                         /* gRPC code of the last Error, or 0 */
     char msg[256];                                     /* its message */
     uint32_t completion_tokens, usage_prompt_tokens;   /* Done's usage */
+    uint32_t cached_tokens, usage_cached_tokens; /* started's and Done's prefix-cache hits */
     uint64_t ttft_us, total_us, prefill_us, decode_us; /* Done's timings */
     int64_t started_at, ended_at; /* ls_now_us when the client saw started and terminal */
 } inference_stream_rec_t;
@@ -62,6 +63,9 @@ typedef struct {
     size_t n_stop;
     Llmserve__V1__ChatMessage **messages;
     size_t n_messages;
+    const int32_t *resume; /* resume_tokens */
+    size_t n_resume;
+    int priority; /* Priority enum value; 0 = unspecified */
 } inference_stream_req_t;
 
 /* Opens Inference.Generate on ch.  opts (borrowed during the call: deadline, metadata)

@@ -57,11 +57,16 @@ static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 /* While set, the scheduler thread stops in the started event of this request (the sink
  * runs with no scheduler lock held), so a test can queue requests before any step. */
 static const rec_t *g_gate;
+static bool g_gate_reached; /* the scheduler is waiting at the gate */
 
 static int sink_emit(inf_request_t *r, const Llmserve__V1__InferenceEvent *ev)
 {
     rec_t *rec = r->owner;
     pthread_mutex_lock(&g_mu);
+    if (g_gate == rec && ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED) {
+        g_gate_reached = true;
+        pthread_cond_broadcast(&g_cv);
+    }
     while (g_gate == rec && ev->kind_case == LLMSERVE__V1__INFERENCE_EVENT__KIND_STARTED)
         pthread_cond_wait(&g_cv, &g_mu);
     if (rec->terminal > 0)
@@ -181,6 +186,7 @@ typedef struct {
 static int64_t g_aging_us;
 static int g_class_max[INF_PRIO_COUNT];
 static int g_max_preemptions;
+static int64_t g_step_delay_us; /* a pause after each step, for tests that race the batch */
 
 static inf_request_t *make_req(const char *id, const params_t *p, rec_t *rec)
 {
@@ -293,7 +299,8 @@ static rig_t rig_make_full(int max_batch, int max_step_tokens, int64_t kv_budget
                              .model = "m1",
                              .priority_aging_us = g_aging_us,
                              .class_max_running = {g_class_max[0], g_class_max[1], g_class_max[2]},
-                             .max_preemptions = g_max_preemptions};
+                             .max_preemptions = g_max_preemptions,
+                             .step_delay_us = g_step_delay_us};
     rig.s = inf_sched_create(rig.f, g_tok, &sc, err, sizeof(err));
     cr_assert_not_null(rig.s, "%s", err);
     pthread_mutex_lock(&g_mu);
@@ -744,11 +751,15 @@ static void expect_contract(recording_reporter_t *rr)
         {M_INF_GEN_TOKENS, RECORDING_COUNTER}, {M_INF_RUNNING, RECORDING_GAUGE},
         {M_INF_WAITING, RECORDING_GAUGE},      {M_INF_KV_USED, RECORDING_GAUGE},
         {M_INF_KV_CAPACITY, RECORDING_GAUGE},     {M_INF_QUEUE_LIMIT, RECORDING_GAUGE},
+        {M_INF_PREFIX_HIT_TOKENS, RECORDING_COUNTER},
     };
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         cr_expect_eq(recording_reporter_misfits(rr, plain[i].name, plain[i].kind, inst, 2), 0,
                      "%s reported with another kind or other labels", plain[i].name);
     cr_expect_eq(recording_reporter_misfits(rr, M_INF_REFUSED, RECORDING_COUNTER, refused, 3), 0);
+    static const char *const by_prio[] = {"pool", "model", "priority"};
+    cr_expect_eq(
+        recording_reporter_misfits(rr, M_INF_PREEMPTIONS, RECORDING_COUNTER, by_prio, 3), 0);
 }
 
 Test(sched, reports_exact_counts_tokens_batches_and_idle_gauges)
@@ -983,6 +994,34 @@ Test(sched, resume_tokens_that_already_end_the_answer_end_it_at_once)
     rig_free(&rig);
 }
 
+/* Submits a long request that takes a batch slot and stops the scheduler in its started
+ * event (so nothing is admitted or stepped) until release_slot. */
+static inf_request_t *hold_slot(rig_t *rig, rec_t *h)
+{
+    params_t hold = {.prompt = "hold", .max_tokens = 1000, .ignore_eos = true};
+    inf_request_t *rh = make_req("hold", &hold, h);
+    pthread_mutex_lock(&g_mu);
+    g_gate = h;
+    g_gate_reached = false;
+    pthread_mutex_unlock(&g_mu);
+    cr_assert_eq(inf_sched_submit(rig->s, rh), LS_OK);
+    pthread_mutex_lock(&g_mu);
+    while (!g_gate_reached)
+        pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+    return rh;
+}
+
+/* Cancels the held request and lets the scheduler go on. */
+static void release_slot(rig_t *rig, inf_request_t *rh)
+{
+    inf_sched_cancel(rig->s, rh); /* not released yet: the scheduler holds it at the gate */
+    pthread_mutex_lock(&g_mu);
+    g_gate = NULL;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
 static int64_t started_at(rec_t *rec)
 {
     pthread_mutex_lock(&g_mu);
@@ -996,11 +1035,8 @@ Test(sched, waiters_are_admitted_by_class_then_arrival)
     g_max_preemptions = 0;
     g_aging_us = 0;
     rig_t rig = rig_make(1, 64, 0, 16);
-    params_t hold = {.prompt = "hold", .max_tokens = 1000, .ignore_eos = true};
     rec_t h;
-    inf_request_t *rh = make_req("hold", &hold, &h);
-    cr_assert_eq(inf_sched_submit(rig.s, rh), LS_OK);
-    cr_assert(wait_tokens(&h, 1, 60000));
+    inf_request_t *rh = hold_slot(&rig, &h);
     enum { N = 5 };
     static const int prio[N] = {3, 3, 2, 1, 1}; /* batch, batch, normal, interactive x2 */
     static const int want[N] = {3, 4, 2, 0, 1}; /* start order: i, i, n, b, b */
@@ -1012,7 +1048,7 @@ Test(sched, waiters_are_admitted_by_class_then_arrival)
         submit_ok(&rig, id, &q, &w[i]);
         ls_sleep_us(2000);
     }
-    inf_sched_cancel(rig.s, rh);
+    release_slot(&rig, rh);
     for (int i = 0; i < N; i++)
         cr_assert(wait_released(&w[i], 60000));
     for (int k = 1; k < N; k++)
@@ -1027,17 +1063,14 @@ Test(sched, a_long_wait_lifts_a_low_class_ahead_of_later_arrivals)
         g_max_preemptions = 0;
         g_aging_us = aging ? 40000 : 0;
         rig_t rig = rig_make(1, 64, 0, 16);
-        params_t hold = {.prompt = "hold", .max_tokens = 1000, .ignore_eos = true};
         rec_t h, b, i;
-        inf_request_t *rh = make_req("hold", &hold, &h);
-        cr_assert_eq(inf_sched_submit(rig.s, rh), LS_OK);
-        cr_assert(wait_tokens(&h, 1, 60000));
+        inf_request_t *rh = hold_slot(&rig, &h);
         params_t pb = {.prompt = "b", .max_tokens = 2, .ignore_eos = true, .priority = 3};
         params_t pi = {.prompt = "i", .max_tokens = 2, .ignore_eos = true, .priority = 1};
         submit_ok(&rig, "batch", &pb, &b);
         ls_sleep_us(150000); /* > 2 aging periods: batch counts as interactive */
         submit_ok(&rig, "interactive", &pi, &i);
-        inf_sched_cancel(rig.s, rh);
+        release_slot(&rig, rh);
         cr_assert(wait_released(&b, 60000));
         cr_assert(wait_released(&i, 60000));
         if (aging)
@@ -1052,7 +1085,7 @@ Test(sched, a_class_cap_leaves_slots_to_the_others)
 {
     g_class_max[INF_PRIO_BATCH] = 1;
     rig_t rig = rig_make(3, 64, 0, 16);
-    params_t pb = {.prompt = "b", .max_tokens = 40, .ignore_eos = true, .priority = 3};
+    params_t pb = {.prompt = "b", .max_tokens = 600, .ignore_eos = true, .priority = 3};
     params_t pn = {.prompt = "n", .max_tokens = 4, .ignore_eos = true};
     rec_t b1, b2, n;
     submit_ok(&rig, "b1", &pb, &b1);
@@ -1088,6 +1121,7 @@ static void preemption_case(int max_batch, int64_t kv_budget, int batch_tokens)
 
     g_max_preemptions = 2;
     g_aging_us = 0;
+    g_step_delay_us = 500; /* the batch work lasts over 0.5 s, the interactive 20 ms */
     recording_reporter_t *rr = recording_reporter_create();
     rig_t rig = rig_make_reported(max_batch, 64, kv_budget, 16, recording_reporter_base(rr));
     rec_t b[2], in;
@@ -1098,20 +1132,15 @@ static void preemption_case(int max_batch, int64_t kv_budget, int batch_tokens)
     }
     cr_assert(wait_tokens(&b[0], 20, 60000));
     cr_assert(wait_tokens(&b[1], 20, 60000));
-    params_t pi = {.prompt = "a person waits", .max_tokens = 8, .ignore_eos = true,
+    params_t pi = {.prompt = "a person waits", .max_tokens = 40, .ignore_eos = true,
                    .priority = 1};
     submit_ok(&rig, "in", &pi, &in);
     cr_assert(wait_released(&in, 60000));
-    cr_assert_eq(in.tokens, 8);
-    int before = 0; /* batch requests that were still running when in finished */
-    for (int k = 0; k < 2; k++) {
-        pthread_mutex_lock(&g_mu);
-        before += !b[k].released;
-        pthread_mutex_unlock(&g_mu);
-    }
-    cr_assert_gt(before, 0, "the interactive request should not have waited for batch work");
+    cr_assert_eq(in.tokens, 40);
     for (int k = 0; k < 2; k++) {
         cr_assert(wait_released(&b[k], 120000));
+        cr_assert_lt(in.started_at, b[k].ended_at,
+                     "the interactive request waited for batch work to finish");
         expect_same_answer(&b[k], &ref[k], k ? "preempted seeded" : "preempted greedy");
     }
     svc_label_t by[3] = {g_instance[0], g_instance[1], {"priority", "batch"}};
@@ -1124,11 +1153,37 @@ static void preemption_case(int max_batch, int64_t kv_budget, int batch_tokens)
 
 Test(sched, preempted_at_the_slot_limit_resumes_without_losing_a_token)
 {
-    preemption_case(2, 0, 300);
+    preemption_case(2, 0, 900);
 }
 
 Test(sched, preempted_at_the_kv_limit_resumes_without_losing_a_token)
 {
-    /* The two batch requests reserve the whole budget (2 x 32 blocks). */
-    preemption_case(4, SEQ_LEN, 500);
+    /* The two batch requests reserve 2 x 63 of the 128 blocks: the interactive one (3
+     * blocks) does not fit beside them. */
+    preemption_case(4, 2 * SEQ_LEN, 1000);
+}
+
+Test(sched, prefix_hits_are_reported_in_started_done_and_the_metric)
+{
+    recording_reporter_t *rr = recording_reporter_create();
+    rig_t rig = rig_make_reported(4, 64, 0, 16, recording_reporter_base(rr));
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = 259 + (i * 53) % (VOCAB - 259);
+    params_t p = {.tokens = prompt, .n_tokens = 40, .max_tokens = 8, .ignore_eos = true};
+    rec_t a, b;
+    submit_ok(&rig, "a", &p, &a);
+    cr_assert(wait_released(&a, 60000));
+    submit_ok(&rig, "b", &p, &b);
+    cr_assert(wait_released(&b, 60000));
+    cr_assert_eq(a.cached_tokens, 0);
+    cr_assert_eq(b.cached_tokens, 32, "two of the prompt's blocks were cached (%u)",
+                 b.cached_tokens);
+    cr_assert_eq(memcmp(a.ids, b.ids, 8 * sizeof(int)), 0);
+    cr_assert_eq(recording_reporter_sum(rr, M_INF_PREFIX_HIT_TOKENS, INSTANCE), 32);
+    cr_assert_eq(recording_reporter_sum(rr, M_INF_PROMPT_TOKENS, INSTANCE), 40 + 8,
+                 "only what was not cached is prefilled");
+    expect_contract(rr);
+    rig_free(&rig);
+    recording_reporter_destroy(rr);
 }
