@@ -2,7 +2,8 @@
 # tests/integration/test_servebench.sh BUILD_DIR - tools/prefixbench.sh and
 # tools/prioritybench.sh at their smallest, through servebench against real instances of
 # the tiny model: both exit 0 (no request failed, every request ended once, the cached
-# and uncached instances gave the same greedy tokens) and print their reports; servebench
+# and uncached instances gave the same greedy tokens), print their reports, and only the
+# cached instance reports prompt tokens from its cache; servebench
 # refuses instances it cannot compare with exit 2.  About 15 s.
 set -uo pipefail
 build=$(cd "${1:?usage: test_servebench.sh BUILD_DIR}" && pwd)
@@ -31,6 +32,12 @@ for side in cached uncached; do
 done
 grep -Eq '^uncached / cached TTFT \(one at a time\): p50 x[0-9.]+  p95 x[0-9.]+$' \
     "$tmp/prefix.txt" || fail "no ratio line"
+# the cache held the shared prefix's whole blocks for the cached instance, nothing for the
+# other (after "one at a time": TTFT p50, p95, mean, cached tokens, usage's cached tokens)
+awk '$1 == "cached" && $2 == "one" {exit !($9 > 0 && $10 > 0)}' "$tmp/prefix.txt" ||
+    fail "the cached instance reported no cached prompt tokens"
+awk '$1 == "uncached" && $2 == "one" {exit !($9 == 0 && $10 == 0)}' "$tmp/prefix.txt" ||
+    fail "the uncached instance reported cached prompt tokens"
 
 # 2. priority: one round of each phase, one second of probing.
 ROUNDS=1 DURATION_S=1 INTERVAL_MS=100 MAX_BATCH=2 BATCH_TOKENS=64 \
