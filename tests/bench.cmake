@@ -7,3 +7,12 @@ if(NOT LLMSERVE_SANITIZE)
   set_tests_properties(test_peerbench_quick PROPERTIES ENVIRONMENT "${LLMSERVE_TEST_ENV}"
                        TIMEOUT 300)
 endif()
+
+# tools/prefixbench.sh and tools/prioritybench.sh at their smallest (servebench against
+# instances of the tiny model), about 15 s.  Not under sanitizers: the scripts time the
+# instances.
+if(NOT LLMSERVE_SANITIZE)
+  add_test(NAME test_servebench
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_servebench.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(test_servebench PROPERTIES ENVIRONMENT "${LLMSERVE_TEST_ENV}" TIMEOUT 300)
+endif()
