@@ -494,10 +494,9 @@ Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary, .in
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawn_file_actions_addclose(&fa, out[0]);
     posix_spawn_file_actions_addclose(&fa, err[0]);
-    char *argv[] = {"llmctl", "--router",     router,
-                    "--pool", "large",        "--max-tokens",
-                    "1800",   "--ignore-eos", "Tell me a long story",
-                    NULL};
+    char *argv[] = {"llmctl",     "--router",     router,      "--pool",
+                    "large",      "--max-tokens", "1800",      "--ignore-eos",
+                    "--priority", "batch",        "Tell me a long story", NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, test_env_path("LLMSERVE_LLMCTL_BIN"), &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -533,6 +532,7 @@ Test(router, llmctl_ctrl_c_cancels_the_request_and_still_prints_the_summary, .in
     cr_assert_lt(took_ms, 5000, "llmctl took %lld ms to stop", (long long)took_ms);
     cr_assert(strstr(se, "cancelling"), "%s", se);
     cr_assert(strstr(se, "finish    cancelled"), "the summary must still print: %s", se);
+    cr_assert(strstr(se, "priority=batch"), "the route line names the class: %s", se);
     cr_assert(strstr(se, "route     pool=large"), "%s", se);
     suite_end(&S);
 }

@@ -38,6 +38,7 @@ typedef struct {
     const char *conversation;
     const char *tenant;
     const char *cache_policy;
+    const char *priority;
     const char *request_id;
     int64_t max_tokens;
     double temperature;
@@ -227,6 +228,29 @@ static bool trace_of(const Llmserve__V1__GenerateStarted *route, char *id, bool 
     return true;
 }
 
+static const char *const PRIORITY_NAMES[] = {"unspecified", "interactive", "normal", "batch"};
+
+static const char *priority_name(Llmserve__V1__Priority p)
+{
+    return (unsigned)p < 4 ? PRIORITY_NAMES[p] : "unknown";
+}
+
+/* "" (unspecified: the key's class or normal), interactive, normal or batch. */
+static int parse_priority(const char *s, Llmserve__V1__Priority *out)
+{
+    if (!*s) {
+        *out = LLMSERVE__V1__PRIORITY__PRIORITY_UNSPECIFIED;
+        return 0;
+    }
+    for (int i = 1; i < 4; i++) {
+        if (strcmp(s, PRIORITY_NAMES[i]) == 0) {
+            *out = (Llmserve__V1__Priority)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static void print_json(const ctl_state_t *st, const char *id)
 {
     FILE *f = stdout;
@@ -255,14 +279,22 @@ static void print_json(const ctl_state_t *st, const char *id)
         json_str(f, r->route_reason);
         fprintf(f, ",\"fallback\":%s,\"fallback_reason\":", r->fallback ? "true" : "false");
         json_str(f, r->fallback_reason);
-        fprintf(f, ",\"attempt\":%u}", r->attempt);
+        fprintf(f, ",\"attempt\":%u,\"priority\":\"%s\",\"failover\":%s,\"resumed_tokens\":%u",
+                r->attempt, priority_name(r->priority), r->failover ? "true" : "false",
+                r->resumed_tokens);
+        fprintf(f, ",\"failover_reason\":");
+        json_str(f, r->failover_reason);
+        fprintf(f, "}");
     }
     if (st->done) {
         const Llmserve__V1__GenerateDone *d = st->done;
         fprintf(f, ",\"finish_reason\":\"%s\"", finish_name(d->finish_reason));
         if (d->usage)
-            fprintf(f, ",\"usage\":{\"prompt_tokens\":%u,\"completion_tokens\":%u}",
-                    d->usage->prompt_tokens, d->usage->completion_tokens);
+            fprintf(f,
+                    ",\"usage\":{\"prompt_tokens\":%u,\"completion_tokens\":%u,"
+                    "\"cached_prompt_tokens\":%u}",
+                    d->usage->prompt_tokens, d->usage->completion_tokens,
+                    d->usage->cached_prompt_tokens);
         if (d->timings) {
             const Llmserve__V1__Timings *t = d->timings;
             fprintf(f,
@@ -292,12 +324,16 @@ static void print_summary(const ctl_state_t *st)
     }
     if (st->route) {
         const Llmserve__V1__GenerateStarted *r = st->route;
-        fprintf(f, "route     pool=%s model=%s version=%s instance=%s attempt=%u\n", r->pool,
-                r->model[0] ? r->model : "-", r->model_version[0] ? r->model_version : "-",
-                r->instance[0] ? r->instance : "-", r->attempt);
+        fprintf(f, "route     pool=%s model=%s version=%s instance=%s attempt=%u priority=%s\n",
+                r->pool, r->model[0] ? r->model : "-",
+                r->model_version[0] ? r->model_version : "-", r->instance[0] ? r->instance : "-",
+                r->attempt, priority_name(r->priority));
         fprintf(f, "reason    %s\n", r->route_reason);
         if (r->fallback)
             fprintf(f, "fallback  %s\n", r->fallback_reason);
+        if (r->failover)
+            fprintf(f, "failover  %s (continued after %u tokens)\n", r->failover_reason,
+                    r->resumed_tokens);
         fprintf(f, "cache     %s\n", r->cache_hit ? "hit" : "miss");
         char trace_id[33];
         bool sampled = false;
@@ -387,6 +423,7 @@ int main(int argc, char **argv)
     ctl_config_t c = {0};
     c.router = "127.0.0.1:7000";
     c.cache_policy = "default";
+    c.priority = "";
     c.timeout_ms = 0;
     c.seed = -1;
     const ls_opt_t opts[] = {
@@ -402,6 +439,8 @@ int main(int argc, char **argv)
         {"tenant", NULL, LS_OPT_STRING, &c.tenant, "tenant", 0, 0},
         {"cache-policy", NULL, LS_OPT_STRING, &c.cache_policy,
          "default, bypass, read-only, write-only or force", 0, 0},
+        {"priority", NULL, LS_OPT_STRING, &c.priority,
+         "interactive, normal or batch (empty: the API key's class, else normal)", 0, 0},
         {"request-id", NULL, LS_OPT_STRING, &c.request_id, "request id (default: llmctl-PID)", 0,
          0},
         {"max-tokens", NULL, LS_OPT_INT, &c.max_tokens, "most tokens to generate (0: default)", 0,
@@ -453,9 +492,13 @@ int main(int argc, char **argv)
     }
     const char *prompt = c.prompt ? c.prompt : words;
     Llmserve__V1__CachePolicy policy;
-    if (!prompt || !*prompt || parse_policy(c.cache_policy, &policy) != 0) {
+    Llmserve__V1__Priority priority;
+    bool bad_priority = parse_priority(c.priority, &priority) != 0;
+    if (!prompt || !*prompt || parse_policy(c.cache_policy, &policy) != 0 || bad_priority) {
         fprintf(stderr, "llmctl: %s (see --help)\n",
-                !prompt || !*prompt ? "no prompt given" : "unknown --cache-policy");
+                !prompt || !*prompt ? "no prompt given"
+                : bad_priority      ? "unknown --priority"
+                                    : "unknown --cache-policy");
         free(words);
         return 2;
     }
@@ -496,6 +539,7 @@ int main(int argc, char **argv)
     sub.conversation_id = (char *)(c.conversation ? c.conversation : "");
     sub.tenant = (char *)(c.tenant ? c.tenant : "");
     sub.cache_policy = policy;
+    sub.priority = priority;
     sub.timeout_ms = (uint32_t)c.timeout_ms;
     Llmserve__V1__GenerateRequest req = LLMSERVE__V1__GENERATE_REQUEST__INIT;
     req.kind_case = LLMSERVE__V1__GENERATE_REQUEST__KIND_SUBMIT;
