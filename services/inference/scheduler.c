@@ -402,8 +402,10 @@ static int do_admit(inf_sched_t *s, int64_t now, inf_request_t **out)
             if (!v)
                 break;
             do_preempt(s, v, now);
-            /* the victim went to the tail; r's predecessor may have changed */
-            r = do_best(s, now, &prev);
+            /* the victim went to the tail: r's predecessor may have changed */
+            prev = NULL;
+            for (inf_request_t *q = s->q_head; q != r; q = q->queue_next)
+                prev = q;
         }
         if (seq == LS_ERR_FULL && s->n_running > 0)
             break; /* waits for running requests to free room */
