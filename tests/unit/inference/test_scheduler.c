@@ -573,6 +573,21 @@ Test(sched, deadlines_while_queued_and_while_running)
     rig_free(&rig);
 }
 
+/* Copies into stop (16 bytes) about len bytes of whole characters of full's answer from
+ * about `at` (moved back to a character's start); returns where they start. */
+static size_t stop_from(const rec_t *full, size_t at, size_t len, char *stop)
+{
+    while (at > 0 && ((unsigned char)full->text[at] & 0xc0) == 0x80)
+        at--;
+    size_t end = at + len;
+    while (end < full->text_len && ((unsigned char)full->text[end] & 0xc0) == 0x80)
+        end++;
+    cr_assert_lt(end - at, 16);
+    memcpy(stop, full->text + at, end - at);
+    stop[end - at] = '\0';
+    return at;
+}
+
 Test(sched, stop_string_ends_the_answer_before_it)
 {
     rig_t rig = rig_make(4, 64, 0, 8);
@@ -584,15 +599,8 @@ Test(sched, stop_string_ends_the_answer_before_it)
 
     /* A stop string taken from the middle of the answer (whole characters), cut at
      * its first occurrence. */
-    size_t at = full.text_len / 2;
-    while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
-        at--;
-    size_t end = at + 3;
-    while (end < full.text_len && ((unsigned char)full.text[end] & 0xc0) == 0x80)
-        end++;
     char stop[16];
-    memcpy(stop, full.text + at, end - at);
-    stop[end - at] = '\0';
+    (void)stop_from(&full, full.text_len / 2, 3, stop);
     size_t first = (size_t)(strstr(full.text, stop) - full.text);
     char *stops[] = {stop};
     params_t q = p;
@@ -934,15 +942,8 @@ Test(sched, resumed_text_keeps_the_stop_string_hold_back)
     cr_assert(wait_released(&full, 60000));
     /* A stop string from the last third of the answer: the tokens before it hold back text
      * that might start it, which a resumed request must replay, not resend or lose. */
-    size_t at = full.text_len * 2 / 3;
-    while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
-        at--;
-    size_t end = at + 4;
-    while (end < full.text_len && ((unsigned char)full.text[end] & 0xc0) == 0x80)
-        end++;
     char stop[16];
-    memcpy(stop, full.text + at, end - at);
-    stop[end - at] = '\0';
+    (void)stop_from(&full, full.text_len * 2 / 3, 4, stop);
     char *stops[] = {stop};
     params_t q = p;
     q.stop = stops;
