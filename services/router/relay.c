@@ -731,7 +731,7 @@ static void do_no_route(relay_req_t *q, int code, const char *msg)
         do_fail(q, code, msg);
         return;
     }
-    char full[800];
+    char full[1024];
     snprintf(full, sizeof(full), "%s; no instance of model %s%s%s could continue the answer: %s",
              q->failover_reason, q->m_model, q->m_version[0] ? " version " : "", q->m_version, msg);
     do_fail(q, GRPC_STATUS_UNAVAILABLE, full);
