@@ -4,7 +4,8 @@
  * Lock rules: s->mu guards the admission queue (q_head/q_tail/n_queued), n_active,
  * draining, drain_deadline_us, failed and stop.  The running batch, the step buffers and the
  * forward_t belong to the scheduler thread alone and need no lock, except that
- * admission (forward_seq_open) happens under s->mu because it pops the queue.  No
+ * admission (forward_seq_open_tokens) and preemption (which puts a running request back
+ * in the queue) happen under s->mu because they change the queue.  No
  * sink callback (emit, release) is ever called with s->mu held: sinks take their own
  * stream locks, and rpc threads take a stream lock before s->mu (submit, cancel).
  * cfg.on_fatal is called the same way, with no lock held.
@@ -61,7 +62,7 @@ struct inf_sched {
     bool failed;               /* the device failed for good: nothing is admitted again */
     bool stop;
     inf_report_t rep; /* the load gauges in it: scheduler thread only */
-    int class_running[INF_PRIO_COUNT]; /* running requests by class (s->mu) */
+    int class_running[INF_PRIO_COUNT]; /* running requests by class (scheduler thread) */
     inf_trace_t trace; /* model and backend owned (scheduler thread only) */
 
     /* scheduler thread only */

@@ -908,6 +908,16 @@ static void expect_same_answer(const rec_t *got, const rec_t *ref, const char *w
     cr_assert_eq(got->completion_tokens, ref->completion_tokens, "%s", what);
 }
 
+/* p resumed after ref's first n tokens ends up with ref's whole answer. */
+static void expect_resumed_same(rig_t *rig, const params_t *p, const rec_t *ref, int n,
+                                const char *what)
+{
+    rec_t got;
+    submit_resumed(rig, "resumed", p, ref, n, &got);
+    cr_assert(wait_released(&got, 60000), "%s", what);
+    expect_same_answer(&got, ref, what);
+}
+
 Test(sched, resumed_requests_continue_exactly_greedy_and_seeded)
 {
     rig_t rig = rig_make(4, 64, 0, 16);
@@ -922,12 +932,9 @@ Test(sched, resumed_requests_continue_exactly_greedy_and_seeded)
         cr_assert_eq(ref.tokens, 60);
         static const int at[] = {1, 2, 7, 30, 59};
         for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
-            rec_t got;
             char what[64];
             snprintf(what, sizeof(what), "%s resumed at %d", sampled ? "seeded" : "greedy", at[k]);
-            submit_resumed(&rig, "resumed", &p, &ref, at[k], &got);
-            cr_assert(wait_released(&got, 60000), "%s", what);
-            expect_same_answer(&got, &ref, what);
+            expect_resumed_same(&rig, &p, &ref, at[k], what);
         }
     }
     rig_free(&rig);
@@ -953,12 +960,9 @@ Test(sched, resumed_text_keeps_the_stop_string_hold_back)
     cr_assert(wait_released(&cut, 60000));
     cr_assert_eq(cut.reason, DONE(STOP));
     for (int n = 1; n < cut.tokens; n++) {
-        rec_t got;
         char what[64];
         snprintf(what, sizeof(what), "stop \"%s\", resumed at %d of %d", stop, n, cut.tokens);
-        submit_resumed(&rig, "resumed", &q, &cut, n, &got);
-        cr_assert(wait_released(&got, 60000), "%s", what);
-        expect_same_answer(&got, &cut, what);
+        expect_resumed_same(&rig, &q, &cut, n, what);
     }
     rig_free(&rig);
 }
